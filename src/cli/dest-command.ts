@@ -1,0 +1,153 @@
+// `postcopy dest`: listen for the source, receive the guest, pull the disk, serve it as an NBD export if asked.
+import { join } from 'node:path';
+import { createRootLogger } from '../common/logger.js';
+import { JsonLinesEvents } from '../common/events.js';
+import { UsageError } from '../common/errors.js';
+import { parseHostPort } from '../link/connect.js';
+import { DestAgent, DestRolledBackError } from '../dest/dest-agent.js';
+import type { BlockStore } from '../dest/block-store.js';
+import type { SimGuest } from '../guest/sim-guest.js';
+import { parseCommandArgs, optional, readTicket, required } from './args.js';
+import { EXIT, EXIT_HELP } from './exit-codes.js';
+import { restoreGuest } from './guest-factory.js';
+import { ProgressBar } from './progress.js';
+import { startExport, type RunningExport } from './nbd-export.js';
+
+export const DEST_HELP = `Usage: postcopy dest --listen HOST:PORT --image PATH --ticket-file F [options]
+
+Wait for a source to connect, take over its guest, and pull its disk into PATH.
+
+  --listen HOST:PORT      migration socket to listen on (port 0 picks one; see the 'listening' event)
+  --image PATH            destination image (created sparse at Prepare)
+  --ticket-file F         shared secret (first line); optional 'expires=ISO-8601' line
+  --state-dir DIR         bitmap and session state (default: PATH.state); reuse it to resume after a restart
+  --nbd-listen HOST:PORT  serve the migrating disk as an NBD export on TCP
+  --nbd-socket PATH       ... and/or on a Unix socket
+  --nbd-name NAME         export name (default: disk)
+  --events FILE           append JSON-lines events (phases, progress, completion, errors)
+  --log-level LEVEL       pino level for stderr logs (default: info)
+
+Without an export it exits 0 once the migration is complete; with one it keeps serving the (now local)
+image until SIGTERM, then flushes and exits 0.
+
+${EXIT_HELP}`;
+
+export async function runDest(argv: string[]): Promise<number> {
+  const { values } = parseCommandArgs(argv, {
+    listen: { type: 'string' },
+    image: { type: 'string' },
+    'ticket-file': { type: 'string' },
+    'state-dir': { type: 'string' },
+    'nbd-listen': { type: 'string' },
+    'nbd-socket': { type: 'string' },
+    'nbd-name': { type: 'string' },
+    events: { type: 'string' },
+    'log-level': { type: 'string' },
+  });
+  if (values.help) {
+    process.stdout.write(DEST_HELP + '\n');
+    return EXIT.OK;
+  }
+  const listen = parseHostPort(required(values, 'listen'), '--listen');
+  const imagePath = required(values, 'image');
+  const ticket = readTicket(required(values, 'ticket-file'));
+  const stateDir = optional(values, 'state-dir') ?? `${imagePath}.state`;
+  const nbdListen = optional(values, 'nbd-listen');
+  const nbdSocket = optional(values, 'nbd-socket');
+  const nbdName = optional(values, 'nbd-name') ?? 'disk';
+  if (nbdName.length > 4096) throw new UsageError('PC_ERR_USAGE', '--nbd-name is too long');
+  const log = createRootLogger({ level: optional(values, 'log-level'), name: 'postcopy-dest' });
+  const events = new JsonLinesEvents(optional(values, 'events'), 'dest');
+  const started = performance.now();
+  const bar = new ProgressBar();
+  // Set from the store-ready callback, so held in an object the compiler does not narrow.
+  const exported: { current: RunningExport | null } = { current: null };
+
+  const agent: DestAgent = new DestAgent({
+    listen,
+    imagePath,
+    stateDir,
+    ticket,
+    log,
+    events,
+    createGuest: (def, ram, state) => restoreGuest(def, ram, state, agent.store!.size, log),
+    onStoreReady: (store: BlockStore) => {
+      if (!nbdListen && !nbdSocket) return;
+      startExport(store, { tcp: nbdListen ? parseHostPort(nbdListen, '--nbd-listen') : undefined, socketPath: nbdSocket, name: nbdName, log })
+        .then((x) => {
+          exported.current = x;
+          events.emit('export', { name: nbdName, uris: x.uris });
+        })
+        .catch((e: Error) => {
+          log.error({ err: e }, 'NBD export failed to start');
+        });
+    },
+  });
+
+  const stop = new Promise<string>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  await agent.start();
+  const timer = setInterval(() => {
+    const p = agent.progress();
+    events.emit('progress', p);
+    bar.update(p as never);
+  }, 500);
+  timer.unref();
+
+  const outcome = await Promise.race([agent.done.then((r) => ({ r }), (e: unknown) => ({ e })), stop.then((sig) => ({ sig }))]);
+  clearInterval(timer);
+  bar.done();
+  if ('sig' in outcome) {
+    log.warn({ signal: outcome.sig, phase: agent.phase }, 'stopping before the migration finished; state kept');
+    await exported.current?.close();
+    await agent.close();
+    events.emit('exit', { code: EXIT.INTERRUPTED, phase: agent.phase });
+    process.stderr.write(`postcopy dest: stopped by ${outcome.sig} in phase ${agent.phase}; state kept in ${stateDir}; restart to resume\n`);
+    return agent.phase === 'idle' || agent.phase === 'aborted' ? EXIT.ROLLED_BACK : EXIT.INTERRUPTED;
+  }
+  if ('e' in outcome) {
+    await exported.current?.close();
+    await agent.close();
+    const msg = outcome.e instanceof Error ? outcome.e.message : String(outcome.e);
+    events.emit('exit', { code: EXIT.ROLLED_BACK, error: msg });
+    process.stderr.write(`postcopy dest: migration rolled back (${msg}); nothing kept here, the guest stays on the source\n`);
+    return outcome.e instanceof DestRolledBackError ? EXIT.ROLLED_BACK : EXIT.INTERNAL;
+  }
+  const result = outcome.r;
+  const guest = result.guest as SimGuest | null;
+  if (guest) {
+    await guest.pause();
+    guest.saveWriteMap(join(stateDir, 'guest-writes.json'));
+  }
+  const store = agent.store!;
+  const summary = {
+    wallMs: Math.round(performance.now() - started),
+    finishMs: result.finishMs,
+    resumes: result.resumes,
+    ...store.stats,
+    demandLatencyMs: store.demandLatency.summary(),
+    guest: guest
+      ? {
+          reads: guest.stats.reads,
+          writes: guest.stats.writes,
+          readMismatches: guest.stats.readMismatches,
+          diskErrors: guest.stats.readErrors + guest.stats.writeErrors,
+          readLatencyMs: guest.latencyPercentiles(),
+          writeMapEntries: guest.writeMapEntries().length,
+        }
+      : null,
+  };
+  events.emit('summary', summary);
+  log.info(summary, 'migration complete');
+  if (nbdListen || nbdSocket) {
+    log.info('migration complete; serving the local image until SIGTERM');
+    await stop;
+    await exported.current?.close();
+  }
+  await agent.close();
+  events.emit('exit', { code: EXIT.OK });
+  events.close();
+  return EXIT.OK;
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env node
+// The `postcopy` command: dispatches to dest, source, demo, verify; turns failures into one line and an exit code.
+import { isPostcopyError } from '../common/errors.js';
+import { runDemo } from './demo-command.js';
+import { runDest } from './dest-command.js';
+import { EXIT, EXIT_HELP } from './exit-codes.js';
+import { runSource } from './source-command.js';
+import { runVerify } from './verify-command.js';
+
+const HELP = `Usage: postcopy <command> [options]
+
+Post-copy live migration of a guest and its disk over one socket.
+
+Commands:
+  dest     listen for a source, take over its guest, pull its disk (optionally serving it as an NBD export)
+  source   hand the guest over to a destination and serve its disk until the destination is complete
+  demo     the whole job on an embedded default: two processes, a simulated guest, verification, summary
+  verify   check a destination image against the source image (and the guest's writes)
+
+Run 'postcopy <command> --help' for its options.
+
+${EXIT_HELP}`;
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
+  dest: runDest,
+  source: runSource,
+  demo: runDemo,
+  verify: runVerify,
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(HELP + '\n');
+    return cmd ? EXIT.OK : EXIT.USAGE;
+  }
+  const run = COMMANDS[cmd];
+  if (!run) {
+    process.stderr.write(`postcopy: unknown command '${cmd}' (try 'postcopy --help')\n`);
+    return EXIT.USAGE;
+  }
+  try {
+    return await run(rest);
+  } catch (e) {
+    if (isPostcopyError(e)) {
+      process.stderr.write(`postcopy ${cmd}: ${e.message} [${e.code}]\n`);
+      if (e.code === 'PC_ERR_USAGE' || e.code === 'PC_ERR_STATE_DIR') return EXIT.USAGE;
+      return cmd === 'source' || cmd === 'dest' ? EXIT.NOT_STARTED : EXIT.INTERNAL;
+    }
+    process.stderr.write(`postcopy ${cmd}: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    return EXIT.INTERNAL;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+    // Agents leave no work behind on success; anything still pending (a socket's close timer) must not hold the exit.
+    setTimeout(() => process.exit(code), 200).unref();
+  },
+  (e) => {
+    process.stderr.write(`postcopy: ${String(e)}\n`);
+    process.exit(EXIT.INTERNAL);
+  },
+);

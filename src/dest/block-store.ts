@@ -1,0 +1,453 @@
+// D's block store: the sparse image plus the present-bitmap, with copy-on-read underneath the BlockDevice
+// interface that the simulated guest and the NBD export both use. Writes follow the dm-clone rules: a full-block
+// write makes a block present at once, a partial write to a missing block first brings it in, and a late fetch
+// never overwrites guest data. Before Finish it is a pass-through: reads go to S and nothing is kept.
+import { closeSync, fdatasync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
+import { promisify } from 'node:util';
+import type { BlockDevice, Extent } from '../common/block-device.js';
+import { deferred, type Deferred } from '../common/deferred.js';
+import { BackendError, ProtocolError, type PostcopyError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { CLASS_BULK, CLASS_URGENT } from '../protocol/constants.js';
+import type { BlockClass, ZeroRun } from '../protocol/messages.js';
+import type { Fetcher, FetchSink } from './fetcher.js';
+import { LatencyRecorder } from './latency.js';
+import type { PresentBitmap } from './present-bitmap.js';
+
+const fdatasyncAsync = promisify(fdatasync);
+/** Batch bitmap commits: one image fdatasync + one bitmap write per interval, not per block. */
+const COMMIT_INTERVAL_MS = 25;
+const ZERO_CHUNK = 4 * 1024 * 1024;
+
+export type StoreMode = 'pass-through' | 'copy-on-read';
+
+export interface BlockStoreStats {
+  bytesFetchedDemand: number;
+  bytesFetchedBulk: number;
+  zeroBytesSkipped: number;
+  guestBytesWritten: number;
+  guestBytesRead: number;
+  demandMisses: number;
+  lateFetchesDropped: number;
+  commits: number;
+}
+
+export class BlockStore implements BlockDevice {
+  readonly size: number;
+  readonly blockSize: number;
+  readonly blockCount: number;
+  readonly multiConnSafe = true;
+  readonly readOnly = false;
+  readonly stats: BlockStoreStats = {
+    bytesFetchedDemand: 0,
+    bytesFetchedBulk: 0,
+    zeroBytesSkipped: 0,
+    guestBytesWritten: 0,
+    guestBytesRead: 0,
+    demandMisses: 0,
+    lateFetchesDropped: 0,
+    commits: 0,
+  };
+  /** Time from a guest's read or write finding a block missing to the block being present. */
+  readonly demandLatency = new LatencyRecorder();
+  /** Told of each demand miss (the streamer continues just past it). */
+  onDemandMiss: (block: number) => void = () => {};
+
+  #fd: number;
+  #mode: StoreMode;
+  readonly #bitmap: PresentBitmap;
+  readonly #fetcher: Fetcher;
+  readonly #log: Logger;
+  /** True while the image is the one we created this run: a block not present was never written and reads as zero. */
+  readonly #fresh: boolean;
+  readonly #waiters = new Map<number, Deferred<void>>();
+  readonly #urgentInflight = new Set<number>();
+  readonly #bulkInflight = new Set<number>();
+  /** Blocks known to read as zeroes (from S's extent map, or zero-filled here), cleared on any write. */
+  readonly #zeroKnown: Uint8Array;
+  #pendingDurable: number[] = [];
+  #commitChain: Promise<void> = Promise.resolve();
+  #commitTimer: NodeJS.Timeout | null = null;
+  readonly #copyOnReadStarted = deferred<void>();
+  readonly #complete = deferred<void>();
+
+  private constructor(fd: number, opts: { size: number; bitmap: PresentBitmap; fetcher: Fetcher; log: Logger; fresh: boolean }) {
+    this.#fd = fd;
+    this.size = opts.size;
+    this.#bitmap = opts.bitmap;
+    this.blockSize = opts.bitmap.blockSize;
+    this.blockCount = opts.bitmap.blockCount;
+    this.#fetcher = opts.fetcher;
+    this.#log = opts.log;
+    this.#fresh = opts.fresh;
+    this.#mode = 'pass-through';
+    this.#zeroKnown = new Uint8Array(Math.ceil(this.blockCount / 8));
+  }
+
+  /** Create a new sparse image of `size` bytes (truncating any old file). */
+  static create(path: string, opts: { size: number; bitmap: PresentBitmap; fetcher: Fetcher; log: Logger }): BlockStore {
+    const fd = openSync(path, 'w+');
+    ftruncateSync(fd, opts.size);
+    return new BlockStore(fd, { ...opts, fresh: true });
+  }
+
+  /** Reopen an image after a restart; blocks not in the bitmap may hold anything and are fetched again. */
+  static reopen(path: string, opts: { size: number; bitmap: PresentBitmap; fetcher: Fetcher; log: Logger }): BlockStore {
+    const fd = openSync(path, 'r+');
+    ftruncateSync(fd, opts.size);
+    return new BlockStore(fd, { ...opts, fresh: false });
+  }
+
+  get mode(): StoreMode {
+    return this.#mode;
+  }
+  get presentBlocks(): number {
+    return this.#bitmap.presentCount;
+  }
+  get durableBlocks(): number {
+    return this.#bitmap.durableCount;
+  }
+  /** Bytes that exist only on S right now. */
+  get bytesOnlyOnSource(): number {
+    return (this.blockCount - this.#bitmap.presentCount) * this.blockSize;
+  }
+  /** Resolves once every block is present and durable. */
+  get whenComplete(): Promise<void> {
+    return this.#complete.promise;
+  }
+
+  /** Finish: from now on reads keep what they fetch and writes land. */
+  startCopyOnRead(): void {
+    this.#mode = 'copy-on-read';
+    this.#copyOnReadStarted.resolve();
+    this.#checkComplete();
+  }
+
+  isPresent(block: number): boolean {
+    return this.#bitmap.has(block);
+  }
+  isInflight(block: number): boolean {
+    return this.#urgentInflight.has(block) || this.#bulkInflight.has(block);
+  }
+  nextMissing(from: number): number {
+    return this.#bitmap.nextMissing(from);
+  }
+
+  // ---- BlockDevice ----
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    this.#checkRange(offset, length);
+    this.stats.guestBytesRead += length;
+    if (length === 0) return Buffer.alloc(0);
+    if (this.#mode === 'pass-through') return this.#readThrough(offset, length);
+    await this.#ensureRange(offset, length);
+    return this.#readLocal(offset, length);
+  }
+
+  async write(offset: number, data: Buffer, opts?: { fua?: boolean }): Promise<void> {
+    this.#checkRange(offset, data.length);
+    if (data.length === 0) return;
+    await this.#copyOnReadStarted.promise;
+    const first = Math.floor(offset / this.blockSize);
+    const last = Math.floor((offset + data.length - 1) / this.blockSize);
+    // Partially covered missing blocks (only the first and last can be) must be brought in first.
+    for (;;) {
+      const partial = [first, last].filter((b) => !this.#bitmap.has(b) && !this.#covers(b, offset, data.length));
+      if (partial.length === 0) break;
+      await Promise.all(partial.map((b) => this.#ensure(b)));
+    }
+    writeFully(this.#fd, data, offset);
+    this.stats.guestBytesWritten += data.length;
+    for (let b = first; b <= last; b++) {
+      this.#clearZeroKnown(b);
+      if (!this.#bitmap.has(b)) this.#markPresent(b);
+    }
+    if (opts?.fua) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    await this.#commit();
+  }
+
+  async writeZeroes(offset: number, length: number, opts?: { fua?: boolean }): Promise<void> {
+    this.#checkRange(offset, length);
+    for (let at = offset; at < offset + length; at += ZERO_CHUNK) {
+      await this.write(at, Buffer.alloc(Math.min(ZERO_CHUNK, offset + length - at)));
+    }
+    const first = Math.ceil(offset / this.blockSize);
+    const end = Math.floor((offset + length) / this.blockSize);
+    for (let b = first; b < end; b++) this.#setZeroKnown(b);
+    if (opts?.fua) await this.flush();
+  }
+
+  /** TRIM: our image reads zeroes afterwards (the spec allows anything; zeroes are the least surprising). */
+  async trim(offset: number, length: number, opts?: { fua?: boolean }): Promise<void> {
+    await this.writeZeroes(offset, length, opts);
+  }
+
+  async blockStatus(offset: number, length: number): Promise<Extent[]> {
+    this.#checkRange(offset, length);
+    const out: Extent[] = [];
+    const end = Math.min(this.size, offset + length);
+    for (let at = offset; at < end; ) {
+      const b = Math.floor(at / this.blockSize);
+      const next = Math.min(end, (b + 1) * this.blockSize);
+      const zero = this.#isZeroKnown(b);
+      const lastExt = out[out.length - 1];
+      if (lastExt && lastExt.zero === zero) lastExt.length += next - at;
+      else out.push({ offset: at, length: next - at, zero });
+      at = next;
+    }
+    return out;
+  }
+
+  async cache(offset: number, length: number): Promise<void> {
+    this.#checkRange(offset, length);
+    if (this.#mode === 'pass-through' || length === 0) return;
+    const first = Math.floor(offset / this.blockSize);
+    const last = Math.floor((offset + length - 1) / this.blockSize);
+    for (let b = first; b <= last; b++) if (!this.#bitmap.has(b)) void this.#ensure(b).catch(() => {});
+  }
+
+  // ---- fed by the streamer and the extent map ----
+
+  /** Ask S for `count` blocks from `first` in the background. */
+  fetchBulk(first: number, count: number): void {
+    this.#fetchBlocks(first, count, CLASS_BULK);
+  }
+
+  /** S's zero runs: blocks wholly inside them become present without travelling. */
+  applyZeroRuns(runs: readonly ZeroRun[]): void {
+    for (const run of runs) {
+      if (run.offset + run.length > this.size) throw new ProtocolError('PC_ERR_OUT_OF_RANGE', `zero run ${run.offset}+${run.length}`);
+      const runEnd = run.offset + run.length;
+      for (let b = Math.ceil(run.offset / this.blockSize); b < this.blockCount; b++) {
+        if (b * this.blockSize + this.#blockLength(b) > runEnd) break;
+        if (this.#bitmap.has(b) || this.isInflight(b)) continue;
+        this.#storeZeroBlock(b);
+        this.stats.zeroBytesSkipped += this.#blockLength(b);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#commitTimer) clearTimeout(this.#commitTimer);
+    this.#commitTimer = null;
+    await this.#commit();
+    this.#bitmap.close();
+    if (this.#fd >= 0) closeSync(this.#fd);
+    this.#fd = -1;
+  }
+
+  /** Fail all waiting readers (D gives up on S). */
+  failWaiters(err: PostcopyError): void {
+    for (const [, d] of this.#waiters) d.reject(err);
+    this.#waiters.clear();
+  }
+
+  // ---- internals ----
+
+  #ensureRange(offset: number, length: number): Promise<void> | void {
+    const first = Math.floor(offset / this.blockSize);
+    const last = Math.floor((offset + length - 1) / this.blockSize);
+    let waits: Promise<void>[] | null = null;
+    for (let b = first; b <= last; b++) {
+      if (!this.#bitmap.has(b)) (waits ??= []).push(this.#ensure(b));
+    }
+    if (waits) return Promise.all(waits).then(() => undefined);
+  }
+
+  /** Resolves once block b is present; one fetch per block, shared by every waiter. */
+  #ensure(b: number): Promise<void> {
+    if (this.#bitmap.has(b)) return Promise.resolve();
+    let d = this.#waiters.get(b);
+    if (!d) {
+      d = deferred<void>();
+      this.#waiters.set(b, d);
+      const started = performance.now();
+      void d.promise.then(() => this.demandLatency.record(performance.now() - started), () => {});
+    }
+    // A bulk fetch of b may sit behind megabytes of stream: ask again, urgently; the later copy is dropped.
+    if (!this.#urgentInflight.has(b)) {
+      this.stats.demandMisses++;
+      this.#fetchBlocks(b, 1, CLASS_URGENT);
+      this.onDemandMiss(b);
+    }
+    return d.promise;
+  }
+
+  #fetchBlocks(first: number, count: number, cls: BlockClass): void {
+    const marks = cls === CLASS_URGENT ? this.#urgentInflight : this.#bulkInflight;
+    for (let b = first; b < first + count; b++) marks.add(b);
+    const offset = first * this.blockSize;
+    const length = Math.min(this.size, (first + count) * this.blockSize) - offset;
+    const sink: FetchSink = {
+      onData: (off, data) => {
+        this.#checkWholeBlocks(off, data.length);
+        this.#storeFetched(off, data, cls);
+      },
+      onZero: (off, len) => {
+        this.#checkWholeBlocks(off, len);
+        for (let at = off; at < off + len; at += this.blockSize) {
+          const b = Math.floor(at / this.blockSize);
+          if (this.#bitmap.has(b)) {
+            this.stats.lateFetchesDropped++;
+            continue;
+          }
+          this.#storeZeroBlock(b);
+          this.stats.zeroBytesSkipped += this.#blockLength(b);
+        }
+      },
+      onDone: () => {
+        for (let b = first; b < first + count; b++) marks.delete(b);
+      },
+      onError: (err) => {
+        for (let b = first; b < first + count; b++) {
+          marks.delete(b);
+          if (!this.#bitmap.has(b) && !this.isInflight(b)) {
+            this.#waiters.get(b)?.reject(err);
+            this.#waiters.delete(b);
+          }
+        }
+        this.#log.error({ err, first, count }, 'block fetch failed');
+      },
+    };
+    this.#fetcher.request(offset, length, cls, sink);
+  }
+
+  /** Data from S: write the blocks still missing (in runs), skip those the guest or an earlier copy filled. */
+  #storeFetched(offset: number, data: Buffer, cls: BlockClass): void {
+    if (this.#mode === 'pass-through') return;
+    const first = offset / this.blockSize;
+    const count = Math.ceil(data.length / this.blockSize);
+    let runStart = -1;
+    const flush = (end: number) => {
+      if (runStart < 0) return;
+      const from = (runStart - first) * this.blockSize;
+      const to = Math.min(data.length, (end - first) * this.blockSize);
+      writeFully(this.#fd, data.subarray(from, to), runStart * this.blockSize);
+      for (let b = runStart; b < end; b++) this.#markPresent(b);
+      runStart = -1;
+    };
+    for (let b = first; b < first + count; b++) {
+      if (this.#bitmap.has(b)) {
+        flush(b);
+        this.stats.lateFetchesDropped++;
+      } else if (runStart < 0) {
+        runStart = b;
+      }
+    }
+    flush(first + count);
+    if (cls === CLASS_URGENT) this.stats.bytesFetchedDemand += data.length;
+    else this.stats.bytesFetchedBulk += data.length;
+  }
+
+  #storeZeroBlock(b: number): void {
+    if (this.#mode === 'pass-through') return;
+    // A block never written in an image we created is a hole already; after a restart it may hold a torn fetch.
+    if (!this.#fresh) writeFully(this.#fd, Buffer.alloc(this.#blockLength(b)), b * this.blockSize);
+    this.#markPresent(b);
+    this.#setZeroKnown(b);
+  }
+
+  #markPresent(b: number): void {
+    this.#bitmap.markPresent(b);
+    this.#pendingDurable.push(b);
+    const d = this.#waiters.get(b);
+    if (d) {
+      this.#waiters.delete(b);
+      d.resolve();
+    }
+    if (this.#commitTimer === null) {
+      this.#commitTimer = setTimeout(() => {
+        this.#commitTimer = null;
+        void this.#commit().catch((e) => this.#log.error({ err: e }, 'bitmap commit failed'));
+      }, COMMIT_INTERVAL_MS);
+    }
+  }
+
+  /** Make every write so far durable: image fdatasync, then the bits of newly present blocks, then bitmap fdatasync. */
+  #commit(): Promise<void> {
+    const run = async () => {
+      const batch = this.#pendingDurable;
+      this.#pendingDurable = [];
+      await fdatasyncAsync(this.#fd);
+      await this.#bitmap.commit(batch);
+      this.stats.commits++;
+      this.#checkComplete();
+    };
+    this.#commitChain = this.#commitChain.then(run, run);
+    return this.#commitChain;
+  }
+
+  #checkComplete(): void {
+    if (this.#mode !== 'copy-on-read' || this.#complete.settled) return;
+    if (this.#bitmap.complete && this.#bitmap.durableCount === this.blockCount) this.#complete.resolve();
+    else if (this.#bitmap.complete && this.#pendingDurable.length > 0) void this.#commit();
+  }
+
+  /** Pass-through (before Finish): read from S, keep nothing; S's guest is still changing the disk. */
+  #readThrough(offset: number, length: number): Promise<Buffer> {
+    const out = Buffer.alloc(length);
+    return new Promise((resolve, reject) => {
+      this.#fetcher.request(offset, length, CLASS_URGENT, {
+        onData: (off, data) => data.copy(out, off - offset),
+        onZero: (off, len) => out.fill(0, off - offset, off - offset + len),
+        onDone: () => resolve(out),
+        onError: reject,
+      });
+    });
+  }
+
+  #readLocal(offset: number, length: number): Buffer {
+    const buf = Buffer.allocUnsafe(length);
+    let done = 0;
+    while (done < length) {
+      const n = readSync(this.#fd, buf, done, length - done, offset + done);
+      if (n === 0) {
+        buf.fill(0, done);
+        break;
+      }
+      done += n;
+    }
+    return buf;
+  }
+
+  /** S's reply parts must cover whole blocks (the image's short last block counts as whole). */
+  #checkWholeBlocks(offset: number, length: number): void {
+    const end = offset + length;
+    if (offset % this.blockSize !== 0 || (end % this.blockSize !== 0 && end !== this.size)) {
+      throw new ProtocolError('PC_ERR_MALFORMED', `reply part ${offset}+${length} is not whole blocks of ${this.blockSize}`);
+    }
+  }
+
+  #covers(b: number, offset: number, length: number): boolean {
+    const start = b * this.blockSize;
+    return offset <= start && offset + length >= start + this.#blockLength(b);
+  }
+
+  #blockLength(b: number): number {
+    return Math.min(this.blockSize, this.size - b * this.blockSize);
+  }
+
+  #checkRange(offset: number, length: number): void {
+    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
+      throw new BackendError('PC_ERR_OUT_OF_RANGE', `${offset}+${length} outside 0..${this.size}`);
+    }
+  }
+
+  #isZeroKnown(b: number): boolean {
+    return (this.#zeroKnown[b >> 3]! & (1 << (b & 7))) !== 0;
+  }
+  #setZeroKnown(b: number): void {
+    this.#zeroKnown[b >> 3]! |= 1 << (b & 7);
+  }
+  #clearZeroKnown(b: number): void {
+    this.#zeroKnown[b >> 3]! &= ~(1 << (b & 7));
+  }
+}
+
+function writeFully(fd: number, data: Buffer, position: number): void {
+  let done = 0;
+  while (done < data.length) done += writeSync(fd, data, done, data.length - done, position + done);
+}

@@ -1,0 +1,470 @@
+// The destination agent's phase machine: listen, authenticate, Prepare (image + state + pass-through export),
+// receive RAM, Finish (resume the guest here), copy-on-read and background stream until Complete, then Confirm.
+// After Finish the guest lives here and S holds the only copy of the missing blocks: a lost link is waited out.
+import { existsSync, rmSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { deferred } from '../common/deferred.js';
+import { PostcopyError, ProtocolError, StateError, isPostcopyError } from '../common/errors.js';
+import type { EventSink } from '../common/events.js';
+import type { Logger } from '../common/logger.js';
+import { ensureDir, fsyncDir, readStateFile, statePath, writeStateFile } from '../common/state-file.js';
+import type { Endpoint } from '../link/connect.js';
+import { handshakeAsDest, type SessionKeys } from '../link/handshake.js';
+import { Link, type LinkOptions } from '../link/link.js';
+import { BULK_CHUNK_BYTES } from '../protocol/constants.js';
+import type { Ticket } from '../protocol/handshake.js';
+import type { GuestDefinition, Message, MessageOf } from '../protocol/messages.js';
+import type { MigratableGuest } from '../guest/types.js';
+import { BlockStore } from './block-store.js';
+import { Fetcher } from './fetcher.js';
+import { PresentBitmap } from './present-bitmap.js';
+import { RamReceiver } from './ram-receiver.js';
+import { Streamer, type StreamerOptions } from './streamer.js';
+
+export type DestPhase = 'idle' | 'prepared' | 'receiving-ram' | 'postcopy' | 'complete' | 'confirmed' | 'aborted';
+
+const TRANSITIONS: Record<DestPhase, DestPhase[]> = {
+  idle: ['prepared', 'aborted'],
+  prepared: ['receiving-ram', 'postcopy', 'aborted'],
+  'receiving-ram': ['postcopy', 'aborted'],
+  postcopy: ['complete'],
+  complete: ['confirmed'],
+  confirmed: [],
+  aborted: [],
+};
+
+const MIN_BLOCK_SIZE = 4096;
+const MAX_IMAGE_BYTES = 2 ** 50;
+const SEEN_NONCES_CAP = 10_000;
+
+export type GuestFactory = (def: GuestDefinition, ram: Buffer, deviceState: Record<string, unknown>) => MigratableGuest;
+
+export interface DestAgentOptions {
+  listen: Endpoint;
+  imagePath: string;
+  stateDir: string;
+  ticket: Ticket;
+  log: Logger;
+  events: EventSink;
+  /** Makes the guest that resumes here from S's definition, RAM and device state (none: no guest on D). */
+  createGuest?: GuestFactory;
+  /** Called once the block store exists (at Prepare, or at start after a restart): the NBD export attaches here. */
+  onStoreReady?: (store: BlockStore) => void;
+  streamer?: Partial<StreamerOptions>;
+  link?: Omit<LinkOptions, 'log'>;
+  /** Wrap each accepted socket (fault layers in tests). */
+  wrapSocket?: (socket: Socket) => Duplex;
+  /** After a rollback caused by a lost link, keep answering S's resume attempts this long so S learns of it. */
+  abortGraceMs?: number;
+}
+
+export interface DestResult {
+  phase: DestPhase;
+  sessionId: string | null;
+  /** From the final state's arrival to the guest running here. */
+  finishMs: number | null;
+  guest: MigratableGuest | null;
+  store: BlockStore | null;
+  resumes: number;
+}
+
+interface SavedSession {
+  sessionId: string;
+  resumeKey: string;
+  phase: DestPhase;
+  size: number;
+  blockSize: number;
+  imagePath: string;
+}
+
+export class DestAgent {
+  readonly #o: DestAgentOptions;
+  readonly #log: Logger;
+  #phase: DestPhase = 'idle';
+  #keys: SessionKeys | null = null;
+  #server: Server | null = null;
+  #link: Link | null = null;
+  #store: BlockStore | null = null;
+  #streamer: Streamer | null = null;
+  readonly #fetcher: Fetcher;
+  #ram: RamReceiver | null = null;
+  #guestDef: GuestDefinition | null = null;
+  #guest: MigratableGuest | null = null;
+  #geometry: { size: number; blockSize: number } | null = null;
+  #finishMs: number | null = null;
+  #resumes = 0;
+  readonly #seenNonces = new Set<string>();
+  readonly #done = deferred<DestResult>();
+  readonly #sockets = new Set<Socket>();
+
+  constructor(opts: DestAgentOptions) {
+    this.#o = opts;
+    this.#log = opts.log.child({ role: 'dest' });
+    this.#fetcher = new Fetcher(this.#log);
+    this.#fetcher.onSettled = () => this.#streamer?.fill();
+  }
+
+  get phase(): DestPhase {
+    return this.#phase;
+  }
+  get store(): BlockStore | null {
+    return this.#store;
+  }
+  get guest(): MigratableGuest | null {
+    return this.#guest;
+  }
+  /** Resolves when S has confirmed; rejects with RolledBackError when the migration was rolled back. */
+  get done(): Promise<DestResult> {
+    return this.#done.promise;
+  }
+  get linkUp(): boolean {
+    return this.#link !== null && !this.#link.closed;
+  }
+
+  /** Reload state from a previous run if there is one, then listen. Returns the bound address. */
+  async start(): Promise<Endpoint> {
+    ensureDir(this.#o.stateDir);
+    this.#reload();
+    const server = createServer((sock) => this.#onConnection(sock));
+    this.#server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.#o.listen.port, this.#o.listen.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', (err) => this.#log.error({ err }, 'listener error'));
+    const addr = server.address();
+    const ep = typeof addr === 'object' && addr ? { host: addr.address, port: addr.port } : this.#o.listen;
+    this.#log.info({ ...ep, phase: this.#phase }, 'listening for the source');
+    this.#o.events.emit('listening', { ...ep, phase: this.#phase });
+    return ep;
+  }
+
+  /** Stop listening, drop links, close the image (flushed). */
+  async close(): Promise<void> {
+    this.#streamer?.stop();
+    this.#server?.close();
+    for (const s of this.#sockets) s.destroy();
+    this.#link?.destroy();
+    if (this.#store) await this.#store.close();
+    this.#store = null;
+  }
+
+  /** Progress figures for events and the progress bar. */
+  progress(): Record<string, unknown> {
+    const s = this.#store;
+    return {
+      phase: this.#phase,
+      link: this.linkUp ? 'up' : 'down',
+      blocksPresent: s?.presentBlocks ?? 0,
+      blocksTotal: s?.blockCount ?? 0,
+      bytesOnlyOnSource: s ? s.bytesOnlyOnSource : this.#geometry?.size ?? 0,
+      ...(s ? s.stats : {}),
+    };
+  }
+
+  // ---- connections ----
+
+  #onConnection(raw: Socket): void {
+    this.#sockets.add(raw);
+    raw.on('close', () => this.#sockets.delete(raw));
+    const peer = `${raw.remoteAddress}:${raw.remotePort}`;
+    const log = this.#log.child({ peer });
+    const link = new Link(this.#o.wrapSocket ? this.#o.wrapSocket(raw) : raw, { ...this.#o.link, log });
+    link.on('close', (err) => this.#onLinkClosed(link, err));
+    if (this.#seenNonces.size > SEEN_NONCES_CAP) this.#seenNonces.clear();
+    handshakeAsDest(link, {
+      ticket: this.#o.ticket,
+      current: this.#keys,
+      acceptNew: this.#phase === 'idle' && this.#keys === null,
+      phase: this.#phase,
+      seenNonces: this.#seenNonces,
+    }).then(
+      (hs) => {
+        if (!hs.resumed && this.#keys !== null) throw new ProtocolError('PC_ERR_UNEXPECTED', 'a migration session is already in progress');
+        this.#keys = { sessionId: hs.sessionId, resumeKey: hs.resumeKey };
+        if (hs.resumed) this.#resumes++;
+        log.info({ sessionId: hs.sessionId, resumed: hs.resumed, phase: this.#phase }, 'source authenticated');
+        this.#attach(link, hs.resumed);
+      },
+    ).catch((e: unknown) => {
+      const err = isPostcopyError(e) ? e : new ProtocolError('PC_ERR_MALFORMED', String(e));
+      log.warn({ err, code: err.code }, 'refused a connection');
+      this.#o.events.emit('refused', { peer, code: err.code, message: err.message });
+      link.close(err);
+    });
+  }
+
+  #attach(link: Link, resumed: boolean): void {
+    const old = this.#link;
+    this.#link = link;
+    if (old && old !== link && !old.closed) old.destroy();
+    link.setHandler((msg) => this.#onMessage(msg, link));
+    if (this.#store) this.#fetcher.attach(link);
+    this.#o.events.emit('link', { state: 'up', resumed, phase: this.#phase });
+    if (this.#phase === 'complete') this.#sendComplete();
+    if (this.#phase === 'aborted') {
+      // S has learned the outcome from WELCOME; nothing more to say.
+      link.close();
+      this.#finishRollback();
+      return;
+    }
+    this.#streamer?.fill();
+  }
+
+  #onLinkClosed(link: Link, err: PostcopyError | undefined): void {
+    if (link !== this.#link) return;
+    this.#fetcher.detach(link);
+    if (this.#phase === 'confirmed' || this.#phase === 'aborted') return;
+    this.#log.warn({ err, phase: this.#phase }, 'migration link lost');
+    this.#o.events.emit('link', { state: 'down', phase: this.#phase, error: err?.message });
+    if (this.#phase === 'idle' || this.#phase === 'prepared' || this.#phase === 'receiving-ram') {
+      this.#rollback(err ?? new ProtocolError('PC_ERR_LINK_CLOSED', 'link lost before cut-over'), true);
+    }
+    // After cut-over: keep the guest running, its reads of missing blocks wait; S reconnects.
+  }
+
+  // ---- messages ----
+
+  #onMessage(msg: Message, link: Link): void {
+    switch (msg.type) {
+      case 'BEGIN':
+        return this.#begin(msg, link);
+      case 'RAM_PAGES':
+        if (this.#phase !== 'receiving-ram' || !this.#ram) throw new ProtocolError('PC_ERR_UNEXPECTED', `RAM_PAGES in phase ${this.#phase}`);
+        this.#ram.apply(msg, link);
+        return;
+      case 'RAM_ROUND_END':
+        this.#o.events.emit('ram-round', { round: msg.round, pages: msg.pagesSent, dirtyRemaining: msg.dirtyRemaining });
+        return;
+      case 'DEVICE_STATE':
+        return this.#finish(msg, link);
+      case 'EXTENTS':
+        if (this.#phase !== 'postcopy' && this.#phase !== 'complete') throw new ProtocolError('PC_ERR_UNEXPECTED', `EXTENTS in phase ${this.#phase}`);
+        this.#store!.applyZeroRuns(msg.runs);
+        return;
+      case 'EXTENTS_END':
+        this.#log.info({ zeroRuns: msg.count, bytesOnlyOnSource: this.#store?.bytesOnlyOnSource }, 'zero map applied');
+        this.#streamer?.fill();
+        return;
+      case 'BLOCK_DATA':
+      case 'BLOCK_ZERO':
+      case 'BLOCK_ERR':
+        this.#fetcher.onReply(msg);
+        return;
+      case 'CONFIRM':
+        return this.#confirm();
+      case 'ABORT':
+        if (this.#phase === 'postcopy' || this.#phase === 'complete') {
+          throw new ProtocolError('PC_ERR_UNEXPECTED', 'ABORT after cut-over: the guest runs here now');
+        }
+        this.#rollback(new ProtocolError('PC_ERR_ROLLBACK', `source aborted: ${msg.reason}`), false);
+        return;
+      case 'ERROR':
+        this.#log.error({ code: msg.code, message: msg.message }, 'source reported an error');
+        return;
+      default:
+        throw new ProtocolError('PC_ERR_UNEXPECTED', `${msg.type} is not for the destination`);
+    }
+  }
+
+  #begin(msg: MessageOf<'BEGIN'>, link: Link): void {
+    if (this.#phase !== 'idle') throw new ProtocolError('PC_ERR_UNEXPECTED', `BEGIN in phase ${this.#phase}`);
+    const { size, blockSize } = msg;
+    if (size <= 0 || size > MAX_IMAGE_BYTES) throw new ProtocolError('PC_ERR_MALFORMED', `image size ${size}`);
+    if (blockSize < MIN_BLOCK_SIZE || blockSize > BULK_CHUNK_BYTES || (blockSize & (blockSize - 1)) !== 0) {
+      throw new ProtocolError('PC_ERR_MALFORMED', `block size ${blockSize} must be a power of two in ${MIN_BLOCK_SIZE}..${BULK_CHUNK_BYTES}`);
+    }
+    try {
+      this.#geometry = { size, blockSize };
+      this.#guestDef = msg.guest;
+      if (msg.guest) {
+        if (!this.#o.createGuest) throw new ProtocolError('PC_ERR_UNEXPECTED', 'source sent a guest but this destination runs none');
+        const ramBytes = Number((msg.guest.persistent as { ramBytes?: unknown }).ramBytes);
+        if (!Number.isSafeInteger(ramBytes) || ramBytes <= 0 || ramBytes > 64 * 2 ** 30) throw new ProtocolError('PC_ERR_MALFORMED', 'guest ramBytes');
+        this.#ram = new RamReceiver(ramBytes);
+      }
+      const blockCount = Math.ceil(size / blockSize);
+      const bitmap = PresentBitmap.create(this.#bitmapPath(), blockSize, blockCount);
+      this.#store = BlockStore.create(this.#o.imagePath, { size, bitmap, fetcher: this.#fetcher, log: this.#log });
+      fsyncDir(this.#o.stateDir);
+      this.#wireStore();
+      this.#to('prepared');
+      this.#fetcher.attach(link);
+      this.#o.onStoreReady?.(this.#store);
+      link.send({ type: 'PREPARED', cookie: msg.cookie });
+      if (this.#ram) {
+        this.#to('receiving-ram');
+        this.#ram.grantInitial(link);
+      }
+      this.#log.info({ size, blockSize, blockCount, guest: msg.guest ? 'yes' : 'no' }, 'prepared');
+    } catch (e) {
+      const err = isPostcopyError(e) ? e : new ProtocolError('PC_ERR_STATE_DIR', (e as Error).message, { cause: e });
+      link.send({ type: 'ABORT', reason: err.message });
+      this.#rollback(err, false);
+    }
+  }
+
+  #finish(msg: MessageOf<'DEVICE_STATE'>, link: Link): void {
+    if (this.#phase !== 'receiving-ram' && this.#phase !== 'prepared') throw new ProtocolError('PC_ERR_UNEXPECTED', `DEVICE_STATE in phase ${this.#phase}`);
+    const started = performance.now();
+    try {
+      if (this.#ram && this.#guestDef) {
+        const ours = this.#ram.digest();
+        if (ours !== msg.ramDigest) throw new ProtocolError('PC_ERR_DIGEST', `RAM digest ${ours.slice(0, 16)} != source's ${msg.ramDigest.slice(0, 16)}`);
+        this.#guest = this.#o.createGuest!(this.#guestDef, this.#ram.ram, msg.state);
+      }
+      // Durable before the guest runs: a restart must know the guest may be running here.
+      this.#to('postcopy');
+    } catch (e) {
+      const err = isPostcopyError(e) ? e : new ProtocolError('PC_ERR_ROLLBACK', (e as Error).message, { cause: e });
+      this.#log.error({ err }, 'finish failed; guest not resumed here');
+      link.send({ type: 'FINISH_RESULT', running: false, error: err.message });
+      this.#rollback(err, false);
+      return;
+    }
+    this.#store!.startCopyOnRead();
+    this.#guest?.start(this.#store!);
+    this.#ram = null;
+    this.#finishMs = performance.now() - started;
+    link.send({ type: 'FINISH_RESULT', running: true });
+    this.#log.info({ finishMs: this.#finishMs }, 'guest running on destination; post-copy started');
+    this.#o.events.emit('cutover', { finishMs: this.#finishMs });
+    this.#streamer!.start();
+  }
+
+  #wireStore(): void {
+    const store = this.#store!;
+    this.#streamer = new Streamer(store, this.#fetcher, {
+      windowBytes: this.#o.streamer?.windowBytes ?? 16 * 1024 * 1024,
+      batchBytes: this.#o.streamer?.batchBytes ?? 1024 * 1024,
+    });
+    store.onDemandMiss = (b) => this.#streamer?.hint(b);
+    void store.whenComplete.then(() => this.#onComplete());
+  }
+
+  #onComplete(): void {
+    if (this.#phase !== 'postcopy') return;
+    this.#streamer?.stop();
+    this.#to('complete');
+    this.#log.info({ ...this.#store!.stats }, 'every block present and durable');
+    this.#sendComplete();
+  }
+
+  #sendComplete(): void {
+    if (this.#link && !this.#link.closed) this.#link.send({ type: 'COMPLETE', blocks: this.#store!.blockCount, presentDigest: '' });
+  }
+
+  #confirm(): void {
+    if (this.#phase !== 'complete') throw new ProtocolError('PC_ERR_UNEXPECTED', `CONFIRM in phase ${this.#phase}`);
+    this.#to('confirmed');
+    this.#o.events.emit('complete', this.progress());
+    this.#link?.close();
+    this.#done.resolve(this.#result());
+  }
+
+  /** Before cut-over only: discard everything this migration created here. */
+  #rollback(err: PostcopyError, waitForSource: boolean): void {
+    if (this.#phase === 'aborted') return;
+    this.#log.warn({ err }, 'rolling back: discarding the destination image and state');
+    this.#fetcher.failAll(err);
+    this.#streamer?.stop();
+    const store = this.#store;
+    this.#store = null;
+    void (store?.close() ?? Promise.resolve()).finally(() => {
+      rmSync(this.#o.imagePath, { force: true });
+      rmSync(this.#bitmapPath(), { force: true });
+    });
+    this.#phase = 'aborted';
+    this.#save();
+    this.#o.events.emit('phase', { phase: 'aborted', error: err.message, code: err.code });
+    this.#rollbackError = err;
+    if (!waitForSource || !this.#keys) this.#finishRollback();
+    else setTimeout(() => this.#finishRollback(), this.#o.abortGraceMs ?? 30_000).unref();
+  }
+  #rollbackError: PostcopyError | null = null;
+
+  #finishRollback(): void {
+    if (this.#done.settled) return;
+    rmSync(this.#sessionPath(), { force: true });
+    this.#done.reject(new DestRolledBackError(this.#rollbackError ?? new ProtocolError('PC_ERR_ROLLBACK')));
+  }
+
+  #reload(): void {
+    const saved = readStateFile<SavedSession>(this.#sessionPath());
+    if (!saved) return;
+    this.#keys = { sessionId: saved.sessionId, resumeKey: Buffer.from(saved.resumeKey, 'hex') };
+    this.#geometry = { size: saved.size, blockSize: saved.blockSize };
+    if (saved.phase === 'postcopy' || saved.phase === 'complete' || saved.phase === 'confirmed') {
+      const blockCount = Math.ceil(saved.size / saved.blockSize);
+      if (!existsSync(this.#o.imagePath)) throw new StateError('PC_ERR_STATE_DIR', `state says ${saved.phase} but ${this.#o.imagePath} is missing`);
+      const bitmap = PresentBitmap.load(this.#bitmapPath(), saved.blockSize, blockCount);
+      this.#store = BlockStore.reopen(this.#o.imagePath, { size: saved.size, bitmap, fetcher: this.#fetcher, log: this.#log });
+      this.#phase = saved.phase;
+      this.#wireStore();
+      this.#store.startCopyOnRead();
+      this.#o.onStoreReady?.(this.#store);
+      if (saved.phase === 'postcopy') this.#streamer!.start();
+      if (saved.phase === 'confirmed') this.#done.resolve(this.#result());
+      this.#log.warn(
+        { phase: saved.phase, present: bitmap.presentCount, total: blockCount },
+        'restarted: reloaded image and bitmap; waiting for the source to reconnect',
+      );
+      this.#o.events.emit('phase', { phase: this.#phase, restarted: true, blocksPresent: bitmap.presentCount });
+      return;
+    }
+    // Crashed before cut-over: the source kept (or resumes) the guest. Discard, but let S learn it.
+    rmSync(this.#o.imagePath, { force: true });
+    rmSync(this.#bitmapPath(), { force: true });
+    this.#phase = 'aborted';
+    this.#rollbackError = new ProtocolError('PC_ERR_ROLLBACK', `restarted in phase ${saved.phase} before cut-over`);
+    setTimeout(() => this.#finishRollback(), this.#o.abortGraceMs ?? 30_000).unref();
+  }
+
+  #result(): DestResult {
+    return {
+      phase: this.#phase,
+      sessionId: this.#keys?.sessionId ?? null,
+      finishMs: this.#finishMs,
+      guest: this.#guest,
+      store: this.#store,
+      resumes: this.#resumes,
+    };
+  }
+
+  #to(next: DestPhase): void {
+    if (!TRANSITIONS[this.#phase].includes(next)) throw new StateError('PC_ERR_STATE', `destination ${this.#phase} -> ${next}`);
+    this.#phase = next;
+    this.#save();
+    this.#o.events.emit('phase', { phase: next });
+  }
+
+  #save(): void {
+    if (!this.#keys || !this.#geometry) return;
+    const saved: SavedSession = {
+      sessionId: this.#keys.sessionId,
+      resumeKey: this.#keys.resumeKey.toString('hex'),
+      phase: this.#phase,
+      size: this.#geometry.size,
+      blockSize: this.#geometry.blockSize,
+      imagePath: this.#o.imagePath,
+    };
+    writeStateFile(this.#sessionPath(), saved);
+  }
+
+  #sessionPath(): string {
+    return statePath(this.#o.stateDir, 'dest-session.json');
+  }
+  #bitmapPath(): string {
+    return statePath(this.#o.stateDir, 'present.bitmap');
+  }
+}
+
+export class DestRolledBackError extends PostcopyError {
+  constructor(cause: PostcopyError) {
+    super('PC_ERR_ROLLBACK', cause.message, { cause });
+  }
+}

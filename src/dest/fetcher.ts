@@ -1,0 +1,150 @@
+// D's side of block fetching: numbered requests to S over whatever link is current, replies matched by id
+// and checked against the request, and everything unanswered re-issued on the next link after a reconnect.
+import { BackendError, ProtocolError, type PostcopyError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { Link } from '../link/link.js';
+import { CLASS_BULK, CLASS_URGENT } from '../protocol/constants.js';
+import type { BlockClass, MessageOf } from '../protocol/messages.js';
+
+export interface FetchSink {
+  onData(offset: number, data: Buffer): void;
+  onZero(offset: number, length: number): void;
+  /** Every byte of the request has arrived. */
+  onDone(): void;
+  onError(err: PostcopyError): void;
+}
+
+interface InFlight {
+  id: number;
+  offset: number;
+  length: number;
+  cls: BlockClass;
+  sink: FetchSink;
+  /** Replies for one request come in order; bytes before this have arrived, so a re-issue asks for the rest. */
+  doneUpTo: number;
+  errors: number;
+}
+
+const MAX_ERROR_RETRIES = 5;
+
+export class Fetcher {
+  readonly #log: Logger;
+  #link: Link | null = null;
+  #nextId = 1;
+  readonly #inflight = new Map<number, InFlight>();
+  #bulkBytes = 0;
+  #urgentRequests = 0;
+  /** Called whenever a request finishes (the streamer refills its window). */
+  onSettled: () => void = () => {};
+
+  constructor(log: Logger) {
+    this.#log = log;
+  }
+
+  get bulkBytesInFlight(): number {
+    return this.#bulkBytes;
+  }
+  get urgentInFlight(): number {
+    return this.#urgentRequests;
+  }
+  get connected(): boolean {
+    return this.#link !== null && !this.#link.closed;
+  }
+
+  request(offset: number, length: number, cls: BlockClass, sink: FetchSink): void {
+    const id = this.#allocId();
+    const req: InFlight = { id, offset, length, cls, sink, doneUpTo: offset, errors: 0 };
+    this.#inflight.set(id, req);
+    if (cls === CLASS_BULK) this.#bulkBytes += length;
+    else this.#urgentRequests++;
+    this.#send(req);
+  }
+
+  /** Use a new link; everything unanswered is asked for again on it, urgent first. */
+  attach(link: Link): void {
+    this.#link = link;
+    const pending = [...this.#inflight.values()].sort((a, b) => a.cls - b.cls);
+    if (pending.length > 0) this.#log.info({ requests: pending.length }, 're-issuing requests on the new link');
+    for (const req of pending) {
+      // Fresh ids: nothing from the old link can be confused with the new replies.
+      this.#inflight.delete(req.id);
+      req.id = this.#allocId();
+      this.#inflight.set(req.id, req);
+      this.#send(req);
+    }
+  }
+
+  detach(link: Link): void {
+    if (this.#link === link) this.#link = null;
+  }
+
+  /** A reply part from S. Anything not matching an outstanding request is a protocol error. */
+  onReply(msg: MessageOf<'BLOCK_DATA'> | MessageOf<'BLOCK_ZERO'> | MessageOf<'BLOCK_ERR'>): void {
+    const req = this.#inflight.get(msg.id);
+    if (!req) throw new ProtocolError('PC_ERR_UNKNOWN_REQUEST', `${msg.type} id ${msg.id}`);
+    if (msg.type === 'BLOCK_ERR') {
+      this.#onError(req, msg.errno, msg.message);
+      return;
+    }
+    const length = msg.type === 'BLOCK_DATA' ? msg.data.length : msg.length;
+    if (msg.offset !== req.doneUpTo || msg.offset + length > req.offset + req.length) {
+      throw new ProtocolError('PC_ERR_OUT_OF_RANGE', `${msg.type} id ${msg.id} at ${msg.offset}+${length} for ${req.doneUpTo}..${req.offset + req.length}`);
+    }
+    req.doneUpTo += length;
+    const done = req.doneUpTo === req.offset + req.length;
+    if (msg.done !== done) throw new ProtocolError('PC_ERR_MALFORMED', `${msg.type} id ${msg.id}: done flag disagrees with length`);
+    if (msg.type === 'BLOCK_DATA') req.sink.onData(msg.offset, msg.data);
+    else req.sink.onZero(msg.offset, msg.length);
+    if (done) {
+      this.#settle(req);
+      req.sink.onDone();
+    }
+  }
+
+  /** Fail every outstanding request (D is shutting down or rolling back). */
+  failAll(err: PostcopyError): void {
+    for (const req of [...this.#inflight.values()]) {
+      this.#settle(req);
+      req.sink.onError(err);
+    }
+  }
+
+  #onError(req: InFlight, errno: number, message: string): void {
+    req.errors++;
+    if (req.errors > MAX_ERROR_RETRIES) {
+      this.#settle(req);
+      req.sink.onError(new BackendError('PC_ERR_BACKEND', `source could not read ${req.offset}+${req.length}: errno ${errno} ${message}`));
+      return;
+    }
+    this.#log.warn({ offset: req.offset, errno, message, attempt: req.errors }, 'source failed a block read; retrying');
+    const retry = () => {
+      if (this.#inflight.get(req.id) !== req) return;
+      this.#inflight.delete(req.id);
+      req.id = this.#allocId();
+      this.#inflight.set(req.id, req);
+      this.#send(req);
+    };
+    setTimeout(retry, 50 * 2 ** req.errors).unref();
+  }
+
+  #settle(req: InFlight): void {
+    this.#inflight.delete(req.id);
+    if (req.cls === CLASS_BULK) this.#bulkBytes -= req.length;
+    else this.#urgentRequests--;
+    this.onSettled();
+  }
+
+  #send(req: InFlight): void {
+    const link = this.#link;
+    if (!link || link.closed) return;
+    link.send({ type: 'BLOCK_REQ', id: req.id, offset: req.doneUpTo, length: req.offset + req.length - req.doneUpTo, cls: req.cls });
+  }
+
+  #allocId(): number {
+    const id = this.#nextId;
+    this.#nextId = this.#nextId >= 0xfffffff0 ? 1 : this.#nextId + 1;
+    return id;
+  }
+}
+
+export { CLASS_BULK, CLASS_URGENT };

@@ -1,0 +1,144 @@
+// D's record of which blocks it holds: in memory for every block whose data is in the image, and on disk
+// only for blocks whose data was made durable first (data → fsync → bit → bitmap fsync, DESIGN.md §4).
+// A crash can lose bits (the block is fetched again), never set one wrongly.
+import { closeSync, fdatasync, fdatasyncSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { UsageError } from '../common/errors.js';
+
+const MAGIC = 'PCBITMAP';
+const HEADER_BYTES = 32; // magic(8) · version u32 · blockSize u32 · blockCount u64 · reserved(8)
+const VERSION = 1;
+const fdatasyncAsync = promisify(fdatasync);
+
+export class PresentBitmap {
+  readonly blockCount: number;
+  readonly blockSize: number;
+  /** Bit per block: its data is in the image (readable); may not be durable yet. */
+  readonly #present: Uint8Array;
+  /** Bit per block as last written to the bitmap file. */
+  readonly #durable: Uint8Array;
+  #presentCount = 0;
+  #durableCount = 0;
+  #fd: number;
+
+  private constructor(fd: number, blockSize: number, blockCount: number, bits?: Uint8Array) {
+    this.#fd = fd;
+    this.blockSize = blockSize;
+    this.blockCount = blockCount;
+    const bytes = Math.ceil(blockCount / 8);
+    this.#present = new Uint8Array(bytes);
+    this.#durable = new Uint8Array(bytes);
+    if (bits) {
+      this.#durable.set(bits);
+      this.#present.set(bits);
+      for (let b = 0; b < blockCount; b++) if (this.has(b)) this.#presentCount++;
+      this.#durableCount = this.#presentCount;
+    }
+  }
+
+  /** A new, empty bitmap file (made durable before returning). */
+  static create(path: string, blockSize: number, blockCount: number): PresentBitmap {
+    const fd = openSync(path, 'w+');
+    const bm = new PresentBitmap(fd, blockSize, blockCount);
+    const header = Buffer.alloc(HEADER_BYTES);
+    header.write(MAGIC, 0, 'latin1');
+    header.writeUInt32BE(VERSION, 8);
+    header.writeUInt32BE(blockSize, 12);
+    header.writeBigUInt64BE(BigInt(blockCount), 16);
+    writeSync(fd, header, 0, HEADER_BYTES, 0);
+    bm.#writeBits();
+    fdatasyncSync(fd);
+    return bm;
+  }
+
+  /** Reload after a restart; every bit in the file stands for durable data. */
+  static load(path: string, blockSize: number, blockCount: number): PresentBitmap {
+    const fd = openSync(path, 'r+');
+    const bytes = Math.ceil(blockCount / 8);
+    if (fstatSync(fd).size < HEADER_BYTES + bytes) {
+      closeSync(fd);
+      throw new UsageError('PC_ERR_STATE_DIR', `bitmap ${path} is truncated`);
+    }
+    const header = Buffer.alloc(HEADER_BYTES);
+    readSync(fd, header, 0, HEADER_BYTES, 0);
+    if (header.toString('latin1', 0, 8) !== MAGIC || header.readUInt32BE(8) !== VERSION) {
+      closeSync(fd);
+      throw new UsageError('PC_ERR_STATE_DIR', `bitmap ${path} has a bad header`);
+    }
+    if (header.readUInt32BE(12) !== blockSize || Number(header.readBigUInt64BE(16)) !== blockCount) {
+      closeSync(fd);
+      throw new UsageError('PC_ERR_STATE_DIR', `bitmap ${path} is for another geometry`);
+    }
+    const bits = Buffer.alloc(bytes);
+    readSync(fd, bits, 0, bytes, HEADER_BYTES);
+    // Bits past the last block must be clear.
+    const extra = bytes * 8 - blockCount;
+    if (extra > 0) bits[bytes - 1]! &= 0xff >> extra;
+    return new PresentBitmap(fd, blockSize, blockCount, bits);
+  }
+
+  has(block: number): boolean {
+    return (this.#present[block >> 3]! & (1 << (block & 7))) !== 0;
+  }
+
+  isDurable(block: number): boolean {
+    return (this.#durable[block >> 3]! & (1 << (block & 7))) !== 0;
+  }
+
+  /** Mark a block's data as written to the image (page cache); durability comes with commit(). */
+  markPresent(block: number): void {
+    if (this.has(block)) return;
+    this.#present[block >> 3]! |= 1 << (block & 7);
+    this.#presentCount++;
+  }
+
+  get presentCount(): number {
+    return this.#presentCount;
+  }
+  get durableCount(): number {
+    return this.#durableCount;
+  }
+  get complete(): boolean {
+    return this.#presentCount === this.blockCount;
+  }
+
+  /**
+   * Persist bits for `blocks`, whose data the caller has already made durable (image fdatasync).
+   * One write of the whole bit array (small: 2 KiB per GiB at 64 KiB blocks) and one fdatasync, off the
+   * event loop. The caller runs one commit at a time.
+   */
+  async commit(blocks: readonly number[]): Promise<void> {
+    if (blocks.length === 0) return;
+    for (const b of blocks) {
+      if (!this.has(b)) throw new UsageError('PC_ERR_STATE', `block ${b} committed but not present`);
+      if (!this.isDurable(b)) {
+        this.#durable[b >> 3]! |= 1 << (b & 7);
+        this.#durableCount++;
+      }
+    }
+    this.#writeBits();
+    await fdatasyncAsync(this.#fd);
+  }
+
+  /** First block at or after `from` that is not present, or -1. Skips whole bytes of present blocks. */
+  nextMissing(from: number): number {
+    for (let b = from; b < this.blockCount; ) {
+      if ((b & 7) === 0 && this.#present[b >> 3] === 0xff) {
+        b += 8;
+        continue;
+      }
+      if (!this.has(b)) return b;
+      b++;
+    }
+    return -1;
+  }
+
+  close(): void {
+    if (this.#fd >= 0) closeSync(this.#fd);
+    this.#fd = -1;
+  }
+
+  #writeBits(): void {
+    writeSync(this.#fd, this.#durable, 0, this.#durable.length, HEADER_BYTES);
+  }
+}

@@ -1,0 +1,65 @@
+// D's RAM receiver: applies pages into the guest RAM it will run, within the credit it granted S,
+// and keeps the per-page digest that must match S's at cut-over.
+import { ProtocolError } from '../common/errors.js';
+import { PageDigest } from '../common/ram-digest.js';
+import type { Link } from '../link/link.js';
+import { RAM_PAGE_SIZE, RAM_ZERO_PAGE_BIT } from '../protocol/constants.js';
+import type { MessageOf } from '../protocol/messages.js';
+
+/** RAM bytes S may have in flight to us at once. */
+export const RAM_CREDIT_WINDOW = 32 * 1024 * 1024;
+
+export class RamReceiver {
+  readonly ram: Buffer;
+  readonly pageCount: number;
+  readonly #digest: PageDigest;
+  /** Credit granted and not yet used by S. */
+  #outstanding = 0;
+  pagesReceived = 0;
+  bytesReceived = 0;
+
+  constructor(ramBytes: number) {
+    if (ramBytes % RAM_PAGE_SIZE !== 0) throw new ProtocolError('PC_ERR_MALFORMED', `RAM size ${ramBytes} is not whole pages`);
+    this.ram = Buffer.alloc(ramBytes);
+    this.pageCount = ramBytes / RAM_PAGE_SIZE;
+    this.#digest = new PageDigest(this.pageCount, RAM_PAGE_SIZE);
+  }
+
+  /** Open the window: S may send this much before waiting for more. */
+  grantInitial(link: Link): void {
+    this.#outstanding += RAM_CREDIT_WINDOW;
+    link.send({ type: 'CREDIT', bytes: RAM_CREDIT_WINDOW });
+  }
+
+  /** Apply a frame of pages; then give its bytes back as credit. */
+  apply(msg: MessageOf<'RAM_PAGES'>, link: Link): void {
+    if (msg.data.length > this.#outstanding) throw new ProtocolError('PC_ERR_MALFORMED', 'RAM pages beyond granted credit');
+    let at = 0;
+    for (const raw of msg.indices) {
+      const zero = (raw & RAM_ZERO_PAGE_BIT) !== 0;
+      const ix = zero ? (raw & ~RAM_ZERO_PAGE_BIT) >>> 0 : raw;
+      if (ix >= this.pageCount) throw new ProtocolError('PC_ERR_OUT_OF_RANGE', `RAM page ${ix} of ${this.pageCount}`);
+      const dst = ix * RAM_PAGE_SIZE;
+      if (zero) {
+        this.ram.fill(0, dst, dst + RAM_PAGE_SIZE);
+        this.#digest.setZero(ix);
+      } else {
+        const page = msg.data.subarray(at, at + RAM_PAGE_SIZE);
+        page.copy(this.ram, dst);
+        this.#digest.setPage(ix, page);
+        at += RAM_PAGE_SIZE;
+        this.bytesReceived += RAM_PAGE_SIZE;
+      }
+      this.pagesReceived++;
+    }
+    this.#outstanding -= msg.data.length;
+    if (msg.data.length > 0) {
+      this.#outstanding += msg.data.length;
+      link.send({ type: 'CREDIT', bytes: msg.data.length });
+    }
+  }
+
+  digest(): string {
+    return this.#digest.digest();
+  }
+}

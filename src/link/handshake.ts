@@ -1,0 +1,121 @@
+// The handshake run over a link: version choice and mutual HMAC auth for a new session, or a resume.
+import { randomBytes } from 'node:crypto';
+import { AuthError, ProtocolError } from '../common/errors.js';
+import { CAPABILITIES, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from '../protocol/constants.js';
+import {
+  checkTicketValid,
+  chooseVersion,
+  computeProof,
+  deriveResumeKey,
+  newNonce,
+  verifyProof,
+  type Ticket,
+} from '../protocol/handshake.js';
+import type { Link } from './link.js';
+import { nextMessage } from './next-message.js';
+
+export interface SessionKeys {
+  sessionId: string;
+  resumeKey: Buffer;
+}
+
+export interface HandshakeResult extends SessionKeys {
+  version: number;
+  resumed: boolean;
+  /** The destination's phase at the time of the handshake (tells a resuming source what happened). */
+  destPhase: string;
+  peerCaps: string[];
+}
+
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/** Source side: prove the ticket (or the resume key of `resume`) and verify the destination does too. */
+export async function handshakeAsSource(link: Link, ticket: Ticket | null, resume: SessionKeys | null): Promise<HandshakeResult> {
+  if (!resume) {
+    if (!ticket) throw new AuthError('PC_ERR_AUTH', 'no ticket and no session to resume');
+    checkTicketValid(ticket, Date.now());
+  }
+  const sourceNonce = newNonce();
+  link.send({
+    type: 'HELLO',
+    versions: [PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX],
+    caps: [...CAPABILITIES],
+    nonce: sourceNonce,
+    ...(resume ? { resumeSession: resume.sessionId } : {}),
+  });
+  const ch = await nextMessage(link, ['CHALLENGE'], HANDSHAKE_TIMEOUT_MS);
+  const version = chooseVersion([ch.version, ch.version]);
+  const key = resume ? resume.resumeKey : ticket!.secret;
+  const sessionBinding = resume?.sessionId ?? '';
+  verifyProof(computeProof(key, 'dest', sourceNonce, ch.nonce, sessionBinding), ch.proof);
+  link.send({ type: 'AUTH', proof: computeProof(key, 'source', sourceNonce, ch.nonce, sessionBinding) });
+  const w = await nextMessage(link, ['WELCOME'], HANDSHAKE_TIMEOUT_MS);
+  if (resume) {
+    if (!w.resumed || w.sessionId !== resume.sessionId) throw new ProtocolError('PC_ERR_UNEXPECTED', 'destination did not resume the session');
+    return { ...resume, version, resumed: true, destPhase: w.phase, peerCaps: ch.caps };
+  }
+  return {
+    sessionId: w.sessionId,
+    resumeKey: deriveResumeKey(ticket!.secret, sourceNonce, ch.nonce, w.sessionId),
+    version,
+    resumed: false,
+    destPhase: w.phase,
+    peerCaps: ch.caps,
+  };
+}
+
+export interface DestHandshakeOptions {
+  ticket: Ticket;
+  /** The session this destination holds, if any; only it can be resumed. */
+  current: SessionKeys | null;
+  /** Whether a new session may start now (false once one exists). */
+  acceptNew: boolean;
+  /** The destination's phase, reported to the source. */
+  phase: string;
+  /** Nonces seen recently: a replayed HELLO is refused. Bounded by the caller. */
+  seenNonces: Set<string>;
+}
+
+/** Destination side: answer HELLO with our proof, check the source's, issue or confirm the session. */
+export async function handshakeAsDest(link: Link, opts: DestHandshakeOptions): Promise<HandshakeResult> {
+  const hello = await nextMessage(link, ['HELLO'], HANDSHAKE_TIMEOUT_MS);
+  const version = chooseVersion(hello.versions);
+  if (opts.seenNonces.has(hello.nonce)) throw new AuthError('PC_ERR_AUTH', 'replayed nonce');
+  if (hello.nonce.length < 32) throw new AuthError('PC_ERR_AUTH', 'nonce too short');
+  opts.seenNonces.add(hello.nonce);
+  let key: Buffer;
+  const resuming = hello.resumeSession !== undefined;
+  if (resuming) {
+    if (!opts.current || opts.current.sessionId !== hello.resumeSession) throw new AuthError('PC_ERR_AUTH', 'unknown session');
+    key = opts.current.resumeKey;
+  } else {
+    if (!opts.acceptNew) throw new ProtocolError('PC_ERR_UNEXPECTED', 'a migration session is already in progress');
+    checkTicketValid(opts.ticket, Date.now());
+    key = opts.ticket.secret;
+  }
+  const destNonce = newNonce();
+  const binding = hello.resumeSession ?? '';
+  link.send({
+    type: 'CHALLENGE',
+    version,
+    caps: [...CAPABILITIES],
+    nonce: destNonce,
+    proof: computeProof(key, 'dest', hello.nonce, destNonce, binding),
+  });
+  const auth = await nextMessage(link, ['AUTH'], HANDSHAKE_TIMEOUT_MS);
+  verifyProof(computeProof(key, 'source', hello.nonce, destNonce, binding), auth.proof);
+  if (resuming) {
+    link.send({ type: 'WELCOME', sessionId: opts.current!.sessionId, resumed: true, phase: opts.phase });
+    return { ...opts.current!, version, resumed: true, destPhase: opts.phase, peerCaps: hello.caps };
+  }
+  const sessionId = randomBytes(16).toString('hex');
+  link.send({ type: 'WELCOME', sessionId, resumed: false, phase: opts.phase });
+  return {
+    sessionId,
+    resumeKey: deriveResumeKey(opts.ticket.secret, hello.nonce, destNonce, sessionId),
+    version,
+    resumed: false,
+    destPhase: opts.phase,
+    peerCaps: hello.caps,
+  };
+}

@@ -1,0 +1,268 @@
+// The migration connection: frames in and out of one socket, urgent before bulk, bounded queues,
+// backpressure on both sides, and a keepalive that notices a dead or silent peer.
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import { LinkClosedError, PostcopyError, ProtocolError, TimeoutError, isPostcopyError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { FrameDecoder } from '../protocol/frame-codec.js';
+import { decodeMessage, encodeMessage, type Message } from '../protocol/messages.js';
+
+export interface LinkOptions {
+  log: Logger;
+  /** Send a PING when nothing has been received for this long. */
+  keepaliveIntervalMs?: number;
+  /** Declare the peer dead when nothing at all has been received for this long. */
+  keepaliveTimeoutMs?: number;
+  /** Stop handing frames to the socket while it holds this many unsent bytes (keeps urgent frames near the front). */
+  socketHighWaterBytes?: number;
+  /** Cap on queued urgent frames; exceeding it is a bug or a flood, and closes the link. */
+  maxUrgentFrames?: number;
+  /** Cap on queued bulk bytes; producers wait for space with waitBulkSpace(). */
+  maxBulkQueueBytes?: number;
+}
+
+export interface LinkEvents {
+  close: [PostcopyError | undefined];
+}
+
+/** Takes each message in order; throwing from it cuts the peer off with an error frame. */
+export type MessageHandler = (msg: Message) => void;
+
+interface QueuedFrame {
+  parts: Buffer[];
+  bytes: number;
+}
+
+export class Link extends EventEmitter<LinkEvents> {
+  readonly #socket: Duplex;
+  readonly #log: Logger;
+  readonly #decoder = new FrameDecoder();
+  readonly #urgent: QueuedFrame[] = [];
+  readonly #bulk: QueuedFrame[] = [];
+  #bulkBytes = 0;
+  #bulkWaiters: Array<() => void> = [];
+  #handler: MessageHandler | null = null;
+  /** Messages that arrived while no handler was set (reading is paused meanwhile, so this stays small). */
+  #backlog: Message[] = [];
+  #closed = false;
+  #closeError: PostcopyError | undefined;
+  #lastReceived = Date.now();
+  #pingSeq = 0;
+  #keepalive: NodeJS.Timeout | undefined;
+  readonly #highWater: number;
+  readonly #maxUrgent: number;
+  readonly #maxBulkBytes: number;
+  readonly #interval: number;
+  readonly #timeout: number;
+  /** Counters for progress and benchmarks. */
+  bytesSent = 0;
+  bytesReceived = 0;
+
+  constructor(socket: Duplex, opts: LinkOptions) {
+    super();
+    this.#socket = socket;
+    this.#log = opts.log;
+    this.#highWater = opts.socketHighWaterBytes ?? 512 * 1024;
+    this.#maxUrgent = opts.maxUrgentFrames ?? 8192;
+    this.#maxBulkBytes = opts.maxBulkQueueBytes ?? 4 * 1024 * 1024;
+    this.#interval = opts.keepaliveIntervalMs ?? 1000;
+    this.#timeout = opts.keepaliveTimeoutMs ?? 10_000;
+    (socket as { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('drain', () => this.#pump());
+    socket.on('error', (err) => this.#finish(new LinkClosedError('PC_ERR_LINK_CLOSED', err.message, { cause: err })));
+    socket.on('end', () => this.#finish(new LinkClosedError('PC_ERR_LINK_CLOSED', 'peer ended the connection')));
+    socket.on('close', () => this.#finish(new LinkClosedError('PC_ERR_LINK_CLOSED', 'socket closed')));
+    this.#keepalive = setInterval(() => this.#tick(), Math.max(50, Math.min(this.#interval, this.#timeout / 4)));
+    this.#keepalive.unref();
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+  get closeError(): PostcopyError | undefined {
+    return this.#closeError;
+  }
+  get bulkQueuedBytes(): number {
+    return this.#bulkBytes;
+  }
+  /** Bytes handed to the socket but not yet to the kernel. */
+  get socketQueuedBytes(): number {
+    return this.#socket.writableLength;
+  }
+
+  /**
+   * Set who takes incoming messages (null: hold them, and pause reading, until a handler is set again).
+   * Messages held meanwhile are delivered first, in order.
+   */
+  setHandler(handler: MessageHandler | null): void {
+    this.#handler = handler;
+    while (this.#handler !== null && this.#backlog.length > 0 && !this.#closed) {
+      this.#dispatch(this.#backlog.shift()!);
+    }
+    if (this.#handler !== null && !this.#closed) this.#socket.resume();
+  }
+
+  /** Send a control or urgent message ahead of all bulk data. */
+  send(msg: Message): void {
+    this.sendFrame(encodeMessage(msg), true);
+  }
+
+  /** Queue an encoded frame (header + payload parts). Bulk callers should respect waitBulkSpace(). */
+  sendFrame(parts: Buffer[], urgent: boolean): void {
+    if (this.#closed) return;
+    let bytes = 0;
+    for (const p of parts) bytes += p.length;
+    if (urgent) {
+      if (this.#urgent.length >= this.#maxUrgent) {
+        this.close(new ProtocolError('PC_ERR_MALFORMED', 'urgent send queue overflow'));
+        return;
+      }
+      this.#urgent.push({ parts, bytes });
+    } else {
+      this.#bulk.push({ parts, bytes });
+      this.#bulkBytes += bytes;
+    }
+    this.#pump();
+  }
+
+  /** Resolves when the bulk queue has room (or the link is closed). */
+  waitBulkSpace(): Promise<void> {
+    if (this.#closed || this.#bulkBytes < this.#maxBulkBytes) return Promise.resolve();
+    return new Promise((resolve) => this.#bulkWaiters.push(resolve));
+  }
+
+  pauseReading(): void {
+    this.#socket.pause();
+  }
+  resumeReading(): void {
+    this.#socket.resume();
+  }
+
+  /** Close the link. With an error, tell the peer first (an ERROR frame) and log it. */
+  close(err?: PostcopyError): void {
+    if (this.#closed) return;
+    if (err) {
+      this.#log.warn({ err, code: err.code }, 'closing migration link');
+      const frame = encodeMessage({ type: 'ERROR', code: err.code, message: err.message });
+      this.#urgent.length = 0;
+      this.#bulk.length = 0;
+      for (const p of frame) this.#socket.write(p);
+      this.#finish(err);
+      this.#socket.end();
+      setTimeout(() => this.#socket.destroy(), 1000).unref();
+    } else {
+      this.#finish(undefined);
+      this.#socket.end();
+      setTimeout(() => this.#socket.destroy(), 1000).unref();
+    }
+  }
+
+  /** Drop the connection at once without a goodbye (tests and fatal local errors). */
+  destroy(err?: PostcopyError): void {
+    this.#finish(err);
+    this.#socket.destroy();
+  }
+
+  #pump(): void {
+    const s = this.#socket;
+    if (this.#closed || s.destroyed) return;
+    let wrote = false;
+    while (s.writableLength < this.#highWater) {
+      const f = this.#urgent.shift() ?? this.#takeBulk();
+      if (!f) break;
+      if (!wrote) {
+        s.cork();
+        wrote = true;
+      }
+      for (const p of f.parts) s.write(p);
+      this.bytesSent += f.bytes;
+    }
+    if (wrote) s.uncork();
+  }
+
+  #takeBulk(): QueuedFrame | undefined {
+    const f = this.#bulk.shift();
+    if (!f) return undefined;
+    this.#bulkBytes -= f.bytes;
+    if (this.#bulkWaiters.length > 0 && this.#bulkBytes < this.#maxBulkBytes) {
+      const waiters = this.#bulkWaiters;
+      this.#bulkWaiters = [];
+      for (const w of waiters) w();
+    }
+    return f;
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#closed) return;
+    this.#lastReceived = Date.now();
+    this.bytesReceived += chunk.length;
+    let frames;
+    try {
+      frames = this.#decoder.push(chunk);
+    } catch (e) {
+      this.close(asProtocolError(e));
+      return;
+    }
+    for (const f of frames) {
+      if (this.#closed) return;
+      let msg: Message;
+      try {
+        msg = decodeMessage(f);
+      } catch (e) {
+        this.close(asProtocolError(e));
+        return;
+      }
+      if (msg.type === 'PING') {
+        this.send({ type: 'PONG', seq: msg.seq });
+        continue;
+      }
+      if (msg.type === 'PONG') continue;
+      if (this.#handler === null) {
+        this.#backlog.push(msg);
+        this.#socket.pause();
+        continue;
+      }
+      this.#dispatch(msg);
+    }
+  }
+
+  #dispatch(msg: Message): void {
+    try {
+      this.#handler!(msg);
+    } catch (e) {
+      // A handler rejected the message (out of range, unknown id, wrong phase): the peer is cut off.
+      this.close(asProtocolError(e));
+    }
+  }
+
+  #tick(): void {
+    if (this.#closed) return;
+    const silent = Date.now() - this.#lastReceived;
+    if (silent >= this.#timeout) {
+      this.#log.warn({ silentMs: silent }, 'migration link silent past keepalive timeout');
+      this.destroy(new TimeoutError('PC_ERR_TIMEOUT', `no data from peer for ${silent} ms`));
+      return;
+    }
+    if (silent >= this.#interval) this.send({ type: 'PING', seq: this.#pingSeq++ & 0xffffffff });
+  }
+
+  #finish(err: PostcopyError | undefined): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closeError = err;
+    clearInterval(this.#keepalive);
+    this.#urgent.length = 0;
+    this.#bulk.length = 0;
+    this.#bulkBytes = 0;
+    const waiters = this.#bulkWaiters;
+    this.#bulkWaiters = [];
+    for (const w of waiters) w();
+    this.emit('close', err);
+  }
+}
+
+function asProtocolError(e: unknown): PostcopyError {
+  if (isPostcopyError(e)) return e;
+  return new ProtocolError('PC_ERR_MALFORMED', e instanceof Error ? e.message : String(e), { cause: e });
+}

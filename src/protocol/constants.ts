@@ -1,0 +1,78 @@
+// Every constant of the postcopy migration wire, written down once (STYLE.md 3).
+
+/** First 4 bytes of every frame: ASCII "PCY1". A mismatch means the stream is out of sync. */
+export const FRAME_MAGIC = 0x50435931;
+/** Frame header: magic u32 · type u8 · flags u8 · reserved u16 (0) · id u32 · payload length u32 · payload crc32 u32. */
+export const FRAME_HEADER_SIZE = 20;
+/** Largest payload a frame may declare: one bulk chunk plus its small header, with room to spare. */
+export const MAX_FRAME_PAYLOAD = 4 * 1024 * 1024 + 64;
+/** Largest JSON control payload (guest definitions included). */
+export const MAX_CONTROL_PAYLOAD = 1024 * 1024;
+
+/** Protocol versions this build speaks; the handshake picks the highest common one. */
+export const PROTOCOL_VERSION_MIN = 1;
+export const PROTOCOL_VERSION_MAX = 1;
+
+/** Frame flags. */
+export const FLAG_URGENT = 0x01; // sent on the urgent class (informational; lets captures show priority)
+export const FLAG_DONE = 0x02; // last data frame of a block request's reply
+
+/** Frame types. 1..63 control (JSON payload), 64..127 binary data. */
+export const MSG = {
+  HELLO: 1, // S→D: versions, capabilities, S's nonce, optional resume request
+  CHALLENGE: 2, // D→S: chosen version, D's nonce, D's proof of the key
+  AUTH: 3, // S→D: S's proof of the key
+  WELCOME: 4, // D→S: session id, whether resumed, D's phase
+  BEGIN: 5, // S→D: guest definitions, image geometry, S's cookie
+  PREPARED: 6, // D→S: D's cookie; D is ready to receive RAM
+  RAM_ROUND_END: 7, // S→D: a pre-copy round is finished (stats)
+  DEVICE_STATE: 8, // S→D: guest paused; final device state + RAM digest
+  FINISH_RESULT: 9, // D→S: running on D, or failed and not running
+  ABORT: 10, // either: roll back before cut-over (reason)
+  COMPLETE: 11, // D→S: every block present and durable on D
+  CONFIRM: 12, // S→D: S releases the image and exits
+  ERROR: 13, // either: protocol or fatal error, the sender closes after it
+  PING: 14, // either: keepalive probe
+  PONG: 15, // either: keepalive answer
+  EXTENTS_END: 16, // S→D: the zero-extent map is complete
+  CREDIT: 17, // D→S: grant of RAM bytes S may send
+  EXTENTS: 64, // S→D: zero runs, n × (u64 offset · u64 length)
+  RAM_PAGES: 65, // S→D: n × u32 page index (bit 31: zero page, no data) then the non-zero pages' bytes
+  BLOCK_REQ: 66, // D→S: id · u64 offset · u32 length · u8 class
+  BLOCK_DATA: 67, // S→D: id · u64 offset · data (FLAG_DONE on the last part)
+  BLOCK_ZERO: 68, // S→D: id · u64 offset · u32 length: that part reads as zeroes
+  BLOCK_ERR: 69, // S→D: id · u32 errno · utf-8 message; the request failed on S
+} as const;
+
+export type MsgName = keyof typeof MSG;
+export type MsgType = (typeof MSG)[MsgName];
+
+const NAMES = new Map<number, MsgName>(Object.entries(MSG).map(([k, v]) => [v, k as MsgName]));
+export function nameOfMsg(type: number): string {
+  return NAMES.get(type) ?? `UNKNOWN(${type})`;
+}
+export function isKnownMsg(type: number): boolean {
+  return NAMES.has(type);
+}
+export function isControlMsg(type: number): boolean {
+  return type < 64;
+}
+
+/** Block request classes. */
+export const CLASS_URGENT = 0; // a guest is waiting on it
+export const CLASS_BULK = 1; // background stream
+
+/** Sizes. */
+export const RAM_PAGE_SIZE = 4096;
+export const RAM_ZERO_PAGE_BIT = 0x80000000;
+export const NONCE_BYTES = 32;
+export const BLOCK_REQ_PAYLOAD = 13;
+/** Largest data part S puts in one BLOCK_DATA frame: an urgent frame waits behind one of these at most. */
+export const BULK_CHUNK_BYTES = 256 * 1024;
+/** Largest length one BLOCK_REQ may ask for. */
+export const MAX_BLOCK_REQ_BYTES = 16 * 1024 * 1024;
+/** Largest number of extents one EXTENTS frame carries. */
+export const MAX_EXTENTS_PER_FRAME = 65536;
+
+/** Capabilities this build offers; unknown ones from the peer are ignored. */
+export const CAPABILITIES = ['zero-extents', 'ram-precopy', 'resume'] as const;

@@ -1,0 +1,134 @@
+// Frame encoder and streaming decoder for the migration wire. Pure: Buffers in, frames out.
+import { crc32 } from 'node:zlib';
+import { ProtocolError } from '../common/errors.js';
+import {
+  FRAME_HEADER_SIZE,
+  FRAME_MAGIC,
+  MAX_CONTROL_PAYLOAD,
+  MAX_FRAME_PAYLOAD,
+  isControlMsg,
+  isKnownMsg,
+  nameOfMsg,
+} from './constants.js';
+
+export interface Frame {
+  type: number;
+  flags: number;
+  id: number;
+  payload: Buffer;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** Encode one frame as a header and its payload, ready for a vectored write. */
+export function encodeFrame(type: number, id: number, payload: Buffer = EMPTY, flags = 0): [Buffer, Buffer] {
+  return [encodeHeader(type, id, [payload], flags), payload];
+}
+
+/** Header for a payload given in parts (sent as header, ...parts without concatenating them). */
+export function encodeHeader(type: number, id: number, parts: readonly Buffer[], flags = 0): Buffer {
+  let length = 0;
+  let crc = 0;
+  for (const part of parts) {
+    length += part.length;
+    crc = crc32(part, crc);
+  }
+  if (length > MAX_FRAME_PAYLOAD) throw new ProtocolError('PC_ERR_FRAME_TOO_LARGE', `${length} bytes`);
+  const header = Buffer.allocUnsafe(FRAME_HEADER_SIZE);
+  header.writeUInt32BE(FRAME_MAGIC, 0);
+  header.writeUInt8(type, 4);
+  header.writeUInt8(flags, 5);
+  header.writeUInt16BE(0, 6);
+  header.writeUInt32BE(id >>> 0, 8);
+  header.writeUInt32BE(length, 12);
+  header.writeUInt32BE(crc >>> 0, 16);
+  return header;
+}
+
+/**
+ * Streaming decoder: push chunks split anywhere, get whole frames back. Lengths are checked against
+ * their caps as soon as the header is complete, before any payload is buffered.
+ */
+export class FrameDecoder {
+  #chunks: Buffer[] = [];
+  #buffered = 0;
+  #header: { type: number; flags: number; id: number; length: number; crc: number } | null = null;
+  #dead = false;
+
+  /** Bytes held waiting for the rest of a frame. */
+  get buffered(): number {
+    return this.#buffered;
+  }
+
+  push(chunk: Buffer): Frame[] {
+    if (this.#dead) throw new ProtocolError('PC_ERR_MALFORMED', 'decoder used after a protocol error');
+    const frames: Frame[] = [];
+    if (chunk.length > 0) {
+      this.#chunks.push(chunk);
+      this.#buffered += chunk.length;
+    }
+    try {
+      for (;;) {
+        if (this.#header === null) {
+          if (this.#buffered < FRAME_HEADER_SIZE) break;
+          this.#header = parseHeader(this.#take(FRAME_HEADER_SIZE));
+        }
+        const h = this.#header;
+        if (this.#buffered < h.length) break;
+        const payload = h.length === 0 ? EMPTY : this.#take(h.length);
+        this.#header = null;
+        if ((crc32(payload) >>> 0) !== h.crc) {
+          throw new ProtocolError('PC_ERR_CHECKSUM', `${nameOfMsg(h.type)} id ${h.id}`);
+        }
+        frames.push({ type: h.type, flags: h.flags, id: h.id, payload });
+      }
+    } catch (e) {
+      this.#dead = true;
+      this.#chunks = [];
+      this.#buffered = 0;
+      throw e;
+    }
+    return frames;
+  }
+
+  /** Take exactly n bytes off the front, zero-copy when they sit in one chunk. */
+  #take(n: number): Buffer {
+    const first = this.#chunks[0]!;
+    let out: Buffer;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.#chunks.shift();
+      else this.#chunks[0] = first.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let filled = 0;
+      while (filled < n) {
+        const c = this.#chunks[0]!;
+        const want = n - filled;
+        if (c.length <= want) {
+          c.copy(out, filled);
+          filled += c.length;
+          this.#chunks.shift();
+        } else {
+          c.copy(out, filled, 0, want);
+          this.#chunks[0] = c.subarray(want);
+          filled += want;
+        }
+      }
+    }
+    this.#buffered -= n;
+    return out;
+  }
+}
+
+function parseHeader(b: Buffer): { type: number; flags: number; id: number; length: number; crc: number } {
+  const magic = b.readUInt32BE(0);
+  if (magic !== FRAME_MAGIC) throw new ProtocolError('PC_ERR_BAD_MAGIC', `0x${magic.toString(16).padStart(8, '0')}`);
+  const type = b.readUInt8(4);
+  if (!isKnownMsg(type)) throw new ProtocolError('PC_ERR_UNKNOWN_TYPE', String(type));
+  if (b.readUInt16BE(6) !== 0) throw new ProtocolError('PC_ERR_MALFORMED', 'reserved header bits set');
+  const length = b.readUInt32BE(12);
+  const cap = isControlMsg(type) ? MAX_CONTROL_PAYLOAD : MAX_FRAME_PAYLOAD;
+  if (length > cap) throw new ProtocolError('PC_ERR_FRAME_TOO_LARGE', `${nameOfMsg(type)} declares ${length} bytes, cap ${cap}`);
+  return { type, flags: b.readUInt8(5), id: b.readUInt32BE(8), length, crc: b.readUInt32BE(16) };
+}

@@ -1,0 +1,70 @@
+// Pure pieces of the handshake: ticket parsing, version choice, mutual HMAC proofs, resume-key derivation.
+// The ticket never crosses the wire: each side proves it holds the key by an HMAC over both sides' nonces.
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { AuthError, ProtocolError, UsageError } from '../common/errors.js';
+import { NONCE_BYTES, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './constants.js';
+
+export interface Ticket {
+  secret: Buffer;
+  /** ms since epoch after which the ticket may not open a new session (a resume still works). */
+  expiresAt?: number;
+}
+
+const MIN_SECRET_BYTES = 16;
+
+/**
+ * Ticket file: the first non-empty line is the shared secret; an optional line `expires=<ISO-8601>`
+ * bounds when it may start a session.
+ */
+export function parseTicket(text: string): Ticket {
+  const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l.length > 0 && !l.startsWith('#'));
+  const secretLine = lines.find((l) => !l.startsWith('expires='));
+  if (!secretLine || Buffer.byteLength(secretLine) < MIN_SECRET_BYTES) {
+    throw new UsageError('PC_ERR_USAGE', `ticket secret must be at least ${MIN_SECRET_BYTES} bytes`);
+  }
+  const exp = lines.find((l) => l.startsWith('expires='));
+  const ticket: Ticket = { secret: Buffer.from(secretLine, 'utf8') };
+  if (exp) {
+    const t = Date.parse(exp.slice('expires='.length));
+    if (Number.isNaN(t)) throw new UsageError('PC_ERR_USAGE', `bad ticket expiry: ${exp}`);
+    ticket.expiresAt = t;
+  }
+  return ticket;
+}
+
+export function checkTicketValid(ticket: Ticket, now: number): void {
+  if (ticket.expiresAt !== undefined && now > ticket.expiresAt) {
+    throw new AuthError('PC_ERR_TICKET_EXPIRED', new Date(ticket.expiresAt).toISOString());
+  }
+}
+
+export function newNonce(): string {
+  return randomBytes(NONCE_BYTES).toString('hex');
+}
+
+/** Highest version both ranges contain, or a protocol error. */
+export function chooseVersion(peer: [number, number], ours: [number, number] = [PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX]): number {
+  const v = Math.min(peer[1], ours[1]);
+  if (v < Math.max(peer[0], ours[0])) {
+    throw new ProtocolError('PC_ERR_VERSION', `peer speaks ${peer[0]}..${peer[1]}, we speak ${ours[0]}..${ours[1]}`);
+  }
+  return v;
+}
+
+export type ProofRole = 'dest' | 'source';
+
+/** HMAC proof that `role` holds `key`, bound to both nonces (and the session when resuming). */
+export function computeProof(key: Buffer, role: ProofRole, sourceNonce: string, destNonce: string, sessionId = ''): string {
+  return createHmac('sha256', key).update(`postcopy-v1|${role}|${sourceNonce}|${destNonce}|${sessionId}`).digest('hex');
+}
+
+export function verifyProof(expected: string, got: string): void {
+  const a = Buffer.from(expected, 'hex');
+  const b = Buffer.from(got, 'hex');
+  if (a.length !== b.length || !timingSafeEqual(a, b)) throw new AuthError('PC_ERR_AUTH', 'proof does not match');
+}
+
+/** Key that lets S resume this session after the ticket is gone; derived on both sides, never sent. */
+export function deriveResumeKey(ticketSecret: Buffer, sourceNonce: string, destNonce: string, sessionId: string): Buffer {
+  return createHmac('sha256', ticketSecret).update(`postcopy-v1|resume|${sourceNonce}|${destNonce}|${sessionId}`).digest();
+}

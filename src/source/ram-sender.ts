@@ -1,0 +1,144 @@
+// S's RAM sender: pre-copy rounds of dirty pages while the guest runs, then a cut-over once the remaining
+// dirty set fits the downtime budget: pause, last pages, device state and RAM digest.
+import type { Logger } from '../common/logger.js';
+import type { EventSink } from '../common/events.js';
+import { PageDigest } from '../common/ram-digest.js';
+import type { Link } from '../link/link.js';
+import { RAM_PAGE_SIZE, RAM_ZERO_PAGE_BIT } from '../protocol/constants.js';
+import { encodeMessage } from '../protocol/messages.js';
+import type { MigratableGuest } from '../guest/types.js';
+import { isAllZero } from './extent-scan.js';
+
+/** Pages per RAM_PAGES frame (1 MiB of data at most). */
+const PAGES_PER_FRAME = 256;
+/** Give up converging after this many rounds and cut over anyway (reported). */
+const MAX_ROUNDS = 30;
+
+export interface PrecopyResult {
+  rounds: number;
+  pagesSent: number;
+  bytesSent: number;
+  finalPages: number;
+  /** Measured transfer rate of the last full round, bytes/s. */
+  bandwidth: number;
+  converged: boolean;
+  /** Wall-clock ms at which the guest was paused. */
+  pausedAt: number;
+}
+
+/** Credit granted by D, in bytes of RAM payload S may still send. */
+export class RamCredit {
+  #bytes = 0;
+  #waiters: Array<() => void> = [];
+  grant(bytes: number): void {
+    this.#bytes += bytes;
+    const w = this.#waiters;
+    this.#waiters = [];
+    for (const f of w) f();
+  }
+  async take(bytes: number, link: Link): Promise<void> {
+    while (this.#bytes < bytes && !link.closed) await new Promise<void>((r) => this.#waiters.push(r));
+    this.#bytes -= bytes;
+  }
+  /** Wake waiters so they notice a closed link. */
+  wake(): void {
+    this.grant(0);
+  }
+}
+
+export class RamSender {
+  readonly #link: Link;
+  readonly #guest: MigratableGuest;
+  readonly #credit: RamCredit;
+  readonly #digest: PageDigest;
+  readonly #log: Logger;
+  readonly #events: EventSink;
+  readonly #maxDowntimeMs: number;
+
+  constructor(opts: { link: Link; guest: MigratableGuest; credit: RamCredit; log: Logger; events: EventSink; maxDowntimeMs: number }) {
+    this.#link = opts.link;
+    this.#guest = opts.guest;
+    this.#credit = opts.credit;
+    this.#log = opts.log;
+    this.#events = opts.events;
+    this.#maxDowntimeMs = opts.maxDowntimeMs;
+    this.#digest = new PageDigest(opts.guest.pageCount, RAM_PAGE_SIZE);
+  }
+
+  /** Rounds of dirty pages until the rest fits the budget; returns with the guest paused and its last pages sent. */
+  async precopy(): Promise<PrecopyResult> {
+    let rounds = 0;
+    let pagesSent = 0;
+    let bytesSent = 0;
+    let bandwidth = 0;
+    let converged = false;
+    for (;;) {
+      rounds++;
+      const started = performance.now();
+      const pages = this.#guest.takeDirtyPages();
+      const bytes = await this.#sendPages(pages);
+      const elapsed = (performance.now() - started) / 1000;
+      pagesSent += pages.length;
+      bytesSent += bytes;
+      // A round of only zero pages says nothing about the link's rate; keep the last real figure.
+      if (bytes >= 1024 * 1024 && elapsed > 0) bandwidth = bytes / elapsed;
+      const dirtyRemaining = this.#guest.dirtyPageCount();
+      this.#link.send({ type: 'RAM_ROUND_END', round: rounds, pagesSent: pages.length, dirtyRemaining });
+      const rate = bandwidth > 0 ? bandwidth : 500e6;
+      const expectedMs = ((dirtyRemaining * RAM_PAGE_SIZE) / rate) * 1000;
+      this.#events.emit('ram-round', { round: rounds, pages: pages.length, bytes, dirtyRemaining, expectedDowntimeMs: round3(expectedMs) });
+      this.#log.info({ round: rounds, pages: pages.length, dirtyRemaining, expectedMs: round3(expectedMs) }, 'pre-copy round');
+      if (expectedMs <= this.#maxDowntimeMs * 0.5) {
+        converged = true;
+        break;
+      }
+      if (rounds >= MAX_ROUNDS) {
+        this.#log.warn({ rounds, dirtyRemaining }, 'pre-copy did not converge; cutting over anyway');
+        break;
+      }
+    }
+    await this.#guest.pause();
+    const pausedAt = Date.now();
+    const last = this.#guest.takeDirtyPages();
+    const lastBytes = await this.#sendPages(last);
+    return { rounds, pagesSent: pagesSent + last.length, bytesSent: bytesSent + lastBytes, finalPages: last.length, bandwidth, converged, pausedAt };
+  }
+
+  ramDigest(): string {
+    return this.#digest.digest();
+  }
+
+  /** Send pages (zero pages as a flag only), honouring D's credit and the link's bulk space. Returns bytes of page data. */
+  async #sendPages(pages: Uint32Array): Promise<number> {
+    const ram = this.#guest.ram;
+    let bytes = 0;
+    for (let i = 0; i < pages.length; i += PAGES_PER_FRAME) {
+      const indices: number[] = [];
+      const data: Buffer[] = [];
+      for (const ix of pages.subarray(i, i + PAGES_PER_FRAME)) {
+        const page = Buffer.from(ram.buffer, ram.byteOffset + ix * RAM_PAGE_SIZE, RAM_PAGE_SIZE);
+        if (isAllZero(page)) {
+          indices.push((ix | RAM_ZERO_PAGE_BIT) >>> 0);
+          this.#digest.setZero(ix);
+        } else {
+          indices.push(ix);
+          // Copy now: the guest keeps running and may change the page before the frame is written.
+          const copy = Buffer.from(page);
+          data.push(copy);
+          this.#digest.setPage(ix, copy);
+        }
+      }
+      const payload = Buffer.concat(data);
+      await this.#credit.take(payload.length, this.#link);
+      await this.#link.waitBulkSpace();
+      if (this.#link.closed) throw this.#link.closeError ?? new Error('link closed');
+      this.#link.sendFrame(encodeMessage({ type: 'RAM_PAGES', indices, data: payload }), false);
+      bytes += payload.length;
+    }
+    return bytes;
+  }
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}

@@ -1,0 +1,52 @@
+// S's read-ahead cache: after a demand read D's bulk cursor continues just past it, so S reads ahead
+// and keeps those bytes, bounded in bytes, until the bulk request for them arrives.
+import { LRUCache } from 'lru-cache';
+
+export class ReadAheadCache {
+  readonly #grain: number;
+  readonly #cache: LRUCache<number, Buffer>;
+  hits = 0;
+  misses = 0;
+
+  constructor(opts: { maxBytes: number; grain: number }) {
+    this.#grain = opts.grain;
+    this.#cache = new LRUCache<number, Buffer>({ maxSize: Math.max(opts.maxBytes, opts.grain), sizeCalculation: (b) => b.length });
+  }
+
+  get grain(): number {
+    return this.#grain;
+  }
+
+  /** The cached bytes for [offset, offset+length) if every grain is present; consumed (a range is read once). */
+  take(offset: number, length: number): Buffer | undefined {
+    if (offset % this.#grain !== 0) return undefined;
+    const parts: Buffer[] = [];
+    for (let at = offset; at < offset + length; at += this.#grain) {
+      const part = this.#cache.peek(at);
+      if (!part) {
+        this.misses++;
+        return undefined;
+      }
+      parts.push(part);
+    }
+    for (let at = offset; at < offset + length; at += this.#grain) this.#cache.delete(at);
+    this.hits++;
+    const all = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    return all.length === length ? all : all.subarray(0, length);
+  }
+
+  has(offset: number): boolean {
+    return this.#cache.has(offset);
+  }
+
+  /** Store bytes read at a grain-aligned offset, split by grain. */
+  put(offset: number, data: Buffer): void {
+    for (let at = 0; at < data.length; at += this.#grain) {
+      this.#cache.set(offset + at, data.subarray(at, Math.min(data.length, at + this.#grain)));
+    }
+  }
+
+  get bytes(): number {
+    return this.#cache.calculatedSize;
+  }
+}

@@ -1,0 +1,355 @@
+// The source agent's phase machine: Connect, Begin, Perform (RAM pre-copy and cut-over), then serve blocks
+// until D's COMPLETE, Confirm, exit. After the final state is sent it never guesses: a lost link means
+// reconnect and ask D. Before that, any failure rolls back and the guest keeps running here.
+import { randomBytes } from 'node:crypto';
+import type { Duplex } from 'node:stream';
+import type { BlockDevice, SourceImage } from '../common/block-device.js';
+import { deferred, type Deferred } from '../common/deferred.js';
+import { LinkClosedError, PostcopyError, ProtocolError, StateError, TimeoutError, isPostcopyError } from '../common/errors.js';
+import type { EventSink } from '../common/events.js';
+import type { Logger } from '../common/logger.js';
+import { readStateFile, statePath, writeStateFile, ensureDir } from '../common/state-file.js';
+import { connectWithRetry, type Backoff, type Endpoint } from '../link/connect.js';
+import { handshakeAsSource, type SessionKeys } from '../link/handshake.js';
+import { Link, type LinkOptions } from '../link/link.js';
+import { MAX_EXTENTS_PER_FRAME } from '../protocol/constants.js';
+import type { Ticket } from '../protocol/handshake.js';
+import type { GuestDefinition, Message, ZeroRun } from '../protocol/messages.js';
+import type { MigratableGuest } from '../guest/types.js';
+import { BlockServer, type BlockServerStats } from './block-server.js';
+import { RamCredit, RamSender, type PrecopyResult } from './ram-sender.js';
+import { ReadAheadCache } from './read-cache.js';
+
+export type SourcePhase = 'connecting' | 'begin' | 'perform' | 'awaiting-finish' | 'postcopy' | 'confirmed' | 'rolled-back';
+
+const TRANSITIONS: Record<SourcePhase, SourcePhase[]> = {
+  connecting: ['begin', 'rolled-back'],
+  begin: ['perform', 'rolled-back'],
+  perform: ['awaiting-finish', 'rolled-back'],
+  'awaiting-finish': ['postcopy', 'rolled-back'],
+  postcopy: ['confirmed'],
+  confirmed: [],
+  'rolled-back': [],
+};
+
+export interface SourceAgentOptions {
+  connect: Endpoint;
+  /** The image S serves blocks from. */
+  image: SourceImage & { makeReadOnly?: () => void };
+  /** The same image as a writable disk for S's own guest before cut-over. */
+  guestDisk?: BlockDevice;
+  guest: MigratableGuest | null;
+  guestDefinition: GuestDefinition | null;
+  ticket: Ticket | null;
+  stateDir?: string;
+  blockSize: number;
+  maxDowntimeMs: number;
+  /** Give up reaching D for a new migration after this long (nothing has started yet). */
+  connectTimeoutMs: number;
+  /** After cut-over S keeps trying to reach D for this long (default: forever; D needs S's blocks). */
+  resumeTimeoutMs?: number;
+  reconnectBackoff?: Backoff;
+  readAheadBytes?: number;
+  link?: Omit<LinkOptions, 'log'>;
+  /** Opens the migration socket (tests wrap it in fault layers). */
+  openSocket?: (ep: Endpoint, deadline: number) => Promise<Duplex>;
+  log: Logger;
+  events: EventSink;
+}
+
+export interface SourceResult {
+  phase: SourcePhase;
+  sessionId: string;
+  precopy: PrecopyResult | null;
+  /** Guest paused on S until D answered "running". */
+  downtimeMs: number | null;
+  blocks: BlockServerStats;
+  reconnects: number;
+}
+
+interface SavedSession {
+  sessionId: string;
+  resumeKey: string;
+  phase: SourcePhase;
+  size: number;
+}
+
+export class SourceAgent {
+  readonly #o: SourceAgentOptions;
+  readonly #log: Logger;
+  #phase: SourcePhase = 'connecting';
+  #keys: SessionKeys | null = null;
+  #link: Link | null = null;
+  #blockServer: BlockServer | null = null;
+  readonly #cache: ReadAheadCache;
+  readonly #credit = new RamCredit();
+  readonly #blockStats: BlockServerStats = { urgentRequests: 0, bulkRequests: 0, bytesSent: 0, zeroBytesSkipped: 0 };
+  #prepared: Deferred<string> = deferred();
+  #finish: Deferred<{ running: boolean; error?: string }> = deferred();
+  #complete: Deferred<void> = deferred();
+  #zeroRuns: ZeroRun[] | null = null;
+  #reconnects = 0;
+
+  constructor(opts: SourceAgentOptions) {
+    this.#o = opts;
+    this.#log = opts.log.child({ role: 'source' });
+    this.#cache = new ReadAheadCache({ maxBytes: opts.readAheadBytes ?? 32 * 1024 * 1024, grain: opts.blockSize });
+  }
+
+  get phase(): SourcePhase {
+    return this.#phase;
+  }
+  /** The phase a rollback happened in ('connecting' means nothing was started on D). */
+  get failedInPhase(): SourcePhase | null {
+    return this.#failedInPhase;
+  }
+  #failedInPhase: SourcePhase | null = null;
+
+  async run(): Promise<SourceResult> {
+    const saved = this.#o.stateDir ? readStateFile<SavedSession>(statePath(this.#o.stateDir, 'source-session.json')) : null;
+    if (saved && (saved.phase === 'postcopy' || saved.phase === 'awaiting-finish')) {
+      // Restarted after cut-over: the guest is (or may be) on D; only D can tell. Serve until COMPLETE.
+      this.#keys = { sessionId: saved.sessionId, resumeKey: Buffer.from(saved.resumeKey, 'hex') };
+      this.#phase = saved.phase;
+      this.#o.image.makeReadOnly?.();
+      this.#log.info({ sessionId: saved.sessionId, phase: saved.phase }, 'restarted after cut-over; resuming session');
+      this.#o.events.emit('phase', { phase: this.#phase, restarted: true });
+      return this.#afterCutover(null, null);
+    }
+    return this.#fresh();
+  }
+
+  async #fresh(): Promise<SourceResult> {
+    const { guest } = this.#o;
+    if (guest && !guest.running) guest.start(this.#o.guestDisk ?? (this.#o.image as unknown as BlockDevice));
+    let precopy: PrecopyResult | null = null;
+    try {
+      const link = await this.#open(Date.now() + this.#o.connectTimeoutMs);
+      const hs = await handshakeAsSource(link, this.#o.ticket, null);
+      this.#keys = { sessionId: hs.sessionId, resumeKey: hs.resumeKey };
+      this.#log.info({ sessionId: hs.sessionId, version: hs.version }, 'connected and authenticated');
+      this.#attach(link);
+      this.#to('begin');
+      const cookie = randomBytes(8).toString('hex');
+      link.send({ type: 'BEGIN', guest: this.#o.guestDefinition, size: this.#o.image.size, blockSize: this.#o.blockSize, cookie });
+      await raceLink(this.#prepared.promise, link, 60_000, 'PREPARED');
+      this.#to('perform');
+      let state: Record<string, unknown> = {};
+      let ramDigest = '';
+      if (guest) {
+        const sender = new RamSender({ link, guest, credit: this.#credit, log: this.#log, events: this.#o.events, maxDowntimeMs: this.#o.maxDowntimeMs });
+        precopy = await sender.precopy();
+        state = guest.saveDeviceState();
+        ramDigest = sender.ramDigest();
+      }
+      if (link.closed) throw link.closeError ?? new LinkClosedError('PC_ERR_LINK_CLOSED');
+      this.#to('awaiting-finish');
+      link.send({ type: 'DEVICE_STATE', state, ramDigest });
+    } catch (e) {
+      return this.#rollback(e, precopy);
+    }
+    return this.#afterCutover(precopy, precopy?.pausedAt ?? Date.now());
+  }
+
+  /** From the moment the final state is sent: learn D's answer (reconnecting if need be), then serve until COMPLETE. */
+  async #afterCutover(precopy: PrecopyResult | null, pausedAt: number | null): Promise<SourceResult> {
+    let downtimeMs: number | null = null;
+    for (;;) {
+      const link = this.#link;
+      if (link && !link.closed) {
+        if (this.#phase === 'awaiting-finish') {
+          const answer = await Promise.race([this.#finish.promise, closed(link)]);
+          if (answer === 'closed') continue;
+          if (!answer.running) return this.#rollback(new ProtocolError('PC_ERR_ROLLBACK', `destination failed: ${answer.error ?? 'unknown'}`), precopy);
+          if (pausedAt !== null) downtimeMs = Date.now() - pausedAt;
+          this.#enterPostcopy(link, downtimeMs);
+        }
+        const done = await Promise.race([this.#complete.promise.then(() => 'complete' as const), closed(link)]);
+        if (done === 'complete') break;
+        continue;
+      }
+      const resumed = await this.#resume();
+      if (this.#phase === 'awaiting-finish') {
+        if (resumed === 'postcopy' || resumed === 'complete' || resumed === 'confirmed') {
+          this.#enterPostcopy(this.#link!, null);
+        } else if (resumed === 'aborted' || resumed === 'prepared' || resumed === 'receiving-ram') {
+          return this.#rollback(new ProtocolError('PC_ERR_ROLLBACK', `destination is in phase ${resumed}, not running the guest`), precopy);
+        }
+      } else if (this.#link) {
+        this.#sendExtents(this.#link);
+      }
+    }
+    this.#to('confirmed');
+    this.#save();
+    this.#o.events.emit('complete', { ...this.#blockStats });
+    this.#log.info({ ...this.#blockStats }, 'destination complete; confirmed; source released');
+    this.#link?.close();
+    await this.#o.image.close();
+    return { phase: this.#phase, sessionId: this.#keys!.sessionId, precopy, downtimeMs, blocks: this.#blockStats, reconnects: this.#reconnects };
+  }
+
+  #enterPostcopy(link: Link, downtimeMs: number | null): void {
+    this.#to('postcopy');
+    this.#o.image.makeReadOnly?.();
+    this.#save();
+    this.#o.events.emit('cutover', { downtimeMs });
+    this.#log.info({ downtimeMs }, 'guest running on destination; serving blocks');
+    this.#sendExtents(link);
+  }
+
+  /** Reconnect with backoff and resume the session; returns D's phase. */
+  async #resume(): Promise<string> {
+    const deadline = Date.now() + (this.#o.resumeTimeoutMs ?? Infinity);
+    for (let attempt = 0; ; attempt++) {
+      this.#o.events.emit('link', { state: 'reconnecting', attempt });
+      try {
+        const link = await this.#open(deadline);
+        const hs = await handshakeAsSource(link, null, this.#keys);
+        this.#reconnects++;
+        this.#log.info({ destPhase: hs.destPhase, attempt }, 'session resumed');
+        this.#o.events.emit('link', { state: 'resumed', destPhase: hs.destPhase });
+        this.#attach(link);
+        return hs.destPhase;
+      } catch (e) {
+        if (isPostcopyError(e) && e.code === 'PC_ERR_AUTH') throw e;
+        if (Date.now() > deadline) throw e;
+        this.#log.warn({ err: e, attempt }, 'resume failed; retrying');
+        await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** Math.min(attempt, 6))));
+      }
+    }
+  }
+
+  async #open(deadline: number): Promise<Link> {
+    const open =
+      this.#o.openSocket ??
+      ((ep: Endpoint, dl: number) =>
+        connectWithRetry(ep, {
+          deadline: dl,
+          backoff: this.#o.reconnectBackoff ?? { initialMs: 100, maxMs: 5000 },
+          onRetry: (attempt, err, delayMs) => this.#log.info({ attempt, delayMs, err: err.message }, 'destination not reachable yet; retrying'),
+        }));
+    const socket = await open(this.#o.connect, deadline);
+    return new Link(socket, { ...this.#o.link, log: this.#log });
+  }
+
+  #attach(link: Link): void {
+    this.#link = link;
+    this.#blockServer = new BlockServer(link, this.#o.image, this.#cache, this.#log, this.#blockStats);
+    link.on('close', (err) => {
+      this.#credit.wake();
+      if (this.#phase !== 'confirmed') this.#log.warn({ err }, 'migration link lost');
+    });
+    link.setHandler((msg) => this.#onMessage(msg));
+  }
+
+  #onMessage(msg: Message): void {
+    switch (msg.type) {
+      case 'BLOCK_REQ':
+        if (this.#phase === 'connecting') throw new ProtocolError('PC_ERR_UNEXPECTED', 'block request before BEGIN');
+        this.#blockServer!.handle(msg);
+        return;
+      case 'CREDIT':
+        this.#credit.grant(msg.bytes);
+        return;
+      case 'PREPARED':
+        this.#prepared.resolve(msg.cookie);
+        return;
+      case 'FINISH_RESULT':
+        this.#finish.resolve(msg);
+        return;
+      case 'ABORT':
+        this.#log.warn({ reason: msg.reason }, 'destination aborted the migration');
+        this.#prepared.reject(new ProtocolError('PC_ERR_ROLLBACK', msg.reason));
+        this.#finish.resolve({ running: false, error: msg.reason });
+        return;
+      case 'COMPLETE':
+        if (this.#phase !== 'postcopy') throw new ProtocolError('PC_ERR_UNEXPECTED', `COMPLETE in phase ${this.#phase}`);
+        this.#link!.send({ type: 'CONFIRM' });
+        this.#complete.resolve();
+        return;
+      case 'ERROR':
+        this.#log.error({ code: msg.code, message: msg.message }, 'destination reported an error');
+        return;
+      default:
+        throw new ProtocolError('PC_ERR_UNEXPECTED', `${msg.type} is not for the source`);
+    }
+  }
+
+  /** Zero runs of the image as it is after cut-over (it no longer changes), so D never asks for them. */
+  #sendExtents(link: Link): void {
+    void (async () => {
+      this.#zeroRuns ??= (await this.#o.image.extents()).filter((e) => e.zero).map((e) => ({ offset: e.offset, length: e.length }));
+      const runs = this.#zeroRuns;
+      for (let i = 0; i < runs.length; i += MAX_EXTENTS_PER_FRAME) {
+        link.send({ type: 'EXTENTS', runs: runs.slice(i, i + MAX_EXTENTS_PER_FRAME) });
+      }
+      link.send({ type: 'EXTENTS_END', count: runs.length });
+      this.#o.events.emit('extents', { zeroRuns: runs.length, zeroBytes: runs.reduce((a, r) => a + r.length, 0) });
+    })().catch((e) => this.#log.warn({ err: e }, 'extent map not sent; destination fetches zero blocks instead'));
+  }
+
+  async #rollback(e: unknown, precopy: PrecopyResult | null): Promise<SourceResult> {
+    const err = isPostcopyError(e) ? e : new ProtocolError('PC_ERR_ROLLBACK', String(e), { cause: e });
+    this.#log.error({ err }, 'migration failed before cut-over; rolling back, guest stays on source');
+    if (this.#link && !this.#link.closed) {
+      this.#link.send({ type: 'ABORT', reason: err.message });
+      this.#link.close();
+    }
+    const { guest } = this.#o;
+    if (guest && !guest.running) guest.start(this.#o.guestDisk ?? (this.#o.image as unknown as BlockDevice));
+    this.#failedInPhase = this.#phase;
+    this.#phase = 'rolled-back';
+    this.#save();
+    this.#o.events.emit('phase', { phase: 'rolled-back', error: err.message, code: err.code });
+    throw new RolledBackError(err, precopy);
+  }
+
+  #to(next: SourcePhase): void {
+    if (!TRANSITIONS[this.#phase].includes(next)) throw new StateError('PC_ERR_STATE', `source ${this.#phase} -> ${next}`);
+    this.#phase = next;
+    this.#save();
+    this.#o.events.emit('phase', { phase: next });
+  }
+
+  #save(): void {
+    if (!this.#o.stateDir || !this.#keys) return;
+    ensureDir(this.#o.stateDir);
+    const saved: SavedSession = {
+      sessionId: this.#keys.sessionId,
+      resumeKey: this.#keys.resumeKey.toString('hex'),
+      phase: this.#phase,
+      size: this.#o.image.size,
+    };
+    writeStateFile(statePath(this.#o.stateDir, 'source-session.json'), saved);
+  }
+}
+
+/** The migration was rolled back before cut-over; the guest runs on S. */
+export class RolledBackError extends PostcopyError {
+  readonly precopy: PrecopyResult | null;
+  constructor(cause: PostcopyError, precopy: PrecopyResult | null) {
+    super('PC_ERR_ROLLBACK', cause.message, { cause });
+    this.precopy = precopy;
+  }
+}
+
+function closed(link: Link): Promise<'closed'> {
+  if (link.closed) return Promise.resolve('closed');
+  return new Promise((r) => link.once('close', () => r('closed')));
+}
+
+async function raceLink<T>(p: Promise<T>, link: Link, timeoutMs: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, rej) => {
+    timer = setTimeout(() => rej(new TimeoutError('PC_ERR_TIMEOUT', `waiting for ${what}`)), timeoutMs);
+  });
+  const gone = closed(link).then(() => {
+    throw link.closeError ?? new LinkClosedError('PC_ERR_LINK_CLOSED');
+  });
+  try {
+    return await Promise.race([p, timeout, gone]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
