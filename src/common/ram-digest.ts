@@ -19,6 +19,11 @@ export class PageDigest {
     this.#crcs[index] = crc32(page) >>> 0;
   }
 
+  /** Whether the page's last known content was all zeroes. */
+  isZero(index: number): boolean {
+    return this.#crcs[index] === this.#zeroCrc;
+  }
+
   setZero(index: number): void {
     this.#crcs[index] = this.#zeroCrc;
   }

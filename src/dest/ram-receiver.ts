@@ -41,7 +41,8 @@ export class RamReceiver {
       if (ix >= this.pageCount) throw new ProtocolError('PC_ERR_OUT_OF_RANGE', `RAM page ${ix} of ${this.pageCount}`);
       const dst = ix * RAM_PAGE_SIZE;
       if (zero) {
-        this.ram.fill(0, dst, dst + RAM_PAGE_SIZE);
+        // RAM starts zeroed: only a page that held data needs clearing (a memset of all RAM costs the downtime).
+        if (!this.#digest.isZero(ix)) this.ram.fill(0, dst, dst + RAM_PAGE_SIZE);
         this.#digest.setZero(ix);
       } else {
         const page = msg.data.subarray(at, at + RAM_PAGE_SIZE);

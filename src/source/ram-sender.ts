@@ -29,9 +29,12 @@ export interface PrecopyResult {
 /** Credit granted by D, in bytes of RAM payload S may still send. */
 export class RamCredit {
   #bytes = 0;
+  /** Largest credit ever available at once: D's window. When all of it is back, D has applied everything sent. */
+  #window = 0;
   #waiters: Array<() => void> = [];
   grant(bytes: number): void {
     this.#bytes += bytes;
+    if (this.#bytes > this.#window) this.#window = this.#bytes;
     const w = this.#waiters;
     this.#waiters = [];
     for (const f of w) f();
@@ -40,6 +43,11 @@ export class RamCredit {
     while (this.#bytes < bytes && !link.closed) await new Promise<void>((r) => this.#waiters.push(r));
     this.#bytes -= bytes;
   }
+  /** Resolves once D has applied every page sent so far (all credit returned). */
+  async drained(link: Link): Promise<void> {
+    while (this.#bytes < this.#window && !link.closed) await new Promise<void>((r) => this.#waiters.push(r));
+  }
+
   /** Wake waiters so they notice a closed link. */
   wake(): void {
     this.grant(0);
@@ -77,6 +85,9 @@ export class RamSender {
       const started = performance.now();
       const pages = this.#guest.takeDirtyPages();
       const bytes = await this.#sendPages(pages);
+      // Wait for D to apply the round: the rate then counts D's work too, and nothing queued is left to
+      // drain during the downtime.
+      await this.#credit.drained(this.#link);
       const elapsed = (performance.now() - started) / 1000;
       pagesSent += pages.length;
       bytesSent += bytes;

@@ -1,0 +1,72 @@
+// Start the real `postcopy` CLI (the built dist/) as child processes and read their JSON-lines events.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const CLI = resolve(__dirname, '../../../dist/cli/main.js');
+
+export interface Agent {
+  child: ChildProcess;
+  stderr: () => string;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
+}
+
+export function startAgent(args: string[], env: NodeJS.ProcessEnv = {}): Agent {
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run 'npm run build' (npm test does)`);
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, POSTCOPY_LOG_LEVEL: 'info', ...env } });
+  let err = '';
+  child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  child.stdout!.resume();
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((res) =>
+    child.once('exit', (code, signal) => res({ code, signal, at: Date.now() })),
+  );
+  return { child, stderr: () => err, exit };
+}
+
+export interface EventLine {
+  ts: string;
+  role: string;
+  event: string;
+  [k: string]: unknown;
+}
+
+export function readEvents(path: string): EventLine[] {
+  if (!existsSync(path)) return [];
+  return readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((l) => l.length > 0)
+    .map((l) => JSON.parse(l) as EventLine);
+}
+
+/** Resolves with the first event matching `pred` (polling the file), or rejects after timeoutMs. */
+export async function waitForEvent(path: string, pred: (e: EventLine) => boolean, timeoutMs = 30_000): Promise<EventLine> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const hit = readEvents(path).find(pred);
+    if (hit) return hit;
+    if (Date.now() > deadline) throw new Error(`no matching event in ${path} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => res(port));
+    });
+  });
+}
+
+export function workDir(prefix: string): { dir: string; ticket: string; cleanup(): void } {
+  const dir = mkdtempSync(join(tmpdir(), `postcopy-${prefix}-`));
+  const ticket = join(dir, 'ticket');
+  writeFileSync(ticket, randomBytes(24).toString('hex') + '\n');
+  return { dir, ticket, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
