@@ -41,6 +41,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     'disk-ops': { type: 'string' },
     seed: { type: 'string' },
     dir: { type: 'string' },
+    'bulk-window': { type: 'string' },
     keep: { type: 'boolean' },
   });
   if (values.help) {
@@ -84,7 +85,7 @@ export async function runDemo(argv: string[]): Promise<number> {
   const main = fileURLToPath(new URL('./main.js', import.meta.url));
 
   const wallStart = performance.now();
-  const dest = spawnAgent(main, ['dest', '--listen', `127.0.0.1:${port}`, '--image', paths.dst, '--state-dir', paths.dstState, '--ticket-file', paths.ticket, '--events', paths.dstEvents], paths.dstLog);
+  const dest = spawnAgent(main, ['dest', '--listen', `127.0.0.1:${port}`, '--image', paths.dst, '--state-dir', paths.dstState, '--ticket-file', paths.ticket, '--events', paths.dstEvents, ...(optional(values, 'bulk-window') ? ['--bulk-window', optional(values, 'bulk-window')!] : [])], paths.dstLog);
   const source = spawnAgent(
     main,
     [

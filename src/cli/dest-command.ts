@@ -11,6 +11,7 @@ import { parseCommandArgs, optional, readTicket, required } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
 import { restoreGuest } from './guest-factory.js';
 import { ProgressBar } from './progress.js';
+import { parseSize } from './sizes.js';
 import { startExport, type RunningExport } from './nbd-export.js';
 
 export const DEST_HELP = `Usage: postcopy dest --listen HOST:PORT --image PATH --ticket-file F [options]
@@ -24,6 +25,8 @@ Wait for a source to connect, take over its guest, and pull its disk into PATH.
   --nbd-listen HOST:PORT  serve the migrating disk as an NBD export on TCP
   --nbd-socket PATH       ... and/or on a Unix socket
   --nbd-name NAME         export name (default: disk)
+  --bulk-window SIZE      background-stream bytes in flight (default 4M): larger streams faster on a
+                          long link, smaller keeps demand reads from waiting behind bulk data
   --events FILE           append JSON-lines events (phases, progress, completion, errors)
   --log-level LEVEL       pino level for stderr logs (default: info)
 
@@ -41,6 +44,7 @@ export async function runDest(argv: string[]): Promise<number> {
     'nbd-listen': { type: 'string' },
     'nbd-socket': { type: 'string' },
     'nbd-name': { type: 'string' },
+    'bulk-window': { type: 'string' },
     events: { type: 'string' },
     'log-level': { type: 'string' },
   });
@@ -70,6 +74,7 @@ export async function runDest(argv: string[]): Promise<number> {
     ticket,
     log,
     events,
+    streamer: { windowBytes: parseSize(optional(values, 'bulk-window') ?? '4M', '--bulk-window') },
     createGuest: (def, ram, state) => restoreGuest(def, ram, state, agent.store!.size, log),
     onStoreReady: (store: BlockStore) => {
       if (!nbdListen && !nbdSocket) return;

@@ -31,6 +31,7 @@ Hand the guest and its disk over to a waiting destination, then serve the blocks
   --dirty-rate N          simulated guest: RAM pages dirtied per second (default 1000)
   --disk-ops N            simulated guest: disk operations per second (default 200)
   --write-ratio X         simulated guest: fraction of disk operations that write (default 0.3)
+  --ram-used X            simulated guest: fraction of RAM in use at start (default 0.75)
   --seed N                simulated guest: seed (default 1)
   --events FILE           append JSON-lines events
   --log-level LEVEL       pino level for stderr logs (default: info)
@@ -53,6 +54,7 @@ export async function runSource(argv: string[]): Promise<number> {
     'dirty-rate': { type: 'string' },
     'disk-ops': { type: 'string' },
     'write-ratio': { type: 'string' },
+    'ram-used': { type: 'string' },
     seed: { type: 'string' },
     events: { type: 'string' },
     'log-level': { type: 'string' },
@@ -90,6 +92,7 @@ export async function runSource(argv: string[]): Promise<number> {
       dirtyPagesPerSec: parseIntArg(optional(values, 'dirty-rate') ?? '1000', '--dirty-rate', 0, 10_000_000),
       diskOpsPerSec: parseIntArg(optional(values, 'disk-ops') ?? '200', '--disk-ops', 0, 1_000_000),
       writeRatio: parseFloatArg(optional(values, 'write-ratio') ?? '0.3', '--write-ratio', 0, 1),
+      residentFraction: parseFloatArg(optional(values, 'ram-used') ?? '0.75', '--ram-used', 0, 1),
     };
     guest = new SimGuest(spec, { diskSize: image.size, log });
   }

@@ -12,6 +12,11 @@ export interface SimGuestSpec {
   diskOpsPerSec: number;
   /** Fraction of disk operations that are writes, 0..1. */
   writeRatio: number;
+  /**
+   * Fraction of RAM in use when the guest is first started (a booted guest's RAM is mostly in use, so
+   * pre-copy has real pages to move). Default 0: RAM starts all zero.
+   */
+  residentFraction?: number;
 }
 
 /** A guest whose RAM can be migrated and whose disk goes through a BlockDevice. */

@@ -4,7 +4,7 @@ import type { Extent } from '../common/block-device.js';
 
 /** Granularity of the zero map: runs are whole multiples of this (the tail may be shorter). */
 export const ZERO_SCAN_GRAIN = 64 * 1024;
-const SCAN_CHUNK = 4 * 1024 * 1024;
+const SCAN_CHUNK = 1024 * 1024;
 const ZEROES = Buffer.alloc(ZERO_SCAN_GRAIN);
 
 export function isAllZero(buf: Buffer): boolean {
@@ -29,7 +29,8 @@ export async function scanZeroExtents(read: (offset: number, length: number) => 
       const part = buf.subarray(at, Math.min(buf.length, at + ZERO_SCAN_GRAIN));
       push(off + at, part.length, isAllZero(part));
     }
-    if ((off / SCAN_CHUNK) % 16 === 15) await new Promise<void>((r) => setImmediate(r));
+    // Yield after every chunk: S is serving demand reads meanwhile, and they must not wait behind the scan.
+    await new Promise<void>((r) => setImmediate(r));
   }
   return out;
 }
