@@ -1,0 +1,115 @@
+// A stackable fault layer around a socket (STYLE.md 12): wraps any Duplex and, on command or at a byte count,
+// cuts the connection (even mid-frame), stalls one direction, delays chunks, or flips a bit.
+import { Duplex } from 'node:stream';
+
+export interface FaultPlan {
+  /** Destroy the connection once this many bytes have been written through us (outbound). */
+  cutAfterWritten?: number;
+  /** Destroy the connection once this many bytes have been read through us (inbound). */
+  cutAfterRead?: number;
+  /** Flip one bit of the inbound byte at this index. */
+  flipInboundByte?: number;
+  /** Delay each inbound chunk by this many ms. */
+  inboundDelayMs?: number;
+  /** Stop delivering inbound data after this many bytes (a half-open, silent link). */
+  stallInboundAfter?: number;
+  /** Inspect each outbound chunk; return true to cut the connection before it is written. */
+  cutBeforeWrite?: (chunk: Buffer) => boolean;
+}
+
+export class FaultDuplex extends Duplex {
+  readonly #inner: Duplex;
+  readonly #plan: FaultPlan;
+  #written = 0;
+  #read = 0;
+  #cut = false;
+
+  constructor(inner: Duplex, plan: FaultPlan = {}) {
+    super();
+    this.#inner = inner;
+    this.#plan = plan;
+    inner.on('data', (chunk: Buffer) => this.#onInbound(chunk));
+    inner.on('end', () => this.push(null));
+    inner.on('close', () => this.destroy());
+    inner.on('error', (e) => this.destroy(e));
+    inner.on('drain', () => this.emit('drain'));
+  }
+
+  get writableLength(): number {
+    return this.#inner.writableLength + super.writableLength;
+  }
+
+  /** Cut the connection now (both directions), like a reset. */
+  cut(): void {
+    if (this.#cut) return;
+    this.#cut = true;
+    this.#inner.destroy();
+    this.destroy();
+  }
+
+  setNoDelay(v: boolean): void {
+    (this.#inner as { setNoDelay?: (v: boolean) => void }).setNoDelay?.(v);
+  }
+
+  override _read(): void {
+    this.#inner.resume();
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.#cut) return cb();
+    const p = this.#plan;
+    if (p.cutBeforeWrite?.(chunk)) {
+      this.cut();
+      return cb();
+    }
+    if (p.cutAfterWritten !== undefined && this.#written + chunk.length >= p.cutAfterWritten) {
+      const part = chunk.subarray(0, Math.max(0, p.cutAfterWritten - this.#written));
+      this.#written += part.length;
+      this.#inner.write(part, () => this.cut());
+      return cb();
+    }
+    this.#written += chunk.length;
+    this.#inner.write(chunk, (err) => cb(err));
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    this.#inner.end(cb);
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.#inner.destroy();
+    cb(err);
+  }
+
+  #onInbound(chunk: Buffer): void {
+    if (this.#cut) return;
+    const p = this.#plan;
+    let data = chunk;
+    if (p.stallInboundAfter !== undefined) {
+      const room = p.stallInboundAfter - this.#read;
+      if (room <= 0) return;
+      if (data.length > room) data = data.subarray(0, room);
+    }
+    if (p.flipInboundByte !== undefined && p.flipInboundByte >= this.#read && p.flipInboundByte < this.#read + data.length) {
+      data = Buffer.from(data);
+      data[p.flipInboundByte - this.#read]! ^= 0x10;
+    }
+    if (p.cutAfterRead !== undefined && this.#read + data.length >= p.cutAfterRead) {
+      const part = data.subarray(0, Math.max(0, p.cutAfterRead - this.#read));
+      this.#read += part.length;
+      if (part.length > 0) this.push(part);
+      this.cut();
+      return;
+    }
+    this.#read += data.length;
+    if (p.inboundDelayMs) {
+      this.#inner.pause();
+      setTimeout(() => {
+        if (!this.push(data)) return;
+        this.#inner.resume();
+      }, p.inboundDelayMs);
+    } else if (!this.push(data)) {
+      this.#inner.pause();
+    }
+  }
+}
