@@ -11,7 +11,7 @@ import { parseCommandArgs, optional, readTicket, required } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
 import { restoreGuest } from './guest-factory.js';
 import { ProgressBar } from './progress.js';
-import { parseSize } from './sizes.js';
+import { parseIntArg, parseSize } from './sizes.js';
 import { startExport, type RunningExport } from './nbd-export.js';
 
 export const DEST_HELP = `Usage: postcopy dest --listen HOST:PORT --image PATH --ticket-file F [options]
@@ -28,6 +28,7 @@ Wait for a source to connect, take over its guest, and pull its disk into PATH.
   --bulk-window SIZE      background-stream bytes in flight (default 4M): larger streams faster on a
                           long link, smaller keeps demand reads from waiting behind bulk data
   --events FILE           append JSON-lines events (phases, progress, completion, errors)
+  --progress-interval MS  how often a progress event is written (default 500)
   --log-level LEVEL       pino level for stderr logs (default: info)
 
 Without an export it exits 0 once the migration is complete; with one it keeps serving the (now local)
@@ -45,6 +46,7 @@ export async function runDest(argv: string[]): Promise<number> {
     'nbd-socket': { type: 'string' },
     'nbd-name': { type: 'string' },
     'bulk-window': { type: 'string' },
+    'progress-interval': { type: 'string' },
     events: { type: 'string' },
     'log-level': { type: 'string' },
   });
@@ -98,7 +100,7 @@ export async function runDest(argv: string[]): Promise<number> {
     const p = agent.progress();
     events.emit('progress', p);
     bar.update(p as never);
-  }, 500);
+  }, parseIntArg(optional(values, 'progress-interval') ?? '500', '--progress-interval', 10, 3_600_000));
   timer.unref();
 
   const outcome = await Promise.race([agent.done.then((r) => ({ r }), (e: unknown) => ({ e })), stop.then((sig) => ({ sig }))]);

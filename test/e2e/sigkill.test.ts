@@ -1,0 +1,72 @@
+// Crash safety with real processes: SIGKILL of D or of S after cut-over, at several points of the
+// post-copy, then a restart with the same state dir; the migration completes and D's image equals S's.
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { generateDemoImage } from '../../src/guest/image-gen.js';
+import { compareImages } from '../../src/guest/verify.js';
+import { freePort, readEvents, startAgent, waitForEvent, workDir, type Agent, type EventLine } from './helpers/processes.js';
+
+const MiB = 1024 * 1024;
+let agents: Agent[] = [];
+let cleanups: Array<() => void> = [];
+
+afterEach(() => {
+  for (const a of agents) if (a.child.exitCode === null && a.child.signalCode === null) a.child.kill('SIGKILL');
+  for (const c of cleanups) c();
+  agents = [];
+  cleanups = [];
+});
+
+function fractionPresent(e: EventLine): number {
+  return e.event === 'progress' && e.phase === 'postcopy' ? Number(e.blocksPresent) / Number(e.blocksTotal) : 0;
+}
+
+async function scenario(victim: 'dest' | 'source', atFraction: number): Promise<void> {
+  const w = workDir(`kill-${victim}`);
+  cleanups.push(w.cleanup);
+  const src = join(w.dir, 'src.img');
+  const dst = join(w.dir, 'dst.img');
+  generateDemoImage(src, 96 * MiB, 11);
+  const port = await freePort();
+  const dstArgs = [
+    'dest', '--listen', `127.0.0.1:${port}`, '--image', dst, '--state-dir', join(w.dir, 'dstate'), '--ticket-file', w.ticket,
+    // A small window slows the stream down so the kill lands mid-way.
+    '--bulk-window', '128K', '--progress-interval', '20',
+  ];
+  const srcArgs = ['source', '--connect', `127.0.0.1:${port}`, '--image', src, '--state-dir', join(w.dir, 'sstate'), '--ticket-file', w.ticket];
+  const dEvents = join(w.dir, 'd.jsonl');
+  const sEvents = join(w.dir, 's.jsonl');
+  let dest = startAgent([...dstArgs, '--events', dEvents]);
+  agents.push(dest);
+  await waitForEvent(dEvents, (e) => e.event === 'listening');
+  let source = startAgent([...srcArgs, '--events', sEvents]);
+  agents.push(source);
+  await waitForEvent(dEvents, (e) => fractionPresent(e) >= atFraction, 60_000);
+  const killed = victim === 'dest' ? dest : source;
+  killed.child.kill('SIGKILL');
+  await killed.exit;
+  const presentAtKill = Math.max(...readEvents(dEvents).map(fractionPresent));
+  expect(presentAtKill).toBeLessThan(1);
+  if (victim === 'dest') {
+    dest = startAgent([...dstArgs, '--events', dEvents]);
+    agents.push(dest);
+  } else {
+    source = startAgent([...srcArgs, '--events', sEvents]);
+    agents.push(source);
+  }
+  const [s, d] = await Promise.all([source.exit, dest.exit]);
+  expect(s.code, source.stderr()).toBe(0);
+  expect(d.code, dest.stderr()).toBe(0);
+  expect(readEvents(victim === 'dest' ? dEvents : sEvents).some((e) => e.event === 'phase' && e.restarted === true)).toBe(true);
+  const cmp = await compareImages(src, dst);
+  expect(cmp.firstDifference).toBeUndefined();
+  expect(cmp.ok).toBe(true);
+}
+
+describe('SIGKILL after cut-over, then restart with the same state dir', () => {
+  for (const victim of ['dest', 'source'] as const) {
+    for (const at of [0.05, 0.5, 0.9]) {
+      it(`${victim} killed at ${Math.round(at * 100)}% present`, () => scenario(victim, at), 120_000);
+    }
+  }
+});
