@@ -57,6 +57,11 @@ export interface DestAgentOptions {
   wrapSocket?: (socket: Socket) => Duplex;
   /** After a rollback caused by a lost link, keep answering S's resume attempts this long so S learns of it. */
   abortGraceMs?: number;
+  /**
+   * Complete but the link lost before S's CONFIRM: wait this long for S to reconnect (it is sent COMPLETE
+   * again), then finish anyway; every block is durable here, and S exits on COMPLETE.
+   */
+  confirmGraceMs?: number;
 }
 
 export interface DestResult {
@@ -223,6 +228,8 @@ export class DestAgent {
     this.#o.events.emit('link', { state: 'down', phase: this.#phase, error: err?.message });
     if (this.#phase === 'idle' || this.#phase === 'prepared' || this.#phase === 'receiving-ram') {
       this.#rollback(err ?? new ProtocolError('PC_ERR_LINK_CLOSED', 'link lost before cut-over'), true);
+    } else if (this.#phase === 'complete') {
+      this.#awaitConfirmOrGiveUp();
     }
     // After cut-over: keep the guest running, its reads of missing blocks wait; S reconnects.
   }
@@ -352,6 +359,17 @@ export class DestAgent {
     this.#to('complete');
     this.#log.info({ ...this.#store!.stats }, 'every block present and durable');
     this.#sendComplete();
+    if (!this.linkUp) this.#awaitConfirmOrGiveUp();
+  }
+
+  #awaitConfirmOrGiveUp(): void {
+    const timer = setTimeout(() => {
+      if (this.#phase !== 'complete' || this.linkUp) return;
+      this.#log.warn('complete, but the source did not confirm before the link was lost; finishing anyway');
+      this.#o.events.emit('complete', { ...this.progress(), confirmed: false });
+      this.#done.resolve(this.#result());
+    }, this.#o.confirmGraceMs ?? 60_000);
+    timer.unref();
   }
 
   #sendComplete(): void {
@@ -359,6 +377,7 @@ export class DestAgent {
   }
 
   #confirm(): void {
+    if (this.#phase === 'confirmed') return;
     if (this.#phase !== 'complete') throw new ProtocolError('PC_ERR_UNEXPECTED', `CONFIRM in phase ${this.#phase}`);
     this.#to('confirmed');
     this.#o.events.emit('complete', this.progress());
@@ -409,6 +428,7 @@ export class DestAgent {
       this.#o.onStoreReady?.(this.#store);
       if (saved.phase === 'postcopy') this.#streamer!.start();
       if (saved.phase === 'confirmed') this.#done.resolve(this.#result());
+      if (saved.phase === 'complete') this.#awaitConfirmOrGiveUp();
       this.#log.warn(
         { phase: saved.phase, present: bitmap.presentCount, total: blockCount },
         'restarted: reloaded image and bitmap; waiting for the source to reconnect',

@@ -27,8 +27,6 @@ export interface HandshakeResult extends SessionKeys {
   peerCaps: string[];
 }
 
-const HANDSHAKE_TIMEOUT_MS = 10_000;
-
 /** Source side: prove the ticket (or the resume key of `resume`) and verify the destination does too. */
 export async function handshakeAsSource(link: Link, ticket: Ticket | null, resume: SessionKeys | null): Promise<HandshakeResult> {
   if (!resume) {
@@ -43,13 +41,13 @@ export async function handshakeAsSource(link: Link, ticket: Ticket | null, resum
     nonce: sourceNonce,
     ...(resume ? { resumeSession: resume.sessionId } : {}),
   });
-  const ch = await nextMessage(link, ['CHALLENGE'], HANDSHAKE_TIMEOUT_MS);
+  const ch = await nextMessage(link, ['CHALLENGE'], link.handshakeTimeoutMs);
   const version = chooseVersion([ch.version, ch.version]);
   const key = resume ? resume.resumeKey : ticket!.secret;
   const sessionBinding = resume?.sessionId ?? '';
   verifyProof(computeProof(key, 'dest', sourceNonce, ch.nonce, sessionBinding), ch.proof);
   link.send({ type: 'AUTH', proof: computeProof(key, 'source', sourceNonce, ch.nonce, sessionBinding) });
-  const w = await nextMessage(link, ['WELCOME'], HANDSHAKE_TIMEOUT_MS);
+  const w = await nextMessage(link, ['WELCOME'], link.handshakeTimeoutMs);
   if (resume) {
     if (!w.resumed || w.sessionId !== resume.sessionId) throw new ProtocolError('PC_ERR_UNEXPECTED', 'destination did not resume the session');
     return { ...resume, version, resumed: true, destPhase: w.phase, peerCaps: ch.caps };
@@ -78,7 +76,7 @@ export interface DestHandshakeOptions {
 
 /** Destination side: answer HELLO with our proof, check the source's, issue or confirm the session. */
 export async function handshakeAsDest(link: Link, opts: DestHandshakeOptions): Promise<HandshakeResult> {
-  const hello = await nextMessage(link, ['HELLO'], HANDSHAKE_TIMEOUT_MS);
+  const hello = await nextMessage(link, ['HELLO'], link.handshakeTimeoutMs);
   const version = chooseVersion(hello.versions);
   if (opts.seenNonces.has(hello.nonce)) throw new AuthError('PC_ERR_AUTH', 'replayed nonce');
   if (hello.nonce.length < 32) throw new AuthError('PC_ERR_AUTH', 'nonce too short');
@@ -102,7 +100,7 @@ export async function handshakeAsDest(link: Link, opts: DestHandshakeOptions): P
     nonce: destNonce,
     proof: computeProof(key, 'dest', hello.nonce, destNonce, binding),
   });
-  const auth = await nextMessage(link, ['AUTH'], HANDSHAKE_TIMEOUT_MS);
+  const auth = await nextMessage(link, ['AUTH'], link.handshakeTimeoutMs);
   verifyProof(computeProof(key, 'source', hello.nonce, destNonce, binding), auth.proof);
   if (resuming) {
     link.send({ type: 'WELCOME', sessionId: opts.current!.sessionId, resumed: true, phase: opts.phase });

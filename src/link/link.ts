@@ -19,6 +19,8 @@ export interface LinkOptions {
   maxUrgentFrames?: number;
   /** Cap on queued bulk bytes; producers wait for space with waitBulkSpace(). */
   maxBulkQueueBytes?: number;
+  /** How long each handshake step may take. */
+  handshakeTimeoutMs?: number;
 }
 
 export interface LinkEvents {
@@ -54,6 +56,7 @@ export class Link extends EventEmitter<LinkEvents> {
   readonly #maxBulkBytes: number;
   readonly #interval: number;
   readonly #timeout: number;
+  readonly handshakeTimeoutMs: number;
   /** Counters for progress and benchmarks. */
   bytesSent = 0;
   bytesReceived = 0;
@@ -67,6 +70,7 @@ export class Link extends EventEmitter<LinkEvents> {
     this.#maxBulkBytes = opts.maxBulkQueueBytes ?? 4 * 1024 * 1024;
     this.#interval = opts.keepaliveIntervalMs ?? 1000;
     this.#timeout = opts.keepaliveTimeoutMs ?? 10_000;
+    this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
     (socket as { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('drain', () => this.#pump());

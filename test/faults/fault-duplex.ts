@@ -23,13 +23,16 @@ export class FaultDuplex extends Duplex {
   #written = 0;
   #read = 0;
   #cut = false;
+  /** Resolves when every delayed inbound chunk has been pushed (keeps order with the end of stream). */
+  #delivered: Promise<void> = Promise.resolve();
 
   constructor(inner: Duplex, plan: FaultPlan = {}) {
     super();
     this.#inner = inner;
     this.#plan = plan;
     inner.on('data', (chunk: Buffer) => this.#onInbound(chunk));
-    inner.on('end', () => this.push(null));
+    // End of stream goes after any data still held back by a delay.
+    inner.on('end', () => void this.#delivered.then(() => this.push(null)));
     inner.on('close', () => this.destroy());
     inner.on('error', (e) => this.destroy(e));
     inner.on('drain', () => this.emit('drain'));
@@ -103,11 +106,16 @@ export class FaultDuplex extends Duplex {
     }
     this.#read += data.length;
     if (p.inboundDelayMs) {
-      this.#inner.pause();
-      setTimeout(() => {
-        if (!this.push(data)) return;
-        this.#inner.resume();
-      }, p.inboundDelayMs);
+      const delay = p.inboundDelayMs;
+      this.#delivered = this.#delivered.then(
+        () =>
+          new Promise<void>((resolve) =>
+            setTimeout(() => {
+              if (!this.#cut && !this.destroyed) this.push(data);
+              resolve();
+            }, delay),
+          ),
+      );
     } else if (!this.push(data)) {
       this.#inner.pause();
     }

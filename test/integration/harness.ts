@@ -10,6 +10,7 @@ import { nullEvents } from '../../src/common/events.js';
 import { DestAgent, type GuestFactory } from '../../src/dest/dest-agent.js';
 import { SourceAgent } from '../../src/source/source-agent.js';
 import { FileImage } from '../../src/source/file-image.js';
+import type { SourceImage } from '../../src/common/block-device.js';
 import { connectOnce, type Endpoint } from '../../src/link/connect.js';
 import { parseTicket, type Ticket } from '../../src/protocol/handshake.js';
 import { SimGuest } from '../../src/guest/sim-guest.js';
@@ -33,6 +34,11 @@ export interface HarnessOptions {
   keepaliveTimeoutMs?: number;
   log?: Logger;
   stateDirs?: boolean;
+  /** Wrap S's image (backend fault layers). */
+  wrapImage?: (img: FileImage) => SourceImage & { makeReadOnly?: () => void };
+  dirtyPagesPerSec?: number;
+  diskOpsPerSec?: number;
+  abortGraceMs?: number;
 }
 
 export interface Harness {
@@ -57,7 +63,7 @@ export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {
   generateDemoImage(src, imageBytes, o.seed ?? 5);
   const ticket: Ticket = parseTicket(o.ticket ?? 'integration-test-ticket-secret-0123456789');
   const log = o.log ?? silentLogger();
-  const linkOpts = { keepaliveIntervalMs: 100, keepaliveTimeoutMs: o.keepaliveTimeoutMs ?? 1500 };
+  const linkOpts = { keepaliveIntervalMs: 100, keepaliveTimeoutMs: o.keepaliveTimeoutMs ?? 1500, handshakeTimeoutMs: 2000 };
   let destConn = 0;
   let srcConn = 0;
   let destAgent: DestAgent;
@@ -70,7 +76,8 @@ export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {
     events: nullEvents,
     createGuest: o.createGuest ?? ((def, ram, state) => restoreGuest(def, ram, state, destAgent.store!.size, log)),
     link: linkOpts,
-    abortGraceMs: 2000,
+    abortGraceMs: o.abortGraceMs ?? 2000,
+    confirmGraceMs: 1000,
     ...(o.wrapDest ? { wrapSocket: (s: Socket) => o.wrapDest!(s, destConn++) } : {}),
   }));
   const endpoint = await dest.start();
@@ -78,12 +85,20 @@ export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {
   let sourceGuest: SimGuest | null = null;
   let spec: SimGuestSpec | null = null;
   if (o.guest !== false) {
-    spec = { kind: 'sim', seed: o.seed ?? 5, ramBytes: o.ramBytes ?? 8 * MiB, dirtyPagesPerSec: 2000, diskOpsPerSec: 800, writeRatio: 0.4, residentFraction: 0.5 };
+    spec = {
+      kind: 'sim',
+      seed: o.seed ?? 5,
+      ramBytes: o.ramBytes ?? 8 * MiB,
+      dirtyPagesPerSec: o.dirtyPagesPerSec ?? 2000,
+      diskOpsPerSec: o.diskOpsPerSec ?? 800,
+      writeRatio: 0.4,
+      residentFraction: 0.5,
+    };
     sourceGuest = new SimGuest(spec, { diskSize: image.size, log });
   }
   const source = new SourceAgent({
     connect: endpoint,
-    image,
+    image: o.wrapImage ? o.wrapImage(image) : image,
     guestDisk: image,
     guest: sourceGuest,
     guestDefinition: spec ? simGuestDefinition(spec) : null,

@@ -1,0 +1,233 @@
+// Streaming decoder of what a server sends a client: greeting, option replies (or the EXPORT_NAME
+// reply), then simple replies and structured reply chunks. Pure. Anything malformed throws
+// ProtocolError: a client cannot resynchronise with a server that breaks framing.
+import { ProtocolError } from '../common/errors.js';
+import { ByteQueue, readU64 } from './byte-queue.js';
+import type { BlockStatusDescriptor, ChunkBody, ServerMessage } from './codec.js';
+import * as C from './constants.js';
+
+export interface ClientDecoderOptions {
+  /**
+   * Payload bytes that follow a successful simple reply for this cookie: the READ's length,
+   * 0 for other commands, undefined when no such request is outstanding (a protocol error).
+   */
+  simpleReplyLength: (cookie: bigint) => number | undefined;
+  /** Largest option reply data accepted. */
+  maxOptionReplyLength?: number;
+  /** Largest structured chunk payload accepted (libnbd: 64 MiB + 8). */
+  maxChunkLength?: number;
+  /** When given, a chunk header naming a cookie this rejects fails before its payload is buffered. */
+  knownCookie?: (cookie: bigint) => boolean;
+}
+
+export type ClientDecoderPhase = 'greeting' | 'options' | 'exportName' | 'exportNameDone' | 'transmission';
+
+type Pending =
+  | { kind: 'optionReply'; option: number; replyType: number; length: number }
+  | { kind: 'simple'; error: number; cookie: bigint; length: number }
+  | { kind: 'chunk'; flags: number; chunkType: number; cookie: bigint; length: number };
+
+export const DEFAULT_MAX_OPTION_REPLY_LENGTH = 1024 * 1024;
+export const DEFAULT_MAX_CHUNK_LENGTH = C.NBD_DOS_PAYLOAD + 8;
+
+function malformed(detail: string): ProtocolError {
+  return new ProtocolError('NBD_ERR_MALFORMED', detail);
+}
+
+export class ClientDecoder {
+  readonly #queue = new ByteQueue();
+  readonly #simpleReplyLength: (cookie: bigint) => number | undefined;
+  readonly #maxOptionReplyLength: number;
+  #maxChunkLength: number;
+  readonly #knownCookie: ((cookie: bigint) => boolean) | undefined;
+  #phase: ClientDecoderPhase = 'greeting';
+  #noZeroes = false;
+  #structured = false;
+  #pending: Pending | undefined;
+
+  constructor(opts: ClientDecoderOptions) {
+    this.#simpleReplyLength = opts.simpleReplyLength;
+    this.#maxOptionReplyLength = opts.maxOptionReplyLength ?? DEFAULT_MAX_OPTION_REPLY_LENGTH;
+    this.#maxChunkLength = opts.maxChunkLength ?? DEFAULT_MAX_CHUNK_LENGTH;
+    this.#knownCookie = opts.knownCookie;
+  }
+
+  /** Tighten the chunk cap once the client knows its largest request. */
+  set maxChunkLength(bytes: number) {
+    this.#maxChunkLength = bytes;
+  }
+
+  get phase(): ClientDecoderPhase {
+    return this.#phase;
+  }
+
+  /** After sending NBD_OPT_EXPORT_NAME: the next bytes are size · tflags [· 124 zeroes]. */
+  expectExportNameReply(noZeroes: boolean): void {
+    this.#requirePhase('options');
+    this.#noZeroes = noZeroes;
+    this.#phase = 'exportName';
+  }
+
+  /** After GO's ACK (or the EXPORT_NAME reply): the next bytes are replies; structured chunks only if SR was negotiated. */
+  enterTransmission(structuredReplies: boolean): void {
+    if (this.#phase === 'exportNameDone') this.#phase = 'options';
+    this.#requirePhase('options');
+    this.#structured = structuredReplies;
+    this.#phase = 'transmission';
+  }
+
+  #requirePhase(phase: ClientDecoderPhase): void {
+    if (this.#phase !== phase || this.#pending) throw malformed(`decoder in ${this.#phase}, expected ${phase}`);
+  }
+
+  push(chunk: Buffer): void {
+    this.#queue.push(chunk);
+  }
+
+  /** Push, then yield every whole message; lazily, so a phase change between yields applies to the rest. */
+  *feed(chunk: Buffer): Generator<ServerMessage> {
+    this.push(chunk);
+    for (let msg = this.next(); msg; msg = this.next()) yield msg;
+  }
+
+  next(): ServerMessage | undefined {
+    if (this.#pending) return this.#completePending();
+    switch (this.#phase) {
+      case 'greeting':
+        return this.#greeting();
+      case 'options':
+        return this.#optionReplyHeader();
+      case 'exportName':
+        return this.#exportNameReply();
+      case 'exportNameDone':
+        return undefined;
+      case 'transmission':
+        return this.#replyHeader();
+    }
+  }
+
+  #greeting(): ServerMessage | undefined {
+    if (this.#queue.length < C.GREETING_SIZE) return undefined;
+    const buf = this.#queue.take(C.GREETING_SIZE);
+    if (buf.readBigUInt64BE(0) !== C.NBD_MAGIC) throw new ProtocolError('NBD_ERR_BAD_MAGIC', 'greeting is not NBDMAGIC');
+    const second = buf.readBigUInt64BE(8);
+    if (second === C.NBD_OLDSTYLE_MAGIC) throw new ProtocolError('NBD_ERR_HANDSHAKE', 'oldstyle server not supported');
+    if (second !== C.NBD_IHAVEOPT) throw new ProtocolError('NBD_ERR_BAD_MAGIC', 'greeting lacks IHAVEOPT');
+    this.#phase = 'options';
+    return { type: 'greeting', flags: buf.readUInt16BE(16) };
+  }
+
+  #optionReplyHeader(): ServerMessage | undefined {
+    if (this.#queue.length < C.OPTION_REPLY_HEADER_SIZE) return undefined;
+    const head = this.#queue.take(C.OPTION_REPLY_HEADER_SIZE);
+    if (head.readBigUInt64BE(0) !== C.NBD_REP_MAGIC) throw new ProtocolError('NBD_ERR_BAD_MAGIC', 'option reply magic');
+    const length = head.readUInt32BE(16);
+    if (length > this.#maxOptionReplyLength) throw new ProtocolError('NBD_ERR_TOO_LARGE', `option reply of ${length} bytes`);
+    this.#pending = { kind: 'optionReply', option: head.readUInt32BE(8), replyType: head.readUInt32BE(12), length };
+    return this.#completePending();
+  }
+
+  #exportNameReply(): ServerMessage | undefined {
+    const size = C.EXPORT_NAME_REPLY_SIZE + (this.#noZeroes ? 0 : C.EXPORT_NAME_PADDING);
+    if (this.#queue.length < size) return undefined;
+    const buf = this.#queue.take(size);
+    // Replies follow at once, but whether they may be structured is the client's to say in
+    // enterTransmission(); until then later bytes wait in the queue.
+    this.#phase = 'exportNameDone';
+    return { type: 'exportNameReply', size: readU64(buf, 0), transmissionFlags: buf.readUInt16BE(8) };
+  }
+
+  #replyHeader(): ServerMessage | undefined {
+    if (this.#queue.length < 4) return undefined;
+    const magic = this.#queue.peek(4).readUInt32BE(0);
+    if (magic === C.NBD_SIMPLE_REPLY_MAGIC) {
+      if (this.#queue.length < C.SIMPLE_REPLY_HEADER_SIZE) return undefined;
+      const head = this.#queue.take(C.SIMPLE_REPLY_HEADER_SIZE);
+      const error = head.readUInt32BE(4);
+      const cookie = head.readBigUInt64BE(8);
+      const readLength = this.#simpleReplyLength(cookie);
+      if (readLength === undefined) throw new ProtocolError('NBD_ERR_UNKNOWN_COOKIE', `simple reply cookie ${cookie}`);
+      this.#pending = { kind: 'simple', error, cookie, length: error === 0 ? readLength : 0 };
+      return this.#completePending();
+    }
+    if (magic === C.NBD_STRUCTURED_REPLY_MAGIC && this.#structured) {
+      if (this.#queue.length < C.STRUCTURED_REPLY_HEADER_SIZE) return undefined;
+      const head = this.#queue.take(C.STRUCTURED_REPLY_HEADER_SIZE);
+      const length = head.readUInt32BE(16);
+      const cookie = head.readBigUInt64BE(8);
+      if (length > this.#maxChunkLength) throw new ProtocolError('NBD_ERR_TOO_LARGE', `reply chunk of ${length} bytes`);
+      if (this.#knownCookie && !this.#knownCookie(cookie)) throw new ProtocolError('NBD_ERR_UNKNOWN_COOKIE', `reply chunk for cookie ${cookie}`);
+      this.#pending = { kind: 'chunk', flags: head.readUInt16BE(4), chunkType: head.readUInt16BE(6), cookie, length };
+      return this.#completePending();
+    }
+    throw new ProtocolError('NBD_ERR_BAD_MAGIC', `reply magic 0x${magic.toString(16)}`);
+  }
+
+  #completePending(): ServerMessage | undefined {
+    const p = this.#pending!;
+    if (this.#queue.length < p.length) return undefined;
+    this.#pending = undefined;
+    const data = this.#queue.take(p.length);
+    switch (p.kind) {
+      case 'optionReply':
+        return { type: 'optionReply', option: p.option, replyType: p.replyType, data };
+      case 'simple':
+        return p.length > 0
+          ? { type: 'simpleReply', error: p.error, cookie: p.cookie, data }
+          : { type: 'simpleReply', error: p.error, cookie: p.cookie };
+      case 'chunk': {
+        const done = (p.flags & C.NBD_REPLY_FLAG_DONE) !== 0;
+        return { type: 'chunk', flags: p.flags, cookie: p.cookie, done, body: decodeChunkBody(p.chunkType, done, data) };
+      }
+    }
+  }
+}
+
+/** Validate and decode one structured chunk's payload; malformed => ProtocolError (hard close). */
+export function decodeChunkBody(chunkType: number, done: boolean, data: Buffer): ChunkBody {
+  const name = C.nameOfChunkType(chunkType);
+  switch (chunkType) {
+    case C.NBD_REPLY_TYPE_NONE:
+      if (data.length !== 0) throw malformed(`${name} with ${data.length} payload bytes`);
+      if (!done) throw malformed(`${name} without DONE`);
+      return { kind: 'none' };
+    case C.NBD_REPLY_TYPE_OFFSET_DATA:
+      if (data.length < 9) throw malformed(`${name} of ${data.length} bytes`);
+      return { kind: 'data', offset: readU64(data, 0), data: data.subarray(8) };
+    case C.NBD_REPLY_TYPE_OFFSET_HOLE: {
+      if (data.length !== 12) throw malformed(`${name} of ${data.length} bytes`);
+      const length = data.readUInt32BE(8);
+      if (length === 0) throw malformed(`${name} of size 0`);
+      return { kind: 'hole', offset: readU64(data, 0), length };
+    }
+    case C.NBD_REPLY_TYPE_BLOCK_STATUS: {
+      if (data.length < 12 || (data.length - 4) % 8 !== 0) throw malformed(`${name} of ${data.length} bytes`);
+      const extents: BlockStatusDescriptor[] = [];
+      for (let at = 4; at < data.length; at += 8) {
+        const length = data.readUInt32BE(at);
+        if (length === 0) throw malformed(`${name} with a zero-length extent`);
+        extents.push({ length, flags: data.readUInt32BE(at + 4) });
+      }
+      return { kind: 'blockStatus', contextId: data.readUInt32BE(0), extents };
+    }
+    case C.NBD_REPLY_TYPE_ERROR:
+    case C.NBD_REPLY_TYPE_ERROR_OFFSET: {
+      const tail = chunkType === C.NBD_REPLY_TYPE_ERROR ? 0 : 8;
+      if (data.length < 6 + tail) throw malformed(`${name} of ${data.length} bytes`);
+      const error = data.readUInt32BE(0);
+      const msgLen = data.readUInt16BE(4);
+      if (6 + msgLen + tail !== data.length) throw malformed(`${name} message length ${msgLen} vs chunk ${data.length}`);
+      if (error === 0) throw malformed(`${name} with error 0`);
+      const message = data.toString('utf8', 6, 6 + msgLen);
+      if (tail === 0) return { kind: 'error', chunkType, error, message };
+      return { kind: 'error', chunkType, error, message, offset: readU64(data, 6 + msgLen) };
+    }
+    default:
+      if ((chunkType & C.NBD_REPLY_TYPE_ERROR_BIT) !== 0) {
+        // Unknown error types fail their request only; every error type starts with u32 error.
+        const raw = data.length >= 4 ? data.readUInt32BE(0) : 0;
+        return { kind: 'error', chunkType, error: raw === 0 ? C.NBD_EINVAL : raw, message: '' };
+      }
+      throw malformed(`unknown chunk type ${name}`);
+  }
+}

@@ -1,0 +1,275 @@
+// One client connection of the NBD server: a small state machine (options -> transmission ->
+// draining -> closed) over a duplex socket, with requests in flight bounded by pausing the socket.
+import type { Duplex } from 'node:stream';
+import { ProtocolError, StateError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import * as codec from './codec.js';
+import type { ClientMessage, NbdRequest } from './codec.js';
+import * as C from './constants.js';
+import { ServerDecoder } from './server-decoder.js';
+import { handleOption, transmissionFlagsFor, type ExportCatalog, type NegotiationState } from './server-negotiation.js';
+import { errorReply, executeRequest, validateRequest, type TransmissionContext } from './server-requests.js';
+
+export interface ConnectionOptions {
+  catalog: ExportCatalog;
+  logger: Logger;
+  maxPayload: number;
+  maxInFlight: number;
+  /** Payload bytes (WRITE data held, READ data owed) in flight before the socket is paused. */
+  maxInFlightBytes: number;
+  maxOptions: number;
+  maxOptionLength: number;
+  handshakeTimeoutMs: number;
+}
+
+type ConnState = 'clientFlags' | 'options' | 'transmission' | 'draining' | 'closed';
+
+const TRANSITIONS: Record<ConnState, readonly ConnState[]> = {
+  clientFlags: ['options', 'closed'],
+  options: ['transmission', 'closed'],
+  transmission: ['draining', 'closed'],
+  draining: ['closed'],
+  closed: [],
+};
+
+const HANDSHAKE_FLAGS = C.NBD_FLAG_FIXED_NEWSTYLE | C.NBD_FLAG_NO_ZEROES;
+const KNOWN_CLIENT_FLAGS = C.NBD_FLAG_C_FIXED_NEWSTYLE | C.NBD_FLAG_C_NO_ZEROES;
+
+/** Memory a request pins while in flight: the WRITE payload held, or the READ data to come. */
+function payloadBytes(req: NbdRequest): number {
+  return req.command === C.NBD_CMD_WRITE || req.command === C.NBD_CMD_READ ? req.length : 0;
+}
+
+export class ServerConnection {
+  readonly #socket: Duplex;
+  readonly #opts: ConnectionOptions;
+  readonly #log: Logger;
+  readonly #decoder: ServerDecoder;
+  readonly #negotiation: NegotiationState = { noZeroes: false, structuredReplies: false, metaContextExport: undefined };
+  #state: ConnState = 'clientFlags';
+  #ctx: TransmissionContext | undefined;
+  #optionCount = 0;
+  #inFlight = 0;
+  #inFlightBytes = 0;
+  #paused = false;
+  /** The client sent FIN: no more input will come. */
+  #peerEnded = false;
+  #handshakeTimer: NodeJS.Timeout | undefined;
+  #requests = 0;
+  /** Requests answered with an error (refused or failed on the device). */
+  #errors = 0;
+  readonly closed: Promise<void>;
+
+  constructor(socket: Duplex, opts: ConnectionOptions) {
+    this.#socket = socket;
+    this.#opts = opts;
+    this.#log = opts.logger;
+    this.#decoder = new ServerDecoder({ maxPayload: opts.maxPayload, maxOptionLength: opts.maxOptionLength });
+    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('drain', () => this.#maybeResume());
+    socket.on('error', (err) => this.#log.debug({ err }, 'socket error'));
+    socket.once('close', () => this.#onClose());
+    socket.once('end', () => this.#onEnd());
+    this.#handshakeTimer = setTimeout(() => this.#cutOff('handshake timed out'), opts.handshakeTimeoutMs);
+    this.#handshakeTimer.unref?.();
+    this.#send([codec.encodeGreeting(HANDSHAKE_FLAGS)]);
+  }
+
+  get state(): ConnState {
+    return this.#state;
+  }
+
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  #transition(to: ConnState): void {
+    if (!TRANSITIONS[this.#state].includes(to)) {
+      throw new StateError('PC_ERR_STATE', `NBD connection ${this.#state} -> ${to}`);
+    }
+    this.#state = to;
+  }
+
+  /** Stop taking requests, let the ones in flight finish, then close (server shutdown). */
+  shutdown(): Promise<void> {
+    if (this.#state === 'transmission') this.#startDrain('server shutting down');
+    else if (this.#state !== 'draining' && this.#state !== 'closed') this.#close('server shutting down');
+    return this.closed;
+  }
+
+  destroy(): void {
+    this.#socket.destroy();
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#state === 'draining' || this.#state === 'closed') return;
+    this.#decoder.push(chunk);
+    this.#pump();
+  }
+
+  /** Decode and handle messages until input runs out, we must pause, or the state forbids more. */
+  #pump(): void {
+    try {
+      while (!this.#paused && (this.#state === 'clientFlags' || this.#state === 'options' || this.#state === 'transmission')) {
+        const msg = this.#decoder.next();
+        if (!msg) {
+          // Everything the half-closed client sent has been taken: finish it and close.
+          if (this.#peerEnded) this.#onInputExhausted();
+          return;
+        }
+        this.#handle(msg);
+      }
+    } catch (err) {
+      this.#cutOff(err instanceof ProtocolError ? err.message : 'internal error', err);
+    }
+  }
+
+  #handle(msg: ClientMessage): void {
+    switch (msg.type) {
+      case 'clientFlags':
+        return this.#onClientFlags(msg.flags);
+      case 'option':
+        return this.#onOption(msg.option, msg.data);
+      case 'request':
+        return this.#onRequest(msg);
+    }
+  }
+
+  #onClientFlags(flags: number): void {
+    // The spec: close on a client flag we don't know or didn't offer.
+    if ((flags & ~KNOWN_CLIENT_FLAGS) !== 0) return this.#cutOff(`unknown client flags 0x${flags.toString(16)}`);
+    this.#negotiation.noZeroes = (flags & C.NBD_FLAG_C_NO_ZEROES) !== 0;
+    this.#transition('options');
+  }
+
+  #onOption(option: number, data: Buffer): void {
+    if (++this.#optionCount > this.#opts.maxOptions) return this.#cutOff(`more than ${this.#opts.maxOptions} options`);
+    this.#log.debug({ option: C.nameOfOption(option), length: data.length }, 'option');
+    const outcome = handleOption(this.#negotiation, this.#opts.catalog, option, data);
+    this.#send(outcome.replies);
+    if (outcome.next === 'close') return this.#close(outcome.reason);
+    if (outcome.next === 'continue') return;
+    const exp = outcome.export;
+    this.#ctx = {
+      device: exp.device,
+      structuredReplies: this.#negotiation.structuredReplies,
+      baseAllocation: outcome.baseAllocation,
+      maxPayload: this.#opts.maxPayload,
+    };
+    this.#decoder.enterTransmission();
+    this.#transition('transmission');
+    clearTimeout(this.#handshakeTimer);
+    this.#log.info(
+      {
+        export: exp.name,
+        size: exp.device.size,
+        tflags: C.nameOfTransmissionFlags(transmissionFlagsFor(exp.device)),
+        structuredReplies: this.#ctx.structuredReplies,
+        baseAllocation: this.#ctx.baseAllocation,
+        via: C.nameOfOption(option),
+      },
+      'NBD client entered transmission',
+    );
+  }
+
+  #onRequest(req: NbdRequest): void {
+    const ctx = this.#ctx!;
+    if (req.command === C.NBD_CMD_DISC) return this.#startDrain('client sent NBD_CMD_DISC');
+    this.#requests++;
+    const refusal = validateRequest(req, ctx);
+    if (refusal) {
+      this.#errors++;
+      this.#log.debug({ cmd: C.nameOfCommand(req.command), errno: C.nameOfErrno(refusal.errno), reason: refusal.reason }, 'request refused');
+      this.#send(errorReply(req, ctx, refusal.errno, refusal.reason));
+      return;
+    }
+    const bytes = payloadBytes(req);
+    this.#inFlight++;
+    this.#inFlightBytes += bytes;
+    if (this.#overloaded()) this.#pause();
+    void executeRequest(req, ctx).then(({ replies, failed }) => {
+      this.#inFlight--;
+      this.#inFlightBytes -= bytes;
+      if (failed) this.#errors++;
+      if (this.#state !== 'closed') this.#send(replies);
+      this.#maybeResume();
+      if (this.#state === 'draining' && this.#inFlight === 0) this.#close('drained');
+    });
+  }
+
+  #overloaded(): boolean {
+    return this.#inFlight >= this.#opts.maxInFlight || this.#inFlightBytes >= this.#opts.maxInFlightBytes;
+  }
+
+  #pause(): void {
+    if (this.#paused) return;
+    this.#paused = true;
+    this.#socket.pause();
+  }
+
+  #maybeResume(): void {
+    if (!this.#paused || this.#state !== 'transmission') return;
+    if (this.#overloaded() || this.#socket.writableNeedDrain) return;
+    this.#paused = false;
+    this.#pump();
+    if (!this.#paused) this.#socket.resume();
+  }
+
+  #send(buffers: readonly Buffer[]): void {
+    if (this.#socket.destroyed || !this.#socket.writable) return;
+    this.#socket.cork();
+    for (const b of buffers) this.#socket.write(b);
+    this.#socket.uncork();
+    // Replies pile up faster than the client reads them: stop taking requests until drained.
+    if (this.#socket.writableNeedDrain && this.#state === 'transmission') this.#pause();
+  }
+
+  #startDrain(reason: string): void {
+    this.#transition('draining');
+    this.#socket.pause();
+    this.#log.debug({ reason, inFlight: this.#inFlight }, 'draining');
+    if (this.#inFlight === 0) this.#close(reason);
+  }
+
+  /** Graceful close: everything queued is flushed, then FIN. */
+  #close(reason: string): void {
+    if (this.#state === 'closed') return;
+    this.#transition('closed');
+    clearTimeout(this.#handshakeTimer);
+    this.#log.debug({ reason }, 'closing');
+    this.#socket.end();
+    // A peer that never reads must not keep us half-open forever.
+    const timer = setTimeout(() => this.#socket.destroy(), 5000);
+    timer.unref?.();
+    this.#socket.once('close', () => clearTimeout(timer));
+  }
+
+  /** A misbehaving client: one log line, and the connection is dropped. */
+  #cutOff(reason: string, err?: unknown): void {
+    if (this.#state === 'closed') return;
+    this.#log.warn({ err, reason, state: this.#state }, 'NBD client cut off');
+    this.#transition('closed');
+    clearTimeout(this.#handshakeTimer);
+    this.#socket.destroy();
+  }
+
+  /** The client half-closed without DISC: answer everything it sent, then close our side too. */
+  #onEnd(): void {
+    this.#peerEnded = true;
+    this.#pump();
+  }
+
+  #onInputExhausted(): void {
+    if (this.#state === 'transmission') this.#startDrain('client closed its side');
+    else if (this.#state === 'clientFlags' || this.#state === 'options') this.#close('client closed its side');
+  }
+
+  #onClose(): void {
+    clearTimeout(this.#handshakeTimer);
+    if (this.#state !== 'closed') this.#transition('closed');
+    // Per-request failures stay at debug; a connection that saw some gets one summary line.
+    const level = this.#errors > 0 ? 'info' : 'debug';
+    this.#log[level]({ requests: this.#requests, errors: this.#errors }, 'NBD connection closed');
+  }
+}

@@ -1,0 +1,197 @@
+// NbdServer: exports named BlockDevices over fixed-newstyle NBD on TCP and/or Unix sockets,
+// many clients at once; one misbehaving client is cut off without disturbing the others.
+import { unlink } from 'node:fs/promises';
+import net from 'node:net';
+import type { BlockDevice } from '../common/block-device.js';
+import { UsageError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { BlockSizeLimits } from './codec.js';
+import * as C from './constants.js';
+import { ServerConnection } from './server-connection.js';
+import { DEFAULT_MAX_OPTION_LENGTH } from './server-decoder.js';
+import type { ExportCatalog, NbdExport } from './server-negotiation.js';
+
+export type { NbdExport } from './server-negotiation.js';
+
+export const DEFAULT_EXPORT_NAME = 'disk';
+
+export interface NbdServerOptions {
+  /** One device (exported as "disk") or several named exports; the first is the default for "". */
+  exports: BlockDevice | readonly NbdExport[];
+  logger: Logger;
+  /** Advertised minimum block size (power of 2 ≤ 64 KiB; falls back to 1 if it does not divide the size). Default 1. */
+  minimumBlockSize?: number;
+  /** Advertised preferred block size. Default 4096. */
+  preferredBlockSize?: number;
+  /** Largest READ/WRITE payload served and advertised. Default 32 MiB. */
+  maxPayload?: number;
+  /** Requests in flight per connection before the socket is paused. Default 64 (nbdcopy's depth). */
+  maxInFlight?: number;
+  /** READ/WRITE payload bytes in flight per connection before the socket is paused. Default 64 MiB. */
+  maxInFlightBytes?: number;
+  /** Options per connection before it is cut off. Default 256. */
+  maxOptions?: number;
+  /** Largest option data accepted. Default 1 MiB. */
+  maxOptionLength?: number;
+  /** Time a client has to reach transmission. Default 30 s. */
+  handshakeTimeoutMs?: number;
+  /** Concurrent connections accepted. Default 128. */
+  maxConnections?: number;
+  /** Grace period for close() before connections are destroyed. Default 10 s. */
+  closeTimeoutMs?: number;
+}
+
+export type ListenTarget = { host?: string; port: number } | { path: string };
+
+export class NbdServer {
+  readonly #exports: NbdExport[];
+  readonly #log: Logger;
+  readonly #opts: Required<Omit<NbdServerOptions, 'exports' | 'logger'>>;
+  readonly #servers: net.Server[] = [];
+  readonly #socketPaths: string[] = [];
+  readonly #connections = new Set<ServerConnection>();
+  #nextConn = 1;
+  #closing = false;
+
+  constructor(opts: NbdServerOptions) {
+    this.#exports = Array.isArray(opts.exports)
+      ? [...(opts.exports as readonly NbdExport[])]
+      : [{ name: DEFAULT_EXPORT_NAME, device: opts.exports as BlockDevice }];
+    if (this.#exports.length === 0) throw new UsageError('PC_ERR_USAGE', 'NbdServer needs at least one export');
+    const names = new Set(this.#exports.map((e) => e.name));
+    if (names.size !== this.#exports.length) throw new UsageError('PC_ERR_USAGE', 'duplicate NBD export names');
+    this.#log = opts.logger.child({ component: 'nbd-server' });
+    this.#opts = {
+      minimumBlockSize: opts.minimumBlockSize ?? 1,
+      preferredBlockSize: opts.preferredBlockSize ?? C.NBD_DEFAULT_PREFERRED_BLOCK,
+      maxPayload: opts.maxPayload ?? C.NBD_DEFAULT_MAX_PAYLOAD,
+      maxInFlight: opts.maxInFlight ?? 64,
+      maxInFlightBytes: opts.maxInFlightBytes ?? 64 * 1024 * 1024,
+      maxOptions: opts.maxOptions ?? 256,
+      maxOptionLength: opts.maxOptionLength ?? DEFAULT_MAX_OPTION_LENGTH,
+      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 30_000,
+      maxConnections: opts.maxConnections ?? 128,
+      closeTimeoutMs: opts.closeTimeoutMs ?? 10_000,
+    };
+    checkBlockSizes(this.#opts.minimumBlockSize, this.#opts.preferredBlockSize, this.#opts.maxPayload);
+  }
+
+  /** Connections currently open. */
+  get connectionCount(): number {
+    return this.#connections.size;
+  }
+
+  /** Start listening; resolves with the bound address (TCP: real port when asked for 0). */
+  async listen(target: ListenTarget): Promise<net.AddressInfo | string> {
+    if (this.#closing) throw new UsageError('PC_ERR_USAGE', 'NbdServer is closed');
+    // allowHalfOpen: a client that half-closes still gets the replies to what it sent.
+    const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.#accept(socket));
+    server.maxConnections = this.#opts.maxConnections;
+    const bind = (): Promise<void> =>
+      new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        if ('path' in target) server.listen(target.path, () => resolve());
+        else server.listen(target.port, target.host ?? '127.0.0.1', () => resolve());
+      });
+    try {
+      await bind();
+    } catch (err) {
+      // A socket file left by a previous run that nobody answers on: replace it (after a restart).
+      if (!('path' in target) || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || (await isLive(target.path))) throw err;
+      this.#log.info({ path: target.path }, 'removing stale NBD socket file');
+      await unlink(target.path);
+      await bind();
+    }
+    server.on('error', (err) => this.#log.error({ err }, 'NBD listener error'));
+    this.#servers.push(server);
+    if ('path' in target) this.#socketPaths.push(target.path);
+    const address = server.address()!;
+    this.#log.info({ address, exports: this.#exports.map((e) => e.name) }, 'NBD server listening');
+    return address;
+  }
+
+  /** Stop listening, let every connection finish what it has in flight, then close it. */
+  async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    const stopped = this.#servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    const conns = [...this.#connections];
+    const graceful = Promise.all(conns.map((c) => c.shutdown()));
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), this.#opts.closeTimeoutMs);
+    });
+    if ((await Promise.race([graceful, timeout])) === 'timeout') {
+      this.#log.warn({ connections: this.#connections.size }, 'NBD connections did not drain in time; destroying');
+      for (const c of this.#connections) c.destroy();
+    }
+    clearTimeout(timer);
+    await Promise.all(stopped);
+    await Promise.all(this.#socketPaths.map((p) => unlink(p).catch(() => undefined)));
+    this.#log.info('NBD server closed');
+  }
+
+  #accept(socket: net.Socket): void {
+    if (this.#closing) {
+      socket.destroy();
+      return;
+    }
+    socket.setNoDelay(true);
+    const conn = new ServerConnection(socket, {
+      catalog: this.#catalog,
+      logger: this.#log.child({ conn: this.#nextConn++, remote: socket.remoteAddress ?? 'unix' }),
+      maxPayload: this.#opts.maxPayload,
+      maxInFlight: this.#opts.maxInFlight,
+      maxInFlightBytes: this.#opts.maxInFlightBytes,
+      maxOptions: this.#opts.maxOptions,
+      maxOptionLength: this.#opts.maxOptionLength,
+      handshakeTimeoutMs: this.#opts.handshakeTimeoutMs,
+    });
+    this.#connections.add(conn);
+    void conn.closed.then(() => this.#connections.delete(conn));
+  }
+
+  readonly #catalog: ExportCatalog = {
+    find: (name) => (name === '' ? this.#exports[0] : this.#exports.find((e) => e.name === name)),
+    list: () => this.#exports,
+    blockSizes: (exp) => this.#blockSizes(exp),
+  };
+
+  #blockSizes(exp: NbdExport): BlockSizeLimits {
+    // qemu aborts when the size is not a multiple of the minimum: fall back to 1 for such a disk.
+    const minimum = exp.device.size % this.#opts.minimumBlockSize === 0 ? this.#opts.minimumBlockSize : 1;
+    return {
+      minimum,
+      preferred: Math.max(this.#opts.preferredBlockSize, minimum),
+      maximum: this.#opts.maxPayload,
+    };
+  }
+}
+
+/** Whether something accepts connections on a Unix socket path. */
+function isLive(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.connect({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+}
+
+function isPowerOfTwo(n: number): boolean {
+  return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+}
+
+function checkBlockSizes(minimum: number, preferred: number, maxPayload: number): void {
+  if (!isPowerOfTwo(minimum) || minimum > C.NBD_MAX_MIN_BLOCK) {
+    throw new UsageError('PC_ERR_USAGE', `NBD minimum block size ${minimum} must be a power of 2 ≤ 64 KiB`);
+  }
+  if (!isPowerOfTwo(preferred) || preferred < Math.max(minimum, 512)) {
+    throw new UsageError('PC_ERR_USAGE', `NBD preferred block size ${preferred} must be a power of 2 ≥ max(min, 512)`);
+  }
+  if (maxPayload < preferred || maxPayload > C.NBD_DOS_PAYLOAD) {
+    throw new UsageError('PC_ERR_USAGE', `NBD max payload ${maxPayload} must be in [preferred, 64 MiB]`);
+  }
+}
