@@ -78,16 +78,12 @@ export async function runDest(argv: string[]): Promise<number> {
     events,
     streamer: { windowBytes: parseSize(optional(values, 'bulk-window') ?? '4M', '--bulk-window') },
     createGuest: (def, ram, state) => restoreGuest(def, ram, state, agent.store!.size, log),
-    onStoreReady: (store: BlockStore) => {
-      if (!nbdListen && !nbdSocket) return;
-      startExport(store, { tcp: nbdListen ? parseHostPort(nbdListen, '--nbd-listen') : undefined, socketPath: nbdSocket, name: nbdName, log })
-        .then((x) => {
-          exported.current = x;
-          events.emit('export', { name: nbdName, uris: x.uris });
-        })
-        .catch((e: Error) => {
-          log.error({ err: e }, 'NBD export failed to start');
-        });
+    onStoreReady: async (store: BlockStore) => {
+      if (!nbdListen && !nbdSocket) return [];
+      const x = await startExport(store, { tcp: nbdListen ? parseHostPort(nbdListen, '--nbd-listen') : undefined, socketPath: nbdSocket, name: nbdName, log });
+      exported.current = x;
+      events.emit('export', { name: nbdName, uris: x.uris });
+      return x.uris;
     },
   });
 

@@ -16,6 +16,8 @@ import { BULK_CHUNK_BYTES } from '../protocol/constants.js';
 import type { Ticket } from '../protocol/handshake.js';
 import type { GuestDefinition, Message, MessageOf } from '../protocol/messages.js';
 import type { MigratableGuest } from '../guest/types.js';
+import type { DestGuestMigrator } from '../guest/migrator.js';
+import { LinkStreamChannel, STREAM_CREDIT_WINDOW } from '../link/stream-channel.js';
 import { BlockStore } from './block-store.js';
 import { Fetcher } from './fetcher.js';
 import { PresentBitmap } from './present-bitmap.js';
@@ -49,8 +51,10 @@ export interface DestAgentOptions {
   events: EventSink;
   /** Makes the guest that resumes here from S's definition, RAM and device state (none: no guest on D). */
   createGuest?: GuestFactory;
-  /** Called once the block store exists (at Prepare, or at start after a restart): the NBD export attaches here. */
-  onStoreReady?: (store: BlockStore) => void;
+  /** Called once the block store exists (at Prepare, or at start after a restart): the NBD export attaches here and returns its URIs. */
+  onStoreReady?: (store: BlockStore) => Promise<string[]> | void;
+  /** Runs a real hypervisor's guest here (QEMU), fed its own migration stream. */
+  migrator?: DestGuestMigrator;
   streamer?: Partial<StreamerOptions>;
   link?: Omit<LinkOptions, 'log'>;
   /** Wrap each accepted socket (fault layers in tests). */
@@ -94,6 +98,10 @@ export class DestAgent {
   #streamer: Streamer | null = null;
   readonly #fetcher: Fetcher;
   #ram: RamReceiver | null = null;
+  #hypervisor: DestGuestMigrator | null = null;
+  #stream: LinkStreamChannel | null = null;
+  #receiving: Promise<void> | null = null;
+  #streamCredit = 0;
   #guestDef: GuestDefinition | null = null;
   #guest: MigratableGuest | null = null;
   #geometry: { size: number; blockSize: number } | null = null;
@@ -249,6 +257,11 @@ export class DestAgent {
         return;
       case 'DEVICE_STATE':
         return this.#finish(msg, link);
+      case 'GUEST_STREAM':
+        return this.#onGuestStream(msg, link);
+      case 'GUEST_STREAM_END':
+        this.#stream?.deliverEnd();
+        return;
       case 'EXTENTS':
         if (this.#phase !== 'postcopy' && this.#phase !== 'complete') throw new ProtocolError('PC_ERR_UNEXPECTED', `EXTENTS in phase ${this.#phase}`);
         this.#store!.applyZeroRuns(msg.runs);
@@ -279,16 +292,27 @@ export class DestAgent {
   }
 
   #begin(msg: MessageOf<'BEGIN'>, link: Link): void {
-    if (this.#phase !== 'idle') throw new ProtocolError('PC_ERR_UNEXPECTED', `BEGIN in phase ${this.#phase}`);
+    if (this.#phase !== 'idle' || this.#preparing) throw new ProtocolError('PC_ERR_UNEXPECTED', `BEGIN in phase ${this.#phase}`);
     const { size, blockSize } = msg;
     if (size <= 0 || size > MAX_IMAGE_BYTES) throw new ProtocolError('PC_ERR_MALFORMED', `image size ${size}`);
     if (blockSize < MIN_BLOCK_SIZE || blockSize > BULK_CHUNK_BYTES || (blockSize & (blockSize - 1)) !== 0) {
       throw new ProtocolError('PC_ERR_MALFORMED', `block size ${blockSize} must be a power of two in ${MIN_BLOCK_SIZE}..${BULK_CHUNK_BYTES}`);
     }
+    this.#preparing = true;
+    void this.#prepare(msg, link);
+  }
+  #preparing = false;
+
+  async #prepare(msg: MessageOf<'BEGIN'>, link: Link): Promise<void> {
+    const { size, blockSize } = msg;
     try {
       this.#geometry = { size, blockSize };
       this.#guestDef = msg.guest;
-      if (msg.guest) {
+      const isSim = msg.guest !== null && (msg.guest.persistent as { kind?: unknown }).kind === 'sim';
+      if (msg.guest && !isSim) {
+        if (!this.#o.migrator) throw new ProtocolError('PC_ERR_UNEXPECTED', 'source sent a hypervisor guest but this destination runs none');
+        this.#hypervisor = this.#o.migrator;
+      } else if (msg.guest) {
         if (!this.#o.createGuest) throw new ProtocolError('PC_ERR_UNEXPECTED', 'source sent a guest but this destination runs none');
         const ramBytes = Number((msg.guest.persistent as { ramBytes?: unknown }).ramBytes);
         if (!Number.isSafeInteger(ramBytes) || ramBytes <= 0 || ramBytes > 64 * 2 ** 30) throw new ProtocolError('PC_ERR_MALFORMED', 'guest ramBytes');
@@ -301,22 +325,59 @@ export class DestAgent {
       this.#wireStore();
       this.#to('prepared');
       this.#fetcher.attach(link);
-      this.#o.onStoreReady?.(this.#store);
+      const uris = (await this.#o.onStoreReady?.(this.#store)) ?? [];
+      if (this.#hypervisor) {
+        await this.#hypervisor.prepare(msg.guest!, uris);
+        this.#stream = new LinkStreamChannel(link, null);
+        this.#receiving = this.#hypervisor.receive(this.#stream);
+        // A failed load ends the migration at once: S must not wait to hand over a guest D cannot run.
+        this.#receiving.catch((e: unknown) => {
+          if (this.#phase !== 'receiving-ram' && this.#phase !== 'prepared') return;
+          this.#finishFailed(e, link, 'ABORT');
+        });
+      }
+      if (link.closed) throw link.closeError ?? new ProtocolError('PC_ERR_LINK_CLOSED', 'link lost during Prepare');
       link.send({ type: 'PREPARED', cookie: msg.cookie });
       if (this.#ram) {
         this.#to('receiving-ram');
         this.#ram.grantInitial(link);
+      } else if (this.#hypervisor) {
+        this.#to('receiving-ram');
+        this.#streamCredit = STREAM_CREDIT_WINDOW;
+        link.send({ type: 'CREDIT', bytes: STREAM_CREDIT_WINDOW });
       }
-      this.#log.info({ size, blockSize, blockCount, guest: msg.guest ? 'yes' : 'no' }, 'prepared');
+      this.#log.info({ size, blockSize, blockCount, guest: msg.guest ? (this.#hypervisor ? 'hypervisor' : 'sim') : 'none' }, 'prepared');
     } catch (e) {
       const err = isPostcopyError(e) ? e : new ProtocolError('PC_ERR_STATE_DIR', (e as Error).message, { cause: e });
-      link.send({ type: 'ABORT', reason: err.message });
+      if (!link.closed) link.send({ type: 'ABORT', reason: err.message });
       this.#rollback(err, false);
+    } finally {
+      this.#preparing = false;
     }
+  }
+
+  /** A frame of the hypervisor's stream: into the destination hypervisor, then its bytes back as credit. */
+  #onGuestStream(msg: MessageOf<'GUEST_STREAM'>, link: Link): void {
+    if (!this.#stream || this.#phase !== 'receiving-ram') throw new ProtocolError('PC_ERR_UNEXPECTED', `GUEST_STREAM in phase ${this.#phase}`);
+    const n = msg.data.length;
+    if (n > this.#streamCredit) throw new ProtocolError('PC_ERR_MALFORMED', 'guest stream beyond granted credit');
+    this.#streamCredit -= n;
+    this.#stream.deliver(msg.data).then(
+      () => {
+        if (link.closed) return;
+        this.#streamCredit += n;
+        link.send({ type: 'CREDIT', bytes: n });
+      },
+      (e: unknown) => this.#log.error({ err: e }, 'destination hypervisor did not take the stream'),
+    );
   }
 
   #finish(msg: MessageOf<'DEVICE_STATE'>, link: Link): void {
     if (this.#phase !== 'receiving-ram' && this.#phase !== 'prepared') throw new ProtocolError('PC_ERR_UNEXPECTED', `DEVICE_STATE in phase ${this.#phase}`);
+    if (this.#hypervisor) {
+      void this.#finishHypervisor(link);
+      return;
+    }
     const started = performance.now();
     try {
       if (this.#ram && this.#guestDef) {
@@ -327,15 +388,40 @@ export class DestAgent {
       // Durable before the guest runs: a restart must know the guest may be running here.
       this.#to('postcopy');
     } catch (e) {
-      const err = isPostcopyError(e) ? e : new ProtocolError('PC_ERR_ROLLBACK', (e as Error).message, { cause: e });
-      this.#log.error({ err }, 'finish failed; guest not resumed here');
-      link.send({ type: 'FINISH_RESULT', running: false, error: err.message });
-      this.#rollback(err, false);
+      this.#finishFailed(e, link);
       return;
     }
     this.#store!.startCopyOnRead();
     this.#guest?.start(this.#store!);
     this.#ram = null;
+    this.#running(link, started);
+  }
+
+  /** The hypervisor has the whole stream: once its guest is loaded, persist the phase, start copy-on-read, run it. */
+  async #finishHypervisor(link: Link): Promise<void> {
+    const started = performance.now();
+    try {
+      await this.#receiving;
+      this.#to('postcopy');
+      this.#store!.startCopyOnRead();
+      await this.#hypervisor!.start();
+    } catch (e) {
+      this.#finishFailed(e, link);
+      return;
+    }
+    this.#running(link, started);
+  }
+
+  #finishFailed(e: unknown, link: Link, tell: 'FINISH_RESULT' | 'ABORT' = 'FINISH_RESULT'): void {
+    const err = isPostcopyError(e) ? e : new ProtocolError('PC_ERR_ROLLBACK', (e as Error).message, { cause: e });
+    this.#log.error({ err }, 'finish failed; guest not resumed here');
+    if (!link.closed) {
+      link.send(tell === 'ABORT' ? { type: 'ABORT', reason: err.message } : { type: 'FINISH_RESULT', running: false, error: err.message });
+    }
+    this.#rollback(err, false);
+  }
+
+  #running(link: Link, started: number): void {
     this.#finishMs = performance.now() - started;
     link.send({ type: 'FINISH_RESULT', running: true });
     this.#log.info({ finishMs: this.#finishMs }, 'guest running on destination; post-copy started');
@@ -389,6 +475,7 @@ export class DestAgent {
   #rollback(err: PostcopyError, waitForSource: boolean): void {
     if (this.#phase === 'aborted') return;
     this.#log.warn({ err }, 'rolling back: discarding the destination image and state');
+    if (this.#hypervisor) void this.#hypervisor.abort().catch((e) => this.#log.error({ err: e }, 'could not stop the destination hypervisor'));
     this.#fetcher.failAll(err);
     this.#streamer?.stop();
     const store = this.#store;
@@ -425,7 +512,7 @@ export class DestAgent {
       this.#phase = saved.phase;
       this.#wireStore();
       this.#store.startCopyOnRead();
-      this.#o.onStoreReady?.(this.#store);
+      void this.#o.onStoreReady?.(this.#store);
       if (saved.phase === 'postcopy') this.#streamer!.start();
       if (saved.phase === 'confirmed') this.#done.resolve(this.#result());
       if (saved.phase === 'complete') this.#awaitConfirmOrGiveUp();

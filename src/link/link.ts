@@ -156,6 +156,11 @@ export class Link extends EventEmitter<LinkEvents> {
       this.#socket.end();
       setTimeout(() => this.#socket.destroy(), 1000).unref();
     } else {
+      // A clean close still sends what was queued as urgent (ABORT, CONFIRM, ...) before the FIN.
+      for (const f of this.#urgent.splice(0)) {
+        for (const p of f.parts) this.#socket.write(p);
+        this.bytesSent += f.bytes;
+      }
       this.#finish(undefined);
       this.#socket.end();
       setTimeout(() => this.#socket.destroy(), 1000).unref();
@@ -242,6 +247,8 @@ export class Link extends EventEmitter<LinkEvents> {
 
   #tick(): void {
     if (this.#closed) return;
+    // While we hold reading paused the peer's bytes wait in the kernel: that is not the peer's silence.
+    if (this.#socket.isPaused()) this.#lastReceived = Date.now();
     const silent = Date.now() - this.#lastReceived;
     if (silent >= this.#timeout) {
       this.#log.warn({ silentMs: silent }, 'migration link silent past keepalive timeout');

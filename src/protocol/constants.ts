@@ -35,13 +35,15 @@ export const MSG = {
   PING: 14, // either: keepalive probe
   PONG: 15, // either: keepalive answer
   EXTENTS_END: 16, // S→D: the zero-extent map is complete
-  CREDIT: 17, // D→S: grant of RAM bytes S may send
+  CREDIT: 17, // D→S: grant of RAM or guest-stream bytes S may send
+  GUEST_STREAM_END: 18, // either: no more hypervisor stream bytes in this direction
   EXTENTS: 64, // S→D: zero runs, n × (u64 offset · u64 length)
   RAM_PAGES: 65, // S→D: n × u32 page index (bit 31: zero page, no data) then the non-zero pages' bytes
   BLOCK_REQ: 66, // D→S: id · u64 offset · u32 length · u8 class
   BLOCK_DATA: 67, // S→D: id · u64 offset · data (FLAG_DONE on the last part)
   BLOCK_ZERO: 68, // S→D: id · u64 offset · u32 length: that part reads as zeroes
   BLOCK_ERR: 69, // S→D: id · u32 errno · utf-8 message; the request failed on S
+  GUEST_STREAM: 70, // either: bytes of a hypervisor's own migration stream (QEMU), carried as they are
 } as const;
 
 export type MsgName = keyof typeof MSG;

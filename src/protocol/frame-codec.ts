@@ -33,7 +33,9 @@ export function encodeHeader(type: number, id: number, parts: readonly Buffer[],
     length += part.length;
     crc = crc32(part, crc);
   }
-  if (length > MAX_FRAME_PAYLOAD) throw new ProtocolError('PC_ERR_FRAME_TOO_LARGE', `${length} bytes`);
+  // The same cap the decoder applies: a frame the peer must refuse is never sent.
+  const cap = isControlMsg(type) ? MAX_CONTROL_PAYLOAD : MAX_FRAME_PAYLOAD;
+  if (length > cap) throw new ProtocolError('PC_ERR_FRAME_TOO_LARGE', `${nameOfMsg(type)} of ${length} bytes, cap ${cap}`);
   const header = Buffer.allocUnsafe(FRAME_HEADER_SIZE);
   header.writeUInt32BE(FRAME_MAGIC, 0);
   header.writeUInt8(type, 4);
@@ -102,19 +104,21 @@ export class FrameDecoder {
     } else {
       out = Buffer.allocUnsafe(n);
       let filled = 0;
+      let used = 0; // whole chunks consumed, dropped in one splice: a shift per chunk is quadratic in tiny chunks
       while (filled < n) {
-        const c = this.#chunks[0]!;
+        const c = this.#chunks[used]!;
         const want = n - filled;
         if (c.length <= want) {
           c.copy(out, filled);
           filled += c.length;
-          this.#chunks.shift();
+          used++;
         } else {
           c.copy(out, filled, 0, want);
-          this.#chunks[0] = c.subarray(want);
+          this.#chunks[used] = c.subarray(want);
           filled += want;
         }
       }
+      this.#chunks.splice(0, used);
     }
     this.#buffered -= n;
     return out;

@@ -43,7 +43,8 @@ export type ControlMessage =
   | { type: 'PING'; seq: number }
   | { type: 'PONG'; seq: number }
   | { type: 'EXTENTS_END'; count: number }
-  | { type: 'CREDIT'; bytes: number };
+  | { type: 'CREDIT'; bytes: number }
+  | { type: 'GUEST_STREAM_END' };
 
 export interface ZeroRun {
   offset: number;
@@ -57,7 +58,8 @@ export type DataMessage =
   | { type: 'BLOCK_REQ'; id: number; offset: number; length: number; cls: BlockClass }
   | { type: 'BLOCK_DATA'; id: number; offset: number; data: Buffer; done: boolean; urgent: boolean }
   | { type: 'BLOCK_ZERO'; id: number; offset: number; length: number; done: boolean; urgent: boolean }
-  | { type: 'BLOCK_ERR'; id: number; errno: number; message: string };
+  | { type: 'BLOCK_ERR'; id: number; errno: number; message: string }
+  | { type: 'GUEST_STREAM'; data: Buffer };
 
 export type Message = ControlMessage | DataMessage;
 export type MessageOf<T extends Message['type']> = Extract<Message, { type: T }>;
@@ -96,6 +98,8 @@ export function encodeMessage(msg: Message): Buffer[] {
       p.writeUInt32BE(msg.length, 8);
       return encodeFrame(type, msg.id, p, (msg.done ? FLAG_DONE : 0) | (msg.urgent ? FLAG_URGENT : 0));
     }
+    case 'GUEST_STREAM':
+      return encodeFrame(type, 0, msg.data);
     case 'BLOCK_ERR': {
       const m = Buffer.from(msg.message.slice(0, 512), 'utf8');
       const p = Buffer.allocUnsafe(4 + m.length);
@@ -103,11 +107,26 @@ export function encodeMessage(msg: Message): Buffer[] {
       m.copy(p, 4);
       return encodeFrame(type, msg.id, p, FLAG_URGENT);
     }
+    case 'ERROR':
+      return encodeControl(type, { code: clip(msg.code), message: clip(msg.message) });
+    case 'ABORT':
+      return encodeControl(type, { reason: clip(msg.reason) });
+    case 'FINISH_RESULT':
+      return encodeControl(type, msg.error === undefined ? { running: msg.running } : { running: msg.running, error: clip(msg.error) });
     default: {
       const { type: _t, ...body } = msg;
-      return encodeFrame(type, 0, Buffer.from(JSON.stringify(body), 'utf8'), FLAG_URGENT);
+      return encodeControl(type, body);
     }
   }
+}
+
+function encodeControl(type: number, body: object): Buffer[] {
+  return encodeFrame(type, 0, Buffer.from(JSON.stringify(body), 'utf8'), FLAG_URGENT);
+}
+
+/** Free text (error messages, reasons) is cut to the field cap the decoder enforces, so it always arrives. */
+function clip(text: string): string {
+  return text.length > MAX_STRING ? `${text.slice(0, MAX_STRING - 1)}…` : text;
 }
 
 /**
@@ -182,6 +201,9 @@ export function decodeMessage(frame: Frame): Message {
         urgent: (flags & FLAG_URGENT) !== 0,
       };
     }
+    case 'GUEST_STREAM':
+      if (p.length === 0) malformed(name, 'empty');
+      return { type: 'GUEST_STREAM', data: p };
     case 'BLOCK_ERR': {
       if (p.length < 4) malformed(name, 'short');
       return { type: 'BLOCK_ERR', id, errno: p.readUInt32BE(0), message: p.subarray(4).toString('utf8') };
@@ -257,6 +279,8 @@ function decodeControl(name: MsgName, p: Buffer): ControlMessage {
       return { type: 'EXTENTS_END', count: b.u64('count') };
     case 'CREDIT':
       return { type: 'CREDIT', bytes: b.u64('bytes') };
+    case 'GUEST_STREAM_END':
+      return { type: 'GUEST_STREAM_END' };
     default:
       throw new ProtocolError('PC_ERR_UNKNOWN_TYPE', name);
   }

@@ -16,6 +16,8 @@ import { MAX_EXTENTS_PER_FRAME } from '../protocol/constants.js';
 import type { Ticket } from '../protocol/handshake.js';
 import type { GuestDefinition, Message, ZeroRun } from '../protocol/messages.js';
 import type { MigratableGuest } from '../guest/types.js';
+import type { SourceGuestMigrator } from '../guest/migrator.js';
+import { LinkStreamChannel } from '../link/stream-channel.js';
 import { BlockServer, type BlockServerStats } from './block-server.js';
 import { RamCredit, RamSender, type PrecopyResult } from './ram-sender.js';
 import { ReadAheadCache } from './read-cache.js';
@@ -40,6 +42,8 @@ export interface SourceAgentOptions {
   guestDisk?: BlockDevice;
   guest: MigratableGuest | null;
   guestDefinition: GuestDefinition | null;
+  /** A real hypervisor's guest (QEMU): its own stream is carried instead of the simulated guest's RAM. */
+  migrator?: SourceGuestMigrator;
   ticket: Ticket | null;
   stateDir?: string;
   blockSize: number;
@@ -88,6 +92,7 @@ export class SourceAgent {
   #finish: Deferred<{ running: boolean; error?: string }> = deferred();
   #complete: Deferred<void> = deferred();
   #zeroRuns: ZeroRun[] | null = null;
+  #stream: LinkStreamChannel | null = null;
   #reconnects = 0;
 
   constructor(opts: SourceAgentOptions) {
@@ -131,12 +136,17 @@ export class SourceAgent {
       this.#attach(link);
       this.#to('begin');
       const cookie = randomBytes(8).toString('hex');
-      link.send({ type: 'BEGIN', guest: this.#o.guestDefinition, size: this.#o.image.size, blockSize: this.#o.blockSize, cookie });
+      link.send({ type: 'BEGIN', guest: this.#o.migrator?.definition ?? this.#o.guestDefinition, size: this.#o.image.size, blockSize: this.#o.blockSize, cookie });
       await raceLink(this.#prepared.promise, link, 60_000, 'PREPARED');
       this.#to('perform');
       let state: Record<string, unknown> = {};
       let ramDigest = '';
-      if (guest) {
+      if (this.#o.migrator) {
+        this.#stream = new LinkStreamChannel(link, this.#credit);
+        const { pausedAt } = await this.#o.migrator.transfer(this.#stream);
+        precopy = { rounds: 0, pagesSent: 0, bytesSent: 0, finalPages: 0, bandwidth: 0, converged: true, pausedAt };
+        state = { hypervisorStream: true };
+      } else if (guest) {
         const sender = new RamSender({ link, guest, credit: this.#credit, log: this.#log, events: this.#o.events, maxDowntimeMs: this.#o.maxDowntimeMs });
         precopy = await sender.precopy();
         state = guest.saveDeviceState();
@@ -185,6 +195,7 @@ export class SourceAgent {
     this.#log.info({ ...this.#blockStats }, 'destination complete; confirmed; source released');
     this.#link?.close();
     await this.#o.image.close();
+    await this.#o.migrator?.shutdown();
     return { phase: this.#phase, sessionId: this.#keys!.sessionId, precopy, downtimeMs, blocks: this.#blockStats, reconnects: this.#reconnects };
   }
 
@@ -260,12 +271,21 @@ export class SourceAgent {
       case 'ABORT':
         this.#log.warn({ reason: msg.reason }, 'destination aborted the migration');
         this.#prepared.reject(new ProtocolError('PC_ERR_ROLLBACK', msg.reason));
+        this.#stream?.fail(new ProtocolError('PC_ERR_ROLLBACK', `destination aborted: ${msg.reason}`));
+        this.#credit.wake();
         this.#finish.resolve({ running: false, error: msg.reason });
         return;
       case 'COMPLETE':
         if (this.#phase !== 'postcopy') throw new ProtocolError('PC_ERR_UNEXPECTED', `COMPLETE in phase ${this.#phase}`);
         this.#link!.send({ type: 'CONFIRM' });
         this.#complete.resolve();
+        return;
+      case 'GUEST_STREAM':
+        if (!this.#stream) throw new ProtocolError('PC_ERR_UNEXPECTED', 'guest stream without a hypervisor migration');
+        void this.#stream.deliver(msg.data).catch((e) => this.#log.warn({ err: e }, 'guest stream return path failed'));
+        return;
+      case 'GUEST_STREAM_END':
+        this.#stream?.deliverEnd();
         return;
       case 'ERROR':
         this.#log.error({ code: msg.code, message: msg.message }, 'destination reported an error');
@@ -297,6 +317,9 @@ export class SourceAgent {
     }
     const { guest } = this.#o;
     if (guest && !guest.running) guest.start(this.#o.guestDisk ?? (this.#o.image as unknown as BlockDevice));
+    if (this.#o.migrator && this.#phase !== 'connecting') {
+      await this.#o.migrator.resume().catch((re) => this.#log.error({ err: re }, 'could not resume the guest on the source'));
+    }
     this.#failedInPhase = this.#phase;
     this.#phase = 'rolled-back';
     this.#save();

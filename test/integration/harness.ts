@@ -11,6 +11,7 @@ import { DestAgent, type GuestFactory } from '../../src/dest/dest-agent.js';
 import { SourceAgent } from '../../src/source/source-agent.js';
 import { FileImage } from '../../src/source/file-image.js';
 import type { SourceImage } from '../../src/common/block-device.js';
+import type { DestGuestMigrator, SourceGuestMigrator } from '../../src/guest/migrator.js';
 import { connectOnce, type Endpoint } from '../../src/link/connect.js';
 import { parseTicket, type Ticket } from '../../src/protocol/handshake.js';
 import { SimGuest } from '../../src/guest/sim-guest.js';
@@ -32,6 +33,7 @@ export interface HarnessOptions {
   createGuest?: GuestFactory;
   ticket?: string;
   keepaliveTimeoutMs?: number;
+  handshakeTimeoutMs?: number;
   log?: Logger;
   stateDirs?: boolean;
   /** Wrap S's image (backend fault layers). */
@@ -39,6 +41,8 @@ export interface HarnessOptions {
   dirtyPagesPerSec?: number;
   diskOpsPerSec?: number;
   abortGraceMs?: number;
+  sourceMigrator?: SourceGuestMigrator;
+  destMigrator?: DestGuestMigrator;
 }
 
 export interface Harness {
@@ -63,7 +67,7 @@ export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {
   generateDemoImage(src, imageBytes, o.seed ?? 5);
   const ticket: Ticket = parseTicket(o.ticket ?? 'integration-test-ticket-secret-0123456789');
   const log = o.log ?? silentLogger();
-  const linkOpts = { keepaliveIntervalMs: 100, keepaliveTimeoutMs: o.keepaliveTimeoutMs ?? 1500, handshakeTimeoutMs: 2000 };
+  const linkOpts = { keepaliveIntervalMs: 100, keepaliveTimeoutMs: o.keepaliveTimeoutMs ?? 1500, handshakeTimeoutMs: o.handshakeTimeoutMs ?? 2000 };
   let destConn = 0;
   let srcConn = 0;
   let destAgent: DestAgent;
@@ -78,6 +82,7 @@ export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {
     link: linkOpts,
     abortGraceMs: o.abortGraceMs ?? 2000,
     confirmGraceMs: 1000,
+    ...(o.destMigrator ? { migrator: o.destMigrator } : {}),
     ...(o.wrapDest ? { wrapSocket: (s: Socket) => o.wrapDest!(s, destConn++) } : {}),
   }));
   const endpoint = await dest.start();
@@ -102,6 +107,7 @@ export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {
     guestDisk: image,
     guest: sourceGuest,
     guestDefinition: spec ? simGuestDefinition(spec) : null,
+    ...(o.sourceMigrator ? { migrator: o.sourceMigrator } : {}),
     ticket,
     ...(o.stateDirs ? { stateDir: join(dir, 'sstate') } : {}),
     blockSize: 64 * 1024,

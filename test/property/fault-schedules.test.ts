@@ -50,12 +50,13 @@ function planFor(schedule: Schedule, conn: number): FaultPlan {
 
 async function runSchedule(schedule: Schedule): Promise<'complete' | 'rolled-back'> {
   const h: Harness = await startHarness({
-    imageBytes: 4 * MiB,
-    ramBytes: 2 * MiB,
+    imageBytes: 2 * MiB,
+    ramBytes: 1 * MiB,
     seed: schedule.seed,
     dirtyPagesPerSec: 3000,
     diskOpsPerSec: 1500,
-    keepaliveTimeoutMs: 400,
+    keepaliveTimeoutMs: 300,
+    handshakeTimeoutMs: 600,
     abortGraceMs: 300,
     wrapDest: (s: Socket, n: number) => (n < FAULTY_CONNECTIONS ? new FaultDuplex(s, planFor(schedule, n)) : s),
     wrapImage: (img) => new FaultImage(img, { failReads: new Set(schedule.eioReads), readDelayMs: schedule.slowReadMs }),
