@@ -11,7 +11,7 @@ import type { Logger } from '../common/logger.js';
 import { CLASS_BULK, CLASS_URGENT } from '../protocol/constants.js';
 import type { BlockClass, ZeroRun } from '../protocol/messages.js';
 import type { Fetcher, FetchSink } from './fetcher.js';
-import { LatencyRecorder } from './latency.js';
+import { LatencyRecorder } from '../common/latency-recorder.js';
 import type { PresentBitmap } from './present-bitmap.js';
 
 const fdatasyncAsync = promisify(fdatasync);

@@ -1,6 +1,6 @@
 // Counters of one simulated-guest instance (per host: a restored guest starts from zero, so S's and D's
 // figures stay apart), and the latencies of its disk operations.
-import { LatencyRecorder, type LatencySummary } from './latency-recorder.js';
+import { LatencyRecorder, type LatencySummary } from '../common/latency-recorder.js';
 
 export interface SimGuestStats {
   reads: number;
