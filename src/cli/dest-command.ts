@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { createRootLogger } from '../common/logger.js';
 import { JsonLinesEvents } from '../common/events.js';
 import { UsageError } from '../common/errors.js';
-import { parseHostPort } from '../link/connect.js';
+import { loadTlsFiles, parseHostPort, type TlsFiles } from '../link/connect.js';
 import { DestAgent, DestRolledBackError } from '../dest/dest-agent.js';
 import type { BlockStore } from '../dest/block-store.js';
 import type { SimGuest } from '../guest/sim-guest.js';
@@ -27,6 +27,9 @@ Wait for a source to connect, take over its guest, and pull its disk into PATH.
   --nbd-name NAME         export name (default: disk)
   --bulk-window SIZE      background-stream bytes in flight (default 4M): larger streams faster on a
                           long link, smaller keeps demand reads from waiting behind bulk data
+  --tls-cert F --tls-key F --tls-ca F
+                          mutual TLS on the migration socket: our certificate and key, and the CA
+                          that must have signed the peer's (all three, on both sides)
   --events FILE           append JSON-lines events (phases, progress, completion, errors)
   --progress-interval MS  how often a progress event is written (default 500)
   --log-level LEVEL       pino level for stderr logs (default: info)
@@ -49,6 +52,9 @@ export async function runDest(argv: string[]): Promise<number> {
     'progress-interval': { type: 'string' },
     events: { type: 'string' },
     'log-level': { type: 'string' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
+    'tls-ca': { type: 'string' },
   });
   if (values.help) {
     process.stdout.write(DEST_HELP + '\n');
@@ -76,6 +82,7 @@ export async function runDest(argv: string[]): Promise<number> {
     ticket,
     log,
     events,
+    ...tlsOption(values),
     streamer: { windowBytes: parseSize(optional(values, 'bulk-window') ?? '4M', '--bulk-window') },
     createGuest: (def, ram, state) => restoreGuest(def, ram, state, agent.store!.size, log),
     onStoreReady: async (store: BlockStore) => {
@@ -153,4 +160,9 @@ export async function runDest(argv: string[]): Promise<number> {
   events.emit('exit', { code: EXIT.OK });
   events.close();
   return EXIT.OK;
+}
+
+function tlsOption(values: Record<string, string | boolean | undefined>): { tls?: TlsFiles } {
+  const tls = loadTlsFiles(optional(values, 'tls-cert'), optional(values, 'tls-key'), optional(values, 'tls-ca'));
+  return tls ? { tls } : {};
 }

@@ -2,7 +2,7 @@
 import { createRootLogger } from '../common/logger.js';
 import { JsonLinesEvents } from '../common/events.js';
 import { UsageError, isPostcopyError } from '../common/errors.js';
-import { parseHostPort } from '../link/connect.js';
+import { loadTlsFiles, parseHostPort } from '../link/connect.js';
 import { NbdSourceImage } from '../nbd/nbd-source-image.js';
 import { parseNbdUri } from '../nbd/uri.js';
 import { FileImage } from '../source/file-image.js';
@@ -33,6 +33,9 @@ Hand the guest and its disk over to a waiting destination, then serve the blocks
   --write-ratio X         simulated guest: fraction of disk operations that write (default 0.3)
   --ram-used X            simulated guest: fraction of RAM in use at start (default 0.75)
   --seed N                simulated guest: seed (default 1)
+  --tls-cert F --tls-key F --tls-ca F
+                          mutual TLS on the migration socket: our certificate and key, and the CA
+                          that must have signed the peer's (all three, on both sides)
   --events FILE           append JSON-lines events
   --log-level LEVEL       pino level for stderr logs (default: info)
 
@@ -58,6 +61,9 @@ export async function runSource(argv: string[]): Promise<number> {
     seed: { type: 'string' },
     events: { type: 'string' },
     'log-level': { type: 'string' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
+    'tls-ca': { type: 'string' },
   });
   if (values.help) {
     process.stdout.write(SOURCE_HELP + '\n');
@@ -74,6 +80,7 @@ export async function runSource(argv: string[]): Promise<number> {
   const connectTimeoutMs = parseIntArg(optional(values, 'connect-timeout') ?? '60', '--connect-timeout', 0, 86_400) * 1000;
   const guestKind = optional(values, 'guest');
   if (guestKind !== undefined && guestKind !== 'sim') throw new UsageError('PC_ERR_USAGE', `--guest must be 'sim', got '${guestKind}'`);
+  const tls = loadTlsFiles(optional(values, 'tls-cert'), optional(values, 'tls-key'), optional(values, 'tls-ca'));
   const log = createRootLogger({ level: optional(values, 'log-level'), name: 'postcopy-source' });
   const events = new JsonLinesEvents(optional(values, 'events'), 'source');
 
@@ -110,6 +117,7 @@ export async function runSource(argv: string[]): Promise<number> {
     connectTimeoutMs,
     log,
     events,
+    ...(tls ? { tls } : {}),
   });
   const started = performance.now();
   try {

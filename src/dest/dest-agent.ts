@@ -3,13 +3,14 @@
 // After Finish the guest lives here and S holds the only copy of the missing blocks: a lost link is waited out.
 import { existsSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { deferred } from '../common/deferred.js';
 import { PostcopyError, ProtocolError, StateError, isPostcopyError } from '../common/errors.js';
 import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import { ensureDir, fsyncDir, readStateFile, statePath, writeStateFile } from '../common/state-file.js';
-import type { Endpoint } from '../link/connect.js';
+import type { Endpoint, TlsFiles } from '../link/connect.js';
 import { handshakeAsDest, type SessionKeys } from '../link/handshake.js';
 import { Link, type LinkOptions } from '../link/link.js';
 import { BULK_CHUNK_BYTES } from '../protocol/constants.js';
@@ -57,6 +58,8 @@ export interface DestAgentOptions {
   migrator?: DestGuestMigrator;
   streamer?: Partial<StreamerOptions>;
   link?: Omit<LinkOptions, 'log'>;
+  /** Mutual TLS on the migration socket: a source without a certificate from this CA is refused. */
+  tls?: TlsFiles;
   /** Wrap each accepted socket (fault layers in tests). */
   wrapSocket?: (socket: Socket) => Duplex;
   /** After a rollback caused by a lost link, keep answering S's resume attempts this long so S learns of it. */
@@ -139,7 +142,19 @@ export class DestAgent {
   async start(): Promise<Endpoint> {
     ensureDir(this.#o.stateDir);
     this.#reload();
-    const server = createServer((sock) => this.#onConnection(sock));
+    const tls = this.#o.tls;
+    const server = tls
+      ? createTlsServer(
+          { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' },
+          (sock) => this.#onConnection(sock),
+        )
+      : createServer((sock) => this.#onConnection(sock));
+    if (tls) {
+      server.on('tlsClientError', (err, sock) => {
+        this.#log.warn({ err: err.message, peer: `${sock.remoteAddress}:${sock.remotePort}` }, 'refused a TLS connection');
+        this.#o.events.emit('refused', { peer: `${sock.remoteAddress}:${sock.remotePort}`, code: 'TLS', message: err.message });
+      });
+    }
     this.#server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

@@ -1,5 +1,7 @@
 // Opening the migration socket from S, with retry and capped exponential backoff.
+import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { LinkClosedError, TimeoutError, UsageError } from '../common/errors.js';
 
 export interface Endpoint {
@@ -14,15 +16,38 @@ export function parseHostPort(text: string, what: string): Endpoint {
   return { host: (m[1] ?? m[2])!, port };
 }
 
-/** One TCP connection attempt with a deadline. */
-export function connectOnce(ep: Endpoint, timeoutMs: number): Promise<Socket> {
+/** Mutual TLS on the migration socket: our certificate and key, and the CA that signed the peer's. */
+export interface TlsFiles {
+  cert: Buffer;
+  key: Buffer;
+  ca: Buffer;
+}
+
+export function loadTlsFiles(cert: string | undefined, key: string | undefined, ca: string | undefined): TlsFiles | undefined {
+  if (!cert && !key && !ca) return undefined;
+  if (!cert || !key || !ca) throw new UsageError('PC_ERR_USAGE', '--tls-cert, --tls-key and --tls-ca go together (mutual TLS)');
+  const read = (p: string, what: string) => {
+    try {
+      return readFileSync(p);
+    } catch (e) {
+      throw new UsageError('PC_ERR_USAGE', `cannot read ${what} ${p}: ${(e as Error).message}`);
+    }
+  };
+  return { cert: read(cert, '--tls-cert'), key: read(key, '--tls-key'), ca: read(ca, '--tls-ca') };
+}
+
+/** One TCP (or TLS) connection attempt with a deadline. */
+export function connectOnce(ep: Endpoint, timeoutMs: number, tls?: TlsFiles): Promise<Socket | TLSSocket> {
   return new Promise((resolve, reject) => {
-    const sock = connect({ host: ep.host, port: ep.port });
+    const sock = tls
+      ? tlsConnect({ host: ep.host, port: ep.port, cert: tls.cert, key: tls.key, ca: tls.ca, minVersion: 'TLSv1.2', rejectUnauthorized: true })
+      : connect({ host: ep.host, port: ep.port });
+    const ready = tls ? 'secureConnect' : 'connect';
     const timer = setTimeout(() => {
       sock.destroy();
       reject(new TimeoutError('PC_ERR_TIMEOUT', `connecting to ${ep.host}:${ep.port}`));
     }, timeoutMs);
-    sock.once('connect', () => {
+    sock.once(ready, () => {
       clearTimeout(timer);
       sock.removeAllListeners('error');
       resolve(sock);
@@ -48,11 +73,11 @@ export function backoffDelay(attempt: number, b: Backoff): number {
 /** Keep trying until connected or `deadline` (ms since epoch; Infinity to try forever). */
 export async function connectWithRetry(
   ep: Endpoint,
-  opts: { deadline: number; backoff: Backoff; onRetry?: (attempt: number, err: Error, delayMs: number) => void },
-): Promise<Socket> {
+  opts: { deadline: number; backoff: Backoff; tls?: TlsFiles; onRetry?: (attempt: number, err: Error, delayMs: number) => void },
+): Promise<Socket | TLSSocket> {
   for (let attempt = 0; ; attempt++) {
     try {
-      return await connectOnce(ep, 5000);
+      return await connectOnce(ep, 5000, opts.tls);
     } catch (e) {
       const delay = backoffDelay(attempt, opts.backoff);
       if (Date.now() + delay > opts.deadline) throw e;

@@ -9,7 +9,7 @@ import { LinkClosedError, PostcopyError, ProtocolError, StateError, TimeoutError
 import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import { readStateFile, statePath, writeStateFile, ensureDir } from '../common/state-file.js';
-import { connectWithRetry, type Backoff, type Endpoint } from '../link/connect.js';
+import { connectWithRetry, type Backoff, type Endpoint, type TlsFiles } from '../link/connect.js';
 import { handshakeAsSource, type SessionKeys } from '../link/handshake.js';
 import { Link, type LinkOptions } from '../link/link.js';
 import { MAX_EXTENTS_PER_FRAME } from '../protocol/constants.js';
@@ -55,6 +55,8 @@ export interface SourceAgentOptions {
   reconnectBackoff?: Backoff;
   readAheadBytes?: number;
   link?: Omit<LinkOptions, 'log'>;
+  /** Mutual TLS on the migration socket. */
+  tls?: TlsFiles;
   /** Opens the migration socket (tests wrap it in fault layers). */
   openSocket?: (ep: Endpoint, deadline: number) => Promise<Duplex>;
   log: Logger;
@@ -237,6 +239,7 @@ export class SourceAgent {
         connectWithRetry(ep, {
           deadline: dl,
           backoff: this.#o.reconnectBackoff ?? { initialMs: 100, maxMs: 5000 },
+          ...(this.#o.tls ? { tls: this.#o.tls } : {}),
           onRetry: (attempt, err, delayMs) => this.#log.info({ attempt, delayMs, err: err.message }, 'destination not reachable yet; retrying'),
         }));
     const socket = await open(this.#o.connect, deadline);
