@@ -1,6 +1,10 @@
 // `postcopy dest`: listen for the source, receive the guest, pull the disk, serve it as an NBD export if asked.
 import { join } from 'node:path';
-import { createRootLogger } from '../common/logger.js';
+import { createRootLogger, type Logger } from '../common/logger.js';
+import type { FallbackSource } from '../dest/fetcher.js';
+import { NbdSourceImage } from '../nbd/nbd-source-image.js';
+import { parseNbdUri } from '../nbd/uri.js';
+import { FileImage } from '../source/file-image.js';
 import { JsonLinesEvents } from '../common/events.js';
 import { UsageError } from '../common/errors.js';
 import { loadTlsFiles, parseHostPort, type TlsFiles } from '../link/connect.js';
@@ -25,6 +29,11 @@ Wait for a source to connect, take over its guest, and pull its disk into PATH.
   --nbd-listen HOST:PORT  serve the migrating disk as an NBD export on TCP
   --nbd-socket PATH       ... and/or on a Unix socket
   --nbd-name NAME         export name (default: disk)
+  --fallback URI|PATH     a replica or backup of S's image at cut-over (nbd://, nbd+unix:// or a file),
+                          read for missing blocks once S has been unreachable for --fallback-after
+  --fallback-after SEC    how long S may be gone before the fallback serves (default 30)
+  --confirm-timeout SEC   complete but the source did not confirm (link lost): finish anyway after this
+                          long (default 60); every block is durable here by then
   --bulk-window SIZE      background-stream bytes in flight (default 4M): larger streams faster on a
                           long link, smaller keeps demand reads from waiting behind bulk data
   --tls-cert F --tls-key F --tls-ca F
@@ -49,6 +58,9 @@ export async function runDest(argv: string[]): Promise<number> {
     'nbd-socket': { type: 'string' },
     'nbd-name': { type: 'string' },
     'bulk-window': { type: 'string' },
+    fallback: { type: 'string' },
+    'confirm-timeout': { type: 'string' },
+    'fallback-after': { type: 'string' },
     'progress-interval': { type: 'string' },
     events: { type: 'string' },
     'log-level': { type: 'string' },
@@ -83,6 +95,8 @@ export async function runDest(argv: string[]): Promise<number> {
     log,
     events,
     ...tlsOption(values),
+    confirmGraceMs: parseIntArg(optional(values, 'confirm-timeout') ?? '60', '--confirm-timeout', 0, 86_400) * 1000,
+    ...(await fallbackOption(values, log)),
     streamer: { windowBytes: parseSize(optional(values, 'bulk-window') ?? '4M', '--bulk-window') },
     createGuest: (def, ram, state) => restoreGuest(def, ram, state, agent.store!.size, log),
     onStoreReady: async (store: BlockStore) => {
@@ -165,4 +179,14 @@ export async function runDest(argv: string[]): Promise<number> {
 function tlsOption(values: Record<string, string | boolean | undefined>): { tls?: TlsFiles } {
   const tls = loadTlsFiles(optional(values, 'tls-cert'), optional(values, 'tls-key'), optional(values, 'tls-ca'));
   return tls ? { tls } : {};
+}
+
+async function fallbackOption(values: Record<string, string | boolean | undefined>, log: Logger): Promise<{ fallback?: { source: FallbackSource; afterMs: number } }> {
+  const where = optional(values, 'fallback');
+  if (!where) return {};
+  const afterMs = parseIntArg(optional(values, 'fallback-after') ?? '30', '--fallback-after', 0, 86_400) * 1000;
+  const source: FallbackSource = /^nbd(\+unix)?:\/\//.test(where)
+    ? await NbdSourceImage.open(parseNbdUri(where).address, parseNbdUri(where).exportName, { logger: log })
+    : FileImage.open(where);
+  return { fallback: { source, afterMs } };
 }

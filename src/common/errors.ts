@@ -23,6 +23,7 @@ export const ERROR_CODES = {
   PC_ERR_BACKEND: 'image backend I/O failed',
   PC_ERR_USAGE: 'bad command-line usage',
   PC_ERR_STATE_DIR: 'state directory is unusable or inconsistent',
+  PC_ERR_HYPERVISOR: 'hypervisor (QEMU) failed',
   // NBD (src/nbd)
   NBD_ERR_BAD_MAGIC: 'NBD magic mismatch',
   NBD_ERR_TOO_LARGE: 'NBD length exceeds cap',

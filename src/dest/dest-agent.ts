@@ -6,7 +6,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { deferred } from '../common/deferred.js';
-import { PostcopyError, ProtocolError, StateError, isPostcopyError } from '../common/errors.js';
+import { PostcopyError, ProtocolError, StateError, UsageError, isPostcopyError } from '../common/errors.js';
 import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import { ensureDir, fsyncDir, readStateFile, statePath, writeStateFile } from '../common/state-file.js';
@@ -20,7 +20,7 @@ import type { MigratableGuest } from '../guest/types.js';
 import type { DestGuestMigrator } from '../guest/migrator.js';
 import { LinkStreamChannel, STREAM_CREDIT_WINDOW } from '../link/stream-channel.js';
 import { BlockStore } from './block-store.js';
-import { Fetcher } from './fetcher.js';
+import { Fetcher, type FallbackSource } from './fetcher.js';
 import { PresentBitmap } from './present-bitmap.js';
 import { RamReceiver } from './ram-receiver.js';
 import { Streamer, type StreamerOptions } from './streamer.js';
@@ -58,6 +58,8 @@ export interface DestAgentOptions {
   migrator?: DestGuestMigrator;
   streamer?: Partial<StreamerOptions>;
   link?: Omit<LinkOptions, 'log'>;
+  /** A replica or backup of S's image at cut-over, read once S has been unreachable for `afterMs`. */
+  fallback?: { source: FallbackSource; afterMs: number };
   /** Mutual TLS on the migration socket: a source without a certificate from this CA is refused. */
   tls?: TlsFiles;
   /** Wrap each accepted socket (fault layers in tests). */
@@ -119,6 +121,14 @@ export class DestAgent {
     this.#log = opts.log.child({ role: 'dest' });
     this.#fetcher = new Fetcher(this.#log);
     this.#fetcher.onSettled = () => this.#streamer?.fill();
+    if (opts.fallback) {
+      if (opts.fallback.source.size < 1) throw new UsageError('PC_ERR_USAGE', 'fallback source is empty');
+      this.#fetcher.setFallback(opts.fallback.source, opts.fallback.afterMs);
+      this.#fetcher.onFallback = (active) => {
+        this.#o.events.emit('fallback', { active, bytesFromFallback: this.#fetcher.bytesFromFallback });
+        this.#streamer?.fill();
+      };
+    }
   }
 
   get phase(): DestPhase {
@@ -186,7 +196,8 @@ export class DestAgent {
     const s = this.#store;
     return {
       phase: this.#phase,
-      link: this.linkUp ? 'up' : 'down',
+      link: this.linkUp ? 'up' : this.#fetcher.fallbackActive ? 'fallback' : 'down',
+      bytesFromFallback: this.#fetcher.bytesFromFallback,
       blocksPresent: s?.presentBlocks ?? 0,
       blocksTotal: s?.blockCount ?? 0,
       bytesOnlyOnSource: s ? s.bytesOnlyOnSource : this.#geometry?.size ?? 0,
@@ -323,6 +334,9 @@ export class DestAgent {
     try {
       this.#geometry = { size, blockSize };
       this.#guestDef = msg.guest;
+      if (this.#o.fallback && this.#o.fallback.source.size !== size) {
+        throw new UsageError('PC_ERR_USAGE', `fallback image is ${this.#o.fallback.source.size} bytes, the source's is ${size}`);
+      }
       const isSim = msg.guest !== null && (msg.guest.persistent as { kind?: unknown }).kind === 'sim';
       if (msg.guest && !isSim) {
         if (!this.#o.migrator) throw new ProtocolError('PC_ERR_UNEXPECTED', 'source sent a hypervisor guest but this destination runs none');

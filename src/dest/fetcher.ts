@@ -5,6 +5,7 @@ import type { Logger } from '../common/logger.js';
 import type { Link } from '../link/link.js';
 import { CLASS_BULK, CLASS_URGENT } from '../protocol/constants.js';
 import type { BlockClass, MessageOf } from '../protocol/messages.js';
+import { isAllZero } from '../common/zero.js';
 
 export interface FetchSink {
   onData(offset: number, data: Buffer): void;
@@ -23,9 +24,19 @@ interface InFlight {
   /** Replies for one request come in order; bytes before this have arrived, so a re-issue asks for the rest. */
   doneUpTo: number;
   errors: number;
+  /** Being read from the fallback source: it finishes there, not on S. */
+  viaFallback: boolean;
+}
+
+/** A replica or backup of S's image at cut-over, read when S has been gone too long. */
+export interface FallbackSource {
+  readonly size: number;
+  read(offset: number, length: number): Promise<Buffer>;
 }
 
 const MAX_ERROR_RETRIES = 5;
+/** Fallback reads go in parts of this size (whole blocks for any block size up to it). */
+const FALLBACK_CHUNK = 256 * 1024;
 
 export class Fetcher {
   readonly #log: Logger;
@@ -37,8 +48,25 @@ export class Fetcher {
   /** Called whenever a request finishes (the streamer refills its window). */
   onSettled: () => void = () => {};
 
+  #fallback: { source: FallbackSource; afterMs: number } | null = null;
+  #fallbackTimer: NodeJS.Timeout | null = null;
+  #fallbackActive = false;
+  /** Bytes read from the fallback instead of S. */
+  bytesFromFallback = 0;
+  /** Told when the fallback takes over or hands back (for events). */
+  onFallback: (active: boolean) => void = () => {};
+
   constructor(log: Logger) {
     this.#log = log;
+  }
+
+  /** Serve missing blocks from `source` once S has been unreachable for `afterMs`. */
+  setFallback(source: FallbackSource, afterMs: number): void {
+    this.#fallback = { source, afterMs };
+  }
+
+  get fallbackActive(): boolean {
+    return this.#fallbackActive;
   }
 
   get bulkBytesInFlight(): number {
@@ -53,7 +81,7 @@ export class Fetcher {
 
   request(offset: number, length: number, cls: BlockClass, sink: FetchSink): void {
     const id = this.#allocId();
-    const req: InFlight = { id, offset, length, cls, sink, doneUpTo: offset, errors: 0 };
+    const req: InFlight = { id, offset, length, cls, sink, doneUpTo: offset, errors: 0, viaFallback: false };
     this.#inflight.set(id, req);
     if (cls === CLASS_BULK) this.#bulkBytes += length;
     else this.#urgentRequests++;
@@ -63,7 +91,13 @@ export class Fetcher {
   /** Use a new link; everything unanswered is asked for again on it, urgent first. */
   attach(link: Link): void {
     this.#link = link;
-    const pending = [...this.#inflight.values()].sort((a, b) => a.cls - b.cls);
+    this.#stopFallbackTimer();
+    if (this.#fallbackActive) {
+      this.#fallbackActive = false;
+      this.#log.info('source is back; fetching from it again');
+      this.onFallback(false);
+    }
+    const pending = [...this.#inflight.values()].filter((r) => !r.viaFallback).sort((a, b) => a.cls - b.cls);
     if (pending.length > 0) this.#log.info({ requests: pending.length }, 're-issuing requests on the new link');
     for (const req of pending) {
       // Fresh ids: nothing from the old link can be confused with the new replies.
@@ -74,8 +108,57 @@ export class Fetcher {
     }
   }
 
+  /** The link is gone: requests wait for the next one, or for the fallback once S has been gone long enough. */
   detach(link: Link): void {
-    if (this.#link === link) this.#link = null;
+    if (this.#link !== link) return;
+    this.#link = null;
+    if (this.#fallback && !this.#fallbackTimer && !this.#fallbackActive) {
+      this.#fallbackTimer = setTimeout(() => {
+        this.#fallbackTimer = null;
+        if (this.connected) return;
+        this.#fallbackActive = true;
+        this.#log.warn({ afterMs: this.#fallback!.afterMs }, 'source gone too long; serving missing blocks from the fallback');
+        this.onFallback(true);
+        for (const req of [...this.#inflight.values()]) this.#send(req);
+      }, this.#fallback.afterMs);
+      this.#fallbackTimer.unref();
+    }
+  }
+
+  /** Connected to S, or serving from the fallback: either way requests make progress. */
+  get serving(): boolean {
+    return this.connected || this.#fallbackActive;
+  }
+
+  #stopFallbackTimer(): void {
+    if (this.#fallbackTimer) clearTimeout(this.#fallbackTimer);
+    this.#fallbackTimer = null;
+  }
+
+  /** Read a request's remaining bytes from the fallback, in block-sized parts, in order. */
+  async #readFromFallback(req: InFlight): Promise<void> {
+    req.viaFallback = true;
+    const source = this.#fallback!.source;
+    const end = req.offset + req.length;
+    try {
+      while (req.doneUpTo < end && this.#inflight.get(req.id) === req) {
+        const n = Math.min(FALLBACK_CHUNK, end - req.doneUpTo);
+        const at = req.doneUpTo;
+        const data = await source.read(at, n);
+        if (this.#inflight.get(req.id) !== req) return;
+        req.doneUpTo += n;
+        this.bytesFromFallback += n;
+        if (isAllZero(data)) req.sink.onZero(at, n);
+        else req.sink.onData(at, data);
+      }
+      if (this.#inflight.get(req.id) !== req) return;
+      this.#settle(req);
+      req.sink.onDone();
+    } catch (e) {
+      if (this.#inflight.get(req.id) !== req) return;
+      this.#settle(req);
+      req.sink.onError(new BackendError('PC_ERR_BACKEND', `fallback read failed at ${req.doneUpTo}: ${(e as Error).message}`, { cause: e }));
+    }
   }
 
   /** A reply part from S. Anything not matching an outstanding request is a protocol error. */
@@ -135,6 +218,10 @@ export class Fetcher {
   }
 
   #send(req: InFlight): void {
+    if (this.#fallbackActive && !req.viaFallback) {
+      void this.#readFromFallback(req);
+      return;
+    }
     const link = this.#link;
     if (!link || link.closed) return;
     link.send({ type: 'BLOCK_REQ', id: req.id, offset: req.doneUpTo, length: req.offset + req.length - req.doneUpTo, cls: req.cls });

@@ -46,7 +46,7 @@ export class Streamer {
       const store = this.#store;
       const maxBlocks = Math.max(1, Math.floor(this.#opts.batchBytes / store.blockSize));
       let wrapped = false;
-      while (this.#fetcher.connected && this.#fetcher.bulkBytesInFlight < this.#opts.windowBytes) {
+      while (this.#fetcher.serving && this.#fetcher.bulkBytesInFlight < this.#opts.windowBytes) {
         let b = this.#nextCandidate(this.#cursor);
         if (b < 0) {
           if (wrapped || this.#cursor === 0) break;

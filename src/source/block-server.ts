@@ -6,7 +6,7 @@ import type { Logger } from '../common/logger.js';
 import type { Link } from '../link/link.js';
 import { BULK_CHUNK_BYTES, CLASS_URGENT } from '../protocol/constants.js';
 import { encodeBlockData, encodeMessage, type MessageOf } from '../protocol/messages.js';
-import { isAllZero } from './extent-scan.js';
+import { isAllZero } from '../common/zero.js';
 import type { ReadAheadCache } from './read-cache.js';
 
 /** Most requests D may have outstanding at once; more is a flood and cuts D off. */

@@ -1,20 +1,11 @@
 // Finds the zero runs of an image by reading it: Node has no SEEK_HOLE, and a zero run that was written
 // travels no better than a hole, so both are found the same way.
 import type { Extent } from '../common/block-device.js';
+import { isAllZero } from '../common/zero.js';
 
 /** Granularity of the zero map: runs are whole multiples of this (the tail may be shorter). */
 export const ZERO_SCAN_GRAIN = 64 * 1024;
 const SCAN_CHUNK = 1024 * 1024;
-const ZEROES = Buffer.alloc(ZERO_SCAN_GRAIN);
-
-export function isAllZero(buf: Buffer): boolean {
-  for (let at = 0; at < buf.length; at += ZERO_SCAN_GRAIN) {
-    const part = buf.subarray(at, Math.min(buf.length, at + ZERO_SCAN_GRAIN));
-    if (!part.equals(part.length === ZERO_SCAN_GRAIN ? ZEROES : ZEROES.subarray(0, part.length))) return false;
-  }
-  return true;
-}
-
 /** Map [0, size) into alternating data and zero extents, merged, in order. Yields the event loop between chunks. */
 export async function scanZeroExtents(read: (offset: number, length: number) => Buffer, size: number): Promise<Extent[]> {
   const out: Extent[] = [];

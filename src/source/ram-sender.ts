@@ -7,7 +7,7 @@ import type { Link } from '../link/link.js';
 import { RAM_PAGE_SIZE, RAM_ZERO_PAGE_BIT } from '../protocol/constants.js';
 import { encodeMessage } from '../protocol/messages.js';
 import type { MigratableGuest } from '../guest/types.js';
-import { isAllZero } from './extent-scan.js';
+import { isAllZero } from '../common/zero.js';
 
 /** Pages per RAM_PAGES frame (1 MiB of data at most). */
 const PAGES_PER_FRAME = 256;
