@@ -17,6 +17,7 @@ import { restoreGuest } from './guest-factory.js';
 import { ProgressBar } from './progress.js';
 import { parseIntArg, parseSize } from './sizes.js';
 import { startExport, type RunningExport } from './nbd-export.js';
+import { destQemu } from '../hypervisor/cli-options.js';
 
 export const DEST_HELP = `Usage: postcopy dest --listen HOST:PORT --image PATH --ticket-file F [options]
 
@@ -36,6 +37,14 @@ Wait for a source to connect, take over its guest, and pull its disk into PATH.
                           long (default 60); every block is durable here by then
   --bulk-window SIZE      background-stream bytes in flight (default 4M): larger streams faster on a
                           long link, smaller keeps demand reads from waiting behind bulk data
+  --guest qemu            take over a QEMU guest: its disk is this export, its stream is fed to a
+                          destination QEMU that stays paused until Finish, then runs here
+  --qemu-cmd TEMPLATE     --guest qemu: start the destination QEMU at Prepare with this shell command;
+                          {export} is the NBD URI of the disk, {qmp} the QMP socket, {serial} the
+                          serial log path; '-incoming defer', '-S' and a QMP socket are added if missing
+  --qmp PATH              --guest qemu: the QMP socket of a QEMU the operator started with
+                          '-incoming defer' (attach instead of start), or where {qmp} is made
+  --serial-log PATH       --guest qemu: value of {serial} (default: STATE-DIR/qemu-serial.log)
   --tls-cert F --tls-key F --tls-ca F
                           mutual TLS on the migration socket: our certificate and key, and the CA
                           that must have signed the peer's (all three, on both sides)
@@ -58,6 +67,10 @@ export async function runDest(argv: string[]): Promise<number> {
     'nbd-socket': { type: 'string' },
     'nbd-name': { type: 'string' },
     'bulk-window': { type: 'string' },
+    guest: { type: 'string' },
+    'qemu-cmd': { type: 'string' },
+    qmp: { type: 'string' },
+    'serial-log': { type: 'string' },
     fallback: { type: 'string' },
     'confirm-timeout': { type: 'string' },
     'fallback-after': { type: 'string' },
@@ -87,7 +100,18 @@ export async function runDest(argv: string[]): Promise<number> {
   // Set from the store-ready callback, so held in an object the compiler does not narrow.
   const exported: { current: RunningExport | null } = { current: null };
 
+  const guestKind = optional(values, 'guest');
+  if (guestKind !== undefined && guestKind !== 'qemu') throw new UsageError('PC_ERR_USAGE', `--guest must be 'qemu' (a simulated guest comes from the source), got '${guestKind}'`);
+  if (guestKind !== 'qemu' && (values['qemu-cmd'] !== undefined || values.qmp !== undefined || values['serial-log'] !== undefined)) {
+    throw new UsageError('PC_ERR_USAGE', '--qemu-cmd, --qmp and --serial-log go with --guest qemu');
+  }
+  const migrator =
+    guestKind === 'qemu'
+      ? destQemu({ qemuCmd: optional(values, 'qemu-cmd'), qmp: optional(values, 'qmp'), serialLog: optional(values, 'serial-log'), stateDir, hasExport: Boolean(nbdListen || nbdSocket), log, events })
+      : undefined;
+
   const agent: DestAgent = new DestAgent({
+    ...(migrator ? { migrator } : {}),
     listen,
     imagePath,
     stateDir,

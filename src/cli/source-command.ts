@@ -12,6 +12,7 @@ import type { SimGuestSpec } from '../guest/types.js';
 import { parseCommandArgs, optional, readTicket, required } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
 import { simGuestDefinition } from './guest-factory.js';
+import { openSourceQemu } from '../hypervisor/cli-options.js';
 import { parseFloatArg, parseIntArg, parseSize } from './sizes.js';
 
 export const SOURCE_HELP = `Usage: postcopy source --connect HOST:PORT --image PATH|nbd://HOST:PORT/NAME --ticket-file F [options]
@@ -27,6 +28,10 @@ Hand the guest and its disk over to a waiting destination, then serve the blocks
   --connect-timeout SEC   give up reaching the destination before anything started (default 60)
   --guest sim             run the built-in simulated guest here (default: none; a real hypervisor's
                           guest reaches its disk through the destination's NBD export)
+  --guest qemu            migrate the running QEMU guest whose disk is --image: its own migration
+                          stream is carried over the migration socket; after Confirm it is quit
+  --qmp PATH              --guest qemu: the source QEMU's QMP Unix socket
+  --postcopy-ram          --guest qemu: QEMU's post-copy of RAM (switch after the first RAM pass)
   --ram SIZE              simulated guest RAM (default 256M)
   --dirty-rate N          simulated guest: RAM pages dirtied per second (default 1000)
   --disk-ops N            simulated guest: disk operations per second (default 200)
@@ -53,6 +58,8 @@ export async function runSource(argv: string[]): Promise<number> {
     'max-downtime': { type: 'string' },
     'connect-timeout': { type: 'string' },
     guest: { type: 'string' },
+    qmp: { type: 'string' },
+    'postcopy-ram': { type: 'boolean' },
     ram: { type: 'string' },
     'dirty-rate': { type: 'string' },
     'disk-ops': { type: 'string' },
@@ -79,13 +86,14 @@ export async function runSource(argv: string[]): Promise<number> {
   const maxDowntimeMs = parseIntArg(optional(values, 'max-downtime') ?? '50', '--max-downtime', 1, 600_000);
   const connectTimeoutMs = parseIntArg(optional(values, 'connect-timeout') ?? '60', '--connect-timeout', 0, 86_400) * 1000;
   const guestKind = optional(values, 'guest');
-  if (guestKind !== undefined && guestKind !== 'sim') throw new UsageError('PC_ERR_USAGE', `--guest must be 'sim', got '${guestKind}'`);
+  if (guestKind !== undefined && guestKind !== 'sim' && guestKind !== 'qemu') throw new UsageError('PC_ERR_USAGE', `--guest must be 'sim' or 'qemu', got '${guestKind}'`);
+  if (guestKind !== 'qemu' && (values.qmp !== undefined || values['postcopy-ram'] !== undefined)) throw new UsageError('PC_ERR_USAGE', '--qmp and --postcopy-ram go with --guest qemu');
   const tls = loadTlsFiles(optional(values, 'tls-cert'), optional(values, 'tls-key'), optional(values, 'tls-ca'));
   const log = createRootLogger({ level: optional(values, 'log-level'), name: 'postcopy-source' });
   const events = new JsonLinesEvents(optional(values, 'events'), 'source');
 
   const isNbd = /^nbd(\+unix)?:\/\//.test(imageArg);
-  if (isNbd && guestKind) throw new UsageError('PC_ERR_USAGE', '--guest sim needs a file image (its writes go to the image before cut-over)');
+  if (isNbd && guestKind === 'sim') throw new UsageError('PC_ERR_USAGE', '--guest sim needs a file image (its writes go to the image before cut-over)');
   const file = isNbd ? null : FileImage.open(imageArg, { writable: guestKind === 'sim' });
   const image = file ?? (await openNbd(imageArg, log));
 
@@ -104,8 +112,15 @@ export async function runSource(argv: string[]): Promise<number> {
     guest = new SimGuest(spec, { diskSize: image.size, log });
   }
 
+  // A QEMU guest writes its own image until the switch: S only reads it, after that only D's copy changes.
+  const migrator =
+    guestKind === 'qemu'
+      ? await openSourceQemu({ qmp: required(values, 'qmp'), postcopyRam: values['postcopy-ram'] === true, stateDir: optional(values, 'state-dir'), maxDowntimeMs: optional(values, 'max-downtime') ? maxDowntimeMs : undefined, log, events })
+      : undefined;
+
   const agent = new SourceAgent({
     connect,
+    ...(migrator ? { migrator } : {}),
     image,
     ...(file ? { guestDisk: file } : {}),
     guest,
@@ -129,6 +144,7 @@ export async function runSource(argv: string[]): Promise<number> {
       blocks: result.blocks,
       reconnects: result.reconnects,
       guest: guest ? { reads: guest.stats.reads, writes: guest.stats.writes, readMismatches: guest.stats.readMismatches } : null,
+      ...(migrator ? { hypervisor: migrator.stats } : {}),
     };
     events.emit('summary', summary);
     events.emit('exit', { code: EXIT.OK });
@@ -149,6 +165,7 @@ export async function runSource(argv: string[]): Promise<number> {
     }
     throw e;
   } finally {
+    migrator?.close();
     events.close();
   }
 }

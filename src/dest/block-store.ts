@@ -4,6 +4,7 @@
 // never overwrites guest data. Before Finish it is a pass-through: reads go to S and nothing is kept.
 import { closeSync, fdatasync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
+import { crc32 } from 'node:zlib';
 import type { BlockDevice, Extent } from '../common/block-device.js';
 import { deferred, type Deferred } from '../common/deferred.js';
 import { BackendError, ProtocolError, type PostcopyError } from '../common/errors.js';
@@ -18,6 +19,8 @@ const fdatasyncAsync = promisify(fdatasync);
 /** Batch bitmap commits: one image fdatasync + one bitmap write per interval, not per block. */
 const COMMIT_INTERVAL_MS = 25;
 const ZERO_CHUNK = 4 * 1024 * 1024;
+/** The final check reads the image in runs of this many bytes, yielding between them. */
+const DIGEST_READ_BYTES = 4 * 1024 * 1024;
 
 export type StoreMode = 'pass-through' | 'copy-on-read';
 
@@ -65,11 +68,15 @@ export class BlockStore implements BlockDevice {
   readonly #bulkInflight = new Set<number>();
   /** Blocks known to read as zeroes (from S's extent map, or zero-filled here), cleared on any write. */
   readonly #zeroKnown: Uint8Array;
+  /** Blocks whose content is S's, untouched by the guest since: the ones the final check compares with S. */
+  readonly #pristine: Uint8Array;
+  /** Blocks this run has written bytes into: in a fresh image every other block is still a hole. */
+  readonly #written: Uint8Array;
   #pendingDurable: number[] = [];
   #commitChain: Promise<void> = Promise.resolve();
   #commitTimer: NodeJS.Timeout | null = null;
   readonly #copyOnReadStarted = deferred<void>();
-  readonly #complete = deferred<void>();
+  #complete = deferred<void>();
 
   private constructor(fd: number, opts: { size: number; bitmap: PresentBitmap; fetcher: Fetcher; log: Logger; fresh: boolean }) {
     this.#fd = fd;
@@ -82,6 +89,8 @@ export class BlockStore implements BlockDevice {
     this.#fresh = opts.fresh;
     this.#mode = 'pass-through';
     this.#zeroKnown = new Uint8Array(Math.ceil(this.blockCount / 8));
+    this.#pristine = new Uint8Array(Math.ceil(this.blockCount / 8));
+    this.#written = new Uint8Array(Math.ceil(this.blockCount / 8));
   }
 
   /** Create a new sparse image of `size` bytes (truncating any old file). */
@@ -159,7 +168,9 @@ export class BlockStore implements BlockDevice {
     writeFully(this.#fd, data, offset);
     this.stats.guestBytesWritten += data.length;
     for (let b = first; b <= last; b++) {
+      setBit(this.#written, b);
       this.#clearZeroKnown(b);
+      clearBit(this.#pristine, b);
       if (!this.#bitmap.has(b)) this.#markPresent(b);
     }
     if (opts?.fua) await this.flush();
@@ -228,6 +239,44 @@ export class BlockStore implements BlockDevice {
         this.stats.zeroBytesSkipped += this.#blockLength(b);
       }
     }
+  }
+
+  /**
+   * The final check: read back every block whose content is S's and untouched since, and return its crc32.
+   * Reading the image (not remembering what arrived) is the point: it checks what is on D's disk.
+   */
+  async pristineDigests(): Promise<Array<[number, number]>> {
+    const out: Array<[number, number]> = [];
+    const runBlocks = Math.max(1, Math.floor(DIGEST_READ_BYTES / this.blockSize));
+    for (let first = 0; first < this.blockCount; first += runBlocks) {
+      const count = Math.min(runBlocks, this.blockCount - first);
+      const offset = first * this.blockSize;
+      const buf = this.#readLocal(offset, Math.min(this.size, offset + count * this.blockSize) - offset);
+      for (let b = first; b < first + count; b++) {
+        if (!getBit(this.#pristine, b)) continue;
+        const at = (b - first) * this.blockSize;
+        out.push([b, crc32(buf.subarray(at, at + this.#blockLength(b))) >>> 0]);
+      }
+      await new Promise<void>((r) => setImmediate(r));
+    }
+    return out;
+  }
+
+  /**
+   * S found these blocks differ from its image: unless the guest has written them since, they are missing
+   * again (in memory and on disk) and will be fetched anew.
+   */
+  async invalidate(blocks: readonly number[]): Promise<number> {
+    const again = blocks.filter((b) => b >= 0 && b < this.blockCount && getBit(this.#pristine, b) && this.#bitmap.has(b));
+    for (const b of again) {
+      clearBit(this.#pristine, b);
+      this.#clearZeroKnown(b);
+      // Whatever is on disk there is untrusted now, hole or not: a zero reply must write real zeroes.
+      setBit(this.#written, b);
+    }
+    await this.#bitmap.clear(again);
+    if (again.length > 0) this.#complete = deferred<void>();
+    return again.length;
   }
 
   async close(): Promise<void> {
@@ -326,7 +375,11 @@ export class BlockStore implements BlockDevice {
       const from = (runStart - first) * this.blockSize;
       const to = Math.min(data.length, (end - first) * this.blockSize);
       writeFully(this.#fd, data.subarray(from, to), runStart * this.blockSize);
-      for (let b = runStart; b < end; b++) this.#markPresent(b);
+      for (let b = runStart; b < end; b++) {
+        setBit(this.#written, b);
+        setBit(this.#pristine, b);
+        this.#markPresent(b);
+      }
       runStart = -1;
     };
     for (let b = first; b < first + count; b++) {
@@ -344,8 +397,10 @@ export class BlockStore implements BlockDevice {
 
   #storeZeroBlock(b: number): void {
     if (this.#mode === 'pass-through') return;
-    // A block never written in an image we created is a hole already; after a restart it may hold a torn fetch.
-    if (!this.#fresh) writeFully(this.#fd, Buffer.alloc(this.#blockLength(b)), b * this.blockSize);
+    // A block never written in an image we created is a hole already; after a restart it may hold a torn
+    // fetch, and a block taken back by the final check holds whatever was wrong with it.
+    if (!this.#fresh || getBit(this.#written, b)) writeFully(this.#fd, Buffer.alloc(this.#blockLength(b)), b * this.blockSize);
+    setBit(this.#pristine, b);
     this.#markPresent(b);
     this.#setZeroKnown(b);
   }
@@ -445,6 +500,16 @@ export class BlockStore implements BlockDevice {
   #clearZeroKnown(b: number): void {
     this.#zeroKnown[b >> 3]! &= ~(1 << (b & 7));
   }
+}
+
+function getBit(bits: Uint8Array, b: number): boolean {
+  return (bits[b >> 3]! & (1 << (b & 7))) !== 0;
+}
+function setBit(bits: Uint8Array, b: number): void {
+  bits[b >> 3]! |= 1 << (b & 7);
+}
+function clearBit(bits: Uint8Array, b: number): void {
+  bits[b >> 3]! &= ~(1 << (b & 7));
 }
 
 function writeFully(fd: number, data: Buffer, position: number): void {

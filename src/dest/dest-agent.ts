@@ -13,7 +13,7 @@ import { ensureDir, fsyncDir, readStateFile, statePath, writeStateFile } from '.
 import type { Endpoint, TlsFiles } from '../link/connect.js';
 import { handshakeAsDest, type SessionKeys } from '../link/handshake.js';
 import { Link, type LinkOptions } from '../link/link.js';
-import { BULK_CHUNK_BYTES } from '../protocol/constants.js';
+import { BULK_CHUNK_BYTES, MAX_DIGESTS_PER_FRAME } from '../protocol/constants.js';
 import type { Ticket } from '../protocol/handshake.js';
 import type { GuestDefinition, Message, MessageOf } from '../protocol/messages.js';
 import type { MigratableGuest } from '../guest/types.js';
@@ -32,7 +32,8 @@ const TRANSITIONS: Record<DestPhase, DestPhase[]> = {
   prepared: ['receiving-ram', 'postcopy', 'aborted'],
   'receiving-ram': ['postcopy', 'aborted'],
   postcopy: ['complete'],
-  complete: ['confirmed'],
+  // Back to post-copy only when S's final check found blocks that differ: they are fetched again.
+  complete: ['confirmed', 'postcopy'],
   confirmed: [],
   aborted: [],
 };
@@ -303,6 +304,9 @@ export class DestAgent {
         return;
       case 'CONFIRM':
         return this.#confirm();
+      case 'DIGEST_MISMATCH':
+        void this.#onDigestMismatch(msg.blocks).catch((e) => this.#log.error({ err: e }, 'could not re-fetch mismatched blocks'));
+        return;
       case 'ABORT':
         if (this.#phase === 'postcopy' || this.#phase === 'complete') {
           throw new ProtocolError('PC_ERR_UNEXPECTED', 'ABORT after cut-over: the guest runs here now');
@@ -471,10 +475,37 @@ export class DestAgent {
   #onComplete(): void {
     if (this.#phase !== 'postcopy') return;
     this.#streamer?.stop();
+    void this.#finalCheck();
+  }
+
+  /** Read back every block that holds S's bytes and give S their digests, then say COMPLETE. */
+  async #finalCheck(): Promise<void> {
+    const store = this.#store!;
+    const started = performance.now();
+    this.#digests = await store.pristineDigests();
+    if (this.#phase !== 'postcopy') return;
     this.#to('complete');
-    this.#log.info({ ...this.#store!.stats }, 'every block present and durable');
+    this.#log.info({ ...store.stats, checkedBlocks: this.#digests.length, checkMs: Math.round(performance.now() - started) }, 'every block present and durable');
     this.#sendComplete();
     if (!this.linkUp) this.#awaitConfirmOrGiveUp();
+  }
+  #digests: Array<[number, number]> | null = null;
+
+  /** S's image differs in these blocks: fetch them again (those the guest has not overwritten since). */
+  async #onDigestMismatch(blocks: number[]): Promise<void> {
+    if (this.#phase !== 'complete') throw new ProtocolError('PC_ERR_UNEXPECTED', `DIGEST_MISMATCH in phase ${this.#phase}`);
+    this.#log.error({ blocks: blocks.slice(0, 16), count: blocks.length }, 'final check: blocks differ from the source; fetching them again');
+    this.#o.events.emit('digest-mismatch', { blocks: blocks.length });
+    const store = this.#store!;
+    this.#digests = null;
+    const again = await store.invalidate(blocks);
+    this.#to('postcopy');
+    void store.whenComplete.then(() => this.#onComplete());
+    if (again === 0) {
+      this.#onComplete();
+      return;
+    }
+    this.#streamer!.start();
   }
 
   #awaitConfirmOrGiveUp(): void {
@@ -488,7 +519,13 @@ export class DestAgent {
   }
 
   #sendComplete(): void {
-    if (this.#link && !this.#link.closed) this.#link.send({ type: 'COMPLETE', blocks: this.#store!.blockCount, presentDigest: '' });
+    const link = this.#link;
+    if (!link || link.closed || !this.#digests) return;
+    const digests = this.#digests;
+    for (let i = 0; i < digests.length; i += MAX_DIGESTS_PER_FRAME) {
+      link.send({ type: 'BLOCK_DIGESTS', entries: digests.slice(i, i + MAX_DIGESTS_PER_FRAME) });
+    }
+    link.send({ type: 'COMPLETE', blocks: this.#store!.blockCount, pristineBlocks: digests.length });
   }
 
   #confirm(): void {
@@ -544,7 +581,13 @@ export class DestAgent {
       void this.#o.onStoreReady?.(this.#store);
       if (saved.phase === 'postcopy') this.#streamer!.start();
       if (saved.phase === 'confirmed') this.#done.resolve(this.#result());
-      if (saved.phase === 'complete') this.#awaitConfirmOrGiveUp();
+      if (saved.phase === 'complete') {
+        void this.#store.pristineDigests().then((d) => {
+          this.#digests = d;
+          this.#sendComplete();
+        });
+        this.#awaitConfirmOrGiveUp();
+      }
       this.#log.warn(
         { phase: saved.phase, present: bitmap.presentCount, total: blockCount },
         'restarted: reloaded image and bitmap; waiting for the source to reconnect',

@@ -173,11 +173,14 @@ export class Fetcher {
     if (msg.offset !== req.doneUpTo || msg.offset + length > req.offset + req.length) {
       throw new ProtocolError('PC_ERR_OUT_OF_RANGE', `${msg.type} id ${msg.id} at ${msg.offset}+${length} for ${req.doneUpTo}..${req.offset + req.length}`);
     }
-    req.doneUpTo += length;
-    const done = req.doneUpTo === req.offset + req.length;
+    const doneUpTo = req.doneUpTo + length;
+    const done = doneUpTo === req.offset + req.length;
     if (msg.done !== done) throw new ProtocolError('PC_ERR_MALFORMED', `${msg.type} id ${msg.id}: done flag disagrees with length`);
+    // The sink may refuse the part (not whole blocks): the request is advanced only once it took it, so a
+    // re-issue after the cut-off asks again for exactly what is missing.
     if (msg.type === 'BLOCK_DATA') req.sink.onData(msg.offset, msg.data);
     else req.sink.onZero(msg.offset, msg.length);
+    req.doneUpTo = doneUpTo;
     if (done) {
       this.#settle(req);
       req.sink.onDone();

@@ -120,6 +120,26 @@ export class PresentBitmap {
     await fdatasyncAsync(this.#fd);
   }
 
+  /**
+   * Take blocks back to missing (the final check found them wrong). Bits go to disk first: a crash after
+   * this never leaves a bit for data we no longer trust.
+   */
+  async clear(blocks: readonly number[]): Promise<void> {
+    if (blocks.length === 0) return;
+    for (const b of blocks) {
+      if (this.isDurable(b)) {
+        this.#durable[b >> 3]! &= ~(1 << (b & 7));
+        this.#durableCount--;
+      }
+      if (this.has(b)) {
+        this.#present[b >> 3]! &= ~(1 << (b & 7));
+        this.#presentCount--;
+      }
+    }
+    this.#writeBits();
+    await fdatasyncAsync(this.#fd);
+  }
+
   /** First block at or after `from` that is not present, or -1. Skips whole bytes of present blocks. */
   nextMissing(from: number): number {
     for (let b = from; b < this.blockCount; ) {

@@ -29,7 +29,7 @@ export const MSG = {
   DEVICE_STATE: 8, // S→D: guest paused; final device state + RAM digest
   FINISH_RESULT: 9, // D→S: running on D, or failed and not running
   ABORT: 10, // either: roll back before cut-over (reason)
-  COMPLETE: 11, // D→S: every block present and durable on D
+  COMPLETE: 11, // D→S: every block present and durable on D; the BLOCK_DIGESTS before it are the final check
   CONFIRM: 12, // S→D: S releases the image and exits
   ERROR: 13, // either: protocol or fatal error, the sender closes after it
   PING: 14, // either: keepalive probe
@@ -37,6 +37,7 @@ export const MSG = {
   EXTENTS_END: 16, // S→D: the zero-extent map is complete
   CREDIT: 17, // D→S: grant of RAM or guest-stream bytes S may send
   GUEST_STREAM_END: 18, // either: no more hypervisor stream bytes in this direction
+  DIGEST_MISMATCH: 19, // S→D: these blocks differ from S's image: fetch them again
   EXTENTS: 64, // S→D: zero runs, n × (u64 offset · u64 length)
   RAM_PAGES: 65, // S→D: n × u32 page index (bit 31: zero page, no data) then the non-zero pages' bytes
   BLOCK_REQ: 66, // D→S: id · u64 offset · u32 length · u8 class
@@ -44,6 +45,7 @@ export const MSG = {
   BLOCK_ZERO: 68, // S→D: id · u64 offset · u32 length: that part reads as zeroes
   BLOCK_ERR: 69, // S→D: id · u32 errno · utf-8 message; the request failed on S
   GUEST_STREAM: 70, // either: bytes of a hypervisor's own migration stream (QEMU), carried as they are
+  BLOCK_DIGESTS: 71, // D→S: n × (u32 block · u32 crc32) of blocks read back from D's image that S's bytes filled
 } as const;
 
 export type MsgName = keyof typeof MSG;
@@ -73,6 +75,10 @@ export const BLOCK_REQ_PAYLOAD = 13;
 export const BULK_CHUNK_BYTES = 256 * 1024;
 /** Largest length one BLOCK_REQ may ask for. */
 export const MAX_BLOCK_REQ_BYTES = 16 * 1024 * 1024;
+/** Largest number of (block, crc) entries one BLOCK_DIGESTS frame carries. */
+export const MAX_DIGESTS_PER_FRAME = 262144;
+/** Largest number of blocks one DIGEST_MISMATCH names. */
+export const MAX_MISMATCH_BLOCKS = 4096;
 /** Largest number of extents one EXTENTS frame carries. */
 export const MAX_EXTENTS_PER_FRAME = 65536;
 

@@ -7,7 +7,9 @@ import {
   FLAG_DONE,
   FLAG_URGENT,
   MAX_BLOCK_REQ_BYTES,
+  MAX_DIGESTS_PER_FRAME,
   MAX_EXTENTS_PER_FRAME,
+  MAX_MISMATCH_BLOCKS,
   MSG,
   RAM_PAGE_SIZE,
   RAM_ZERO_PAGE_BIT,
@@ -37,7 +39,9 @@ export type ControlMessage =
   | { type: 'DEVICE_STATE'; state: Record<string, unknown>; ramDigest: string }
   | { type: 'FINISH_RESULT'; running: boolean; error?: string }
   | { type: 'ABORT'; reason: string }
-  | { type: 'COMPLETE'; blocks: number; presentDigest: string }
+  /** pristineBlocks: how many BLOCK_DIGESTS entries preceded it (S checks it has them all). */
+  | { type: 'COMPLETE'; blocks: number; pristineBlocks: number }
+  | { type: 'DIGEST_MISMATCH'; blocks: number[] }
   | { type: 'CONFIRM' }
   | { type: 'ERROR'; code: string; message: string }
   | { type: 'PING'; seq: number }
@@ -59,7 +63,9 @@ export type DataMessage =
   | { type: 'BLOCK_DATA'; id: number; offset: number; data: Buffer; done: boolean; urgent: boolean }
   | { type: 'BLOCK_ZERO'; id: number; offset: number; length: number; done: boolean; urgent: boolean }
   | { type: 'BLOCK_ERR'; id: number; errno: number; message: string }
-  | { type: 'GUEST_STREAM'; data: Buffer };
+  | { type: 'GUEST_STREAM'; data: Buffer }
+  /** Blocks (index, crc32 of the bytes read back from D's image) for the final check against S's image. */
+  | { type: 'BLOCK_DIGESTS'; entries: Array<[number, number]> };
 
 export type Message = ControlMessage | DataMessage;
 export type MessageOf<T extends Message['type']> = Extract<Message, { type: T }>;
@@ -100,6 +106,14 @@ export function encodeMessage(msg: Message): Buffer[] {
     }
     case 'GUEST_STREAM':
       return encodeFrame(type, 0, msg.data);
+    case 'BLOCK_DIGESTS': {
+      const p = Buffer.allocUnsafe(msg.entries.length * 8);
+      msg.entries.forEach(([block, crc], i) => {
+        p.writeUInt32BE(block, i * 8);
+        p.writeUInt32BE(crc >>> 0, i * 8 + 4);
+      });
+      return encodeFrame(type, 0, p);
+    }
     case 'BLOCK_ERR': {
       const m = Buffer.from(msg.message.slice(0, 512), 'utf8');
       const p = Buffer.allocUnsafe(4 + m.length);
@@ -201,6 +215,12 @@ export function decodeMessage(frame: Frame): Message {
         urgent: (flags & FLAG_URGENT) !== 0,
       };
     }
+    case 'BLOCK_DIGESTS': {
+      if (p.length % 8 !== 0 || p.length / 8 > MAX_DIGESTS_PER_FRAME) malformed(name, 'length');
+      const entries: Array<[number, number]> = [];
+      for (let o = 0; o < p.length; o += 8) entries.push([p.readUInt32BE(o), p.readUInt32BE(o + 4)]);
+      return { type: 'BLOCK_DIGESTS', entries };
+    }
     case 'GUEST_STREAM':
       if (p.length === 0) malformed(name, 'empty');
       return { type: 'GUEST_STREAM', data: p };
@@ -266,7 +286,12 @@ function decodeControl(name: MsgName, p: Buffer): ControlMessage {
     case 'ABORT':
       return { type: 'ABORT', reason: b.string('reason') };
     case 'COMPLETE':
-      return { type: 'COMPLETE', blocks: b.u64('blocks'), presentDigest: b.hex('presentDigest') };
+      return { type: 'COMPLETE', blocks: b.u64('blocks'), pristineBlocks: b.u64('pristineBlocks') };
+    case 'DIGEST_MISMATCH': {
+      const blocks = b.raw('blocks');
+      if (!Array.isArray(blocks) || blocks.length > MAX_MISMATCH_BLOCKS || !blocks.every(isU32)) malformed(name, 'blocks');
+      return { type: 'DIGEST_MISMATCH', blocks: blocks as number[] };
+    }
     case 'CONFIRM':
       return { type: 'CONFIRM' };
     case 'ERROR':

@@ -111,7 +111,8 @@ export class RamSender {
     await this.#guest.pause();
     const pausedAt = Date.now();
     const last = this.#guest.takeDirtyPages();
-    const lastBytes = await this.#sendPages(last);
+    // The final pass goes urgent: DEVICE_STATE (urgent) follows it, and must not overtake any of its pages.
+    const lastBytes = await this.#sendPages(last, true);
     return { rounds, pagesSent: pagesSent + last.length, bytesSent: bytesSent + lastBytes, finalPages: last.length, bandwidth, converged, pausedAt };
   }
 
@@ -120,7 +121,7 @@ export class RamSender {
   }
 
   /** Send pages (zero pages as a flag only), honouring D's credit and the link's bulk space. Returns bytes of page data. */
-  async #sendPages(pages: Uint32Array): Promise<number> {
+  async #sendPages(pages: Uint32Array, urgent = false): Promise<number> {
     const ram = this.#guest.ram;
     let bytes = 0;
     for (let i = 0; i < pages.length; i += PAGES_PER_FRAME) {
@@ -141,9 +142,9 @@ export class RamSender {
       }
       const payload = Buffer.concat(data);
       await this.#credit.take(payload.length, this.#link);
-      await this.#link.waitBulkSpace();
+      if (!urgent) await this.#link.waitBulkSpace();
       if (this.#link.closed) throw this.#link.closeError ?? new Error('link closed');
-      this.#link.sendFrame(encodeMessage({ type: 'RAM_PAGES', indices, data: payload }), false);
+      this.#link.sendFrame(encodeMessage({ type: 'RAM_PAGES', indices, data: payload }), urgent);
       bytes += payload.length;
     }
     return bytes;

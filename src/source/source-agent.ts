@@ -12,7 +12,8 @@ import { readStateFile, statePath, writeStateFile, ensureDir } from '../common/s
 import { connectWithRetry, type Backoff, type Endpoint, type TlsFiles } from '../link/connect.js';
 import { handshakeAsSource, type SessionKeys } from '../link/handshake.js';
 import { Link, type LinkOptions } from '../link/link.js';
-import { MAX_EXTENTS_PER_FRAME } from '../protocol/constants.js';
+import { MAX_EXTENTS_PER_FRAME, MAX_MISMATCH_BLOCKS } from '../protocol/constants.js';
+import { crc32 } from 'node:zlib';
 import type { Ticket } from '../protocol/handshake.js';
 import type { GuestDefinition, Message, ZeroRun } from '../protocol/messages.js';
 import type { MigratableGuest } from '../guest/types.js';
@@ -95,6 +96,8 @@ export class SourceAgent {
   #complete: Deferred<void> = deferred();
   #zeroRuns: ZeroRun[] | null = null;
   #stream: LinkStreamChannel | null = null;
+  /** D's read-back digests collected before its COMPLETE. */
+  #digests: Array<[number, number]> = [];
   #reconnects = 0;
 
   constructor(opts: SourceAgentOptions) {
@@ -248,6 +251,8 @@ export class SourceAgent {
 
   #attach(link: Link): void {
     this.#link = link;
+    // D sends its digests again with each COMPLETE: a half-received set from an old link is void.
+    this.#digests = [];
     this.#blockServer = new BlockServer(link, this.#o.image, this.#cache, this.#log, this.#blockStats);
     link.on('close', (err) => {
       this.#credit.wake();
@@ -278,11 +283,35 @@ export class SourceAgent {
         this.#credit.wake();
         this.#finish.resolve({ running: false, error: msg.reason });
         return;
-      case 'COMPLETE':
-        if (this.#phase !== 'postcopy') throw new ProtocolError('PC_ERR_UNEXPECTED', `COMPLETE in phase ${this.#phase}`);
-        this.#link!.send({ type: 'CONFIRM' });
-        this.#complete.resolve();
+      case 'BLOCK_DIGESTS':
+        if (this.#phase !== 'postcopy') throw new ProtocolError('PC_ERR_UNEXPECTED', `BLOCK_DIGESTS in phase ${this.#phase}`);
+        if (this.#digests.length + msg.entries.length > Math.ceil(this.#o.image.size / this.#o.blockSize)) {
+          throw new ProtocolError('PC_ERR_MALFORMED', 'more block digests than blocks');
+        }
+        for (const e of msg.entries) this.#digests.push(e);
         return;
+      case 'COMPLETE': {
+        if (this.#phase !== 'postcopy') throw new ProtocolError('PC_ERR_UNEXPECTED', `COMPLETE in phase ${this.#phase}`);
+        if (msg.pristineBlocks !== this.#digests.length) {
+          throw new ProtocolError('PC_ERR_MALFORMED', `COMPLETE names ${msg.pristineBlocks} digests, ${this.#digests.length} arrived`);
+        }
+        const digests = this.#digests;
+        this.#digests = [];
+        const link = this.#link!;
+        void this.#finalCheck(digests).then(
+          (bad) => {
+            if (link.closed) return;
+            if (bad.length > 0) {
+              link.send({ type: 'DIGEST_MISMATCH', blocks: bad.slice(0, MAX_MISMATCH_BLOCKS) });
+              return;
+            }
+            link.send({ type: 'CONFIRM' });
+            this.#complete.resolve();
+          },
+          (e: unknown) => link.close(isPostcopyError(e) ? e : new ProtocolError('PC_ERR_BACKEND', String(e))),
+        );
+        return;
+      }
       case 'GUEST_STREAM':
         if (!this.#stream) throw new ProtocolError('PC_ERR_UNEXPECTED', 'guest stream without a hypervisor migration');
         void this.#stream.deliver(msg.data).catch((e) => this.#log.warn({ err: e }, 'guest stream return path failed'));
@@ -296,6 +325,24 @@ export class SourceAgent {
       default:
         throw new ProtocolError('PC_ERR_UNEXPECTED', `${msg.type} is not for the source`);
     }
+  }
+
+  /** Compare D's read-back digests with our image: the blocks that differ (none, before we retire). */
+  async #finalCheck(digests: Array<[number, number]>): Promise<number[]> {
+    const bs = this.#o.blockSize;
+    const size = this.#o.image.size;
+    const bad: number[] = [];
+    const started = performance.now();
+    for (const [block, crc] of digests) {
+      const offset = block * bs;
+      if (offset >= size) throw new ProtocolError('PC_ERR_OUT_OF_RANGE', `digest for block ${block}`);
+      const data = await this.#o.image.read(offset, Math.min(bs, size - offset));
+      if ((crc32(data) >>> 0) !== crc) bad.push(block);
+    }
+    this.#log.info({ blocks: digests.length, mismatched: bad.length, ms: Math.round(performance.now() - started) }, 'final check of the destination image');
+    this.#o.events.emit('final-check', { blocks: digests.length, mismatched: bad.length });
+    if (bad.length > 0) this.#log.error({ blocks: bad.slice(0, 16), count: bad.length }, 'destination holds blocks that differ from this image; they will be fetched again');
+    return bad;
   }
 
   /** Zero runs of the image as it is after cut-over (it no longer changes), so D never asks for them. */

@@ -33,7 +33,7 @@ export class FaultDuplex extends Duplex {
     inner.on('data', (chunk: Buffer) => this.#onInbound(chunk));
     // End of stream goes after any data still held back by a delay.
     inner.on('end', () => void this.#delivered.then(() => this.push(null)));
-    inner.on('close', () => this.destroy());
+    inner.on('close', () => void this.#delivered.then(() => this.destroy()));
     inner.on('error', (e) => this.destroy(e));
     inner.on('drain', () => this.emit('drain'));
   }

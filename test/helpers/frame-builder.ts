@@ -41,6 +41,7 @@ export const T = {
   EXTENTS_END: 16,
   CREDIT: 17,
   GUEST_STREAM_END: 18,
+  DIGEST_MISMATCH: 19,
   EXTENTS: 64,
   RAM_PAGES: 65,
   BLOCK_REQ: 66,
@@ -48,6 +49,7 @@ export const T = {
   BLOCK_ZERO: 68,
   BLOCK_ERR: 69,
   GUEST_STREAM: 70,
+  BLOCK_DIGESTS: 71,
 } as const;
 
 export const HEADER_BYTES = 20;

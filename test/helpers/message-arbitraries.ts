@@ -49,7 +49,8 @@ export const controlMessage: fc.Arbitrary<Message> = fc.oneof(
     error === undefined ? m : { ...m, error },
   ),
   fc.record({ type: fc.constant('ABORT' as const), reason: text }),
-  fc.record({ type: fc.constant('COMPLETE' as const), blocks: safeU64, presentDigest: hexString }),
+  fc.record({ type: fc.constant('COMPLETE' as const), blocks: safeU64, pristineBlocks: safeU64 }),
+  fc.record({ type: fc.constant('DIGEST_MISMATCH' as const), blocks: fc.array(fc.integer({ min: 0, max: 0xffffffff }), { maxLength: 20 }) }),
   fc.constant({ type: 'CONFIRM' as const }),
   fc.record({ type: fc.constant('ERROR' as const), code: text, message: text }),
   fc.record({ type: fc.constant('PING' as const), seq: u32 }),
@@ -92,6 +93,7 @@ export const dataMessage: fc.Arbitrary<Message> = fc.oneof(
     message: fc.string({ unit: 'grapheme', maxLength: 100 }).filter((s) => s.length <= 512),
   }),
   fc.record({ type: fc.constant('GUEST_STREAM' as const), data: fc.uint8Array({ minLength: 1, maxLength: 300 }).map((a) => Buffer.from(a)) }),
+  fc.record({ type: fc.constant('BLOCK_DIGESTS' as const), entries: fc.array(fc.tuple(fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 0, max: 0xffffffff })), { maxLength: 20 }) }),
 );
 
 export const anyMessage: fc.Arbitrary<Message> = fc.oneof(controlMessage, dataMessage);

@@ -37,13 +37,13 @@ describe('Link: messages', () => {
     for (const m of toB) a.send(m);
     const data = Buffer.from('payload bytes');
     b.sendFrame(encodeBlockData(9, 8192, data, true, false), false);
-    b.send({ type: 'COMPLETE', blocks: 3, presentDigest: 'ab' });
+    b.send({ type: 'COMPLETE', blocks: 3, pristineBlocks: 2 });
     await waitFor(() => atB.length === toB.length && atA.length === 2, 'messages');
     expect(atB.map(showMessage)).toEqual(toB.map(showMessage));
     expect(atA.map(showMessage)).toEqual(
       [
         { type: 'BLOCK_DATA', id: 9, offset: 8192, data, done: true, urgent: false },
-        { type: 'COMPLETE', blocks: 3, presentDigest: 'ab' },
+        { type: 'COMPLETE', blocks: 3, pristineBlocks: 2 },
       ].map((m) => showMessage(m as Message)),
     );
     expect(a.bytesSent).toBe(b.bytesReceived);

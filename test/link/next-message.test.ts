@@ -13,7 +13,7 @@ describe('nextMessage', () => {
     const { a, b } = linkPair();
     a.send({ type: 'PREPARED', cookie: 'c1' });
     a.send({ type: 'FINISH_RESULT', running: true });
-    a.send({ type: 'COMPLETE', blocks: 1, presentDigest: '' });
+    a.send({ type: 'COMPLETE', blocks: 1, pristineBlocks: 0 });
     expect(await nextMessage(b, ['PREPARED'], 1000)).toEqual({ type: 'PREPARED', cookie: 'c1' });
     await sleep(10);
     expect(await nextMessage(b, ['FINISH_RESULT', 'ABORT'], 1000)).toEqual({ type: 'FINISH_RESULT', running: true });

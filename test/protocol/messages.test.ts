@@ -177,6 +177,10 @@ const MALFORMED: Array<[string, Buffer]> = [
   ['BLOCK_ERR 3 bytes', frame(T.BLOCK_ERR, Buffer.alloc(3))],
   // GUEST_STREAM: the hypervisor's bytes, at least one
   ['GUEST_STREAM empty', frame(T.GUEST_STREAM, Buffer.alloc(0), 0)],
+  // BLOCK_DIGESTS: whole (u32 block, u32 crc) entries
+  ['BLOCK_DIGESTS length not a multiple of 8', frame(T.BLOCK_DIGESTS, Buffer.alloc(12), 0)],
+  ['DIGEST_MISMATCH blocks not u32', json(T.DIGEST_MISMATCH, { blocks: [-1] })],
+  ['DIGEST_MISMATCH blocks too many', json(T.DIGEST_MISMATCH, { blocks: Array.from({ length: 4097 }, (_, i) => i) })],
   // RAM_PAGES: u32 count · count × u32 index · data of the non-zero pages
   ['RAM_PAGES empty', frame(T.RAM_PAGES, Buffer.alloc(0))],
   ['RAM_PAGES 3 bytes', frame(T.RAM_PAGES, Buffer.alloc(3))],
@@ -255,8 +259,8 @@ const MALFORMED: Array<[string, Buffer]> = [
   ['FINISH_RESULT error a number', json(T.FINISH_RESULT, { running: false, error: 5 })],
   ['ABORT reason missing', json(T.ABORT, {})],
   ['ABORT reason over the string cap', json(T.ABORT, { reason: 'r'.repeat(4097) })],
-  ['COMPLETE blocks 1e300', json(T.COMPLETE, { blocks: 1e300, presentDigest: '' })],
-  ['COMPLETE presentDigest missing', json(T.COMPLETE, { blocks: 1 })],
+  ['COMPLETE blocks 1e300', json(T.COMPLETE, { blocks: 1e300, pristineBlocks: 0 })],
+  ['COMPLETE pristineBlocks missing', json(T.COMPLETE, { blocks: 1 })],
   ['ERROR code a number', json(T.ERROR, { code: 1, message: '' })],
   ['ERROR message missing', json(T.ERROR, { code: 'PC_ERR_PEER' })],
   ['PING seq missing', json(T.PING, {})],

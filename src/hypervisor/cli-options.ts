@@ -1,0 +1,59 @@
+// `--guest qemu` for the two commands: builds the source and destination QEMU migrators from parsed options.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { UsageError } from '../common/errors.js';
+import type { EventSink } from '../common/events.js';
+import type { Logger } from '../common/logger.js';
+import { QemuDestMigrator } from './qemu-dest.js';
+import { QemuSourceMigrator } from './qemu-source.js';
+
+/** Unix socket paths must fit sun_path (108 bytes with the NUL): a long state dir gets a short temp dir instead. */
+const MAX_SOCKET_PATH = 100;
+
+function socketDir(preferred: string | undefined, longestName: number): string {
+  if (preferred && preferred.length + 1 + longestName <= MAX_SOCKET_PATH) return preferred;
+  return mkdtempSync(join(tmpdir(), 'postcopy-qemu-'));
+}
+
+export async function openSourceQemu(o: {
+  qmp: string;
+  postcopyRam: boolean;
+  stateDir: string | undefined;
+  maxDowntimeMs: number | undefined;
+  log: Logger;
+  events: EventSink;
+}): Promise<QemuSourceMigrator> {
+  return QemuSourceMigrator.open({
+    qmpPath: o.qmp,
+    postcopyRam: o.postcopyRam,
+    socketDir: socketDir(o.stateDir, 32),
+    liveRamPostcopy: process.env.POSTCOPY_QEMU_LIVE_RAM === '1',
+    ...(o.maxDowntimeMs !== undefined ? { downtimeLimitMs: o.maxDowntimeMs } : {}),
+    log: o.log,
+    events: o.events,
+  });
+}
+
+export function destQemu(o: {
+  qemuCmd: string | undefined;
+  qmp: string | undefined;
+  serialLog: string | undefined;
+  stateDir: string;
+  hasExport: boolean;
+  log: Logger;
+  events: EventSink;
+}): QemuDestMigrator {
+  if (!o.qemuCmd && !o.qmp) throw new UsageError('PC_ERR_USAGE', '--guest qemu needs --qemu-cmd TEMPLATE (start QEMU here) or --qmp PATH (attach to one started with -incoming defer)');
+  if (o.qemuCmd && !o.hasExport) throw new UsageError('PC_ERR_USAGE', '--qemu-cmd needs an NBD export for the guest disk: --nbd-socket PATH or --nbd-listen HOST:PORT');
+  const runDir = socketDir(o.stateDir, 32);
+  return new QemuDestMigrator({
+    ...(o.qemuCmd ? { command: o.qemuCmd } : {}),
+    qmpPath: o.qmp ?? join(runDir, 'qemu-qmp.sock'),
+    serialPath: o.serialLog ?? join(o.stateDir, 'qemu-serial.log'),
+    runDir,
+    liveRamPostcopy: process.env.POSTCOPY_QEMU_LIVE_RAM === '1',
+    log: o.log,
+    events: o.events,
+  });
+}

@@ -1,0 +1,177 @@
+// D's side of a QEMU guest: starts the destination QEMU (or attaches to one waiting with -incoming defer),
+// feeds it the stream with migrate-incoming, and keeps its guest paused until Finish says `cont`.
+import { connect, type Socket } from 'node:net';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { EventSink } from '../common/events.js';
+import type { Logger } from '../common/logger.js';
+import type { DestGuestMigrator, GuestStreamChannel } from '../guest/migrator.js';
+import type { GuestDefinition } from '../protocol/messages.js';
+import { HypervisorError } from './errors.js';
+import { QmpClient } from './qmp-client.js';
+import { MIGRATION_FAILED, migrationCapabilities, queryMigrate } from './qemu-migration.js';
+import { expandTemplate, spawnQemu, type QemuProcess } from './qemu-process.js';
+import { relay, type Relay } from './stream-relay.js';
+import { withTimeout } from './qemu-source.js';
+
+export interface QemuDestOptions {
+  /** Command template to start QEMU with ({export}, {qmp}, {serial}); without it, attach to `qmpPath`. */
+  command?: string;
+  /** QMP socket: the operator's QEMU's (attach), or where the started QEMU makes it. */
+  qmpPath: string;
+  /** The guest's serial console log, for {serial}. */
+  serialPath: string;
+  /** Experimental: ready at `postcopy-active` (needs the agents to carry the stream after Finish). */
+  liveRamPostcopy?: boolean;
+  /** Where the incoming migration socket and QEMU's own log go. */
+  runDir: string;
+  log: Logger;
+  events: EventSink;
+}
+
+export class QemuDestMigrator implements DestGuestMigrator {
+  readonly #o: QemuDestOptions;
+  readonly #log: Logger;
+  #proc: QemuProcess | null = null;
+  #qmp: QmpClient | null = null;
+  #incoming = '';
+  #postcopyRam = false;
+  #relay: Relay | null = null;
+  #started = false;
+
+  constructor(opts: QemuDestOptions) {
+    this.#o = opts;
+    this.#log = opts.log.child({ hypervisor: 'qemu', side: 'dest' });
+  }
+
+  /** The started QEMU's pid (null when attached to the operator's). */
+  get pid(): number | null {
+    return this.#proc?.pid ?? null;
+  }
+
+  async prepare(definition: GuestDefinition, exportUris: string[]): Promise<void> {
+    const kind = (definition.persistent as { kind?: unknown }).kind;
+    if (kind !== 'qemu') throw new HypervisorError('PC_ERR_HYPERVISOR', `guest kind '${String(kind)}' is not a QEMU guest`);
+    this.#postcopyRam = (definition.persistent as { postcopyRam?: unknown }).postcopyRam === true;
+    if (this.#o.command) {
+      // A unix socket is the cheaper path for a QEMU on this host.
+      const uri = exportUris.find((u) => u.startsWith('nbd+unix:')) ?? exportUris[0];
+      if (!uri) throw new HypervisorError('PC_ERR_USAGE', '--guest qemu with --qemu-cmd needs an NBD export (--nbd-socket or --nbd-listen)');
+      rmSync(this.#o.qmpPath, { force: true });
+      const cmd = expandTemplate(this.#o.command, { export: uri, qmp: this.#o.qmpPath, serial: this.#o.serialPath });
+      const logPath = join(this.#o.runDir, 'qemu-dest.log');
+      this.#proc = spawnQemu(cmd, logPath);
+      this.#log.info({ pid: this.#proc.pid, cmd, log: logPath }, 'destination QEMU started');
+      this.#o.events.emit('hypervisor', { side: 'dest', state: 'started', pid: this.#proc.pid, qmp: this.#o.qmpPath, serial: this.#o.serialPath });
+      const proc = this.#proc;
+      void proc.exited.then(({ code, signal }) => {
+        this.#log.info({ code, signal }, 'destination QEMU exited');
+        this.#o.events.emit('hypervisor', { side: 'dest', state: 'exited', code, signal });
+      });
+    }
+    const qmp = await this.#connect();
+    const status = await qmp.execute<{ status: string }>('query-status');
+    if (status.status !== 'inmigrate') {
+      throw new HypervisorError('PC_ERR_HYPERVISOR', `the destination QEMU is ${status.status}, not waiting for a migration (start it with -incoming defer)`);
+    }
+    // While incoming, `stop` clears QEMU's autostart: the loaded guest stays paused until our `cont`, so D can
+    // still answer "not running" after the stream is in (the Finish rule), even without -S on the command line.
+    await qmp.execute('stop');
+    await qmp.execute('migrate-set-capabilities', { capabilities: migrationCapabilities(this.#postcopyRam) });
+    this.#incoming = join(this.#o.runDir, `qemu-incoming-${process.pid}.sock`);
+    rmSync(this.#incoming, { force: true });
+    await qmp.execute('migrate-incoming', { uri: `unix:${this.#incoming}` });
+    this.#log.info({ socket: this.#incoming, postcopyRam: this.#postcopyRam }, 'destination QEMU waiting for the stream');
+  }
+
+  async #connect(): Promise<QmpClient> {
+    const proc = this.#proc;
+    try {
+      this.#qmp = await QmpClient.connect(this.#o.qmpPath, { timeoutMs: 15_000, alive: () => proc?.alive ?? true });
+    } catch (e) {
+      if (proc && !proc.alive) throw new HypervisorError('PC_ERR_HYPERVISOR', `the destination QEMU exited at start: ${proc.lastError() || 'no message'}`);
+      throw e;
+    }
+    this.#qmp.on('close', (err) => {
+      if (!this.#started) this.#log.warn({ err: err?.message }, 'QMP connection to the destination QEMU closed');
+    });
+    return this.#qmp;
+  }
+
+  async receive(channel: GuestStreamChannel): Promise<void> {
+    const qmp = this.#qmp!;
+    const socket = await openIncoming(this.#incoming);
+    this.#relay = relay(socket, channel);
+    let relayError: Error | null = null;
+    this.#relay.done.catch((e: Error) => (relayError = e));
+    for (;;) {
+      if (this.#proc && !this.#proc.alive) throw new HypervisorError('PC_ERR_HYPERVISOR', `the destination QEMU exited: ${this.#proc.lastError() || 'no message'}`);
+      const info = await queryMigrate(qmp);
+      if (MIGRATION_FAILED.has(info.status ?? '')) {
+        throw new HypervisorError('PC_ERR_HYPERVISOR', `destination QEMU could not load the guest: ${this.#proc?.lastError() || info.status}`);
+      }
+      const run = await qmp.execute<{ status: string }>('query-status');
+      // Loaded and paused: precopy ends `completed`; post-copy RAM leaves `inmigrate` once the device state is in.
+      if ((info.status === 'completed' || (this.#o.liveRamPostcopy && info.status === 'postcopy-active')) && run.status !== 'inmigrate') {
+        this.#log.info({ migration: info.status, status: run.status }, 'destination QEMU has the guest, paused');
+        return;
+      }
+      if (relayError && info.status !== 'completed') throw new HypervisorError('PC_ERR_HYPERVISOR', `migration stream broken: ${(relayError as Error).message}`);
+      await new Promise((res) => setTimeout(res, 20));
+    }
+  }
+
+  async start(): Promise<void> {
+    const qmp = this.#qmp!;
+    const resumed = qmp.waitEvent('RESUME');
+    await qmp.execute('cont');
+    await withTimeout(resumed, 10_000, 'the destination QEMU did not resume');
+    this.#started = true;
+    this.#log.info('destination QEMU running the guest');
+    this.#o.events.emit('hypervisor', { side: 'dest', state: 'running' });
+  }
+
+  async abort(): Promise<void> {
+    this.#relay?.destroy(new Error('migration aborted'));
+    if (this.#proc) {
+      await this.#proc.kill();
+      this.#log.warn({ pid: this.#proc.pid }, 'destination QEMU killed');
+    } else if (this.#qmp && !this.#qmp.closed) {
+      // The operator's QEMU holds a half-loaded guest: it must not run; quitting it is the only safe end.
+      await this.#qmp.execute('quit').catch(() => {});
+      this.#log.warn('destination QEMU told to quit');
+    }
+    this.#qmp?.close();
+    rmSync(this.#incoming || join(this.#o.runDir, 'none'), { force: true });
+    if (this.#o.command) {
+      rmSync(this.#o.serialPath, { force: true });
+      rmSync(this.#o.qmpPath, { force: true });
+    }
+    this.#o.events.emit('hypervisor', { side: 'dest', state: 'killed' });
+  }
+
+  /** Detach at exit: the guest keeps running; QEMU keeps its own QMP socket. */
+  close(): void {
+    this.#qmp?.close();
+  }
+}
+
+/** migrate-incoming has made QEMU listen: connect (it may take a moment to appear). */
+async function openIncoming(path: string): Promise<Socket> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      return await new Promise<Socket>((resolve, reject) => {
+        const s = connect({ path });
+        s.once('connect', () => {
+          s.off('error', reject);
+          resolve(s);
+        });
+        s.once('error', reject);
+      });
+    } catch (e) {
+      if (Date.now() > deadline) throw new HypervisorError('PC_ERR_HYPERVISOR', `cannot reach the destination QEMU's incoming socket: ${(e as Error).message}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
