@@ -122,8 +122,8 @@ export async function runDemo(argv: string[]): Promise<number> {
   out(`  bytes moved on demand (urgent)                   ${formatBytes(Number(blocks.bytesFetchedDemand ?? 0))}`);
   out(`  bytes moved in bulk                              ${formatBytes(Number(blocks.bytesFetchedBulk ?? 0))}`);
   out(`  zero bytes skipped (never sent)                  ${formatBytes(Number(blocks.zeroBytesSkipped ?? 0))}`);
-  out(`  demand fetch latency p50 / p99 / max             ${lat.p50 ?? '?'} / ${lat.p99 ?? '?'} / ${lat.max ?? '?'} ms (${lat.count ?? 0} misses)`);
-  out(`  guest on D: reads / writes / read mismatches     ${guest.reads ?? '?'} / ${guest.writes ?? '?'} / ${guest.readMismatches ?? '?'} (read p50/p99 ${guestLat.p50 ?? '?'} / ${guestLat.p99 ?? '?'} ms)`);
+  out(`  demand fetch latency p50 / p99 / max             ${ms(lat.p50)} / ${ms(lat.p99)} / ${ms(lat.max)} ms (${lat.count ?? 0} misses)`);
+  out(`  guest on D: reads / writes / read mismatches     ${guest.reads ?? '?'} / ${guest.writes ?? '?'} / ${guest.readMismatches ?? '?'} (read p50/p99 ${ms(guestLat.p50)} / ${ms(guestLat.p99)} ms)`);
   out(`  wall time (both agents, start to exit)           ${(wallMs / 1000).toFixed(2)} s`);
   out(
     `  verification                                     ${verify.ok ? 'PASSED' : 'FAILED'}: ${verify.blocksChecked} blocks, ` +
@@ -134,6 +134,10 @@ export async function runDemo(argv: string[]): Promise<number> {
   if (!values.keep && !dirArg && ok) rmSync(dir, { recursive: true, force: true });
   else out(`  work directory kept: ${dir}`);
   return ok ? EXIT.OK : EXIT.VERIFY_FAILED;
+}
+
+function ms(v: number | undefined): string {
+  return v === undefined ? '?' : v.toFixed(2);
 }
 
 function spawnAgent(main: string, args: string[], logPath: string): ChildProcess {

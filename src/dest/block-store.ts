@@ -229,8 +229,11 @@ export class BlockStore implements BlockDevice {
 
   /** S's zero runs: blocks wholly inside them become present without travelling. */
   applyZeroRuns(runs: readonly ZeroRun[]): void {
+    // Refused whole: a frame with one bad run applies none of its runs.
     for (const run of runs) {
       if (run.offset + run.length > this.size) throw new ProtocolError('PC_ERR_OUT_OF_RANGE', `zero run ${run.offset}+${run.length}`);
+    }
+    for (const run of runs) {
       const runEnd = run.offset + run.length;
       for (let b = Math.ceil(run.offset / this.blockSize); b < this.blockCount; b++) {
         if (b * this.blockSize + this.#blockLength(b) > runEnd) break;

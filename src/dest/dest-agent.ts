@@ -466,7 +466,7 @@ export class DestAgent {
     const store = this.#store!;
     this.#streamer = new Streamer(store, this.#fetcher, {
       windowBytes: this.#o.streamer?.windowBytes ?? 16 * 1024 * 1024,
-      batchBytes: this.#o.streamer?.batchBytes ?? 1024 * 1024,
+      batchBytes: this.#o.streamer?.batchBytes ?? 256 * 1024,
     });
     store.onDemandMiss = (b) => this.#streamer?.hint(b);
     void store.whenComplete.then(() => this.#onComplete());

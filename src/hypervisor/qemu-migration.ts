@@ -1,4 +1,13 @@
 // QEMU's migration vocabulary shared by both sides: the capabilities we turn on and the query-migrate shape.
+//
+// The post-copy RAM rule (QEMU 7.2, TCG, measured): with `postcopy-ram` the source switches at once
+// (`migrate-start-postcopy` right after `migrate`), the destination QEMU stays paused (`stop` while incoming)
+// while the rest of RAM arrives, and both sides report ready only at `completed`; Finish then runs `cont`.
+// So D still answers before any resume, and the stream is over before Finish: the agents stop carrying it
+// there, and a link lost after Finish cannot strand a guest waiting for RAM pages. The guest's pause then
+// covers the RAM sent after the switch. Measured alternatives: switching after a first precopy pass left the
+// destination guest corrupted (kernel GPF) or hung in 3 of 3 runs, with or without a paused destination;
+// running the guest on D at `postcopy-active` needs the agents to carry the stream after Finish (see README).
 import type { QmpClient } from './qmp-client.js';
 
 /** `query-migrate`'s reply, the fields we read (QEMU 7.2, qapi/migration.json). */
@@ -7,7 +16,16 @@ export interface MigrateInfo {
   'total-time'?: number;
   downtime?: number;
   'error-desc'?: string;
-  ram?: { transferred: number; 'dirty-sync-count'?: number; 'postcopy-requests'?: number; remaining?: number };
+  ram?: {
+    transferred: number;
+    remaining?: number;
+    'dirty-sync-count'?: number;
+    'postcopy-requests'?: number;
+    /** Bytes sent before the stop, during the stop, after the switch to post-copy (QEMU 7.1+). */
+    'precopy-bytes'?: number;
+    'downtime-bytes'?: number;
+    'postcopy-bytes'?: number;
+  };
 }
 
 /** Statuses after which QEMU's migration is over without handing the guest over. */

@@ -29,7 +29,16 @@ export interface QemuSourceOptions {
 /** What QEMU and the relay measured, for the summary. */
 export interface QemuSourceStats {
   /** QEMU's own figures from the final query-migrate. */
-  qemu: { status: string; totalTimeMs?: number; downtimeMs?: number; ramTransferredBytes?: number; postcopyRequests?: number } | null;
+  qemu: {
+    status: string;
+    totalTimeMs?: number;
+    downtimeMs?: number;
+    ramTransferredBytes?: number;
+    /** Post-copy RAM: whether QEMU switched, the bytes sent after the switch, the destination's page requests. */
+    postcopyStarted: boolean;
+    postcopyBytes?: number;
+    postcopyRequests?: number;
+  } | null;
   relay: { bytesToDest: number; bytesFromDest: number } | null;
 }
 
@@ -42,6 +51,7 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
   #relay: Relay | null = null;
   /** The guest ran when the migration began: only then may a rollback restart it. */
   #wasRunning = false;
+  #postcopyStarted = false;
   readonly stats: QemuSourceStats = { qemu: null, relay: null };
 
   private constructor(qmp: QmpClient, definition: GuestDefinition, opts: QemuSourceOptions) {
@@ -54,7 +64,8 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
 
   /** Attach to the running source QEMU; refuses one that is already migrating or not running a guest. */
   static async open(opts: QemuSourceOptions): Promise<QemuSourceMigrator> {
-    const qmp = await QmpClient.connect(opts.qmpPath);
+    // The source QEMU is already running: no long wait for its socket to appear.
+    const qmp = await QmpClient.connect(opts.qmpPath, { timeoutMs: 1000 });
     try {
       const status = await qmp.execute<{ status: string; running: boolean }>('query-status');
       const version = await qmp.execute<{ qemu: { major: number; minor: number; micro: number } }>('query-version');
@@ -101,6 +112,8 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
       await qmp.execute('migrate-set-capabilities', { capabilities: migrationCapabilities(this.#o.postcopyRam) });
       if (this.#o.downtimeLimitMs !== undefined) await qmp.execute('migrate-set-parameters', { 'downtime-limit': this.#o.downtimeLimitMs });
       await qmp.execute('migrate', { uri: `unix:${path}` });
+      // Switch at once (see qemu-migration.ts: a switch after a precopy pass broke the guest under TCG in 7.2).
+      if (this.#o.postcopyRam) await qmp.execute('migrate-start-postcopy');
       this.#log.info({ socket: path, postcopyRam: this.#o.postcopyRam }, 'source QEMU migrating through this agent');
       const socket = await withTimeout(accepted, 10_000, 'the source QEMU did not connect to the migration socket');
       server.close();
@@ -121,29 +134,26 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
   }
 
   /**
-   * Until QEMU has handed the guest over: `completed` (precopy: the destination has loaded everything, the
-   * return path said so), or with post-copy RAM `postcopy-active` after the switch (guest stopped here, device
-   * state sent; the rest of RAM follows over the same stream).
+   * Until QEMU has handed the guest over: `completed`, i.e. the destination has loaded everything (the return
+   * path said so) and holds the guest paused.
    */
   async #awaitSwitch(r: Relay): Promise<MigrateInfo> {
-    let postcopyAsked = false;
     let relayError: Error | null = null;
     r.done.catch((e: Error) => (relayError = e));
     for (;;) {
       if (relayError) throw new HypervisorError('PC_ERR_HYPERVISOR', `migration stream broken: ${(relayError as Error).message}`);
       const info = await queryMigrate(this.#qmp);
       if (info.status === 'completed') return info;
+      if (info.status === 'postcopy-active' && !this.#postcopyStarted) {
+        this.#postcopyStarted = true;
+        this.#log.info({ transferred: info.ram?.transferred }, 'source QEMU switched to post-copy RAM');
+      }
       if (MIGRATION_FAILED.has(info.status ?? '')) {
         throw new HypervisorError('PC_ERR_HYPERVISOR', `source QEMU migration ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
       }
       // Post-copy RAM ends here too, not at `postcopy-active`: the destination QEMU stays paused while the rest
       // of RAM arrives, so the stream is over before Finish (see qemu-migration.ts for why).
       if (this.#o.postcopyRam && this.#o.liveRamPostcopy && info.status === 'postcopy-active') return info;
-      // Post-copy RAM switches once the first pass over RAM is done, so most RAM still goes before the pause.
-      if (this.#o.postcopyRam && !postcopyAsked && info.status === 'active' && (info.ram?.['dirty-sync-count'] ?? 0) >= 2) {
-        postcopyAsked = true;
-        await this.#qmp.execute('migrate-start-postcopy').catch((e: Error) => this.#log.warn({ err: e.message }, 'migrate-start-postcopy refused'));
-      }
       await new Promise((res) => setTimeout(res, 20));
     }
   }
@@ -164,6 +174,8 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
   #recordStats(info: MigrateInfo): void {
     this.stats.qemu = {
       status: info.status ?? 'unknown',
+      postcopyStarted: this.#postcopyStarted,
+      ...(info.ram?.['postcopy-bytes'] !== undefined ? { postcopyBytes: info.ram['postcopy-bytes'] } : {}),
       ...(info['total-time'] !== undefined ? { totalTimeMs: info['total-time'] } : {}),
       ...(info.downtime !== undefined ? { downtimeMs: info.downtime } : {}),
       ...(info.ram ? { ramTransferredBytes: info.ram.transferred } : {}),

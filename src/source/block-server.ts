@@ -8,6 +8,7 @@ import { BULK_CHUNK_BYTES, CLASS_URGENT } from '../protocol/constants.js';
 import { encodeBlockData, encodeMessage, type MessageOf } from '../protocol/messages.js';
 import { isAllZero } from '../common/zero.js';
 import type { ReadAheadCache } from './read-cache.js';
+import type { SentDigests } from './sent-digests.js';
 
 /** Most requests D may have outstanding at once; more is a flood and cuts D off. */
 export const MAX_OUTSTANDING_REQUESTS = 4096;
@@ -29,7 +30,10 @@ export class BlockServer {
   readonly #outstanding = new Set<number>();
   readonly stats: BlockServerStats;
 
-  constructor(link: Link, image: SourceImage, cache: ReadAheadCache, log: Logger, stats: BlockServerStats) {
+  readonly #sent: SentDigests;
+
+  constructor(link: Link, image: SourceImage, cache: ReadAheadCache, log: Logger, stats: BlockServerStats, sent: SentDigests) {
+    this.#sent = sent;
     this.#link = link;
     this.#image = image;
     this.#cache = cache;
@@ -66,9 +70,11 @@ export class BlockServer {
         if (this.#link.closed) return;
         const done = pos + n >= end;
         if (isAllZero(data)) {
+          this.#sent.recordZero(pos, n);
           this.stats.zeroBytesSkipped += n;
           this.#link.sendFrame(encodeMessage({ type: 'BLOCK_ZERO', id: req.id, offset: pos, length: n, done, urgent }), urgent);
         } else {
+          this.#sent.recordData(pos, data);
           this.stats.bytesSent += n;
           this.#link.sendFrame(encodeBlockData(req.id, pos, data, done, urgent), urgent);
         }

@@ -3,7 +3,6 @@
 import { closeSync, fdatasyncSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { BackendError } from '../common/errors.js';
 import type { BlockDevice, Extent, SourceImage } from '../common/block-device.js';
-import { scanZeroExtents } from './extent-scan.js';
 
 export class FileImage implements SourceImage, BlockDevice {
   readonly size: number;
@@ -80,8 +79,12 @@ export class FileImage implements SourceImage, BlockDevice {
 
   async cache(): Promise<void> {}
 
+  /**
+   * Node has no SEEK_HOLE, and finding zero runs by reading would read the image twice (once more to serve it):
+   * the map is left unknown, and the block server finds zero blocks as it reads them (BLOCK_ZERO, no data sent).
+   */
   async extents(): Promise<Extent[]> {
-    return scanZeroExtents((off, len) => this.readNow(off, len), this.size);
+    return [{ offset: 0, length: this.size, zero: false }];
   }
 
   async close(): Promise<void> {

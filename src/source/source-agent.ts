@@ -22,6 +22,7 @@ import { LinkStreamChannel } from '../link/stream-channel.js';
 import { BlockServer, type BlockServerStats } from './block-server.js';
 import { RamCredit, RamSender, type PrecopyResult } from './ram-sender.js';
 import { ReadAheadCache } from './read-cache.js';
+import { SentDigests } from './sent-digests.js';
 
 export type SourcePhase = 'connecting' | 'begin' | 'perform' | 'awaiting-finish' | 'postcopy' | 'confirmed' | 'rolled-back';
 
@@ -96,6 +97,8 @@ export class SourceAgent {
   #complete: Deferred<void> = deferred();
   #zeroRuns: ZeroRun[] | null = null;
   #stream: LinkStreamChannel | null = null;
+  /** crc32 of every block as it was sent (the final check's reference; unknown blocks are read again). */
+  readonly #sent: SentDigests;
   /** D's read-back digests collected before its COMPLETE. */
   #digests: Array<[number, number]> = [];
   #reconnects = 0;
@@ -103,6 +106,7 @@ export class SourceAgent {
   constructor(opts: SourceAgentOptions) {
     this.#o = opts;
     this.#log = opts.log.child({ role: 'source' });
+    this.#sent = new SentDigests(opts.image.size, opts.blockSize);
     this.#cache = new ReadAheadCache({ maxBytes: opts.readAheadBytes ?? 32 * 1024 * 1024, grain: opts.blockSize });
   }
 
@@ -253,7 +257,7 @@ export class SourceAgent {
     this.#link = link;
     // D sends its digests again with each COMPLETE: a half-received set from an old link is void.
     this.#digests = [];
-    this.#blockServer = new BlockServer(link, this.#o.image, this.#cache, this.#log, this.#blockStats);
+    this.#blockServer = new BlockServer(link, this.#o.image, this.#cache, this.#log, this.#blockStats, this.#sent);
     link.on('close', (err) => {
       this.#credit.wake();
       if (this.#phase !== 'confirmed') this.#log.warn({ err }, 'migration link lost');
@@ -333,13 +337,19 @@ export class SourceAgent {
     const size = this.#o.image.size;
     const bad: number[] = [];
     const started = performance.now();
+    let reread = 0;
     for (const [block, crc] of digests) {
       const offset = block * bs;
       if (offset >= size) throw new ProtocolError('PC_ERR_OUT_OF_RANGE', `digest for block ${block}`);
-      const data = await this.#o.image.read(offset, Math.min(bs, size - offset));
-      if ((crc32(data) >>> 0) !== crc) bad.push(block);
+      let ours = this.#sent.get(block);
+      if (ours === undefined) {
+        // Not sent by this process (D's zero map, or we restarted): read it.
+        ours = crc32(await this.#o.image.read(offset, Math.min(bs, size - offset))) >>> 0;
+        reread++;
+      }
+      if (ours !== crc) bad.push(block);
     }
-    this.#log.info({ blocks: digests.length, mismatched: bad.length, ms: Math.round(performance.now() - started) }, 'final check of the destination image');
+    this.#log.info({ blocks: digests.length, reread, mismatched: bad.length, ms: Math.round(performance.now() - started) }, 'final check of the destination image');
     this.#o.events.emit('final-check', { blocks: digests.length, mismatched: bad.length });
     if (bad.length > 0) this.#log.error({ blocks: bad.slice(0, 16), count: bad.length }, 'destination holds blocks that differ from this image; they will be fetched again');
     return bad;
