@@ -1,0 +1,45 @@
+// Runs `postcopy dest|source` exactly as dist/…/cli/main.js does, plus bench-only instrumentation set by
+// environment variables (no change to the agents' code):
+//   PCB_STATS=FILE     at exit, write this process's rusage (CPU, peak RSS) as JSON
+//   PCB_READ_LOG=1     with PCB_STATS: record each export read on D (offset, block missing?, ms inside the store)
+//   PCB_NO_BULK=1      D's background stream never starts ("no bulk running": demand fetches alone on the link)
+import { writeFileSync } from 'node:fs';
+import { BlockStore } from '../src/dest/block-store.js';
+import { Streamer } from '../src/dest/streamer.js';
+
+const statsFile = process.env.PCB_STATS;
+const reads: Array<[number, number, number]> = [];
+
+if (process.env.PCB_NO_BULK === '1') {
+  Streamer.prototype.start = function start(): void {};
+}
+
+if (process.env.PCB_READ_LOG === '1') {
+  const original = BlockStore.prototype.read;
+  BlockStore.prototype.read = async function read(this: BlockStore, offset: number, length: number): Promise<Buffer> {
+    const missing = this.mode === 'copy-on-read' && !this.isPresent(Math.floor(offset / this.blockSize));
+    const t0 = performance.now();
+    const data = await original.call(this, offset, length);
+    reads.push([offset, missing ? 1 : 0, performance.now() - t0]);
+    return data;
+  };
+}
+
+if (statsFile) {
+  process.on('exit', (code) => {
+    const ru = process.resourceUsage();
+    writeFileSync(
+      statsFile,
+      JSON.stringify({
+        code,
+        pid: process.pid,
+        cpuUserSec: ru.userCPUTime / 1e6,
+        cpuSysSec: ru.systemCPUTime / 1e6,
+        maxRssKiB: ru.maxRSS,
+        reads,
+      }),
+    );
+  });
+}
+
+await import('../src/cli/main.js');

@@ -1,0 +1,40 @@
+// The shape of one bench run's JSON (bench/results/latest.json), shared by the runner and the report writer.
+import type { MicroRow } from '../micro.js';
+import type { BulkResult } from '../macro/bulk.js';
+import type { DowntimeCell } from '../macro/downtime.js';
+import type { LatencyResult } from '../macro/latency.js';
+import type { RssPoint, SparseResult } from '../macro/sparse.js';
+import type { TargetCheck } from './targets.js';
+
+export interface MachineFacts {
+  date: string;
+  command: string;
+  cpus: number;
+  cpuModel: string;
+  memGiB: number;
+  kernel: string;
+  node: string;
+  os: string;
+  tools: Record<string, string>;
+  workDir: string;
+  workDirFs: string;
+  gitCommit: string;
+  gitDirtyFiles: number;
+  loadAvgStart: number[];
+  loadAvgEnd: number[];
+  durationSec: number;
+  options: Record<string, unknown>;
+}
+
+export interface BenchResults {
+  version: 1;
+  machine: MachineFacts;
+  micro?: MicroRow[];
+  bulk?: BulkResult;
+  sparse?: SparseResult;
+  latency?: LatencyResult;
+  downtime?: DowntimeCell[];
+  rss?: RssPoint[];
+  targets: TargetCheck[];
+  errors: string[];
+}
