@@ -2,7 +2,8 @@
 // interface that the simulated guest and the NBD export both use. Writes follow the dm-clone rules: a full-block
 // write makes a block present at once, a partial write to a missing block first brings it in, and a late fetch
 // never overwrites guest data. Before Finish it is a pass-through: reads go to S and nothing is kept.
-import { closeSync, fdatasync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fdatasync, ftruncateSync, openSync } from 'node:fs';
+import { readFully, writeFully } from '../common/file-io.js';
 import { promisify } from 'node:util';
 import { crc32 } from 'node:zlib';
 import type { BlockDevice, Extent } from '../common/block-device.js';
@@ -458,17 +459,7 @@ export class BlockStore implements BlockDevice {
   }
 
   #readLocal(offset: number, length: number): Buffer {
-    const buf = Buffer.allocUnsafe(length);
-    let done = 0;
-    while (done < length) {
-      const n = readSync(this.#fd, buf, done, length - done, offset + done);
-      if (n === 0) {
-        buf.fill(0, done);
-        break;
-      }
-      done += n;
-    }
-    return buf;
+    return readFully(this.#fd, offset, length);
   }
 
   /** S's reply parts must cover whole blocks (the image's short last block counts as whole). */
@@ -495,13 +486,13 @@ export class BlockStore implements BlockDevice {
   }
 
   #isZeroKnown(b: number): boolean {
-    return (this.#zeroKnown[b >> 3]! & (1 << (b & 7))) !== 0;
+    return getBit(this.#zeroKnown, b);
   }
   #setZeroKnown(b: number): void {
-    this.#zeroKnown[b >> 3]! |= 1 << (b & 7);
+    setBit(this.#zeroKnown, b);
   }
   #clearZeroKnown(b: number): void {
-    this.#zeroKnown[b >> 3]! &= ~(1 << (b & 7));
+    clearBit(this.#zeroKnown, b);
   }
 }
 
@@ -513,9 +504,4 @@ function setBit(bits: Uint8Array, b: number): void {
 }
 function clearBit(bits: Uint8Array, b: number): void {
   bits[b >> 3]! &= ~(1 << (b & 7));
-}
-
-function writeFully(fd: number, data: Buffer, position: number): void {
-  let done = 0;
-  while (done < data.length) done += writeSync(fd, data, done, data.length - done, position + done);
 }

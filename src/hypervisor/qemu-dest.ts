@@ -99,6 +99,24 @@ export class QemuDestMigrator implements DestGuestMigrator {
   }
 
   async receive(channel: GuestStreamChannel): Promise<void> {
+    try {
+      await this.#receive(channel);
+    } catch (e) {
+      throw await this.#explain(e);
+    }
+  }
+
+  /** A QMP failure because QEMU died is better told as QEMU's death, with its last words. */
+  async #explain(e: unknown): Promise<unknown> {
+    const proc = this.#proc;
+    if (!proc) return e;
+    const exit = await Promise.race([proc.exited, new Promise<null>((r) => setTimeout(() => r(null), 1000))]);
+    if (!exit) return e;
+    const how = exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code}`;
+    return new HypervisorError('PC_ERR_HYPERVISOR', `the destination QEMU exited (${how})${proc.lastError() ? `: ${proc.lastError()}` : ''}`, { cause: e });
+  }
+
+  async #receive(channel: GuestStreamChannel): Promise<void> {
     const qmp = this.#qmp!;
     const socket = await openIncoming(this.#incoming);
     this.#relay = relay(socket, channel);
@@ -124,8 +142,13 @@ export class QemuDestMigrator implements DestGuestMigrator {
   async start(): Promise<void> {
     const qmp = this.#qmp!;
     const resumed = qmp.waitEvent('RESUME');
-    await qmp.execute('cont');
-    await withTimeout(resumed, 10_000, 'the destination QEMU did not resume');
+    resumed.catch(() => {});
+    try {
+      await qmp.execute('cont');
+      await withTimeout(resumed, 10_000, 'the destination QEMU did not resume');
+    } catch (e) {
+      throw await this.#explain(e);
+    }
     this.#started = true;
     this.#log.info('destination QEMU running the guest');
     this.#o.events.emit('hypervisor', { side: 'dest', state: 'running' });

@@ -3,6 +3,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { isPostcopyError } from '../common/errors.js';
 import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import type { GuestStreamChannel, SourceGuestMigrator } from '../guest/migrator.js';
@@ -125,7 +126,7 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
       return { pausedAt };
     } catch (e) {
       this.#relay?.destroy(e instanceof Error ? e : undefined);
-      throw e instanceof HypervisorError ? e : new HypervisorError('PC_ERR_HYPERVISOR', `source QEMU migration: ${(e as Error).message}`, { cause: e });
+      throw isPostcopyError(e) ? e : new HypervisorError('PC_ERR_HYPERVISOR', `source QEMU migration: ${(e as Error).message}`, { cause: e });
     } finally {
       qmp.off('event', onStop);
       server.close();
@@ -141,7 +142,8 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
     let relayError: Error | null = null;
     r.done.catch((e: Error) => (relayError = e));
     for (;;) {
-      if (relayError) throw new HypervisorError('PC_ERR_HYPERVISOR', `migration stream broken: ${(relayError as Error).message}`);
+      // The link's own error (the destination aborted, the link closed) says best what happened.
+      if (relayError) throw isPostcopyError(relayError) ? relayError : new HypervisorError('PC_ERR_HYPERVISOR', `migration stream broken: ${(relayError as Error).message}`);
       const info = await queryMigrate(this.#qmp);
       if (info.status === 'completed') return info;
       if (info.status === 'postcopy-active' && !this.#postcopyStarted) {
@@ -149,6 +151,8 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
         this.#log.info({ transferred: info.ram?.transferred }, 'source QEMU switched to post-copy RAM');
       }
       if (MIGRATION_FAILED.has(info.status ?? '')) {
+        // QEMU failed because we cut its socket when the link failed: the link's reason is the real one.
+        if (relayError && isPostcopyError(relayError)) throw relayError;
         throw new HypervisorError('PC_ERR_HYPERVISOR', `source QEMU migration ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
       }
       // Post-copy RAM ends here too, not at `postcopy-active`: the destination QEMU stays paused while the rest

@@ -48,20 +48,24 @@ export function relay(socket: Socket, channel: GuestStreamChannel): Relay {
     if (!failed) done.resolve();
   });
 
+  // One wait for 'drain' shared by every chunk written meanwhile (frames arrive without waiting for each other).
+  let draining: Promise<void> | null = null;
   channel.onData((data) => {
     if (failed || socket.destroyed) return;
     stats.bytesIn += data.length;
-    if (socket.write(data)) return;
+    if (socket.write(data) && !draining) return;
     // Hold the peer's credit until QEMU has taken these bytes.
-    return new Promise<void>((resolve) => {
+    draining ??= new Promise<void>((resolve) => {
       const settle = () => {
         socket.off('drain', settle);
         socket.off('close', settle);
+        draining = null;
         resolve();
       };
       socket.once('drain', settle);
       socket.once('close', settle);
     });
+    return draining;
   });
   // The peer ended its direction: pass EOF on to QEMU (it reads EOF as "stream over").
   channel.ended.then(

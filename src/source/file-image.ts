@@ -1,6 +1,7 @@
 // A raw image file on S: the read-only SourceImage the block server serves from, and, before cut-over,
 // the writable BlockDevice the source's guest runs its disk on.
-import { closeSync, fdatasyncSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, fstatSync, openSync } from 'node:fs';
+import { readFully, writeFully } from '../common/file-io.js';
 import { BackendError } from '../common/errors.js';
 import type { BlockDevice, Extent, SourceImage } from '../common/block-device.js';
 
@@ -41,23 +42,12 @@ export class FileImage implements SourceImage, BlockDevice {
 
   /** Synchronous positional read: the fastest pattern on this kind of machine (page-cache hits mostly). */
   readNow(offset: number, length: number): Buffer {
-    const buf = Buffer.allocUnsafe(length);
-    let done = 0;
-    while (done < length) {
-      const n = readSync(this.#fd, buf, done, length - done, offset + done);
-      if (n === 0) {
-        buf.fill(0, done);
-        break;
-      }
-      done += n;
-    }
-    return buf;
+    return readFully(this.#fd, offset, length);
   }
 
   async write(offset: number, data: Buffer, opts?: { fua?: boolean }): Promise<void> {
     this.#checkWritable();
-    let done = 0;
-    while (done < data.length) done += writeSync(this.#fd, data, done, data.length - done, offset + done);
+    writeFully(this.#fd, data, offset);
     if (opts?.fua) fdatasyncSync(this.#fd);
   }
 
