@@ -73,6 +73,9 @@ export class BlockStore implements BlockDevice {
   readonly #pristine: Uint8Array;
   /** Blocks this run has written bytes into: in a fresh image every other block is still a hole. */
   readonly #written: Uint8Array;
+  /** Pristine blocks read back after their commit, with the crc32 of what was read. */
+  readonly #readBack: Uint8Array;
+  readonly #readBackCrc: Uint32Array;
   #pendingDurable: number[] = [];
   #commitChain: Promise<void> = Promise.resolve();
   #commitTimer: NodeJS.Timeout | null = null;
@@ -92,6 +95,8 @@ export class BlockStore implements BlockDevice {
     this.#zeroKnown = new Uint8Array(Math.ceil(this.blockCount / 8));
     this.#pristine = new Uint8Array(Math.ceil(this.blockCount / 8));
     this.#written = new Uint8Array(Math.ceil(this.blockCount / 8));
+    this.#readBack = new Uint8Array(Math.ceil(this.blockCount / 8));
+    this.#readBackCrc = new Uint32Array(this.blockCount);
   }
 
   /** Create a new sparse image of `size` bytes (truncating any old file). */
@@ -172,6 +177,7 @@ export class BlockStore implements BlockDevice {
       setBit(this.#written, b);
       this.#clearZeroKnown(b);
       clearBit(this.#pristine, b);
+      clearBit(this.#readBack, b);
       if (!this.#bitmap.has(b)) this.#markPresent(b);
     }
     if (opts?.fua) await this.flush();
@@ -254,16 +260,55 @@ export class BlockStore implements BlockDevice {
     const runBlocks = Math.max(1, Math.floor(DIGEST_READ_BYTES / this.blockSize));
     for (let first = 0; first < this.blockCount; first += runBlocks) {
       const count = Math.min(runBlocks, this.blockCount - first);
+      // Read the run only if some pristine block in it was not read back after its commit already.
+      let needRead = false;
+      for (let b = first; b < first + count && !needRead; b++) needRead = getBit(this.#pristine, b) && !getBit(this.#readBack, b);
       const offset = first * this.blockSize;
-      const buf = this.#readLocal(offset, Math.min(this.size, offset + count * this.blockSize) - offset);
+      const buf = needRead ? this.#readLocal(offset, Math.min(this.size, offset + count * this.blockSize) - offset) : null;
       for (let b = first; b < first + count; b++) {
         if (!getBit(this.#pristine, b)) continue;
+        if (getBit(this.#readBack, b)) {
+          out.push([b, this.#readBackCrc[b]!]);
+          continue;
+        }
         const at = (b - first) * this.blockSize;
-        out.push([b, crc32(buf.subarray(at, at + this.#blockLength(b))) >>> 0]);
+        out.push([b, crc32(buf!.subarray(at, at + this.#blockLength(b))) >>> 0]);
       }
-      await new Promise<void>((r) => setImmediate(r));
+      if (needRead) await new Promise<void>((r) => setImmediate(r));
     }
     return out;
+  }
+
+  /**
+   * After a commit, read the newly durable blocks that hold S's bytes back from the image and keep their crc32,
+   * in the idle time of the migration rather than all at the end. Contiguous blocks are read together.
+   */
+  #readBackCommitted(batch: readonly number[]): void {
+    const blocks = batch.filter((b) => getBit(this.#pristine, b) && !getBit(this.#readBack, b)).sort((a, c) => a - c);
+    let i = 0;
+    const step = () => {
+      if (this.#fd < 0) return;
+      const deadline = performance.now() + 2;
+      while (i < blocks.length && performance.now() < deadline) {
+        let j = i + 1;
+        while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && j - i < 64) j++;
+        const first = blocks[i]!;
+        const offset = first * this.blockSize;
+        const end = Math.min(this.size, (blocks[j - 1]! + 1) * this.blockSize);
+        const buf = this.#readLocal(offset, end - offset);
+        for (let k = i; k < j; k++) {
+          const b = blocks[k]!;
+          // Still S's bytes (no guest write, no re-fetch since): the crc stands for what is on disk.
+          if (!getBit(this.#pristine, b)) continue;
+          const at = (b - first) * this.blockSize;
+          this.#readBackCrc[b] = crc32(buf.subarray(at, at + this.#blockLength(b))) >>> 0;
+          setBit(this.#readBack, b);
+        }
+        i = j;
+      }
+      if (i < blocks.length) setImmediate(step);
+    };
+    if (blocks.length > 0) setImmediate(step);
   }
 
   /**
@@ -274,6 +319,7 @@ export class BlockStore implements BlockDevice {
     const again = blocks.filter((b) => b >= 0 && b < this.blockCount && getBit(this.#pristine, b) && this.#bitmap.has(b));
     for (const b of again) {
       clearBit(this.#pristine, b);
+      clearBit(this.#readBack, b);
       this.#clearZeroKnown(b);
       // Whatever is on disk there is untrusted now, hole or not: a zero reply must write real zeroes.
       setBit(this.#written, b);
@@ -433,6 +479,7 @@ export class BlockStore implements BlockDevice {
       await fdatasyncAsync(this.#fd);
       await this.#bitmap.commit(batch);
       this.stats.commits++;
+      this.#readBackCommitted(batch);
       this.#checkComplete();
     };
     this.#commitChain = this.#commitChain.then(run, run);

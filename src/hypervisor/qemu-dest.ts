@@ -119,7 +119,7 @@ export class QemuDestMigrator implements DestGuestMigrator {
   async #receive(channel: GuestStreamChannel): Promise<void> {
     const qmp = this.#qmp!;
     const socket = await openIncoming(this.#incoming);
-    this.#relay = relay(socket, channel);
+    this.#relay = relay(socket, channel, { endOnClose: false });
     let relayError: Error | null = null;
     this.#relay.done.catch((e: Error) => (relayError = e));
     for (;;) {
@@ -132,6 +132,7 @@ export class QemuDestMigrator implements DestGuestMigrator {
       // Loaded and paused: precopy ends `completed`; post-copy RAM leaves `inmigrate` once the device state is in.
       if ((info.status === 'completed' || (this.#o.liveRamPostcopy && info.status === 'postcopy-active')) && run.status !== 'inmigrate') {
         this.#log.info({ migration: info.status, status: run.status }, 'destination QEMU has the guest, paused');
+        channel.end();
         return;
       }
       if (relayError && info.status !== 'completed') throw new HypervisorError('PC_ERR_HYPERVISOR', `migration stream broken: ${(relayError as Error).message}`);

@@ -18,7 +18,11 @@ export interface Relay {
   destroy(err?: Error): void;
 }
 
-export function relay(socket: Socket, channel: GuestStreamChannel): Relay {
+/**
+ * `endOnClose`: pass QEMU's closing of its socket on as the end of this direction. The destination turns it
+ * off: its QEMU closing early means it failed, and D's abort, not an orderly end, must tell S why.
+ */
+export function relay(socket: Socket, channel: GuestStreamChannel, opts: { endOnClose: boolean } = { endOnClose: true }): Relay {
   const stats: RelayStats = { bytesOut: 0, bytesIn: 0 };
   const done = deferred<void>();
   let failed: Error | null = null;
@@ -41,10 +45,10 @@ export function relay(socket: Socket, channel: GuestStreamChannel): Relay {
     );
   });
   // QEMU closed its side (or a half-close): no more bytes this way.
-  socket.on('end', () => channel.end());
+  if (opts.endOnClose) socket.on('end', () => channel.end());
   socket.on('error', (e) => fail(e));
   socket.on('close', () => {
-    channel.end();
+    if (opts.endOnClose) channel.end();
     if (!failed) done.resolve();
   });
 
