@@ -35,7 +35,7 @@ Wait for a source to connect, take over its guest, and pull its disk into PATH.
   --fallback-after SEC    how long S may be gone before the fallback serves (default 30)
   --confirm-timeout SEC   complete but the source did not confirm (link lost): finish anyway after this
                           long (default 60); every block is durable here by then
-  --bulk-window SIZE      background-stream bytes in flight (default 4M): larger streams faster on a
+  --bulk-window SIZE      background-stream bytes in flight (default 1M): larger streams faster on a
                           long link, smaller keeps demand reads from waiting behind bulk data
   --guest qemu            take over a QEMU guest: its disk is this export, its stream is fed to a
                           destination QEMU that stays paused until Finish, then runs here
@@ -121,7 +121,7 @@ export async function runDest(argv: string[]): Promise<number> {
     ...tlsOption(values),
     confirmGraceMs: parseIntArg(optional(values, 'confirm-timeout') ?? '60', '--confirm-timeout', 0, 86_400) * 1000,
     ...(await fallbackOption(values, log)),
-    streamer: { windowBytes: parseSize(optional(values, 'bulk-window') ?? '4M', '--bulk-window') },
+    streamer: { windowBytes: parseSize(optional(values, 'bulk-window') ?? '1M', '--bulk-window') },
     createGuest: (def, ram, state) => restoreGuest(def, ram, state, agent.store!.size, log),
     onStoreReady: async (store: BlockStore) => {
       if (!nbdListen && !nbdSocket) return [];

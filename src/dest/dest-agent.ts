@@ -465,7 +465,7 @@ export class DestAgent {
   #wireStore(): void {
     const store = this.#store!;
     this.#streamer = new Streamer(store, this.#fetcher, {
-      windowBytes: this.#o.streamer?.windowBytes ?? 16 * 1024 * 1024,
+      windowBytes: this.#o.streamer?.windowBytes ?? 1024 * 1024,
       batchBytes: this.#o.streamer?.batchBytes ?? 256 * 1024,
     });
     store.onDemandMiss = (b) => this.#streamer?.hint(b);
