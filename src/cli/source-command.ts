@@ -31,7 +31,8 @@ Hand the guest and its disk over to a waiting destination, then serve the blocks
   --guest qemu            migrate the running QEMU guest whose disk is --image: its own migration
                           stream is carried over the migration socket; after Confirm it is quit
   --qmp PATH              --guest qemu: the source QEMU's QMP Unix socket
-  --postcopy-ram          --guest qemu: QEMU's post-copy of RAM (switch after the first RAM pass)
+  --postcopy-ram          --guest qemu: QEMU's post-copy of RAM (switches at once; the destination
+                          QEMU stays paused until all RAM is in, then Finish runs it)
   --ram SIZE              simulated guest RAM (default 256M)
   --dirty-rate N          simulated guest: RAM pages dirtied per second (default 1000)
   --disk-ops N            simulated guest: disk operations per second (default 200)

@@ -546,10 +546,12 @@ export class DestAgent {
     this.#streamer?.stop();
     const store = this.#store;
     this.#store = null;
-    void (store?.close() ?? Promise.resolve()).finally(() => {
-      rmSync(this.#o.imagePath, { force: true });
-      rmSync(this.#bitmapPath(), { force: true });
-    });
+    this.#discarded = (store?.close() ?? Promise.resolve())
+      .catch((e: unknown) => this.#log.warn({ err: e }, 'closing the discarded image failed'))
+      .finally(() => {
+        rmSync(this.#o.imagePath, { force: true });
+        rmSync(this.#bitmapPath(), { force: true });
+      });
     this.#phase = 'aborted';
     this.#save();
     this.#o.events.emit('phase', { phase: 'aborted', error: err.message, code: err.code });
@@ -558,12 +560,19 @@ export class DestAgent {
     else setTimeout(() => this.#finishRollback(), this.#o.abortGraceMs ?? 30_000).unref();
   }
   #rollbackError: PostcopyError | null = null;
+  /** Settles once the image and bitmap of a rolled-back migration are gone. */
+  #discarded: Promise<void> = Promise.resolve();
 
+  /** Report the rollback only once it is true: nothing of the migration is left here. */
   #finishRollback(): void {
-    if (this.#done.settled) return;
-    rmSync(this.#sessionPath(), { force: true });
-    this.#done.reject(new DestRolledBackError(this.#rollbackError ?? new ProtocolError('PC_ERR_ROLLBACK')));
+    if (this.#finishing) return;
+    this.#finishing = true;
+    void this.#discarded.then(() => {
+      rmSync(this.#sessionPath(), { force: true });
+      this.#done.reject(new DestRolledBackError(this.#rollbackError ?? new ProtocolError('PC_ERR_ROLLBACK')));
+    });
   }
+  #finishing = false;
 
   #reload(): void {
     const saved = readStateFile<SavedSession>(this.#sessionPath());

@@ -1,5 +1,5 @@
 // `--guest qemu` for the two commands: builds the source and destination QEMU migrators from parsed options.
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UsageError } from '../common/errors.js';
@@ -11,9 +11,10 @@ import { QemuSourceMigrator } from './qemu-source.js';
 /** Unix socket paths must fit sun_path (108 bytes with the NUL): a long state dir gets a short temp dir instead. */
 const MAX_SOCKET_PATH = 100;
 
-function socketDir(preferred: string | undefined, longestName: number): string {
-  if (preferred && preferred.length + 1 + longestName <= MAX_SOCKET_PATH) return preferred;
-  return mkdtempSync(join(tmpdir(), 'postcopy-qemu-'));
+/** The state dir, or a private (0700) temp dir: nobody else may reach QEMU's stream socket before QEMU does. */
+function socketDir(preferred: string | undefined, longestName: number): { dir: string; temporary: boolean } {
+  if (preferred && preferred.length + 1 + longestName <= MAX_SOCKET_PATH) return { dir: preferred, temporary: false };
+  return { dir: mkdtempSync(join(tmpdir(), 'postcopy-qemu-')), temporary: true };
 }
 
 export async function openSourceQemu(o: {
@@ -24,15 +25,18 @@ export async function openSourceQemu(o: {
   log: Logger;
   events: EventSink;
 }): Promise<QemuSourceMigrator> {
-  return QemuSourceMigrator.open({
+  const { dir, temporary } = socketDir(o.stateDir, 32);
+  const opened = QemuSourceMigrator.open({
     qmpPath: o.qmp,
     postcopyRam: o.postcopyRam,
-    socketDir: socketDir(o.stateDir, 32),
-    liveRamPostcopy: process.env.POSTCOPY_QEMU_LIVE_RAM === '1',
+    socketDir: dir,
+    removeSocketDir: temporary,
     ...(o.maxDowntimeMs !== undefined ? { downtimeLimitMs: o.maxDowntimeMs } : {}),
     log: o.log,
     events: o.events,
   });
+  if (temporary) opened.catch(() => rmSync(dir, { recursive: true, force: true }));
+  return opened;
 }
 
 export function destQemu(o: {
@@ -46,13 +50,12 @@ export function destQemu(o: {
 }): QemuDestMigrator {
   if (!o.qemuCmd && !o.qmp) throw new UsageError('PC_ERR_USAGE', '--guest qemu needs --qemu-cmd TEMPLATE (start QEMU here) or --qmp PATH (attach to one started with -incoming defer)');
   if (o.qemuCmd && !o.hasExport) throw new UsageError('PC_ERR_USAGE', '--qemu-cmd needs an NBD export for the guest disk: --nbd-socket PATH or --nbd-listen HOST:PORT');
-  const runDir = socketDir(o.stateDir, 32);
+  const runDir = socketDir(o.stateDir, 32).dir;
   return new QemuDestMigrator({
     ...(o.qemuCmd ? { command: o.qemuCmd } : {}),
     qmpPath: o.qmp ?? join(runDir, 'qemu-qmp.sock'),
     serialPath: o.serialLog ?? join(o.stateDir, 'qemu-serial.log'),
     runDir,
-    liveRamPostcopy: process.env.POSTCOPY_QEMU_LIVE_RAM === '1',
     log: o.log,
     events: o.events,
   });

@@ -21,8 +21,6 @@ export interface QemuDestOptions {
   qmpPath: string;
   /** The guest's serial console log, for {serial}. */
   serialPath: string;
-  /** Experimental: ready at `postcopy-active` (needs the agents to carry the stream after Finish). */
-  liveRamPostcopy?: boolean;
   /** Where the incoming migration socket and QEMU's own log go. */
   runDir: string;
   log: Logger;
@@ -129,8 +127,8 @@ export class QemuDestMigrator implements DestGuestMigrator {
         throw new HypervisorError('PC_ERR_HYPERVISOR', `destination QEMU could not load the guest: ${this.#proc?.lastError() || info.status}`);
       }
       const run = await qmp.execute<{ status: string }>('query-status');
-      // Loaded and paused: precopy ends `completed`; post-copy RAM leaves `inmigrate` once the device state is in.
-      if ((info.status === 'completed' || (this.#o.liveRamPostcopy && info.status === 'postcopy-active')) && run.status !== 'inmigrate') {
+      // Loaded and paused: `completed` means all of RAM and the device state are in (post-copy RAM too).
+      if (info.status === 'completed' && run.status !== 'inmigrate') {
         this.#log.info({ migration: info.status, status: run.status }, 'destination QEMU has the guest, paused');
         channel.end();
         return;

@@ -7,7 +7,8 @@
 // there, and a link lost after Finish cannot strand a guest waiting for RAM pages. The guest's pause then
 // covers the RAM sent after the switch. Measured alternatives: switching after a first precopy pass left the
 // destination guest corrupted (kernel GPF) or hung in 3 of 3 runs, with or without a paused destination;
-// running the guest on D at `postcopy-active` needs the agents to carry the stream after Finish (see README).
+// running the guest on D at `postcopy-active` would need the agents to carry the stream after Finish, hold
+// Confirm until it ends, and re-attach it after a reconnect (QEMU's postcopy recovery); they do not.
 import type { QmpClient } from './qmp-client.js';
 
 /** `query-migrate`'s reply, the fields we read (QEMU 7.2, qapi/migration.json). */

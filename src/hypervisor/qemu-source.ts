@@ -19,8 +19,8 @@ export interface QemuSourceOptions {
   postcopyRam: boolean;
   /** Where the local migration socket is made (S's state dir or a temp dir). */
   socketDir: string;
-  /** Experimental: hand over at `postcopy-active` (needs the agents to carry the stream after Finish). */
-  liveRamPostcopy?: boolean;
+  /** The socket dir is ours (a temp dir): remove it at close. */
+  removeSocketDir?: boolean;
   /** QEMU's `downtime-limit` (ms) for its final pass. */
   downtimeLimitMs?: number;
   log: Logger;
@@ -155,23 +155,7 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
         if (relayError && isPostcopyError(relayError)) throw relayError;
         throw new HypervisorError('PC_ERR_HYPERVISOR', `source QEMU migration ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
       }
-      // Post-copy RAM ends here too, not at `postcopy-active`: the destination QEMU stays paused while the rest
-      // of RAM arrives, so the stream is over before Finish (see qemu-migration.ts for why).
-      if (this.#o.postcopyRam && this.#o.liveRamPostcopy && info.status === 'postcopy-active') return info;
       await new Promise((res) => setTimeout(res, 20));
-    }
-  }
-
-  /** With post-copy RAM: resolves when QEMU has sent the last page (the stream is then idle). */
-  async ramDone(): Promise<void> {
-    for (;;) {
-      const info = await queryMigrate(this.#qmp);
-      if (info.status === 'completed') {
-        this.#recordStats(info);
-        return;
-      }
-      if (MIGRATION_FAILED.has(info.status ?? '')) throw new HypervisorError('PC_ERR_HYPERVISOR', `source QEMU post-copy ${info.status}`);
-      await new Promise((res) => setTimeout(res, 50));
     }
   }
 
@@ -227,6 +211,7 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
   close(): void {
     this.#server?.close();
     this.#qmp.close();
+    if (this.#o.removeSocketDir) rmSync(this.#o.socketDir, { recursive: true, force: true });
   }
 }
 

@@ -126,6 +126,22 @@ function params(defaultRuns: number): fc.Parameters<unknown> {
   return { seed, numRuns, endOnFailure: true, verbose: 1 };
 }
 
+/** Schedules that once failed (found by the soak), always run first as regressions. */
+const REGRESSIONS: Schedule[] = [
+  // D reported the rollback before its image was deleted.
+  {
+    faults: [
+      { conn: 0, kind: 'cutRead', at: 2765613, delayMs: 2 },
+      { conn: 0, kind: 'flip', at: 606422, delayMs: 3 },
+      { conn: 1, kind: 'cutWrite', at: 1482529, delayMs: 2 },
+      { conn: 2, kind: 'stall', at: 2782817, delayMs: 2 },
+    ],
+    eioReads: [],
+    slowReadMs: 0,
+    seed: 980261,
+  },
+];
+
 describe('random fault schedules over whole migrations', () => {
   it('always end rolled back before cut-over or complete and correct; one runner; no deadlock', async () => {
     const p = params(12);
@@ -135,7 +151,7 @@ describe('random fault schedules over whole migrations', () => {
         fc.asyncProperty(scheduleArb, async (schedule) => {
           outcomes[await runSchedule(schedule as Schedule)]++;
         }),
-        p,
+        { ...p, examples: REGRESSIONS.map((r) => [r] as [Schedule]) },
       );
     } catch (e) {
       throw new Error(`${(e as Error).message}\nreplay with FC_SEED=${p.seed} FC_RUNS=${p.numRuns}`, { cause: e });
