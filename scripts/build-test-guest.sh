@@ -51,4 +51,6 @@ mkdir -p "$out.tmp"
 cp k/boot/vmlinuz-* "$out.tmp/vmlinuz"
 (cd "$root" && find . | "$work/b/bin/busybox" cpio -o -H newc 2>/dev/null | gzip -1) >"$out.tmp/initrd.gz"
 rm -rf "$out" && mv "$out.tmp" "$out"
+# Builds of an older init for this kernel are no longer used.
+find "$cache" -mindepth 1 -maxdepth 1 -type d -name "$kver-*" ! -name "$key" -exec rm -rf {} +
 echo "$out"

@@ -31,9 +31,20 @@ export class BlockServer {
   readonly stats: BlockServerStats;
 
   readonly #sent: SentDigests;
+  /** True once the guest on S is paused for good: only then may bytes be cached or remembered as final. */
+  readonly #imageStable: () => boolean;
 
-  constructor(link: Link, image: SourceImage, cache: ReadAheadCache, log: Logger, stats: BlockServerStats, sent: SentDigests) {
+  constructor(
+    link: Link,
+    image: SourceImage,
+    cache: ReadAheadCache,
+    log: Logger,
+    stats: BlockServerStats,
+    sent: SentDigests,
+    imageStable: () => boolean,
+  ) {
     this.#sent = sent;
+    this.#imageStable = imageStable;
     this.#link = link;
     this.#image = image;
     this.#cache = cache;
@@ -61,25 +72,27 @@ export class BlockServer {
     if (urgent) this.stats.urgentRequests++;
     else this.stats.bulkRequests++;
     const end = req.offset + req.length;
+    // Before cut-over (D's pass-through reads) S's guest still writes: read fresh, cache nothing, record nothing.
+    const stable = this.#imageStable();
     try {
       for (let pos = req.offset; pos < end; pos += BULK_CHUNK_BYTES) {
         if (!urgent) await this.#link.waitBulkSpace();
         if (this.#link.closed) return;
         const n = Math.min(BULK_CHUNK_BYTES, end - pos);
-        const data = this.#cache.take(pos, n) ?? (await this.#image.read(pos, n));
+        const data = (stable ? this.#cache.take(pos, n) : undefined) ?? (await this.#image.read(pos, n));
         if (this.#link.closed) return;
         const done = pos + n >= end;
         if (isAllZero(data)) {
-          this.#sent.recordZero(pos, n);
+          if (stable) this.#sent.recordZero(pos, n);
           this.stats.zeroBytesSkipped += n;
           this.#link.sendFrame(encodeMessage({ type: 'BLOCK_ZERO', id: req.id, offset: pos, length: n, done, urgent }), urgent);
         } else {
-          this.#sent.recordData(pos, data);
+          if (stable) this.#sent.recordData(pos, data);
           this.stats.bytesSent += n;
           this.#link.sendFrame(encodeBlockData(req.id, pos, data, done, urgent), urgent);
         }
       }
-      if (urgent) void this.#readAhead(end);
+      if (urgent && stable) void this.#readAhead(end);
     } catch (e) {
       const message = isPostcopyError(e) || e instanceof Error ? e.message : String(e);
       this.#log.warn({ err: e, id: req.id, offset: req.offset }, 'block read failed on source');

@@ -46,6 +46,10 @@ export class ReadAheadCache {
     }
   }
 
+  clear(): void {
+    this.#cache.clear();
+  }
+
   get bytes(): number {
     return this.#cache.calculatedSize;
   }

@@ -162,6 +162,8 @@ export class SourceAgent {
         ramDigest = sender.ramDigest();
       }
       if (link.closed) throw link.closeError ?? new LinkClosedError('PC_ERR_LINK_CLOSED');
+      // The guest is paused here for good (unless rolled back): from now on the image is what D must end with.
+      this.#cache.clear();
       this.#to('awaiting-finish');
       link.send({ type: 'DEVICE_STATE', state, ramDigest });
     } catch (e) {
@@ -257,12 +259,16 @@ export class SourceAgent {
     this.#link = link;
     // D sends its digests again with each COMPLETE: a half-received set from an old link is void.
     this.#digests = [];
-    this.#blockServer = new BlockServer(link, this.#o.image, this.#cache, this.#log, this.#blockStats, this.#sent);
+    this.#blockServer = new BlockServer(link, this.#o.image, this.#cache, this.#log, this.#blockStats, this.#sent, () => this.#imageStable());
     link.on('close', (err) => {
       this.#credit.wake();
       if (this.#phase !== 'confirmed') this.#log.warn({ err }, 'migration link lost');
     });
     link.setHandler((msg) => this.#onMessage(msg));
+  }
+
+  #imageStable(): boolean {
+    return this.#phase === 'awaiting-finish' || this.#phase === 'postcopy' || this.#phase === 'confirmed';
   }
 
   #onMessage(msg: Message): void {

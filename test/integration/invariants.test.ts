@@ -143,3 +143,25 @@ describe('DESIGN §1 invariants', () => {
     await verifyFinal(h);
   });
 });
+
+describe('reads through D before Finish (pass-through)', () => {
+  it('never leave stale copies anywhere: S caches nothing while its guest still writes', async () => {
+    h = await startHarness({ diskOpsPerSec: 3000, ramBytes: 96 * 1024 * 1024 });
+    const x = h;
+    const run = Promise.all([x.source.run(), x.dest.done]);
+    // A hypervisor on D probing its disk before the switch-over, over and over, at the start of the disk.
+    let probes = 0;
+    while (x.dest.phase !== 'postcopy' && x.dest.phase !== 'complete' && x.dest.phase !== 'confirmed') {
+      const store = x.dest.store;
+      if (store && store.mode === 'pass-through') {
+        await store.read((probes % 8) * 65536, 4096);
+        probes++;
+      } else {
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    }
+    await run;
+    expect(probes).toBeGreaterThan(0);
+    await verifyFinal(x);
+  });
+});

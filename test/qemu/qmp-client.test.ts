@@ -1,0 +1,134 @@
+// The QMP client against a scripted QMP server (no QEMU needed): greeting and capabilities, replies matched by
+// id out of order, events, QEMU errors and dead peers as one-line HypervisorErrors; and the command template.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { HypervisorError } from '../../src/hypervisor/errors.js';
+import { expandTemplate, shellQuote } from '../../src/hypervisor/qemu-process.js';
+import { QmpClient } from '../../src/hypervisor/qmp-client.js';
+
+const GREETING = { QMP: { version: { qemu: { micro: 0, minor: 2, major: 7 } }, capabilities: ['oob'] } };
+
+let servers: Server[] = [];
+let dirs: string[] = [];
+afterEach(() => {
+  for (const s of servers) s.close();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  servers = [];
+  dirs = [];
+});
+
+/** A QMP server that greets, accepts qmp_capabilities, and hands every later command to `onCommand`. */
+async function fakeQmp(onCommand: (cmd: { execute: string; id: number; arguments?: unknown }, sock: Socket) => void, greet = true): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), 'pc-qmp-'));
+  dirs.push(dir);
+  const path = join(dir, 'qmp.sock');
+  const server = createServer((sock) => {
+    sock.on('error', () => {}); // the client may cut us off (that is the point of some tests)
+    if (greet) sock.write(JSON.stringify(GREETING) + '\r\n');
+    let buf = '';
+    sock.on('data', (d) => {
+      buf += d.toString();
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const cmd = JSON.parse(buf.slice(0, nl)) as { execute: string; id: number };
+        buf = buf.slice(nl + 1);
+        if (cmd.execute === 'qmp_capabilities') sock.write(JSON.stringify({ return: {}, id: cmd.id }) + '\r\n');
+        else onCommand(cmd, sock);
+      }
+    });
+  });
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(path, () => r()));
+  return path;
+}
+
+describe('QmpClient', () => {
+  it('matches replies by id, even out of order, and delivers events with their timestamps', async () => {
+    const held: Array<{ id: number; sock: Socket }> = [];
+    const path = await fakeQmp((cmd, sock) => {
+      if (cmd.execute === 'slow') {
+        held.push({ id: cmd.id, sock });
+        return;
+      }
+      sock.write(JSON.stringify({ event: 'STOP', data: {}, timestamp: { seconds: 1700000000, microseconds: 250000 } }) + '\r\n');
+      sock.write(JSON.stringify({ return: { status: 'running' }, id: cmd.id }) + '\r\n');
+      for (const h of held.splice(0)) h.sock.write(JSON.stringify({ return: 'late', id: h.id }) + '\r\n');
+    });
+    const qmp = await QmpClient.connect(path);
+    const stop = qmp.waitEvent('STOP');
+    const slow = qmp.execute('slow');
+    await expect(qmp.execute('query-status')).resolves.toEqual({ status: 'running' });
+    await expect(slow).resolves.toBe('late');
+    expect((await stop).at).toBe(1700000000250);
+    qmp.close();
+  });
+
+  it("QEMU's error reply is one line naming the command, QEMU's text and class", async () => {
+    const path = await fakeQmp((cmd, sock) =>
+      sock.write(JSON.stringify({ error: { class: 'GenericError', desc: "Migration is disabled when VirtFS export path '/x' is mounted" }, id: cmd.id }) + '\n'),
+    );
+    const qmp = await QmpClient.connect(path);
+    const err = await qmp.execute('migrate', { uri: 'unix:/tmp/m.sock' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(HypervisorError);
+    expect((err as HypervisorError).code).toBe('PC_ERR_HYPERVISOR');
+    expect((err as Error).message).toBe("hypervisor (QEMU) failed: QMP migrate: Migration is disabled when VirtFS export path '/x' is mounted (GenericError)");
+    expect((err as Error).message).not.toContain('\n');
+    qmp.close();
+  });
+
+  it('QEMU going away fails every pending command and waiter with one line', async () => {
+    const path = await fakeQmp((_cmd, sock) => sock.destroy());
+    const qmp = await QmpClient.connect(path);
+    const waiter = qmp.waitEvent('RESUME');
+    const err = await qmp.execute('cont').catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/^hypervisor \(QEMU\) failed: QMP cont: QMP .*qmp\.sock: QEMU closed the connection$/);
+    await expect(waiter).rejects.toBeInstanceOf(HypervisorError);
+    expect(qmp.closed).toBe(true);
+  });
+
+  it('a socket that is not QMP, or not there, is a one-line error after the timeout', async () => {
+    const silent = await fakeQmp(() => {}, false);
+    await expect(QmpClient.connect(silent, { timeoutMs: 300 })).rejects.toThrow(/no greeting within/);
+    const dir = mkdtempSync(join(tmpdir(), 'pc-qmp-'));
+    dirs.push(dir);
+    const started = Date.now();
+    await expect(QmpClient.connect(join(dir, 'none.sock'), { timeoutMs: 300 })).rejects.toThrow(/^hypervisor \(QEMU\) failed: QMP .*none\.sock: .*ENOENT/);
+    expect(Date.now() - started).toBeLessThan(3000);
+  });
+
+  it('an oversized line kills the connection before it is buffered whole', async () => {
+    const path = await fakeQmp((_cmd, sock) => sock.write('{"return": "' + 'x'.repeat(5 * 1024 * 1024)));
+    const qmp = await QmpClient.connect(path);
+    await expect(qmp.execute('query-status')).rejects.toThrow(/line over/);
+  });
+});
+
+describe('destination QEMU command template', () => {
+  const v = { export: 'nbd+unix:///disk?socket=/run/vm 1.sock', qmp: '/run/q.sock', serial: '/var/log/s.log' };
+
+  it('fills the placeholders shell-quoted and adds -incoming defer, -S and a QMP socket', () => {
+    const cmd = expandTemplate('qemu-system-x86_64 -m 256 -drive file={export},format=raw -serial file:{serial}', v);
+    expect(cmd).toBe(
+      "qemu-system-x86_64 -m 256 -drive file='nbd+unix:///disk?socket=/run/vm 1.sock',format=raw -serial file:/var/log/s.log" +
+        " -qmp unix:/run/q.sock,server=on,wait=off -incoming defer -S",
+    );
+  });
+
+  it("keeps the operator's own {qmp}, -incoming defer and -S", () => {
+    const cmd = expandTemplate('qemu -S -incoming defer -qmp unix:{qmp},server=on,wait=off -drive file={export}', v);
+    expect(cmd).toBe("qemu -S -incoming defer -qmp unix:/run/q.sock,server=on,wait=off -drive file='nbd+unix:///disk?socket=/run/vm 1.sock'");
+  });
+
+  it('refuses a template without {export} or with another -incoming', () => {
+    expect(() => expandTemplate('qemu -drive file=/x.img', v)).toThrow(/\{export\}/);
+    expect(() => expandTemplate('qemu -incoming tcp:0:4444 -drive file={export}', v)).toThrow(/-incoming defer/);
+  });
+
+  it('quotes what the shell would expand', () => {
+    expect(shellQuote("a'b $x")).toBe("'a'\\''b $x'");
+    expect(shellQuote('/plain/path.sock')).toBe('/plain/path.sock');
+  });
+});
