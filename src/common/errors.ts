@@ -40,9 +40,12 @@ export type ErrorCode = keyof typeof ERROR_CODES;
 
 export class PostcopyError extends Error {
   readonly code: ErrorCode;
+  /** The specific part of the message, without the code's fixed text (for wrapping without repeating it). */
+  readonly detail: string | undefined;
   constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
     super(detail ? `${ERROR_CODES[code]}: ${detail}` : ERROR_CODES[code], options);
     this.code = code;
+    this.detail = detail;
     this.name = new.target.name;
   }
 }

@@ -653,6 +653,6 @@ export class DestAgent {
 
 export class DestRolledBackError extends PostcopyError {
   constructor(cause: PostcopyError) {
-    super('PC_ERR_ROLLBACK', cause.message, { cause });
+    super('PC_ERR_ROLLBACK', cause.code === 'PC_ERR_ROLLBACK' ? cause.detail : cause.message, { cause });
   }
 }

@@ -417,7 +417,7 @@ export class SourceAgent {
 export class RolledBackError extends PostcopyError {
   readonly precopy: PrecopyResult | null;
   constructor(cause: PostcopyError, precopy: PrecopyResult | null) {
-    super('PC_ERR_ROLLBACK', cause.message, { cause });
+    super('PC_ERR_ROLLBACK', cause.code === 'PC_ERR_ROLLBACK' ? cause.detail : cause.message, { cause });
     this.precopy = precopy;
   }
 }
