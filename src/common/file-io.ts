@@ -4,7 +4,11 @@ import { readSync, writeSync } from 'node:fs';
 
 /** Read exactly `length` bytes at `offset`; past the end of the file reads as zeroes. */
 export function readFully(fd: number, offset: number, length: number): Buffer {
-  const buf = Buffer.allocUnsafe(length);
+  return readIntoFully(fd, Buffer.allocUnsafe(length), offset, length);
+}
+
+/** The same into the front of a caller's buffer (reused across calls by a scan). */
+export function readIntoFully(fd: number, buf: Buffer, offset: number, length: number): Buffer {
   let done = 0;
   while (done < length) {
     const n = readSync(fd, buf, done, length - done, offset + done);

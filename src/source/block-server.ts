@@ -75,6 +75,13 @@ export class BlockServer {
     // Before cut-over (D's pass-through reads) S's guest still writes: read fresh, cache nothing, record nothing.
     const stable = this.#imageStable();
     try {
+      // Consecutive zero chunks go out as one BLOCK_ZERO: a hole costs one small frame, not one per chunk.
+      let zeroFrom = -1;
+      const flushZero = (upTo: number, done: boolean) => {
+        if (zeroFrom < 0) return;
+        this.#link.sendFrame(encodeMessage({ type: 'BLOCK_ZERO', id: req.id, offset: zeroFrom, length: upTo - zeroFrom, done, urgent }), urgent);
+        zeroFrom = -1;
+      };
       for (let pos = req.offset; pos < end; pos += BULK_CHUNK_BYTES) {
         if (!urgent) await this.#link.waitBulkSpace();
         if (this.#link.closed) return;
@@ -85,8 +92,10 @@ export class BlockServer {
         if (isAllZero(data)) {
           if (stable) this.#sent.recordZero(pos, n);
           this.stats.zeroBytesSkipped += n;
-          this.#link.sendFrame(encodeMessage({ type: 'BLOCK_ZERO', id: req.id, offset: pos, length: n, done, urgent }), urgent);
+          if (zeroFrom < 0) zeroFrom = pos;
+          if (done) flushZero(end, true);
         } else {
+          flushZero(pos, false);
           if (stable) this.#sent.recordData(pos, data);
           this.stats.bytesSent += n;
           this.#link.sendFrame(encodeBlockData(req.id, pos, data, done, urgent), urgent);

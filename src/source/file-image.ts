@@ -1,7 +1,8 @@
 // A raw image file on S: the read-only SourceImage the block server serves from, and, before cut-over,
 // the writable BlockDevice the source's guest runs its disk on.
 import { closeSync, fdatasyncSync, fstatSync, openSync } from 'node:fs';
-import { readFully, writeFully } from '../common/file-io.js';
+import { readFully, readIntoFully, writeFully } from '../common/file-io.js';
+import { scanZeroRuns } from './extent-scan.js';
 import { BackendError } from '../common/errors.js';
 import type { BlockDevice, Extent, SourceImage } from '../common/block-device.js';
 
@@ -69,12 +70,30 @@ export class FileImage implements SourceImage, BlockDevice {
 
   async cache(): Promise<void> {}
 
-  /**
-   * Node has no SEEK_HOLE, and finding zero runs by reading would read the image twice (once more to serve it):
-   * the map is left unknown, and the block server finds zero blocks as it reads them (BLOCK_ZERO, no data sent).
-   */
+  /** The whole map at once (a full read of the image: prefer scanZeroRuns, which reports as it goes). */
   async extents(): Promise<Extent[]> {
-    return [{ offset: 0, length: this.size, zero: false }];
+    const zero: Extent[] = [];
+    await this.scanZeroRuns((runs) => zero.push(...runs));
+    const out: Extent[] = [];
+    let at = 0;
+    for (const z of zero) {
+      if (z.offset > at) out.push({ offset: at, length: z.offset - at, zero: false });
+      out.push(z);
+      at = z.offset + z.length;
+    }
+    if (at < this.size) out.push({ offset: at, length: this.size - at, zero: false });
+    return out;
+  }
+
+  /** Find zero runs by reading ahead of D's stream, reporting them as it goes (no SEEK_HOLE in Node). */
+  scanZeroRuns(onZeroRuns: (runs: Extent[]) => void): Promise<void> {
+    return scanZeroRuns(
+      (buf, offset, length) => {
+        readIntoFully(this.#fd, buf, offset, length);
+      },
+      this.size,
+      onZeroRuns,
+    );
   }
 
   async close(): Promise<void> {

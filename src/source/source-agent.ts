@@ -3,7 +3,7 @@
 // reconnect and ask D. Before that, any failure rolls back and the guest keeps running here.
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import type { BlockDevice, SourceImage } from '../common/block-device.js';
+import type { BlockDevice, Extent, SourceImage } from '../common/block-device.js';
 import { deferred, type Deferred } from '../common/deferred.js';
 import { LinkClosedError, PostcopyError, ProtocolError, StateError, TimeoutError, isPostcopyError } from '../common/errors.js';
 import type { EventSink } from '../common/events.js';
@@ -39,7 +39,7 @@ const TRANSITIONS: Record<SourcePhase, SourcePhase[]> = {
 export interface SourceAgentOptions {
   connect: Endpoint;
   /** The image S serves blocks from. */
-  image: SourceImage & { makeReadOnly?: () => void };
+  image: SourceImage & { makeReadOnly?: () => void; scanZeroRuns?: (onZeroRuns: (runs: Extent[]) => void) => Promise<void> };
   /** The same image as a writable disk for S's own guest before cut-over. */
   guestDisk?: BlockDevice;
   guest: MigratableGuest | null;
@@ -95,7 +95,9 @@ export class SourceAgent {
   #prepared: Deferred<string> = deferred();
   #finish: Deferred<{ running: boolean; error?: string }> = deferred();
   #complete: Deferred<void> = deferred();
-  #zeroRuns: ZeroRun[] | null = null;
+  /** Zero runs found so far, and whether the scan for them is done. */
+  readonly #zeroRuns: ZeroRun[] = [];
+  #zeroScan: 'idle' | 'running' | 'done' = 'idle';
   #stream: LinkStreamChannel | null = null;
   /** crc32 of every block as it was sent (the final check's reference; unknown blocks are read again). */
   readonly #sent: SentDigests;
@@ -362,16 +364,44 @@ export class SourceAgent {
   }
 
   /** Zero runs of the image as it is after cut-over (it no longer changes), so D never asks for them. */
+  /**
+   * Zero runs of the image as it is after cut-over (it no longer changes), so D never asks for them. A file is
+   * scanned once, ahead of D's stream, runs sent as found (on whatever link is current); an NBD backend answers
+   * BLOCK_STATUS at once. After a reconnect everything found so far is sent again.
+   */
   #sendExtents(link: Link): void {
-    void (async () => {
-      this.#zeroRuns ??= (await this.#o.image.extents()).filter((e) => e.zero).map((e) => ({ offset: e.offset, length: e.length }));
-      const runs = this.#zeroRuns;
+    const send = (l: Link | null, runs: readonly ZeroRun[]) => {
       for (let i = 0; i < runs.length; i += MAX_EXTENTS_PER_FRAME) {
-        link.send({ type: 'EXTENTS', runs: runs.slice(i, i + MAX_EXTENTS_PER_FRAME) });
+        if (l && !l.closed) l.send({ type: 'EXTENTS', runs: runs.slice(i, i + MAX_EXTENTS_PER_FRAME) });
       }
-      link.send({ type: 'EXTENTS_END', count: runs.length });
-      this.#o.events.emit('extents', { zeroRuns: runs.length, zeroBytes: runs.reduce((a, r) => a + r.length, 0) });
-    })().catch((e) => this.#log.warn({ err: e }, 'extent map not sent; destination fetches zero blocks instead'));
+    };
+    const finish = (l: Link | null) => {
+      if (l && !l.closed) l.send({ type: 'EXTENTS_END', count: this.#zeroRuns.length });
+    };
+    send(link, this.#zeroRuns);
+    if (this.#zeroScan === 'done') {
+      finish(link);
+      return;
+    }
+    if (this.#zeroScan === 'running') return;
+    this.#zeroScan = 'running';
+    const image = this.#o.image;
+    const collect = (extents: Extent[]) => {
+      const runs = extents.filter((e) => e.zero).map((e) => ({ offset: e.offset, length: e.length }));
+      this.#zeroRuns.push(...runs);
+      send(this.#link, runs);
+    };
+    void (async () => {
+      if (image.scanZeroRuns) await image.scanZeroRuns(collect);
+      else collect(await image.extents());
+      this.#zeroScan = 'done';
+      finish(this.#link);
+      const zeroBytes = this.#zeroRuns.reduce((a, r) => a + r.length, 0);
+      this.#o.events.emit('extents', { zeroRuns: this.#zeroRuns.length, zeroBytes });
+    })().catch((e) => {
+      this.#zeroScan = 'idle';
+      this.#log.warn({ err: e }, 'extent map not complete; the destination fetches the rest and zero blocks come back as BLOCK_ZERO');
+    });
   }
 
   async #rollback(e: unknown, precopy: PrecopyResult | null): Promise<SourceResult> {
