@@ -15,6 +15,17 @@ export function parseCommandArgs<O extends Options>(argv: string[], options: O):
   }
 }
 
+/** Options both agents take: the ticket, the state dir, events, logs and mutual TLS. */
+export const AGENT_OPTIONS = {
+  'ticket-file': { type: 'string' },
+  'state-dir': { type: 'string' },
+  events: { type: 'string' },
+  'log-level': { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  'tls-ca': { type: 'string' },
+} as const;
+
 export function required(values: Record<string, string | boolean | undefined>, name: string): string {
   const v = values[name];
   if (typeof v !== 'string' || v.length === 0) throw new UsageError('PC_ERR_USAGE', `--${name} is required`);

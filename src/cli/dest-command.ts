@@ -11,7 +11,7 @@ import { loadTlsFiles, parseHostPort, type TlsFiles } from '../link/connect.js';
 import { DestAgent, DestRolledBackError } from '../dest/dest-agent.js';
 import type { BlockStore } from '../dest/block-store.js';
 import type { SimGuest } from '../guest/sim-guest.js';
-import { parseCommandArgs, optional, readTicket, required } from './args.js';
+import { AGENT_OPTIONS, parseCommandArgs, optional, readTicket, required } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
 import { restoreGuest } from './guest-factory.js';
 import { ProgressBar } from './progress.js';
@@ -59,10 +59,9 @@ ${EXIT_HELP}`;
 
 export async function runDest(argv: string[]): Promise<number> {
   const { values } = parseCommandArgs(argv, {
+    ...AGENT_OPTIONS,
     listen: { type: 'string' },
     image: { type: 'string' },
-    'ticket-file': { type: 'string' },
-    'state-dir': { type: 'string' },
     'nbd-listen': { type: 'string' },
     'nbd-socket': { type: 'string' },
     'nbd-name': { type: 'string' },
@@ -75,11 +74,6 @@ export async function runDest(argv: string[]): Promise<number> {
     'confirm-timeout': { type: 'string' },
     'fallback-after': { type: 'string' },
     'progress-interval': { type: 'string' },
-    events: { type: 'string' },
-    'log-level': { type: 'string' },
-    'tls-cert': { type: 'string' },
-    'tls-key': { type: 'string' },
-    'tls-ca': { type: 'string' },
   });
   if (values.help) {
     process.stdout.write(DEST_HELP + '\n');

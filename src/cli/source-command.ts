@@ -9,7 +9,7 @@ import { FileImage } from '../source/file-image.js';
 import { RolledBackError, SourceAgent } from '../source/source-agent.js';
 import { SimGuest } from '../guest/sim-guest.js';
 import type { SimGuestSpec } from '../guest/types.js';
-import { parseCommandArgs, optional, readTicket, required } from './args.js';
+import { AGENT_OPTIONS, parseCommandArgs, optional, readTicket, required } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
 import { simGuestDefinition } from './guest-factory.js';
 import { openSourceQemu } from '../hypervisor/cli-options.js';
@@ -51,10 +51,9 @@ ${EXIT_HELP}`;
 
 export async function runSource(argv: string[]): Promise<number> {
   const { values } = parseCommandArgs(argv, {
+    ...AGENT_OPTIONS,
     connect: { type: 'string' },
     image: { type: 'string' },
-    'ticket-file': { type: 'string' },
-    'state-dir': { type: 'string' },
     'block-size': { type: 'string' },
     'max-downtime': { type: 'string' },
     'connect-timeout': { type: 'string' },
@@ -67,11 +66,6 @@ export async function runSource(argv: string[]): Promise<number> {
     'write-ratio': { type: 'string' },
     'ram-used': { type: 'string' },
     seed: { type: 'string' },
-    events: { type: 'string' },
-    'log-level': { type: 'string' },
-    'tls-cert': { type: 'string' },
-    'tls-key': { type: 'string' },
-    'tls-ca': { type: 'string' },
   });
   if (values.help) {
     process.stdout.write(SOURCE_HELP + '\n');
