@@ -3,7 +3,7 @@
 // write makes a block present at once, a partial write to a missing block first brings it in, and a late fetch
 // never overwrites guest data. Before Finish it is a pass-through: reads go to S and nothing is kept.
 import { closeSync, fdatasync, ftruncateSync, openSync } from 'node:fs';
-import { readFully, writeFully } from '../common/file-io.js';
+import { readFully, readIntoFully, writeFully } from '../common/file-io.js';
 import { promisify } from 'node:util';
 import { crc32 } from 'node:zlib';
 import type { BlockDevice, Extent } from '../common/block-device.js';
@@ -264,7 +264,7 @@ export class BlockStore implements BlockDevice {
       let needRead = false;
       for (let b = first; b < first + count && !needRead; b++) needRead = getBit(this.#pristine, b) && !getBit(this.#readBack, b);
       const offset = first * this.blockSize;
-      const buf = needRead ? this.#readLocal(offset, Math.min(this.size, offset + count * this.blockSize) - offset) : null;
+      const buf = needRead ? this.#readCheckRun(offset, Math.min(this.size, offset + count * this.blockSize) - offset) : null;
       for (let b = first; b < first + count; b++) {
         if (!getBit(this.#pristine, b)) continue;
         if (getBit(this.#readBack, b)) {
@@ -279,6 +279,14 @@ export class BlockStore implements BlockDevice {
     return out;
   }
 
+  /** Read a run for the final check into one reused buffer: the check reads the whole image, and fresh buffers
+   * for it would only feed the garbage collector (and the agent's peak RSS). */
+  #readCheckRun(offset: number, length: number): Buffer {
+    if (this.#checkBuf.length < length) this.#checkBuf = Buffer.allocUnsafe(Math.max(length, DIGEST_READ_BYTES));
+    return readIntoFully(this.#fd, this.#checkBuf, offset, length).subarray(0, length);
+  }
+  #checkBuf: Buffer = Buffer.alloc(0);
+
   /**
    * After a commit, read the newly durable blocks that hold S's bytes back from the image and keep their crc32,
    * in the idle time of the migration rather than all at the end. Contiguous blocks are read together.
@@ -291,11 +299,11 @@ export class BlockStore implements BlockDevice {
       const deadline = performance.now() + 2;
       while (i < blocks.length && performance.now() < deadline) {
         let j = i + 1;
-        while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && j - i < 64) j++;
+        while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && (j - i + 1) * this.blockSize <= DIGEST_READ_BYTES) j++;
         const first = blocks[i]!;
         const offset = first * this.blockSize;
         const end = Math.min(this.size, (blocks[j - 1]! + 1) * this.blockSize);
-        const buf = this.#readLocal(offset, end - offset);
+        const buf = this.#readCheckRun(offset, end - offset);
         for (let k = i; k < j; k++) {
           const b = blocks[k]!;
           // Still S's bytes (no guest write, no re-fetch since): the crc stands for what is on disk.
