@@ -2,7 +2,7 @@
 // lands in our cutime/cstime; a running server's in its own utime/stime), event files, ports, page-cache hygiene.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 
 let clkTck = 100;
 try {
@@ -133,17 +133,7 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from '../../src/common/free-port.js';
 
 /** Wait until a TCP port or Unix socket accepts connections. */
 export async function waitConnectable(target: { port: number } | { path: string }, timeoutMs = 10_000): Promise<void> {

@@ -14,30 +14,12 @@ import * as codec from '../../src/nbd/codec.js';
 import * as C from '../../src/nbd/constants.js';
 import { ServerDecoder } from '../../src/nbd/server-decoder.js';
 import { FC_SEED, replayHint } from '../helpers/fc.js';
+import { sfc32 } from '../helpers/sfc32.js';
 
 /** Inputs per decoder: FUZZ_INPUTS, else 100,000. */
 const INPUTS = process.env.FUZZ_INPUTS ? Number(process.env.FUZZ_INPUTS) : 100_000;
 if (!Number.isSafeInteger(INPUTS) || INPUTS < 1) throw new Error(`FUZZ_INPUTS must be a positive integer, got ${process.env.FUZZ_INPUTS}`);
 
-/** sfc32: a small fast PRNG, so a million inputs cost little beyond the code under test. */
-function sfc32(seed: number): () => number {
-  let a = 0x9e3779b9;
-  let b = 0x243f6a88;
-  let c = 0xb7e15162;
-  let d = seed | 0;
-  const next = () => {
-    a |= 0; b |= 0; c |= 0; d |= 0;
-    const t = (((a + b) | 0) + d) | 0;
-    d = (d + 1) | 0;
-    a = b ^ (b >>> 9);
-    b = (c + (c << 3)) | 0;
-    c = (c << 21) | (c >>> 11);
-    c = (c + t) | 0;
-    return t >>> 0;
-  };
-  for (let i = 0; i < 16; i++) next();
-  return next;
-}
 
 interface Rng {
   u32: () => number;

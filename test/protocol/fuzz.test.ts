@@ -10,6 +10,7 @@ import { ProtocolError } from '../../src/common/errors.js';
 import { FrameDecoder } from '../../src/protocol/frame-codec.js';
 import { decodeMessage } from '../../src/protocol/messages.js';
 import { FC_SEED, replayHint } from '../helpers/fc.js';
+import { sfc32 } from '../helpers/sfc32.js';
 import { GOLDEN, HEADER_BYTES, T, buildFrame, refreshHeader } from '../helpers/frame-builder.js';
 import { anyMessage, controlMessage } from '../helpers/message-arbitraries.js';
 import { encodeBytes } from '../helpers/wire.js';
@@ -18,25 +19,6 @@ import { encodeBytes } from '../helpers/wire.js';
 const INPUTS = process.env.FUZZ_INPUTS ? Number(process.env.FUZZ_INPUTS) : 200_000;
 if (!Number.isSafeInteger(INPUTS) || INPUTS < 1) throw new Error(`FUZZ_INPUTS must be a positive integer, got ${process.env.FUZZ_INPUTS}`);
 
-/** sfc32: a small fast PRNG, so a million inputs cost little beyond the code under test. */
-function sfc32(seed: number): () => number {
-  let a = 0x9e3779b9;
-  let b = 0x243f6a88;
-  let c = 0xb7e15162;
-  let d = seed | 0;
-  const next = () => {
-    a |= 0; b |= 0; c |= 0; d |= 0;
-    const t = (((a + b) | 0) + d) | 0;
-    d = (d + 1) | 0;
-    a = b ^ (b >>> 9);
-    b = (c + (c << 3)) | 0;
-    c = (c << 21) | (c >>> 11);
-    c = (c + t) | 0;
-    return t >>> 0;
-  };
-  for (let i = 0; i < 16; i++) next();
-  return next;
-}
 
 const INTERESTING_BYTES = [0x00, 0x01, 0x7f, 0x80, 0xff, 0x20, 0x22, 0x7b, 0x7d, 0x5b, 0x5d, 0x2c, 0x3a, 0x30, 0x2d];
 const INTERESTING_JSON: unknown[] = [

@@ -2,7 +2,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -52,17 +51,7 @@ export async function waitForEvent(path: string, pred: (e: EventLine) => boolean
   }
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => res(port));
-    });
-  });
-}
+export { freePort } from '../../../src/common/free-port.js';
 
 export function workDir(prefix: string): { dir: string; ticket: string; cleanup(): void } {
   const dir = mkdtempSync(join(tmpdir(), `postcopy-${prefix}-`));

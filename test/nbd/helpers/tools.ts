@@ -128,14 +128,4 @@ export function startNbdkit(socketPath: string, args: string[]): Promise<Spawned
   return spawnServer('nbdkit', ['-f', '--exit-with-parent', '-U', socketPath, ...args], socketPath);
 }
 
-/** A free TCP port on 127.0.0.1 (bind 0, read it, release it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from '../../../src/common/free-port.js';
