@@ -5,45 +5,35 @@ import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateDemoImage } from '../../src/guest/image-gen.js';
 import { compareImages } from '../../src/guest/verify.js';
-import { assertTools, skipWithout, startQemuNbd, type SpawnedServer } from '../nbd/helpers/tools.js';
-import { freePort, readEvents, startAgent, waitForEvent, workDir, type Agent } from './helpers/processes.js';
+import { assertTools, skipWithout, startQemuNbd } from '../nbd/helpers/tools.js';
+import { freePort, readEvents, startAgent, waitForEvent, workDir, Teardown } from './helpers/processes.js';
 
-let agents: Agent[] = [];
-let servers: SpawnedServer[] = [];
-let cleanups: Array<() => void> = [];
-afterEach(async () => {
-  for (const a of agents) if (a.child.exitCode === null && a.child.signalCode === null) a.child.kill('SIGKILL');
-  await Promise.all(agents.map((a) => a.exit));
-  for (const s of servers) await s.stop();
-  for (const c of cleanups) c();
-  agents = [];
-  servers = [];
-  cleanups = [];
-});
+const teardown = new Teardown();
+afterEach(() => teardown.run());
 
 describe.skipIf(skipWithout(['qemu-nbd']))('fallback source', () => {
   beforeAll(() => assertTools(['qemu-nbd']));
 
   it('S killed after cut-over and never back: D completes from the replica', async () => {
     const w = workDir('fallback');
-    cleanups.push(w.cleanup);
+    teardown.later(w.cleanup);
     const src = join(w.dir, 'src.img');
     const replica = join(w.dir, 'replica.img');
     const dst = join(w.dir, 'dst.img');
     generateDemoImage(src, 64 * 1024 * 1024, 8);
     copyFileSync(src, replica);
     const nbd = await startQemuNbd(replica, join(w.dir, 'replica.sock'), ['-f', 'raw', '-r']);
-    servers.push(nbd);
+    teardown.later(() => nbd.stop());
     const port = await freePort();
     const dEvents = join(w.dir, 'd.jsonl');
     const dest = startAgent([
       'dest', '--listen', `127.0.0.1:${port}`, '--image', dst, '--ticket-file', w.ticket, '--events', dEvents,
       '--fallback', nbd.uri('disk'), '--fallback-after', '1', '--confirm-timeout', '1', '--bulk-window', '128K', '--progress-interval', '20',
     ]);
-    agents.push(dest);
+    teardown.agent(dest);
     await waitForEvent(dEvents, (e) => e.event === 'listening');
     const source = startAgent(['source', '--connect', `127.0.0.1:${port}`, '--image', src, '--ticket-file', w.ticket]);
-    agents.push(source);
+    teardown.agent(source);
     await waitForEvent(dEvents, (e) => e.event === 'progress' && e.phase === 'postcopy' && Number(e.blocksPresent) > 0);
     source.child.kill('SIGKILL');
     await source.exit;

@@ -7,33 +7,23 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateDemoImage } from '../../src/guest/image-gen.js';
 import { compareImages } from '../../src/guest/verify.js';
 import { assertTools, run, skipWithout, startNbdkit, startQemuNbd, toolPath, type SpawnedServer } from '../nbd/helpers/tools.js';
-import { freePort, readEvents, startAgent, waitForEvent, workDir, type Agent } from './helpers/processes.js';
+import { freePort, readEvents, startAgent, waitForEvent, workDir, Teardown } from './helpers/processes.js';
 
 const TOOLS = ['qemu-nbd', 'qemu-img', 'qemu-io', 'nbdkit', 'nbdinfo', 'nbdcopy'];
 const MiB = 1024 * 1024;
-let agents: Agent[] = [];
-let servers: SpawnedServer[] = [];
-let cleanups: Array<() => void> = [];
 
-afterEach(async () => {
-  for (const a of agents) if (a.child.exitCode === null && a.child.signalCode === null) a.child.kill('SIGKILL');
-  await Promise.all(agents.map((a) => a.exit));
-  for (const s of servers) await s.stop();
-  for (const c of cleanups) c();
-  agents = [];
-  servers = [];
-  cleanups = [];
-});
+const teardown = new Teardown();
+afterEach(() => teardown.run());
 
 async function migrate(t: { dir: string; ticket: string }, image: string, extraDest: string[] = []) {
   const dst = join(t.dir, 'dst.img');
   const port = await freePort();
   const dEvents = join(t.dir, 'd.jsonl');
   const dest = startAgent(['dest', '--listen', `127.0.0.1:${port}`, '--image', dst, '--ticket-file', t.ticket, '--events', dEvents, ...extraDest]);
-  agents.push(dest);
+  teardown.agent(dest);
   await waitForEvent(dEvents, (e) => e.event === 'listening');
   const source = startAgent(['source', '--connect', `127.0.0.1:${port}`, '--image', image, '--ticket-file', t.ticket]);
-  agents.push(source);
+  teardown.agent(source);
   return { dst, dest, source, dEvents };
 }
 
@@ -58,11 +48,11 @@ describe.skipIf(skipWithout(TOOLS))('S reads its image from a real NBD server', 
   for (const [name, start] of cases) {
     it(`${name}: D's image equals the export's content, zero extents skipped`, async () => {
       const t = workDir('nbdsrc');
-      cleanups.push(t.cleanup);
+      teardown.later(t.cleanup);
       const src = join(t.dir, 'src.img');
       generateDemoImage(src, 24 * MiB, 21);
       const server = await start(src, join(t.dir, 'nbd.sock'), t.dir);
-      servers.push(server);
+      teardown.later(() => server.stop());
       const m = await migrate(t, server.uri('disk'));
       const [s, d] = await Promise.all([m.source.exit, m.dest.exit]);
       expect(s.code, m.source.stderr()).toBe(0);
@@ -80,11 +70,11 @@ describe.skipIf(skipWithout(TOOLS))("D's migrating disk as an NBD export, used b
   /** A migration from a slow source (blocks stay missing on D for seconds) with D's export on a Unix socket. */
   async function slowMigrationWithExport(name: string) {
     const t = workDir(name);
-    cleanups.push(t.cleanup);
+    teardown.later(t.cleanup);
     const src = join(t.dir, 'src.img');
     generateDemoImage(src, 16 * MiB, 33);
     const slow = await startNbdkit(join(t.dir, 'src.sock'), ['-r', '-e', 'disk', '--filter=delay', 'file', src, 'rdelay=15ms']);
-    servers.push(slow);
+    teardown.later(() => slow.stop());
     const sock = join(t.dir, 'export.sock');
     const m = await migrate(t, slow.uri('disk'), ['--nbd-socket', sock, '--bulk-window', '64K', '--progress-interval', '50']);
     await waitForEvent(m.dEvents, (e) => e.event === 'export');

@@ -4,18 +4,12 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateDemoImage } from '../../src/guest/image-gen.js';
 import { compareImages } from '../../src/guest/verify.js';
-import { freePort, readEvents, startAgent, waitForEvent, workDir, type Agent, type EventLine } from './helpers/processes.js';
+import { freePort, readEvents, startAgent, waitForEvent, workDir, Teardown, type EventLine } from './helpers/processes.js';
 
 const MiB = 1024 * 1024;
-let agents: Agent[] = [];
-let cleanups: Array<() => void> = [];
 
-afterEach(() => {
-  for (const a of agents) if (a.child.exitCode === null && a.child.signalCode === null) a.child.kill('SIGKILL');
-  for (const c of cleanups) c();
-  agents = [];
-  cleanups = [];
-});
+const teardown = new Teardown();
+afterEach(() => teardown.run());
 
 function fractionPresent(e: EventLine): number {
   return e.event === 'progress' && e.phase === 'postcopy' ? Number(e.blocksPresent) / Number(e.blocksTotal) : 0;
@@ -23,7 +17,7 @@ function fractionPresent(e: EventLine): number {
 
 async function scenario(victim: 'dest' | 'source', atFraction: number): Promise<void> {
   const w = workDir(`kill-${victim}`);
-  cleanups.push(w.cleanup);
+  teardown.later(w.cleanup);
   const src = join(w.dir, 'src.img');
   const dst = join(w.dir, 'dst.img');
   generateDemoImage(src, 96 * MiB, 11);
@@ -37,10 +31,10 @@ async function scenario(victim: 'dest' | 'source', atFraction: number): Promise<
   const dEvents = join(w.dir, 'd.jsonl');
   const sEvents = join(w.dir, 's.jsonl');
   let dest = startAgent([...dstArgs, '--events', dEvents]);
-  agents.push(dest);
+  teardown.agent(dest);
   await waitForEvent(dEvents, (e) => e.event === 'listening');
   let source = startAgent([...srcArgs, '--events', sEvents]);
-  agents.push(source);
+  teardown.agent(source);
   await waitForEvent(dEvents, (e) => fractionPresent(e) >= atFraction, 60_000);
   const killed = victim === 'dest' ? dest : source;
   killed.child.kill('SIGKILL');
@@ -49,10 +43,10 @@ async function scenario(victim: 'dest' | 'source', atFraction: number): Promise<
   expect(presentAtKill).toBeLessThan(1);
   if (victim === 'dest') {
     dest = startAgent([...dstArgs, '--events', dEvents]);
-    agents.push(dest);
+    teardown.agent(dest);
   } else {
     source = startAgent([...srcArgs, '--events', sEvents]);
-    agents.push(source);
+    teardown.agent(source);
   }
   const [s, d] = await Promise.all([source.exit, dest.exit]);
   expect(s.code, source.stderr()).toBe(0);

@@ -4,16 +4,10 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateDemoImage } from '../../src/guest/image-gen.js';
 import { compareImages } from '../../src/guest/verify.js';
-import { freePort, readEvents, startAgent, waitForEvent, workDir, type Agent } from './helpers/processes.js';
+import { freePort, readEvents, startAgent, waitForEvent, workDir, Teardown } from './helpers/processes.js';
 
-let agents: Agent[] = [];
-let cleanups: Array<() => void> = [];
-afterEach(() => {
-  for (const a of agents) if (a.child.exitCode === null && a.child.signalCode === null) a.child.kill('SIGKILL');
-  for (const c of cleanups) c();
-  agents = [];
-  cleanups = [];
-});
+const teardown = new Teardown();
+afterEach(() => teardown.run());
 
 function openssl(args: string[], cwd: string): void {
   execFileSync('openssl', args, { cwd, stdio: 'ignore' });
@@ -37,7 +31,7 @@ function makePki(dir: string): void {
 describe('mutual TLS on the migration socket', () => {
   it('migrates over TLS; a source whose certificate another CA signed is refused before anything starts', async () => {
     const w = workDir('tls');
-    cleanups.push(w.cleanup);
+    teardown.later(w.cleanup);
     makePki(w.dir);
     const f = (n: string) => join(w.dir, n);
     const src = f('src.img');
@@ -46,20 +40,20 @@ describe('mutual TLS on the migration socket', () => {
     const port = await freePort();
     const dEvents = f('d.jsonl');
     const dest = startAgent(['dest', '--listen', `127.0.0.1:${port}`, '--image', dst, '--ticket-file', w.ticket, '--events', dEvents, '--tls-cert', f('dest.crt'), '--tls-key', f('dest.key'), '--tls-ca', f('ca.crt')]);
-    agents.push(dest);
+    teardown.agent(dest);
     await waitForEvent(dEvents, (e) => e.event === 'listening');
 
     const stranger = startAgent(['source', '--connect', `127.0.0.1:${port}`, '--image', src, '--ticket-file', w.ticket, '--connect-timeout', '2', '--tls-cert', f('stranger.crt'), '--tls-key', f('stranger.key'), '--tls-ca', f('ca.crt')]);
-    agents.push(stranger);
+    teardown.agent(stranger);
     expect((await stranger.exit).code).toBe(4);
     await waitForEvent(dEvents, (e) => e.event === 'refused' && e.code === 'TLS');
 
     const plain = startAgent(['source', '--connect', `127.0.0.1:${port}`, '--image', src, '--ticket-file', w.ticket, '--connect-timeout', '2']);
-    agents.push(plain);
+    teardown.agent(plain);
     expect((await plain.exit).code).toBe(4);
 
     const source = startAgent(['source', '--connect', `127.0.0.1:${port}`, '--image', src, '--ticket-file', w.ticket, '--tls-cert', f('source.crt'), '--tls-key', f('source.key'), '--tls-ca', f('ca.crt')]);
-    agents.push(source);
+    teardown.agent(source);
     const [s, d] = await Promise.all([source.exit, dest.exit]);
     expect(s.code, source.stderr()).toBe(0);
     expect(d.code, dest.stderr()).toBe(0);

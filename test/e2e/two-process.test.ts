@@ -5,22 +5,16 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { generateDemoImage } from '../../src/guest/image-gen.js';
 import { compareImages, verifyMigration } from '../../src/guest/verify.js';
 import { loadWriteMap } from '../../src/guest/write-map.js';
-import { freePort, readEvents, startAgent, waitForEvent, workDir, type Agent } from './helpers/processes.js';
+import { freePort, readEvents, startAgent, waitForEvent, workDir, Teardown } from './helpers/processes.js';
 
 const MiB = 1024 * 1024;
-let cleanups: Array<() => void> = [];
-let agents: Agent[] = [];
 
-afterEach(() => {
-  for (const a of agents) if (a.child.exitCode === null) a.child.kill('SIGKILL');
-  for (const c of cleanups) c();
-  cleanups = [];
-  agents = [];
-});
+const teardown = new Teardown();
+afterEach(() => teardown.run());
 
 function setup(name: string) {
   const w = workDir(name);
-  cleanups.push(w.cleanup);
+  teardown.later(w.cleanup);
   return {
     ...w,
     src: join(w.dir, 'src.img'),
@@ -36,10 +30,10 @@ describe('two processes over TCP', () => {
     generateDemoImage(t.src, 48 * MiB + 12288, 7); // size not a multiple of the block size
     const port = await freePort();
     const dest = startAgent(['dest', '--listen', `127.0.0.1:${port}`, '--image', t.dst, '--ticket-file', t.ticket, '--events', t.dstEvents]);
-    agents.push(dest);
+    teardown.agent(dest);
     await waitForEvent(t.dstEvents, (e) => e.event === 'listening');
     const source = startAgent(['source', '--connect', `127.0.0.1:${port}`, '--image', t.src, '--ticket-file', t.ticket, '--events', t.srcEvents]);
-    agents.push(source);
+    teardown.agent(source);
     const [s, d] = await Promise.all([source.exit, dest.exit]);
     expect(s.code, source.stderr()).toBe(0);
     expect(d.code, dest.stderr()).toBe(0);
@@ -60,12 +54,12 @@ describe('two processes over TCP', () => {
     const port = await freePort();
     const state = join(t.dir, 'dstate');
     const dest = startAgent(['dest', '--listen', `127.0.0.1:${port}`, '--image', t.dst, '--state-dir', state, '--ticket-file', t.ticket, '--events', t.dstEvents]);
-    agents.push(dest);
+    teardown.agent(dest);
     const source = startAgent([
       'source', '--connect', `127.0.0.1:${port}`, '--image', t.src, '--ticket-file', t.ticket, '--events', t.srcEvents,
       '--guest', 'sim', '--ram', '32M', '--dirty-rate', '2000', '--disk-ops', '500', '--seed', '9',
     ]);
-    agents.push(source);
+    teardown.agent(source);
     const [s, d] = await Promise.all([source.exit, dest.exit]);
     expect(s.code, source.stderr()).toBe(0);
     expect(d.code, dest.stderr()).toBe(0);
@@ -87,17 +81,17 @@ describe('two processes over TCP', () => {
     writeFileSync(wrong, 'this-is-not-the-right-secret-at-all\n');
     const port = await freePort();
     const dest = startAgent(['dest', '--listen', `127.0.0.1:${port}`, '--image', t.dst, '--ticket-file', t.ticket, '--events', t.dstEvents]);
-    agents.push(dest);
+    teardown.agent(dest);
     await waitForEvent(t.dstEvents, (e) => e.event === 'listening');
     const bad = startAgent(['source', '--connect', `127.0.0.1:${port}`, '--image', t.src, '--ticket-file', wrong, '--connect-timeout', '5']);
-    agents.push(bad);
+    teardown.agent(bad);
     const b = await bad.exit;
     expect(b.code).toBe(4);
     expect(bad.stderr()).toMatch(/could not start/);
     await waitForEvent(t.dstEvents, (e) => e.event === 'refused');
     // The destination is still there and still migrates for the right source.
     const good = startAgent(['source', '--connect', `127.0.0.1:${port}`, '--image', t.src, '--ticket-file', t.ticket]);
-    agents.push(good);
+    teardown.agent(good);
     const [g, d] = await Promise.all([good.exit, dest.exit]);
     expect(g.code, good.stderr()).toBe(0);
     expect(d.code, dest.stderr()).toBe(0);
@@ -107,11 +101,11 @@ describe('two processes over TCP', () => {
   it('prints --help for each command and a one-line error for bad usage', async () => {
     for (const cmd of ['dest', 'source', 'demo', 'verify']) {
       const a = startAgent([cmd, '--help']);
-      agents.push(a);
+      teardown.agent(a);
       expect((await a.exit).code).toBe(0);
     }
     const bad = startAgent(['dest', '--listen', 'nonsense']);
-    agents.push(bad);
+    teardown.agent(bad);
     expect((await bad.exit).code).toBe(2);
     expect(bad.stderr().trim().split('\n')).toHaveLength(1);
   });

@@ -59,3 +59,31 @@ export function workDir(prefix: string): { dir: string; ticket: string; cleanup(
   writeFileSync(ticket, randomBytes(24).toString('hex') + '\n');
   return { dir, ticket, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
+
+/**
+ * What a test started, undone after it: agents still running are killed (and awaited), then the other
+ * clean-ups run last-registered first (a server before the directory it lives in).
+ */
+export class Teardown {
+  #agents: Agent[] = [];
+  #later: Array<() => void | Promise<void>> = [];
+
+  agent(a: Agent): Agent {
+    this.#agents.push(a);
+    return a;
+  }
+
+  later(fn: () => void | Promise<void>): void {
+    this.#later.push(fn);
+  }
+
+  async run(): Promise<void> {
+    const agents = this.#agents;
+    const later = this.#later;
+    this.#agents = [];
+    this.#later = [];
+    for (const a of agents) if (a.child.exitCode === null && a.child.signalCode === null) a.child.kill('SIGKILL');
+    await Promise.all(agents.map((a) => a.exit));
+    for (const fn of later.reverse()) await fn();
+  }
+}
