@@ -237,4 +237,3 @@ export class Fetcher {
   }
 }
 
-export { CLASS_BULK, CLASS_URGENT };

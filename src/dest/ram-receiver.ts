@@ -13,8 +13,6 @@ export class RamReceiver {
   readonly ram: Buffer;
   readonly pageCount: number;
   readonly #digest: PageDigest;
-  /** Credit granted and not yet used by S. */
-  #outstanding = 0;
   pagesReceived = 0;
   bytesReceived = 0;
 
@@ -27,13 +25,14 @@ export class RamReceiver {
 
   /** Open the window: S may send this much before waiting for more. */
   grantInitial(link: Link): void {
-    this.#outstanding += RAM_CREDIT_WINDOW;
     link.send({ type: 'CREDIT', bytes: RAM_CREDIT_WINDOW });
   }
 
   /** Apply a frame of pages; then give its bytes back as credit. */
   apply(msg: MessageOf<'RAM_PAGES'>, link: Link): void {
-    if (msg.data.length > this.#outstanding) throw new ProtocolError('PC_ERR_MALFORMED', 'RAM pages beyond granted credit');
+    // Each frame is applied at once and its credit handed straight back, so S's credit is always the whole
+    // window minus what is on the wire: one frame can never exceed it.
+    if (msg.data.length > RAM_CREDIT_WINDOW) throw new ProtocolError('PC_ERR_MALFORMED', 'RAM pages beyond granted credit');
     let at = 0;
     for (const raw of msg.indices) {
       const zero = (raw & RAM_ZERO_PAGE_BIT) !== 0;
@@ -53,11 +52,7 @@ export class RamReceiver {
       }
       this.pagesReceived++;
     }
-    this.#outstanding -= msg.data.length;
-    if (msg.data.length > 0) {
-      this.#outstanding += msg.data.length;
-      link.send({ type: 'CREDIT', bytes: msg.data.length });
-    }
+    if (msg.data.length > 0) link.send({ type: 'CREDIT', bytes: msg.data.length });
   }
 
   digest(): string {
