@@ -1,7 +1,7 @@
 // The RAM digest both sides agree on at cut-over: a crc32 per page, kept up to date as pages are
 // sent or received, hashed together at the end (hashing all of RAM in the downtime window would cost too much).
 import { createHash } from 'node:crypto';
-import { crc32 } from 'node:zlib';
+import { crc32 } from './crc32.js';
 
 const ZERO_PAGE_CRC = (size: number) => crc32(Buffer.alloc(size)) >>> 0;
 

@@ -5,7 +5,7 @@
 import { closeSync, fdatasync, ftruncateSync, openSync } from 'node:fs';
 import { readFully, readIntoFully, writeFully } from '../common/file-io.js';
 import { promisify } from 'node:util';
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../common/crc32.js';
 import type { BlockDevice, Extent } from '../common/block-device.js';
 import { deferred, type Deferred } from '../common/deferred.js';
 import { BackendError, ProtocolError, type PostcopyError } from '../common/errors.js';

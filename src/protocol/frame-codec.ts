@@ -1,5 +1,5 @@
 // Frame encoder and streaming decoder for the migration wire. Pure: Buffers in, frames out.
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../common/crc32.js';
 import { ProtocolError } from '../common/errors.js';
 import {
   FRAME_HEADER_SIZE,

@@ -1,6 +1,6 @@
 // What S has sent, block by block: the crc32 of each block's bytes as they left, so the final check compares
 // D's read-back digests without reading the whole image a second time.
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../common/crc32.js';
 
 export class SentDigests {
   readonly blockSize: number;

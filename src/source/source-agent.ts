@@ -13,7 +13,7 @@ import { connectWithRetry, type Backoff, type Endpoint, type TlsFiles } from '..
 import { handshakeAsSource, type SessionKeys } from '../link/handshake.js';
 import { Link, type LinkOptions } from '../link/link.js';
 import { MAX_EXTENTS_PER_FRAME, MAX_MISMATCH_BLOCKS } from '../protocol/constants.js';
-import { crc32 } from 'node:zlib';
+import { crc32 } from '../common/crc32.js';
 import type { Ticket } from '../protocol/handshake.js';
 import type { GuestDefinition, Message, ZeroRun } from '../protocol/messages.js';
 import type { MigratableGuest } from '../guest/types.js';
