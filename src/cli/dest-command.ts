@@ -9,7 +9,7 @@ import { JsonLinesEvents } from '../common/events.js';
 import { UsageError } from '../common/errors.js';
 import { loadTlsFiles, parseHostPort, type TlsFiles } from '../link/connect.js';
 import { DestAgent, DestRolledBackError } from '../dest/dest-agent.js';
-import type { BlockStore } from '../dest/block-store.js';
+import { FINAL_CHECK_MODES, type BlockStore, type FinalCheckMode } from '../dest/block-store.js';
 import type { SimGuest } from '../guest/sim-guest.js';
 import { AGENT_OPTIONS, parseCommandArgs, optional, readTicket, required } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
@@ -37,6 +37,9 @@ Wait for a source to connect, take over its guest, and pull its disk into PATH.
                           long (default 60); every block is durable here by then
   --bulk-window SIZE      background-stream bytes in flight (default 1M): larger streams faster on a
                           long link, smaller keeps demand reads from waiting behind bulk data
+  --final-check MODE      what D's side of the check before S retires compares: 'digest' (default), the
+                          crc32 of each block as it was written; 'readback', every block read back from
+                          the image once all are durable (finds later damage too; costs a full read)
   --guest qemu            take over a QEMU guest: its disk is this export, its stream is fed to a
                           destination QEMU that stays paused until Finish, then runs here
   --qemu-cmd TEMPLATE     --guest qemu: start the destination QEMU at Prepare with this shell command;
@@ -66,6 +69,7 @@ export async function runDest(argv: string[]): Promise<number> {
     'nbd-socket': { type: 'string' },
     'nbd-name': { type: 'string' },
     'bulk-window': { type: 'string' },
+    'final-check': { type: 'string' },
     guest: { type: 'string' },
     'qemu-cmd': { type: 'string' },
     qmp: { type: 'string' },
@@ -94,6 +98,10 @@ export async function runDest(argv: string[]): Promise<number> {
   // Set from the store-ready callback, so held in an object the compiler does not narrow.
   const exported: { current: RunningExport | null } = { current: null };
 
+  const finalCheck = (optional(values, 'final-check') ?? 'digest') as FinalCheckMode;
+  if (!FINAL_CHECK_MODES.includes(finalCheck)) {
+    throw new UsageError('PC_ERR_USAGE', `--final-check must be one of ${FINAL_CHECK_MODES.join(', ')}, got '${finalCheck}'`);
+  }
   const guestKind = optional(values, 'guest');
   if (guestKind !== undefined && guestKind !== 'qemu') throw new UsageError('PC_ERR_USAGE', `--guest must be 'qemu' (a simulated guest comes from the source), got '${guestKind}'`);
   if (guestKind !== 'qemu' && (values['qemu-cmd'] !== undefined || values.qmp !== undefined || values['serial-log'] !== undefined)) {
@@ -116,6 +124,7 @@ export async function runDest(argv: string[]): Promise<number> {
     confirmGraceMs: parseIntArg(optional(values, 'confirm-timeout') ?? '60', '--confirm-timeout', 0, 86_400) * 1000,
     ...(await fallbackOption(values, log)),
     streamer: { windowBytes: parseSize(optional(values, 'bulk-window') ?? '1M', '--bulk-window') },
+    finalCheck,
     createGuest: (def, ram, state) => restoreGuest(def, ram, state, agent.store!.size, log),
     onStoreReady: async (store: BlockStore) => {
       if (!nbdListen && !nbdSocket) return [];

@@ -34,6 +34,8 @@ export interface BlockDevice {
 export interface SourceImage {
   readonly size: number;
   read(offset: number, length: number): Promise<Buffer>;
+  /** Read into the front of the caller's buffer instead (a server reusing its buffers); optional. */
+  readInto?(buf: Buffer, offset: number, length: number): Promise<Buffer>;
   /** Full allocation map, zero/hole runs marked, covering [0, size) in order. */
   extents(): Promise<Extent[]>;
   close(): Promise<void>;

@@ -25,6 +25,14 @@ const DIGEST_READ_BYTES = 4 * 1024 * 1024;
 
 export type StoreMode = 'pass-through' | 'copy-on-read';
 
+/**
+ * How the final check learns what D holds of S's bytes. `digest`: the crc32 of each block as it was written
+ * (no extra I/O; a block that arrived before a restart is read back). `readback`: every such block is read back
+ * from the image once all are durable, so damage done after the write (a stray writer, a bug) is found too.
+ */
+export type FinalCheckMode = 'digest' | 'readback';
+export const FINAL_CHECK_MODES: readonly FinalCheckMode[] = ['digest', 'readback'];
+
 export interface BlockStoreStats {
   bytesFetchedDemand: number;
   bytesFetchedBulk: number;
@@ -34,6 +42,14 @@ export interface BlockStoreStats {
   demandMisses: number;
   lateFetchesDropped: number;
   commits: number;
+}
+
+export interface StoreOptions {
+  size: number;
+  bitmap: PresentBitmap;
+  fetcher: Fetcher;
+  log: Logger;
+  finalCheck?: FinalCheckMode;
 }
 
 export class BlockStore implements BlockDevice {
@@ -73,16 +89,19 @@ export class BlockStore implements BlockDevice {
   readonly #pristine: Uint8Array;
   /** Blocks this run has written bytes into: in a fresh image every other block is still a hole. */
   readonly #written: Uint8Array;
-  /** Pristine blocks read back after their commit, with the crc32 of what was read. */
-  readonly #readBack: Uint8Array;
-  readonly #readBackCrc: Uint32Array;
+  /** Pristine blocks whose crc32 was taken as they were written (digest mode). */
+  readonly #digestKnown: Uint8Array;
+  readonly #digests: Uint32Array;
+  readonly #finalCheck: FinalCheckMode;
+  /** crc32 of a whole block of zeroes. */
+  readonly #zeroBlockCrc: number;
   #pendingDurable: number[] = [];
   #commitChain: Promise<void> = Promise.resolve();
   #commitTimer: NodeJS.Timeout | null = null;
   readonly #copyOnReadStarted = deferred<void>();
   #complete = deferred<void>();
 
-  private constructor(fd: number, opts: { size: number; bitmap: PresentBitmap; fetcher: Fetcher; log: Logger; fresh: boolean }) {
+  private constructor(fd: number, opts: StoreOptions & { fresh: boolean }) {
     this.#fd = fd;
     this.size = opts.size;
     this.#bitmap = opts.bitmap;
@@ -95,19 +114,21 @@ export class BlockStore implements BlockDevice {
     this.#zeroKnown = new Uint8Array(Math.ceil(this.blockCount / 8));
     this.#pristine = new Uint8Array(Math.ceil(this.blockCount / 8));
     this.#written = new Uint8Array(Math.ceil(this.blockCount / 8));
-    this.#readBack = new Uint8Array(Math.ceil(this.blockCount / 8));
-    this.#readBackCrc = new Uint32Array(this.blockCount);
+    this.#digestKnown = new Uint8Array(Math.ceil(this.blockCount / 8));
+    this.#digests = new Uint32Array(this.blockCount);
+    this.#finalCheck = opts.finalCheck ?? 'digest';
+    this.#zeroBlockCrc = crc32(Buffer.alloc(this.blockSize));
   }
 
   /** Create a new sparse image of `size` bytes (truncating any old file). */
-  static create(path: string, opts: { size: number; bitmap: PresentBitmap; fetcher: Fetcher; log: Logger }): BlockStore {
+  static create(path: string, opts: StoreOptions): BlockStore {
     const fd = openSync(path, 'w+');
     ftruncateSync(fd, opts.size);
     return new BlockStore(fd, { ...opts, fresh: true });
   }
 
   /** Reopen an image after a restart; blocks not in the bitmap may hold anything and are fetched again. */
-  static reopen(path: string, opts: { size: number; bitmap: PresentBitmap; fetcher: Fetcher; log: Logger }): BlockStore {
+  static reopen(path: string, opts: StoreOptions): BlockStore {
     const fd = openSync(path, 'r+');
     ftruncateSync(fd, opts.size);
     return new BlockStore(fd, { ...opts, fresh: false });
@@ -177,7 +198,7 @@ export class BlockStore implements BlockDevice {
       setBit(this.#written, b);
       this.#clearZeroKnown(b);
       clearBit(this.#pristine, b);
-      clearBit(this.#readBack, b);
+      clearBit(this.#digestKnown, b);
       if (!this.#bitmap.has(b)) this.#markPresent(b);
     }
     if (opts?.fua) await this.flush();
@@ -252,72 +273,41 @@ export class BlockStore implements BlockDevice {
   }
 
   /**
-   * The final check: read back every block whose content is S's and untouched since, and return its crc32.
-   * Reading the image (not remembering what arrived) is the point: it checks what is on D's disk.
+   * The final check: the crc32 of every block whose content is S's and untouched since. In digest mode, the
+   * digest taken as it was written; otherwise (readback mode, or a block that arrived before a restart) the
+   * block is read back from the image, in runs, yielding between them.
    */
   async pristineDigests(): Promise<Array<[number, number]>> {
     const out: Array<[number, number]> = [];
     const runBlocks = Math.max(1, Math.floor(DIGEST_READ_BYTES / this.blockSize));
+    const known = (b: number) => this.#finalCheck === 'digest' && getBit(this.#digestKnown, b);
     for (let first = 0; first < this.blockCount; first += runBlocks) {
       const count = Math.min(runBlocks, this.blockCount - first);
-      // Read the run only if some pristine block in it was not read back after its commit already.
       let needRead = false;
-      for (let b = first; b < first + count && !needRead; b++) needRead = getBit(this.#pristine, b) && !getBit(this.#readBack, b);
+      for (let b = first; b < first + count && !needRead; b++) needRead = getBit(this.#pristine, b) && !known(b);
       const offset = first * this.blockSize;
       const buf = needRead ? this.#readCheckRun(offset, Math.min(this.size, offset + count * this.blockSize) - offset) : null;
       for (let b = first; b < first + count; b++) {
         if (!getBit(this.#pristine, b)) continue;
-        if (getBit(this.#readBack, b)) {
-          out.push([b, this.#readBackCrc[b]!]);
+        if (known(b)) {
+          out.push([b, this.#digests[b]!]);
           continue;
         }
         const at = (b - first) * this.blockSize;
-        out.push([b, crc32(buf!.subarray(at, at + this.#blockLength(b))) >>> 0]);
+        out.push([b, crc32(buf!.subarray(at, at + this.#blockLength(b)))]);
       }
       if (needRead) await new Promise<void>((r) => setImmediate(r));
     }
     return out;
   }
 
-  /** Read a run for the final check into one reused buffer: the check reads the whole image, and fresh buffers
-   * for it would only feed the garbage collector (and the agent's peak RSS). */
+  /** Read a run for the final check into one reused buffer: the check may read the whole image, and fresh
+   * buffers for it would only feed the garbage collector (and the agent's peak RSS). */
   #readCheckRun(offset: number, length: number): Buffer {
     if (this.#checkBuf.length < length) this.#checkBuf = Buffer.allocUnsafe(Math.max(length, DIGEST_READ_BYTES));
     return readIntoFully(this.#fd, this.#checkBuf, offset, length).subarray(0, length);
   }
   #checkBuf: Buffer = Buffer.alloc(0);
-
-  /**
-   * After a commit, read the newly durable blocks that hold S's bytes back from the image and keep their crc32,
-   * in the idle time of the migration rather than all at the end. Contiguous blocks are read together.
-   */
-  #readBackCommitted(batch: readonly number[]): void {
-    const blocks = batch.filter((b) => getBit(this.#pristine, b) && !getBit(this.#readBack, b)).sort((a, c) => a - c);
-    let i = 0;
-    const step = () => {
-      if (this.#fd < 0) return;
-      const deadline = performance.now() + 2;
-      while (i < blocks.length && performance.now() < deadline) {
-        let j = i + 1;
-        while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && (j - i + 1) * this.blockSize <= DIGEST_READ_BYTES) j++;
-        const first = blocks[i]!;
-        const offset = first * this.blockSize;
-        const end = Math.min(this.size, (blocks[j - 1]! + 1) * this.blockSize);
-        const buf = this.#readCheckRun(offset, end - offset);
-        for (let k = i; k < j; k++) {
-          const b = blocks[k]!;
-          // Still S's bytes (no guest write, no re-fetch since): the crc stands for what is on disk.
-          if (!getBit(this.#pristine, b)) continue;
-          const at = (b - first) * this.blockSize;
-          this.#readBackCrc[b] = crc32(buf.subarray(at, at + this.#blockLength(b))) >>> 0;
-          setBit(this.#readBack, b);
-        }
-        i = j;
-      }
-      if (i < blocks.length) setImmediate(step);
-    };
-    if (blocks.length > 0) setImmediate(step);
-  }
 
   /**
    * S found these blocks differ from its image: unless the guest has written them since, they are missing
@@ -327,7 +317,7 @@ export class BlockStore implements BlockDevice {
     const again = blocks.filter((b) => b >= 0 && b < this.blockCount && getBit(this.#pristine, b) && this.#bitmap.has(b));
     for (const b of again) {
       clearBit(this.#pristine, b);
-      clearBit(this.#readBack, b);
+      clearBit(this.#digestKnown, b);
       this.#clearZeroKnown(b);
       // Whatever is on disk there is untrusted now, hole or not: a zero reply must write real zeroes.
       setBit(this.#written, b);
@@ -436,6 +426,10 @@ export class BlockStore implements BlockDevice {
       for (let b = runStart; b < end; b++) {
         setBit(this.#written, b);
         setBit(this.#pristine, b);
+        if (this.#finalCheck === 'digest') {
+          const at = (b - first) * this.blockSize;
+          this.#setDigest(b, crc32(data.subarray(at, at + this.#blockLength(b))));
+        }
         this.#markPresent(b);
       }
       runStart = -1;
@@ -459,6 +453,8 @@ export class BlockStore implements BlockDevice {
     // fetch, and a block taken back by the final check holds whatever was wrong with it.
     if (!this.#fresh || getBit(this.#written, b)) writeFully(this.#fd, Buffer.alloc(this.#blockLength(b)), b * this.blockSize);
     setBit(this.#pristine, b);
+    const length = this.#blockLength(b);
+    this.#setDigest(b, length === this.blockSize ? this.#zeroBlockCrc : crc32(Buffer.alloc(length)));
     this.#markPresent(b);
     this.#setZeroKnown(b);
   }
@@ -487,7 +483,6 @@ export class BlockStore implements BlockDevice {
       await fdatasyncAsync(this.#fd);
       await this.#bitmap.commit(batch);
       this.stats.commits++;
-      this.#readBackCommitted(batch);
       this.#checkComplete();
     };
     this.#commitChain = this.#commitChain.then(run, run);
@@ -518,6 +513,11 @@ export class BlockStore implements BlockDevice {
   }
 
   /** S's reply parts must cover whole blocks (the image's short last block counts as whole). */
+  #setDigest(b: number, crc: number): void {
+    this.#digests[b] = crc;
+    setBit(this.#digestKnown, b);
+  }
+
   #checkWholeBlocks(offset: number, length: number): void {
     const end = offset + length;
     if (offset % this.blockSize !== 0 || (end % this.blockSize !== 0 && end !== this.size)) {

@@ -19,7 +19,7 @@ import type { GuestDefinition, Message, MessageOf } from '../protocol/messages.j
 import type { MigratableGuest } from '../guest/types.js';
 import type { DestGuestMigrator } from '../guest/migrator.js';
 import { LinkStreamChannel, STREAM_CREDIT_WINDOW } from '../link/stream-channel.js';
-import { BlockStore } from './block-store.js';
+import { BlockStore, type FinalCheckMode } from './block-store.js';
 import { Fetcher, type FallbackSource } from './fetcher.js';
 import { PresentBitmap } from './present-bitmap.js';
 import { RamReceiver } from './ram-receiver.js';
@@ -58,6 +58,8 @@ export interface DestAgentOptions {
   /** Runs a real hypervisor's guest here (QEMU), fed its own migration stream. */
   migrator?: DestGuestMigrator;
   streamer?: Partial<StreamerOptions>;
+  /** How the final check learns D's digests (default digest: as written). */
+  finalCheck?: FinalCheckMode;
   link?: Omit<LinkOptions, 'log'>;
   /** A replica or backup of S's image at cut-over, read once S has been unreachable for `afterMs`. */
   fallback?: { source: FallbackSource; afterMs: number };
@@ -353,7 +355,7 @@ export class DestAgent {
       }
       const blockCount = Math.ceil(size / blockSize);
       const bitmap = PresentBitmap.create(this.#bitmapPath(), blockSize, blockCount);
-      this.#store = BlockStore.create(this.#o.imagePath, { size, bitmap, fetcher: this.#fetcher, log: this.#log });
+      this.#store = BlockStore.create(this.#o.imagePath, { size, bitmap, fetcher: this.#fetcher, log: this.#log, finalCheck: this.#o.finalCheck });
       fsyncDir(this.#o.stateDir);
       this.#wireStore();
       this.#to('prepared');
@@ -583,7 +585,7 @@ export class DestAgent {
       const blockCount = Math.ceil(saved.size / saved.blockSize);
       if (!existsSync(this.#o.imagePath)) throw new StateError('PC_ERR_STATE_DIR', `state says ${saved.phase} but ${this.#o.imagePath} is missing`);
       const bitmap = PresentBitmap.load(this.#bitmapPath(), saved.blockSize, blockCount);
-      this.#store = BlockStore.reopen(this.#o.imagePath, { size: saved.size, bitmap, fetcher: this.#fetcher, log: this.#log });
+      this.#store = BlockStore.reopen(this.#o.imagePath, { size: saved.size, bitmap, fetcher: this.#fetcher, log: this.#log, finalCheck: this.#o.finalCheck });
       this.#phase = saved.phase;
       this.#wireStore();
       this.#store.startCopyOnRead();

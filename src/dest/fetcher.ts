@@ -79,6 +79,13 @@ export class Fetcher {
     return this.#link !== null && !this.#link.closed;
   }
 
+  /** Send the requests fn makes together (one write on the link). */
+  batch(fn: () => void): void {
+    const link = this.#link;
+    if (link && !link.closed) link.batch(fn);
+    else fn();
+  }
+
   request(offset: number, length: number, cls: BlockClass, sink: FetchSink): void {
     const id = this.#allocId();
     const req: InFlight = { id, offset, length, cls, sink, doneUpTo: offset, errors: 0, viaFallback: false };

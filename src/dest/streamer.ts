@@ -38,29 +38,38 @@ export class Streamer {
     this.#cursor = block + 1;
   }
 
-  /** Top the window up. Called on start, after each finished request, and after a reconnect. */
+  /**
+   * Top the window up. Called on start, after each finished request, and after a reconnect. It waits until
+   * half the window is free and then sends the requests together: a request per reply would cost a system
+   * call on each side for a few dozen bytes.
+   */
   fill(): void {
     if (!this.#running || this.#filling) return;
+    if (this.#fetcher.bulkBytesInFlight > this.#opts.windowBytes / 2) return;
     this.#filling = true;
     try {
-      const store = this.#store;
-      const maxBlocks = Math.max(1, Math.floor(this.#opts.batchBytes / store.blockSize));
-      let wrapped = false;
-      while (this.#fetcher.serving && this.#fetcher.bulkBytesInFlight < this.#opts.windowBytes) {
-        let b = this.#nextCandidate(this.#cursor);
-        if (b < 0) {
-          if (wrapped || this.#cursor === 0) break;
-          wrapped = true;
-          this.#cursor = 0;
-          continue;
-        }
-        let n = 1;
-        while (n < maxBlocks && b + n < store.blockCount && !store.isPresent(b + n) && !store.isInflight(b + n)) n++;
-        store.fetchBulk(b, n);
-        this.#cursor = b + n;
-      }
+      this.#fetcher.batch(() => this.#fillWindow());
     } finally {
       this.#filling = false;
+    }
+  }
+
+  #fillWindow(): void {
+    const store = this.#store;
+    const maxBlocks = Math.max(1, Math.floor(this.#opts.batchBytes / store.blockSize));
+    let wrapped = false;
+    while (this.#fetcher.serving && this.#fetcher.bulkBytesInFlight < this.#opts.windowBytes) {
+      const b = this.#nextCandidate(this.#cursor);
+      if (b < 0) {
+        if (wrapped || this.#cursor === 0) break;
+        wrapped = true;
+        this.#cursor = 0;
+        continue;
+      }
+      let n = 1;
+      while (n < maxBlocks && b + n < store.blockCount && !store.isPresent(b + n) && !store.isInflight(b + n)) n++;
+      store.fetchBulk(b, n);
+      this.#cursor = b + n;
     }
   }
 

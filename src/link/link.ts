@@ -33,6 +33,8 @@ export type MessageHandler = (msg: Message) => void;
 interface QueuedFrame {
   parts: Buffer[];
   bytes: number;
+  /** Called once the socket has handed the frame's bytes to the kernel (never, if the link closes first). */
+  onWritten?: () => void;
 }
 
 export class Link extends EventEmitter<LinkEvents> {
@@ -112,8 +114,11 @@ export class Link extends EventEmitter<LinkEvents> {
     this.sendFrame(encodeMessage(msg), true);
   }
 
-  /** Queue an encoded frame (header + payload parts). Bulk callers should respect waitBulkSpace(). */
-  sendFrame(parts: Buffer[], urgent: boolean): void {
+  /**
+   * Queue an encoded frame (header + payload parts). Bulk callers should respect waitBulkSpace().
+   * `onWritten` runs once the socket no longer needs the parts (a pooled buffer may then be reused).
+   */
+  sendFrame(parts: Buffer[], urgent: boolean, onWritten?: () => void): void {
     if (this.#closed) return;
     let bytes = 0;
     for (const p of parts) bytes += p.length;
@@ -122,12 +127,23 @@ export class Link extends EventEmitter<LinkEvents> {
         this.close(new ProtocolError('PC_ERR_MALFORMED', 'urgent send queue overflow'));
         return;
       }
-      this.#urgent.push({ parts, bytes });
+      this.#urgent.push({ parts, bytes, onWritten });
     } else {
-      this.#bulk.push({ parts, bytes });
+      this.#bulk.push({ parts, bytes, onWritten });
       this.#bulkBytes += bytes;
     }
     this.#pump();
+  }
+
+  /** Run fn with the socket corked: the frames it sends leave in one write, not one system call each. */
+  batch<T>(fn: () => T): T {
+    if (this.#closed) return fn();
+    this.#socket.cork();
+    try {
+      return fn();
+    } finally {
+      this.#socket.uncork();
+    }
   }
 
   /** Resolves when the bulk queue has room (or the link is closed). */
@@ -158,7 +174,7 @@ export class Link extends EventEmitter<LinkEvents> {
     } else {
       // A clean close still sends what was queued as urgent (ABORT, CONFIRM, ...) before the FIN.
       for (const f of this.#urgent.splice(0)) {
-        for (const p of f.parts) this.#socket.write(p);
+        writeParts(this.#socket, f);
         this.bytesSent += f.bytes;
       }
       this.#finish(undefined);
@@ -184,7 +200,7 @@ export class Link extends EventEmitter<LinkEvents> {
         s.cork();
         wrote = true;
       }
-      for (const p of f.parts) s.write(p);
+      writeParts(s, f);
       this.bytesSent += f.bytes;
     }
     if (wrote) s.uncork();
@@ -271,6 +287,14 @@ export class Link extends EventEmitter<LinkEvents> {
     for (const w of waiters) w();
     this.emit('close', err);
   }
+}
+
+function writeParts(s: Duplex, f: QueuedFrame): void {
+  const last = f.parts.length - 1;
+  for (let i = 0; i < last; i++) s.write(f.parts[i]);
+  // The write callback of the last part: every part before it has been taken by then, too.
+  if (last >= 0) s.write(f.parts[last], f.onWritten ? () => f.onWritten!() : undefined);
+  else f.onWritten?.();
 }
 
 function asProtocolError(e: unknown): PostcopyError {

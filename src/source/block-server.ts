@@ -7,12 +7,15 @@ import type { Link } from '../link/link.js';
 import { BULK_CHUNK_BYTES, CLASS_URGENT } from '../protocol/constants.js';
 import { encodeBlockData, encodeMessage, type MessageOf } from '../protocol/messages.js';
 import { isAllZero } from '../common/zero.js';
+import { BufferPool } from '../common/buffer-pool.js';
 import type { ReadAheadCache } from './read-cache.js';
 import type { SentDigests } from './sent-digests.js';
 
 /** Most requests D may have outstanding at once; more is a flood and cuts D off. */
 export const MAX_OUTSTANDING_REQUESTS = 4096;
 const READ_AHEAD_BYTES = 1024 * 1024;
+/** Read buffers kept for reuse: enough for the bulk queue and the socket's high-water mark, with room to spare. */
+const POOLED_READ_BUFFERS = 48;
 const EIO = 5;
 
 export interface BlockServerStats {
@@ -28,6 +31,7 @@ export class BlockServer {
   readonly #cache: ReadAheadCache;
   readonly #log: Logger;
   readonly #outstanding = new Set<number>();
+  readonly #readBuffers = new BufferPool(BULK_CHUNK_BYTES, POOLED_READ_BUFFERS);
   readonly stats: BlockServerStats;
 
   readonly #sent: SentDigests;
@@ -86,10 +90,20 @@ export class BlockServer {
         if (!urgent) await this.#link.waitBulkSpace();
         if (this.#link.closed) return;
         const n = Math.min(BULK_CHUNK_BYTES, end - pos);
-        const data = (stable ? this.#cache.take(pos, n) : undefined) ?? (await this.#image.read(pos, n));
+        const cached = stable ? this.#cache.take(pos, n) : undefined;
+        const pooled = cached === undefined && this.#image.readInto ? this.#readBuffers.take() : undefined;
+        let data: Buffer;
+        try {
+          data = cached ?? (pooled ? await this.#image.readInto!(pooled, pos, n) : await this.#image.read(pos, n));
+        } catch (e) {
+          if (pooled) this.#readBuffers.give(pooled);
+          throw e;
+        }
+        const release = pooled ? () => this.#readBuffers.give(pooled) : undefined;
         if (this.#link.closed) return;
         const done = pos + n >= end;
         if (isAllZero(data)) {
+          release?.();
           if (stable) this.#sent.recordZero(pos, n);
           this.stats.zeroBytesSkipped += n;
           if (zeroFrom < 0) zeroFrom = pos;
@@ -98,7 +112,7 @@ export class BlockServer {
           flushZero(pos, false);
           if (stable) this.#sent.recordData(pos, data);
           this.stats.bytesSent += n;
-          this.#link.sendFrame(encodeBlockData(req.id, pos, data, done, urgent), urgent);
+          this.#link.sendFrame(encodeBlockData(req.id, pos, data, done, urgent), urgent, release);
         }
       }
       if (urgent && stable) void this.#readAhead(end);

@@ -41,6 +41,10 @@ export class FileImage implements SourceImage, BlockDevice {
     return this.readNow(offset, length);
   }
 
+  async readInto(buf: Buffer, offset: number, length: number): Promise<Buffer> {
+    return readIntoFully(this.#fd, buf, offset, length).subarray(0, length);
+  }
+
   /** Synchronous positional read: the fastest pattern on this kind of machine (page-cache hits mostly). */
   readNow(offset: number, length: number): Buffer {
     return readFully(this.#fd, offset, length);

@@ -363,7 +363,6 @@ export class SourceAgent {
     return bad;
   }
 
-  /** Zero runs of the image as it is after cut-over (it no longer changes), so D never asks for them. */
   /**
    * Zero runs of the image as it is after cut-over (it no longer changes), so D never asks for them. A file is
    * scanned once, ahead of D's stream, runs sent as found (on whatever link is current); an NBD backend answers
@@ -389,6 +388,9 @@ export class SourceAgent {
     const collect = (extents: Extent[]) => {
       const runs = extents.filter((e) => e.zero).map((e) => ({ offset: e.offset, length: e.length }));
       this.#zeroRuns.push(...runs);
+      // The image no longer changes: these blocks are known as D will hold them, and the final check need not
+      // read them again.
+      for (const r of runs) this.#sent.recordZero(r.offset, r.length);
       send(this.#link, runs);
     };
     void (async () => {

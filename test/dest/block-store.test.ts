@@ -1,10 +1,11 @@
 // D's block store on its own: copy-on-read, the dm-clone write rules, durability ordering, pass-through mode.
 // The fetcher is a scripted stand-in so the test decides when (and what) S's replies deliver.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { crc32 } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BlockStore } from '../../src/dest/block-store.js';
+import { BlockStore, type FinalCheckMode } from '../../src/dest/block-store.js';
 import type { Fetcher, FetchSink } from '../../src/dest/fetcher.js';
 import { PresentBitmap } from '../../src/dest/present-bitmap.js';
 import { silentLogger } from '../../src/common/logger.js';
@@ -46,9 +47,9 @@ let fetcher: ScriptedFetcher;
 let store: BlockStore;
 const src = sourceImage();
 
-function makeStore(): BlockStore {
+function makeStore(finalCheck?: FinalCheckMode): BlockStore {
   const bitmap = PresentBitmap.create(join(dir, 'bitmap'), BS, BLOCKS);
-  return BlockStore.create(join(dir, 'img'), { size: SIZE, bitmap, fetcher: fetcher as unknown as Fetcher, log: silentLogger() });
+  return BlockStore.create(join(dir, 'img'), { size: SIZE, bitmap, fetcher: fetcher as unknown as Fetcher, log: silentLogger(), finalCheck });
 }
 
 const tick = () => new Promise((r) => setImmediate(r));
@@ -194,5 +195,46 @@ describe('durability ordering', () => {
     await expect(store.read(SIZE - 10, 20)).rejects.toMatchObject({ code: 'PC_ERR_OUT_OF_RANGE' });
     fetcher.answer(0, src);
     await r;
+  });
+});
+
+describe('final-check digests', () => {
+  /** Fetch blocks 0..3 (data), zero blocks 4..15, a guest write over block 2; then damage block 1 on disk. */
+  async function fillAndDamage(): Promise<void> {
+    store.startCopyOnRead();
+    const read = store.read(0, BS);
+    await tick();
+    fetcher.requests[0]!.sink.onData(0, src.subarray(0, 4 * BS));
+    fetcher.requests[0]!.sink.onDone();
+    await read;
+    store.applyZeroRuns([{ offset: 4 * BS, length: SIZE - 4 * BS }]);
+    await store.write(2 * BS, Buffer.alloc(BS, 9));
+    await store.flush();
+    const fd = openSync(join(dir, 'img'), 'r+');
+    writeSync(fd, Buffer.from('damage'), 0, 6, BS + 10);
+    closeSync(fd);
+  }
+  const crcOf = (b: Buffer) => crc32(b) >>> 0;
+
+  it('digest mode: the crc of each block of S as it was written, without reading the image; guest-written blocks left out', async () => {
+    await fillAndDamage();
+    const digests = new Map(await store.pristineDigests());
+    expect([...digests.keys()].sort((a, b) => a - b)).toEqual([0, 1, 3, ...Array.from({ length: 12 }, (_, i) => 4 + i)]);
+    for (const b of [0, 1, 3]) expect(digests.get(b)).toBe(crcOf(src.subarray(b * BS, (b + 1) * BS)));
+    expect(digests.get(9)).toBe(crcOf(Buffer.alloc(BS)));
+  });
+
+  it('readback mode: every such block is read back from the image, so damage after the write shows', async () => {
+    await store.close();
+    rmSync(join(dir, 'bitmap'));
+    store = makeStore('readback');
+    await fillAndDamage();
+    const digests = new Map(await store.pristineDigests());
+    expect(digests.has(2)).toBe(false);
+    expect(digests.get(0)).toBe(crcOf(src.subarray(0, BS)));
+    const damaged = Buffer.from(src.subarray(BS, 2 * BS));
+    damaged.write('damage', 10);
+    expect(digests.get(1)).toBe(crcOf(damaged));
+    expect(digests.get(1)).not.toBe(crcOf(src.subarray(BS, 2 * BS)));
   });
 });

@@ -1,5 +1,7 @@
-// The final check before S retires: D reads back every block that holds S's bytes and S compares their
-// digests with its image. A block corrupted on D's disk is found, fetched again, and only then does S confirm.
+// The final check before S retires: D sends the digest of every block that holds S's bytes and S compares them
+// with its image. With --final-check readback, D reads them back from its image, so a block corrupted on D's disk
+// after it arrived is found, fetched again, and only then does S confirm. (The digest mode's digests are taken
+// as blocks are written: test/dest/block-store.test.ts.)
 import { openSync, closeSync, writeSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { compareImages } from '../../src/guest/verify.js';
@@ -13,8 +15,8 @@ afterEach(async () => {
 });
 
 describe('final check of the whole image', () => {
-  it('finds a block corrupted on D after it arrived, re-fetches it, and confirms only when all match', async () => {
-    h = await startHarness({ guest: false, imageBytes: 8 * 1024 * 1024, wrapDest: (s) => new FaultDuplex(s, { inboundDelayMs: 2 }) });
+  it('readback mode: finds a block corrupted on D after it arrived, re-fetches it, and confirms only when all match', async () => {
+    h = await startHarness({ guest: false, imageBytes: 8 * 1024 * 1024, finalCheck: 'readback', wrapDest: (s) => new FaultDuplex(s, { inboundDelayMs: 2 }) });
     const x = h;
     const run = Promise.all([x.source.run(), x.dest.done]);
     // Wait for block 3 to be on D, then damage it on disk behind the store's back (a bad disk, a stray writer).

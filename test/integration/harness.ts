@@ -11,6 +11,7 @@ import { DestAgent, type GuestFactory } from '../../src/dest/dest-agent.js';
 import { SourceAgent } from '../../src/source/source-agent.js';
 import { FileImage } from '../../src/source/file-image.js';
 import type { SourceImage } from '../../src/common/block-device.js';
+import type { FinalCheckMode } from '../../src/dest/block-store.js';
 import type { DestGuestMigrator, SourceGuestMigrator } from '../../src/guest/migrator.js';
 import { connectOnce, type Endpoint } from '../../src/link/connect.js';
 import { parseTicket, type Ticket } from '../../src/protocol/handshake.js';
@@ -43,6 +44,7 @@ export interface HarnessOptions {
   abortGraceMs?: number;
   sourceMigrator?: SourceGuestMigrator;
   destMigrator?: DestGuestMigrator;
+  finalCheck?: FinalCheckMode;
 }
 
 export interface Harness {
@@ -83,6 +85,7 @@ export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {
     abortGraceMs: o.abortGraceMs ?? 2000,
     confirmGraceMs: 1000,
     ...(o.destMigrator ? { migrator: o.destMigrator } : {}),
+    ...(o.finalCheck ? { finalCheck: o.finalCheck } : {}),
     ...(o.wrapDest ? { wrapSocket: (s: Socket) => o.wrapDest!(s, destConn++) } : {}),
   }));
   const endpoint = await dest.start();

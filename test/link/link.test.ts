@@ -50,6 +50,19 @@ describe('Link: messages', () => {
     expect(b.bytesSent).toBe(a.bytesReceived);
   });
 
+  it('tells the sender of a frame once the socket is done with its bytes, in order; batch() sends as usual', async () => {
+    const { a, b } = linkPair();
+    const atB = collect(b);
+    const written: number[] = [];
+    a.batch(() => {
+      for (let i = 0; i < 20; i++) a.sendFrame(bulkFrame(i), i % 3 === 0, () => written.push(i));
+    });
+    await waitFor(() => atB.length === 20 && written.length === 20, 'frames written');
+    expect(new Set(written).size).toBe(20);
+    // The socket takes frames in the order they go out (urgent may pass queued bulk): callbacks follow it.
+    expect(written).toEqual(atB.map((m) => (m.type === 'BLOCK_DATA' ? m.id : -1)));
+  });
+
   it('send after close is a silent no-op', async () => {
     const { a } = linkPair();
     a.close();
