@@ -1,10 +1,12 @@
 // Fixed-size Buffers handed out and given back, so a hot read path does not allocate (and page-fault, and
 // garbage-collect) a fresh buffer per chunk. Bounded: buffers given back beyond the cap are left to the GC,
-// and a buffer never given back (a link closed with it queued) is simply replaced by a new one.
+// and a buffer never given back (a link closed with it queued, evicted from a cache) is simply replaced.
 export class BufferPool {
   readonly bufferBytes: number;
   readonly #maxIdle: number;
   readonly #idle: Buffer[] = [];
+  /** Memory this pool handed out: only a view of all of one of these may come back. */
+  readonly #own = new WeakSet<ArrayBufferLike>();
   /** Buffers allocated over the pool's life (a test and the bench read it). */
   allocated = 0;
 
@@ -17,13 +19,19 @@ export class BufferPool {
     const b = this.#idle.pop();
     if (b) return b;
     this.allocated++;
-    return Buffer.allocUnsafeSlow(this.bufferBytes);
+    const fresh = Buffer.allocUnsafeSlow(this.bufferBytes);
+    this.#own.add(fresh.buffer);
+    return fresh;
   }
 
-  /** Give back a buffer from take() once nothing refers to its bytes any more. */
-  give(b: Buffer): void {
-    if (b.length !== this.bufferBytes || b.byteOffset !== 0) throw new Error('BufferPool.give: not a buffer from this pool');
+  /**
+   * Give back a buffer from take() once nothing refers to its bytes any more. Anything else (another buffer,
+   * or only part of one of ours, whose rest may still be in use) is ignored: false.
+   */
+  give(b: Buffer): boolean {
+    if (!this.#own.has(b.buffer) || b.byteOffset !== 0 || b.length !== this.bufferBytes) return false;
     if (this.#idle.length < this.#maxIdle) this.#idle.push(b);
+    return true;
   }
 
   get idle(): number {

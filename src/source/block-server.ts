@@ -7,15 +7,13 @@ import type { Link } from '../link/link.js';
 import { BULK_CHUNK_BYTES, CLASS_URGENT } from '../protocol/constants.js';
 import { encodeBlockData, encodeMessage, type MessageOf } from '../protocol/messages.js';
 import { isAllZero } from '../common/zero.js';
-import { BufferPool } from '../common/buffer-pool.js';
+import type { BufferPool } from '../common/buffer-pool.js';
 import type { ReadAheadCache } from './read-cache.js';
 import type { SentDigests } from './sent-digests.js';
 
 /** Most requests D may have outstanding at once; more is a flood and cuts D off. */
 export const MAX_OUTSTANDING_REQUESTS = 4096;
 const READ_AHEAD_BYTES = 1024 * 1024;
-/** Read buffers kept for reuse: enough for the bulk queue and the socket's high-water mark, with room to spare. */
-const POOLED_READ_BUFFERS = 48;
 const EIO = 5;
 
 export interface BlockServerStats {
@@ -31,12 +29,15 @@ export class BlockServer {
   readonly #cache: ReadAheadCache;
   readonly #log: Logger;
   readonly #outstanding = new Set<number>();
-  readonly #readBuffers = new BufferPool(BULK_CHUNK_BYTES, POOLED_READ_BUFFERS);
   readonly stats: BlockServerStats;
 
   readonly #sent: SentDigests;
   /** True once the guest on S is paused for good: only then may bytes be cached or remembered as final. */
   readonly #imageStable: () => boolean;
+  /** BULK_CHUNK_BYTES buffers for reads, given back once sent (shared with the zero scan). */
+  readonly #readBuffers: BufferPool;
+  /** Told of each bulk request (the zero scan keeps just ahead of the stream). */
+  onBulkRequest: (offset: number, end: number) => void = () => {};
 
   constructor(
     link: Link,
@@ -46,7 +47,9 @@ export class BlockServer {
     stats: BlockServerStats,
     sent: SentDigests,
     imageStable: () => boolean,
+    readBuffers: BufferPool,
   ) {
+    this.#readBuffers = readBuffers;
     this.#sent = sent;
     this.#imageStable = imageStable;
     this.#link = link;
@@ -73,9 +76,12 @@ export class BlockServer {
 
   async #serve(req: MessageOf<'BLOCK_REQ'>): Promise<void> {
     const urgent = req.cls === CLASS_URGENT;
-    if (urgent) this.stats.urgentRequests++;
-    else this.stats.bulkRequests++;
     const end = req.offset + req.length;
+    if (urgent) this.stats.urgentRequests++;
+    else {
+      this.stats.bulkRequests++;
+      this.onBulkRequest(req.offset, end);
+    }
     // Before cut-over (D's pass-through reads) S's guest still writes: read fresh, cache nothing, record nothing.
     const stable = this.#imageStable();
     try {
@@ -86,10 +92,11 @@ export class BlockServer {
         this.#link.sendFrame(encodeMessage({ type: 'BLOCK_ZERO', id: req.id, offset: zeroFrom, length: upTo - zeroFrom, done, urgent }), urgent);
         zeroFrom = -1;
       };
-      for (let pos = req.offset; pos < end; pos += BULK_CHUNK_BYTES) {
+      // Chunks end on BULK_CHUNK_BYTES boundaries: the zero scan caches whole chunks of that size.
+      for (let pos = req.offset, n = 0; pos < end; pos += n) {
         if (!urgent) await this.#link.waitBulkSpace();
         if (this.#link.closed) return;
-        const n = Math.min(BULK_CHUNK_BYTES, end - pos);
+        n = Math.min(BULK_CHUNK_BYTES - (pos % BULK_CHUNK_BYTES), end - pos);
         const cached = stable ? this.#cache.take(pos, n) : undefined;
         const pooled = cached === undefined && this.#image.readInto ? this.#readBuffers.take() : undefined;
         let data: Buffer;
@@ -99,11 +106,13 @@ export class BlockServer {
           if (pooled) this.#readBuffers.give(pooled);
           throw e;
         }
-        const release = pooled ? () => this.#readBuffers.give(pooled) : undefined;
+        // A pooled buffer (ours, or a whole one the scan cached) goes back once the socket is done with it.
+        const whole = pooled ?? data;
+        const release = () => void this.#readBuffers.give(whole);
         if (this.#link.closed) return;
         const done = pos + n >= end;
         if (isAllZero(data)) {
-          release?.();
+          release();
           if (stable) this.#sent.recordZero(pos, n);
           this.stats.zeroBytesSkipped += n;
           if (zeroFrom < 0) zeroFrom = pos;

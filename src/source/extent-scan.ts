@@ -1,30 +1,47 @@
 // Finds the zero runs of a file image by reading it (Node has no SEEK_HOLE; a written zero run travels no better
-// than a hole). It runs after cut-over ahead of D's stream and hands runs over as it goes, so D skips them.
+// than a hole). It runs after cut-over just ahead of D's stream and hands runs over as it goes, so D skips them;
+// the data it reads on the way can be handed to the block server, so S reads each byte of the image once.
 import type { Extent } from '../common/block-device.js';
 import { isAllZero } from '../common/zero.js';
 
 /** Granularity of the zero map: runs are whole multiples of this (the tail may be shorter). */
 export const ZERO_SCAN_GRAIN = 64 * 1024;
-const SCAN_CHUNK = 1024 * 1024;
+/** Bytes read per step: the block server's chunk, so a step's buffer can be sent as it is. */
+export const SCAN_CHUNK = 256 * 1024;
 /** Hand runs over at least this often (bytes scanned). */
-const REPORT_EVERY = 64 * 1024 * 1024;
+const REPORT_EVERY = 8 * 1024 * 1024;
+
+export interface ScanHooks {
+  /** The buffer to read the next step into (SCAN_CHUNK bytes). */
+  buffer(): Buffer;
+  /** The step at `offset` is read; `hasData` when some grain of it is not zero. The buffer is the hook's now. */
+  read(offset: number, data: Buffer, hasData: boolean): void;
+  /** Resolves when the scan may read at `offset` (it keeps just ahead of the stream, not the whole image ahead). */
+  pace(offset: number): Promise<void>;
+}
 
 /**
  * Scan [0, size) and call onZeroRuns with the zero runs found so far, in order, every REPORT_EVERY bytes and at
- * the end. Yields the event loop after each chunk: S serves demand reads meanwhile. One reused buffer.
+ * the end. Yields the event loop after each step: S serves demand reads meanwhile. Without hooks it reads into one
+ * reused buffer as fast as it can.
  */
 export async function scanZeroRuns(
   read: (buf: Buffer, offset: number, length: number) => void,
   size: number,
   onZeroRuns: (runs: Extent[]) => void,
+  hooks?: ScanHooks,
 ): Promise<void> {
-  const buf = Buffer.allocUnsafe(SCAN_CHUNK);
+  const scratch = hooks ? null : Buffer.allocUnsafe(SCAN_CHUNK);
   let pending: Extent[] = [];
   let run: Extent | null = null;
   let sinceReport = 0;
   for (let off = 0; off < size; off += SCAN_CHUNK) {
+    if (hooks) await hooks.pace(off);
+    else await new Promise<void>((r) => setImmediate(r));
     const len = Math.min(SCAN_CHUNK, size - off);
+    const buf = scratch ?? hooks!.buffer();
     read(buf, off, len);
+    let hasData = false;
     for (let at = 0; at < len; at += ZERO_SCAN_GRAIN) {
       const n = Math.min(ZERO_SCAN_GRAIN, len - at);
       if (isAllZero(buf.subarray(at, at + n))) {
@@ -34,9 +51,11 @@ export async function scanZeroRuns(
           pending.push(run);
         }
       } else {
+        hasData = true;
         run = null;
       }
     }
+    hooks?.read(off, buf.subarray(0, len), hasData);
     sinceReport += len;
     if (sinceReport >= REPORT_EVERY && pending.length > 0) {
       // The last run may still grow: keep it back unless it ended.
@@ -45,7 +64,6 @@ export async function scanZeroRuns(
       pending = keep ? [keep] : [];
       sinceReport = 0;
     }
-    await new Promise<void>((r) => setImmediate(r));
   }
   if (pending.length > 0) onZeroRuns(pending);
 }

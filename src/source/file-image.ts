@@ -2,7 +2,7 @@
 // the writable BlockDevice the source's guest runs its disk on.
 import { closeSync, fdatasyncSync, fstatSync, openSync } from 'node:fs';
 import { readFully, readIntoFully, writeFully } from '../common/file-io.js';
-import { scanZeroRuns } from './extent-scan.js';
+import { scanZeroRuns, type ScanHooks } from './extent-scan.js';
 import { BackendError } from '../common/errors.js';
 import type { BlockDevice, Extent, SourceImage } from '../common/block-device.js';
 
@@ -90,13 +90,14 @@ export class FileImage implements SourceImage, BlockDevice {
   }
 
   /** Find zero runs by reading ahead of D's stream, reporting them as it goes (no SEEK_HOLE in Node). */
-  scanZeroRuns(onZeroRuns: (runs: Extent[]) => void): Promise<void> {
+  scanZeroRuns(onZeroRuns: (runs: Extent[]) => void, hooks?: ScanHooks): Promise<void> {
     return scanZeroRuns(
       (buf, offset, length) => {
         readIntoFully(this.#fd, buf, offset, length);
       },
       this.size,
       onZeroRuns,
+      hooks,
     );
   }
 

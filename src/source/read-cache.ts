@@ -31,7 +31,7 @@ export class ReadAheadCache {
     }
     for (let at = offset; at < offset + length; at += this.#grain) this.#cache.delete(at);
     this.hits++;
-    const all = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    const all = parts.length === 1 ? parts[0]! : (adjacentView(parts) ?? Buffer.concat(parts));
     return all.length === length ? all : all.subarray(0, length);
   }
 
@@ -53,4 +53,16 @@ export class ReadAheadCache {
   get bytes(): number {
     return this.#cache.calculatedSize;
   }
+}
+
+/** The parts as one view when they are consecutive pieces of the same memory (no copy), else null. */
+function adjacentView(parts: readonly Buffer[]): Buffer | null {
+  const first = parts[0]!;
+  let end = first.byteOffset + first.length;
+  for (let i = 1; i < parts.length; i++) {
+    const p = parts[i]!;
+    if (p.buffer !== first.buffer || p.byteOffset !== end) return null;
+    end += p.length;
+  }
+  return Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset);
 }

@@ -22,9 +22,16 @@ import { LinkStreamChannel } from '../link/stream-channel.js';
 import { BlockServer, type BlockServerStats } from './block-server.js';
 import { RamCredit, RamSender, type PrecopyResult } from './ram-sender.js';
 import { ReadAheadCache } from './read-cache.js';
+import { ScanPacer, SCAN_LEAD_BYTES } from './scan-pacer.js';
+import type { ScanHooks } from './extent-scan.js';
+import { BufferPool } from '../common/buffer-pool.js';
+import { BULK_CHUNK_BYTES } from '../protocol/constants.js';
 import { SentDigests } from './sent-digests.js';
 
 export type SourcePhase = 'connecting' | 'begin' | 'perform' | 'awaiting-finish' | 'postcopy' | 'confirmed' | 'rolled-back';
+
+/** Read buffers kept for reuse: the bulk queue, the socket's high-water mark and the scan's lead in flight. */
+const READ_BUFFERS_KEPT = 128;
 
 const TRANSITIONS: Record<SourcePhase, SourcePhase[]> = {
   connecting: ['begin', 'rolled-back'],
@@ -39,7 +46,7 @@ const TRANSITIONS: Record<SourcePhase, SourcePhase[]> = {
 export interface SourceAgentOptions {
   connect: Endpoint;
   /** The image S serves blocks from. */
-  image: SourceImage & { makeReadOnly?: () => void; scanZeroRuns?: (onZeroRuns: (runs: Extent[]) => void) => Promise<void> };
+  image: SourceImage & { makeReadOnly?: () => void; scanZeroRuns?: (onZeroRuns: (runs: Extent[]) => void, hooks?: ScanHooks) => Promise<void> };
   /** The same image as a writable disk for S's own guest before cut-over. */
   guestDisk?: BlockDevice;
   guest: MigratableGuest | null;
@@ -90,6 +97,9 @@ export class SourceAgent {
   #link: Link | null = null;
   #blockServer: BlockServer | null = null;
   readonly #cache: ReadAheadCache;
+  /** Read buffers of the block server and the zero scan, reused once sent. */
+  readonly #readBuffers = new BufferPool(BULK_CHUNK_BYTES, READ_BUFFERS_KEPT);
+  readonly #scanPacer: ScanPacer;
   readonly #credit = new RamCredit();
   readonly #blockStats: BlockServerStats = { urgentRequests: 0, bulkRequests: 0, bytesSent: 0, zeroBytesSkipped: 0 };
   #prepared: Deferred<string> = deferred();
@@ -109,7 +119,8 @@ export class SourceAgent {
     this.#o = opts;
     this.#log = opts.log.child({ role: 'source' });
     this.#sent = new SentDigests(opts.image.size, opts.blockSize);
-    this.#cache = new ReadAheadCache({ maxBytes: opts.readAheadBytes ?? 32 * 1024 * 1024, grain: opts.blockSize });
+    this.#cache = new ReadAheadCache({ maxBytes: Math.max(opts.readAheadBytes ?? 32 * 1024 * 1024, 2 * SCAN_LEAD_BYTES), grain: opts.blockSize });
+    this.#scanPacer = new ScanPacer(this.#readBuffers, this.#cache);
   }
 
   get phase(): SourcePhase {
@@ -261,7 +272,8 @@ export class SourceAgent {
     this.#link = link;
     // D sends its digests again with each COMPLETE: a half-received set from an old link is void.
     this.#digests = [];
-    this.#blockServer = new BlockServer(link, this.#o.image, this.#cache, this.#log, this.#blockStats, this.#sent, () => this.#imageStable());
+    this.#blockServer = new BlockServer(link, this.#o.image, this.#cache, this.#log, this.#blockStats, this.#sent, () => this.#imageStable(), this.#readBuffers);
+    this.#blockServer.onBulkRequest = (offset, end) => this.#scanPacer.noteStream(offset, end);
     link.on('close', (err) => {
       this.#credit.wake();
       if (this.#phase !== 'confirmed') this.#log.warn({ err }, 'migration link lost');
@@ -394,7 +406,7 @@ export class SourceAgent {
       send(this.#link, runs);
     };
     void (async () => {
-      if (image.scanZeroRuns) await image.scanZeroRuns(collect);
+      if (image.scanZeroRuns) await image.scanZeroRuns(collect, this.#scanPacer);
       else collect(await image.extents());
       this.#zeroScan = 'done';
       finish(this.#link);
