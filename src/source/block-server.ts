@@ -38,6 +38,10 @@ export class BlockServer {
   readonly #readBuffers: BufferPool;
   /** Told of each bulk request (the zero scan keeps just ahead of the stream). */
   onBulkRequest: (offset: number, end: number) => void = () => {};
+  /** True when a range is known to read as zeroes (found by the zero scan): answered without a read. */
+  knownZero: (offset: number, length: number) => boolean = () => false;
+  /** Told of each whole BULK_CHUNK_BYTES chunk read from the image once it no longer changes (the scan skips it). */
+  onChunkRead: (offset: number, zero: boolean) => void = () => {};
 
   constructor(
     link: Link,
@@ -93,10 +97,21 @@ export class BlockServer {
         zeroFrom = -1;
       };
       // Chunks end on BULK_CHUNK_BYTES boundaries: the zero scan caches whole chunks of that size.
+      const zeroChunk = (pos: number, n: number) => {
+        if (stable) this.#sent.recordZero(pos, n);
+        this.stats.zeroBytesSkipped += n;
+        if (zeroFrom < 0) zeroFrom = pos;
+        if (pos + n >= end) flushZero(end, true);
+      };
       for (let pos = req.offset, n = 0; pos < end; pos += n) {
+        n = Math.min(BULK_CHUNK_BYTES - (pos % BULK_CHUNK_BYTES), end - pos);
+        // Zeroes the scan has found are not read again (D asked before it heard of them).
+        if (stable && this.knownZero(pos, n)) {
+          zeroChunk(pos, n);
+          continue;
+        }
         if (!urgent) await this.#link.waitBulkSpace();
         if (this.#link.closed) return;
-        n = Math.min(BULK_CHUNK_BYTES - (pos % BULK_CHUNK_BYTES), end - pos);
         const cached = stable ? this.#cache.take(pos, n) : undefined;
         const pooled = cached === undefined && this.#image.readInto ? this.#readBuffers.take() : undefined;
         let data: Buffer;
@@ -111,12 +126,11 @@ export class BlockServer {
         const release = () => void this.#readBuffers.give(whole);
         if (this.#link.closed) return;
         const done = pos + n >= end;
-        if (isAllZero(data)) {
+        const zero = isAllZero(data);
+        if (stable && n === BULK_CHUNK_BYTES && cached === undefined) this.onChunkRead(pos, zero);
+        if (zero) {
           release();
-          if (stable) this.#sent.recordZero(pos, n);
-          this.stats.zeroBytesSkipped += n;
-          if (zeroFrom < 0) zeroFrom = pos;
-          if (done) flushZero(end, true);
+          zeroChunk(pos, n);
         } else {
           flushZero(pos, false);
           if (stable) this.#sent.recordData(pos, data);

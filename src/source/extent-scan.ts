@@ -9,15 +9,17 @@ export const ZERO_SCAN_GRAIN = 64 * 1024;
 /** Bytes read per step: the block server's chunk, so a step's buffer can be sent as it is. */
 export const SCAN_CHUNK = 256 * 1024;
 /** Hand runs over at least this often (bytes scanned). */
-const REPORT_EVERY = 8 * 1024 * 1024;
+const REPORT_EVERY = 2 * 1024 * 1024;
 
 export interface ScanHooks {
   /** The buffer to read the next step into (SCAN_CHUNK bytes). */
   buffer(): Buffer;
   /** The step at `offset` is read; `hasData` when some grain of it is not zero. The buffer is the hook's now. */
   read(offset: number, data: Buffer, hasData: boolean): void;
-  /** Resolves when the scan may read at `offset` (it keeps just ahead of the stream, not the whole image ahead). */
-  pace(offset: number): Promise<void>;
+  /** What the block server already found the step at `offset` to be, if it read it first: no need to read it. */
+  known(offset: number): 'zero' | 'data' | undefined;
+  /** Resolves when the scan may read on (it keeps just ahead of the stream, not the whole image ahead). */
+  pace(): Promise<void>;
 }
 
 /**
@@ -36,15 +38,16 @@ export async function scanZeroRuns(
   let run: Extent | null = null;
   let sinceReport = 0;
   for (let off = 0; off < size; off += SCAN_CHUNK) {
-    if (hooks) await hooks.pace(off);
+    if (hooks) await hooks.pace();
     else await new Promise<void>((r) => setImmediate(r));
     const len = Math.min(SCAN_CHUNK, size - off);
-    const buf = scratch ?? hooks!.buffer();
-    read(buf, off, len);
+    const known = hooks?.known(off);
+    const buf = known ? null : (scratch ?? hooks!.buffer());
+    if (buf) read(buf, off, len);
     let hasData = false;
     for (let at = 0; at < len; at += ZERO_SCAN_GRAIN) {
       const n = Math.min(ZERO_SCAN_GRAIN, len - at);
-      if (isAllZero(buf.subarray(at, at + n))) {
+      if (buf ? isAllZero(buf.subarray(at, at + n)) : known === 'zero') {
         if (run && run.offset + run.length === off + at) run.length += n;
         else {
           run = { offset: off + at, length: n, zero: true };
@@ -55,7 +58,7 @@ export async function scanZeroRuns(
         run = null;
       }
     }
-    hooks?.read(off, buf.subarray(0, len), hasData);
+    if (buf) hooks?.read(off, buf.subarray(0, len), hasData);
     sinceReport += len;
     if (sinceReport >= REPORT_EVERY && pending.length > 0) {
       // The last run may still grow: keep it back unless it ended.

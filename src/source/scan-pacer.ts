@@ -1,10 +1,12 @@
 // Keeps S's zero scan just ahead of D's bulk stream and hands the data it reads to the block server through the
-// read-ahead cache, so a data byte is read from the image once, not once by the scan and again to be sent.
+// read-ahead cache, so a data byte is read from the image once, not once by the scan and again to be sent. The
+// scan waits while the cache holds a lead's worth of data not yet asked for; through zeroes it runs freely, and
+// the zero chunks it has found are answered without reading them again (D may ask before it hears of them).
 import type { BufferPool } from '../common/buffer-pool.js';
-import type { ScanHooks } from './extent-scan.js';
+import { SCAN_CHUNK, type ScanHooks } from './extent-scan.js';
 import type { ReadAheadCache } from './read-cache.js';
 
-/** How far ahead of the stream the scan may read; the read-ahead cache must hold at least this much. */
+/** Data the scan may hold for the stream; the read-ahead cache must hold at least this much. */
 export const SCAN_LEAD_BYTES = 16 * 1024 * 1024;
 /** A stream that has not moved for this long (D busy elsewhere, link down): the scan goes on regardless. */
 const STREAM_IDLE_MS = 50;
@@ -16,10 +18,16 @@ export class ScanPacer implements ScanHooks {
   #streamEnd = 0;
   #wake: (() => void) | null = null;
   readonly #idleMs: number;
+  /** Bit per SCAN_CHUNK of the image: found all zero (by the scan or the block server). */
+  readonly #zeroChunks: Uint8Array;
+  /** Bit per SCAN_CHUNK: the block server read it first and found data (sent; the scan need not read it). */
+  readonly #dataChunks: Uint8Array;
 
-  constructor(pool: BufferPool, cache: ReadAheadCache, opts: { streamIdleMs?: number } = {}) {
+  constructor(pool: BufferPool, cache: ReadAheadCache, imageSize: number, opts: { streamIdleMs?: number } = {}) {
     this.#pool = pool;
     this.#cache = cache;
+    this.#zeroChunks = new Uint8Array(Math.ceil(imageSize / SCAN_CHUNK / 8));
+    this.#dataChunks = new Uint8Array(this.#zeroChunks.length);
     this.#idleMs = opts.streamIdleMs ?? STREAM_IDLE_MS;
   }
 
@@ -34,15 +42,33 @@ export class ScanPacer implements ScanHooks {
     return this.#pool.take();
   }
 
+  /** The scan found [offset, offset+length) zero (a range inside one scan chunk; false when not known). */
+  isKnownZero(offset: number, length: number): boolean {
+    const c = Math.floor(offset / SCAN_CHUNK);
+    return Math.floor((offset + length - 1) / SCAN_CHUNK) === c && getBit(this.#zeroChunks, c);
+  }
+
+  /** The block server read a whole scan chunk (aligned, SCAN_CHUNK bytes) before the scan got there. */
+  noteServed(offset: number, zero: boolean): void {
+    setBit(zero ? this.#zeroChunks : this.#dataChunks, offset / SCAN_CHUNK);
+  }
+
+  known(offset: number): 'zero' | 'data' | undefined {
+    const c = offset / SCAN_CHUNK;
+    if (getBit(this.#zeroChunks, c)) return 'zero';
+    return getBit(this.#dataChunks, c) ? 'data' : undefined;
+  }
+
   read(offset: number, data: Buffer, hasData: boolean): void {
+    if (!hasData) setBit(this.#zeroChunks, offset / SCAN_CHUNK);
     // Data not yet asked for waits in the cache for its request; the rest (zeroes, or already streamed) goes back.
     if (hasData && offset >= this.#streamEnd) this.#cache.put(offset, data);
     else this.#pool.give(data);
   }
 
-  async pace(offset: number): Promise<void> {
+  async pace(): Promise<void> {
     await new Promise<void>((r) => setImmediate(r));
-    while (offset >= this.#streamEnd + SCAN_LEAD_BYTES) {
+    while (this.#cache.bytes >= SCAN_LEAD_BYTES) {
       const moved = await new Promise<boolean>((resolve) => {
         const timer = setTimeout(() => resolve(false), this.#idleMs);
         this.#wake = () => {
@@ -54,4 +80,11 @@ export class ScanPacer implements ScanHooks {
       if (!moved) return;
     }
   }
+}
+
+function getBit(bits: Uint8Array, i: number): boolean {
+  return (bits[i >> 3]! & (1 << (i & 7))) !== 0;
+}
+function setBit(bits: Uint8Array, i: number): void {
+  bits[i >> 3]! |= 1 << (i & 7);
 }

@@ -120,7 +120,7 @@ export class SourceAgent {
     this.#log = opts.log.child({ role: 'source' });
     this.#sent = new SentDigests(opts.image.size, opts.blockSize);
     this.#cache = new ReadAheadCache({ maxBytes: Math.max(opts.readAheadBytes ?? 32 * 1024 * 1024, 2 * SCAN_LEAD_BYTES), grain: opts.blockSize });
-    this.#scanPacer = new ScanPacer(this.#readBuffers, this.#cache);
+    this.#scanPacer = new ScanPacer(this.#readBuffers, this.#cache, opts.image.size);
   }
 
   get phase(): SourcePhase {
@@ -274,6 +274,8 @@ export class SourceAgent {
     this.#digests = [];
     this.#blockServer = new BlockServer(link, this.#o.image, this.#cache, this.#log, this.#blockStats, this.#sent, () => this.#imageStable(), this.#readBuffers);
     this.#blockServer.onBulkRequest = (offset, end) => this.#scanPacer.noteStream(offset, end);
+    this.#blockServer.knownZero = (offset, length) => this.#scanPacer.isKnownZero(offset, length);
+    this.#blockServer.onChunkRead = (offset, zero) => this.#scanPacer.noteServed(offset, zero);
     link.on('close', (err) => {
       this.#credit.wake();
       if (this.#phase !== 'confirmed') this.#log.warn({ err }, 'migration link lost');

@@ -21,13 +21,14 @@ function image(size: number): Buffer {
 }
 
 describe('zero scan paced by the stream', () => {
-  it('reads no further than the lead ahead of the stream, and caches the data chunks not yet asked for', async () => {
+  it('holds at most a lead of data not yet asked for, runs on as the stream takes it, and caches whole chunks', async () => {
     const size = 64 * MiB;
     const img = image(size);
     const pool = new BufferPool(SCAN_CHUNK, 256);
     const cache = new ReadAheadCache({ maxBytes: 2 * SCAN_LEAD_BYTES, grain: 64 * 1024 });
-    const pacer = new ScanPacer(pool, cache, { streamIdleMs: 60_000 });
+    const pacer = new ScanPacer(pool, cache, size, { streamIdleMs: 60_000 });
     let readUpTo = 0;
+    let finished = false;
     const runs: Extent[] = [];
     const scan = scanZeroRuns(
       (buf, offset, length) => {
@@ -37,37 +38,72 @@ describe('zero scan paced by the stream', () => {
       size,
       (r) => runs.push(...r),
       pacer,
-    );
-    await until(() => readUpTo >= SCAN_LEAD_BYTES);
+    ).then(() => (finished = true));
+    // Half of every MiB is data: a lead of data is all the data of the first 2 × lead bytes.
+    const held = 2 * SCAN_LEAD_BYTES - MiB / 2;
+    await until(() => readUpTo >= held);
     await sleep(20);
-    expect(readUpTo).toBe(SCAN_LEAD_BYTES);
+    expect(readUpTo).toBe(held);
+    expect(cache.bytes).toBe(SCAN_LEAD_BYTES);
     // Cached: whole pool buffers, handed over as one view without a copy; the server gives them back.
     const chunk = cache.take(0, SCAN_CHUNK)!;
     expect(chunk.equals(img.subarray(0, SCAN_CHUNK))).toBe(true);
     expect(pool.give(chunk)).toBe(true);
-    // A zero chunk was never cached.
+    // A zero chunk is not cached but remembered: the server answers it without a read.
     expect(cache.take(MiB - SCAN_CHUNK, SCAN_CHUNK)).toBeUndefined();
-    pacer.noteStream(0, 8 * MiB);
-    await until(() => readUpTo >= 8 * MiB + SCAN_LEAD_BYTES);
-    await sleep(20);
-    expect(readUpTo).toBe(8 * MiB + SCAN_LEAD_BYTES);
-    pacer.noteStream(8 * MiB, size);
+    expect(pacer.isKnownZero(MiB - SCAN_CHUNK, SCAN_CHUNK)).toBe(true);
+    expect(pacer.isKnownZero(0, SCAN_CHUNK)).toBe(false);
+    expect(pacer.isKnownZero(MiB - SCAN_CHUNK, SCAN_CHUNK + 4096)).toBe(false);
+    // The stream takes what it asks for; the scan goes on.
+    for (let at = 0; !finished; at += SCAN_CHUNK) {
+      const c = cache.take(at, SCAN_CHUNK);
+      if (c) pool.give(c);
+      pacer.noteStream(at, at + SCAN_CHUNK);
+      if (at % (4 * MiB) === 0 || at > size) await sleep(1);
+    }
     await scan;
     expect(runs).toHaveLength(64);
     expect(runs.every((r, i) => r.offset === i * MiB + MiB / 2 && r.length === MiB / 2)).toBe(true);
   });
 
-  it('a stream that does not move holds the scan up only briefly', async () => {
-    const pacer = new ScanPacer(new BufferPool(SCAN_CHUNK, 4), new ReadAheadCache({ maxBytes: 2 * SCAN_LEAD_BYTES, grain: 65536 }), { streamIdleMs: 5 });
+  it('does not read again what the block server read first, and reports it all the same', async () => {
+    const size = 4 * MiB;
+    const img = image(size);
+    const pacer = new ScanPacer(new BufferPool(SCAN_CHUNK, 8), new ReadAheadCache({ maxBytes: 2 * SCAN_LEAD_BYTES, grain: 65536 }), size);
+    pacer.noteServed(0, false);
+    pacer.noteServed(MiB / 2, true);
+    expect(pacer.known(0)).toBe('data');
+    expect(pacer.known(MiB / 2)).toBe('zero');
+    expect(pacer.known(MiB)).toBeUndefined();
+    const readAt: number[] = [];
     const runs: Extent[] = [];
-    await scanZeroRuns((buf, _o, n) => buf.fill(0, 0, n), 2 * SCAN_LEAD_BYTES, (r) => runs.push(...r), pacer);
-    expect(runs).toEqual([{ offset: 0, length: 2 * SCAN_LEAD_BYTES, zero: true }]);
+    await scanZeroRuns(
+      (buf, offset, length) => {
+        readAt.push(offset);
+        img.copy(buf, 0, offset, offset + length);
+      },
+      size,
+      (r) => runs.push(...r),
+      pacer,
+    );
+    expect(readAt).not.toContain(0);
+    expect(readAt).not.toContain(MiB / 2);
+    expect(readAt).toHaveLength(size / SCAN_CHUNK - 2);
+    expect(runs.map((r) => [r.offset, r.length])).toEqual([0, 1, 2, 3].map((i) => [i * MiB + MiB / 2, MiB / 2]));
+  });
+
+  it('a stream that does not move holds the scan up only briefly', async () => {
+    // Data everywhere: the cache fills to the lead, and the scan goes on once the stream has been idle a while.
+    const pacer = new ScanPacer(new BufferPool(SCAN_CHUNK, 4), new ReadAheadCache({ maxBytes: 2 * SCAN_LEAD_BYTES, grain: 65536 }), 2 * SCAN_LEAD_BYTES, { streamIdleMs: 5 });
+    const runs: Extent[] = [];
+    await scanZeroRuns((buf, _o, n) => buf.fill(1, 0, n), 2 * SCAN_LEAD_BYTES, (r) => runs.push(...r), pacer);
+    expect(runs).toEqual([]);
   });
 
   it('data already behind the stream is not cached; its buffer goes back to the pool', async () => {
     const pool = new BufferPool(SCAN_CHUNK, 4);
     const cache = new ReadAheadCache({ maxBytes: 2 * SCAN_LEAD_BYTES, grain: 64 * 1024 });
-    const pacer = new ScanPacer(pool, cache);
+    const pacer = new ScanPacer(pool, cache, 4 * MiB);
     pacer.noteStream(0, MiB);
     const buf = pacer.buffer();
     pacer.read(0, buf, true);
