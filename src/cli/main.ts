@@ -1,11 +1,7 @@
 #!/usr/bin/env node
 // The `postcopy` command: dispatches to dest, source, demo, verify; turns failures into one line and an exit code.
 import { isPostcopyError } from '../common/errors.js';
-import { runDemo } from './demo-command.js';
-import { runDest } from './dest-command.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
-import { runSource } from './source-command.js';
-import { runVerify } from './verify-command.js';
 
 const HELP = `Usage: postcopy <command> [options]
 
@@ -21,11 +17,13 @@ Run 'postcopy <command> --help' for its options.
 
 ${EXIT_HELP}`;
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
-  dest: runDest,
-  source: runSource,
-  demo: runDemo,
-  verify: runVerify,
+type Command = (argv: string[]) => Promise<number>;
+/** Each command's modules load only when it runs: a source starts without the destination's code (start-up time). */
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  dest: async () => (await import('./dest-command.js')).runDest,
+  source: async () => (await import('./source-command.js')).runSource,
+  demo: async () => (await import('./demo-command.js')).runDemo,
+  verify: async () => (await import('./verify-command.js')).runVerify,
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -34,13 +32,13 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP + '\n');
     return cmd ? EXIT.OK : EXIT.USAGE;
   }
-  const run = COMMANDS[cmd];
-  if (!run) {
+  const load = COMMANDS[cmd];
+  if (!load) {
     process.stderr.write(`postcopy: unknown command '${cmd}' (try 'postcopy --help')\n`);
     return EXIT.USAGE;
   }
   try {
-    return await run(rest);
+    return await (await load())(rest);
   } catch (e) {
     if (isPostcopyError(e)) {
       process.stderr.write(`postcopy ${cmd}: ${e.message} [${e.code}]\n`);

@@ -3,16 +3,14 @@ import { createRootLogger } from '../common/logger.js';
 import { JsonLinesEvents } from '../common/events.js';
 import { UsageError, isPostcopyError } from '../common/errors.js';
 import { loadTlsFiles, parseHostPort } from '../link/connect.js';
-import { NbdSourceImage } from '../nbd/nbd-source-image.js';
-import { parseNbdUri } from '../nbd/uri.js';
+import type { NbdSourceImage } from '../nbd/nbd-source-image.js';
 import { FileImage } from '../source/file-image.js';
 import { RolledBackError, SourceAgent } from '../source/source-agent.js';
-import { SimGuest } from '../guest/sim-guest.js';
+import type { SimGuest } from '../guest/sim-guest.js';
 import type { SimGuestSpec } from '../guest/types.js';
+import type { GuestDefinition } from '../protocol/messages.js';
 import { AGENT_OPTIONS, parseCommandArgs, optional, readTicket, required } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
-import { simGuestDefinition } from './guest-factory.js';
-import { openSourceQemu } from '../hypervisor/cli-options.js';
 import { parseFloatArg, parseIntArg, parseSize } from './sizes.js';
 
 export const SOURCE_HELP = `Usage: postcopy source --connect HOST:PORT --image PATH|nbd://HOST:PORT/NAME --ticket-file F [options]
@@ -92,8 +90,10 @@ export async function runSource(argv: string[]): Promise<number> {
   const file = isNbd ? null : FileImage.open(imageArg, { writable: guestKind === 'sim' });
   const image = file ?? (await openNbd(imageArg, log));
 
+  // The NBD client, the simulated guest and the QEMU adapter load only when asked for (start-up time).
   let guest: SimGuest | null = null;
   let spec: SimGuestSpec | null = null;
+  let guestDefinition: GuestDefinition | null = null;
   if (guestKind === 'sim') {
     spec = {
       kind: 'sim',
@@ -104,13 +104,15 @@ export async function runSource(argv: string[]): Promise<number> {
       writeRatio: parseFloatArg(optional(values, 'write-ratio') ?? '0.3', '--write-ratio', 0, 1),
       residentFraction: parseFloatArg(optional(values, 'ram-used') ?? '0.75', '--ram-used', 0, 1),
     };
+    const { SimGuest } = await import('../guest/sim-guest.js');
     guest = new SimGuest(spec, { diskSize: image.size, log });
+    guestDefinition = (await import('./guest-factory.js')).simGuestDefinition(spec);
   }
 
   // A QEMU guest writes its own image until the switch: S only reads it, after that only D's copy changes.
   const migrator =
     guestKind === 'qemu'
-      ? await openSourceQemu({ qmp: required(values, 'qmp'), postcopyRam: values['postcopy-ram'] === true, stateDir: optional(values, 'state-dir'), maxDowntimeMs: optional(values, 'max-downtime') ? maxDowntimeMs : undefined, log, events })
+      ? await (await import('../hypervisor/cli-options.js')).openSourceQemu({ qmp: required(values, 'qmp'), postcopyRam: values['postcopy-ram'] === true, stateDir: optional(values, 'state-dir'), maxDowntimeMs: optional(values, 'max-downtime') ? maxDowntimeMs : undefined, log, events })
       : undefined;
 
   const agent = new SourceAgent({
@@ -119,7 +121,7 @@ export async function runSource(argv: string[]): Promise<number> {
     image,
     ...(file ? { guestDisk: file } : {}),
     guest,
-    guestDefinition: spec ? simGuestDefinition(spec) : null,
+    guestDefinition,
     ticket,
     ...(optional(values, 'state-dir') ? { stateDir: optional(values, 'state-dir')! } : {}),
     blockSize,
@@ -166,6 +168,7 @@ export async function runSource(argv: string[]): Promise<number> {
 }
 
 async function openNbd(uri: string, log: import('../common/logger.js').Logger): Promise<NbdSourceImage> {
+  const [{ NbdSourceImage }, { parseNbdUri }] = await Promise.all([import('../nbd/nbd-source-image.js'), import('../nbd/uri.js')]);
   const parsed = parseNbdUri(uri);
   return NbdSourceImage.open(parsed.address, parsed.exportName, { logger: log });
 }
