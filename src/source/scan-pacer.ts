@@ -7,7 +7,7 @@ import { SCAN_CHUNK, type ScanHooks } from './extent-scan.js';
 import type { ReadAheadCache } from './read-cache.js';
 
 /** Data the scan may hold for the stream; the read-ahead cache must hold at least this much. */
-export const SCAN_LEAD_BYTES = 16 * 1024 * 1024;
+export const SCAN_LEAD_BYTES = 8 * 1024 * 1024;
 /** A stream that has not moved for this long (D busy elsewhere, link down): the scan goes on regardless. */
 const STREAM_IDLE_MS = 50;
 

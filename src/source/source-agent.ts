@@ -31,7 +31,7 @@ import { SentDigests } from './sent-digests.js';
 export type SourcePhase = 'connecting' | 'begin' | 'perform' | 'awaiting-finish' | 'postcopy' | 'confirmed' | 'rolled-back';
 
 /** Read buffers kept for reuse: the bulk queue, the socket's high-water mark and the scan's lead in flight. */
-const READ_BUFFERS_KEPT = 128;
+const READ_BUFFERS_KEPT = 64;
 
 const TRANSITIONS: Record<SourcePhase, SourcePhase[]> = {
   connecting: ['begin', 'rolled-back'],
