@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import { crc32 } from './crc32.js';
 
-const ZERO_PAGE_CRC = (size: number) => crc32(Buffer.alloc(size)) >>> 0;
+const ZERO_PAGE_CRC = (size: number) => crc32(Buffer.alloc(size));
 
 export class PageDigest {
   readonly #crcs: Uint32Array;
@@ -16,7 +16,7 @@ export class PageDigest {
   }
 
   setPage(index: number, page: Buffer): void {
-    this.#crcs[index] = crc32(page) >>> 0;
+    this.#crcs[index] = crc32(page);
   }
 
   /** Whether the page's last known content was all zeroes. */

@@ -45,7 +45,7 @@ export const MSG = {
   BLOCK_ZERO: 68, // S→D: id · u64 offset · u32 length: that part reads as zeroes
   BLOCK_ERR: 69, // S→D: id · u32 errno · utf-8 message; the request failed on S
   GUEST_STREAM: 70, // either: bytes of a hypervisor's own migration stream (QEMU), carried as they are
-  BLOCK_DIGESTS: 71, // D→S: n × (u32 block · u32 crc32) of blocks read back from D's image that S's bytes filled
+  BLOCK_DIGESTS: 71, // D→S: n × (u32 block · u32 crc32) of the blocks of D's image that hold S's bytes (as written, or read back)
 } as const;
 
 export type MsgName = keyof typeof MSG;

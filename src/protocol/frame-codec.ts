@@ -79,7 +79,7 @@ export class FrameDecoder {
         if (this.#buffered < h.length) break;
         const payload = h.length === 0 ? EMPTY : this.#take(h.length);
         this.#header = null;
-        if ((crc32(payload) >>> 0) !== h.crc) {
+        if (crc32(payload) !== h.crc) {
           throw new ProtocolError('PC_ERR_CHECKSUM', `${nameOfMsg(h.type)} id ${h.id}`);
         }
         frames.push({ type: h.type, flags: h.flags, id: h.id, payload });

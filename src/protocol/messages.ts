@@ -64,7 +64,7 @@ export type DataMessage =
   | { type: 'BLOCK_ZERO'; id: number; offset: number; length: number; done: boolean; urgent: boolean }
   | { type: 'BLOCK_ERR'; id: number; errno: number; message: string }
   | { type: 'GUEST_STREAM'; data: Buffer }
-  /** Blocks (index, crc32 of the bytes read back from D's image) for the final check against S's image. */
+  /** Blocks (index, crc32 of D's bytes, as written or read back) for the final check against S's image. */
   | { type: 'BLOCK_DIGESTS'; entries: Array<[number, number]> };
 
 export type Message = ControlMessage | DataMessage;

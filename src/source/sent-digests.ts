@@ -1,5 +1,5 @@
 // What S has sent, block by block: the crc32 of each block's bytes as they left, so the final check compares
-// D's read-back digests without reading the whole image a second time.
+// D's digests without reading the whole image a second time.
 import { crc32 } from '../common/crc32.js';
 
 export class SentDigests {
@@ -15,16 +15,16 @@ export class SentDigests {
     const blocks = Math.ceil(size / blockSize);
     this.#crcs = new Uint32Array(blocks);
     this.#known = new Uint8Array(Math.ceil(blocks / 8));
-    this.#zeroCrc = crc32(Buffer.alloc(blockSize)) >>> 0;
+    this.#zeroCrc = crc32(Buffer.alloc(blockSize));
   }
 
   /** Record the blocks wholly inside [offset, offset+data.length) (a part of a reply). */
   recordData(offset: number, data: Buffer): void {
-    this.#each(offset, data.length, (b, at, len) => this.#set(b, crc32(data.subarray(at, at + len)) >>> 0));
+    this.#each(offset, data.length, (b, at, len) => this.#set(b, crc32(data.subarray(at, at + len))));
   }
 
   recordZero(offset: number, length: number): void {
-    this.#each(offset, length, (b, _at, len) => this.#set(b, len === this.blockSize ? this.#zeroCrc : crc32(Buffer.alloc(len)) >>> 0));
+    this.#each(offset, length, (b, _at, len) => this.#set(b, len === this.blockSize ? this.#zeroCrc : crc32(Buffer.alloc(len))));
   }
 
   /** The crc of block b as sent, if it was. */

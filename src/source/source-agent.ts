@@ -111,7 +111,7 @@ export class SourceAgent {
   #stream: LinkStreamChannel | null = null;
   /** crc32 of every block as it was sent (the final check's reference; unknown blocks are read again). */
   readonly #sent: SentDigests;
-  /** D's read-back digests collected before its COMPLETE. */
+  /** D's digests collected before its COMPLETE. */
   #digests: Array<[number, number]> = [];
   #reconnects = 0;
 
@@ -353,7 +353,7 @@ export class SourceAgent {
     }
   }
 
-  /** Compare D's read-back digests with our image: the blocks that differ (none, before we retire). */
+  /** Compare D's digests with our image: the blocks that differ (none, before we retire). */
   async #finalCheck(digests: Array<[number, number]>): Promise<number[]> {
     const bs = this.#o.blockSize;
     const size = this.#o.image.size;
@@ -366,7 +366,7 @@ export class SourceAgent {
       let ours = this.#sent.get(block);
       if (ours === undefined) {
         // Not sent by this process (D's zero map, or we restarted): read it.
-        ours = crc32(await this.#o.image.read(offset, Math.min(bs, size - offset))) >>> 0;
+        ours = crc32(await this.#o.image.read(offset, Math.min(bs, size - offset)));
         reread++;
       }
       if (ours !== crc) bad.push(block);
