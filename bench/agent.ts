@@ -3,12 +3,21 @@
 //   PCB_STATS=FILE     at exit, write this process's rusage (CPU, peak RSS) as JSON
 //   PCB_READ_LOG=1     with PCB_STATS: record each export read on D (offset, block missing?, ms inside the store)
 //   PCB_NO_BULK=1      D's background stream never starts ("no bulk running": demand fetches alone on the link)
+//   PCB_MEM=1          with PCB_STATS: sample process.memoryUsage() every 100 ms and keep the sample of highest RSS
+//                      (where peak memory goes: V8 heap, Buffers outside it, the rest)
 import { writeFileSync } from 'node:fs';
 import { BlockStore } from '../src/dest/block-store.js';
 import { Streamer } from '../src/dest/streamer.js';
 
 const statsFile = process.env.PCB_STATS;
 const reads: Array<[number, number, number]> = [];
+let peakMemory: NodeJS.MemoryUsage | null = null;
+if (process.env.PCB_MEM === '1') {
+  setInterval(() => {
+    const m = process.memoryUsage();
+    if (!peakMemory || m.rss > peakMemory.rss) peakMemory = m;
+  }, 100).unref();
+}
 
 if (process.env.PCB_NO_BULK === '1') {
   Streamer.prototype.start = function start(): void {};
@@ -37,6 +46,7 @@ if (statsFile) {
         cpuSysSec: ru.systemCPUTime / 1e6,
         maxRssKiB: ru.maxRSS,
         reads,
+        ...(peakMemory ? { peakMemory } : {}),
       }),
     );
   });

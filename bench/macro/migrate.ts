@@ -1,5 +1,6 @@
 // One migration with real S and D processes on TCP loopback, timed three ways, with each agent's CPU, peak RSS
 // and summary. D is started first and waited for (like a server that is already up); S is started after.
+import { AGENT_NODE_FLAGS } from '../../src/cli/node-flags.js';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -84,7 +85,7 @@ export async function migrate(o: MigrationOptions): Promise<MigrationRun> {
   const destT0 = performance.now();
   const dest = start(
     node,
-    [...(o.nodeArgs ?? []), AGENT, 'dest', '--listen', '127.0.0.1:0', '--image', p.out, '--state-dir', p.dState, '--ticket-file', ticket, '--events', p.dEvents, ...(o.destArgs ?? [])],
+    [...AGENT_NODE_FLAGS, ...(o.nodeArgs ?? []), AGENT, 'dest', '--listen', '127.0.0.1:0', '--image', p.out, '--state-dir', p.dState, '--ticket-file', ticket, '--events', p.dEvents, ...(o.destArgs ?? [])],
     { log: p.dLog, env: { ...process.env, PCB_STATS: p.dStats, ...(o.destEnv ?? {}) } },
   );
   let source: Spawned | null = null;
@@ -96,7 +97,7 @@ export async function migrate(o: MigrationOptions): Promise<MigrationRun> {
     const listening = await waitForEvent(p.dEvents, 'listening', { exited: dest.exited, pollMs: 2 });
     source = start(
       node,
-      [...(o.nodeArgs ?? []), AGENT, 'source', '--connect', `127.0.0.1:${String(listening.port)}`, '--image', o.image, '--state-dir', p.sState, '--ticket-file', ticket, '--events', p.sEvents, ...(o.sourceArgs ?? [])],
+      [...AGENT_NODE_FLAGS, ...(o.nodeArgs ?? []), AGENT, 'source', '--connect', `127.0.0.1:${String(listening.port)}`, '--image', o.image, '--state-dir', p.sState, '--ticket-file', ticket, '--events', p.sEvents, ...(o.sourceArgs ?? [])],
       { log: p.sLog, env: { ...process.env, PCB_STATS: p.sStats } },
     );
     if (o.afterCutover) {

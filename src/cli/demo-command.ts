@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../common/free-port.js';
+import { AGENT_NODE_FLAGS } from './node-flags.js';
 import { generateDemoImage } from '../guest/image-gen.js';
 import { verifyMigration } from '../guest/verify.js';
 import { loadWriteMap } from '../guest/write-map.js';
@@ -142,7 +143,7 @@ function ms(v: number | undefined): string {
 
 function spawnAgent(main: string, args: string[], logPath: string): ChildProcess {
   writeFileSync(logPath, '');
-  const child = spawn(process.execPath, [main, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [...AGENT_NODE_FLAGS, main, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   child.stderr!.on('data', (chunk: Buffer) => writeFileSync(logPath, chunk, { flag: 'a' }));
   return child;
 }

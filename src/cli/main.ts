@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
 // The `postcopy` command: dispatches to dest, source, demo, verify; turns failures into one line and an exit code.
 import { isPostcopyError } from '../common/errors.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';

@@ -19,7 +19,7 @@ import type { GuestDefinition, Message, MessageOf } from '../protocol/messages.j
 import type { MigratableGuest } from '../guest/types.js';
 import type { DestGuestMigrator } from '../guest/migrator.js';
 import { LinkStreamChannel, STREAM_CREDIT_WINDOW } from '../link/stream-channel.js';
-import { BlockStore, type FinalCheckMode } from './block-store.js';
+import { BlockStore, type BlockDigests, type FinalCheckMode } from './block-store.js';
 import { Fetcher, type FallbackSource } from './fetcher.js';
 import { PresentBitmap } from './present-bitmap.js';
 import { RamReceiver } from './ram-receiver.js';
@@ -487,11 +487,11 @@ export class DestAgent {
     this.#digests = await store.pristineDigests();
     if (this.#phase !== 'postcopy') return;
     this.#to('complete');
-    this.#log.info({ ...store.stats, checkedBlocks: this.#digests.length, checkMs: Math.round(performance.now() - started) }, 'every block present and durable');
+    this.#log.info({ ...store.stats, checkedBlocks: this.#digests.blocks.length, checkMs: Math.round(performance.now() - started) }, 'every block present and durable');
     this.#sendComplete();
     if (!this.linkUp) this.#awaitConfirmOrGiveUp();
   }
-  #digests: Array<[number, number]> | null = null;
+  #digests: BlockDigests | null = null;
 
   /** S's image differs in these blocks: fetch them again (those the guest has not overwritten since). */
   async #onDigestMismatch(blocks: number[]): Promise<void> {
@@ -523,11 +523,12 @@ export class DestAgent {
   #sendComplete(): void {
     const link = this.#link;
     if (!link || link.closed || !this.#digests) return;
-    const digests = this.#digests;
-    for (let i = 0; i < digests.length; i += MAX_DIGESTS_PER_FRAME) {
-      link.send({ type: 'BLOCK_DIGESTS', entries: digests.slice(i, i + MAX_DIGESTS_PER_FRAME) });
+    const { blocks, crcs } = this.#digests;
+    for (let i = 0; i < blocks.length; i += MAX_DIGESTS_PER_FRAME) {
+      const n = Math.min(MAX_DIGESTS_PER_FRAME, blocks.length - i);
+      link.send({ type: 'BLOCK_DIGESTS', entries: Array.from({ length: n }, (_, k): [number, number] => [blocks[i + k]!, crcs[i + k]!]) });
     }
-    link.send({ type: 'COMPLETE', blocks: this.#store!.blockCount, pristineBlocks: digests.length });
+    link.send({ type: 'COMPLETE', blocks: this.#store!.blockCount, pristineBlocks: blocks.length });
   }
 
   #confirm(): void {

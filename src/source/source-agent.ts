@@ -30,6 +30,14 @@ import { SentDigests } from './sent-digests.js';
 
 export type SourcePhase = 'connecting' | 'begin' | 'perform' | 'awaiting-finish' | 'postcopy' | 'confirmed' | 'rolled-back';
 
+/** D's digests as they arrive: how many, those that differ from what we sent, those we never sent. */
+interface DigestTally {
+  received: number;
+  bad: number[];
+  unknown: Array<[number, number]>;
+}
+const newTally = (): DigestTally => ({ received: 0, bad: [], unknown: [] });
+
 /** Read buffers kept for reuse: the bulk queue, the socket's high-water mark and the scan's lead in flight. */
 const READ_BUFFERS_KEPT = 64;
 
@@ -111,8 +119,8 @@ export class SourceAgent {
   #stream: LinkStreamChannel | null = null;
   /** crc32 of every block as it was sent (the final check's reference; unknown blocks are read again). */
   readonly #sent: SentDigests;
-  /** D's digests collected before its COMPLETE. */
-  #digests: Array<[number, number]> = [];
+  /** D's digests, checked as they arrive before its COMPLETE: only what needs a look at the image is kept. */
+  #digests: DigestTally = newTally();
   #reconnects = 0;
 
   constructor(opts: SourceAgentOptions) {
@@ -271,7 +279,7 @@ export class SourceAgent {
   #attach(link: Link): void {
     this.#link = link;
     // D sends its digests again with each COMPLETE: a half-received set from an old link is void.
-    this.#digests = [];
+    this.#digests = newTally();
     this.#blockServer = new BlockServer(link, this.#o.image, this.#cache, this.#log, this.#blockStats, this.#sent, () => this.#imageStable(), this.#readBuffers);
     this.#blockServer.onBulkRequest = (offset, end) => this.#scanPacer.noteStream(offset, end);
     this.#blockServer.knownZero = (offset, length) => this.#scanPacer.isKnownZero(offset, length);
@@ -311,18 +319,18 @@ export class SourceAgent {
         return;
       case 'BLOCK_DIGESTS':
         if (this.#phase !== 'postcopy') throw new ProtocolError('PC_ERR_UNEXPECTED', `BLOCK_DIGESTS in phase ${this.#phase}`);
-        if (this.#digests.length + msg.entries.length > Math.ceil(this.#o.image.size / this.#o.blockSize)) {
+        if (this.#digests.received + msg.entries.length > Math.ceil(this.#o.image.size / this.#o.blockSize)) {
           throw new ProtocolError('PC_ERR_MALFORMED', 'more block digests than blocks');
         }
-        for (const e of msg.entries) this.#digests.push(e);
+        this.#tallyDigests(msg.entries);
         return;
       case 'COMPLETE': {
         if (this.#phase !== 'postcopy') throw new ProtocolError('PC_ERR_UNEXPECTED', `COMPLETE in phase ${this.#phase}`);
-        if (msg.pristineBlocks !== this.#digests.length) {
-          throw new ProtocolError('PC_ERR_MALFORMED', `COMPLETE names ${msg.pristineBlocks} digests, ${this.#digests.length} arrived`);
+        if (msg.pristineBlocks !== this.#digests.received) {
+          throw new ProtocolError('PC_ERR_MALFORMED', `COMPLETE names ${msg.pristineBlocks} digests, ${this.#digests.received} arrived`);
         }
         const digests = this.#digests;
-        this.#digests = [];
+        this.#digests = newTally();
         const link = this.#link!;
         void this.#finalCheck(digests).then(
           (bad) => {
@@ -353,26 +361,33 @@ export class SourceAgent {
     }
   }
 
-  /** Compare D's digests with our image: the blocks that differ (none, before we retire). */
-  async #finalCheck(digests: Array<[number, number]>): Promise<number[]> {
+  /** Compare each of D's digests with what we sent; keep the blocks we did not send (read at COMPLETE). */
+  #tallyDigests(entries: ReadonlyArray<[number, number]>): void {
+    const size = this.#o.image.size;
+    const tally = this.#digests;
+    for (const [block, crc] of entries) {
+      if (block * this.#o.blockSize >= size) throw new ProtocolError('PC_ERR_OUT_OF_RANGE', `digest for block ${block}`);
+      const ours = this.#sent.get(block);
+      if (ours === undefined) tally.unknown.push([block, crc]);
+      else if (ours !== crc) tally.bad.push(block);
+    }
+    tally.received += entries.length;
+  }
+
+  /** The final check: the blocks where D differs from our image (none, before we retire). */
+  async #finalCheck(tally: DigestTally): Promise<number[]> {
     const bs = this.#o.blockSize;
     const size = this.#o.image.size;
-    const bad: number[] = [];
+    const bad = [...tally.bad];
     const started = performance.now();
-    let reread = 0;
-    for (const [block, crc] of digests) {
+    // Not sent by this process (D's zero map from an NBD backend, or we restarted): read them.
+    for (const [block, crc] of tally.unknown) {
       const offset = block * bs;
-      if (offset >= size) throw new ProtocolError('PC_ERR_OUT_OF_RANGE', `digest for block ${block}`);
-      let ours = this.#sent.get(block);
-      if (ours === undefined) {
-        // Not sent by this process (D's zero map, or we restarted): read it.
-        ours = crc32(await this.#o.image.read(offset, Math.min(bs, size - offset)));
-        reread++;
-      }
-      if (ours !== crc) bad.push(block);
+      if (crc32(await this.#o.image.read(offset, Math.min(bs, size - offset))) !== crc) bad.push(block);
     }
-    this.#log.info({ blocks: digests.length, reread, mismatched: bad.length, ms: Math.round(performance.now() - started) }, 'final check of the destination image');
-    this.#o.events.emit('final-check', { blocks: digests.length, mismatched: bad.length });
+    bad.sort((a, b) => a - b);
+    this.#log.info({ blocks: tally.received, reread: tally.unknown.length, mismatched: bad.length, ms: Math.round(performance.now() - started) }, 'final check of the destination image');
+    this.#o.events.emit('final-check', { blocks: tally.received, mismatched: bad.length });
     if (bad.length > 0) this.#log.error({ blocks: bad.slice(0, 16), count: bad.length }, 'destination holds blocks that differ from this image; they will be fetched again');
     return bad;
   }

@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { AGENT_NODE_FLAGS } from '../../../src/cli/node-flags.js';
 
 export const CLI = resolve(__dirname, '../../../dist/cli/main.js');
 
@@ -15,7 +16,7 @@ export interface Agent {
 
 export function startAgent(args: string[], env: NodeJS.ProcessEnv = {}): Agent {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run 'npm run build' (npm test does)`);
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, POSTCOPY_LOG_LEVEL: 'info', ...env } });
+  const child = spawn(process.execPath, [...AGENT_NODE_FLAGS, CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, POSTCOPY_LOG_LEVEL: 'info', ...env } });
   let err = '';
   child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
   child.stdout!.resume();
