@@ -99,7 +99,9 @@ export class RamSender {
       const expectedMs = ((dirtyRemaining * RAM_PAGE_SIZE) / rate) * 1000;
       this.#events.emit('ram-round', { round: rounds, pages: pages.length, bytes, dirtyRemaining, expectedDowntimeMs: round3(expectedMs) });
       this.#log.info({ round: rounds, pages: pages.length, dirtyRemaining, expectedMs: round3(expectedMs) }, 'pre-copy round');
-      if (expectedMs <= this.#maxDowntimeMs * 0.5) {
+      // A quarter of the budget for the pages: the rest is the cut-over's own cost (device state, D loading the last
+      // pages and checking the RAM digest, the Finish round trip), which a fast link does not shrink.
+      if (expectedMs <= this.#maxDowntimeMs * DATA_SHARE_OF_DOWNTIME) {
         converged = true;
         break;
       }
@@ -150,6 +152,8 @@ export class RamSender {
     return bytes;
   }
 }
+
+const DATA_SHARE_OF_DOWNTIME = 0.25;
 
 function round3(x: number): number {
   return Math.round(x * 1000) / 1000;
