@@ -78,4 +78,23 @@ describe('streamer', () => {
     }
     expect(t.requests).toEqual([{ first: 0, count: 4 }, { first: 4, count: 4 }, { first: 8, count: 2 }]);
   });
+
+  it('shrinks the window while demand reads are recent, and grows it back once the guest is quiet', () => {
+    const t = setup(64);
+    let now = 0;
+    const s = new Streamer(t.store, t.fetcher, { windowBytes: 1024 * KiB, batchBytes: 256 * KiB, demandQuietMs: 100, now: () => now });
+    s.hint(-1); // a demand miss just before the stream starts (cursor stays at block 0)
+    s.start();
+    expect(t.requests).toHaveLength(1);
+    expect(s.windowBytes).toBe(256 * KiB);
+    t.settle(0);
+    now = 50;
+    s.fill();
+    expect(t.requests).toHaveLength(2);
+    t.settle(1);
+    now = 151;
+    s.fill();
+    expect(s.windowBytes).toBe(1024 * KiB);
+    expect(t.requests).toHaveLength(6);
+  });
 });
