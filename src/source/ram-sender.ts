@@ -99,9 +99,10 @@ export class RamSender {
       const expectedMs = ((dirtyRemaining * RAM_PAGE_SIZE) / rate) * 1000;
       this.#events.emit('ram-round', { round: rounds, pages: pages.length, bytes, dirtyRemaining, expectedDowntimeMs: round3(expectedMs) });
       this.#log.info({ round: rounds, pages: pages.length, dirtyRemaining, expectedMs: round3(expectedMs) }, 'pre-copy round');
-      // A quarter of the budget for the pages: the rest is the cut-over's own cost (device state, D loading the last
-      // pages and checking the RAM digest, the Finish round trip), which a fast link does not shrink.
-      if (expectedMs <= this.#maxDowntimeMs * DATA_SHARE_OF_DOWNTIME) {
+      // The rest of the budget is the cut-over's own cost (device state, D loading the last pages and checking the
+      // RAM digest, the Finish round trip). After the first round (all of RAM, long, so many pages dirtied
+      // meanwhile) the pages get a quarter of it; after later, short rounds half, or a fast dirtier never converges.
+      if (expectedMs <= this.#maxDowntimeMs * (rounds === 1 ? FIRST_ROUND_DATA_SHARE : DATA_SHARE_OF_DOWNTIME)) {
         converged = true;
         break;
       }
@@ -153,7 +154,8 @@ export class RamSender {
   }
 }
 
-const DATA_SHARE_OF_DOWNTIME = 0.25;
+const FIRST_ROUND_DATA_SHARE = 0.25;
+const DATA_SHARE_OF_DOWNTIME = 0.5;
 
 function round3(x: number): number {
   return Math.round(x * 1000) / 1000;
