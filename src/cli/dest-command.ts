@@ -37,7 +37,7 @@ Wait for a source to connect, take over its guest, and pull its disk into PATH.
                           long (default 60); every block is durable here by then
   --bulk-window SIZE      background-stream bytes in flight (default 1M): larger streams faster on a
                           long link, smaller keeps demand reads from waiting behind bulk data; while
-                          the guest waits on demand reads (until 100 ms after the last) it is 256K at most
+                          the guest waits on demand reads (until 100 ms after the last) it is 512K at most
   --final-check MODE      what D's side of the check before S retires compares: 'digest' (default), the
                           crc32 of each block as it was written; 'readback', every block read back from
                           the image once all are durable (finds later damage too; costs a full read)

@@ -1,7 +1,7 @@
 // D's background streamer: keeps a window of bulk requests in flight for the blocks still missing,
 // contiguous blocks batched into one request, continuing just past the latest demand miss (locality).
 // While the guest is waiting on demand reads the window shrinks, so a demand reply queues behind little bulk
-// data (BENCHMARKS.md: p99 under bulk 1.7× lower), and it grows back once the guest has been quiet a while.
+// data (BENCHMARKS.md), and it grows back once the guest has been quiet a while.
 import type { Fetcher } from './fetcher.js';
 import type { BlockStore } from './block-store.js';
 
@@ -10,7 +10,7 @@ export interface StreamerOptions {
   windowBytes: number;
   /** Largest single bulk request. */
   batchBytes: number;
-  /** The window while demand reads are recent (default: min(window, 256 KiB)). */
+  /** The window while demand reads are recent (default: min(window, 512 KiB)). */
   demandWindowBytes?: number;
   /** How long after the last demand miss the smaller window holds (default 100 ms). */
   demandQuietMs?: number;
@@ -18,7 +18,7 @@ export interface StreamerOptions {
   now?: () => number;
 }
 
-const DEMAND_WINDOW_BYTES = 256 * 1024;
+const DEMAND_WINDOW_BYTES = 512 * 1024;
 const DEMAND_QUIET_MS = 100;
 
 export class Streamer {

@@ -85,16 +85,17 @@ describe('streamer', () => {
     const s = new Streamer(t.store, t.fetcher, { windowBytes: 1024 * KiB, batchBytes: 256 * KiB, demandQuietMs: 100, now: () => now });
     s.hint(-1); // a demand miss just before the stream starts (cursor stays at block 0)
     s.start();
-    expect(t.requests).toHaveLength(1);
-    expect(s.windowBytes).toBe(256 * KiB);
+    expect(t.requests).toHaveLength(2);
+    expect(s.windowBytes).toBe(512 * KiB);
     t.settle(0);
     now = 50;
     s.fill();
-    expect(t.requests).toHaveLength(2);
+    expect(t.requests).toHaveLength(3);
     t.settle(1);
+    t.settle(2);
     now = 151;
     s.fill();
     expect(s.windowBytes).toBe(1024 * KiB);
-    expect(t.requests).toHaveLength(6);
+    expect(t.requests).toHaveLength(7);
   });
 });
