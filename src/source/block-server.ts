@@ -36,8 +36,8 @@ export class BlockServer {
   readonly #imageStable: () => boolean;
   /** BULK_CHUNK_BYTES buffers for reads, given back once sent (shared with the zero scan). */
   readonly #readBuffers: BufferPool;
-  /** Told of each bulk request (the zero scan keeps just ahead of the stream). */
-  onBulkRequest: (offset: number, end: number) => void = () => {};
+  /** Told of each bulk request's end (the zero scan keeps just ahead of the stream). */
+  onBulkRequest: (end: number) => void = () => {};
   /** True when a range is known to read as zeroes (found by the zero scan): answered without a read. */
   knownZero: (offset: number, length: number) => boolean = () => false;
   /** Told of each whole BULK_CHUNK_BYTES chunk read from the image once it no longer changes (the scan skips it). */
@@ -84,7 +84,7 @@ export class BlockServer {
     if (urgent) this.stats.urgentRequests++;
     else {
       this.stats.bulkRequests++;
-      this.onBulkRequest(req.offset, end);
+      this.onBulkRequest(end);
     }
     // Before cut-over (D's pass-through reads) S's guest still writes: read fresh, cache nothing, record nothing.
     const stable = this.#imageStable();
@@ -127,7 +127,7 @@ export class BlockServer {
         if (this.#link.closed) return;
         const done = pos + n >= end;
         const zero = isAllZero(data);
-        if (stable && n === BULK_CHUNK_BYTES && cached === undefined) this.onChunkRead(pos, zero);
+        if (stable && n === BULK_CHUNK_BYTES && cached === undefined) this.onChunkRead(pos, zero); // a whole, aligned chunk
         if (zero) {
           release();
           zeroChunk(pos, n);

@@ -3,11 +3,12 @@
 // the data it reads on the way can be handed to the block server, so S reads each byte of the image once.
 import type { Extent } from '../common/block-device.js';
 import { isAllZero } from '../common/zero.js';
+import { BULK_CHUNK_BYTES } from '../protocol/constants.js';
 
 /** Granularity of the zero map: runs are whole multiples of this (the tail may be shorter). */
 export const ZERO_SCAN_GRAIN = 64 * 1024;
 /** Bytes read per step: the block server's chunk, so a step's buffer can be sent as it is. */
-export const SCAN_CHUNK = 256 * 1024;
+export const SCAN_CHUNK = BULK_CHUNK_BYTES;
 /** Hand runs over at least this often (bytes scanned). */
 const REPORT_EVERY = 2 * 1024 * 1024;
 

@@ -31,10 +31,9 @@ export class ScanPacer implements ScanHooks {
     this.#idleMs = opts.streamIdleMs ?? STREAM_IDLE_MS;
   }
 
-  /** The block server saw a bulk request for [offset, end). */
-  noteStream(_offset: number, end: number): void {
-    if (end <= this.#streamEnd) return;
-    this.#streamEnd = end;
+  /** The block server saw a bulk request ending at `end`: it is about to take what the scan holds for it. */
+  noteStream(end: number): void {
+    this.#streamEnd = Math.max(this.#streamEnd, end);
     this.#wake?.();
   }
 

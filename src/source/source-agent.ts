@@ -281,7 +281,7 @@ export class SourceAgent {
     // D sends its digests again with each COMPLETE: a half-received set from an old link is void.
     this.#digests = newTally();
     this.#blockServer = new BlockServer(link, this.#o.image, this.#cache, this.#log, this.#blockStats, this.#sent, () => this.#imageStable(), this.#readBuffers);
-    this.#blockServer.onBulkRequest = (offset, end) => this.#scanPacer.noteStream(offset, end);
+    this.#blockServer.onBulkRequest = (end) => this.#scanPacer.noteStream(end);
     this.#blockServer.knownZero = (offset, length) => this.#scanPacer.isKnownZero(offset, length);
     this.#blockServer.onChunkRead = (offset, zero) => this.#scanPacer.noteServed(offset, zero);
     link.on('close', (err) => {

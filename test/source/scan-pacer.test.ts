@@ -58,7 +58,7 @@ describe('zero scan paced by the stream', () => {
     for (let at = 0; !finished; at += SCAN_CHUNK) {
       const c = cache.take(at, SCAN_CHUNK);
       if (c) pool.give(c);
-      pacer.noteStream(at, at + SCAN_CHUNK);
+      pacer.noteStream(at + SCAN_CHUNK);
       if (at % (4 * MiB) === 0 || at > size) await sleep(1);
     }
     await scan;
@@ -104,7 +104,7 @@ describe('zero scan paced by the stream', () => {
     const pool = new BufferPool(SCAN_CHUNK, 4);
     const cache = new ReadAheadCache({ maxBytes: 2 * SCAN_LEAD_BYTES, grain: 64 * 1024 });
     const pacer = new ScanPacer(pool, cache, 4 * MiB);
-    pacer.noteStream(0, MiB);
+    pacer.noteStream(MiB);
     const buf = pacer.buffer();
     pacer.read(0, buf, true);
     expect(cache.bytes).toBe(0);
