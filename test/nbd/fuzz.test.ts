@@ -68,6 +68,28 @@ function mutate(r: Rng, base: Buffer, corpus: readonly Buffer[]): Buffer {
 }
 
 /** Our decoders' errors: ProtocolError (or NbdError) with an NBD code. Anything else fails the run. */
+/** The head of an input, in hex, for a failure message. */
+function hexOf(input: Buffer): string {
+  return input.toString('hex').slice(0, 2000);
+}
+
+/** A valid stream (expected >= 0) must decode to exactly that many messages. */
+function expectMessageCount(n: number, input: Buffer, got: number, expected: number): void {
+  if (expected >= 0 && got !== expected) {
+    expect.fail(`valid stream #${n} gave ${got} messages, expected ${expected} (${replayHint(FC_SEED)})\ninput: ${hexOf(input)}`);
+  }
+}
+
+/** Print a fuzz run's figures and check every input was of some kind. */
+function reportRun(label: string, started: number, kinds: Record<string, number>, outcomes: Record<string, number>, codes: Record<string, number>): void {
+  const ms = performance.now() - started;
+  console.log(
+    `${label} fuzz: ${INPUTS} inputs in ${ms.toFixed(0)} ms (${((INPUTS / ms) * 1000).toFixed(0)}/s), ${replayHint(FC_SEED)}; ` +
+      `kinds ${JSON.stringify(kinds)}; outcomes ${JSON.stringify(outcomes)}; codes ${JSON.stringify(codes)}`,
+  );
+  expect(Object.values(kinds).reduce((a, b) => a + b, 0)).toBe(INPUTS);
+}
+
 function checkError(e: unknown, what: string, n: number, input: Buffer, codes: Record<string, number>): void {
   if ((e instanceof ProtocolError || e instanceof NbdError) && e.code.startsWith('NBD_ERR_')) {
     codes[e.code] = (codes[e.code] ?? 0) + 1;
@@ -75,7 +97,7 @@ function checkError(e: unknown, what: string, n: number, input: Buffer, codes: R
   }
   expect.fail(
     `${what} input #${n} (${replayHint(FC_SEED)} FUZZ_INPUTS=${n + 1}) raised ${e instanceof Error ? `${e.constructor.name}${'code' in e ? ` ${String(e.code)}` : ''}: ${e.message}` : String(e)}` +
-      `\ninput: ${input.toString('hex').slice(0, 2000)}`,
+      `\ninput: ${hexOf(input)}`,
   );
 }
 
@@ -232,23 +254,16 @@ describe('NBD decoder fuzz', () => {
           // Memory stays bounded by what was sent: nothing is invented or duplicated.
           if (d.buffered > input.length) throw new Error(`decoder holds ${d.buffered} bytes of a ${input.length}-byte input`);
         } catch (e) {
-          if (expectMessages >= 0) throw new Error(`valid stream #${n} was refused (${replayHint(FC_SEED)}): ${String(e)}\ninput: ${input.toString('hex').slice(0, 2000)}`);
+          if (expectMessages >= 0) throw new Error(`valid stream #${n} was refused (${replayHint(FC_SEED)}): ${String(e)}\ninput: ${hexOf(input)}`);
           outcomes.errors++;
           checkError(e, 'ServerDecoder', n, input, codes);
         }
-        if (expectMessages >= 0 && got !== expectMessages) {
-          expect.fail(`valid stream #${n} gave ${got} messages, expected ${expectMessages} (${replayHint(FC_SEED)})\ninput: ${input.toString('hex').slice(0, 2000)}`);
-        }
+        expectMessageCount(n, input, got, expectMessages);
       }
     } finally {
       Error.stackTraceLimit = stackLimit;
     }
-    const ms = performance.now() - started;
-    console.log(
-      `nbd server-decoder fuzz: ${INPUTS} inputs in ${ms.toFixed(0)} ms (${((INPUTS / ms) * 1000).toFixed(0)}/s), ${replayHint(FC_SEED)}; ` +
-        `kinds ${JSON.stringify(kinds)}; outcomes ${JSON.stringify(outcomes)}; codes ${JSON.stringify(codes)}`,
-    );
-    expect(Object.values(kinds).reduce((a, b) => a + b, 0)).toBe(INPUTS);
+    reportRun('nbd server-decoder', started, kinds, outcomes, codes);
     if (INPUTS >= 10_000) {
       // The mix reaches both outcomes and the deep paths.
       expect(outcomes.requests).toBeGreaterThan(INPUTS / 20);
@@ -407,23 +422,16 @@ describe('NBD decoder fuzz', () => {
           });
           outcomes.clean++;
         } catch (e) {
-          if (expectMessages >= 0) throw new Error(`valid stream #${n} was refused (${replayHint(FC_SEED)}): ${String(e)}\ninput: ${input.toString('hex').slice(0, 2000)}`);
+          if (expectMessages >= 0) throw new Error(`valid stream #${n} was refused (${replayHint(FC_SEED)}): ${String(e)}\ninput: ${hexOf(input)}`);
           outcomes.errors++;
           checkError(e, 'ClientDecoder', n, input, codes);
         }
-        if (expectMessages >= 0 && got !== expectMessages) {
-          expect.fail(`valid stream #${n} gave ${got} messages, expected ${expectMessages} (${replayHint(FC_SEED)})\ninput: ${input.toString('hex').slice(0, 2000)}`);
-        }
+        expectMessageCount(n, input, got, expectMessages);
       }
     } finally {
       Error.stackTraceLimit = stackLimit;
     }
-    const ms = performance.now() - started;
-    console.log(
-      `nbd client-decoder fuzz: ${INPUTS} inputs in ${ms.toFixed(0)} ms (${((INPUTS / ms) * 1000).toFixed(0)}/s), ${replayHint(FC_SEED)}; ` +
-        `kinds ${JSON.stringify(kinds)}; outcomes ${JSON.stringify(outcomes)}; codes ${JSON.stringify(codes)}`,
-    );
-    expect(Object.values(kinds).reduce((a, b) => a + b, 0)).toBe(INPUTS);
+    reportRun('nbd client-decoder', started, kinds, outcomes, codes);
     if (INPUTS >= 10_000) {
       expect(outcomes.chunks).toBeGreaterThan(INPUTS / 50);
       expect(outcomes.simpleReplies).toBeGreaterThan(INPUTS / 50);
