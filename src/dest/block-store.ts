@@ -19,6 +19,8 @@ import { LocalFaultGate, type LocalFaultReport, type LocalFaultTiming } from './
 /** Batch bitmap commits: one image fdatasync + one bitmap write per interval, not per block. */
 const COMMIT_INTERVAL_MS = 25;
 const ZERO_CHUNK = 4 * 1024 * 1024;
+/** While the disk fails, the retry writes this many bytes of zeroes into missing blocks to see if it takes writes. */
+const PROBE_BYTES = 1024 * 1024;
 /** The final check reads the image in runs of this many bytes, yielding between them. */
 const DIGEST_READ_BYTES = 4 * 1024 * 1024;
 
@@ -536,8 +538,8 @@ export class BlockStore implements BlockDevice {
   }
 
   /**
-   * The gate's retry: can the disk take a block again? Zeroes into a missing block (preferably a hole, which
-   * needs new space), then a sync. Harmless: a missing block's content is not used. Then the commit that failed.
+   * The gate's retry: can the disk take writes again? Zeroes into missing blocks (preferably holes, which need
+   * new space), then a sync. Harmless: a missing block's content is not used. Then the commit that failed.
    */
   async #probeDisk(): Promise<void> {
     let b = this.#bitmap.nextMissing(0);
@@ -547,7 +549,14 @@ export class BlockStore implements BlockDevice {
         break;
       }
     }
-    if (b >= 0) this.#io.write(this.#fd, Buffer.alloc(this.#blockLength(b)), b * this.blockSize);
+    if (b >= 0) {
+      // About what a refill of the stream writes: a disk with room for one block only is still full to us.
+      const max = Math.max(1, Math.floor(PROBE_BYTES / this.blockSize));
+      let n = 1;
+      while (n < max && b + n < this.blockCount && !this.#bitmap.has(b + n) && !(this.#fresh && getBit(this.#written, b + n))) n++;
+      const offset = b * this.blockSize;
+      this.#io.write(this.#fd, Buffer.alloc(Math.min(this.size, offset + n * this.blockSize) - offset), offset);
+    }
     await this.#io.sync(this.#fd);
     if (this.#pendingDurable.length > 0) await this.#commit();
   }

@@ -21,6 +21,8 @@ export interface LocalFaultTiming {
   retryMaxMs?: number;
   /** While a fault lasts it is reported again at most this often. */
   reportEveryMs?: number;
+  /** Its start and end are said at most this often (a disk that fills and frees over and over stays quiet). */
+  flipEveryMs?: number;
   /** Clock (tests). */
   now?: () => number;
 }
@@ -28,6 +30,7 @@ export interface LocalFaultTiming {
 const RETRY_MIN_MS = 200;
 const RETRY_MAX_MS = 5_000;
 const REPORT_EVERY_MS = 30_000;
+const FLIP_EVERY_MS = 2_000;
 const DISK_FULL_CODES = new Set(['ENOSPC', 'EDQUOT', 'EFBIG']);
 
 /** The system error code of a failed local file operation, or null when `e` is not one (a bug, or the peer's). */
@@ -48,8 +51,10 @@ export function localFaultError(cause: unknown): PostcopyError {
 }
 
 /**
- * On/off state of a local fault with its retry timer and report rate. `fail` turns it on (or keeps it on);
- * after a backoff `probe` is run: resolving turns the fault off, rejecting doubles the backoff.
+ * On/off state of a local fault with its retry timer and report pacing. `fail` turns it on (or keeps it on);
+ * after a backoff `probe` is run: resolving turns the fault off, rejecting doubles the backoff. It is said to be
+ * over only once real data has been stored again (`succeeded`): a probe can pass on a disk that is still full
+ * (ext4 gives back a little space after each sync), and flapping must stay quiet and cheap.
  */
 export class LocalFaultGate {
   readonly #probe: () => Promise<void>;
@@ -57,13 +62,18 @@ export class LocalFaultGate {
   readonly #retryMinMs: number;
   readonly #retryMaxMs: number;
   readonly #reportEveryMs: number;
+  readonly #flipEveryMs: number;
   readonly #now: () => number;
   #fault: { code: string; cause: unknown } | null = null;
+  /** The code of the latest fault (for the report that it is over). */
+  #lastCode = 'EIO';
   #backoffMs: number;
   #timer: NodeJS.Timeout | null = null;
   #probing = false;
+  /** Data was stored since the fault last cleared; when it was not, a fault that comes back waits longer. */
+  #progressSinceClear = true;
   #lastReportAt = -Infinity;
-  /** The last thing said was "on": a clear is worth saying (and only then, so flapping stays quiet). */
+  /** What the operator was last told: the fault is on (true) or over (false). */
   #saidOn = false;
   #closed = false;
   /** Called once the fault has cleared (the streamer tops its window up again). */
@@ -75,6 +85,7 @@ export class LocalFaultGate {
     this.#retryMinMs = timing.retryMinMs ?? RETRY_MIN_MS;
     this.#retryMaxMs = timing.retryMaxMs ?? RETRY_MAX_MS;
     this.#reportEveryMs = timing.reportEveryMs ?? REPORT_EVERY_MS;
+    this.#flipEveryMs = timing.flipEveryMs ?? FLIP_EVERY_MS;
     this.#now = timing.now ?? (() => performance.now());
     this.#backoffMs = this.#retryMinMs;
   }
@@ -92,16 +103,20 @@ export class LocalFaultGate {
   fail(cause: unknown): boolean {
     const code = systemErrorCode(cause);
     if (code === null || this.#closed) return false;
-    const starting = this.#fault === null;
+    if (this.#fault === null && !this.#progressSinceClear) this.#backoffMs = Math.min(this.#retryMaxMs, this.#backoffMs * 2);
     this.#fault = { code, cause };
-    if (starting || this.#now() - this.#lastReportAt >= this.#reportEveryMs) this.#say(true);
+    this.#lastCode = code;
+    this.#sayIfDue();
     if (this.#timer === null && !this.#probing) this.#schedule();
     return true;
   }
 
-  /** A fetched write went through: the disk takes data again, so the next fault starts from the shortest wait. */
+  /** Data was stored: the disk takes writes, so the next fault starts from the shortest wait. */
   succeeded(): void {
-    if (this.#fault === null) this.#backoffMs = this.#retryMinMs;
+    if (this.#fault !== null) return;
+    this.#progressSinceClear = true;
+    this.#backoffMs = this.#retryMinMs;
+    if (this.#saidOn) this.#sayIfDue();
   }
 
   close(): void {
@@ -130,18 +145,23 @@ export class LocalFaultGate {
     }
     this.#probing = false;
     if (this.#closed || this.#fault === null) return;
-    const { code } = this.#fault;
     this.#fault = null;
-    if (this.#saidOn) this.#say(false, code);
+    this.#progressSinceClear = false;
     this.onClear();
   }
 
-  #say(active: boolean, clearedCode?: string): void {
-    const code = active ? this.#fault!.code : clearedCode!;
-    const kind = faultKind(code);
+  /**
+   * Say the state when it differs from what was last said (at most once per flipEveryMs, the first time at
+   * once), and remind of a lasting fault once per reportEveryMs. A change not said yet is said on a later call.
+   */
+  #sayIfDue(): void {
+    const on = this.#fault !== null;
+    const since = this.#now() - this.#lastReportAt;
+    if (on === this.#saidOn ? !on || since < this.#reportEveryMs : since < this.#flipEveryMs) return;
     this.#lastReportAt = this.#now();
-    this.#saidOn = active;
-    const message = active ? (this.#fault!.cause as Error).message : 'the image takes writes again; fetching resumed';
-    this.#report({ kind, code, active, message });
+    this.#saidOn = on;
+    const code = this.#lastCode;
+    const message = on ? (this.#fault!.cause as Error).message : 'the image takes writes again; fetching resumed';
+    this.#report({ kind: faultKind(code), code, active: on, message });
   }
 }
