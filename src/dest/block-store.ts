@@ -236,8 +236,15 @@ export class BlockStore implements BlockDevice {
     try {
       this.#io.write(this.#fd, data, offset);
     } catch (e) {
-      // The guest gets the disk's own error (ENOSPC, EIO); its blocks keep their previous state.
-      this.#fault.fail(e);
+      // The guest gets the disk's own error (ENOSPC, EIO). Missing blocks stay missing; present ones may now hold
+      // part of the write, so they are no longer S's bytes for the final check.
+      for (let b = first; b <= last; b++) {
+        setBit(this.#written, b);
+        clearBit(this.#pristine, b);
+        clearBit(this.#digestKnown, b);
+        this.#clearZeroKnown(b);
+      }
+      this.#diskFailed(e);
       throw e;
     }
     this.stats.guestBytesWritten += data.length;
@@ -521,6 +528,8 @@ export class BlockStore implements BlockDevice {
     try {
       this.#io.write(this.#fd, data, position);
     } catch (e) {
+      // Part of it may have landed: those blocks are no longer holes that read as zeroes.
+      for (let b = Math.floor(position / this.blockSize); b * this.blockSize < position + data.length; b++) setBit(this.#written, b);
       this.#diskFailed(e);
       return false;
     }

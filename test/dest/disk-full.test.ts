@@ -11,7 +11,7 @@ import { silentLogger } from '../../src/common/logger.js';
 import { ProtocolError } from '../../src/common/errors.js';
 import { CLASS_BULK, CLASS_URGENT } from '../../src/protocol/constants.js';
 import { errnoOf } from '../../src/nbd/server-requests.js';
-import { NBD_ENOSPC } from '../../src/nbd/constants.js';
+import { NBD_EIO, NBD_ENOSPC } from '../../src/nbd/constants.js';
 import { FaultFileIo, systemError } from '../faults/fault-file-io.js';
 
 const BS = 4096;
@@ -204,6 +204,20 @@ describe('the disk under D\'s image fills up', () => {
     onDisk = bitmapOnDisk();
     expect([onDisk.has(0), onDisk.has(5)]).toEqual([false, true]);
     onDisk.close();
+  });
+});
+
+describe('which local errors are which', () => {
+  it.each([
+    ['EDQUOT', 'disk-full', NBD_ENOSPC],
+    ['EIO', 'image-io-error', NBD_EIO],
+  ])('%s on a fetched write pauses fetching as %s; a partial guest write then gets errno %i', async (code, kind, errno) => {
+    store.fetchBulk(0, 1);
+    io.failWrites = code;
+    fetcher.answer(0);
+    expect(store.writesPaused).toBe(true);
+    expect(reports).toEqual([expect.objectContaining({ kind, code, active: true })]);
+    expect(errnoOf(await store.write(BS * 2 + 1, Buffer.alloc(1)).catch((e: unknown) => e))).toBe(errno);
   });
 });
 
