@@ -10,6 +10,8 @@ import { PresentBitmap } from '../../src/dest/present-bitmap.js';
 import { silentLogger } from '../../src/common/logger.js';
 import { ProtocolError } from '../../src/common/errors.js';
 import { CLASS_BULK, CLASS_URGENT } from '../../src/protocol/constants.js';
+import type { MessageOf } from '../../src/protocol/messages.js';
+import type { Link } from '../../src/link/link.js';
 import { errnoOf } from '../../src/nbd/server-requests.js';
 import { NBD_EIO, NBD_ENOSPC } from '../../src/nbd/constants.js';
 import { FaultFileIo, systemError } from '../faults/fault-file-io.js';
@@ -18,23 +20,27 @@ const BS = 4096;
 const BLOCKS = 16;
 const SIZE = BS * BLOCKS;
 
-interface Req {
-  offset: number;
-  length: number;
-  cls: number;
-  sink: FetchSink;
-}
-
-/** Stand-in for the fetcher: records requests; the test answers them with S's "image". */
-class ScriptedFetcher {
-  requests: Req[] = [];
-  request(offset: number, length: number, cls: number, sink: FetchSink): void {
-    this.requests.push({ offset, length, cls, sink });
+/**
+ * The real fetcher on a stand-in link that records each BLOCK_REQ; the test answers them as S would, through
+ * fetcher.onReply, so a failing disk meets the same path a reply from the wire takes.
+ */
+class ScriptedLink {
+  readonly closed = false;
+  requests: Array<MessageOf<'BLOCK_REQ'>> = [];
+  readonly fetcher = new Fetcher(silentLogger());
+  constructor() {
+    this.fetcher.attach(this as unknown as Link);
+  }
+  send(msg: MessageOf<'BLOCK_REQ'>): void {
+    this.requests.push(msg);
+  }
+  batch(fn: () => void): void {
+    fn();
   }
   answer(i: number): void {
     const r = this.requests[i]!;
-    r.sink.onData(r.offset, src.subarray(r.offset, r.offset + r.length));
-    r.sink.onDone();
+    const data = src.subarray(r.offset, r.offset + r.length);
+    this.fetcher.onReply({ type: 'BLOCK_DATA', id: r.id, offset: r.offset, data, done: true, urgent: r.cls === CLASS_URGENT });
   }
 }
 
@@ -42,7 +48,7 @@ const src = Buffer.alloc(SIZE);
 for (let i = 0; i < SIZE; i += 4) src.writeUInt32BE(0x70000000 + i, i);
 
 let dir: string;
-let fetcher: ScriptedFetcher;
+let fetcher: ScriptedLink;
 let io: FaultFileIo;
 let store: BlockStore;
 let reports: StoreFaultReport[];
@@ -60,7 +66,7 @@ const bitmapOnDisk = () => PresentBitmap.load(join(dir, 'bitmap'), BS, BLOCKS);
 
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'pc-diskfull-'));
-  fetcher = new ScriptedFetcher();
+  fetcher = new ScriptedLink();
   io = new FaultFileIo();
   reports = [];
   clock = 0;
@@ -68,7 +74,7 @@ beforeEach(() => {
   store = BlockStore.create(join(dir, 'img'), {
     size: SIZE,
     bitmap,
-    fetcher: fetcher as unknown as Fetcher,
+    fetcher: fetcher.fetcher,
     log: silentLogger(),
     io,
     faultTiming: { retryMinMs: 5, retryMaxMs: 20, reportEveryMs: 1000, now: () => clock },
