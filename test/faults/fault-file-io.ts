@@ -1,9 +1,11 @@
 // A stackable fault layer around the block store's image writes and syncs (STYLE.md 12): a disk that fills
 // up (ENOSPC) or fails (EIO) on command, with errors shaped like Node's own system errors.
+import { constants } from 'node:os';
 import { imageWriteIo, type ImageWriteIo } from '../../src/common/file-io.js';
 
 export function systemError(code: string, syscall: string): NodeJS.ErrnoException {
-  return Object.assign(new Error(`${code}: injected, ${syscall}`), { code, syscall, errno: -28 });
+  const errno = -(constants.errno as Record<string, number>)[code]!;
+  return Object.assign(new Error(`${code}: injected, ${syscall}`), { code, syscall, errno });
 }
 
 export class FaultFileIo implements ImageWriteIo {
