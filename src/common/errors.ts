@@ -21,6 +21,7 @@ export const ERROR_CODES = {
   PC_ERR_ROLLBACK: 'migration rolled back before cut-over',
   PC_ERR_STATE: 'illegal state transition',
   PC_ERR_BACKEND: 'image backend I/O failed',
+  PC_ERR_DISK_FULL: 'no space left on the disk under the image',
   PC_ERR_USAGE: 'bad command-line usage',
   PC_ERR_STATE_DIR: 'state directory is unusable or inconsistent',
   PC_ERR_HYPERVISOR: 'hypervisor (QEMU) failed',

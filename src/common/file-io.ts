@@ -1,6 +1,7 @@
 // Positional synchronous file I/O done to the end: the fastest pattern for page-cache-resident images on this
 // kind of machine (BASELINES.md), and short reads/writes are finished rather than returned.
-import { readSync, writeSync } from 'node:fs';
+import { fdatasync, readSync, writeSync } from 'node:fs';
+import { promisify } from 'node:util';
 
 /** Read exactly `length` bytes at `offset`; past the end of the file reads as zeroes. */
 export function readFully(fd: number, offset: number, length: number): Buffer {
@@ -25,3 +26,19 @@ export function writeFully(fd: number, data: Buffer, position: number): void {
   let done = 0;
   while (done < data.length) done += writeSync(fd, data, done, data.length - done, position + done);
 }
+
+/**
+ * The writes and syncs D's block store makes on its image, injectable so tests can make the disk fail
+ * (test/faults/fault-file-io.ts). Errors are Node's own system errors (code ENOSPC, EIO, ...).
+ */
+export interface ImageWriteIo {
+  write(fd: number, data: Buffer, position: number): void;
+  sync(fd: number): Promise<void>;
+}
+
+const fdatasyncAsync = promisify(fdatasync);
+
+export const imageWriteIo: ImageWriteIo = {
+  write: writeFully,
+  sync: (fd) => fdatasyncAsync(fd),
+};

@@ -2,9 +2,8 @@
 // interface that the simulated guest and the NBD export both use. Writes follow the dm-clone rules: a full-block
 // write makes a block present at once, a partial write to a missing block first brings it in, and a late fetch
 // never overwrites guest data. Before Finish it is a pass-through: reads go to S and nothing is kept.
-import { closeSync, fdatasync, ftruncateSync, openSync } from 'node:fs';
-import { readFully, readIntoFully, writeFully } from '../common/file-io.js';
-import { promisify } from 'node:util';
+import { closeSync, ftruncateSync, openSync } from 'node:fs';
+import { imageWriteIo, readFully, readIntoFully, type ImageWriteIo } from '../common/file-io.js';
 import { crc32 } from '../common/crc32.js';
 import type { BlockDevice, Extent } from '../common/block-device.js';
 import { deferred, type Deferred } from '../common/deferred.js';
@@ -15,11 +14,13 @@ import type { BlockClass, ZeroRun } from '../protocol/messages.js';
 import type { Fetcher, FetchSink } from './fetcher.js';
 import { LatencyRecorder } from '../common/latency-recorder.js';
 import type { PresentBitmap } from './present-bitmap.js';
+import { LocalFaultGate, type LocalFaultReport, type LocalFaultTiming } from './local-fault.js';
 
-const fdatasyncAsync = promisify(fdatasync);
 /** Batch bitmap commits: one image fdatasync + one bitmap write per interval, not per block. */
 const COMMIT_INTERVAL_MS = 25;
 const ZERO_CHUNK = 4 * 1024 * 1024;
+/** While the disk fails, the retry writes this many bytes of zeroes into missing blocks to see if it takes writes. */
+const PROBE_BYTES = 1024 * 1024;
 /** The final check reads the image in runs of this many bytes, yielding between them. */
 const DIGEST_READ_BYTES = 4 * 1024 * 1024;
 
@@ -56,6 +57,15 @@ export interface StoreOptions {
   fetcher: Fetcher;
   log: Logger;
   finalCheck?: FinalCheckMode;
+  /** The image's writes and syncs (tests inject a failing disk). */
+  io?: ImageWriteIo;
+  /** Retry and report pacing while the image's disk fails (tests shorten it). */
+  faultTiming?: LocalFaultTiming;
+}
+
+/** A local fault as told to the operator: what happened and how much is still to come from S. */
+export interface StoreFaultReport extends LocalFaultReport {
+  bytesToCome: number;
 }
 
 export class BlockStore implements BlockDevice {
@@ -78,12 +88,19 @@ export class BlockStore implements BlockDevice {
   readonly demandLatency = new LatencyRecorder();
   /** Told of each demand miss (the streamer continues just past it). */
   onDemandMiss: (block: number) => void = () => {};
+  /** Told when the image's disk starts failing (full, EIO), again at a bounded rate, and when it recovers. */
+  onLocalFault: (report: StoreFaultReport) => void = () => {};
+  /** Told when fetched blocks can be stored again after a local fault (the streamer refills). */
+  onWritable: () => void = () => {};
 
   #fd: number;
   #mode: StoreMode;
   readonly #bitmap: PresentBitmap;
   readonly #fetcher: Fetcher;
   readonly #log: Logger;
+  readonly #io: ImageWriteIo;
+  /** On while the image's disk refuses writes: nothing fetched is stored, nothing new is fetched to store. */
+  readonly #fault: LocalFaultGate;
   /** True while the image is the one we created this run: a block not present was never written and reads as zero. */
   readonly #fresh: boolean;
   readonly #waiters = new Map<number, Deferred<void>>();
@@ -115,6 +132,13 @@ export class BlockStore implements BlockDevice {
     this.blockCount = opts.bitmap.blockCount;
     this.#fetcher = opts.fetcher;
     this.#log = opts.log;
+    this.#io = opts.io ?? imageWriteIo;
+    this.#fault = new LocalFaultGate(
+      () => this.#probeDisk(),
+      (r) => this.onLocalFault({ ...r, bytesToCome: this.bytesOnlyOnSource }),
+      opts.faultTiming,
+    );
+    this.#fault.onClear = () => this.onWritable();
     this.#fresh = opts.fresh;
     this.#mode = 'pass-through';
     this.#zeroKnown = new Uint8Array(Math.ceil(this.blockCount / 8));
@@ -174,6 +198,10 @@ export class BlockStore implements BlockDevice {
   nextMissing(from: number): number {
     return this.#bitmap.nextMissing(from);
   }
+  /** The image's disk is failing (full, EIO): fetch nothing to store until it recovers. */
+  get writesPaused(): boolean {
+    return this.#fault.active;
+  }
 
   // ---- BlockDevice ----
 
@@ -182,7 +210,14 @@ export class BlockStore implements BlockDevice {
     this.stats.guestBytesRead += length;
     if (length === 0) return Buffer.alloc(0);
     if (this.#mode === 'pass-through') return this.#readThrough(offset, length);
-    await this.#ensureRange(offset, length);
+    if (this.#fault.active) return this.#readAround(offset, length);
+    try {
+      await this.#ensureRange(offset, length);
+    } catch (e) {
+      // The disk failed while this read waited: serve it from S without keeping the bytes.
+      if (this.#fault.active) return this.#readAround(offset, length);
+      throw e;
+    }
     return this.#readLocal(offset, length);
   }
 
@@ -198,7 +233,20 @@ export class BlockStore implements BlockDevice {
       if (partial.length === 0) break;
       await Promise.all(partial.map((b) => this.#ensure(b)));
     }
-    writeFully(this.#fd, data, offset);
+    try {
+      this.#io.write(this.#fd, data, offset);
+    } catch (e) {
+      // The guest gets the disk's own error (ENOSPC, EIO). Missing blocks stay missing; present ones may now hold
+      // part of the write, so they are no longer S's bytes for the final check.
+      for (let b = first; b <= last; b++) {
+        setBit(this.#written, b);
+        clearBit(this.#pristine, b);
+        clearBit(this.#digestKnown, b);
+        this.#clearZeroKnown(b);
+      }
+      this.#diskFailed(e);
+      throw e;
+    }
     this.stats.guestBytesWritten += data.length;
     for (let b = first; b <= last; b++) {
       setBit(this.#written, b);
@@ -272,8 +320,7 @@ export class BlockStore implements BlockDevice {
       for (let b = Math.ceil(run.offset / this.blockSize); b < this.blockCount; b++) {
         if (b * this.blockSize + this.#blockLength(b) > runEnd) break;
         if (this.#bitmap.has(b) || this.isInflight(b)) continue;
-        this.#storeZeroBlock(b);
-        this.stats.zeroBytesSkipped += this.#blockLength(b);
+        if (this.#storeZeroBlock(b)) this.stats.zeroBytesSkipped += this.#blockLength(b);
       }
     }
   }
@@ -335,6 +382,7 @@ export class BlockStore implements BlockDevice {
   }
 
   async close(): Promise<void> {
+    this.#fault.close();
     if (this.#commitTimer) clearTimeout(this.#commitTimer);
     this.#commitTimer = null;
     await this.#commit();
@@ -364,6 +412,8 @@ export class BlockStore implements BlockDevice {
   /** Resolves once block b is present; one fetch per block, shared by every waiter. */
   #ensure(b: number): Promise<void> {
     if (this.#bitmap.has(b)) return Promise.resolve();
+    // Nowhere to keep it: reads go around the store, a partial write fails like the disk under it.
+    if (this.#fault.active) return Promise.reject(this.#fault.error);
     let d = this.#waiters.get(b);
     if (!d) {
       d = deferred<void>();
@@ -398,8 +448,7 @@ export class BlockStore implements BlockDevice {
             this.stats.lateFetchesDropped++;
             continue;
           }
-          this.#storeZeroBlock(b);
-          this.stats.zeroBytesSkipped += this.#blockLength(b);
+          if (this.#storeZeroBlock(b)) this.stats.zeroBytesSkipped += this.#blockLength(b);
         }
       },
       onDone: () => {
@@ -419,17 +468,21 @@ export class BlockStore implements BlockDevice {
     this.#fetcher.request(offset, length, cls, sink);
   }
 
-  /** Data from S: write the blocks still missing (in runs), skip those the guest or an earlier copy filled. */
+  /**
+   * Data from S: write the blocks still missing (in runs), skip those the guest or an earlier copy filled.
+   * While the disk fails the data is dropped: its blocks stay missing and are fetched again once it recovers.
+   */
   #storeFetched(offset: number, data: Buffer, cls: BlockClass): void {
-    if (this.#mode === 'pass-through') return;
+    if (this.#mode === 'pass-through' || this.#fault.active) return;
     const first = offset / this.blockSize;
     const count = Math.ceil(data.length / this.blockSize);
     let runStart = -1;
     const flush = (end: number) => {
-      if (runStart < 0) return;
+      if (runStart < 0 || this.#fault.active) return;
       const from = (runStart - first) * this.blockSize;
       const to = Math.min(data.length, (end - first) * this.blockSize);
-      writeFully(this.#fd, data.subarray(from, to), runStart * this.blockSize);
+      // Marked present only once the write returned (DESIGN.md §4): a failed run leaves every block of it missing.
+      if (!this.#writeImage(data.subarray(from, to), runStart * this.blockSize)) return;
       for (let b = runStart; b < end; b++) {
         setBit(this.#written, b);
         setBit(this.#pristine, b);
@@ -454,16 +507,67 @@ export class BlockStore implements BlockDevice {
     else this.stats.bytesFetchedBulk += data.length;
   }
 
-  #storeZeroBlock(b: number): void {
-    if (this.#mode === 'pass-through') return;
+  /** Make b present as zeroes; false when the disk refused the write (b stays missing). */
+  #storeZeroBlock(b: number): boolean {
+    if (this.#mode === 'pass-through') return false;
     // A block never written in an image we created is a hole already; after a restart it may hold a torn
     // fetch, and a block taken back by the final check holds whatever was wrong with it.
-    if (!this.#fresh || getBit(this.#written, b)) writeFully(this.#fd, Buffer.alloc(this.#blockLength(b)), b * this.blockSize);
+    if (!this.#fresh || getBit(this.#written, b)) {
+      if (this.#fault.active || !this.#writeImage(Buffer.alloc(this.#blockLength(b)), b * this.blockSize)) return false;
+    }
     setBit(this.#pristine, b);
     const length = this.#blockLength(b);
     this.#setDigest(b, length === this.blockSize ? this.#zeroBlockCrc : crc32(Buffer.alloc(length)));
     this.#markPresent(b);
     this.#setZeroKnown(b);
+    return true;
+  }
+
+  /** Write fetched bytes into the image; a failing disk turns the local fault on and returns false. */
+  #writeImage(data: Buffer, position: number): boolean {
+    try {
+      this.#io.write(this.#fd, data, position);
+    } catch (e) {
+      // Part of it may have landed: those blocks are no longer holes that read as zeroes.
+      for (let b = Math.floor(position / this.blockSize); b * this.blockSize < position + data.length; b++) setBit(this.#written, b);
+      this.#diskFailed(e);
+      return false;
+    }
+    this.#fault.succeeded();
+    return true;
+  }
+
+  /**
+   * A write or sync of the image failed. A system error (ENOSPC, EIO, ...) is a local fault: fetching pauses
+   * and waiting readers go around the store; anything else is a bug and is thrown on.
+   */
+  #diskFailed(e: unknown): void {
+    if (!this.#fault.fail(e)) throw e;
+    this.failWaiters(this.#fault.error);
+  }
+
+  /**
+   * The gate's retry: can the disk take writes again? Zeroes into missing blocks (preferably holes, which need
+   * new space), then a sync. Harmless: a missing block's content is not used. Then the commit that failed.
+   */
+  async #probeDisk(): Promise<void> {
+    let b = this.#bitmap.nextMissing(0);
+    for (let c = b; this.#fresh && c >= 0; c = this.#bitmap.nextMissing(c + 1)) {
+      if (!getBit(this.#written, c)) {
+        b = c;
+        break;
+      }
+    }
+    if (b >= 0) {
+      // About what a refill of the stream writes: a disk with room for one block only is still full to us.
+      const max = Math.max(1, Math.floor(PROBE_BYTES / this.blockSize));
+      let n = 1;
+      while (n < max && b + n < this.blockCount && !this.#bitmap.has(b + n) && !(this.#fresh && getBit(this.#written, b + n))) n++;
+      const offset = b * this.blockSize;
+      this.#io.write(this.#fd, Buffer.alloc(Math.min(this.size, offset + n * this.blockSize) - offset), offset);
+    }
+    await this.#io.sync(this.#fd);
+    if (this.#pendingDurable.length > 0) await this.#commit();
   }
 
   #markPresent(b: number): void {
@@ -477,9 +581,16 @@ export class BlockStore implements BlockDevice {
     if (this.#commitTimer === null) {
       this.#commitTimer = setTimeout(() => {
         this.#commitTimer = null;
-        void this.#commit().catch((e) => this.#log.error({ err: e }, 'bitmap commit failed'));
+        this.#commitInBackground();
       }, COMMIT_INTERVAL_MS);
     }
+  }
+
+  /** A commit nobody waits for: a failing disk has been reported by the fault gate already. */
+  #commitInBackground(): void {
+    void this.#commit().catch((e) => {
+      if (!this.#fault.active) this.#log.error({ err: e }, 'bitmap commit failed');
+    });
   }
 
   /** Make every write so far durable: image fdatasync, then the bits of newly present blocks, then bitmap fdatasync. */
@@ -487,8 +598,20 @@ export class BlockStore implements BlockDevice {
     const run = async () => {
       const batch = this.#pendingDurable;
       this.#pendingDurable = [];
-      await fdatasyncAsync(this.#fd);
-      await this.#bitmap.commit(batch);
+      try {
+        await this.#io.sync(this.#fd);
+      } catch (e) {
+        this.#syncFailed(batch);
+        this.#diskFailed(e);
+        throw e;
+      }
+      try {
+        await this.#bitmap.commit(batch);
+      } catch (e) {
+        this.#pendingDurable = batch.concat(this.#pendingDurable);
+        this.#diskFailed(e);
+        throw e;
+      }
       this.stats.commits++;
       this.#checkComplete();
     };
@@ -496,10 +619,29 @@ export class BlockStore implements BlockDevice {
     return this.#commitChain;
   }
 
+  /**
+   * The image's sync failed: the kernel may have dropped what it could not write back, so a block whose bytes
+   * we wrote and that S can give again is missing again (fetched anew). A guest-written block cannot be fetched:
+   * it stays present and waits for the next commit (the guest's FLUSH got the error, as from its own disk);
+   * so does a block that is a hole of our fresh image, whose content never depended on a write.
+   */
+  #syncFailed(batch: number[]): void {
+    const keep: number[] = [];
+    const again: number[] = [];
+    for (const b of batch) (getBit(this.#pristine, b) && getBit(this.#written, b) ? again : keep).push(b);
+    for (const b of again) {
+      clearBit(this.#pristine, b);
+      clearBit(this.#digestKnown, b);
+      this.#clearZeroKnown(b);
+    }
+    this.#bitmap.forget(again);
+    this.#pendingDurable = keep.concat(this.#pendingDurable);
+  }
+
   #checkComplete(): void {
     if (this.#mode !== 'copy-on-read' || this.#complete.settled) return;
     if (this.#bitmap.complete && this.#bitmap.durableCount === this.blockCount) this.#complete.resolve();
-    else if (this.#bitmap.complete && this.#pendingDurable.length > 0) void this.#commit();
+    else if (this.#bitmap.complete && this.#pendingDurable.length > 0) this.#commitInBackground();
   }
 
   /** Pass-through (before Finish): read from S, keep nothing; S's guest is still changing the disk. */
@@ -513,6 +655,25 @@ export class BlockStore implements BlockDevice {
         onError: reject,
       });
     });
+  }
+
+  /** While the disk fails: present blocks from the image, missing ones read through from S and not kept. */
+  async #readAround(offset: number, length: number): Promise<Buffer> {
+    const out = this.#readLocal(offset, length);
+    const end = offset + length;
+    const last = Math.floor((end - 1) / this.blockSize);
+    const parts: Promise<void>[] = [];
+    for (let b = Math.floor(offset / this.blockSize); b <= last; b++) {
+      if (this.#bitmap.has(b)) continue;
+      let e = b;
+      while (e < last && !this.#bitmap.has(e + 1)) e++;
+      const from = Math.max(offset, b * this.blockSize);
+      const to = Math.min(end, (e + 1) * this.blockSize);
+      parts.push(this.#readThrough(from, to - from).then((buf) => void buf.copy(out, from - offset)));
+      b = e;
+    }
+    await Promise.all(parts);
+    return out;
   }
 
   #readLocal(offset: number, length: number): Buffer {

@@ -19,7 +19,7 @@ import type { GuestDefinition, Message, MessageOf } from '../protocol/messages.j
 import type { MigratableGuest } from '../guest/types.js';
 import type { DestGuestMigrator } from '../guest/migrator.js';
 import { LinkStreamChannel, STREAM_CREDIT_WINDOW } from '../link/stream-channel.js';
-import { BlockStore, type BlockDigests, type FinalCheckMode } from './block-store.js';
+import { BlockStore, type BlockDigests, type FinalCheckMode, type StoreFaultReport } from './block-store.js';
 import { Fetcher, type FallbackSource } from './fetcher.js';
 import { PresentBitmap } from './present-bitmap.js';
 import { RamReceiver } from './ram-receiver.js';
@@ -471,7 +471,17 @@ export class DestAgent {
       batchBytes: this.#o.streamer?.batchBytes ?? 256 * 1024,
     });
     store.onDemandMiss = (b) => this.#streamer?.hint(b);
+    store.onLocalFault = (f) => this.#onLocalFault(f);
     void store.whenComplete.then(() => this.#onComplete());
+  }
+
+  /** D's own disk under the image failed or recovered: said plainly, never blamed on S; the link stays up. */
+  #onLocalFault(f: StoreFaultReport): void {
+    const image = this.#o.imagePath;
+    const what = f.kind === 'disk-full' ? `disk full on ${image}` : `I/O error (${f.code}) on ${image}`;
+    if (f.active) this.#log.error({ code: f.code, detail: f.message }, `${what}: ${f.bytesToCome} bytes still to come; fetching paused, retrying`);
+    else this.#log.warn({ code: f.code, bytesToCome: f.bytesToCome }, `${image} takes writes again; fetching resumed`);
+    this.#o.events.emit(f.kind, { active: f.active, image, code: f.code, bytesToCome: f.bytesToCome, message: f.message });
   }
 
   #onComplete(): void {

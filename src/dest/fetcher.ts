@@ -35,6 +35,8 @@ export interface FallbackSource {
 }
 
 const MAX_ERROR_RETRIES = 5;
+/** A local failure to keep fetched data is logged at most this often (it repeats for every part until fixed). */
+const SINK_FAILURE_LOG_MS = 30_000;
 /** Fallback reads go in parts of this size (whole blocks for any block size up to it). */
 const FALLBACK_CHUNK = 256 * 1024;
 
@@ -55,6 +57,8 @@ export class Fetcher {
   bytesFromFallback = 0;
   /** Told when the fallback takes over or hands back (for events). */
   onFallback: (active: boolean) => void = () => {};
+  #sinkFailures = 0;
+  #sinkFailureLoggedAt = -Infinity;
 
   constructor(log: Logger) {
     this.#log = log;
@@ -185,13 +189,28 @@ export class Fetcher {
     if (msg.done !== done) throw new ProtocolError('PC_ERR_MALFORMED', `${msg.type} id ${msg.id}: done flag disagrees with length`);
     // The sink may refuse the part (not whole blocks): the request is advanced only once it took it, so a
     // re-issue after the cut-off asks again for exactly what is missing.
-    if (msg.type === 'BLOCK_DATA') req.sink.onData(msg.offset, msg.data);
-    else req.sink.onZero(msg.offset, msg.length);
+    try {
+      if (msg.type === 'BLOCK_DATA') req.sink.onData(msg.offset, msg.data);
+      else req.sink.onZero(msg.offset, msg.length);
+    } catch (e) {
+      // Refusing the part's shape is S's error. Anything else failed here (the disk under the image, a bug):
+      // never the peer's fault, so the link stays; the part is dropped, its blocks stay missing for a later fetch.
+      if (e instanceof ProtocolError) throw e;
+      this.#sinkFailed(msg.offset, length, e);
+    }
     req.doneUpTo = doneUpTo;
     if (done) {
       this.#settle(req);
       req.sink.onDone();
     }
+  }
+
+  #sinkFailed(offset: number, length: number, err: unknown): void {
+    this.#sinkFailures++;
+    const now = performance.now();
+    if (now - this.#sinkFailureLoggedAt < SINK_FAILURE_LOG_MS) return;
+    this.#sinkFailureLoggedAt = now;
+    this.#log.error({ err, offset, length, failures: this.#sinkFailures }, 'could not keep a fetched part here; its blocks stay missing');
   }
 
   /** Fail every outstanding request (D is shutting down or rolling back). */

@@ -140,6 +140,15 @@ export class PresentBitmap {
     await fdatasyncAsync(this.#fd);
   }
 
+  /** Take back blocks whose data never became durable (the image's sync failed): in memory only, as their bits never reached the file. */
+  forget(blocks: readonly number[]): void {
+    for (const b of blocks) {
+      if (!this.has(b) || this.isDurable(b)) continue;
+      this.#present[b >> 3]! &= ~(1 << (b & 7));
+      this.#presentCount--;
+    }
+  }
+
   /** First block at or after `from` that is not present, or -1. Skips whole bytes of present blocks. */
   nextMissing(from: number): number {
     for (let b = from; b < this.blockCount; ) {

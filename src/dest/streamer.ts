@@ -36,6 +36,8 @@ export class Streamer {
     this.#fetcher = fetcher;
     this.#opts = opts;
     this.#now = opts.now ?? (() => performance.now());
+    // Paused while the image's disk fails (nothing fetched could be kept); the store says when it takes writes again.
+    store.onWritable = () => this.fill();
   }
 
   start(): void {
@@ -66,7 +68,7 @@ export class Streamer {
    * call on each side for a few dozen bytes.
    */
   fill(): void {
-    if (!this.#running || this.#filling) return;
+    if (!this.#running || this.#filling || this.#store.writesPaused) return;
     if (this.#fetcher.bulkBytesInFlight > this.windowBytes / 2) return;
     this.#filling = true;
     try {

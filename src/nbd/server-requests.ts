@@ -1,7 +1,7 @@
 // The server's transmission commands: validate a decoded request against the export (spec errnos),
 // run it on the BlockDevice, and build the reply buffers. No socket here.
 import type { BlockDevice, Extent } from '../common/block-device.js';
-import { NbdError } from '../common/errors.js';
+import { NbdError, isPostcopyError } from '../common/errors.js';
 import * as codec from './codec.js';
 import type { BlockStatusDescriptor, NbdRequest } from './codec.js';
 import * as C from './constants.js';
@@ -56,7 +56,9 @@ export function validateRequest(req: NbdRequest, ctx: TransmissionContext): Refu
 /** Map a BlockDevice failure to the errno the client sees: EIO unless something more precise fits. */
 export function errnoOf(err: unknown): number {
   if (err instanceof NbdError && err.errno) return err.errno;
-  const code = (err as { code?: unknown } | null)?.code;
+  // A system error, or ours wrapping one (a write refused while D's disk is full): the system code decides.
+  const e = err as { code?: unknown; cause?: { code?: unknown } } | null;
+  const code = isPostcopyError(err) ? e?.cause?.code : e?.code;
   switch (code) {
     case 'ENOSPC':
     case 'EDQUOT':

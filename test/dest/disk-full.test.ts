@@ -1,0 +1,250 @@
+// D's own disk failing under the image (issue 10, case 7), with an injected ENOSPC/EIO (test/faults): never a
+// protocol error, fetching pauses and resumes by itself, and no bit is set for data that did not reach the disk.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { BlockStore, type StoreFaultReport } from '../../src/dest/block-store.js';
+import { Fetcher, type FetchSink } from '../../src/dest/fetcher.js';
+import { PresentBitmap } from '../../src/dest/present-bitmap.js';
+import { silentLogger } from '../../src/common/logger.js';
+import { ProtocolError } from '../../src/common/errors.js';
+import { CLASS_BULK, CLASS_URGENT } from '../../src/protocol/constants.js';
+import type { MessageOf } from '../../src/protocol/messages.js';
+import type { Link } from '../../src/link/link.js';
+import { errnoOf } from '../../src/nbd/server-requests.js';
+import { NBD_EIO, NBD_ENOSPC } from '../../src/nbd/constants.js';
+import { FaultFileIo, systemError } from '../faults/fault-file-io.js';
+
+const BS = 4096;
+const BLOCKS = 16;
+const SIZE = BS * BLOCKS;
+
+/**
+ * The real fetcher on a stand-in link that records each BLOCK_REQ; the test answers them as S would, through
+ * fetcher.onReply, so a failing disk meets the same path a reply from the wire takes.
+ */
+class ScriptedLink {
+  readonly closed = false;
+  requests: Array<MessageOf<'BLOCK_REQ'>> = [];
+  readonly fetcher = new Fetcher(silentLogger());
+  constructor() {
+    this.fetcher.attach(this as unknown as Link);
+  }
+  send(msg: MessageOf<'BLOCK_REQ'>): void {
+    this.requests.push(msg);
+  }
+  batch(fn: () => void): void {
+    fn();
+  }
+  answer(i: number): void {
+    const r = this.requests[i]!;
+    const data = src.subarray(r.offset, r.offset + r.length);
+    this.fetcher.onReply({ type: 'BLOCK_DATA', id: r.id, offset: r.offset, data, done: true, urgent: r.cls === CLASS_URGENT });
+  }
+}
+
+const src = Buffer.alloc(SIZE);
+for (let i = 0; i < SIZE; i += 4) src.writeUInt32BE(0x70000000 + i, i);
+
+let dir: string;
+let fetcher: ScriptedLink;
+let io: FaultFileIo;
+let store: BlockStore;
+let reports: StoreFaultReport[];
+let clock: number;
+
+const tick = () => new Promise((r) => setImmediate(r));
+async function until(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+const bitmapOnDisk = () => PresentBitmap.load(join(dir, 'bitmap'), BS, BLOCKS);
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'pc-diskfull-'));
+  fetcher = new ScriptedLink();
+  io = new FaultFileIo();
+  reports = [];
+  clock = 0;
+  const bitmap = PresentBitmap.create(join(dir, 'bitmap'), BS, BLOCKS);
+  store = BlockStore.create(join(dir, 'img'), {
+    size: SIZE,
+    bitmap,
+    fetcher: fetcher.fetcher,
+    log: silentLogger(),
+    io,
+    faultTiming: { retryMinMs: 5, retryMaxMs: 20, reportEveryMs: 1000, now: () => clock },
+  });
+  store.onLocalFault = (r) => reports.push(r);
+  store.startCopyOnRead();
+});
+afterEach(async () => {
+  io.failWrites = null;
+  io.failSyncs = null;
+  await store.close().catch(() => {});
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('the disk under D\'s image fills up', () => {
+  it('a fetched part that hits ENOSPC throws nothing, leaves its blocks missing, and no bit reaches the bitmap', async () => {
+    store.fetchBulk(0, 4);
+    io.failWrites = 'ENOSPC';
+    expect(() => fetcher.answer(0)).not.toThrow();
+    for (let b = 0; b < 4; b++) expect(store.isPresent(b)).toBe(false);
+    expect(store.writesPaused).toBe(true);
+    expect(reports).toEqual([expect.objectContaining({ kind: 'disk-full', code: 'ENOSPC', active: true, bytesToCome: SIZE })]);
+    // More parts while the disk is full: dropped without another write attempt or another report.
+    store.fetchBulk(4, 2);
+    const tried = io.failedWrites;
+    fetcher.answer(1);
+    expect(io.failedWrites).toBe(tried);
+    expect(reports).toHaveLength(1);
+    await store.flush();
+    const onDisk = bitmapOnDisk();
+    expect(onDisk.presentCount).toBe(0);
+    onDisk.close();
+  });
+
+  it('reports once, reminds at a bounded rate, and clears by itself once the disk takes writes (the streamer is told)', async () => {
+    let writable = 0;
+    store.onWritable = () => writable++;
+    store.fetchBulk(0, 2);
+    io.failWrites = 'ENOSPC';
+    fetcher.answer(0);
+    // Probes keep failing (every 5..20 ms) but say nothing more until the report interval has passed.
+    await until(() => io.failedWrites >= 5, 'several failed probes');
+    expect(reports).toHaveLength(1);
+    clock += 1500;
+    await until(() => reports.length === 2, 'a reminder');
+    expect(reports[1]).toMatchObject({ kind: 'disk-full', active: true });
+    io.failWrites = null;
+    await until(() => !store.writesPaused, 'the fault to clear');
+    expect(writable).toBe(1);
+    // Said to be over only once fetched data is stored again (a probe alone can pass on a disk still full).
+    expect(reports).toHaveLength(2);
+    clock += 5000;
+    store.fetchBulk(0, 2);
+    fetcher.answer(1);
+    expect(store.isPresent(0) && store.isPresent(1)).toBe(true);
+    expect(reports[2]).toMatchObject({ kind: 'disk-full', active: false });
+  });
+
+  it('a disk that fills and frees over and over is said at a bounded rate, and its retries slow down', async () => {
+    store.fetchBulk(0, 1);
+    io.failWrites = 'ENOSPC';
+    fetcher.answer(0);
+    const t0 = Date.now();
+    // Each probe passes but the first real write fails again: no data stored, so no "resumed", and the wait grows.
+    let flips = 0;
+    store.onWritable = () => {
+      flips++;
+      store.fetchBulk(0, 1);
+      io.failWrites = 'ENOSPC';
+      fetcher.answer(fetcher.requests.length - 1);
+    };
+    const probeOnce = setInterval(() => (io.failWrites = null), 1);
+    try {
+      await until(() => flips >= 4, 'four flaps');
+    } finally {
+      clearInterval(probeOnce);
+    }
+    // Backoff 5, 10, 20, 20 ms at least: the flaps took their time, and only the first fault was said.
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(5 + 10 + 20);
+    expect(reports).toHaveLength(1);
+  });
+
+  it('a reader waiting when the disk fills gets S\'s bytes without keeping them; guest writes get ENOSPC', async () => {
+    const read = store.read(BS * 3 + 10, 100);
+    await tick();
+    expect(fetcher.requests).toHaveLength(1);
+    io.failWrites = 'ENOSPC';
+    fetcher.answer(0);
+    await tick();
+    // The read goes around the store: one more (urgent) request, answered, nothing kept.
+    expect(fetcher.requests).toHaveLength(2);
+    expect(fetcher.requests[1]).toMatchObject({ offset: BS * 3 + 10, length: 100, cls: CLASS_URGENT });
+    fetcher.answer(1);
+    expect(await read).toEqual(src.subarray(BS * 3 + 10, BS * 3 + 110));
+    expect(store.isPresent(3)).toBe(false);
+    // A partial write to a missing block cannot bring it in; a full-block write fails on the disk itself.
+    const partial = await store.write(BS * 5 + 1, Buffer.alloc(10, 1)).catch((e: unknown) => e);
+    expect(errnoOf(partial)).toBe(NBD_ENOSPC);
+    const full = await store.write(BS * 6, Buffer.alloc(BS, 2)).catch((e: unknown) => e);
+    expect(errnoOf(full)).toBe(NBD_ENOSPC);
+    expect(store.isPresent(5) || store.isPresent(6)).toBe(false);
+    // A read spanning present and missing blocks: local for the present one, from S for the other.
+    io.failWrites = null;
+    await until(() => !store.writesPaused, 'the fault to clear');
+    store.fetchBulk(7, 1);
+    fetcher.answer(fetcher.requests.length - 1);
+    io.failWrites = 'ENOSPC';
+    await store.write(BS * 9, Buffer.alloc(BS, 3)).catch(() => {});
+    const span = store.read(BS * 7, BS * 2);
+    await tick();
+    const last = fetcher.requests[fetcher.requests.length - 1]!;
+    expect(last).toMatchObject({ offset: BS * 8, length: BS });
+    fetcher.answer(fetcher.requests.length - 1);
+    expect(await span).toEqual(src.subarray(BS * 7, BS * 9));
+  });
+
+  it('a failed sync (EIO) takes back the fetched blocks it covered, keeps guest-written ones, and sets no bit on disk', async () => {
+    store.fetchBulk(0, 2);
+    fetcher.answer(0);
+    await store.write(BS * 5, Buffer.alloc(BS, 9));
+    expect(store.isPresent(0) && store.isPresent(5)).toBe(true);
+    io.failSyncs = 'EIO';
+    await expect(store.flush()).rejects.toMatchObject({ code: 'EIO' });
+    expect(store.isPresent(0)).toBe(false);
+    expect(store.isPresent(5)).toBe(true);
+    expect(reports[0]).toMatchObject({ kind: 'image-io-error', code: 'EIO', active: true });
+    let onDisk = bitmapOnDisk();
+    expect(onDisk.presentCount).toBe(0);
+    onDisk.close();
+    // The disk recovers: the guest's block is committed by the probe; S's blocks are fetched again.
+    io.failSyncs = null;
+    await until(() => !store.writesPaused, 'the fault to clear');
+    onDisk = bitmapOnDisk();
+    expect([onDisk.has(0), onDisk.has(5)]).toEqual([false, true]);
+    onDisk.close();
+  });
+});
+
+describe('which local errors are which', () => {
+  it.each([
+    ['EDQUOT', 'disk-full', NBD_ENOSPC],
+    ['EIO', 'image-io-error', NBD_EIO],
+  ])('%s on a fetched write pauses fetching as %s; a partial guest write then gets errno %i', async (code, kind, errno) => {
+    store.fetchBulk(0, 1);
+    io.failWrites = code;
+    fetcher.answer(0);
+    expect(store.writesPaused).toBe(true);
+    expect(reports).toEqual([expect.objectContaining({ kind, code, active: true })]);
+    expect(errnoOf(await store.write(BS * 2 + 1, Buffer.alloc(1)).catch((e: unknown) => e))).toBe(errno);
+  });
+});
+
+describe('fetcher: a sink that fails locally', () => {
+  it('is never a protocol error: the reply is taken, the request completes, the link is not blamed', () => {
+    const f = new Fetcher(silentLogger());
+    const done: string[] = [];
+    const sink = (fail: unknown): FetchSink => ({
+      onData: () => {
+        throw fail;
+      },
+      onZero: () => {},
+      onDone: () => done.push('done'),
+      onError: () => done.push('error'),
+    });
+    f.request(0, BS, CLASS_BULK, sink(systemError('ENOSPC', 'write')));
+    expect(() => f.onReply({ type: 'BLOCK_DATA', id: 1, offset: 0, data: Buffer.alloc(BS), done: true, urgent: false })).not.toThrow();
+    expect(done).toEqual(['done']);
+    expect(f.bulkBytesInFlight).toBe(0);
+    // The peer's mistakes still are protocol errors.
+    f.request(0, BS, CLASS_BULK, sink(new ProtocolError('PC_ERR_MALFORMED', 'not whole blocks')));
+    expect(() => f.onReply({ type: 'BLOCK_DATA', id: 2, offset: 0, data: Buffer.alloc(BS), done: true, urgent: false })).toThrow(ProtocolError);
+  });
+});
