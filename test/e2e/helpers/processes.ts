@@ -35,10 +35,10 @@ export interface EventLine {
 
 export function readEvents(path: string): EventLine[] {
   if (!existsSync(path)) return [];
-  return readFileSync(path, 'utf8')
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((l) => JSON.parse(l) as EventLine);
+  // Only whole lines: a writer may be in the middle of the last one while we read.
+  const lines = readFileSync(path, 'utf8').split('\n');
+  lines.pop();
+  return lines.filter((l) => l.length > 0).map((l) => JSON.parse(l) as EventLine);
 }
 
 /** Resolves with the first event matching `pred` (polling the file), or rejects after timeoutMs. */
