@@ -110,6 +110,9 @@ export async function startExport(device: BlockDevice, config: ExportConfig, log
     throw e;
   }
   log.info({ uris, tls: Boolean(config.tls), readOnly: config.readOnly }, 'NBD export open');
+  if (config.tcp && !config.tls) {
+    log.warn({ address: `${config.tcp.host}:${config.tcp.port}` }, 'NBD export on TCP without TLS: any local user (any host, with --nbd-insecure) can connect; --nbd-socket (mode 0600) or --nbd-tls-cert keep others out');
+  }
   return { uris, close: () => server.close() };
 }
 

@@ -47,9 +47,15 @@ export class TlsAcceptor implements TlsUpgrader {
   upgrade(raw: net.Socket): Promise<tls.TLSSocket> {
     const key = tupleOf(raw);
     return new Promise((resolve, reject) => {
-      this.#pending.set(key, { resolve, reject });
-      // The peer may hang up mid-handshake without a TLS error being reported.
-      raw.once('close', () => this.#take(key)?.reject(new Error('connection closed during the TLS handshake')));
+      const entry = { resolve, reject };
+      this.#pending.set(key, entry);
+      // The peer may hang up mid-handshake without a TLS error being reported (only this entry: a
+      // later connection may reuse the 4-tuple).
+      raw.once('close', () => {
+        if (this.#pending.get(key) !== entry) return;
+        this.#pending.delete(key);
+        reject(new Error('connection closed during the TLS handshake'));
+      });
       this.#server.emit('connection', raw);
     });
   }
