@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateDemoImage } from '../../src/guest/image-gen.js';
 import * as C from '../../src/nbd/constants.js';
 import { compareImages } from '../../src/guest/verify.js';
-import { makePki, type Pki } from '../nbd/helpers/pki.js';
+import { makePki, qemuTls, type Pki } from '../nbd/helpers/pki.js';
 import { RawPeer } from '../nbd/helpers/raw-peer.js';
 import { assertTools, run, skipWithout } from '../nbd/helpers/tools.js';
 import { freePort, startAgent, waitForEvent, workDir, Teardown, type Agent } from './helpers/processes.js';
@@ -62,11 +62,6 @@ function accepts(port: number): Promise<boolean> {
     });
     s.once('error', () => resolve(false));
   });
-}
-
-/** qemu's --image-opts for an NBD export over TLS with the x509 directory dir. */
-function qemuTls(dir: string, port: number): string[] {
-  return ['--object', `tls-creds-x509,id=tls0,dir=${dir},endpoint=client`, '--image-opts', `driver=raw,file.driver=nbd,file.host=127.0.0.1,file.port=${port},file.export=disk,file.tls-creds=tls0`];
 }
 
 describe.skipIf(skipWithout(TOOLS))("D's NBD export: TLS, exposure, socket mode, connection cap, read-only", () => {

@@ -50,6 +50,20 @@ describe.skipIf(skipWithout(['nbdinfo']))('NBD connection cap', () => {
     await server?.close();
   });
 
+  /** Earlier clients gone, then every slot taken by a client that entered transmission. */
+  async function fillWithTransmissionClients(): Promise<RawPeer[]> {
+    for (const o of opened.splice(0)) o.destroy();
+    await until(() => server.connectionCount === 0, 'the earlier clients to leave');
+    const peers: RawPeer[] = [];
+    for (let i = 0; i < CAP; i++) {
+      const p = await RawPeer.connect(port);
+      await p.enter();
+      peers.push(p);
+      opened.push(p);
+    }
+    return peers;
+  }
+
   it('filled with half-open and idle clients, a real client still gets in; negotiating ones go first', async () => {
     const idle: RawPeer[] = [];
     for (let i = 0; i < CAP / 2; i++) {
@@ -79,15 +93,7 @@ describe.skipIf(skipWithout(['nbdinfo']))('NBD connection cap', () => {
   });
 
   it('with only transmission clients, the one idle the longest is evicted; a client with a request in flight is not', async () => {
-    for (const o of opened.splice(0)) o.destroy();
-    await until(() => server.connectionCount === 0, 'the earlier clients to leave');
-    const peers: RawPeer[] = [];
-    for (let i = 0; i < CAP; i++) {
-      const p = await RawPeer.connect(port);
-      await p.enter();
-      peers.push(p);
-      opened.push(p);
-    }
+    const peers = await fillWithTransmissionClients();
     // peers[0] is the oldest, but it just did a read: the longest idle is now peers[1]. peers[2] is busy.
     peers[0]!.request(C.NBD_CMD_READ, 1n, 0, 512);
     expect((await peers[0]!.reply(1n)).error).toBe(0);
@@ -104,15 +110,7 @@ describe.skipIf(skipWithout(['nbdinfo']))('NBD connection cap', () => {
   });
 
   it('when every slot has a request in flight the new client is turned away, and nobody is evicted', async () => {
-    for (const o of opened.splice(0)) o.destroy();
-    await until(() => server.connectionCount === 0, 'the earlier clients to leave');
-    const peers: RawPeer[] = [];
-    for (let i = 0; i < CAP; i++) {
-      const p = await RawPeer.connect(port);
-      await p.enter();
-      peers.push(p);
-      opened.push(p);
-    }
+    const peers = await fillWithTransmissionClients();
     disk.delayMs = 2000;
     const reads = disk.counts.read ?? 0;
     peers.forEach((p, i) => p.request(C.NBD_CMD_READ, BigInt(100 + i), 0, 512));

@@ -10,17 +10,12 @@ import * as codec from '../../src/nbd/codec.js';
 import * as C from '../../src/nbd/constants.js';
 import { NbdServer } from '../../src/nbd/server.js';
 import { MemoryBlockDevice } from './helpers/memory-block-device.js';
-import { makePki, type Pki } from './helpers/pki.js';
+import { makePki, qemuTls, type Pki } from './helpers/pki.js';
 import { RawPeer } from './helpers/raw-peer.js';
 import { assertTools, run, skipWithout, tempDir } from './helpers/tools.js';
 
 const TOOLS = ['qemu-img', 'qemu-io', 'nbdinfo', 'openssl'];
 const MiB = 1024 * 1024;
-
-/** qemu's --image-opts for our export over TLS with the x509 directory dir. */
-function qemuTls(dir: string, port: number): string[] {
-  return ['--object', `tls-creds-x509,id=tls0,dir=${dir},endpoint=client`, '--image-opts', `driver=raw,file.driver=nbd,file.host=127.0.0.1,file.port=${port},file.export=disk,file.tls-creds=tls0`];
-}
 
 describe.skipIf(skipWithout(TOOLS))('NBD over TLS (STARTTLS, x509) with real clients', () => {
   let tmp: Awaited<ReturnType<typeof tempDir>>;

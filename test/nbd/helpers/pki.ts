@@ -48,3 +48,8 @@ export function makePki(root: string): Pki {
     anonymousDir: dir('anonymous', []),
   };
 }
+
+/** qemu-img/qemu-io arguments for export 'disk' at 127.0.0.1:port over TLS with the x509 directory dir. */
+export function qemuTls(dir: string, port: number): string[] {
+  return ['--object', `tls-creds-x509,id=tls0,dir=${dir},endpoint=client`, '--image-opts', `driver=raw,file.driver=nbd,file.host=127.0.0.1,file.port=${port},file.export=disk,file.tls-creds=tls0`];
+}
