@@ -117,10 +117,8 @@ export class ServerConnection {
 
   /** Dropped to make room for a new client under the connection cap. */
   evict(reason: string): void {
-    this.#log.warn({ reason, state: this.#state, inFlight: this.#inFlight }, 'NBD client evicted');
-    if (this.#state !== 'closed') this.#transition('closed');
-    clearTimeout(this.#handshakeTimer);
-    this.#socket.destroy();
+    if (this.#state === 'closed') this.#socket.destroy();
+    else this.#cutOff(reason);
   }
 
   #attach(socket: Duplex): void {
