@@ -16,7 +16,7 @@ import { EXIT, EXIT_HELP } from './exit-codes.js';
 import { restoreGuest } from './guest-factory.js';
 import { ProgressBar } from './progress.js';
 import { parseIntArg, parseSize } from './sizes.js';
-import { startExport, type RunningExport } from './nbd-export.js';
+import { NBD_EXPORT_HELP, NBD_EXPORT_OPTIONS, parseExportOptions, startExport, type RunningExport } from './nbd-export.js';
 import { destQemu } from '../hypervisor/cli-options.js';
 
 export const DEST_HELP = `Usage: postcopy dest --listen HOST:PORT --image PATH --ticket-file F [options]
@@ -30,6 +30,7 @@ Wait for a source to connect, take over its guest, and pull its disk into PATH.
   --nbd-listen HOST:PORT  serve the migrating disk as an NBD export on TCP
   --nbd-socket PATH       ... and/or on a Unix socket
   --nbd-name NAME         export name (default: disk)
+${NBD_EXPORT_HELP}
   --fallback URI|PATH     a replica or backup of S's image at cut-over (nbd://, nbd+unix:// or a file),
                           read for missing blocks once S has been unreachable for --fallback-after
   --fallback-after SEC    how long S may be gone before the fallback serves (default 30)
@@ -64,6 +65,7 @@ ${EXIT_HELP}`;
 export async function runDest(argv: string[]): Promise<number> {
   const { values } = parseCommandArgs(argv, {
     ...AGENT_OPTIONS,
+    ...NBD_EXPORT_OPTIONS,
     listen: { type: 'string' },
     image: { type: 'string' },
     'nbd-listen': { type: 'string' },
@@ -92,6 +94,7 @@ export async function runDest(argv: string[]): Promise<number> {
   const nbdSocket = optional(values, 'nbd-socket');
   const nbdName = optional(values, 'nbd-name') ?? 'disk';
   if (nbdName.length > 4096) throw new UsageError('PC_ERR_USAGE', '--nbd-name is too long');
+  const nbdExport = await parseExportOptions(values);
   const log = createRootLogger({ level: optional(values, 'log-level'), name: 'postcopy-dest' });
   const events = new JsonLinesEvents(optional(values, 'events'), 'dest');
   const started = performance.now();
@@ -128,8 +131,8 @@ export async function runDest(argv: string[]): Promise<number> {
     finalCheck,
     createGuest: (def, ram, state) => restoreGuest(def, ram, state, agent.store!.size, log),
     onStoreReady: async (store: BlockStore) => {
-      if (!nbdListen && !nbdSocket) return [];
-      const x = await startExport(store, { tcp: nbdListen ? parseHostPort(nbdListen, '--nbd-listen') : undefined, socketPath: nbdSocket, name: nbdName, log });
+      if (!nbdExport) return [];
+      const x = await startExport(store, nbdExport, log);
       exported.current = x;
       events.emit('export', { name: nbdName, uris: x.uris });
       return x.uris;

@@ -1,5 +1,6 @@
-// One client connection of the NBD server: a small state machine (options -> transmission ->
-// draining -> closed) over a duplex socket, with requests in flight bounded by pausing the socket.
+// One client connection of the NBD server: a small state machine (options [-> tlsHandshake -> options]
+// -> transmission -> draining -> closed) over a duplex socket, with requests in flight bounded by pausing the socket.
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { ProtocolError, StateError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -7,7 +8,8 @@ import * as codec from './codec.js';
 import type { ClientMessage, NbdRequest } from './codec.js';
 import * as C from './constants.js';
 import { ServerDecoder } from './server-decoder.js';
-import { handleOption, transmissionFlagsFor, type ExportCatalog, type NegotiationState } from './server-negotiation.js';
+import { handleOption, resetAfterTls, transmissionFlagsFor, type ExportCatalog, type NegotiationState } from './server-negotiation.js';
+import type { TlsUpgrader } from './server-tls.js';
 import { errorReply, executeRequest, validateRequest, type TransmissionContext } from './server-requests.js';
 
 export interface ConnectionOptions {
@@ -20,13 +22,19 @@ export interface ConnectionOptions {
   maxOptions: number;
   maxOptionLength: number;
   handshakeTimeoutMs: number;
+  /** TLS is mandatory on this connection (FORCEDTLS): the socket must be a net.Socket. */
+  tls?: TlsUpgrader;
 }
 
-type ConnState = 'clientFlags' | 'options' | 'transmission' | 'draining' | 'closed';
+type ConnState = 'clientFlags' | 'options' | 'tlsHandshake' | 'transmission' | 'draining' | 'closed';
+
+/** What the server's connection cap looks at when it must make room. */
+export type ConnPhase = 'negotiating' | 'transmission' | 'ending';
 
 const TRANSITIONS: Record<ConnState, readonly ConnState[]> = {
   clientFlags: ['options', 'closed'],
-  options: ['transmission', 'closed'],
+  options: ['transmission', 'tlsHandshake', 'closed'],
+  tlsHandshake: ['options', 'closed'],
   transmission: ['draining', 'closed'],
   draining: ['closed'],
   closed: [],
@@ -41,11 +49,24 @@ function payloadBytes(req: NbdRequest): number {
 }
 
 export class ServerConnection {
-  readonly #socket: Duplex;
+  /** The plain socket, then the TLS socket over it after STARTTLS. */
+  #socket: Duplex;
   readonly #opts: ConnectionOptions;
   readonly #log: Logger;
   readonly #decoder: ServerDecoder;
-  readonly #negotiation: NegotiationState = { noZeroes: false, structuredReplies: false, metaContextExport: undefined };
+  readonly #negotiation: NegotiationState;
+  readonly #listeners = {
+    data: (chunk: Buffer) => this.#onData(chunk),
+    drain: () => this.#maybeResume(),
+    end: () => this.#onEnd(),
+    error: (err: Error) => this.#log.debug({ err }, 'socket error'),
+    close: () => this.#onClose(),
+  };
+  readonly #openedAt = Date.now();
+  /** Last time bytes came in or a request completed: how long an idle client has held its slot. */
+  #lastActivity = Date.now();
+  #closeSeen = false;
+  #resolveClosed!: () => void;
   #state: ConnState = 'clientFlags';
   #ctx: TransmissionContext | undefined;
   #optionCount = 0;
@@ -65,12 +86,9 @@ export class ServerConnection {
     this.#opts = opts;
     this.#log = opts.logger;
     this.#decoder = new ServerDecoder({ maxPayload: opts.maxPayload, maxOptionLength: opts.maxOptionLength });
-    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
-    socket.on('drain', () => this.#maybeResume());
-    socket.on('error', (err) => this.#log.debug({ err }, 'socket error'));
-    socket.once('close', () => this.#onClose());
-    socket.once('end', () => this.#onEnd());
+    this.#negotiation = { noZeroes: false, tls: opts.tls ? 'required' : 'none', structuredReplies: false, metaContextExport: undefined };
+    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+    this.#attach(socket);
     this.#handshakeTimer = setTimeout(() => this.#cutOff('handshake timed out'), opts.handshakeTimeoutMs);
     this.#handshakeTimer.unref?.();
     this.#send([codec.encodeGreeting(HANDSHAKE_FLAGS)]);
@@ -82,6 +100,37 @@ export class ServerConnection {
 
   get inFlight(): number {
     return this.#inFlight;
+  }
+
+  get phase(): ConnPhase {
+    if (this.#state === 'transmission') return 'transmission';
+    return this.#state === 'draining' || this.#state === 'closed' ? 'ending' : 'negotiating';
+  }
+
+  get openedAt(): number {
+    return this.#openedAt;
+  }
+
+  get lastActivity(): number {
+    return this.#lastActivity;
+  }
+
+  /** Dropped to make room for a new client under the connection cap. */
+  evict(reason: string): void {
+    if (this.#state === 'closed') this.#socket.destroy();
+    else this.#cutOff(reason);
+  }
+
+  #attach(socket: Duplex): void {
+    for (const [event, fn] of Object.entries(this.#listeners)) socket.on(event, fn);
+  }
+
+  /** Stop reading the plain socket (its close and errors still count) before TLS takes it over. */
+  #detachReading(socket: Duplex): void {
+    socket.pause();
+    socket.off('data', this.#listeners.data);
+    socket.off('drain', this.#listeners.drain);
+    socket.off('end', this.#listeners.end);
   }
 
   #transition(to: ConnState): void {
@@ -103,7 +152,8 @@ export class ServerConnection {
   }
 
   #onData(chunk: Buffer): void {
-    if (this.#state === 'draining' || this.#state === 'closed') return;
+    this.#lastActivity = Date.now();
+    if (this.#state === 'draining' || this.#state === 'closed' || this.#state === 'tlsHandshake') return;
     this.#decoder.push(chunk);
     this.#pump();
   }
@@ -149,6 +199,7 @@ export class ServerConnection {
     const outcome = handleOption(this.#negotiation, this.#opts.catalog, option, data);
     this.#send(outcome.replies);
     if (outcome.next === 'close') return this.#close(outcome.reason);
+    if (outcome.next === 'starttls') return this.#startTls();
     if (outcome.next === 'continue') return;
     const exp = outcome.export;
     this.#ctx = {
@@ -173,6 +224,26 @@ export class ServerConnection {
     );
   }
 
+  /** After the STARTTLS ACK (already written in the clear): the TLS handshake on the same socket. */
+  #startTls(): void {
+    // The client must wait for the ACK before its ClientHello: bytes already here broke that rule.
+    if (this.#decoder.buffered > 0) return this.#cutOff('data sent after STARTTLS before its reply');
+    const raw = this.#socket as net.Socket;
+    this.#transition('tlsHandshake');
+    this.#detachReading(raw);
+    this.#opts.tls!.upgrade(raw).then(
+      (secure) => {
+        if (this.#state !== 'tlsHandshake') return void secure.destroy();
+        this.#socket = secure;
+        this.#attach(secure);
+        resetAfterTls(this.#negotiation);
+        this.#transition('options');
+        this.#log.debug({ protocol: secure.getProtocol(), clientCert: secure.authorized }, 'TLS established');
+      },
+      (err: Error) => this.#cutOff(`TLS handshake failed: ${err.message}`),
+    );
+  }
+
   #onRequest(req: NbdRequest): void {
     const ctx = this.#ctx!;
     if (req.command === C.NBD_CMD_DISC) return this.#startDrain('client sent NBD_CMD_DISC');
@@ -189,6 +260,7 @@ export class ServerConnection {
     this.#inFlightBytes += bytes;
     if (this.#overloaded()) this.#pause();
     void executeRequest(req, ctx).then(({ replies, failed }) => {
+      this.#lastActivity = Date.now();
       this.#inFlight--;
       this.#inFlightBytes -= bytes;
       if (failed) this.#errors++;
@@ -266,6 +338,10 @@ export class ServerConnection {
   }
 
   #onClose(): void {
+    // After STARTTLS both the plain and the TLS socket may report it.
+    if (this.#closeSeen) return;
+    this.#closeSeen = true;
+    this.#resolveClosed();
     clearTimeout(this.#handshakeTimer);
     if (this.#state !== 'closed') this.#transition('closed');
     // Per-request failures stay at debug; a connection that saw some gets one summary line.

@@ -19,9 +19,16 @@ export interface ExportCatalog {
   blockSizes(exp: NbdExport): BlockSizeLimits;
 }
 
+/**
+ * TLS on this connection, per the spec's modes: 'none' (NOTLS: STARTTLS is refused), 'required'
+ * (FORCEDTLS before STARTTLS: every option but STARTTLS and ABORT gets TLS_REQD), 'active' (after it).
+ */
+export type TlsMode = 'none' | 'required' | 'active';
+
 export interface NegotiationState {
-  /** Both sides agreed to drop the EXPORT_NAME padding. */
+  /** Both sides agreed to drop the EXPORT_NAME padding (a handshake flag: it survives STARTTLS). */
   noZeroes: boolean;
+  tls: TlsMode;
   structuredReplies: boolean;
   /** The export SET_META_CONTEXT selected base:allocation for (undefined: none selected). */
   metaContextExport: string | undefined;
@@ -30,6 +37,8 @@ export interface NegotiationState {
 export type OptionOutcome =
   | { next: 'continue'; replies: Buffer[] }
   | { next: 'close'; replies: Buffer[]; reason: string }
+  /** STARTTLS accepted: send the replies, then the TLS handshake on the same socket. */
+  | { next: 'starttls'; replies: Buffer[] }
   | { next: 'transmission'; replies: Buffer[]; export: NbdExport; baseAllocation: boolean };
 
 /** Context id of base:allocation once selected (ids in LIST replies are 0). */
@@ -58,6 +67,7 @@ export function handleOption(
   option: number,
   data: Buffer,
 ): OptionOutcome {
+  if (state.tls === 'required') return beforeTls(option, data);
   switch (option) {
     case C.NBD_OPT_EXPORT_NAME:
       return exportName(state, catalog, data);
@@ -71,6 +81,7 @@ export function handleOption(
       );
     case C.NBD_OPT_STARTTLS:
       if (data.length !== 0) return refuse(option, C.NBD_REP_ERR_INVALID, 'STARTTLS takes no data');
+      if (state.tls === 'active') return refuse(option, C.NBD_REP_ERR_INVALID, 'TLS is already active');
       return refuse(option, C.NBD_REP_ERR_POLICY, 'TLS is not configured on this server');
     case C.NBD_OPT_INFO:
     case C.NBD_OPT_GO:
@@ -88,6 +99,29 @@ export function handleOption(
     default:
       return refuse(option, C.NBD_REP_ERR_UNSUP, `unsupported option ${option}`);
   }
+}
+
+/** FORCEDTLS before STARTTLS: nothing about the exports is told, nothing is served. */
+function beforeTls(option: number, data: Buffer): OptionOutcome {
+  switch (option) {
+    case C.NBD_OPT_STARTTLS:
+      if (data.length !== 0) return refuse(option, C.NBD_REP_ERR_INVALID, 'STARTTLS takes no data');
+      return { next: 'starttls', replies: [codec.encodeAck(option)] };
+    case C.NBD_OPT_ABORT:
+      return { next: 'close', replies: [codec.encodeAck(option)], reason: 'client sent NBD_OPT_ABORT' };
+    case C.NBD_OPT_EXPORT_NAME:
+      // No error reply exists for EXPORT_NAME: the spec says close.
+      return { next: 'close', replies: [], reason: 'EXPORT_NAME before STARTTLS on a TLS-only server' };
+    default:
+      return refuse(option, C.NBD_REP_ERR_TLS_REQD, 'this server requires TLS: send NBD_OPT_STARTTLS first');
+  }
+}
+
+/** State after a successful TLS handshake: everything negotiated in the clear is forgotten. */
+export function resetAfterTls(state: NegotiationState): void {
+  state.tls = 'active';
+  state.structuredReplies = false;
+  state.metaContextExport = undefined;
 }
 
 function exportName(state: NegotiationState, catalog: ExportCatalog, data: Buffer): OptionOutcome {

@@ -1,6 +1,6 @@
 // NbdServer: exports named BlockDevices over fixed-newstyle NBD on TCP and/or Unix sockets,
-// many clients at once; one misbehaving client is cut off without disturbing the others.
-import { unlink } from 'node:fs/promises';
+// many clients at once; one misbehaving client is cut off without disturbing the others, and idle or
+// abandoned ones make room for a new client at the connection cap.
 import net from 'node:net';
 import type { BlockDevice } from '../common/block-device.js';
 import { UsageError } from '../common/errors.js';
@@ -10,6 +10,10 @@ import * as C from './constants.js';
 import { ServerConnection } from './server-connection.js';
 import { DEFAULT_MAX_OPTION_LENGTH } from './server-decoder.js';
 import type { ExportCatalog, NbdExport } from './server-negotiation.js';
+import { TlsAcceptor, type NbdTlsCredentials } from './server-tls.js';
+import { DEFAULT_SOCKET_MODE, listenUnix, removeSocketFile, type SocketFile } from './socket-file.js';
+
+export type { NbdTlsCredentials } from './server-tls.js';
 
 export type { NbdExport } from './server-negotiation.js';
 
@@ -33,22 +37,32 @@ export interface NbdServerOptions {
   maxOptions?: number;
   /** Largest option data accepted. Default 1 MiB. */
   maxOptionLength?: number;
-  /** Time a client has to reach transmission. Default 30 s. */
+  /** Time a client has to reach transmission (TLS handshake included). Default 10 s, as qemu-nbd. */
   handshakeTimeoutMs?: number;
-  /** Concurrent connections accepted. Default 128. */
+  /**
+   * Concurrent connections. At the cap a new client takes the slot of, in order: one already ending,
+   * the oldest still negotiating, the transmission client idle the longest with nothing in flight.
+   * Only when every slot is busy is the new client turned away. Default 128.
+   */
   maxConnections?: number;
+  /** Idle time before TCP keepalive probes find a peer that vanished. Default 30 s. */
+  keepAliveMs?: number;
   /** Grace period for close() before connections are destroyed. Default 10 s. */
   closeTimeoutMs?: number;
 }
 
-export type ListenTarget = { host?: string; port: number } | { path: string };
+/**
+ * TCP, optionally TLS-only (FORCEDTLS: nothing is served before STARTTLS), or a Unix socket file
+ * created with mode (default 0600) and no moment of a wider one.
+ */
+export type ListenTarget = { host?: string; port: number; tls?: NbdTlsCredentials } | { path: string; mode?: number };
 
 export class NbdServer {
   readonly #exports: NbdExport[];
   readonly #log: Logger;
   readonly #opts: Required<Omit<NbdServerOptions, 'exports' | 'logger'>>;
   readonly #servers: net.Server[] = [];
-  readonly #socketPaths: string[] = [];
+  readonly #socketFiles: SocketFile[] = [];
   readonly #connections = new Set<ServerConnection>();
   #nextConn = 1;
   #closing = false;
@@ -69,8 +83,9 @@ export class NbdServer {
       maxInFlightBytes: opts.maxInFlightBytes ?? 64 * 1024 * 1024,
       maxOptions: opts.maxOptions ?? 256,
       maxOptionLength: opts.maxOptionLength ?? DEFAULT_MAX_OPTION_LENGTH,
-      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 30_000,
+      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 10_000,
       maxConnections: opts.maxConnections ?? 128,
+      keepAliveMs: opts.keepAliveMs ?? 30_000,
       closeTimeoutMs: opts.closeTimeoutMs ?? 10_000,
     };
     checkBlockSizes(this.#opts.minimumBlockSize, this.#opts.preferredBlockSize, this.#opts.maxPayload);
@@ -84,29 +99,28 @@ export class NbdServer {
   /** Start listening; resolves with the bound address (TCP: real port when asked for 0). */
   async listen(target: ListenTarget): Promise<net.AddressInfo | string> {
     if (this.#closing) throw new UsageError('PC_ERR_USAGE', 'NbdServer is closed');
+    const tls = 'port' in target && target.tls ? new TlsAcceptor(target.tls) : undefined;
     // allowHalfOpen: a client that half-closes still gets the replies to what it sent.
-    const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.#accept(socket));
-    server.maxConnections = this.#opts.maxConnections;
-    const bind = (): Promise<void> =>
-      new Promise<void>((resolve, reject) => {
+    // No server.maxConnections: node would turn new clients away where we make room (#accept).
+    const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.#accept(socket, tls));
+    let address: net.AddressInfo | string;
+    if ('path' in target) {
+      const file = await listenUnix(server, target.path, target.mode ?? DEFAULT_SOCKET_MODE);
+      this.#socketFiles.push(file);
+      address = target.path;
+    } else {
+      await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        if ('path' in target) server.listen(target.path, () => resolve());
-        else server.listen(target.port, target.host ?? '127.0.0.1', () => resolve());
+        server.listen(target.port, target.host ?? '127.0.0.1', () => {
+          server.off('error', reject);
+          resolve();
+        });
       });
-    try {
-      await bind();
-    } catch (err) {
-      // A socket file left by a previous run that nobody answers on: replace it (after a restart).
-      if (!('path' in target) || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || (await isLive(target.path))) throw err;
-      this.#log.info({ path: target.path }, 'removing stale NBD socket file');
-      await unlink(target.path);
-      await bind();
+      address = server.address()!;
     }
     server.on('error', (err) => this.#log.error({ err }, 'NBD listener error'));
     this.#servers.push(server);
-    if ('path' in target) this.#socketPaths.push(target.path);
-    const address = server.address()!;
-    this.#log.info({ address, exports: this.#exports.map((e) => e.name) }, 'NBD server listening');
+    this.#log.info({ address, tls: Boolean(tls), exports: this.#exports.map((e) => e.name) }, 'NBD server listening');
     return address;
   }
 
@@ -127,17 +141,25 @@ export class NbdServer {
     }
     clearTimeout(timer);
     await Promise.all(stopped);
-    await Promise.all(this.#socketPaths.map((p) => unlink(p).catch(() => undefined)));
+    await Promise.all(this.#socketFiles.map((f) => removeSocketFile(f)));
     this.#log.info('NBD server closed');
   }
 
-  #accept(socket: net.Socket): void {
+  #accept(socket: net.Socket, tls: TlsAcceptor | undefined): void {
     if (this.#closing) {
       socket.destroy();
       return;
     }
+    if (this.#connections.size >= this.#opts.maxConnections && !this.#makeRoom()) {
+      this.#log.warn({ connections: this.#connections.size }, 'NBD connection cap reached with every client busy; new client turned away');
+      socket.destroy();
+      return;
+    }
     socket.setNoDelay(true);
+    // A client whose host vanished sends no FIN: keepalive finds it, so its slot is not held forever.
+    if (socket.remoteAddress !== undefined) socket.setKeepAlive(true, this.#opts.keepAliveMs);
     const conn = new ServerConnection(socket, {
+      ...(tls ? { tls } : {}),
       catalog: this.#catalog,
       logger: this.#log.child({ conn: this.#nextConn++, remote: socket.remoteAddress ?? 'unix' }),
       maxPayload: this.#opts.maxPayload,
@@ -149,6 +171,21 @@ export class NbdServer {
     });
     this.#connections.add(conn);
     void conn.closed.then(() => this.#connections.delete(conn));
+  }
+
+  /** At the cap: evict one connection that is ending, negotiating or idle; false when all are busy. */
+  #makeRoom(): boolean {
+    const conns = [...this.#connections];
+    const oldest = (phase: string, key: (c: ServerConnection) => number): ServerConnection | undefined =>
+      conns.filter((c) => c.phase === phase && (phase !== 'transmission' || c.inFlight === 0)).sort((a, b) => key(a) - key(b))[0];
+    const victim =
+      oldest('ending', (c) => c.openedAt) ??
+      oldest('negotiating', (c) => c.openedAt) ??
+      oldest('transmission', (c) => c.lastActivity);
+    if (!victim) return false;
+    victim.evict(`connection cap of ${this.#opts.maxConnections} reached: making room for a new client`);
+    this.#connections.delete(victim);
+    return true;
   }
 
   readonly #catalog: ExportCatalog = {
@@ -166,18 +203,6 @@ export class NbdServer {
       maximum: this.#opts.maxPayload,
     };
   }
-}
-
-/** Whether something accepts connections on a Unix socket path. */
-function isLive(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const probe = net.connect({ path });
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false));
-  });
 }
 
 function isPowerOfTwo(n: number): boolean {

@@ -215,7 +215,7 @@ describe('NbdClient <-> NbdServer', () => {
 
   it('a Unix socket path: taken by a live server is refused; a stale file is replaced', async () => {
     const s2 = new NbdServer({ exports: new MemoryBlockDevice(MiB), logger: silentLogger() });
-    await expect(s2.listen({ path: sock })).rejects.toMatchObject({ code: 'EADDRINUSE' });
+    await expect(s2.listen({ path: sock })).rejects.toMatchObject({ code: 'PC_ERR_USAGE', message: expect.stringContaining('another process serves') });
     const stale = path.join(tmp.dir, 'stale.sock');
     // A crashed server: a process that listened on the path, killed with SIGKILL, leaves the file.
     const { spawn } = await import('node:child_process');

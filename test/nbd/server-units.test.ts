@@ -5,7 +5,7 @@ import type { Extent } from '../../src/common/block-device.js';
 import { NbdError } from '../../src/common/errors.js';
 import * as codec from '../../src/nbd/codec.js';
 import * as C from '../../src/nbd/constants.js';
-import { handleOption, type ExportCatalog, type NegotiationState } from '../../src/nbd/server-negotiation.js';
+import { handleOption, resetAfterTls, type ExportCatalog, type NegotiationState } from '../../src/nbd/server-negotiation.js';
 import { errnoOf, toDescriptors, validateRequest, type TransmissionContext } from '../../src/nbd/server-requests.js';
 import { clientDecoderIn, drainAll } from './helpers/decode.js';
 import { MemoryBlockDevice } from './helpers/memory-block-device.js';
@@ -18,8 +18,8 @@ const catalog: ExportCatalog = {
   blockSizes: () => ({ minimum: 1, preferred: 4096, maximum: 1 << 25 }),
 };
 
-function fresh(): NegotiationState {
-  return { noZeroes: true, structuredReplies: false, metaContextExport: undefined };
+function fresh(tls: NegotiationState['tls'] = 'none'): NegotiationState {
+  return { noZeroes: true, tls, structuredReplies: false, metaContextExport: undefined };
 }
 
 /** Decode the replies an outcome carries. */
@@ -103,6 +103,58 @@ describe('handleOption', () => {
   it('a string over 4096 bytes is ERR_TOO_BIG', () => {
     const data = Buffer.concat([Buffer.from([0, 0, 0x10, 0x01]), Buffer.alloc(4097, 0x61), Buffer.from([0, 0])]);
     expect(replies(handleOption(fresh(), catalog, C.NBD_OPT_GO, data).replies)[0]!.replyType).toBe(C.NBD_REP_ERR_TOO_BIG);
+  });
+});
+
+describe('handleOption on a TLS-only server (FORCEDTLS)', () => {
+  const body = (opt: number, name = 'disk'): Buffer => codec.encodeInfoRequest(opt, name, []).subarray(16);
+  it('before STARTTLS every option but STARTTLS and ABORT is TLS_REQD, and nothing is told about the exports', () => {
+    const st = fresh('required');
+    const cases: [number, Buffer][] = [
+      [C.NBD_OPT_GO, body(C.NBD_OPT_GO)],
+      [C.NBD_OPT_INFO, body(C.NBD_OPT_INFO, 'nope')],
+      [C.NBD_OPT_LIST, Buffer.alloc(0)],
+      [C.NBD_OPT_STRUCTURED_REPLY, Buffer.alloc(0)],
+      [C.NBD_OPT_LIST_META_CONTEXT, codec.encodeMetaContextRequest(C.NBD_OPT_LIST_META_CONTEXT, 'disk', []).subarray(16)],
+      [C.NBD_OPT_EXTENDED_HEADERS, Buffer.alloc(0)],
+      [99, Buffer.alloc(7)],
+    ];
+    for (const [opt, data] of cases) {
+      const out = handleOption(st, catalog, opt, data);
+      expect(out.next, C.nameOfOption(opt)).toBe('continue');
+      const r = replies(out.replies);
+      expect(r.map((x) => x.replyType), C.nameOfOption(opt)).toEqual([C.NBD_REP_ERR_TLS_REQD]);
+    }
+    expect(st.structuredReplies).toBe(false);
+  });
+
+  it('EXPORT_NAME before STARTTLS closes (no error reply exists for it); ABORT is acknowledged', () => {
+    expect(handleOption(fresh('required'), catalog, C.NBD_OPT_EXPORT_NAME, Buffer.from('disk'))).toMatchObject({ next: 'close', replies: [] });
+    const abort = handleOption(fresh('required'), catalog, C.NBD_OPT_ABORT, Buffer.alloc(0));
+    expect(abort.next).toBe('close');
+    expect(replies(abort.replies)[0]!.replyType).toBe(C.NBD_REP_ACK);
+  });
+
+  it('STARTTLS is acknowledged and asks for the TLS handshake; with data it is INVALID', () => {
+    const out = handleOption(fresh('required'), catalog, C.NBD_OPT_STARTTLS, Buffer.alloc(0));
+    expect(out.next).toBe('starttls');
+    expect(replies(out.replies).map((x) => x.replyType)).toEqual([C.NBD_REP_ACK]);
+    const bad = handleOption(fresh('required'), catalog, C.NBD_OPT_STARTTLS, Buffer.alloc(1));
+    expect(replies(bad.replies)[0]!.replyType).toBe(C.NBD_REP_ERR_INVALID);
+  });
+
+  it('after the handshake: state negotiated in the clear is forgotten, a second STARTTLS is INVALID, GO works', () => {
+    const st = fresh('none');
+    handleOption(st, catalog, C.NBD_OPT_STRUCTURED_REPLY, Buffer.alloc(0));
+    resetAfterTls(st);
+    expect(st).toMatchObject({ tls: 'active', structuredReplies: false, metaContextExport: undefined, noZeroes: true });
+    expect(replies(handleOption(st, catalog, C.NBD_OPT_STARTTLS, Buffer.alloc(0)).replies)[0]!.replyType).toBe(C.NBD_REP_ERR_INVALID);
+    expect(handleOption(st, catalog, C.NBD_OPT_GO, body(C.NBD_OPT_GO)).next).toBe('transmission');
+  });
+
+  it('without TLS configured STARTTLS is POLICY and TLS_REQD is never sent', () => {
+    const out = handleOption(fresh('none'), catalog, C.NBD_OPT_STARTTLS, Buffer.alloc(0));
+    expect(replies(out.replies)[0]!.replyType).toBe(C.NBD_REP_ERR_POLICY);
   });
 });
 
