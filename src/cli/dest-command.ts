@@ -7,17 +7,25 @@ import { parseNbdUri } from '../nbd/uri.js';
 import { FileImage } from '../source/file-image.js';
 import { JsonLinesEvents } from '../common/events.js';
 import { UsageError } from '../common/errors.js';
-import { loadTlsFiles, parseHostPort, type TlsFiles } from '../link/connect.js';
+import { parseHostPort, type TlsFiles } from '../link/connect.js';
 import { DestAgent, DestRolledBackError } from '../dest/dest-agent.js';
 import { FINAL_CHECK_MODES, type BlockStore, type FinalCheckMode } from '../dest/block-store.js';
 import type { SimGuest } from '../guest/sim-guest.js';
 import { AGENT_OPTIONS, parseCommandArgs, optional, readTicket, required } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
+import { exitCodeFor } from './failure.js';
+import { checkAgentOptions, checkImagePath, checkPortFree, checkReadableImage, checkSocketPath, checkStateDir, checkWritableFile, holdPort, listenFailure } from './preflight.js';
 import { restoreGuest } from './guest-factory.js';
 import { ProgressBar } from './progress.js';
 import { parseIntArg, parseSize } from './sizes.js';
 import { startExport, type RunningExport } from './nbd-export.js';
 import { destQemu } from '../hypervisor/cli-options.js';
+
+type Values = Record<string, string | boolean | undefined>;
+
+/** Background-stream bytes in flight: at least one smallest block, at most what a sane link could want. */
+const MIN_BULK_WINDOW = 4096;
+const MAX_BULK_WINDOW = 2 ** 30;
 
 export const DEST_HELP = `Usage: postcopy dest --listen HOST:PORT --image PATH --ticket-file F [options]
 
@@ -84,21 +92,36 @@ export async function runDest(argv: string[]): Promise<number> {
     process.stdout.write(DEST_HELP + '\n');
     return EXIT.OK;
   }
+  // Every option is checked before a file is written or a port bound; from here on each path emits its exit code.
+  const { logLevel, tls } = checkAgentOptions(values);
+  const log = createRootLogger({ level: logLevel, name: 'postcopy-dest' });
+  const events = new JsonLinesEvents(optional(values, 'events'), 'dest');
+  try {
+    return await serveDest(values, await checkDestOptions(values), { log, events, tls });
+  } catch (e) {
+    events.emit('exit', { code: exitCodeFor('dest', e), error: e instanceof Error ? e.message : String(e) });
+    throw e;
+  } finally {
+    events.close();
+  }
+}
+
+type DestOptions = Awaited<ReturnType<typeof checkDestOptions>>;
+
+/** The command line of `dest`, parsed and checked against this host (no side effects; ports are checked last, later). */
+async function checkDestOptions(values: Values) {
   const listen = parseHostPort(required(values, 'listen'), '--listen');
   const imagePath = required(values, 'image');
   const ticket = readTicket(required(values, 'ticket-file'));
   const stateDir = optional(values, 'state-dir') ?? `${imagePath}.state`;
   const nbdListen = optional(values, 'nbd-listen');
+  const nbdTcp = nbdListen !== undefined ? parseHostPort(nbdListen, '--nbd-listen') : undefined;
   const nbdSocket = optional(values, 'nbd-socket');
   const nbdName = optional(values, 'nbd-name') ?? 'disk';
   if (nbdName.length > 4096) throw new UsageError('PC_ERR_USAGE', '--nbd-name is too long');
-  const log = createRootLogger({ level: optional(values, 'log-level'), name: 'postcopy-dest' });
-  const events = new JsonLinesEvents(optional(values, 'events'), 'dest');
-  const started = performance.now();
-  const bar = new ProgressBar();
-  // Set from the store-ready callback, so held in an object the compiler does not narrow.
-  const exported: { current: RunningExport | null } = { current: null };
-
+  if (nbdTcp && nbdTcp.port !== 0 && nbdTcp.port === listen.port && nbdTcp.host === listen.host) {
+    throw new UsageError('PC_ERR_USAGE', `--listen and --nbd-listen name the same address ${listen.host}:${listen.port}; give the export another port`);
+  }
   const finalCheck = (optional(values, 'final-check') ?? 'digest') as FinalCheckMode;
   if (!FINAL_CHECK_MODES.includes(finalCheck)) {
     throw new UsageError('PC_ERR_USAGE', `--final-check must be one of ${FINAL_CHECK_MODES.join(', ')}, got '${finalCheck}'`);
@@ -108,10 +131,53 @@ export async function runDest(argv: string[]): Promise<number> {
   if (guestKind !== 'qemu' && (values['qemu-cmd'] !== undefined || values.qmp !== undefined || values['serial-log'] !== undefined)) {
     throw new UsageError('PC_ERR_USAGE', '--qemu-cmd, --qmp and --serial-log go with --guest qemu');
   }
+  const serialLog = optional(values, 'serial-log');
+  if (serialLog !== undefined) checkWritableFile(serialLog, '--serial-log');
+  const confirmGraceMs = parseIntArg(optional(values, 'confirm-timeout') ?? '60', '--confirm-timeout', 0, 86_400) * 1000;
+  const windowBytes = parseSize(optional(values, 'bulk-window') ?? '1M', '--bulk-window');
+  if (windowBytes < MIN_BULK_WINDOW || windowBytes > MAX_BULK_WINDOW) throw new UsageError('PC_ERR_USAGE', `--bulk-window must be from 4K to 1G, got '${optional(values, 'bulk-window')}'`);
+  const progressMs = parseIntArg(optional(values, 'progress-interval') ?? '500', '--progress-interval', 10, 3_600_000);
+  const fallback = optional(values, 'fallback');
+  if (fallback === undefined && values['fallback-after'] !== undefined) throw new UsageError('PC_ERR_USAGE', '--fallback-after goes with --fallback');
+  const fallbackAfterMs = parseIntArg(optional(values, 'fallback-after') ?? '30', '--fallback-after', 0, 86_400) * 1000;
+  if (fallback !== undefined) checkFallback(fallback);
+  checkImagePath(imagePath);
+  checkStateDir(stateDir, values['state-dir'] !== undefined ? '--state-dir' : 'state dir (default: IMAGE.state)');
+  if (nbdSocket !== undefined) await checkSocketPath(nbdSocket, '--nbd-socket');
+  return { listen, imagePath, ticket, stateDir, nbdTcp, nbdSocket, nbdName, finalCheck, guestKind, serialLog, confirmGraceMs, windowBytes, progressMs, fallback, fallbackAfterMs };
+}
+
+/** A fallback that cannot be used is found now, not when S is gone and it is needed. */
+function checkFallback(where: string): void {
+  if (!/^nbd(\+unix)?:\/\//.test(where)) {
+    checkReadableImage(where, '--fallback');
+    return;
+  }
+  try {
+    parseNbdUri(where);
+  } catch (e) {
+    throw new UsageError('PC_ERR_USAGE', `--fallback ${where}: ${(e as Error).message}`);
+  }
+}
+
+async function serveDest(values: Values, o: DestOptions, io: { log: Logger; events: JsonLinesEvents; tls: TlsFiles | undefined }): Promise<number> {
+  const { listen, imagePath, ticket, stateDir, nbdTcp, nbdSocket, nbdName, finalCheck } = o;
+  const { log, events } = io;
+  const started = performance.now();
+  const bar = new ProgressBar();
+  // Set from the store-ready callback, so held in an object the compiler does not narrow.
+  const exported: { current: RunningExport | null } = { current: null };
+
   const migrator =
-    guestKind === 'qemu'
-      ? destQemu({ qemuCmd: optional(values, 'qemu-cmd'), qmp: optional(values, 'qmp'), serialLog: optional(values, 'serial-log'), stateDir, hasExport: Boolean(nbdListen || nbdSocket), log, events })
+    o.guestKind === 'qemu'
+      ? destQemu({ qemuCmd: optional(values, 'qemu-cmd'), qmp: optional(values, 'qmp'), serialLog: o.serialLog, stateDir, hasExport: Boolean(nbdTcp || nbdSocket), log, events })
       : undefined;
+  const fallback = o.fallback !== undefined ? { source: await openFallback(o.fallback, log), afterMs: o.fallbackAfterMs } : undefined;
+
+  // Ports last, once nothing else can fail. The agent binds the migration port itself a moment later (a lost race is
+  // the same one-line mistake, below); the export's port is held from now until the export binds it at Prepare.
+  await checkPortFree(listen, '--listen');
+  const nbdHold = nbdTcp ? await holdPort(nbdTcp, '--nbd-listen') : null;
 
   const agent: DestAgent = new DestAgent({
     ...(migrator ? { migrator } : {}),
@@ -121,15 +187,20 @@ export async function runDest(argv: string[]): Promise<number> {
     ticket,
     log,
     events,
-    ...tlsOption(values),
-    confirmGraceMs: parseIntArg(optional(values, 'confirm-timeout') ?? '60', '--confirm-timeout', 0, 86_400) * 1000,
-    ...(await fallbackOption(values, log)),
-    streamer: { windowBytes: parseSize(optional(values, 'bulk-window') ?? '1M', '--bulk-window') },
+    ...(io.tls ? { tls: io.tls } : {}),
+    confirmGraceMs: o.confirmGraceMs,
+    ...(fallback ? { fallback } : {}),
+    streamer: { windowBytes: o.windowBytes },
     finalCheck,
     createGuest: (def, ram, state) => restoreGuest(def, ram, state, agent.store!.size, log),
     onStoreReady: async (store: BlockStore) => {
-      if (!nbdListen && !nbdSocket) return [];
-      const x = await startExport(store, { tcp: nbdListen ? parseHostPort(nbdListen, '--nbd-listen') : undefined, socketPath: nbdSocket, name: nbdName, log });
+      if (!nbdTcp && !nbdSocket) return [];
+      await nbdHold?.release();
+      // The held port is handed to the export (its number too, when port 0 picked it at start).
+      const tcp = nbdTcp && nbdHold ? { host: nbdTcp.host, port: nbdHold.port } : undefined;
+      const x = await startExport(store, { tcp, socketPath: nbdSocket, name: nbdName, log }).catch((e: unknown) => {
+        throw nbdTcp ? listenFailure(e, nbdTcp, '--nbd-listen') : e;
+      });
       exported.current = x;
       events.emit('export', { name: nbdName, uris: x.uris });
       return x.uris;
@@ -140,32 +211,52 @@ export async function runDest(argv: string[]): Promise<number> {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
-  await agent.start();
+  try {
+    await agent.start();
+  } catch (e) {
+    await nbdHold?.release();
+    await agent.close();
+    throw listenFailure(e, listen, '--listen');
+  }
   const timer = setInterval(() => {
     const p = agent.progress();
     events.emit('progress', p);
     bar.update(p as never);
-  }, parseIntArg(optional(values, 'progress-interval') ?? '500', '--progress-interval', 10, 3_600_000));
+  }, o.progressMs);
   timer.unref();
 
   const outcome = await Promise.race([agent.done.then((r) => ({ r }), (e: unknown) => ({ e })), stop.then((sig) => ({ sig }))]);
   clearInterval(timer);
   bar.done();
+  await nbdHold?.release();
   if ('sig' in outcome) {
     log.warn({ signal: outcome.sig, phase: agent.phase }, 'stopping before the migration finished; state kept');
     await exported.current?.close();
     await agent.close();
-    events.emit('exit', { code: EXIT.INTERRUPTED, phase: agent.phase });
-    process.stderr.write(`postcopy dest: stopped by ${outcome.sig} in phase ${agent.phase}; state kept in ${stateDir}; restart to resume\n`);
-    return agent.phase === 'idle' || agent.phase === 'aborted' ? EXIT.ROLLED_BACK : EXIT.INTERRUPTED;
+    // Idle (nothing begun) or aborted (rolled back): nothing of a migration is kept here.
+    const nothingKept = agent.phase === 'idle' || agent.phase === 'aborted';
+    const code = nothingKept ? EXIT.ROLLED_BACK : EXIT.INTERRUPTED;
+    events.emit('exit', { code, phase: agent.phase, signal: outcome.sig });
+    process.stderr.write(
+      nothingKept
+        ? `postcopy dest: stopped by ${outcome.sig} in phase ${agent.phase}; no migration kept here, the guest (if any) stays on the source\n`
+        : `postcopy dest: stopped by ${outcome.sig} in phase ${agent.phase}; state kept in ${stateDir}; restart to resume\n`,
+    );
+    return code;
   }
   if ('e' in outcome) {
     await exported.current?.close();
     await agent.close();
     const msg = outcome.e instanceof Error ? outcome.e.message : String(outcome.e);
-    events.emit('exit', { code: EXIT.ROLLED_BACK, error: msg });
-    process.stderr.write(`postcopy dest: migration rolled back (${msg}); nothing kept here, the guest stays on the source\n`);
-    return outcome.e instanceof DestRolledBackError ? EXIT.ROLLED_BACK : EXIT.INTERNAL;
+    const rolledBack = outcome.e instanceof DestRolledBackError;
+    const code = rolledBack ? EXIT.ROLLED_BACK : EXIT.INTERNAL;
+    events.emit('exit', { code, error: msg, phase: agent.phase });
+    process.stderr.write(
+      rolledBack
+        ? `postcopy dest: migration rolled back (${msg}); nothing kept here, the guest stays on the source\n`
+        : `postcopy dest: internal error in phase ${agent.phase} (${msg}); state kept in ${stateDir}\n`,
+    );
+    return code;
   }
   const result = outcome.r;
   const guest = result.guest as SimGuest | null;
@@ -193,7 +284,7 @@ export async function runDest(argv: string[]): Promise<number> {
   };
   events.emit('summary', summary);
   log.info(summary, 'migration complete');
-  if (nbdListen || nbdSocket) {
+  if (nbdTcp || nbdSocket) {
     log.info('migration complete; serving the local image until SIGTERM');
     await stop;
     await exported.current?.close();
@@ -204,17 +295,8 @@ export async function runDest(argv: string[]): Promise<number> {
   return EXIT.OK;
 }
 
-function tlsOption(values: Record<string, string | boolean | undefined>): { tls?: TlsFiles } {
-  const tls = loadTlsFiles(optional(values, 'tls-cert'), optional(values, 'tls-key'), optional(values, 'tls-ca'));
-  return tls ? { tls } : {};
-}
-
-async function fallbackOption(values: Record<string, string | boolean | undefined>, log: Logger): Promise<{ fallback?: { source: FallbackSource; afterMs: number } }> {
-  const where = optional(values, 'fallback');
-  if (!where) return {};
-  const afterMs = parseIntArg(optional(values, 'fallback-after') ?? '30', '--fallback-after', 0, 86_400) * 1000;
-  const source: FallbackSource = /^nbd(\+unix)?:\/\//.test(where)
-    ? await NbdSourceImage.open(parseNbdUri(where).address, parseNbdUri(where).exportName, { logger: log })
-    : FileImage.open(where);
-  return { fallback: { source, afterMs } };
+async function openFallback(where: string, log: Logger): Promise<FallbackSource> {
+  if (!/^nbd(\+unix)?:\/\//.test(where)) return FileImage.open(where);
+  const { address, exportName } = parseNbdUri(where);
+  return NbdSourceImage.open(address, exportName, { logger: log });
 }
