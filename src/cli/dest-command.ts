@@ -14,7 +14,7 @@ import type { SimGuest } from '../guest/sim-guest.js';
 import { AGENT_OPTIONS, parseCommandArgs, optional, readTicket, required } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
 import { exitCodeFor } from './failure.js';
-import { checkAgentOptions, checkImagePath, checkPortFree, checkReadableImage, checkSocketPath, checkStateDir, checkWritableFile, holdPort, listenFailure } from './preflight.js';
+import { checkAgentOptions, checkExistingSocket, checkImagePath, checkPortFree, checkReadableImage, checkSocketPath, checkStateDir, checkWritableFile, holdPort, listenFailure } from './preflight.js';
 import { restoreGuest } from './guest-factory.js';
 import { ProgressBar } from './progress.js';
 import { parseIntArg, parseSize } from './sizes.js';
@@ -131,6 +131,10 @@ async function checkDestOptions(values: Values) {
   if (guestKind !== 'qemu' && (values['qemu-cmd'] !== undefined || values.qmp !== undefined || values['serial-log'] !== undefined)) {
     throw new UsageError('PC_ERR_USAGE', '--qemu-cmd, --qmp and --serial-log go with --guest qemu');
   }
+  const qmp = optional(values, 'qmp');
+  // Attached to the operator's QEMU, its QMP socket must be there now; with --qemu-cmd, we make it.
+  if (qmp !== undefined && values['qemu-cmd'] === undefined) checkExistingSocket(qmp, '--qmp');
+  else if (qmp !== undefined) await checkSocketPath(qmp, '--qmp');
   const serialLog = optional(values, 'serial-log');
   if (serialLog !== undefined) checkWritableFile(serialLog, '--serial-log');
   const confirmGraceMs = parseIntArg(optional(values, 'confirm-timeout') ?? '60', '--confirm-timeout', 0, 86_400) * 1000;

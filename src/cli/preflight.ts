@@ -123,6 +123,13 @@ export async function checkSocketPath(path: string, what: string): Promise<void>
   if (await socketIsLive(path)) throw usage(`${what} ${path} is in use: another process serves on it; stop it or name another path`);
 }
 
+/** A Unix socket someone else made and serves (QEMU's QMP): it must be there and be a socket. */
+export function checkExistingSocket(path: string, what: string): void {
+  const st = statIfAny(path, false);
+  if (!st) throw usage(`${what} ${path} does not exist; start the process that serves it first`);
+  if (!st.isSocket()) throw usage(`${what} ${path} is not a socket`);
+}
+
 function socketIsLive(path: string): Promise<boolean> {
   return new Promise((res) => {
     const s = connect(path);

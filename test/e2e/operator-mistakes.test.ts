@@ -21,7 +21,9 @@ type FileSpec =
   | Buffer
   | { content?: string | Buffer; mode?: number; owner?: 'nobody' }
   | { dir: true; mode?: number; owner?: 'nobody' }
-  | { symlink: string };
+  | { symlink: string }
+  /** A Unix socket another process serves on (this test, for the row's duration). */
+  | { serving: true };
 
 interface Mistake {
   /** What the operator did wrong. */
@@ -81,6 +83,7 @@ const MISTAKES: Mistake[] = [
   { name: 'dest: --listen and --nbd-listen on one port', argv: [...DEST, '--image', '{dir}/d.img', '--nbd-listen', '127.0.0.1:{port}'], says: /name the same address/ },
   { name: 'dest: --final-check bad', argv: [...DEST, '--image', '{dir}/d.img', '--final-check', 'sometimes'], says: /--final-check must be one of/ },
   { name: 'dest: --guest qemu without --qemu-cmd or --qmp', argv: [...DEST, '--image', '{dir}/d.img', '--guest', 'qemu'], says: /--guest qemu needs --qemu-cmd/ },
+  { name: "dest: --guest qemu --qmp naming a socket that is not there", argv: [...DEST, '--image', '{dir}/d.img', '--guest', 'qemu', '--qmp', '{dir}/qemu.qmp'], says: /--qmp .*does not exist/ },
   { name: 'dest: --qemu-cmd without --guest qemu', argv: [...DEST, '--image', '{dir}/d.img', '--qemu-cmd', 'qemu-system-x86_64'], says: /go with --guest qemu/ },
   { name: "dest: --image whose parent directory is missing", argv: [...DEST, '--image', '{dir}/missing/d.img'], says: /directory .*missing does not exist/ },
   { name: 'dest: --image is a character device', argv: [...DEST, '--image', '/dev/null'], says: /not a regular file or block device/ },
@@ -88,6 +91,7 @@ const MISTAKES: Mistake[] = [
   { name: 'dest: --state-dir is a regular file', files: { state: 'not a dir\n' }, argv: [...DEST, '--image', '{dir}/d.img', '--state-dir', '{dir}/state'], says: /--state-dir .*is not a directory/ },
   { name: 'dest: default state dir IMAGE.state is a regular file', files: { 'd.img.state': 'not a dir\n' }, argv: [...DEST, '--image', '{dir}/d.img'], says: /d\.img\.state exists and is not a directory/ },
   { name: 'dest: --nbd-socket names an existing regular file', files: { keep: 'precious\n' }, argv: [...DEST, '--image', '{dir}/d.img', '--nbd-socket', '{dir}/keep'], says: /exists and is not a socket/ },
+  { name: 'dest: --nbd-socket another process serves on', files: { 'nbd.sock': { serving: true } }, argv: [...DEST, '--image', '{dir}/d.img', '--nbd-socket', '{dir}/nbd.sock'], says: /--nbd-socket .*is in use/ },
   { name: 'dest: --nbd-socket in a missing directory', argv: [...DEST, '--image', '{dir}/d.img', '--nbd-socket', '{dir}/no/nbd.sock'], says: /--nbd-socket .*does not exist/ },
   { name: 'dest: --nbd-socket path too long for a Unix socket', argv: [...DEST, '--image', '{dir}/d.img', '--nbd-socket', `{dir}/${'s'.repeat(120)}`], says: /longer than a Unix socket path/ },
   { name: 'dest: --fallback file missing', argv: [...DEST, '--image', '{dir}/d.img', '--fallback', '{dir}/backup.img'], says: /--fallback .*does not exist/ },
@@ -125,19 +129,29 @@ afterEach(async () => {
   for (const fn of cleanups.splice(0).reverse()) await fn();
 });
 
-function setUp(dir: string, files: Record<string, FileSpec>, uid: number | undefined): void {
+async function setUp(dir: string, files: Record<string, FileSpec>, uid: number | undefined): Promise<void> {
   for (const [rel, spec] of Object.entries(files)) {
     const path = join(dir, rel);
     mkdirSync(dirname(path), { recursive: true });
     if (typeof spec === 'string' || Buffer.isBuffer(spec)) writeFileSync(path, spec);
     else if ('symlink' in spec) symlinkSync(spec.symlink, path);
+    else if ('serving' in spec) await serveUnix(path);
     else if ('dir' in spec) mkdirSync(path, { recursive: true });
     else writeFileSync(path, spec.content ?? '');
-    if (typeof spec === 'object' && !Buffer.isBuffer(spec) && !('symlink' in spec)) {
+    if (typeof spec === 'object' && !Buffer.isBuffer(spec) && !('symlink' in spec) && !('serving' in spec)) {
       if (spec.mode !== undefined) chmodSync(path, spec.mode);
       if (spec.owner === 'nobody' && uid !== undefined) chownSync(path, uid, uid);
     }
   }
+}
+
+async function serveUnix(path: string): Promise<void> {
+  const server = createServer((s) => s.destroy());
+  await new Promise<void>((res, rej) => {
+    server.once('error', rej);
+    server.listen(path, () => res());
+  });
+  cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
 }
 
 function listenBusy(): Promise<{ server: Server; port: number }> {
@@ -187,7 +201,7 @@ async function runMistake(m: Mistake): Promise<{ outcome: Outcome; changes: stri
   chmodSync(probeDir, 0o777);
   const uid = m.user ? NOBODY : undefined;
   if (m.user) chmodSync(dir, 0o755);
-  setUp(dir, { ticket: { content: TICKET, mode: 0o600, owner: 'nobody' }, ...m.files }, uid);
+  await setUp(dir, { ticket: { content: TICKET, mode: 0o600, owner: 'nobody' }, ...m.files }, uid);
 
   const ports: Record<string, string> = { port: String(await freePort()), port2: String(await freePort()) };
   if (m.argv.some((a) => a.includes('{busy}')) || m.peer?.some((a) => a.includes('{busy}'))) {
