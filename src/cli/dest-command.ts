@@ -35,7 +35,7 @@ Wait for a source to connect, take over its guest, and pull its disk into PATH.
   --image PATH            destination image (created sparse at Prepare)
   --ticket-file F         shared secret (first line); optional 'expires=ISO-8601' line
   --state-dir DIR         bitmap and session state (default: PATH.state); reuse it to resume after a restart
-  --nbd-listen HOST:PORT  serve the migrating disk as an NBD export on TCP
+  --nbd-listen HOST:PORT  serve the migrating disk as an NBD export on TCP (the port is held from start)
   --nbd-socket PATH       ... and/or on a Unix socket
   --nbd-name NAME         export name (default: disk)
   --fallback URI|PATH     a replica or backup of S's image at cut-over (nbd://, nbd+unix:// or a file),
@@ -43,9 +43,10 @@ Wait for a source to connect, take over its guest, and pull its disk into PATH.
   --fallback-after SEC    how long S may be gone before the fallback serves (default 30)
   --confirm-timeout SEC   complete but the source did not confirm (link lost): finish anyway after this
                           long (default 60); every block is durable here by then
-  --bulk-window SIZE      background-stream bytes in flight (default 1M): larger streams faster on a
-                          long link, smaller keeps demand reads from waiting behind bulk data; while
-                          the guest waits on demand reads (until 100 ms after the last) it is 512K at most
+  --bulk-window SIZE      background-stream bytes in flight (4K..1G, default 1M): larger streams
+                          faster on a long link, smaller keeps demand reads from waiting behind bulk
+                          data; while the guest waits on demand reads (until 100 ms after the last)
+                          it is 512K at most
   --final-check MODE      what D's side of the check before S retires compares: 'digest' (default), the
                           crc32 of each block as it was written; 'readback', every block read back from
                           the image once all are durable (finds later damage too; costs a full read)
@@ -61,9 +62,10 @@ Wait for a source to connect, take over its guest, and pull its disk into PATH.
                           mutual TLS on the migration socket: our certificate and key, and the CA
                           that must have signed the peer's (all three, on both sides)
   --events FILE           append JSON-lines events (phases, progress, completion, errors)
-  --progress-interval MS  how often a progress event is written (default 500)
+  --progress-interval MS  how often a progress event is written (10..3600000, default 500)
   --log-level LEVEL       pino level for stderr logs (default: info)
 
+Every option is checked before anything listens: a mistake is one line on stderr and exit 2.
 Without an export it exits 0 once the migration is complete; with one it keeps serving the (now local)
 image until SIGTERM, then flushes and exits 0.
 
