@@ -71,6 +71,7 @@ const MISTAKES: Mistake[] = [
   { name: 'dest: --events is a directory', files: { ev: { dir: true } }, argv: [...DEST, '--image', '{dir}/d.img', '--events', '{dir}/ev'], says: /--events .*is a directory/ },
   { name: 'dest: --progress-interval 5', argv: [...DEST, '--image', '{dir}/d.img', '--progress-interval', '5', '--events', '{dir}/ev.jsonl'], mayCreate: ['ev.jsonl'], says: /--progress-interval/ },
   // Others of the same kind.
+  { name: 'dest: started twice for one image and port', portMistake: true, peer: [...DEST, '--image', '{dir}/d.img'], argv: [...DEST, '--image', '{dir}/d.img'], says: /--listen .*already in use/ },
   { name: 'dest: ticket file missing', argv: ['dest', '--listen', '127.0.0.1:{port}', '--ticket-file', '{dir}/nope', '--image', '{dir}/d.img'], says: /cannot read ticket file/ },
   { name: 'dest: ticket too short', files: { short: { content: 'abc\n', mode: 0o600 } }, argv: ['dest', '--listen', '127.0.0.1:{port}', '--ticket-file', '{dir}/short', '--image', '{dir}/d.img'], says: /ticket secret must be at least/ },
   { name: 'dest: ticket file is a directory', files: { tdir: { dir: true } }, argv: ['dest', '--listen', '127.0.0.1:{port}', '--ticket-file', '{dir}/tdir', '--image', '{dir}/d.img'], says: /cannot read ticket file/ },
@@ -182,8 +183,10 @@ function listenedIn(log: string): { bound: string[]; leftBound: string[] } {
   const lines = existsSync(log) ? readFileSync(log, 'utf8').split('\n').filter((l) => l.length > 0) : [];
   const notes = lines.map((l) => JSON.parse(l) as { event: 'bound' | 'closed'; address: string });
   const bound = notes.filter((n) => n.event === 'bound').map((n) => n.address);
-  const closed = notes.filter((n) => n.event === 'closed').map((n) => n.address);
-  return { bound, leftBound: bound.filter((a) => !closed.includes(a)) };
+  // One address may be bound, released and bound again (a check, then the real listener).
+  const leftBound = [...bound];
+  for (const n of notes) if (n.event === 'closed') leftBound.splice(leftBound.indexOf(n.address), 1);
+  return { bound, leftBound };
 }
 
 async function waitUntil(pred: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
@@ -218,7 +221,8 @@ async function runMistake(m: Mistake): Promise<{ outcome: Outcome; changes: stri
       peer.child.kill('SIGKILL');
       await peer.exit;
     });
-    await waitUntil(() => listenedIn(peerLog).bound.length > 0 || peer.child.exitCode !== null, 'the peer to listen');
+    // Listening for real: a bind of its own that it has not released (a check's bind is released at once).
+    await waitUntil(() => listenedIn(peerLog).leftBound.length > 0 || peer.child.exitCode !== null, 'the peer to listen');
   }
 
   const before = snapshotTree(dir);
