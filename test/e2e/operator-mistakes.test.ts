@@ -49,8 +49,11 @@ interface Mistake {
    * release each before it exits. Without this, the command must not bind anything at all.
    */
   portMistake?: true;
-  /** A process started first (e.g. a destination for a source row), once it has bound its port(s); killed after. */
-  peer?: string[];
+  /**
+   * A process started first (e.g. a destination for a source row), ready once its stderr matches `ready` (default:
+   * a destination's 'listening for the source' log line); killed after the row.
+   */
+  peer?: { argv: string[]; ready?: RegExp };
 }
 
 const TICKET = randomBytes(24).toString('hex') + '\n';
@@ -71,7 +74,7 @@ const MISTAKES: Mistake[] = [
   { name: 'dest: --events is a directory', files: { ev: { dir: true } }, argv: [...DEST, '--image', '{dir}/d.img', '--events', '{dir}/ev'], says: /--events .*is a directory/ },
   { name: 'dest: --progress-interval 5', argv: [...DEST, '--image', '{dir}/d.img', '--progress-interval', '5', '--events', '{dir}/ev.jsonl'], mayCreate: ['ev.jsonl'], says: /--progress-interval/ },
   // Others of the same kind.
-  { name: 'dest: started twice for one image and port', portMistake: true, peer: [...DEST, '--image', '{dir}/d.img'], argv: [...DEST, '--image', '{dir}/d.img'], says: /--listen .*already in use/ },
+  { name: 'dest: started twice for one image and port', portMistake: true, peer: { argv: [...DEST, '--image', '{dir}/d.img'] }, argv: [...DEST, '--image', '{dir}/d.img'], says: /--listen .*already in use/ },
   { name: 'dest: ticket file missing', argv: ['dest', '--listen', '127.0.0.1:{port}', '--ticket-file', '{dir}/nope', '--image', '{dir}/d.img'], says: /cannot read ticket file/ },
   { name: 'dest: ticket too short', files: { short: { content: 'abc\n', mode: 0o600 } }, argv: ['dest', '--listen', '127.0.0.1:{port}', '--ticket-file', '{dir}/short', '--image', '{dir}/d.img'], says: /ticket secret must be at least/ },
   { name: 'dest: ticket file is a directory', files: { tdir: { dir: true } }, argv: ['dest', '--listen', '127.0.0.1:{port}', '--ticket-file', '{dir}/tdir', '--image', '{dir}/d.img'], says: /cannot read ticket file/ },
@@ -207,7 +210,7 @@ async function runMistake(m: Mistake): Promise<{ outcome: Outcome; changes: stri
   await setUp(dir, { ticket: { content: TICKET, mode: 0o600, owner: 'nobody' }, ...m.files }, uid);
 
   const ports: Record<string, string> = { port: String(await freePort()), port2: String(await freePort()) };
-  if (m.argv.some((a) => a.includes('{busy}')) || m.peer?.some((a) => a.includes('{busy}'))) {
+  if (m.argv.some((a) => a.includes('{busy}')) || m.peer?.argv.some((a) => a.includes('{busy}'))) {
     const busy = await listenBusy();
     cleanups.push(() => new Promise<void>((r) => busy.server.close(() => r())));
     ports.busy = String(busy.port);
@@ -215,14 +218,14 @@ async function runMistake(m: Mistake): Promise<{ outcome: Outcome; changes: stri
   const fill = (argv: string[]) => argv.map((a) => a.replace(/\{(dir|ticket|port|port2|busy)\}/g, (_, k: string) => (k === 'dir' ? dir : k === 'ticket' ? join(dir, 'ticket') : ports[k]!)));
 
   if (m.peer) {
-    const peerLog = join(probeDir, 'peer-listened.jsonl');
-    const peer = startProcess(fill(m.peer), { listenLog: peerLog });
+    const peer = startProcess(fill(m.peer.argv), { listenLog: join(probeDir, 'peer-listened.jsonl') });
     cleanups.push(async () => {
       peer.child.kill('SIGKILL');
       await peer.exit;
     });
-    // Listening for real: a bind of its own that it has not released (a check's bind is released at once).
-    await waitUntil(() => listenedIn(peerLog).leftBound.length > 0 || peer.child.exitCode !== null, 'the peer to listen');
+    const ready = m.peer.ready ?? /"msg":"listening for the source"/;
+    await waitUntil(() => ready.test(peer.stderr()) || peer.child.exitCode !== null, 'the peer to be ready');
+    if (peer.child.exitCode !== null) throw new Error(`the peer exited ${peer.child.exitCode}: ${peer.stderr()}`);
   }
 
   const before = snapshotTree(dir);
