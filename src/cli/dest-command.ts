@@ -7,17 +7,25 @@ import { parseNbdUri } from '../nbd/uri.js';
 import { FileImage } from '../source/file-image.js';
 import { JsonLinesEvents } from '../common/events.js';
 import { UsageError } from '../common/errors.js';
-import { loadTlsFiles, parseHostPort, type TlsFiles } from '../link/connect.js';
+import { parseHostPort, type TlsFiles } from '../link/connect.js';
 import { DestAgent, DestRolledBackError } from '../dest/dest-agent.js';
 import { FINAL_CHECK_MODES, type BlockStore, type FinalCheckMode } from '../dest/block-store.js';
 import type { SimGuest } from '../guest/sim-guest.js';
 import { AGENT_OPTIONS, parseCommandArgs, optional, readTicket, required } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
+import { exitCodeFor } from './failure.js';
+import { checkAgentOptions, checkExistingSocket, checkImagePath, checkPortFree, checkReadableImage, checkSocketPath, checkStateDir, checkWritableFile, holdPort, listenFailure } from './preflight.js';
 import { restoreGuest } from './guest-factory.js';
 import { ProgressBar } from './progress.js';
 import { parseIntArg, parseSize } from './sizes.js';
 import { NBD_EXPORT_HELP, NBD_EXPORT_OPTIONS, parseExportOptions, startExport, type RunningExport } from './nbd-export.js';
 import { destQemu } from '../hypervisor/cli-options.js';
+
+type Values = Record<string, string | boolean | undefined>;
+
+/** Background-stream bytes in flight: at least one smallest block, at most what a sane link could want. */
+const MIN_BULK_WINDOW = 4096;
+const MAX_BULK_WINDOW = 2 ** 30;
 
 export const DEST_HELP = `Usage: postcopy dest --listen HOST:PORT --image PATH --ticket-file F [options]
 
@@ -27,7 +35,7 @@ Wait for a source to connect, take over its guest, and pull its disk into PATH.
   --image PATH            destination image (created sparse at Prepare)
   --ticket-file F         shared secret (first line); optional 'expires=ISO-8601' line
   --state-dir DIR         bitmap and session state (default: PATH.state); reuse it to resume after a restart
-  --nbd-listen HOST:PORT  serve the migrating disk as an NBD export on TCP
+  --nbd-listen HOST:PORT  serve the migrating disk as an NBD export on TCP (the port is held from start)
   --nbd-socket PATH       ... and/or on a Unix socket
   --nbd-name NAME         export name (default: disk)
 ${NBD_EXPORT_HELP}
@@ -36,9 +44,10 @@ ${NBD_EXPORT_HELP}
   --fallback-after SEC    how long S may be gone before the fallback serves (default 30)
   --confirm-timeout SEC   complete but the source did not confirm (link lost): finish anyway after this
                           long (default 60); every block is durable here by then
-  --bulk-window SIZE      background-stream bytes in flight (default 1M): larger streams faster on a
-                          long link, smaller keeps demand reads from waiting behind bulk data; while
-                          the guest waits on demand reads (until 100 ms after the last) it is 512K at most
+  --bulk-window SIZE      background-stream bytes in flight (4K..1G, default 1M): larger streams
+                          faster on a long link, smaller keeps demand reads from waiting behind bulk
+                          data; while the guest waits on demand reads (until 100 ms after the last)
+                          it is 512K at most
   --final-check MODE      what D's side of the check before S retires compares: 'digest' (default), the
                           crc32 of each block as it was written; 'readback', every block read back from
                           the image once all are durable (finds later damage too; costs a full read)
@@ -54,9 +63,10 @@ ${NBD_EXPORT_HELP}
                           mutual TLS on the migration socket: our certificate and key, and the CA
                           that must have signed the peer's (all three, on both sides)
   --events FILE           append JSON-lines events (phases, progress, completion, errors)
-  --progress-interval MS  how often a progress event is written (default 500)
+  --progress-interval MS  how often a progress event is written (10..3600000, default 500)
   --log-level LEVEL       pino level for stderr logs (default: info)
 
+Every option is checked before anything listens: a mistake is one line on stderr and exit 2.
 Without an export it exits 0 once the migration is complete; with one it keeps serving the (now local)
 image until SIGTERM, then flushes and exits 0.
 
@@ -86,22 +96,32 @@ export async function runDest(argv: string[]): Promise<number> {
     process.stdout.write(DEST_HELP + '\n');
     return EXIT.OK;
   }
+  // Every option is checked before a file is written or a port bound; from here on each path emits its exit code.
+  const { logLevel, tls } = checkAgentOptions(values);
+  const log = createRootLogger({ level: logLevel, name: 'postcopy-dest' });
+  const events = new JsonLinesEvents(optional(values, 'events'), 'dest');
+  try {
+    return await serveDest(values, await checkDestOptions(values), { log, events, tls });
+  } catch (e) {
+    events.emit('exit', { code: exitCodeFor('dest', e), error: e instanceof Error ? e.message : String(e) });
+    throw e;
+  } finally {
+    events.close();
+  }
+}
+
+type DestOptions = Awaited<ReturnType<typeof checkDestOptions>>;
+
+/** The command line of `dest`, parsed and checked against this host (no side effects; ports are checked last, later). */
+async function checkDestOptions(values: Values) {
   const listen = parseHostPort(required(values, 'listen'), '--listen');
   const imagePath = required(values, 'image');
   const ticket = readTicket(required(values, 'ticket-file'));
   const stateDir = optional(values, 'state-dir') ?? `${imagePath}.state`;
-  const nbdListen = optional(values, 'nbd-listen');
+  if ((optional(values, 'nbd-name') ?? '').length > 4096) throw new UsageError('PC_ERR_USAGE', '--nbd-name is too long');
   const nbdSocket = optional(values, 'nbd-socket');
-  const nbdName = optional(values, 'nbd-name') ?? 'disk';
-  if (nbdName.length > 4096) throw new UsageError('PC_ERR_USAGE', '--nbd-name is too long');
+  if (nbdSocket !== undefined) await checkSocketPath(nbdSocket, '--nbd-socket');
   const nbdExport = await parseExportOptions(values);
-  const log = createRootLogger({ level: optional(values, 'log-level'), name: 'postcopy-dest' });
-  const events = new JsonLinesEvents(optional(values, 'events'), 'dest');
-  const started = performance.now();
-  const bar = new ProgressBar();
-  // Set from the store-ready callback, so held in an object the compiler does not narrow.
-  const exported: { current: RunningExport | null } = { current: null };
-
   const finalCheck = (optional(values, 'final-check') ?? 'digest') as FinalCheckMode;
   if (!FINAL_CHECK_MODES.includes(finalCheck)) {
     throw new UsageError('PC_ERR_USAGE', `--final-check must be one of ${FINAL_CHECK_MODES.join(', ')}, got '${finalCheck}'`);
@@ -111,10 +131,56 @@ export async function runDest(argv: string[]): Promise<number> {
   if (guestKind !== 'qemu' && (values['qemu-cmd'] !== undefined || values.qmp !== undefined || values['serial-log'] !== undefined)) {
     throw new UsageError('PC_ERR_USAGE', '--qemu-cmd, --qmp and --serial-log go with --guest qemu');
   }
+  const qmp = optional(values, 'qmp');
+  // Attached to the operator's QEMU, its QMP socket must be there now; with --qemu-cmd, we make it.
+  if (qmp !== undefined && values['qemu-cmd'] === undefined) checkExistingSocket(qmp, '--qmp');
+  else if (qmp !== undefined) await checkSocketPath(qmp, '--qmp');
+  const serialLog = optional(values, 'serial-log');
+  if (serialLog !== undefined) checkWritableFile(serialLog, '--serial-log');
+  const confirmGraceMs = parseIntArg(optional(values, 'confirm-timeout') ?? '60', '--confirm-timeout', 0, 86_400) * 1000;
+  const windowBytes = parseSize(optional(values, 'bulk-window') ?? '1M', '--bulk-window');
+  if (windowBytes < MIN_BULK_WINDOW || windowBytes > MAX_BULK_WINDOW) throw new UsageError('PC_ERR_USAGE', `--bulk-window must be from 4K to 1G, got '${optional(values, 'bulk-window')}'`);
+  const progressMs = parseIntArg(optional(values, 'progress-interval') ?? '500', '--progress-interval', 10, 3_600_000);
+  const fallback = optional(values, 'fallback');
+  if (fallback === undefined && values['fallback-after'] !== undefined) throw new UsageError('PC_ERR_USAGE', '--fallback-after goes with --fallback');
+  const fallbackAfterMs = parseIntArg(optional(values, 'fallback-after') ?? '30', '--fallback-after', 0, 86_400) * 1000;
+  if (fallback !== undefined) checkFallback(fallback);
+  checkImagePath(imagePath);
+  checkStateDir(stateDir, values['state-dir'] !== undefined ? '--state-dir' : 'state dir (default: IMAGE.state)');
+  return { listen, imagePath, ticket, stateDir, nbdExport, finalCheck, guestKind, serialLog, confirmGraceMs, windowBytes, progressMs, fallback, fallbackAfterMs };
+}
+
+/** A fallback that cannot be used is found now, not when S is gone and it is needed. */
+function checkFallback(where: string): void {
+  if (!/^nbd(\+unix)?:\/\//.test(where)) {
+    checkReadableImage(where, '--fallback');
+    return;
+  }
+  try {
+    parseNbdUri(where);
+  } catch (e) {
+    throw new UsageError('PC_ERR_USAGE', `--fallback ${where}: ${(e as Error).message}`);
+  }
+}
+
+async function serveDest(values: Values, o: DestOptions, io: { log: Logger; events: JsonLinesEvents; tls: TlsFiles | undefined }): Promise<number> {
+  const { listen, imagePath, ticket, stateDir, nbdExport, finalCheck } = o;
+  const { log, events } = io;
+  const started = performance.now();
+  const bar = new ProgressBar();
+  // Set from the store-ready callback, so held in an object the compiler does not narrow.
+  const exported: { current: RunningExport | null } = { current: null };
+
   const migrator =
-    guestKind === 'qemu'
-      ? destQemu({ qemuCmd: optional(values, 'qemu-cmd'), qmp: optional(values, 'qmp'), serialLog: optional(values, 'serial-log'), stateDir, hasExport: Boolean(nbdListen || nbdSocket), log, events })
+    o.guestKind === 'qemu'
+      ? destQemu({ qemuCmd: optional(values, 'qemu-cmd'), qmp: optional(values, 'qmp'), serialLog: o.serialLog, stateDir, hasExport: nbdExport !== undefined, log, events })
       : undefined;
+  const fallback = o.fallback !== undefined ? { source: await openFallback(o.fallback, log), afterMs: o.fallbackAfterMs } : undefined;
+
+  // Ports last, once nothing else can fail. The agent binds the migration port itself a moment later (a lost race is
+  // the same one-line mistake, below); the export's port is held from now until the export binds it at Prepare.
+  await checkPortFree(listen, '--listen');
+  const nbdHold = nbdExport?.tcp ? await holdPort(nbdExport.tcp, '--nbd-listen') : null;
 
   const agent: DestAgent = new DestAgent({
     ...(migrator ? { migrator } : {}),
@@ -124,17 +190,22 @@ export async function runDest(argv: string[]): Promise<number> {
     ticket,
     log,
     events,
-    ...tlsOption(values),
-    confirmGraceMs: parseIntArg(optional(values, 'confirm-timeout') ?? '60', '--confirm-timeout', 0, 86_400) * 1000,
-    ...(await fallbackOption(values, log)),
-    streamer: { windowBytes: parseSize(optional(values, 'bulk-window') ?? '1M', '--bulk-window') },
+    ...(io.tls ? { tls: io.tls } : {}),
+    confirmGraceMs: o.confirmGraceMs,
+    ...(fallback ? { fallback } : {}),
+    streamer: { windowBytes: o.windowBytes },
     finalCheck,
     createGuest: (def, ram, state) => restoreGuest(def, ram, state, agent.store!.size, log),
     onStoreReady: async (store: BlockStore) => {
       if (!nbdExport) return [];
-      const x = await startExport(store, nbdExport, log);
+      await nbdHold?.release();
+      // The held port is handed to the export (its number too, when port 0 picked it at start).
+      const config = nbdExport.tcp && nbdHold ? { ...nbdExport, tcp: { host: nbdExport.tcp.host, port: nbdHold.port } } : nbdExport;
+      const x = await startExport(store, config, log).catch((e: unknown) => {
+        throw nbdExport.tcp ? listenFailure(e, nbdExport.tcp, '--nbd-listen') : e;
+      });
       exported.current = x;
-      events.emit('export', { name: nbdName, uris: x.uris });
+      events.emit('export', { name: nbdExport.name, uris: x.uris });
       return x.uris;
     },
   });
@@ -143,32 +214,52 @@ export async function runDest(argv: string[]): Promise<number> {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
-  await agent.start();
+  try {
+    await agent.start();
+  } catch (e) {
+    await nbdHold?.release();
+    await agent.close();
+    throw listenFailure(e, listen, '--listen');
+  }
   const timer = setInterval(() => {
     const p = agent.progress();
     events.emit('progress', p);
     bar.update(p as never);
-  }, parseIntArg(optional(values, 'progress-interval') ?? '500', '--progress-interval', 10, 3_600_000));
+  }, o.progressMs);
   timer.unref();
 
   const outcome = await Promise.race([agent.done.then((r) => ({ r }), (e: unknown) => ({ e })), stop.then((sig) => ({ sig }))]);
   clearInterval(timer);
   bar.done();
+  await nbdHold?.release();
   if ('sig' in outcome) {
     log.warn({ signal: outcome.sig, phase: agent.phase }, 'stopping before the migration finished; state kept');
     await exported.current?.close();
     await agent.close();
-    events.emit('exit', { code: EXIT.INTERRUPTED, phase: agent.phase });
-    process.stderr.write(`postcopy dest: stopped by ${outcome.sig} in phase ${agent.phase}; state kept in ${stateDir}; restart to resume\n`);
-    return agent.phase === 'idle' || agent.phase === 'aborted' ? EXIT.ROLLED_BACK : EXIT.INTERRUPTED;
+    // Idle (nothing begun) or aborted (rolled back): nothing of a migration is kept here.
+    const nothingKept = agent.phase === 'idle' || agent.phase === 'aborted';
+    const code = nothingKept ? EXIT.ROLLED_BACK : EXIT.INTERRUPTED;
+    events.emit('exit', { code, phase: agent.phase, signal: outcome.sig });
+    process.stderr.write(
+      nothingKept
+        ? `postcopy dest: stopped by ${outcome.sig} in phase ${agent.phase}; no migration kept here, the guest (if any) stays on the source\n`
+        : `postcopy dest: stopped by ${outcome.sig} in phase ${agent.phase}; state kept in ${stateDir}; restart to resume\n`,
+    );
+    return code;
   }
   if ('e' in outcome) {
     await exported.current?.close();
     await agent.close();
     const msg = outcome.e instanceof Error ? outcome.e.message : String(outcome.e);
-    events.emit('exit', { code: EXIT.ROLLED_BACK, error: msg });
-    process.stderr.write(`postcopy dest: migration rolled back (${msg}); nothing kept here, the guest stays on the source\n`);
-    return outcome.e instanceof DestRolledBackError ? EXIT.ROLLED_BACK : EXIT.INTERNAL;
+    const rolledBack = outcome.e instanceof DestRolledBackError;
+    const code = rolledBack ? EXIT.ROLLED_BACK : EXIT.INTERNAL;
+    events.emit('exit', { code, error: msg, phase: agent.phase });
+    process.stderr.write(
+      rolledBack
+        ? `postcopy dest: migration rolled back (${msg}); nothing kept here, the guest stays on the source\n`
+        : `postcopy dest: internal error in phase ${agent.phase} (${msg}); state kept in ${stateDir}\n`,
+    );
+    return code;
   }
   const result = outcome.r;
   const guest = result.guest as SimGuest | null;
@@ -196,7 +287,7 @@ export async function runDest(argv: string[]): Promise<number> {
   };
   events.emit('summary', summary);
   log.info(summary, 'migration complete');
-  if (nbdListen || nbdSocket) {
+  if (nbdExport) {
     log.info('migration complete; serving the local image until SIGTERM');
     await stop;
     await exported.current?.close();
@@ -207,17 +298,8 @@ export async function runDest(argv: string[]): Promise<number> {
   return EXIT.OK;
 }
 
-function tlsOption(values: Record<string, string | boolean | undefined>): { tls?: TlsFiles } {
-  const tls = loadTlsFiles(optional(values, 'tls-cert'), optional(values, 'tls-key'), optional(values, 'tls-ca'));
-  return tls ? { tls } : {};
-}
-
-async function fallbackOption(values: Record<string, string | boolean | undefined>, log: Logger): Promise<{ fallback?: { source: FallbackSource; afterMs: number } }> {
-  const where = optional(values, 'fallback');
-  if (!where) return {};
-  const afterMs = parseIntArg(optional(values, 'fallback-after') ?? '30', '--fallback-after', 0, 86_400) * 1000;
-  const source: FallbackSource = /^nbd(\+unix)?:\/\//.test(where)
-    ? await NbdSourceImage.open(parseNbdUri(where).address, parseNbdUri(where).exportName, { logger: log })
-    : FileImage.open(where);
-  return { fallback: { source, afterMs } };
+async function openFallback(where: string, log: Logger): Promise<FallbackSource> {
+  if (!/^nbd(\+unix)?:\/\//.test(where)) return FileImage.open(where);
+  const { address, exportName } = parseNbdUri(where);
+  return NbdSourceImage.open(address, exportName, { logger: log });
 }

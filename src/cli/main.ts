@@ -1,7 +1,8 @@
 #!/usr/bin/env -S node --max-semi-space-size=2
 // The `postcopy` command: dispatches to dest, source, demo, verify; turns failures into one line and an exit code.
-import { isPostcopyError } from '../common/errors.js';
+import { UsageError } from '../common/errors.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
+import { exitCodeFor, failureLine, wantsStack } from './failure.js';
 
 const HELP = `Usage: postcopy <command> [options]
 
@@ -37,16 +38,21 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`postcopy: unknown command '${cmd}' (try 'postcopy --help')\n`);
     return EXIT.USAGE;
   }
+  const fail = (e: unknown): number => {
+    process.stderr.write(failureLine(cmd, e, wantsStack(rest)));
+    return exitCodeFor(cmd, e);
+  };
+  // Whatever escapes from a callback ends as one line too; it may come mid-migration, so only a mistake is not a bug.
+  const crash = (e: unknown): never => {
+    process.stderr.write(failureLine(cmd, e, wantsStack(rest)));
+    process.exit(e instanceof UsageError ? EXIT.USAGE : EXIT.INTERNAL);
+  };
+  process.on('uncaughtException', crash);
+  process.on('unhandledRejection', crash);
   try {
     return await (await load())(rest);
   } catch (e) {
-    if (isPostcopyError(e)) {
-      process.stderr.write(`postcopy ${cmd}: ${e.message} [${e.code}]\n`);
-      if (e.code === 'PC_ERR_USAGE' || e.code === 'PC_ERR_STATE_DIR') return EXIT.USAGE;
-      return cmd === 'source' || cmd === 'dest' ? EXIT.NOT_STARTED : EXIT.INTERNAL;
-    }
-    process.stderr.write(`postcopy ${cmd}: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    return EXIT.INTERNAL;
+    return fail(e);
   }
 }
 

@@ -81,7 +81,6 @@ export async function parseExportOptions(values: Values): Promise<ExportConfig |
     if (tlsCreds) config.tls = tlsCreds;
     await checkExposure(config.tcp, tlsCreds !== undefined, values['nbd-insecure'] === true);
     checkNotMigrationPort(config.tcp, optional(values, 'listen'));
-    await checkBindable(config.tcp);
   } else if (values['nbd-insecure'] !== undefined) {
     throw new UsageError('PC_ERR_USAGE', '--nbd-insecure goes with --nbd-listen');
   }
@@ -171,22 +170,6 @@ function checkNotMigrationPort(ep: Endpoint, listen: string | undefined): void {
   if (m.port === ep.port && (m.host === ep.host || wildcard(m.host) || wildcard(ep.host))) {
     throw new UsageError('PC_ERR_USAGE', `--nbd-listen ${ep.host}:${ep.port} and --listen ${listen} are the same port: give the export another one`);
   }
-}
-
-/**
- * The export listens only at Prepare, after S connected: a port in use or an address not on this host is
- * found now instead (a probe bind, released at once; a port taken in between still fails at Prepare).
- */
-function checkBindable(ep: Endpoint): Promise<void> {
-  if (ep.port === 0) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer();
-    probe.once('error', (e: NodeJS.ErrnoException) => {
-      const why = e.code === 'EADDRINUSE' ? 'the port is in use by another process' : e.code === 'EADDRNOTAVAIL' ? 'that address is not on this host' : e.message;
-      reject(new UsageError('PC_ERR_USAGE', `--nbd-listen ${ep.host}:${ep.port}: ${why}; nothing was started`));
-    });
-    probe.listen(ep.port, ep.host, () => probe.close(() => resolve()));
-  });
 }
 
 function isLoopback(address: string): boolean {

@@ -11,6 +11,7 @@ import type { SimGuestSpec } from '../guest/types.js';
 import type { GuestDefinition } from '../protocol/messages.js';
 import { AGENT_OPTIONS, parseCommandArgs, optional, readTicket, required } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
+import { checkAgentOptions } from './preflight.js';
 import { parseFloatArg, parseIntArg, parseSize } from './sizes.js';
 
 export const SOURCE_HELP = `Usage: postcopy source --connect HOST:PORT --image PATH|nbd://HOST:PORT/NAME --ticket-file F [options]
@@ -69,6 +70,7 @@ export async function runSource(argv: string[]): Promise<number> {
     process.stdout.write(SOURCE_HELP + '\n');
     return EXIT.OK;
   }
+  checkAgentOptions(values);
   const connect = parseHostPort(required(values, 'connect'), '--connect');
   const imageArg = required(values, 'image');
   const ticket = readTicket(required(values, 'ticket-file'));

@@ -1,5 +1,6 @@
 // Machine-readable events for orchestrators: one JSON object per line (phase changes, progress, completion, errors).
 import { closeSync, openSync, writeSync } from 'node:fs';
+import { UsageError } from './errors.js';
 
 export type EventFields = Record<string, unknown>;
 
@@ -15,7 +16,7 @@ export class JsonLinesEvents implements EventSink {
   readonly #listeners: Array<(event: string, fields: EventFields) => void> = [];
 
   constructor(path: string | undefined, role: string) {
-    this.#fd = path ? openSync(path, 'a') : null;
+    this.#fd = path ? openForAppend(path) : null;
     this.#role = role;
   }
 
@@ -34,6 +35,15 @@ export class JsonLinesEvents implements EventSink {
   close(): void {
     if (this.#fd !== null) closeSync(this.#fd);
     this.#fd = null;
+  }
+}
+
+/** A path the operator gave: a missing directory or a directory named as the file is their mistake, said in one line. */
+function openForAppend(path: string): number {
+  try {
+    return openSync(path, 'a');
+  } catch (e) {
+    throw new UsageError('PC_ERR_USAGE', `--events ${path}: cannot open it for appending (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); give a file in an existing, writable directory`);
   }
 }
 
