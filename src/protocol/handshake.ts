@@ -68,3 +68,11 @@ export function verifyProof(expected: string, got: string): void {
 export function deriveResumeKey(ticketSecret: Buffer, sourceNonce: string, destNonce: string, sessionId: string): Buffer {
   return createHmac('sha256', ticketSecret).update(`postcopy-v1|resume|${sourceNonce}|${destNonce}|${sessionId}`).digest();
 }
+
+/**
+ * Key of a resume's proofs: the resume key (kept in state files) bound to the ticket secret, so a resume
+ * proves both. An expired ticket still resumes: expiry bounds new sessions only. Never sent.
+ */
+export function resumeProofKey(ticketSecret: Buffer, resumeKey: Buffer): Buffer {
+  return createHmac('sha256', ticketSecret).update('postcopy-v1|resume-proof|').update(resumeKey).digest();
+}

@@ -270,14 +270,14 @@ export function refusedLines(lines: LogLines): LogLines {
 
 // ---------------------------------------------------------------- fake peers that hold the ticket
 
-/** Connect to D and authenticate as S with the ticket (or resume `keys`): a Link ready to speak. */
+/** Connect to D and authenticate as S with the ticket (and resume `keys` if given): a Link ready to speak. */
 export async function fakeSource(ep: Endpoint, keys: SessionKeys | null = null): Promise<{ link: Link; hs: HandshakeResult; inbox: Message[] }> {
   const socket = connect(ep.port, ep.host);
   socket.on('error', () => {});
   await once(socket, 'connect');
   const { log } = captureLogger('silent');
   const link = new Link(socket, { log, ...LINK_OPTS });
-  const hs = await handshakeAsSource(link, keys ? null : ticket(), keys);
+  const hs = await handshakeAsSource(link, ticket(), keys);
   const inbox: Message[] = [];
   link.setHandler((m) => void inbox.push(m));
   return { link, hs, inbox };
