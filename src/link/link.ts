@@ -314,6 +314,7 @@ export class Link extends EventEmitter<LinkEvents> {
  */
 export function refuseConnection(socket: Duplex, err: PostcopyError): void {
   socket.on('error', () => {});
+  socket.pause();
   socket.end(Buffer.concat(encodeMessage({ type: 'ERROR', code: err.code, message: err.message })));
   setTimeout(() => socket.destroy(), 1000).unref();
 }
