@@ -48,7 +48,8 @@ export async function handshakeAsSource(link: Link, ticket: Ticket | null, resum
   const version = chooseVersion([ch.version, ch.version]);
   const key = resume ? resumeProofKey(ticket.secret, resume.resumeKey) : ticket.secret;
   const sessionBinding = resume?.sessionId ?? '';
-  verifyProof(computeProof(key, 'dest', sourceNonce, ch.nonce, sessionBinding), ch.proof);
+  const differs = resume ? 'the ticket or the session\'s resume key differs from the destination\'s' : 'the ticket differs from the destination\'s';
+  verifyProof(computeProof(key, 'dest', sourceNonce, ch.nonce, sessionBinding), ch.proof, `the destination's proof does not match: ${differs}`);
   link.markAuthenticated();
   link.send({ type: 'AUTH', proof: computeProof(key, 'source', sourceNonce, ch.nonce, sessionBinding) });
   const w = await nextMessage(link, ['WELCOME'], remaining(deadline));
@@ -111,7 +112,7 @@ export async function handshakeAsDest(link: Link, opts: DestHandshakeOptions): P
     proof: computeProof(key, 'dest', hello.nonce, destNonce, binding),
   });
   const auth = await nextMessage(link, ['AUTH'], remaining(deadline));
-  verifyProof(computeProof(key, 'source', hello.nonce, destNonce, binding), auth.proof);
+  verifyProof(computeProof(key, 'source', hello.nonce, destNonce, binding), auth.proof, 'the source\'s proof does not match');
   if (resuming && opts.sessionLinkAlive?.()) {
     // Told only to a peer that proved both keys: the real source, reconnecting before we noticed its old link died.
     throw new PostcopyError('PC_ERR_BUSY', 'the session\'s link is alive (its peer was heard within the keepalive timeout); retry once it is gone');

@@ -58,10 +58,11 @@ export function computeProof(key: Buffer, role: ProofRole, sourceNonce: string, 
   return createHmac('sha256', key).update(`postcopy-v1|${role}|${sourceNonce}|${destNonce}|${sessionId}`).digest('hex');
 }
 
-export function verifyProof(expected: string, got: string): void {
+/** `detail` says, in the refusal, whose proof it was and what may differ. */
+export function verifyProof(expected: string, got: string, detail = 'proof does not match'): void {
   const a = Buffer.from(expected, 'hex');
   const b = Buffer.from(got, 'hex');
-  if (a.length !== b.length || !timingSafeEqual(a, b)) throw new AuthError('PC_ERR_AUTH', 'proof does not match');
+  if (a.length !== b.length || !timingSafeEqual(a, b)) throw new AuthError('PC_ERR_AUTH', detail);
 }
 
 /** Key that lets S resume this session after the ticket is gone; derived on both sides, never sent. */
