@@ -235,7 +235,7 @@ export class DestAgent {
       acceptNew: this.#phase === 'idle' && this.#keys === null,
       phase: this.#phase,
       seenNonces: this.#seenNonces,
-      sessionLinkAlive: () => this.#link !== null && this.#link !== link && this.#link.peerAlive,
+      sessionLink: () => (this.#link !== link ? this.#link : null),
     }).then(
       (hs) => {
         if (!hs.resumed && this.#keys !== null) throw new ProtocolError('PC_ERR_UNEXPECTED', 'a migration session is already in progress');

@@ -1,6 +1,6 @@
 // The handshake run over a link: version choice and mutual HMAC auth for a new session, or a resume.
 import { randomBytes } from 'node:crypto';
-import { AuthError, PostcopyError, ProtocolError } from '../common/errors.js';
+import { AuthError, LinkClosedError, PostcopyError, ProtocolError } from '../common/errors.js';
 import { CAPABILITIES, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from '../protocol/constants.js';
 import {
   checkTicketValid,
@@ -77,8 +77,8 @@ export interface DestHandshakeOptions {
   phase: string;
   /** Nonces seen recently: a replayed HELLO is refused. Bounded by the caller. */
   seenNonces: Set<string>;
-  /** Whether the session's current link still hears its peer: a resume then is refused, not a takeover. */
-  sessionLinkAlive?: () => boolean;
+  /** The session's current link (another connection), if any: a resume never displaces it while it is alive. */
+  sessionLink?: () => Link | null;
 }
 
 /**
@@ -113,10 +113,7 @@ export async function handshakeAsDest(link: Link, opts: DestHandshakeOptions): P
   });
   const auth = await nextMessage(link, ['AUTH'], remaining(deadline));
   verifyProof(computeProof(key, 'source', hello.nonce, destNonce, binding), auth.proof, 'the source\'s proof does not match');
-  if (resuming && opts.sessionLinkAlive?.()) {
-    // Told only to a peer that proved both keys: the real source, reconnecting before we noticed its old link died.
-    throw new PostcopyError('PC_ERR_BUSY', 'the session\'s link is alive (its peer was heard within the keepalive timeout); retry once it is gone');
-  }
+  if (resuming) await awaitSessionLinkGone(link, opts.sessionLink?.() ?? null, deadline);
   link.markAuthenticated();
   if (resuming) {
     link.send({ type: 'WELCOME', sessionId: opts.current!.sessionId, resumed: true, phase: opts.phase });
@@ -132,6 +129,30 @@ export async function handshakeAsDest(link: Link, opts: DestHandshakeOptions): P
     destPhase: opts.phase,
     peerCaps: hello.caps,
   };
+}
+
+/** How often a resume waiting on the session's old link looks at it. */
+const OLD_LINK_POLL_MS = 20;
+/** Time kept back from the handshake's deadline to answer the source before its own deadline. */
+const ANSWER_MARGIN_MS = 100;
+
+/**
+ * A resume while the session's link is alive is refused (PC_ERR_BUSY), never a takeover. A source that reconnects
+ * after a cut its old link has not noticed yet should not have to retry for that: within the handshake's time the
+ * old link is watched, and the resume goes on as soon as it is dead (closed, or silent past its keepalive
+ * timeout); it is refused as soon as its peer is heard again, or when the time is up. Told only to a peer that
+ * proved both keys.
+ */
+async function awaitSessionLinkGone(link: Link, old: Link | null, deadline: number): Promise<void> {
+  if (old === null) return;
+  const heard = old.bytesReceived;
+  while (old.peerAlive) {
+    if (link.closed) throw link.closeError ?? new LinkClosedError('PC_ERR_LINK_CLOSED', 'the resuming source left');
+    if (old.bytesReceived !== heard || Date.now() + OLD_LINK_POLL_MS > deadline - ANSWER_MARGIN_MS) {
+      throw new PostcopyError('PC_ERR_BUSY', 'the session\'s link is alive (its peer was heard within the keepalive timeout); retry once it is gone');
+    }
+    await new Promise((r) => setTimeout(r, OLD_LINK_POLL_MS));
+  }
 }
 
 /** Time left until `deadline`, at least 1 ms (a step already late times out at once). */

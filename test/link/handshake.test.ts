@@ -8,7 +8,7 @@ import { nextMessage } from '../../src/link/next-message.js';
 import { CAPABILITIES, PROTOCOL_VERSION_MAX } from '../../src/protocol/constants.js';
 import { computeProof, deriveResumeKey, newNonce, resumeProofKey, type Ticket } from '../../src/protocol/handshake.js';
 import { expectError } from '../helpers/errors.js';
-import { autoCleanup, newLink, track } from '../helpers/link-harness.js';
+import { autoCleanup, closed, collect, linkAndRaw, linkPair, newLink, track } from '../helpers/link-harness.js';
 import { tcpPair } from '../helpers/tcp.js';
 
 autoCleanup();
@@ -266,31 +266,51 @@ describe('resume', () => {
     expectError(await destP.catch((x: unknown) => x), AuthError, 'PC_ERR_AUTH');
   });
 
-  it('while the session\'s link is alive a resume is refused (PC_ERR_BUSY, told to the source); once it is dead the same resume succeeds', async () => {
-    const keys = await newSession(destOpts());
-    let alive = true;
-    const busy = await handshake(destOpts({ current: keys, acceptNew: false, phase: 'postcopy', sessionLinkAlive: () => alive }), ticket(), keys);
-    const d = failed(busy.dest, PostcopyError, 'PC_ERR_BUSY');
-    expect(d.message).toMatch(/alive/);
-    const s = failed(busy.source, ProtocolError, 'PC_ERR_PEER');
-    expect(s.message).toContain('PC_ERR_BUSY');
-    alive = false;
-    const o = await handshake(destOpts({ current: keys, acceptNew: false, phase: 'postcopy', sessionLinkAlive: () => alive }), ticket(), keys);
-    expect(ok(o.source).resumed).toBe(true);
-    expect(ok(o.dest).sessionId).toBe(keys.sessionId);
-  });
-
-  it('a live link is never named to a stranger: a wrong proof is refused as PC_ERR_AUTH, not PC_ERR_BUSY', async () => {
-    const keys = await newSession(destOpts());
-    const o = await handshake(destOpts({ current: keys, acceptNew: false, sessionLinkAlive: () => true }), wrongTicket(), keys);
-    failed(o.source, AuthError, 'PC_ERR_AUTH');
-    failed(o.dest, ProtocolError, 'PC_ERR_PEER');
-  });
-
   it('the ticket alone cannot resume a session (the resume key is required)', async () => {
     const keys = await newSession(destOpts());
     const o = await handshake(destOpts({ current: keys, acceptNew: false }), ticket(), { sessionId: keys.sessionId, resumeKey: SECRET });
     failed(o.source, AuthError, 'PC_ERR_AUTH');
+  });
+
+  it('while the session\'s link is alive a resume is refused (PC_ERR_BUSY, told to the source); once it is dead the same resume succeeds', async () => {
+    const keys = await newSession(destOpts());
+    // The session's current link, its peer answering every keepalive: alive.
+    const opts = { keepaliveIntervalMs: 40, keepaliveTimeoutMs: 300 };
+    const old = linkPair(opts, opts);
+    collect(old.a);
+    collect(old.b);
+    const t0 = Date.now();
+    const busy = await handshake(destOpts({ current: keys, acceptNew: false, phase: 'postcopy', sessionLink: () => old.b }), ticket(), keys);
+    const d = failed(busy.dest, PostcopyError, 'PC_ERR_BUSY');
+    expect(d.message).toMatch(/alive/);
+    const s = failed(busy.source, ProtocolError, 'PC_ERR_PEER');
+    expect(s.message).toContain('PC_ERR_BUSY');
+    // Refused as soon as the old peer was heard again, not at the handshake's deadline.
+    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(old.b.closed).toBe(false);
+    // Its peer falls silent (never answers again): the resume waits for the old link to be declared dead, then goes on.
+    const silent = linkAndRaw(opts);
+    collect(silent.link);
+    const t1 = Date.now();
+    const o = await handshake(destOpts({ current: keys, acceptNew: false, phase: 'postcopy', sessionLink: () => silent.link }), ticket(), keys);
+    expect(ok(o.source).resumed).toBe(true);
+    expect(ok(o.dest).sessionId).toBe(keys.sessionId);
+    expect(Date.now() - t1).toBeGreaterThanOrEqual(250);
+    // A closed old link is no obstacle at all.
+    old.a.destroy();
+    await closed(old.b);
+    const again = await handshake(destOpts({ current: keys, acceptNew: false, phase: 'postcopy', sessionLink: () => old.b }), ticket(), keys);
+    expect(ok(again.dest).resumed).toBe(true);
+  });
+
+  it('a live link is never named to a stranger: a wrong proof is refused as PC_ERR_AUTH, not PC_ERR_BUSY', async () => {
+    const keys = await newSession(destOpts());
+    const old = linkPair();
+    collect(old.a);
+    collect(old.b);
+    const o = await handshake(destOpts({ current: keys, acceptNew: false, sessionLink: () => old.b }), wrongTicket(), keys);
+    failed(o.source, AuthError, 'PC_ERR_AUTH');
+    failed(o.dest, ProtocolError, 'PC_ERR_PEER');
   });
 });
 
