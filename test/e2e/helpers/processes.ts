@@ -37,6 +37,7 @@ export function readEvents(path: string): EventLine[] {
   if (!existsSync(path)) return [];
   return readFileSync(path, 'utf8')
     .split('\n')
+    .slice(0, -1) // only whole lines: the agent may be writing the last one right now
     .filter((l) => l.length > 0)
     .map((l) => JSON.parse(l) as EventLine);
 }
