@@ -3,16 +3,9 @@
 // saying PC_ERR_BUSY), each is cut once the handshake's time box is over (PC_ERR_TIMEOUT), and a real source
 // gets in once strangers have been cut.
 import { connect, type Socket } from 'node:net';
-import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { nullEvents } from '../../src/common/events.js';
-import { generateDemoImage } from '../../src/guest/image-gen.js';
-import { compareImages } from '../../src/guest/verify.js';
 import { MAX_PREAUTH_CONNECTIONS } from '../../src/protocol/constants.js';
-import { FileImage } from '../../src/source/file-image.js';
-import { SourceAgent } from '../../src/source/source-agent.js';
-import { captureLogger } from '../guest/helpers/capture-logger.js';
-import { LINK_OPTS, MiB, decodeAll, startDest, ticket, waitFor, type DestOnly } from './hostile-harness.js';
+import { LINK_OPTS, MiB, decodeAll, migrateDiskOnly, startDest, waitFor, type DestOnly } from './hostile-harness.js';
 
 let d: DestOnly | null = null;
 afterEach(async () => {
@@ -65,25 +58,9 @@ describe('unauthenticated connections are capped and time-boxed', () => {
     }
 
     // The slots are free again: a real source gets in and migrates.
-    const src = join(d.dir, 'src.img');
-    generateDemoImage(src, 2 * MiB, 9);
-    const { log } = captureLogger('silent');
-    const source = new SourceAgent({
-      connect: d.endpoint,
-      image: FileImage.open(src),
-      guest: null,
-      guestDefinition: null,
-      ticket: ticket(),
-      blockSize: 64 * 1024,
-      maxDowntimeMs: 50,
-      connectTimeoutMs: 5000,
-      log,
-      events: nullEvents,
-      link: LINK_OPTS,
-    });
-    const [s, dr] = await Promise.all([source.run(), d.dest.done]);
-    expect(s.phase).toBe('confirmed');
-    expect(dr.phase).toBe('confirmed');
-    expect(await compareImages(src, d.dst)).toEqual({ ok: true, sizes: { a: 2 * MiB, b: 2 * MiB } });
+    const r = await migrateDiskOnly(d, 9);
+    expect(r.source.phase).toBe('confirmed');
+    expect(r.dest.phase).toBe('confirmed');
+    expect(r.cmp).toEqual({ ok: true, sizes: { a: 2 * MiB, b: 2 * MiB } });
   }, 30_000);
 });
