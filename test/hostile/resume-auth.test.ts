@@ -64,7 +64,7 @@ async function midPostcopy(name: string) {
  * A TCP relay in front of D that passes S's bytes at `bytesPerSec` at most: the first S's share of the post-copy
  * lasts long enough for what the test does meanwhile (the sources started later connect to D directly).
  */
-async function throttledRelay(target: number, bytesPerSec: number): Promise<{ port: number; close(): void }> {
+async function throttledRelay(target: number, bytesPerSec: number): Promise<{ port: number }> {
   const sockets = new Set<Socket>();
   const server = createServer((down) => {
     const up = connect(target, '127.0.0.1');
@@ -86,7 +86,7 @@ async function throttledRelay(target: number, bytesPerSec: number): Promise<{ po
     server.close();
     for (const s of sockets) s.destroy();
   });
-  return { port, close: () => server.close() };
+  return { port };
 }
 const teardownRelay: Array<() => void> = [];
 afterEach(() => {
