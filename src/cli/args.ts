@@ -1,5 +1,5 @@
 // Command-line parsing shared by the subcommands: node's parseArgs, with its errors turned into one-line usage errors.
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from '../common/errors.js';
 import { parseTicket, type Ticket } from '../protocol/handshake.js';
@@ -37,12 +37,20 @@ export function optional(values: Record<string, string | boolean | undefined>, n
   return typeof v === 'string' ? v : undefined;
 }
 
-export function readTicket(path: string): Ticket {
+/** Read and parse the ticket; one warning line (as ssh gives for a key) when group or others may read it. */
+export function readTicket(path: string, warn: (line: string) => void = (line) => process.stderr.write(line + '\n')): Ticket {
   let text: string;
+  let mode: number;
   try {
     text = readFileSync(path, 'utf8');
+    mode = statSync(path).mode & 0o777;
   } catch (e) {
     throw new UsageError('PC_ERR_USAGE', `cannot read ticket file ${path}: ${(e as Error).message}`);
   }
-  return parseTicket(text);
+  const ticket = parseTicket(text);
+  if ((mode & 0o077) !== 0) {
+    const octal = mode.toString(8).padStart(4, '0');
+    warn(`postcopy: warning: ticket file ${path} is open to group or others (mode ${octal}); whoever can read it can act as the source: chmod 600 ${path}`);
+  }
+  return ticket;
 }

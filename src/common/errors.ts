@@ -13,6 +13,7 @@ export const ERROR_CODES = {
   PC_ERR_VERSION: 'no common protocol version',
   PC_ERR_AUTH: 'ticket authentication failed',
   PC_ERR_TICKET_EXPIRED: 'ticket has expired',
+  PC_ERR_BUSY: 'destination is busy',
   PC_ERR_UNEXPECTED: 'message not valid in the current phase',
   PC_ERR_PEER: 'peer reported an error',
   PC_ERR_DIGEST: 'digest mismatch',

@@ -12,8 +12,8 @@ import type { Logger } from '../common/logger.js';
 import { ensureDir, fsyncDir, readStateFile, statePath, writeStateFile } from '../common/state-file.js';
 import type { Endpoint, TlsFiles } from '../link/connect.js';
 import { handshakeAsDest, type SessionKeys } from '../link/handshake.js';
-import { Link, type LinkOptions } from '../link/link.js';
-import { BULK_CHUNK_BYTES, MAX_DIGESTS_PER_FRAME } from '../protocol/constants.js';
+import { Link, refuseConnection, type LinkOptions } from '../link/link.js';
+import { BULK_CHUNK_BYTES, MAX_DIGESTS_PER_FRAME, MAX_PREAUTH_CONNECTIONS } from '../protocol/constants.js';
 import type { Ticket } from '../protocol/handshake.js';
 import type { GuestDefinition, Message, MessageOf } from '../protocol/messages.js';
 import type { MigratableGuest } from '../guest/types.js';
@@ -118,6 +118,8 @@ export class DestAgent {
   readonly #seenNonces = new Set<string>();
   readonly #done = deferred<DestResult>();
   readonly #sockets = new Set<Socket>();
+  /** Connections whose handshake is under way (capped: strangers cost little, see #onConnection). */
+  #authenticating = 0;
 
   constructor(opts: DestAgentOptions) {
     this.#o = opts;
@@ -215,7 +217,16 @@ export class DestAgent {
     raw.on('close', () => this.#sockets.delete(raw));
     const peer = `${raw.remoteAddress}:${raw.remotePort}`;
     const log = this.#log.child({ peer });
-    const link = new Link(this.#o.wrapSocket ? this.#o.wrapSocket(raw) : raw, { ...this.#o.link, log });
+    if (this.#authenticating >= MAX_PREAUTH_CONNECTIONS) {
+      // Strangers cost at most this many small handshakes at once; the real source retries.
+      const err = new PostcopyError('PC_ERR_BUSY', `${this.#authenticating} connections are already authenticating; try again`);
+      log.warn({ code: err.code }, 'refused a connection: too many authenticating');
+      this.#o.events.emit('refused', { peer, code: err.code, message: err.message });
+      refuseConnection(raw, err);
+      return;
+    }
+    this.#authenticating++;
+    const link = new Link(this.#o.wrapSocket ? this.#o.wrapSocket(raw) : raw, { ...this.#o.link, log, unauthenticated: true });
     link.on('close', (err) => this.#onLinkClosed(link, err));
     if (this.#seenNonces.size > SEEN_NONCES_CAP) this.#seenNonces.clear();
     handshakeAsDest(link, {
@@ -224,6 +235,7 @@ export class DestAgent {
       acceptNew: this.#phase === 'idle' && this.#keys === null,
       phase: this.#phase,
       seenNonces: this.#seenNonces,
+      sessionLink: () => (this.#link !== link ? this.#link : null),
     }).then(
       (hs) => {
         if (!hs.resumed && this.#keys !== null) throw new ProtocolError('PC_ERR_UNEXPECTED', 'a migration session is already in progress');
@@ -237,7 +249,7 @@ export class DestAgent {
       log.warn({ err, code: err.code }, 'refused a connection');
       this.#o.events.emit('refused', { peer, code: err.code, message: err.message });
       link.close(err);
-    });
+    }).finally(() => this.#authenticating--);
   }
 
   #attach(link: Link, resumed: boolean): void {

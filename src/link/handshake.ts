@@ -1,6 +1,6 @@
 // The handshake run over a link: version choice and mutual HMAC auth for a new session, or a resume.
 import { randomBytes } from 'node:crypto';
-import { AuthError, ProtocolError } from '../common/errors.js';
+import { AuthError, LinkClosedError, PostcopyError, ProtocolError } from '../common/errors.js';
 import { CAPABILITIES, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from '../protocol/constants.js';
 import {
   checkTicketValid,
@@ -8,6 +8,7 @@ import {
   computeProof,
   deriveResumeKey,
   newNonce,
+  resumeProofKey,
   verifyProof,
   type Ticket,
 } from '../protocol/handshake.js';
@@ -27,12 +28,14 @@ export interface HandshakeResult extends SessionKeys {
   peerCaps: string[];
 }
 
-/** Source side: prove the ticket (or the resume key of `resume`) and verify the destination does too. */
+/**
+ * Source side: prove the ticket (and, resuming, the resume key of `resume` too) and verify the destination
+ * does the same. The ticket may have expired for a resume.
+ */
 export async function handshakeAsSource(link: Link, ticket: Ticket | null, resume: SessionKeys | null): Promise<HandshakeResult> {
-  if (!resume) {
-    if (!ticket) throw new AuthError('PC_ERR_AUTH', 'no ticket and no session to resume');
-    checkTicketValid(ticket, Date.now());
-  }
+  if (!ticket) throw new AuthError('PC_ERR_AUTH', resume ? 'a resume proves the ticket too: no ticket given' : 'no ticket and no session to resume');
+  if (!resume) checkTicketValid(ticket, Date.now());
+  const deadline = Date.now() + link.handshakeTimeoutMs;
   const sourceNonce = newNonce();
   link.send({
     type: 'HELLO',
@@ -41,20 +44,22 @@ export async function handshakeAsSource(link: Link, ticket: Ticket | null, resum
     nonce: sourceNonce,
     ...(resume ? { resumeSession: resume.sessionId } : {}),
   });
-  const ch = await nextMessage(link, ['CHALLENGE'], link.handshakeTimeoutMs);
+  const ch = await nextMessage(link, ['CHALLENGE'], remaining(deadline));
   const version = chooseVersion([ch.version, ch.version]);
-  const key = resume ? resume.resumeKey : ticket!.secret;
+  const key = resume ? resumeProofKey(ticket.secret, resume.resumeKey) : ticket.secret;
   const sessionBinding = resume?.sessionId ?? '';
-  verifyProof(computeProof(key, 'dest', sourceNonce, ch.nonce, sessionBinding), ch.proof);
+  const differs = resume ? 'the ticket or the session\'s resume key differs from the destination\'s' : 'the ticket differs from the destination\'s';
+  verifyProof(computeProof(key, 'dest', sourceNonce, ch.nonce, sessionBinding), ch.proof, `the destination's proof does not match: ${differs}`);
+  link.markAuthenticated();
   link.send({ type: 'AUTH', proof: computeProof(key, 'source', sourceNonce, ch.nonce, sessionBinding) });
-  const w = await nextMessage(link, ['WELCOME'], link.handshakeTimeoutMs);
+  const w = await nextMessage(link, ['WELCOME'], remaining(deadline));
   if (resume) {
     if (!w.resumed || w.sessionId !== resume.sessionId) throw new ProtocolError('PC_ERR_UNEXPECTED', 'destination did not resume the session');
     return { ...resume, version, resumed: true, destPhase: w.phase, peerCaps: ch.caps };
   }
   return {
     sessionId: w.sessionId,
-    resumeKey: deriveResumeKey(ticket!.secret, sourceNonce, ch.nonce, w.sessionId),
+    resumeKey: deriveResumeKey(ticket.secret, sourceNonce, ch.nonce, w.sessionId),
     version,
     resumed: false,
     destPhase: w.phase,
@@ -72,11 +77,17 @@ export interface DestHandshakeOptions {
   phase: string;
   /** Nonces seen recently: a replayed HELLO is refused. Bounded by the caller. */
   seenNonces: Set<string>;
+  /** The session's current link (another connection), if any: a resume never displaces it while it is alive. */
+  sessionLink?: () => Link | null;
 }
 
-/** Destination side: answer HELLO with our proof, check the source's, issue or confirm the session. */
+/**
+ * Destination side: answer HELLO with our proof, check the source's, issue or confirm the session.
+ * The whole exchange must finish within the link's handshake timeout.
+ */
 export async function handshakeAsDest(link: Link, opts: DestHandshakeOptions): Promise<HandshakeResult> {
-  const hello = await nextMessage(link, ['HELLO'], link.handshakeTimeoutMs);
+  const deadline = Date.now() + link.handshakeTimeoutMs;
+  const hello = await nextMessage(link, ['HELLO'], remaining(deadline));
   const version = chooseVersion(hello.versions);
   if (opts.seenNonces.has(hello.nonce)) throw new AuthError('PC_ERR_AUTH', 'replayed nonce');
   if (hello.nonce.length < 32) throw new AuthError('PC_ERR_AUTH', 'nonce too short');
@@ -85,7 +96,7 @@ export async function handshakeAsDest(link: Link, opts: DestHandshakeOptions): P
   const resuming = hello.resumeSession !== undefined;
   if (resuming) {
     if (!opts.current || opts.current.sessionId !== hello.resumeSession) throw new AuthError('PC_ERR_AUTH', 'unknown session');
-    key = opts.current.resumeKey;
+    key = resumeProofKey(opts.ticket.secret, opts.current.resumeKey);
   } else {
     if (!opts.acceptNew) throw new ProtocolError('PC_ERR_UNEXPECTED', 'a migration session is already in progress');
     checkTicketValid(opts.ticket, Date.now());
@@ -100,8 +111,10 @@ export async function handshakeAsDest(link: Link, opts: DestHandshakeOptions): P
     nonce: destNonce,
     proof: computeProof(key, 'dest', hello.nonce, destNonce, binding),
   });
-  const auth = await nextMessage(link, ['AUTH'], link.handshakeTimeoutMs);
-  verifyProof(computeProof(key, 'source', hello.nonce, destNonce, binding), auth.proof);
+  const auth = await nextMessage(link, ['AUTH'], remaining(deadline));
+  verifyProof(computeProof(key, 'source', hello.nonce, destNonce, binding), auth.proof, 'the source\'s proof does not match');
+  if (resuming) await awaitSessionLinkGone(link, opts.sessionLink?.() ?? null, deadline);
+  link.markAuthenticated();
   if (resuming) {
     link.send({ type: 'WELCOME', sessionId: opts.current!.sessionId, resumed: true, phase: opts.phase });
     return { ...opts.current!, version, resumed: true, destPhase: opts.phase, peerCaps: hello.caps };
@@ -116,4 +129,33 @@ export async function handshakeAsDest(link: Link, opts: DestHandshakeOptions): P
     destPhase: opts.phase,
     peerCaps: hello.caps,
   };
+}
+
+/** How often a resume waiting on the session's old link looks at it. */
+const OLD_LINK_POLL_MS = 20;
+/** Time kept back from the handshake's deadline to answer the source before its own deadline. */
+const ANSWER_MARGIN_MS = 100;
+
+/**
+ * A resume while the session's link is alive is refused (PC_ERR_BUSY), never a takeover. A source that reconnects
+ * after a cut its old link has not noticed yet should not have to retry for that: within the handshake's time the
+ * old link is watched, and the resume goes on as soon as it is dead (closed, or silent past its keepalive
+ * timeout); it is refused as soon as its peer is heard again, or when the time is up. Told only to a peer that
+ * proved both keys.
+ */
+async function awaitSessionLinkGone(link: Link, old: Link | null, deadline: number): Promise<void> {
+  if (old === null) return;
+  const heard = old.bytesReceived;
+  while (old.peerAlive) {
+    if (link.closed) throw link.closeError ?? new LinkClosedError('PC_ERR_LINK_CLOSED', 'the resuming source left');
+    if (old.bytesReceived !== heard || Date.now() + OLD_LINK_POLL_MS > deadline - ANSWER_MARGIN_MS) {
+      throw new PostcopyError('PC_ERR_BUSY', 'the session\'s link is alive (its peer was heard within the keepalive timeout); retry once it is gone');
+    }
+    await new Promise((r) => setTimeout(r, OLD_LINK_POLL_MS));
+  }
+}
+
+/** Time left until `deadline`, at least 1 ms (a step already late times out at once). */
+function remaining(deadline: number): number {
+  return Math.max(1, deadline - Date.now());
 }

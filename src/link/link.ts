@@ -4,6 +4,7 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { LinkClosedError, PostcopyError, ProtocolError, TimeoutError, isPostcopyError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { MAX_PREAUTH_PAYLOAD } from '../protocol/constants.js';
 import { FrameDecoder } from '../protocol/frame-codec.js';
 import { decodeMessage, encodeMessage, type Message } from '../protocol/messages.js';
 
@@ -19,8 +20,13 @@ export interface LinkOptions {
   maxUrgentFrames?: number;
   /** Cap on queued bulk bytes; producers wait for space with waitBulkSpace(). */
   maxBulkQueueBytes?: number;
-  /** How long each handshake step may take. */
+  /** How long the whole handshake may take. */
   handshakeTimeoutMs?: number;
+  /**
+   * The peer is a stranger until markAuthenticated(): only frames of up to MAX_PREAUTH_PAYLOAD bytes are
+   * taken meanwhile (a larger declared length cuts the connection at its header, before any is buffered).
+   */
+  unauthenticated?: boolean;
 }
 
 export interface LinkEvents {
@@ -73,6 +79,7 @@ export class Link extends EventEmitter<LinkEvents> {
     this.#interval = opts.keepaliveIntervalMs ?? 1000;
     this.#timeout = opts.keepaliveTimeoutMs ?? 10_000;
     this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
+    if (opts.unauthenticated) this.#decoder.setPayloadLimit(MAX_PREAUTH_PAYLOAD, 'before authentication');
     (socket as { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('drain', () => this.#pump());
@@ -88,6 +95,11 @@ export class Link extends EventEmitter<LinkEvents> {
   }
   get closeError(): PostcopyError | undefined {
     return this.#closeError;
+  }
+  /** Open, and the peer was heard from within the keepalive timeout. */
+  get peerAlive(): boolean {
+    if (this.#closed) return false;
+    return this.#socket.isPaused() || Date.now() - this.#lastReceived < this.#timeout;
   }
   get bulkQueuedBytes(): number {
     return this.#bulkBytes;
@@ -107,6 +119,11 @@ export class Link extends EventEmitter<LinkEvents> {
       this.#dispatch(this.#backlog.shift()!);
     }
     if (this.#handler !== null && !this.#closed) this.#socket.resume();
+  }
+
+  /** The handshake proved the peer: frames up to the per-type caps are taken from now on. */
+  markAuthenticated(): void {
+    this.#decoder.setPayloadLimit(Infinity);
   }
 
   /** Send a control or urgent message ahead of all bulk data. */
@@ -168,6 +185,8 @@ export class Link extends EventEmitter<LinkEvents> {
       this.#urgent.length = 0;
       this.#bulk.length = 0;
       for (const p of frame) this.#socket.write(p);
+      // Nothing more is taken from a peer cut off for an error: what it still sends stays in the kernel.
+      this.#socket.pause();
       this.#finish(err);
       this.#socket.end();
       setTimeout(() => this.#socket.destroy(), 1000).unref();
@@ -287,6 +306,17 @@ export class Link extends EventEmitter<LinkEvents> {
     for (const w of waiters) w();
     this.emit('close', err);
   }
+}
+
+/**
+ * Turn a connection away before any link exists for it (too many at once): one ERROR frame, then the
+ * connection ends; nothing it sends is read.
+ */
+export function refuseConnection(socket: Duplex, err: PostcopyError): void {
+  socket.on('error', () => {});
+  socket.pause();
+  socket.end(Buffer.concat(encodeMessage({ type: 'ERROR', code: err.code, message: err.message })));
+  setTimeout(() => socket.destroy(), 1000).unref();
 }
 
 function writeParts(s: Duplex, f: QueuedFrame): void {

@@ -8,6 +8,13 @@ export const FRAME_HEADER_SIZE = 20;
 export const MAX_FRAME_PAYLOAD = 4 * 1024 * 1024 + 64;
 /** Largest JSON control payload (guest definitions included). */
 export const MAX_CONTROL_PAYLOAD = 1024 * 1024;
+/**
+ * Largest payload a peer may declare before it has authenticated: the handshake's messages are a few hundred
+ * bytes, so a stranger can make D hold no more than this per connection.
+ */
+export const MAX_PREAUTH_PAYLOAD = 4096;
+/** Connections D lets authenticate at once; more are refused at accept (each is also time-boxed). */
+export const MAX_PREAUTH_CONNECTIONS = 32;
 
 /** Protocol versions this build speaks; the handshake picks the highest common one. */
 export const PROTOCOL_VERSION_MIN = 1;

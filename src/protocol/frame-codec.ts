@@ -56,10 +56,22 @@ export class FrameDecoder {
   #buffered = 0;
   #header: { type: number; flags: number; id: number; length: number; crc: number } | null = null;
   #dead = false;
+  /** A cap below the per-type ones (before authentication), or Infinity. */
+  #limit = Infinity;
+  #limitReason = '';
 
   /** Bytes held waiting for the rest of a frame. */
   get buffered(): number {
     return this.#buffered;
+  }
+
+  /**
+   * Lower every frame's payload cap to `bytes` (`reason` goes into the refusal), or raise it back to the
+   * per-type caps with Infinity. Applies from the next header on.
+   */
+  setPayloadLimit(bytes: number, reason = ''): void {
+    this.#limit = bytes;
+    this.#limitReason = reason;
   }
 
   push(chunk: Buffer): Frame[] {
@@ -73,7 +85,7 @@ export class FrameDecoder {
       for (;;) {
         if (this.#header === null) {
           if (this.#buffered < FRAME_HEADER_SIZE) break;
-          this.#header = parseHeader(this.#take(FRAME_HEADER_SIZE));
+          this.#header = parseHeader(this.#take(FRAME_HEADER_SIZE), this.#limit, this.#limitReason);
         }
         const h = this.#header;
         if (this.#buffered < h.length) break;
@@ -125,14 +137,18 @@ export class FrameDecoder {
   }
 }
 
-function parseHeader(b: Buffer): { type: number; flags: number; id: number; length: number; crc: number } {
+function parseHeader(b: Buffer, limit: number, limitReason: string): { type: number; flags: number; id: number; length: number; crc: number } {
   const magic = b.readUInt32BE(0);
   if (magic !== FRAME_MAGIC) throw new ProtocolError('PC_ERR_BAD_MAGIC', `0x${magic.toString(16).padStart(8, '0')}`);
   const type = b.readUInt8(4);
   if (!isKnownMsg(type)) throw new ProtocolError('PC_ERR_UNKNOWN_TYPE', String(type));
   if (b.readUInt16BE(6) !== 0) throw new ProtocolError('PC_ERR_MALFORMED', 'reserved header bits set');
   const length = b.readUInt32BE(12);
-  const cap = isControlMsg(type) ? MAX_CONTROL_PAYLOAD : MAX_FRAME_PAYLOAD;
-  if (length > cap) throw new ProtocolError('PC_ERR_FRAME_TOO_LARGE', `${nameOfMsg(type)} declares ${length} bytes, cap ${cap}`);
+  const typeCap = isControlMsg(type) ? MAX_CONTROL_PAYLOAD : MAX_FRAME_PAYLOAD;
+  const cap = Math.min(typeCap, limit);
+  if (length > cap) {
+    const why = cap < typeCap && limitReason ? ` ${limitReason}` : '';
+    throw new ProtocolError('PC_ERR_FRAME_TOO_LARGE', `${nameOfMsg(type)} declares ${length} bytes, cap ${cap}${why}`);
+  }
   return { type, flags: b.readUInt8(5), id: b.readUInt32BE(8), length, crc: b.readUInt32BE(16) };
 }

@@ -58,13 +58,22 @@ export function computeProof(key: Buffer, role: ProofRole, sourceNonce: string, 
   return createHmac('sha256', key).update(`postcopy-v1|${role}|${sourceNonce}|${destNonce}|${sessionId}`).digest('hex');
 }
 
-export function verifyProof(expected: string, got: string): void {
+/** `detail` says, in the refusal, whose proof it was and what may differ. */
+export function verifyProof(expected: string, got: string, detail = 'proof does not match'): void {
   const a = Buffer.from(expected, 'hex');
   const b = Buffer.from(got, 'hex');
-  if (a.length !== b.length || !timingSafeEqual(a, b)) throw new AuthError('PC_ERR_AUTH', 'proof does not match');
+  if (a.length !== b.length || !timingSafeEqual(a, b)) throw new AuthError('PC_ERR_AUTH', detail);
 }
 
 /** Key that lets S resume this session after the ticket is gone; derived on both sides, never sent. */
 export function deriveResumeKey(ticketSecret: Buffer, sourceNonce: string, destNonce: string, sessionId: string): Buffer {
   return createHmac('sha256', ticketSecret).update(`postcopy-v1|resume|${sourceNonce}|${destNonce}|${sessionId}`).digest();
+}
+
+/**
+ * Key of a resume's proofs: the resume key (kept in state files) bound to the ticket secret, so a resume
+ * proves both. An expired ticket still resumes: expiry bounds new sessions only. Never sent.
+ */
+export function resumeProofKey(ticketSecret: Buffer, resumeKey: Buffer): Buffer {
+  return createHmac('sha256', ticketSecret).update('postcopy-v1|resume-proof|').update(resumeKey).digest();
 }

@@ -247,7 +247,7 @@ export class SourceAgent {
       this.#o.events.emit('link', { state: 'reconnecting', attempt });
       try {
         const link = await this.#open(deadline);
-        const hs = await handshakeAsSource(link, null, this.#keys);
+        const hs = await handshakeAsSource(link, this.#o.ticket, this.#keys);
         this.#reconnects++;
         this.#log.info({ destPhase: hs.destPhase, attempt }, 'session resumed');
         this.#o.events.emit('link', { state: 'resumed', destPhase: hs.destPhase });

@@ -16,6 +16,12 @@ import { FrameDecoder } from '../../src/protocol/frame-codec.js';
 import { parseTicket, type Ticket } from '../../src/protocol/handshake.js';
 import { decodeMessage, encodeMessage, type Message } from '../../src/protocol/messages.js';
 import { captureLogger } from '../guest/helpers/capture-logger.js';
+import { nullEvents } from '../../src/common/events.js';
+import type { DestResult } from '../../src/dest/dest-agent.js';
+import { generateDemoImage } from '../../src/guest/image-gen.js';
+import { compareImages } from '../../src/guest/verify.js';
+import { FileImage } from '../../src/source/file-image.js';
+import { SourceAgent, type SourceResult } from '../../src/source/source-agent.js';
 
 export const MiB = 1024 * 1024;
 export const TICKET_TEXT = 'hostile-test-ticket-secret-0123456789';
@@ -263,6 +269,28 @@ export async function startDest(extra: Partial<DestAgentOptions> = {}): Promise<
   };
 }
 
+/** A real source (no guest) migrates a 2 MiB image to `d`: both outcomes, and how D's image compares to S's. */
+export async function migrateDiskOnly(d: DestOnly, seed: number): Promise<{ source: SourceResult; dest: DestResult; cmp: Awaited<ReturnType<typeof compareImages>> }> {
+  const src = join(d.dir, 'src.img');
+  generateDemoImage(src, 2 * MiB, seed);
+  const { log } = captureLogger('silent');
+  const agent = new SourceAgent({
+    connect: d.endpoint,
+    image: FileImage.open(src),
+    guest: null,
+    guestDefinition: null,
+    ticket: ticket(),
+    blockSize: 64 * 1024,
+    maxDowntimeMs: 50,
+    connectTimeoutMs: 5000,
+    log,
+    events: nullEvents,
+    link: LINK_OPTS,
+  });
+  const [source, dest] = await Promise.all([agent.run(), d.dest.done]);
+  return { source, dest, cmp: await compareImages(src, d.dst) };
+}
+
 /** D's log lines saying it refused a connection. */
 export function refusedLines(lines: LogLines): LogLines {
   return lines.filter((l) => l.msg === 'refused a connection');
@@ -270,14 +298,14 @@ export function refusedLines(lines: LogLines): LogLines {
 
 // ---------------------------------------------------------------- fake peers that hold the ticket
 
-/** Connect to D and authenticate as S with the ticket (or resume `keys`): a Link ready to speak. */
+/** Connect to D and authenticate as S with the ticket (and resume `keys` if given): a Link ready to speak. */
 export async function fakeSource(ep: Endpoint, keys: SessionKeys | null = null): Promise<{ link: Link; hs: HandshakeResult; inbox: Message[] }> {
   const socket = connect(ep.port, ep.host);
   socket.on('error', () => {});
   await once(socket, 'connect');
   const { log } = captureLogger('silent');
   const link = new Link(socket, { log, ...LINK_OPTS });
-  const hs = await handshakeAsSource(link, keys ? null : ticket(), keys);
+  const hs = await handshakeAsSource(link, ticket(), keys);
   const inbox: Message[] = [];
   link.setHandler((m) => void inbox.push(m));
   return { link, hs, inbox };

@@ -14,7 +14,7 @@ import { captureLogger } from '../guest/helpers/capture-logger.js';
 import { generateDemoImage } from '../../src/guest/image-gen.js';
 import { SimGuest } from '../../src/guest/sim-guest.js';
 import type { SimGuestSpec } from '../../src/guest/types.js';
-import { compareImages, verifyMigration } from '../../src/guest/verify.js';
+import { verifyMigration } from '../../src/guest/verify.js';
 import { connectOnce, type Endpoint } from '../../src/link/connect.js';
 import { FRAME_HEADER_SIZE, MAX_CONTROL_PAYLOAD } from '../../src/protocol/constants.js';
 import { computeProof, newNonce, parseTicket } from '../../src/protocol/handshake.js';
@@ -26,6 +26,7 @@ import { T, buildControl, buildFrame, buildHeader } from '../helpers/frame-build
 import {
   LINK_OPTS,
   MiB,
+  migrateDiskOnly,
   Relay,
   WatchedImage,
   bytesOf,
@@ -327,26 +328,9 @@ describe('a peer that looks authenticated but is not, on an idle D', () => {
   });
 
   it('afterwards a real source (no guest) still migrates to that D', async () => {
-    const src = join(d.dir, 'src.img');
-    generateDemoImage(src, 2 * MiB, 3);
-    const { log } = captureLogger('silent');
-    const source = new SourceAgent({
-      connect: d.endpoint,
-      image: FileImage.open(src),
-      guest: null,
-      guestDefinition: null,
-      ticket: ticket(),
-      blockSize: 64 * 1024,
-      maxDowntimeMs: 50,
-      connectTimeoutMs: 5000,
-      log,
-      events: nullEvents,
-      link: LINK_OPTS,
-    });
-    const [s, dr] = await Promise.all([source.run(), d.dest.done]);
-    expect(s.phase).toBe('confirmed');
-    expect(dr.phase).toBe('confirmed');
-    const cmp = await compareImages(src, d.dst);
-    expect(cmp).toEqual({ ok: true, sizes: { a: 2 * MiB, b: 2 * MiB } });
+    const r = await migrateDiskOnly(d, 3);
+    expect(r.source.phase).toBe('confirmed');
+    expect(r.dest.phase).toBe('confirmed');
+    expect(r.cmp).toEqual({ ok: true, sizes: { a: 2 * MiB, b: 2 * MiB } });
   });
 });

@@ -1,14 +1,14 @@
-// The handshake over real loopback TCP: mutual HMAC auth for a new session, resume by session id and
-// resume key (no ticket needed), and every refusal asserted by class and code on the side that refuses.
+// The handshake over real loopback TCP: mutual HMAC auth for a new session, resume by session id, resume key
+// and ticket (expired or not), and every refusal asserted by class and code on the side that refuses.
 import { describe, expect, it } from 'vitest';
-import { AuthError, ProtocolError, isPostcopyError, type PostcopyError } from '../../src/common/errors.js';
+import { AuthError, PostcopyError, ProtocolError, TimeoutError, isPostcopyError } from '../../src/common/errors.js';
 import { handshakeAsDest, handshakeAsSource, type DestHandshakeOptions, type HandshakeResult, type SessionKeys } from '../../src/link/handshake.js';
 import type { Link } from '../../src/link/link.js';
 import { nextMessage } from '../../src/link/next-message.js';
 import { CAPABILITIES, PROTOCOL_VERSION_MAX } from '../../src/protocol/constants.js';
-import { computeProof, deriveResumeKey, newNonce, type Ticket } from '../../src/protocol/handshake.js';
+import { computeProof, deriveResumeKey, newNonce, resumeProofKey, type Ticket } from '../../src/protocol/handshake.js';
 import { expectError } from '../helpers/errors.js';
-import { autoCleanup, newLink, track } from '../helpers/link-harness.js';
+import { autoCleanup, closed, collect, linkAndRaw, linkPair, newLink, track } from '../helpers/link-harness.js';
 import { tcpPair } from '../helpers/tcp.js';
 
 autoCleanup();
@@ -195,9 +195,9 @@ describe('replay', () => {
 });
 
 describe('resume', () => {
-  it('with the right session and key succeeds without any ticket on the source, and reports the dest phase', async () => {
+  it('with the right session, key and ticket succeeds, and reports the dest phase', async () => {
     const keys = await newSession(destOpts());
-    const o = await handshake(destOpts({ current: keys, acceptNew: false, phase: 'postcopy' }), null, keys);
+    const o = await handshake(destOpts({ current: keys, acceptNew: false, phase: 'postcopy' }), ticket(), keys);
     const s = ok(o.source);
     const d = ok(o.dest);
     expect(s.resumed).toBe(true);
@@ -212,7 +212,7 @@ describe('resume', () => {
     const keys = await newSession(destOpts());
     const seenNonces = new Set<string>();
     for (let i = 0; i < 3; i++) {
-      const o = await handshake(destOpts({ current: keys, acceptNew: false, phase: 'postcopy', seenNonces }), null, keys);
+      const o = await handshake(destOpts({ current: keys, acceptNew: false, phase: 'postcopy', seenNonces }), ticket(), keys);
       expect(ok(o.source).resumed).toBe(true);
     }
     expect(seenNonces.size).toBe(3);
@@ -221,19 +221,19 @@ describe('resume', () => {
   it('an unknown session is refused (AuthError PC_ERR_AUTH on the destination)', async () => {
     const keys = await newSession(destOpts());
     const other = { sessionId: 'f'.repeat(32), resumeKey: keys.resumeKey };
-    const o = await handshake(destOpts({ current: keys, acceptNew: false }), null, other);
+    const o = await handshake(destOpts({ current: keys, acceptNew: false }), ticket(), other);
     failed(o.dest, AuthError, 'PC_ERR_AUTH');
     const s = failed(o.source, ProtocolError, 'PC_ERR_PEER');
     expect(s.message).toContain('PC_ERR_AUTH');
     // And a destination holding no session at all.
-    const o2 = await handshake(destOpts({ current: null }), null, keys);
+    const o2 = await handshake(destOpts({ current: null }), ticket(), keys);
     failed(o2.dest, AuthError, 'PC_ERR_AUTH');
   });
 
   it('the right session with the wrong key is refused: the source rejects the dest proof, the dest rejects a forged AUTH', async () => {
     const keys = await newSession(destOpts());
     const forged = { sessionId: keys.sessionId, resumeKey: deriveResumeKey(wrongTicket().secret, newNonce(), newNonce(), keys.sessionId) };
-    const o = await handshake(destOpts({ current: keys, acceptNew: false }), null, forged);
+    const o = await handshake(destOpts({ current: keys, acceptNew: false }), ticket(), forged);
     failed(o.source, AuthError, 'PC_ERR_AUTH');
 
     const { source, dest } = await tcpLinks();
@@ -241,14 +241,76 @@ describe('resume', () => {
     const sn = newNonce();
     source.send({ type: 'HELLO', versions: [1, 1], caps: [], nonce: sn, resumeSession: keys.sessionId });
     const ch = await nextMessage(source, ['CHALLENGE'], 2000);
-    source.send({ type: 'AUTH', proof: computeProof(forged.resumeKey, 'source', sn, ch.nonce, keys.sessionId) });
+    source.send({ type: 'AUTH', proof: computeProof(resumeProofKey(SECRET, forged.resumeKey), 'source', sn, ch.nonce, keys.sessionId) });
     expectError(await destP.catch((e: unknown) => e), AuthError, 'PC_ERR_AUTH');
+  });
+
+  it('the resume key without the ticket cannot resume (issue 10 case 4: a stolen state file is not enough)', async () => {
+    const keys = await newSession(destOpts());
+    // A source holding the right session and resume key but the wrong ticket: D's proof does not check out.
+    const o = await handshake(destOpts({ current: keys, acceptNew: false, phase: 'postcopy' }), wrongTicket(), keys);
+    failed(o.source, AuthError, 'PC_ERR_AUTH');
+    failed(o.dest, ProtocolError, 'PC_ERR_PEER');
+    // No ticket at all: refused before anything is sent.
+    const { source } = await tcpLinks();
+    const e = expectError(await handshakeAsSource(source, null, keys).catch((x: unknown) => x), AuthError, 'PC_ERR_AUTH');
+    expect(e.message).toContain('ticket');
+    expect(source.bytesSent).toBe(0);
+    // A hand-rolled AUTH keyed by the resume key alone (what a proof used to be) is refused by D.
+    const links = await tcpLinks();
+    const destP = closingOnError(links.dest, handshakeAsDest(links.dest, destOpts({ current: keys, acceptNew: false })));
+    const sn = newNonce();
+    links.source.send({ type: 'HELLO', versions: [1, 1], caps: [], nonce: sn, resumeSession: keys.sessionId });
+    const ch = await nextMessage(links.source, ['CHALLENGE'], 2000);
+    links.source.send({ type: 'AUTH', proof: computeProof(keys.resumeKey, 'source', sn, ch.nonce, keys.sessionId) });
+    expectError(await destP.catch((x: unknown) => x), AuthError, 'PC_ERR_AUTH');
   });
 
   it('the ticket alone cannot resume a session (the resume key is required)', async () => {
     const keys = await newSession(destOpts());
     const o = await handshake(destOpts({ current: keys, acceptNew: false }), ticket(), { sessionId: keys.sessionId, resumeKey: SECRET });
     failed(o.source, AuthError, 'PC_ERR_AUTH');
+  });
+
+  it('while the session\'s link is alive a resume is refused (PC_ERR_BUSY, told to the source); once it is dead the same resume succeeds', async () => {
+    const keys = await newSession(destOpts());
+    // The session's current link, its peer answering every keepalive: alive.
+    const opts = { keepaliveIntervalMs: 40, keepaliveTimeoutMs: 300 };
+    const old = linkPair(opts, opts);
+    collect(old.a);
+    collect(old.b);
+    const t0 = Date.now();
+    const busy = await handshake(destOpts({ current: keys, acceptNew: false, phase: 'postcopy', sessionLink: () => old.b }), ticket(), keys);
+    const d = failed(busy.dest, PostcopyError, 'PC_ERR_BUSY');
+    expect(d.message).toMatch(/alive/);
+    const s = failed(busy.source, ProtocolError, 'PC_ERR_PEER');
+    expect(s.message).toContain('PC_ERR_BUSY');
+    // Refused as soon as the old peer was heard again, not at the handshake's deadline.
+    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(old.b.closed).toBe(false);
+    // Its peer falls silent (never answers again): the resume waits for the old link to be declared dead, then goes on.
+    const silent = linkAndRaw(opts);
+    collect(silent.link);
+    const t1 = Date.now();
+    const o = await handshake(destOpts({ current: keys, acceptNew: false, phase: 'postcopy', sessionLink: () => silent.link }), ticket(), keys);
+    expect(ok(o.source).resumed).toBe(true);
+    expect(ok(o.dest).sessionId).toBe(keys.sessionId);
+    expect(Date.now() - t1).toBeGreaterThanOrEqual(250);
+    // A closed old link is no obstacle at all.
+    old.a.destroy();
+    await closed(old.b);
+    const again = await handshake(destOpts({ current: keys, acceptNew: false, phase: 'postcopy', sessionLink: () => old.b }), ticket(), keys);
+    expect(ok(again.dest).resumed).toBe(true);
+  });
+
+  it('a live link is never named to a stranger: a wrong proof is refused as PC_ERR_AUTH, not PC_ERR_BUSY', async () => {
+    const keys = await newSession(destOpts());
+    const old = linkPair();
+    collect(old.a);
+    collect(old.b);
+    const o = await handshake(destOpts({ current: keys, acceptNew: false, sessionLink: () => old.b }), wrongTicket(), keys);
+    failed(o.source, AuthError, 'PC_ERR_AUTH');
+    failed(o.dest, ProtocolError, 'PC_ERR_PEER');
   });
 });
 
@@ -291,6 +353,25 @@ describe('one session at a time', () => {
     failed(o.dest, ProtocolError, 'PC_ERR_UNEXPECTED');
     const s = failed(o.source, ProtocolError, 'PC_ERR_PEER');
     expect(s.message).toContain('PC_ERR_UNEXPECTED');
+  });
+});
+
+describe('time box (issue 10 case 6)', () => {
+  it('the whole handshake must finish within handshakeTimeoutMs: a HELLO sent late leaves no fresh time for AUTH', async () => {
+    const [c, sk] = await tcpPair();
+    track(c);
+    track(sk);
+    const source = newLink(c);
+    const dest = newLink(sk, { handshakeTimeoutMs: 600 });
+    const t0 = Date.now();
+    const destP = closingOnError(dest, handshakeAsDest(dest, destOpts()));
+    await new Promise((r) => setTimeout(r, 400));
+    source.send({ type: 'HELLO', versions: [1, 1], caps: [], nonce: newNonce() });
+    expectError(await destP.catch((e: unknown) => e), TimeoutError, 'PC_ERR_TIMEOUT');
+    const elapsed = Date.now() - t0;
+    expect(elapsed).toBeGreaterThanOrEqual(580);
+    // Per step it would have been 400 + 600 ms.
+    expect(elapsed).toBeLessThan(900);
   });
 });
 

@@ -2,10 +2,11 @@
 // waits, keepalive, handler errors, held messages, hostile bytes, and closing.
 import { describe, expect, it } from 'vitest';
 import { LinkClosedError, ProtocolError, TimeoutError } from '../../src/common/errors.js';
+import { FRAME_HEADER_SIZE, MAX_FRAME_PAYLOAD, MAX_PREAUTH_PAYLOAD } from '../../src/protocol/constants.js';
 import { FrameDecoder } from '../../src/protocol/frame-codec.js';
 import { decodeMessage, encodeBlockData, encodeMessage, type Message } from '../../src/protocol/messages.js';
 import { expectError } from '../helpers/errors.js';
-import { T, blockReqPayload, buildFrame } from '../helpers/frame-builder.js';
+import { T, blockReqPayload, buildFrame, buildHeader } from '../helpers/frame-builder.js';
 import { autoCleanup, closed, collect, linkAndRaw, linkPair, settled, sleep, waitFor } from '../helpers/link-harness.js';
 import { showMessage } from '../helpers/wire.js';
 
@@ -192,6 +193,7 @@ describe('Link: keepalive', () => {
     await sleep(700);
     expect(a.closed).toBe(false);
     expect(b.closed).toBe(false);
+    expect(a.peerAlive && b.peerAlive).toBe(true);
     expect(a.bytesReceived).toBeGreaterThan(0);
     expect(b.bytesReceived).toBeGreaterThan(0);
   });
@@ -293,6 +295,76 @@ describe('Link: hostile peer', () => {
     expect(() => raw.write(Buffer.alloc(100, 1))).not.toThrow();
     await sleep(10);
     expect(link.closed).toBe(true);
+  });
+});
+
+describe('Link: before authentication (issue 10 case 6: a stranger costs D a few KiB at most)', () => {
+  it('the decoder\'s payload limit refuses a larger declared length at the header, and can be raised again', () => {
+    const d = new FrameDecoder();
+    d.setPayloadLimit(MAX_PREAUTH_PAYLOAD, 'before authentication');
+    const ok = buildFrame({ type: T.PING, payload: Buffer.from('{"seq":1}') });
+    expect(d.push(ok)).toHaveLength(1);
+    const e = expectError(
+      (() => {
+        try {
+          d.push(buildHeader({ type: T.BLOCK_DATA, id: 1, length: MAX_PREAUTH_PAYLOAD + 1 }));
+        } catch (x) {
+          return x;
+        }
+      })(),
+      ProtocolError,
+      'PC_ERR_FRAME_TOO_LARGE',
+    );
+    expect(e.message).toContain('before authentication');
+    expect(d.buffered).toBe(0);
+    const raised = new FrameDecoder();
+    raised.setPayloadLimit(MAX_PREAUTH_PAYLOAD);
+    raised.setPayloadLimit(Infinity);
+    const big = Buffer.alloc(MAX_PREAUTH_PAYLOAD * 4, 7);
+    expect(raised.push(Buffer.concat(encodeBlockData(1, 0, big, true, false)))[0]!.payload.length).toBeGreaterThan(big.length);
+    // Raising never goes past the per-type caps.
+    expect(() => raised.push(buildHeader({ type: T.BLOCK_DATA, id: 2, length: MAX_FRAME_PAYLOAD + 1 }))).toThrow(/cap/);
+  });
+
+  it('an unauthenticated link cuts a 4 MiB BLOCK_DATA at its header with an ERROR frame, buffering none of it', async () => {
+    const { link, raw } = linkAndRaw({ unauthenticated: true });
+    const got = collect(link);
+    const back = readMessages(raw);
+    raw.write(buildHeader({ type: T.BLOCK_DATA, id: 1, length: 4 * 1024 * 1024 }));
+    const err = expectError(await closed(link), ProtocolError, 'PC_ERR_FRAME_TOO_LARGE');
+    expect(err.message).toContain(`cap ${MAX_PREAUTH_PAYLOAD} before authentication`);
+    await waitFor(() => back.length === 1, 'ERROR frame');
+    expect(back[0]).toMatchObject({ type: 'ERROR', code: 'PC_ERR_FRAME_TOO_LARGE' });
+    expect(got).toEqual([]);
+    // What the stranger pushes after the header is not read (nor held) by the closed link.
+    const received = link.bytesReceived;
+    expect(received).toBe(FRAME_HEADER_SIZE);
+    raw.write(Buffer.alloc(1024 * 1024, 0x41));
+    await sleep(20);
+    expect(link.bytesReceived).toBe(received);
+  });
+
+  it('a control frame over the small cap is refused too; after markAuthenticated() large frames flow', async () => {
+    const a = linkAndRaw({ unauthenticated: true });
+    collect(a.link);
+    a.raw.write(buildHeader({ type: T.BEGIN, length: MAX_PREAUTH_PAYLOAD + 1 }));
+    expectError(await closed(a.link), ProtocolError, 'PC_ERR_FRAME_TOO_LARGE');
+
+    const b = linkAndRaw({ unauthenticated: true });
+    const got = collect(b.link);
+    b.link.markAuthenticated();
+    const data = Buffer.alloc(1024 * 1024, 3);
+    for (const p of encodeBlockData(4, 0, data, true, false)) b.raw.write(p);
+    await waitFor(() => got.length === 1, 'BLOCK_DATA');
+    expect(got[0]).toMatchObject({ type: 'BLOCK_DATA', id: 4 });
+    expect(b.link.closed).toBe(false);
+  });
+
+  it('peerAlive turns false once the peer is silent past the keepalive timeout (two idle links stay alive: above)', async () => {
+    const { link } = linkAndRaw({ keepaliveIntervalMs: 40, keepaliveTimeoutMs: 200 }); // the raw end never answers a PING
+    collect(link);
+    expect(link.peerAlive).toBe(true);
+    await waitFor(() => !link.peerAlive, 'silence past the timeout', 2000);
   });
 });
 

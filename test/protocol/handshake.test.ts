@@ -10,6 +10,7 @@ import {
   deriveResumeKey,
   newNonce,
   parseTicket,
+  resumeProofKey,
   verifyProof,
 } from '../../src/protocol/handshake.js';
 import { expectThrows } from '../helpers/errors.js';
@@ -180,5 +181,21 @@ describe('deriveResumeKey', () => {
     for (const o of others) expect(o.equals(a)).toBe(false);
     expect(a.equals(secret)).toBe(false);
     expect(a.toString('hex')).not.toBe(computeProof(secret, 'source', sn, dn, 'session-1'));
+  });
+});
+
+describe('resumeProofKey (a resume proves the ticket as well as the resume key)', () => {
+  it('depends on both the ticket secret and the resume key, is 32 bytes, and is neither of them', () => {
+    const secret = Buffer.from(SECRET);
+    const rk = deriveResumeKey(secret, newNonce(), newNonce(), 'ab'.repeat(16));
+    const k = resumeProofKey(secret, rk);
+    expect(k).toHaveLength(32);
+    expect(resumeProofKey(Buffer.from(SECRET), Buffer.from(rk)).equals(k)).toBe(true);
+    expect(k.equals(rk)).toBe(false);
+    expect(k.equals(secret)).toBe(false);
+    expect(resumeProofKey(Buffer.from('another-secret-of-enough-length'), rk).equals(k)).toBe(false);
+    const other = Buffer.from(rk);
+    other[0]! ^= 1;
+    expect(resumeProofKey(secret, other).equals(k)).toBe(false);
   });
 });
