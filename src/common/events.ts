@@ -14,6 +14,7 @@ export class JsonLinesEvents implements EventSink {
   #fd: number | null;
   readonly #role: string;
   readonly #listeners: Array<(event: string, fields: EventFields) => void> = [];
+  #failing = false;
 
   constructor(path: string | undefined, role: string) {
     this.#fd = path ? openForAppend(path) : null;
@@ -29,7 +30,14 @@ export class JsonLinesEvents implements EventSink {
     for (const l of this.#listeners) l(event, fields);
     if (this.#fd === null) return;
     const line = JSON.stringify({ ts: new Date().toISOString(), role: this.#role, event, ...fields }) + '\n';
-    writeSync(this.#fd, line);
+    try {
+      writeSync(this.#fd, line);
+      this.#failing = false;
+    } catch (e) {
+      // A full disk under the events file must not stop a migration: the line is lost, said once per episode.
+      if (!this.#failing) process.stderr.write(`postcopy: warning: cannot write to the events file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); events are lost until it takes writes again\n`);
+      this.#failing = true;
+    }
   }
 
   close(): void {

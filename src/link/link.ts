@@ -275,6 +275,11 @@ export class Link extends EventEmitter<LinkEvents> {
     try {
       this.#handler!(msg);
     } catch (e) {
+      // A local system error (a full disk while saving state, say) is not the peer's fault: the link stays up.
+      if (isLocalSystemError(e)) {
+        this.#log.error({ err: e, type: msg.type }, 'local failure while handling a message; the link stays up');
+        return;
+      }
       // A handler rejected the message (out of range, unknown id, wrong phase): the peer is cut off.
       this.close(asProtocolError(e));
     }
@@ -325,6 +330,13 @@ function writeParts(s: Duplex, f: QueuedFrame): void {
   // The write callback of the last part: every part before it has been taken by then, too.
   if (last >= 0) s.write(f.parts[last], f.onWritten ? () => f.onWritten!() : undefined);
   else f.onWritten?.();
+}
+
+/** An error from the OS (ENOSPC, EIO, EACCES …) raised by our own I/O, as opposed to a rule the peer broke. */
+function isLocalSystemError(e: unknown): boolean {
+  if (isPostcopyError(e) || !(e instanceof Error)) return false;
+  const { code, errno, syscall } = e as NodeJS.ErrnoException;
+  return typeof code === 'string' && typeof errno === 'number' && typeof syscall === 'string';
 }
 
 function asProtocolError(e: unknown): PostcopyError {

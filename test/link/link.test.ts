@@ -230,6 +230,27 @@ describe('Link: handlers', () => {
     expect(atA[0]).toMatchObject({ type: 'ERROR', code: 'PC_ERR_MALFORMED' });
   });
 
+  it('a handler that fails on a local system error (ENOSPC saving state): the link stays up, the peer is not blamed', async () => {
+    const { a, b } = linkPair();
+    const atA = collect(a);
+    const atB: Message[] = [];
+    let first = true;
+    b.setHandler((m) => {
+      if (first) {
+        first = false;
+        // What fs.writeSync throws on a full disk.
+        throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' });
+      }
+      atB.push(m);
+    });
+    a.send({ type: 'CONFIRM' });
+    a.send({ type: 'RAM_ROUND_END', round: 1, pagesSent: 2, dirtyRemaining: 3 });
+    await waitFor(() => atB.length === 1, 'the next message handled');
+    expect(b.closed).toBe(false);
+    expect(a.closed).toBe(false);
+    expect(atA).toHaveLength(0);
+  });
+
   it('with no handler, messages are held (reading paused) and delivered in order once one is set', async () => {
     const { a, b, sb } = linkPair();
     for (let i = 0; i < 40; i++) a.send({ type: 'RAM_ROUND_END', round: i, pagesSent: 0, dirtyRemaining: 0 });
