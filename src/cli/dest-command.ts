@@ -24,7 +24,9 @@ export const DEST_HELP = `Usage: postcopy dest --listen HOST:PORT --image PATH -
 Wait for a source to connect, take over its guest, and pull its disk into PATH.
 
   --listen HOST:PORT      migration socket to listen on (port 0 picks one; see the 'listening' event)
-  --image PATH            destination image (created sparse at Prepare)
+  --image PATH            destination image (created sparse at Prepare, 0600); an existing non-empty
+                          file is refused unless it is this --state-dir's session's image
+  --force                 overwrite an existing non-empty --image (never the source's own image)
   --ticket-file F         shared secret (first line); optional 'expires=ISO-8601' line
   --state-dir DIR         bitmap and session state (default: PATH.state); reuse it to resume after a restart
   --nbd-listen HOST:PORT  serve the migrating disk as an NBD export on TCP
@@ -33,6 +35,9 @@ Wait for a source to connect, take over its guest, and pull its disk into PATH.
   --fallback URI|PATH     a replica or backup of S's image at cut-over (nbd://, nbd+unix:// or a file),
                           read for missing blocks once S has been unreachable for --fallback-after
   --fallback-after SEC    how long S may be gone before the fallback serves (default 30)
+  --away-report-interval MS
+                          after cut-over, while the source is away, say how many bytes exist only
+                          on it and what to do, this often (default 30000)
   --confirm-timeout SEC   complete but the source did not confirm (link lost): finish anyway after this
                           long (default 60); every block is durable here by then
   --bulk-window SIZE      background-stream bytes in flight (default 1M): larger streams faster on a
@@ -79,6 +84,8 @@ export async function runDest(argv: string[]): Promise<number> {
     'confirm-timeout': { type: 'string' },
     'fallback-after': { type: 'string' },
     'progress-interval': { type: 'string' },
+    force: { type: 'boolean' },
+    'away-report-interval': { type: 'string' },
   });
   if (values.help) {
     process.stdout.write(DEST_HELP + '\n');
@@ -122,6 +129,8 @@ export async function runDest(argv: string[]): Promise<number> {
     log,
     events,
     ...tlsOption(values),
+    force: values.force === true,
+    awayReportMs: parseIntArg(optional(values, 'away-report-interval') ?? '30000', '--away-report-interval', 10, 3_600_000),
     confirmGraceMs: parseIntArg(optional(values, 'confirm-timeout') ?? '60', '--confirm-timeout', 0, 86_400) * 1000,
     ...(await fallbackOption(values, log)),
     streamer: { windowBytes: parseSize(optional(values, 'bulk-window') ?? '1M', '--bulk-window') },
@@ -163,6 +172,13 @@ export async function runDest(argv: string[]): Promise<number> {
     await exported.current?.close();
     await agent.close();
     const msg = outcome.e instanceof Error ? outcome.e.message : String(outcome.e);
+    const refusal = outcome.e instanceof DestRolledBackError && outcome.e.cause instanceof UsageError ? outcome.e.cause : null;
+    if (refusal) {
+      // An operator mistake in the source's request (its own image as ours): nothing was written here.
+      events.emit('exit', { code: EXIT.USAGE, error: refusal.message, errorCode: refusal.code });
+      process.stderr.write(`postcopy dest: refused the migration: ${refusal.message} [${refusal.code}]; nothing was written here\n`);
+      return EXIT.USAGE;
+    }
     events.emit('exit', { code: EXIT.ROLLED_BACK, error: msg });
     process.stderr.write(`postcopy dest: migration rolled back (${msg}); nothing kept here, the guest stays on the source\n`);
     return outcome.e instanceof DestRolledBackError ? EXIT.ROLLED_BACK : EXIT.INTERNAL;

@@ -42,7 +42,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (isPostcopyError(e)) {
       process.stderr.write(`postcopy ${cmd}: ${e.message} [${e.code}]\n`);
-      if (e.code === 'PC_ERR_USAGE' || e.code === 'PC_ERR_STATE_DIR') return EXIT.USAGE;
+      if (e.code === 'PC_ERR_USAGE' || e.code === 'PC_ERR_STATE_DIR' || e.code === 'PC_ERR_IMAGE_EXISTS' || e.code === 'PC_ERR_SAME_IMAGE') return EXIT.USAGE;
       return cmd === 'source' || cmd === 'dest' ? EXIT.NOT_STARTED : EXIT.INTERNAL;
     }
     process.stderr.write(`postcopy ${cmd}: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
