@@ -371,8 +371,8 @@ export class DestAgent {
   #refuse(err: PostcopyError, link: Link): void {
     this.#log.error({ err, code: err.code }, 'refused the migration');
     if (!link.closed) link.send({ type: 'ABORT', reason: err.detail ?? err.message, code: err.code });
-    link.close();
     this.#rollback(err, false);
+    link.close();
   }
   #preparing = false;
 

@@ -128,10 +128,11 @@ function checkOwnImage(imagePath: string, saved: SavedSession, what: string): vo
   const expected = `${describeIdentity(ours.identity)}, ${saved.size} bytes`;
   if (!st) throw stateDirError(`${what} but ${imagePath} is missing (expected ${expected}); put the session's image back at that path and restart`);
   const found = { dev: st.dev.toString(), ino: st.ino.toString() };
-  if (!sameFile(found, ours.identity) || Number(st.size) !== saved.size) {
-    throw stateDirError(
-      `${what} but ${imagePath} is another file (${describeIdentity(found)}, ${st.size} bytes; expected ${expected}); put the session's image back at that path and restart`,
-    );
+  if (!sameFile(found, ours.identity)) {
+    throw stateDirError(`${what} but ${imagePath} is another file (${describeIdentity(found)}; expected ${expected}); put the session's image back at that path and restart`);
+  }
+  if (Number(st.size) !== saved.size) {
+    throw stateDirError(`${what} but ${imagePath} is now ${st.size} bytes (expected ${saved.size}): something else changed it; it was left alone, and the session cannot continue on it`);
   }
 }
 

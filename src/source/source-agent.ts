@@ -489,7 +489,7 @@ export class RolledBackError extends PostcopyError {
 /** D's ABORT as an error: a refusal the operator must act on keeps D's code (a UsageError: exit 2). */
 function abortError(msg: { reason: string; code?: string }): PostcopyError {
   const code = msg.code;
-  return code !== undefined && code !== 'PC_ERR_USAGE' && Object.hasOwn(ERROR_CODES, code)
+  return code !== undefined && Object.hasOwn(ERROR_CODES, code)
     ? new UsageError(code as ErrorCode, msg.reason)
     : new ProtocolError('PC_ERR_ROLLBACK', msg.reason);
 }

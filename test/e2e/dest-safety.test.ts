@@ -1,0 +1,353 @@
+// Issue 10, cases 1-3, 4 (file modes) and 12, with real processes: D never truncates, overwrites or deletes a
+// file it did not create in this session (the source's own image, an existing --image, a state dir left by
+// another migration), what it creates is private, and while S is away after cut-over D says what is at stake.
+import { spawn } from 'node:child_process';
+import { appendFileSync, chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { AGENT_NODE_FLAGS } from '../../src/cli/node-flags.js';
+import { generateDemoImage } from '../../src/guest/image-gen.js';
+import { compareImages } from '../../src/guest/verify.js';
+import { assertTools, run, skipWithout } from '../nbd/helpers/tools.js';
+import { expectOneLineRefusal, expectUnchanged, humanLines, snapshotTree } from './helpers/files.js';
+import { CLI, freePort, readEvents, startAgent, waitForEvent, workDir, Teardown, type Agent, type EventLine } from './helpers/processes.js';
+
+const MiB = 1024 * 1024;
+const teardown = new Teardown();
+afterEach(() => teardown.run());
+
+/** Event files are written by the agents under test; everything else in a work dir is the operator's. */
+const notEvents = (name: string) => name.endsWith('.jsonl');
+
+function destArgs(port: number, image: string, ticket: string, more: string[] = []): string[] {
+  return ['dest', '--listen', `127.0.0.1:${port}`, '--image', image, '--ticket-file', ticket, ...more];
+}
+function sourceArgs(port: number, image: string, ticket: string, more: string[] = []): string[] {
+  return ['source', '--connect', `127.0.0.1:${port}`, '--image', image, '--ticket-file', ticket, '--connect-timeout', '5', ...more];
+}
+const start = (args: string[]): Agent => teardown.agent(startAgent(args));
+const postcopyFraction = (e: EventLine) => (e.event === 'progress' && e.phase === 'postcopy' ? Number(e.blocksPresent) / Number(e.blocksTotal) : 0);
+
+/** D refuses at start: exit 2, one line naming `code`, never listening, and nothing under `dir` changed. */
+async function expectRefusedAtStart(dir: string, args: string[], code: string, says: RegExp): Promise<void> {
+  const before = snapshotTree(dir, notEvents);
+  const events = join(dir, `refused-${randomBytes(4).toString('hex')}.jsonl`);
+  const d = start([...args, '--events', events]);
+  const { code: exitCode } = await d.exit;
+  expect(exitCode, d.stderr()).toBe(2);
+  expectOneLineRefusal(d.stderr(), code);
+  expect(humanLines(d.stderr())[0]).toMatch(says);
+  expect(readEvents(events).some((e) => e.event === 'listening'), 'D listened before refusing').toBe(false);
+  expectUnchanged(before, snapshotTree(dir, notEvents), args.join(' '));
+}
+
+/** A migration of `src` into `dst` that D is SIGKILLed in the middle of post-copy (S killed too): D's state says postcopy. */
+async function killedInPostcopy(w: { dir: string; ticket: string }, src: string, dst: string, dstate: string): Promise<void> {
+  const port = await freePort();
+  const dEvents = join(w.dir, 'first-d.jsonl');
+  const dest = start(destArgs(port, dst, w.ticket, ['--state-dir', dstate, '--bulk-window', '128K', '--progress-interval', '20', '--events', dEvents]));
+  await waitForEvent(dEvents, (e) => e.event === 'listening');
+  const source = start(sourceArgs(port, src, w.ticket, ['--state-dir', join(w.dir, 'sstate')]));
+  await waitForEvent(dEvents, (e) => postcopyFraction(e) >= 0.05, 60_000);
+  dest.child.kill('SIGKILL');
+  source.child.kill('SIGKILL');
+  await Promise.all([dest.exit, source.exit]);
+}
+
+describe('S and D given the same file on one host (case 1)', () => {
+  beforeAll(() => {
+    if (process.env.CI === 'true') assertTools(['mount', 'umount']);
+  });
+
+  const variants = ['the same path', 'a hard link', 'a symlink', 'a bind mount of its directory'] as const;
+  it.each(variants)('through %s: both sides refuse with exit 2 and the image is untouched, even with --force', async (variant) => {
+    const w = workDir('same-file');
+    teardown.later(w.cleanup);
+    const srcDir = join(w.dir, 'srcdir');
+    mkdirSync(srcDir);
+    const src = join(srcDir, 'src.img');
+    generateDemoImage(src, 8 * MiB, 3);
+    let dst = src;
+    if (variant === 'a hard link') linkSync(src, (dst = join(w.dir, 'hard.img')));
+    if (variant === 'a symlink') symlinkSync(src, (dst = join(w.dir, 'sym.img')));
+    if (variant === 'a bind mount of its directory') {
+      const mnt = join(w.dir, 'mnt');
+      mkdirSync(mnt);
+      const m = await run('mount', ['--bind', srcDir, mnt]);
+      expect(m.code, m.stderr).toBe(0);
+      teardown.later(async () => void (await run('umount', [mnt])));
+      dst = join(mnt, 'src.img');
+    }
+    const before = snapshotTree(w.dir, notEvents);
+    const port = await freePort();
+    const dEvents = join(w.dir, 'd.jsonl');
+    const dest = start(destArgs(port, dst, w.ticket, ['--force', '--events', dEvents]));
+    await waitForEvent(dEvents, (e) => e.event === 'listening', 10_000);
+    const source = start(sourceArgs(port, src, w.ticket));
+    const [s, d] = await Promise.all([source.exit, dest.exit]);
+    expect(d.code, dest.stderr()).toBe(2);
+    expect(s.code, source.stderr()).toBe(2);
+    expectOneLineRefusal(dest.stderr(), 'PC_ERR_SAME_IMAGE');
+    expectOneLineRefusal(source.stderr(), 'PC_ERR_SAME_IMAGE');
+    // D's default state dir (IMAGE.state) was made by D and is gone again: nothing under the work dir changed.
+    expectUnchanged(before, snapshotTree(w.dir, notEvents));
+  });
+});
+
+describe("an existing file at D's --image (case 2)", () => {
+  it('a non-empty file no session owns is refused at start, before listening, and left as it was', async () => {
+    const w = workDir('exists');
+    teardown.later(w.cleanup);
+    const dst = join(w.dir, 'precious.img');
+    writeFileSync(dst, randomBytes(MiB));
+    chmodSync(dst, 0o640);
+    await expectRefusedAtStart(w.dir, destArgs(await freePort(), dst, w.ticket), 'PC_ERR_IMAGE_EXISTS', /already exists .*--force/);
+  });
+
+  it('an existing empty file is used, and a migration refused at Prepare leaves it as it was (not deleted)', async () => {
+    const w = workDir('empty-existing');
+    teardown.later(w.cleanup);
+    const src = join(w.dir, 'src.img');
+    generateDemoImage(src, 8 * MiB, 4);
+    const wrongReplica = join(w.dir, 'replica.img');
+    generateDemoImage(wrongReplica, 4 * MiB, 4);
+    const dst = join(w.dir, 'empty.img');
+    writeFileSync(dst, '');
+    chmodSync(dst, 0o640);
+    const before = snapshotTree(w.dir, notEvents);
+    const port = await freePort();
+    const dEvents = join(w.dir, 'd.jsonl');
+    // A fallback of another size than S's image: Prepare fails after BEGIN.
+    const dest = start(destArgs(port, dst, w.ticket, ['--fallback', wrongReplica, '--events', dEvents]));
+    await waitForEvent(dEvents, (e) => e.event === 'listening', 10_000);
+    const source = start(sourceArgs(port, src, w.ticket));
+    const [s, d] = await Promise.all([source.exit, dest.exit]);
+    expect(d.code, dest.stderr()).toBe(2);
+    expect(s.code, source.stderr()).toBe(2);
+    expectOneLineRefusal(dest.stderr(), 'PC_ERR_USAGE');
+    expectUnchanged(before, snapshotTree(w.dir, notEvents));
+  });
+
+  it('--force on an existing file, D killed before cut-over: the restarted D gives the file back as it was', async () => {
+    const w = workDir('force-rollback');
+    teardown.later(w.cleanup);
+    const src = join(w.dir, 'src.img');
+    generateDemoImage(src, 16 * MiB, 5);
+    const dst = join(w.dir, 'old.img');
+    writeFileSync(dst, randomBytes(MiB));
+    chmodSync(dst, 0o640);
+    const dstate = join(w.dir, 'dstate');
+    const port = await freePort();
+    const dEvents = join(w.dir, 'd.jsonl');
+    const args = destArgs(port, dst, w.ticket, ['--force', '--state-dir', dstate, '--events', dEvents]);
+    const facts = () => snapshotTree(w.dir, (n) => n !== 'old.img');
+    const before = facts();
+    const dest = start(args);
+    await waitForEvent(dEvents, (e) => e.event === 'listening', 10_000);
+    // A guest whose RAM never converges keeps the migration in pre-copy for a while.
+    const source = start(sourceArgs(port, src, w.ticket, ['--guest', 'sim', '--ram', '64M', '--dirty-rate', '50000', '--max-downtime', '1']));
+    await waitForEvent(dEvents, (e) => e.event === 'ram-round', 30_000);
+    dest.child.kill('SIGKILL');
+    await dest.exit;
+    expect(statSync(dst).size, 'the forced file took the source size').toBe(16 * MiB);
+    expect((await source.exit).code, source.stderr()).toBe(3);
+    const restarted = start(args);
+    await waitForEvent(dEvents, (e) => e.event === 'listening' && e.phase === 'aborted', 10_000);
+    expectUnchanged(before, facts());
+    expect(existsSync(join(dstate, 'present.bitmap'))).toBe(false);
+    restarted.child.kill('SIGTERM');
+    await restarted.exit;
+  });
+});
+
+describe('a --state-dir left by another migration (case 3)', () => {
+  it('after a finished migration: a restart, a source state dir and another image are each refused, nothing changes', async () => {
+    const w = workDir('confirmed-state');
+    teardown.later(w.cleanup);
+    const src = join(w.dir, 'src.img');
+    generateDemoImage(src, 8 * MiB, 6);
+    const dst = join(w.dir, 'dst.img');
+    const port = await freePort();
+    const dEvents = join(w.dir, 'd.jsonl');
+    const dest = start(destArgs(port, dst, w.ticket, ['--events', dEvents]));
+    await waitForEvent(dEvents, (e) => e.event === 'listening');
+    const source = start(sourceArgs(port, src, w.ticket, ['--state-dir', join(w.dir, 'sstate')]));
+    const [s, d] = await Promise.all([source.exit, dest.exit]);
+    expect([s.code, d.code], dest.stderr() + source.stderr()).toEqual([0, 0]);
+    const p2 = await freePort();
+    await expectRefusedAtStart(w.dir, destArgs(p2, dst, w.ticket), 'PC_ERR_STATE_DIR', /finished and was confirmed.*remove/);
+    await expectRefusedAtStart(w.dir, destArgs(p2, join(w.dir, 'new.img'), w.ticket, ['--state-dir', join(w.dir, 'sstate')]), 'PC_ERR_STATE_DIR', /source's state directory/);
+    await expectRefusedAtStart(w.dir, destArgs(p2, join(w.dir, 'new.img'), w.ticket, ['--state-dir', `${dst}.state`]), 'PC_ERR_STATE_DIR', /not .*new\.img/);
+  });
+
+  it('a post-copy state whose image was grown, replaced or removed is refused with what was found; the file is left alone', async () => {
+    const w = workDir('postcopy-state');
+    teardown.later(w.cleanup);
+    const src = join(w.dir, 'src.img');
+    generateDemoImage(src, 64 * MiB, 7);
+    const dst = join(w.dir, 'dst.img');
+    const dstate = join(w.dir, 'dstate');
+    await killedInPostcopy(w, src, dst, dstate);
+    const args = destArgs(await freePort(), dst, w.ticket, ['--state-dir', dstate]);
+    renameSync(dst, join(w.dir, 'saved.img'));
+    await expectRefusedAtStart(w.dir, args, 'PC_ERR_STATE_DIR', /dst\.img is missing/);
+    copyFileSync(join(w.dir, 'saved.img'), dst);
+    await expectRefusedAtStart(w.dir, args, 'PC_ERR_STATE_DIR', /is another file/);
+    renameSync(join(w.dir, 'saved.img'), dst);
+    appendFileSync(dst, randomBytes(MiB));
+    await expectRefusedAtStart(w.dir, args, 'PC_ERR_STATE_DIR', /is now 68157440 bytes \(expected 67108864\)/);
+  });
+
+  it('a rolled-back state is refused, and a file now at --image is not deleted', async () => {
+    const w = workDir('aborted-state');
+    teardown.later(w.cleanup);
+    const src = join(w.dir, 'src.img');
+    generateDemoImage(src, 16 * MiB, 8);
+    const dst = join(w.dir, 'dst.img');
+    const dstate = join(w.dir, 'dstate');
+    const port = await freePort();
+    const dEvents = join(w.dir, 'd.jsonl');
+    const dest = start(destArgs(port, dst, w.ticket, ['--state-dir', dstate, '--events', dEvents]));
+    await waitForEvent(dEvents, (e) => e.event === 'listening');
+    const source = start(sourceArgs(port, src, w.ticket, ['--guest', 'sim', '--ram', '64M', '--dirty-rate', '50000', '--max-downtime', '1']));
+    await waitForEvent(dEvents, (e) => e.event === 'ram-round', 30_000);
+    source.child.kill('SIGKILL');
+    // D rolls back and waits for S's resume (grace period) with its state saying "aborted": killed there.
+    await waitForEvent(dEvents, (e) => e.event === 'phase' && e.phase === 'aborted', 10_000);
+    dest.child.kill('SIGKILL');
+    await Promise.all([dest.exit, source.exit]);
+    writeFileSync(dst, 'a new file the operator put here\n');
+    await expectRefusedAtStart(w.dir, destArgs(await freePort(), dst, w.ticket, ['--state-dir', dstate]), 'PC_ERR_STATE_DIR', /rolled back.*remove/);
+  });
+
+  it('a state dir D created is removed again when D stops with nothing in it', async () => {
+    const w = workDir('empty-state');
+    teardown.later(w.cleanup);
+    const before = snapshotTree(w.dir, notEvents);
+    const dEvents = join(w.dir, 'd.jsonl');
+    const dest = start(destArgs(await freePort(), join(w.dir, 'dst.img'), w.ticket, ['--events', dEvents]));
+    await waitForEvent(dEvents, (e) => e.event === 'listening');
+    expect(statSync(join(w.dir, 'dst.img.state')).isDirectory()).toBe(true);
+    dest.child.kill('SIGTERM');
+    await dest.exit;
+    expectUnchanged(before, snapshotTree(w.dir, notEvents));
+  });
+});
+
+describe.skipIf(skipWithout(['setpriv']))('what the agents create is private whatever the umask (case 4, file modes)', () => {
+  beforeAll(() => assertTools(['setpriv']));
+
+  it('under umask 000: state dirs 0700; state, resume key, bitmap, image and guest writes 0600; another user cannot read the key', async () => {
+    const w = workDir('modes');
+    teardown.later(w.cleanup);
+    chmodSync(w.dir, 0o755); // so that only the modes of what the agents create keep the other user out
+    const src = join(w.dir, 'src.img');
+    generateDemoImage(src, 8 * MiB, 9);
+    chmodSync(src, 0o644);
+    const dst = join(w.dir, 'dst.img');
+    const dstate = join(w.dir, 'dstate');
+    const sstate = join(w.dir, 'sstate');
+    const port = await freePort();
+    const dEvents = join(w.dir, 'd.jsonl');
+    const dest = teardown.agent(startUnderUmask(destArgs(port, dst, w.ticket, ['--state-dir', dstate, '--events', dEvents])));
+    await waitForEvent(dEvents, (e) => e.event === 'listening');
+    const source = teardown.agent(startUnderUmask(sourceArgs(port, src, w.ticket, ['--state-dir', sstate, '--guest', 'sim', '--ram', '16M'])));
+    const [s, d] = await Promise.all([source.exit, dest.exit]);
+    expect([s.code, d.code], dest.stderr() + source.stderr()).toEqual([0, 0]);
+    const mode = (p: string) => (statSync(p).mode & 0o777).toString(8);
+    expect({
+      dstate: mode(dstate),
+      sstate: mode(sstate),
+      session: mode(join(dstate, 'dest-session.json')),
+      bitmap: mode(join(dstate, 'present.bitmap')),
+      writes: mode(join(dstate, 'guest-writes.json')),
+      image: mode(dst),
+      sourceSession: mode(join(sstate, 'source-session.json')),
+    }).toEqual({ dstate: '700', sstate: '700', session: '600', bitmap: '600', writes: '600', image: '600', sourceSession: '600' });
+    // A real second user: reads a world-readable file next to them, but not the resume keys.
+    const asNobody = (p: string) => run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'cat', p]);
+    expect((await asNobody(src)).code, 'the control read as nobody').toBe(0);
+    for (const key of [join(dstate, 'dest-session.json'), join(sstate, 'source-session.json')]) {
+      const r = await asNobody(key);
+      expect(r.code, `nobody read ${key}`).not.toBe(0);
+      expect(r.stdout).not.toContain('resumeKey');
+    }
+    // Even with the directory opened up, the file itself stays closed to others.
+    chmodSync(dstate, 0o755);
+    expect((await asNobody(join(dstate, 'dest-session.json'))).code).not.toBe(0);
+  });
+});
+
+describe('while S is away after cut-over, D says what exists only on S (case 12)', () => {
+  it('reports at the given interval how many bytes exist only on S and what to do; S back, it completes', async () => {
+    const w = workDir('away');
+    teardown.later(w.cleanup);
+    const src = join(w.dir, 'src.img');
+    generateDemoImage(src, 64 * MiB, 10);
+    const dst = join(w.dir, 'dst.img');
+    const port = await freePort();
+    const dEvents = join(w.dir, 'd.jsonl');
+    const dest = start(destArgs(port, dst, w.ticket, ['--bulk-window', '128K', '--progress-interval', '20', '--away-report-interval', '200', '--events', dEvents]));
+    await waitForEvent(dEvents, (e) => e.event === 'listening');
+    const sArgs = sourceArgs(port, src, w.ticket, ['--state-dir', join(w.dir, 'sstate')]);
+    const source = start(sArgs);
+    await waitForEvent(dEvents, (e) => postcopyFraction(e) >= 0.05, 60_000);
+    source.child.kill('SIGKILL');
+    const killedAt = Date.now();
+    await source.exit;
+    await waitForEvent(dEvents, (e) => e.event === 'source-away' && Number(e.awaySec) >= 1, 10_000);
+    const reports = readEvents(dEvents).filter((e) => e.event === 'source-away');
+    // Bounded: about one per 200 ms (the first one interval after the loss), never a flood.
+    expect(reports.length).toBeGreaterThanOrEqual(3);
+    expect(reports.length).toBeLessThanOrEqual(Math.ceil((Date.now() - killedAt) / 200) + 1);
+    for (const r of reports) {
+      expect(Number(r.bytesOnlyOnSource)).toBeGreaterThan(0);
+      expect(r.fallback).toBe('none');
+    }
+    expect(dest.stderr()).toMatch(/source away for \d+s: \d+ bytes exist only on the source; restart the source with its --state-dir to resume, or restart this destination with --fallback/);
+    const back = start(sArgs);
+    const [s, d] = await Promise.all([back.exit, dest.exit]);
+    expect([s.code, d.code], dest.stderr() + back.stderr()).toEqual([0, 0]);
+    expect((await compareImages(src, dst)).ok).toBe(true);
+  });
+
+  it('D restarted after cut-over with S gone for good: reports, then its --fallback serves and it completes', async () => {
+    const w = workDir('away-restart');
+    teardown.later(w.cleanup);
+    const src = join(w.dir, 'src.img');
+    generateDemoImage(src, 64 * MiB, 12);
+    const replica = join(w.dir, 'replica.img');
+    copyFileSync(src, replica);
+    const dst = join(w.dir, 'dst.img');
+    const dstate = join(w.dir, 'dstate');
+    await killedInPostcopy(w, src, dst, dstate);
+    const dEvents = join(w.dir, 'd.jsonl');
+    const dest = start(
+      destArgs(await freePort(), dst, w.ticket, [
+        '--state-dir', dstate, '--fallback', replica, '--fallback-after', '1', '--confirm-timeout', '1', '--away-report-interval', '200', '--events', dEvents,
+      ]),
+    );
+    const report = await waitForEvent(dEvents, (e) => e.event === 'source-away', 10_000);
+    expect(Number(report.bytesOnlyOnSource)).toBeGreaterThan(0);
+    expect(report.fallback).toBe('armed');
+    await waitForEvent(dEvents, (e) => e.event === 'fallback' && e.active === true, 10_000);
+    const d = await dest.exit;
+    expect(d.code, dest.stderr()).toBe(0);
+    expect((await compareImages(src, dst)).ok).toBe(true);
+    expect(Number(readEvents(dEvents).find((e) => e.event === 'complete')!.bytesFromFallback)).toBeGreaterThan(0);
+  });
+});
+
+/** startAgent, but the agent runs under umask 000 (so only the modes the agent sets itself protect its files). */
+function startUnderUmask(args: string[]): Agent {
+  const child = spawn('/bin/sh', ['-c', 'umask 000 && exec "$@"', 'sh', process.execPath, ...AGENT_NODE_FLAGS, CLI, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, POSTCOPY_LOG_LEVEL: 'info' },
+  });
+  let err = '';
+  child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  child.stdout!.resume();
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((res) => child.once('exit', (code, signal) => res({ code, signal, at: Date.now() })));
+  return { child, stderr: () => err, exit };
+}
