@@ -15,7 +15,7 @@ export class JsonLinesEvents implements EventSink {
   readonly #listeners: Array<(event: string, fields: EventFields) => void> = [];
 
   constructor(path: string | undefined, role: string) {
-    this.#fd = path ? openSync(path, 'a') : null;
+    this.#fd = path ? openSync(path, 'a', 0o600) : null;
     this.#role = role;
   }
 
