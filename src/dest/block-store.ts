@@ -167,7 +167,8 @@ export class BlockStore implements BlockDevice {
       closeSync(fd);
       throw err;
     };
-    if (sameFile(identity, opts.notSameAs)) {
+    // A file this call created cannot be S's (which existed before); only a file found here is compared.
+    if (!created && sameFile(identity, opts.notSameAs)) {
       refuse(new UsageError('PC_ERR_SAME_IMAGE', `${path} is the source's own image (${describeIdentity(identity)} on this host); give the destination another --image`));
     }
     const existing = opts.existing ?? 'never';
