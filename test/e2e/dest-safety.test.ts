@@ -29,6 +29,22 @@ function sourceArgs(port: number, image: string, ticket: string, more: string[] 
 const start = (args: string[]): Agent => teardown.agent(startAgent(args));
 const postcopyFraction = (e: EventLine) => (e.event === 'progress' && e.phase === 'postcopy' ? Number(e.blocksPresent) / Number(e.blocksTotal) : 0);
 
+/** A work dir with S's image; D's image path, a free port and D's events file beside it. */
+async function setup(prefix: string, imageMiB: number, seed: number) {
+  const w = workDir(prefix);
+  teardown.later(w.cleanup);
+  const src = join(w.dir, 'src.img');
+  generateDemoImage(src, imageMiB * MiB, seed);
+  return { w, src, dst: join(w.dir, 'dst.img'), port: await freePort(), dEvents: join(w.dir, 'd.jsonl') };
+}
+
+/** Start D with an events file and wait until it listens. */
+async function listeningDest(args: string[], events: string): Promise<Agent> {
+  const dest = start([...args, '--events', events]);
+  await waitForEvent(events, (e) => e.event === 'listening', 10_000);
+  return dest;
+}
+
 /** D refuses at start: exit 2, one line naming `code`, never listening, and nothing under `dir` changed. */
 async function expectRefusedAtStart(dir: string, args: string[], code: string, says: RegExp): Promise<void> {
   const before = snapshotTree(dir, notEvents);
@@ -46,8 +62,7 @@ async function expectRefusedAtStart(dir: string, args: string[], code: string, s
 async function killedInPostcopy(w: { dir: string; ticket: string }, src: string, dst: string, dstate: string): Promise<void> {
   const port = await freePort();
   const dEvents = join(w.dir, 'first-d.jsonl');
-  const dest = start(destArgs(port, dst, w.ticket, ['--state-dir', dstate, '--bulk-window', '128K', '--progress-interval', '20', '--events', dEvents]));
-  await waitForEvent(dEvents, (e) => e.event === 'listening');
+  const dest = await listeningDest(destArgs(port, dst, w.ticket, ['--state-dir', dstate, '--bulk-window', '128K', '--progress-interval', '20']), dEvents);
   const source = start(sourceArgs(port, src, w.ticket, ['--state-dir', join(w.dir, 'sstate')]));
   await waitForEvent(dEvents, (e) => postcopyFraction(e) >= 0.05, 60_000);
   dest.child.kill('SIGKILL');
@@ -82,8 +97,7 @@ describe('S and D given the same file on one host (case 1)', () => {
     const before = snapshotTree(w.dir, notEvents);
     const port = await freePort();
     const dEvents = join(w.dir, 'd.jsonl');
-    const dest = start(destArgs(port, dst, w.ticket, ['--force', '--events', dEvents]));
-    await waitForEvent(dEvents, (e) => e.event === 'listening', 10_000);
+    const dest = await listeningDest(destArgs(port, dst, w.ticket, ['--force']), dEvents);
     const source = start(sourceArgs(port, src, w.ticket));
     const [s, d] = await Promise.all([source.exit, dest.exit]);
     expect(d.code, dest.stderr()).toBe(2);
@@ -106,21 +120,14 @@ describe("an existing file at D's --image (case 2)", () => {
   });
 
   it('an existing empty file is used, and a migration refused at Prepare leaves it as it was (not deleted)', async () => {
-    const w = workDir('empty-existing');
-    teardown.later(w.cleanup);
-    const src = join(w.dir, 'src.img');
-    generateDemoImage(src, 8 * MiB, 4);
+    const { w, src, dst, port, dEvents } = await setup('empty-existing', 8, 4);
     const wrongReplica = join(w.dir, 'replica.img');
     generateDemoImage(wrongReplica, 4 * MiB, 4);
-    const dst = join(w.dir, 'empty.img');
     writeFileSync(dst, '');
     chmodSync(dst, 0o640);
     const before = snapshotTree(w.dir, notEvents);
-    const port = await freePort();
-    const dEvents = join(w.dir, 'd.jsonl');
     // A fallback of another size than S's image: Prepare fails after BEGIN.
-    const dest = start(destArgs(port, dst, w.ticket, ['--fallback', wrongReplica, '--events', dEvents]));
-    await waitForEvent(dEvents, (e) => e.event === 'listening', 10_000);
+    const dest = await listeningDest(destArgs(port, dst, w.ticket, ['--fallback', wrongReplica]), dEvents);
     const source = start(sourceArgs(port, src, w.ticket));
     const [s, d] = await Promise.all([source.exit, dest.exit]);
     expect(d.code, dest.stderr()).toBe(2);
@@ -133,21 +140,14 @@ describe("an existing file at D's --image (case 2)", () => {
     ['an existing empty file', 0, []],
     ['an existing non-empty file with --force', MiB, ['--force']],
   ])('%s, D killed before cut-over: the restarted D gives the file back as it was', async (_name, bytes, force) => {
-    const w = workDir('existing-rollback');
-    teardown.later(w.cleanup);
-    const src = join(w.dir, 'src.img');
-    generateDemoImage(src, 16 * MiB, 5);
-    const dst = join(w.dir, 'old.img');
+    const { w, src, dst, port, dEvents } = await setup('existing-rollback', 16, 5);
     writeFileSync(dst, randomBytes(bytes));
     chmodSync(dst, 0o640);
     const dstate = join(w.dir, 'dstate');
-    const port = await freePort();
-    const dEvents = join(w.dir, 'd.jsonl');
-    const args = destArgs(port, dst, w.ticket, [...force, '--state-dir', dstate, '--events', dEvents]);
-    const facts = () => snapshotTree(w.dir, (n) => n !== 'old.img');
+    const args = destArgs(port, dst, w.ticket, [...force, '--state-dir', dstate]);
+    const facts = () => snapshotTree(w.dir, (n) => n !== 'dst.img');
     const before = facts();
-    const dest = start(args);
-    await waitForEvent(dEvents, (e) => e.event === 'listening', 10_000);
+    const dest = await listeningDest(args, dEvents);
     // A guest whose RAM never converges keeps the migration in pre-copy for a while.
     const source = start(sourceArgs(port, src, w.ticket, ['--guest', 'sim', '--ram', '64M', '--dirty-rate', '50000', '--max-downtime', '1']));
     await waitForEvent(dEvents, (e) => e.event === 'ram-round', 30_000);
@@ -155,7 +155,7 @@ describe("an existing file at D's --image (case 2)", () => {
     await dest.exit;
     expect(statSync(dst).size, 'the file took the source size').toBe(16 * MiB);
     expect((await source.exit).code, source.stderr()).toBe(3);
-    const restarted = start(args);
+    const restarted = start([...args, '--events', dEvents]);
     await waitForEvent(dEvents, (e) => e.event === 'listening' && e.phase === 'aborted', 10_000);
     expectUnchanged(before, facts());
     expect(existsSync(join(dstate, 'present.bitmap'))).toBe(false);
@@ -166,15 +166,8 @@ describe("an existing file at D's --image (case 2)", () => {
 
 describe('a --state-dir left by another migration (case 3)', () => {
   it('after a finished migration: a restart, a source state dir and another image are each refused, nothing changes', async () => {
-    const w = workDir('confirmed-state');
-    teardown.later(w.cleanup);
-    const src = join(w.dir, 'src.img');
-    generateDemoImage(src, 8 * MiB, 6);
-    const dst = join(w.dir, 'dst.img');
-    const port = await freePort();
-    const dEvents = join(w.dir, 'd.jsonl');
-    const dest = start(destArgs(port, dst, w.ticket, ['--events', dEvents]));
-    await waitForEvent(dEvents, (e) => e.event === 'listening');
+    const { w, src, dst, port, dEvents } = await setup('confirmed-state', 8, 6);
+    const dest = await listeningDest(destArgs(port, dst, w.ticket), dEvents);
     const source = start(sourceArgs(port, src, w.ticket, ['--state-dir', join(w.dir, 'sstate')]));
     const [s, d] = await Promise.all([source.exit, dest.exit]);
     expect([s.code, d.code], dest.stderr() + source.stderr()).toEqual([0, 0]);
@@ -185,11 +178,7 @@ describe('a --state-dir left by another migration (case 3)', () => {
   });
 
   it('a post-copy state whose image was grown, replaced or removed is refused with what was found; the file is left alone', async () => {
-    const w = workDir('postcopy-state');
-    teardown.later(w.cleanup);
-    const src = join(w.dir, 'src.img');
-    generateDemoImage(src, 64 * MiB, 7);
-    const dst = join(w.dir, 'dst.img');
+    const { w, src, dst } = await setup('postcopy-state', 64, 7);
     const dstate = join(w.dir, 'dstate');
     await killedInPostcopy(w, src, dst, dstate);
     const args = destArgs(await freePort(), dst, w.ticket, ['--state-dir', dstate]);
@@ -203,16 +192,9 @@ describe('a --state-dir left by another migration (case 3)', () => {
   });
 
   it('a rolled-back state is refused, and a file now at --image is not deleted', async () => {
-    const w = workDir('aborted-state');
-    teardown.later(w.cleanup);
-    const src = join(w.dir, 'src.img');
-    generateDemoImage(src, 16 * MiB, 8);
-    const dst = join(w.dir, 'dst.img');
+    const { w, src, dst, port, dEvents } = await setup('aborted-state', 16, 8);
     const dstate = join(w.dir, 'dstate');
-    const port = await freePort();
-    const dEvents = join(w.dir, 'd.jsonl');
-    const dest = start(destArgs(port, dst, w.ticket, ['--state-dir', dstate, '--events', dEvents]));
-    await waitForEvent(dEvents, (e) => e.event === 'listening');
+    const dest = await listeningDest(destArgs(port, dst, w.ticket, ['--state-dir', dstate]), dEvents);
     const source = start(sourceArgs(port, src, w.ticket, ['--guest', 'sim', '--ram', '64M', '--dirty-rate', '50000', '--max-downtime', '1']));
     await waitForEvent(dEvents, (e) => e.event === 'ram-round', 30_000);
     source.child.kill('SIGKILL');
@@ -229,8 +211,7 @@ describe('a --state-dir left by another migration (case 3)', () => {
     teardown.later(w.cleanup);
     const before = snapshotTree(w.dir, notEvents);
     const dEvents = join(w.dir, 'd.jsonl');
-    const dest = start(destArgs(await freePort(), join(w.dir, 'dst.img'), w.ticket, ['--events', dEvents]));
-    await waitForEvent(dEvents, (e) => e.event === 'listening');
+    const dest = await listeningDest(destArgs(await freePort(), join(w.dir, 'dst.img'), w.ticket), dEvents);
     expect(statSync(join(w.dir, 'dst.img.state')).isDirectory()).toBe(true);
     dest.child.kill('SIGTERM');
     await dest.exit;
@@ -242,17 +223,11 @@ describe.skipIf(skipWithout(['setpriv']))('what the agents create is private wha
   beforeAll(() => assertTools(['setpriv']));
 
   it('under umask 000: state dirs 0700; state, resume key, bitmap, image and guest writes 0600; another user cannot read the key', async () => {
-    const w = workDir('modes');
-    teardown.later(w.cleanup);
+    const { w, src, dst, port, dEvents } = await setup('modes', 8, 9);
     chmodSync(w.dir, 0o755); // so that only the modes of what the agents create keep the other user out
-    const src = join(w.dir, 'src.img');
-    generateDemoImage(src, 8 * MiB, 9);
     chmodSync(src, 0o644);
-    const dst = join(w.dir, 'dst.img');
     const dstate = join(w.dir, 'dstate');
     const sstate = join(w.dir, 'sstate');
-    const port = await freePort();
-    const dEvents = join(w.dir, 'd.jsonl');
     const dest = teardown.agent(startUnderUmask(destArgs(port, dst, w.ticket, ['--state-dir', dstate, '--events', dEvents])));
     await waitForEvent(dEvents, (e) => e.event === 'listening');
     const source = teardown.agent(startUnderUmask(sourceArgs(port, src, w.ticket, ['--state-dir', sstate, '--guest', 'sim', '--ram', '16M'])));
@@ -284,15 +259,8 @@ describe.skipIf(skipWithout(['setpriv']))('what the agents create is private wha
 
 describe('while S is away after cut-over, D says what exists only on S (case 12)', () => {
   it('reports at the given interval how many bytes exist only on S and what to do; S back, it completes', async () => {
-    const w = workDir('away');
-    teardown.later(w.cleanup);
-    const src = join(w.dir, 'src.img');
-    generateDemoImage(src, 64 * MiB, 10);
-    const dst = join(w.dir, 'dst.img');
-    const port = await freePort();
-    const dEvents = join(w.dir, 'd.jsonl');
-    const dest = start(destArgs(port, dst, w.ticket, ['--bulk-window', '128K', '--progress-interval', '20', '--away-report-interval', '200', '--events', dEvents]));
-    await waitForEvent(dEvents, (e) => e.event === 'listening');
+    const { w, src, dst, port, dEvents } = await setup('away', 64, 10);
+    const dest = await listeningDest(destArgs(port, dst, w.ticket, ['--bulk-window', '128K', '--progress-interval', '20', '--away-report-interval', '200']), dEvents);
     const sArgs = sourceArgs(port, src, w.ticket, ['--state-dir', join(w.dir, 'sstate')]);
     const source = start(sArgs);
     await waitForEvent(dEvents, (e) => postcopyFraction(e) >= 0.05, 60_000);
@@ -316,18 +284,13 @@ describe('while S is away after cut-over, D says what exists only on S (case 12)
   });
 
   it('D restarted after cut-over with S gone for good: its --fallback is armed, serves, and D completes', async () => {
-    const w = workDir('away-restart');
-    teardown.later(w.cleanup);
-    const src = join(w.dir, 'src.img');
-    generateDemoImage(src, 64 * MiB, 12);
+    const { w, src, dst, port, dEvents } = await setup('away-restart', 64, 12);
     const replica = join(w.dir, 'replica.img');
     copyFileSync(src, replica);
-    const dst = join(w.dir, 'dst.img');
     const dstate = join(w.dir, 'dstate');
     await killedInPostcopy(w, src, dst, dstate);
-    const dEvents = join(w.dir, 'd.jsonl');
     const dest = start(
-      destArgs(await freePort(), dst, w.ticket, [
+      destArgs(port, dst, w.ticket, [
         '--state-dir', dstate, '--fallback', replica, '--fallback-after', '1', '--confirm-timeout', '1', '--events', dEvents,
       ]),
     );
