@@ -38,10 +38,14 @@ export function fdIdentity(fd: number): FileIdentity {
   return identityOf(fstatSync(fd, { bigint: true }));
 }
 
-/** The identity of the file `path` resolves to (symlinks followed), or null when there is none. */
+/** The identity of the file `path` resolves to (symlinks followed), or null when there is none (or it cannot be reached). */
 export function pathIdentity(path: string): FileIdentity | null {
-  const st = statSync(path, { bigint: true, throwIfNoEntry: false });
-  return st ? identityOf(st) : null;
+  try {
+    const st = statSync(path, { bigint: true, throwIfNoEntry: false });
+    return st ? identityOf(st) : null;
+  } catch {
+    return null;
+  }
 }
 
 export function sameFile(a: FileIdentity | null | undefined, b: FileIdentity | null | undefined): boolean {

@@ -7,7 +7,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { deferred } from '../common/deferred.js';
-import { BackendError, PostcopyError, ProtocolError, StateError, UsageError, isPostcopyError } from '../common/errors.js';
+import { BackendError, PostcopyError, ProtocolError, StateError, UsageError, isPostcopyError, type ErrorCode } from '../common/errors.js';
 import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import { ensureDir, fsyncDir, statePath } from '../common/state-file.js';
@@ -395,19 +395,19 @@ export class DestAgent {
         this.#ram = new RamReceiver(ramBytes);
       }
       const blockCount = Math.ceil(size / blockSize);
-      const bitmap = step('state dir', () => PresentBitmap.create(this.#bitmapPath(), blockSize, blockCount));
+      const bitmap = step('creating the present-bitmap', 'PC_ERR_STATE_DIR', () => PresentBitmap.create(this.#bitmapPath(), blockSize, blockCount));
       const sourceImage = msg.image && msg.image.host === hostIdentity() ? msg.image : null;
-      this.#store = step('image', () =>
+      this.#store = step('creating the image', 'PC_ERR_BACKEND', () =>
         BlockStore.create(this.#o.imagePath, { size, bitmap, fetcher: this.#fetcher, log: this.#log, finalCheck: this.#o.finalCheck, existing: this.#existingImage, notSameAs: sourceImage }),
       );
       this.#imageFile = this.#store.file;
       this.#save();
-      step('state dir', () => fsyncDir(this.#o.stateDir));
+      step('syncing the state dir', 'PC_ERR_STATE_DIR', () => fsyncDir(this.#o.stateDir));
       this.#wireStore();
       this.#to('prepared');
       this.#fetcher.attach(link);
       const store = this.#store;
-      const uris = (await step('NBD export', async () => this.#o.onStoreReady?.(store))) ?? [];
+      const uris = (await step('starting the NBD export', 'PC_ERR_BACKEND', async () => this.#o.onStoreReady?.(store))) ?? [];
       if (this.#hypervisor) {
         await this.#hypervisor.prepare(msg.guest!, uris);
         this.#stream = new LinkStreamChannel(link, null);
@@ -708,10 +708,10 @@ export class DestAgent {
 }
 
 /** Run one step of Prepare; a system error from it says which step failed (a PostcopyError passes as it is). */
-function step<T>(what: string, fn: () => T): T {
+function step<T>(what: string, code: ErrorCode, fn: () => T): T {
   const wrap = (e: unknown): never => {
     if (isPostcopyError(e)) throw e;
-    throw new BackendError(what === 'state dir' ? 'PC_ERR_STATE_DIR' : 'PC_ERR_BACKEND', `${what}: ${(e as Error).message}`, { cause: e });
+    throw new BackendError(code, `${what} failed: ${(e as Error).message}`, { cause: e });
   };
   try {
     const r = fn();
