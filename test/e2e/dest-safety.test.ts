@@ -2,7 +2,7 @@
 // file it did not create in this session (the source's own image, an existing --image, a state dir left by
 // another migration), what it creates is private, and while S is away after cut-over D says what is at stake.
 import { spawn } from 'node:child_process';
-import { appendFileSync, chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, copyFileSync, existsSync, linkSync, mkdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -161,6 +161,23 @@ describe("an existing file at D's --image (case 2)", () => {
     expect(existsSync(join(dstate, 'present.bitmap'))).toBe(false);
     restarted.child.kill('SIGTERM');
     await restarted.exit;
+  });
+});
+
+describe('a Prepare failure says what failed (case 9: no PC_ERR_STATE_DIR catch-all)', () => {
+  it("the image's directory gone by BEGIN: the image step is named, the state dir is not blamed", async () => {
+    const { w, src, port, dEvents } = await setup('prepare-fails', 8, 13);
+    const imageDir = join(w.dir, 'images');
+    mkdirSync(imageDir);
+    const dest = await listeningDest(destArgs(port, join(imageDir, 'dst.img'), w.ticket, ['--state-dir', join(w.dir, 'dstate')]), dEvents);
+    rmSync(imageDir, { recursive: true });
+    const source = start(sourceArgs(port, src, w.ticket));
+    const [s, d] = await Promise.all([source.exit, dest.exit]);
+    expect([s.code, d.code], dest.stderr() + source.stderr()).toEqual([3, 3]);
+    const line = humanLines(dest.stderr()).join('\n');
+    expect(line).toMatch(/creating the image failed: ENOENT/);
+    expect(dest.stderr() + source.stderr()).not.toContain('state directory');
+    expect(existsSync(join(w.dir, 'dstate')), 'the state dir D made is gone with the rollback').toBe(false);
   });
 });
 
