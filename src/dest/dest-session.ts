@@ -116,7 +116,7 @@ function checkNewImage(imagePath: string, force: boolean): 'never' | 'empty' | '
   if (force) return 'overwrite';
   throw new UsageError(
     'PC_ERR_IMAGE_EXISTS',
-    `--image ${imagePath} already exists (${st.size} bytes) and no session in the state dir owns it; give a new path, or --force to overwrite it`,
+    `--image ${imagePath} holds ${st.size} bytes and no session in the state dir owns it; give a new path, or --force to overwrite it`,
   );
 }
 
