@@ -116,7 +116,7 @@ describe("an existing file at D's --image (case 2)", () => {
     const dst = join(w.dir, 'precious.img');
     writeFileSync(dst, randomBytes(MiB));
     chmodSync(dst, 0o640);
-    await expectRefusedAtStart(w.dir, destArgs(await freePort(), dst, w.ticket), 'PC_ERR_IMAGE_EXISTS', /already exists .*--force/);
+    await expectRefusedAtStart(w.dir, destArgs(await freePort(), dst, w.ticket), 'PC_ERR_IMAGE_EXISTS', /already exists: .* holds 1048576 bytes .*--force/);
   });
 
   it('an existing empty file is used, and a migration refused at Prepare leaves it as it was (not deleted)', async () => {
