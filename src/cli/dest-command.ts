@@ -164,9 +164,14 @@ export async function runDest(argv: string[]): Promise<number> {
     log.warn({ signal: outcome.sig, phase: agent.phase }, 'stopping before the migration finished; state kept');
     await exported.current?.close();
     await agent.close();
-    events.emit('exit', { code: EXIT.INTERRUPTED, phase: agent.phase });
-    process.stderr.write(`postcopy dest: stopped by ${outcome.sig} in phase ${agent.phase}; state kept in ${stateDir}; restart to resume\n`);
-    return agent.phase === 'idle' || agent.phase === 'aborted' ? EXIT.ROLLED_BACK : EXIT.INTERRUPTED;
+    const nothingKept = agent.phase === 'idle' || agent.phase === 'aborted';
+    events.emit('exit', { code: nothingKept ? EXIT.ROLLED_BACK : EXIT.INTERRUPTED, phase: agent.phase });
+    process.stderr.write(
+      nothingKept
+        ? `postcopy dest: stopped by ${outcome.sig} in phase ${agent.phase}; nothing of a migration is kept here\n`
+        : `postcopy dest: stopped by ${outcome.sig} in phase ${agent.phase}; state kept in ${stateDir}; restart to resume\n`,
+    );
+    return nothingKept ? EXIT.ROLLED_BACK : EXIT.INTERRUPTED;
   }
   if ('e' in outcome) {
     await exported.current?.close();

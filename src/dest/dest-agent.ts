@@ -214,8 +214,12 @@ export class DestAgent {
     this.#link?.destroy();
     if (this.#store) await this.#store.close();
     this.#store = null;
-    // Stopped before any migration began: leave no empty state dir of ours behind.
+    // Stopped before any migration began, or rolled back (nothing to resume): leave nothing of ours behind.
     if (this.#phase === 'idle' && !this.#preparing) removeDirIfEmpty(this.#o.stateDir, this.#stateDirCreated);
+    if (this.#phase === 'aborted') {
+      await this.#discarded;
+      removeSessionFiles(this.#o.stateDir, this.#stateDirCreated);
+    }
   }
 
   /** Progress figures for events and the progress bar. */
