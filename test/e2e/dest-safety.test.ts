@@ -231,8 +231,10 @@ describe('a --state-dir left by another migration (case 3)', () => {
     const dest = await listeningDest(destArgs(await freePort(), join(w.dir, 'dst.img'), w.ticket), dEvents);
     expect(statSync(join(w.dir, 'dst.img.state')).isDirectory()).toBe(true);
     dest.child.kill('SIGTERM');
-    await dest.exit;
+    const { code } = await dest.exit;
     expectUnchanged(before, snapshotTree(w.dir, notEvents));
+    expect(humanLines(dest.stderr())).toEqual([expect.stringContaining('nothing of a migration is kept here')]);
+    expect(readEvents(dEvents).find((e) => e.event === 'exit')?.code, 'the exit event has the exit code').toBe(code);
   });
 });
 
