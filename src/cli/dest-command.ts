@@ -32,7 +32,9 @@ export const DEST_HELP = `Usage: postcopy dest --listen HOST:PORT --image PATH -
 Wait for a source to connect, take over its guest, and pull its disk into PATH.
 
   --listen HOST:PORT      migration socket to listen on (port 0 picks one; see the 'listening' event)
-  --image PATH            destination image (created sparse at Prepare)
+  --image PATH            destination image (created sparse at Prepare, 0600); an existing non-empty
+                          file is refused unless it is this --state-dir's session's image
+  --force                 overwrite an existing non-empty --image (never the source's own image)
   --ticket-file F         shared secret (first line); optional 'expires=ISO-8601' line
   --state-dir DIR         bitmap and session state (default: PATH.state); reuse it to resume after a restart
   --nbd-listen HOST:PORT  serve the migrating disk as an NBD export on TCP (the port is held from start)
@@ -42,6 +44,9 @@ ${NBD_EXPORT_HELP}
   --fallback URI|PATH     a replica or backup of S's image at cut-over (nbd://, nbd+unix:// or a file),
                           read for missing blocks once S has been unreachable for --fallback-after
   --fallback-after SEC    how long S may be gone before the fallback serves (default 30)
+  --away-report-interval MS
+                          after cut-over, while the source is away, say how many bytes exist only
+                          on it and what to do, this often (default 30000)
   --confirm-timeout SEC   complete but the source did not confirm (link lost): finish anyway after this
                           long (default 60); every block is durable here by then
   --bulk-window SIZE      background-stream bytes in flight (4K..1G, default 1M): larger streams
@@ -91,6 +96,8 @@ export async function runDest(argv: string[]): Promise<number> {
     'confirm-timeout': { type: 'string' },
     'fallback-after': { type: 'string' },
     'progress-interval': { type: 'string' },
+    force: { type: 'boolean' },
+    'away-report-interval': { type: 'string' },
   });
   if (values.help) {
     process.stdout.write(DEST_HELP + '\n');
@@ -141,13 +148,15 @@ async function checkDestOptions(values: Values) {
   const windowBytes = parseSize(optional(values, 'bulk-window') ?? '1M', '--bulk-window');
   if (windowBytes < MIN_BULK_WINDOW || windowBytes > MAX_BULK_WINDOW) throw new UsageError('PC_ERR_USAGE', `--bulk-window must be from 4K to 1G, got '${optional(values, 'bulk-window')}'`);
   const progressMs = parseIntArg(optional(values, 'progress-interval') ?? '500', '--progress-interval', 10, 3_600_000);
+  const awayReportMs = parseIntArg(optional(values, 'away-report-interval') ?? '30000', '--away-report-interval', 10, 3_600_000);
+  const force = values.force === true;
   const fallback = optional(values, 'fallback');
   if (fallback === undefined && values['fallback-after'] !== undefined) throw new UsageError('PC_ERR_USAGE', '--fallback-after goes with --fallback');
   const fallbackAfterMs = parseIntArg(optional(values, 'fallback-after') ?? '30', '--fallback-after', 0, 86_400) * 1000;
   if (fallback !== undefined) checkFallback(fallback);
   checkImagePath(imagePath);
   checkStateDir(stateDir, values['state-dir'] !== undefined ? '--state-dir' : 'state dir (default: IMAGE.state)');
-  return { listen, imagePath, ticket, stateDir, nbdExport, finalCheck, guestKind, serialLog, confirmGraceMs, windowBytes, progressMs, fallback, fallbackAfterMs };
+  return { listen, imagePath, ticket, stateDir, nbdExport, finalCheck, guestKind, serialLog, confirmGraceMs, windowBytes, progressMs, awayReportMs, force, fallback, fallbackAfterMs };
 }
 
 /** A fallback that cannot be used is found now, not when S is gone and it is needed. */
@@ -191,6 +200,8 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
     log,
     events,
     ...(io.tls ? { tls: io.tls } : {}),
+    force: o.force,
+    awayReportMs: o.awayReportMs,
     confirmGraceMs: o.confirmGraceMs,
     ...(fallback ? { fallback } : {}),
     streamer: { windowBytes: o.windowBytes },
@@ -251,6 +262,13 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
     await exported.current?.close();
     await agent.close();
     const msg = outcome.e instanceof Error ? outcome.e.message : String(outcome.e);
+    const refusal = outcome.e instanceof DestRolledBackError && outcome.e.cause instanceof UsageError ? outcome.e.cause : null;
+    if (refusal) {
+      // An operator mistake in the source's request (its own image as ours): nothing was written here.
+      events.emit('exit', { code: EXIT.USAGE, error: refusal.message, errorCode: refusal.code });
+      process.stderr.write(`postcopy dest: refused the migration: ${refusal.message} [${refusal.code}]; nothing was written here\n`);
+      return EXIT.USAGE;
+    }
     const rolledBack = outcome.e instanceof DestRolledBackError;
     const code = rolledBack ? EXIT.ROLLED_BACK : EXIT.INTERNAL;
     events.emit('exit', { code, error: msg, phase: agent.phase });

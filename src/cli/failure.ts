@@ -6,7 +6,7 @@ import { EXIT } from './exit-codes.js';
 export function exitCodeFor(cmd: string, e: unknown): number {
   if (e instanceof UsageError) return EXIT.USAGE;
   if (isPostcopyError(e)) {
-    if (e.code === 'PC_ERR_USAGE' || e.code === 'PC_ERR_STATE_DIR') return EXIT.USAGE;
+    if (e.code === 'PC_ERR_USAGE' || e.code === 'PC_ERR_STATE_DIR' || e.code === 'PC_ERR_IMAGE_EXISTS' || e.code === 'PC_ERR_SAME_IMAGE') return EXIT.USAGE;
     return cmd === 'source' || cmd === 'dest' ? EXIT.NOT_STARTED : EXIT.INTERNAL;
   }
   return EXIT.INTERNAL;

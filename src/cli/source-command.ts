@@ -151,6 +151,12 @@ export async function runSource(argv: string[]): Promise<number> {
   } catch (e) {
     await guest?.pause();
     const msg = isPostcopyError(e) || e instanceof Error ? e.message : String(e);
+    if (e instanceof RolledBackError && e.cause instanceof UsageError) {
+      // The destination refused an operator mistake (our image as its image) before anything started.
+      events.emit('exit', { code: EXIT.USAGE, error: e.cause.message, errorCode: e.cause.code });
+      process.stderr.write(`postcopy source: the destination refused the migration: ${e.cause.message} [${e.cause.code}]; nothing changed on either side, the guest stays here\n`);
+      return EXIT.USAGE;
+    }
     if (e instanceof RolledBackError) {
       const notStarted = agent.failedInPhase === 'connecting';
       const code = notStarted ? EXIT.NOT_STARTED : EXIT.ROLLED_BACK;

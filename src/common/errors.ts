@@ -25,6 +25,8 @@ export const ERROR_CODES = {
   PC_ERR_DISK_FULL: 'no space left on the disk under the image',
   PC_ERR_USAGE: 'bad command-line usage',
   PC_ERR_STATE_DIR: 'state directory is unusable or inconsistent',
+  PC_ERR_SAME_IMAGE: "destination image is the source's own image",
+  PC_ERR_IMAGE_EXISTS: 'destination image already exists',
   PC_ERR_HYPERVISOR: 'hypervisor (QEMU) failed',
   // NBD (src/nbd)
   NBD_ERR_BAD_MAGIC: 'NBD magic mismatch',

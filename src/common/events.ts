@@ -49,7 +49,7 @@ export class JsonLinesEvents implements EventSink {
 /** A path the operator gave: a missing directory or a directory named as the file is their mistake, said in one line. */
 function openForAppend(path: string): number {
   try {
-    return openSync(path, 'a');
+    return openSync(path, 'a', 0o600);
   } catch (e) {
     throw new UsageError('PC_ERR_USAGE', `--events ${path}: cannot open it for appending (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); give a file in an existing, writable directory`);
   }

@@ -2,12 +2,14 @@
 // interface that the simulated guest and the NBD export both use. Writes follow the dm-clone rules: a full-block
 // write makes a block present at once, a partial write to a missing block first brings it in, and a late fetch
 // never overwrites guest data. Before Finish it is a pass-through: reads go to S and nothing is kept.
-import { closeSync, ftruncateSync, openSync } from 'node:fs';
+import { closeSync, constants, fstatSync, ftruncateSync, openSync } from 'node:fs';
+import { describeIdentity, fdIdentity, sameFile, type FileIdentity } from '../common/image-identity.js';
+import { openPrivate } from '../common/state-file.js';
 import { imageWriteIo, readFully, readIntoFully, type ImageWriteIo } from '../common/file-io.js';
 import { crc32 } from '../common/crc32.js';
 import type { BlockDevice, Extent } from '../common/block-device.js';
 import { deferred, type Deferred } from '../common/deferred.js';
-import { BackendError, ProtocolError, type PostcopyError } from '../common/errors.js';
+import { BackendError, ProtocolError, UsageError, type PostcopyError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { CLASS_BULK, CLASS_URGENT } from '../protocol/constants.js';
 import type { BlockClass, ZeroRun } from '../protocol/messages.js';
@@ -68,6 +70,21 @@ export interface StoreFaultReport extends LocalFaultReport {
   bytesToCome: number;
 }
 
+/** The image file as this session found or made it. */
+export interface ImageFile {
+  created: boolean;
+  identity: FileIdentity;
+  /** Its size before this session (0 for a file it created). */
+  priorSize: number;
+}
+
+export interface ImageCreateOptions {
+  /** A file already at the path may be used: 'never' (default), 'empty' (only with no bytes), 'overwrite' (--force). */
+  existing?: 'never' | 'empty' | 'overwrite';
+  /** S's own image when it is on this host: never opened for writing. */
+  notSameAs?: FileIdentity | null;
+}
+
 export class BlockStore implements BlockDevice {
   readonly size: number;
   readonly blockSize: number;
@@ -86,6 +103,8 @@ export class BlockStore implements BlockDevice {
   };
   /** Time from a guest's read or write finding a block missing to the block being present. */
   readonly demandLatency = new LatencyRecorder();
+  /** Which file the image is and whether this session created it (a rollback removes only what it created). */
+  readonly file: ImageFile;
   /** Told of each demand miss (the streamer continues just past it). */
   onDemandMiss: (block: number) => void = () => {};
   /** Told when the image's disk starts failing (full, EIO), again at a bounded rate, and when it recovers. */
@@ -124,8 +143,9 @@ export class BlockStore implements BlockDevice {
   readonly #copyOnReadStarted = deferred<void>();
   #complete = deferred<void>();
 
-  private constructor(fd: number, opts: StoreOptions & { fresh: boolean }) {
+  private constructor(fd: number, opts: StoreOptions & { fresh: boolean; file: ImageFile }) {
     this.#fd = fd;
+    this.file = opts.file;
     this.size = opts.size;
     this.#bitmap = opts.bitmap;
     this.blockSize = opts.bitmap.blockSize;
@@ -150,17 +170,49 @@ export class BlockStore implements BlockDevice {
     this.#zeroBlockCrc = crc32(Buffer.alloc(this.blockSize));
   }
 
-  /** Create a new sparse image of `size` bytes (truncating any old file). */
-  static create(path: string, opts: StoreOptions): BlockStore {
-    const fd = openSync(path, 'w+');
-    ftruncateSync(fd, opts.size);
-    return new BlockStore(fd, { ...opts, fresh: true });
+  /**
+   * Create the image: a new sparse file of `size` bytes (0600), or, when `existing` allows, the file already at
+   * `path`, opened without truncation and set to `size` (the operator's file: its mode is left alone, and a
+   * rollback gives it back its size). Never the file `notSameAs` (S's own image), checked on the open descriptor.
+   */
+  static create(path: string, opts: StoreOptions & ImageCreateOptions): BlockStore {
+    let fd: number;
+    let created = true;
+    try {
+      fd = openPrivate(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      created = false;
+      fd = openSync(path, 'r+');
+    }
+    const identity = fdIdentity(fd);
+    const priorSize = fstatSync(fd).size;
+    const refuse = (err: PostcopyError) => {
+      closeSync(fd);
+      throw err;
+    };
+    // A file this call created cannot be S's (which existed before); only a file found here is compared.
+    if (!created && sameFile(identity, opts.notSameAs)) {
+      refuse(new UsageError('PC_ERR_SAME_IMAGE', `${path} is the source's own image (${describeIdentity(identity)} on this host); give the destination another --image`));
+    }
+    const existing = opts.existing ?? 'never';
+    if (!created && !(existing === 'overwrite' || (existing === 'empty' && priorSize === 0))) {
+      refuse(new UsageError('PC_ERR_IMAGE_EXISTS', `${path} appeared while the destination was waiting (${priorSize} bytes); it was left alone`));
+    }
+    // An existing file is overwritten only on --force: it takes the source's size (a rollback restores a smaller one).
+    if (created || priorSize !== opts.size) ftruncateSync(fd, opts.size);
+    return new BlockStore(fd, { ...opts, fresh: created, file: { created, identity, priorSize } });
   }
 
   /** Reopen an image after a restart; blocks not in the bitmap may hold anything and are fetched again. */
-  static reopen(path: string, opts: StoreOptions): BlockStore {
+  static reopen(path: string, opts: StoreOptions & { file: ImageFile }): BlockStore {
     const fd = openSync(path, 'r+');
-    ftruncateSync(fd, opts.size);
+    const identity = fdIdentity(fd);
+    const size = fstatSync(fd).size;
+    if (!sameFile(identity, opts.file.identity) || size !== opts.size) {
+      closeSync(fd);
+      throw new UsageError('PC_ERR_STATE_DIR', `${path} changed under the destination (${describeIdentity(identity)}, ${size} bytes)`);
+    }
     return new BlockStore(fd, { ...opts, fresh: false });
   }
 

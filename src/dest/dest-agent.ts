@@ -1,15 +1,17 @@
 // The destination agent's phase machine: listen, authenticate, Prepare (image + state + pass-through export),
 // receive RAM, Finish (resume the guest here), copy-on-read and background stream until Complete, then Confirm.
 // After Finish the guest lives here and S holds the only copy of the missing blocks: a lost link is waited out.
-import { existsSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { deferred } from '../common/deferred.js';
-import { PostcopyError, ProtocolError, StateError, UsageError, isPostcopyError } from '../common/errors.js';
+import { BackendError, PostcopyError, ProtocolError, StateError, UsageError, isPostcopyError, type ErrorCode } from '../common/errors.js';
 import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
-import { ensureDir, fsyncDir, readStateFile, statePath, writeStateFile } from '../common/state-file.js';
+import { ensureDir, fsyncDir, statePath } from '../common/state-file.js';
+import { hostIdentity, pathIdentity, sameFile } from '../common/image-identity.js';
 import type { Endpoint, TlsFiles } from '../link/connect.js';
 import { handshakeAsDest, type SessionKeys } from '../link/handshake.js';
 import { Link, refuseConnection, type LinkOptions } from '../link/link.js';
@@ -19,7 +21,9 @@ import type { GuestDefinition, Message, MessageOf } from '../protocol/messages.j
 import type { MigratableGuest } from '../guest/types.js';
 import type { DestGuestMigrator } from '../guest/migrator.js';
 import { LinkStreamChannel, STREAM_CREDIT_WINDOW } from '../link/stream-channel.js';
-import { BlockStore, type BlockDigests, type FinalCheckMode, type StoreFaultReport } from './block-store.js';
+import { BlockStore, type BlockDigests, type FinalCheckMode, type ImageFile, type StoreFaultReport } from './block-store.js';
+import { AwayReporter } from './away-reporter.js';
+import { BITMAP_FILE, discardImage, planStart, removeDirIfEmpty, removeSessionFiles, saveSession, type StartPlan } from './dest-session.js';
 import { Fetcher, type FallbackSource } from './fetcher.js';
 import { PresentBitmap } from './present-bitmap.js';
 import { RamReceiver } from './ram-receiver.js';
@@ -74,6 +78,10 @@ export interface DestAgentOptions {
    * again), then finish anyway; every block is durable here, and S exits on COMPLETE.
    */
   confirmGraceMs?: number;
+  /** A non-empty file already at imagePath may be overwritten (never the source's own image). */
+  force?: boolean;
+  /** While S is away after cut-over, say how much exists only on S this often (default 30 s). */
+  awayReportMs?: number;
 }
 
 export interface DestResult {
@@ -84,15 +92,6 @@ export interface DestResult {
   guest: MigratableGuest | null;
   store: BlockStore | null;
   resumes: number;
-}
-
-interface SavedSession {
-  sessionId: string;
-  resumeKey: string;
-  phase: DestPhase;
-  size: number;
-  blockSize: number;
-  imagePath: string;
 }
 
 export class DestAgent {
@@ -120,11 +119,26 @@ export class DestAgent {
   readonly #sockets = new Set<Socket>();
   /** Connections whose handshake is under way (capped: strangers cost little, see #onConnection). */
   #authenticating = 0;
+  readonly #away: AwayReporter;
+  /** Whether a file already at the image path may be used at Prepare (decided at start). */
+  #existingImage: 'never' | 'empty' | 'overwrite' = 'never';
+  /** The image as this session created or took it (what a rollback may undo). */
+  #imageFile: ImageFile | null = null;
+  #stateDirCreated = false;
 
   constructor(opts: DestAgentOptions) {
     this.#o = opts;
     this.#log = opts.log.child({ role: 'dest' });
     this.#fetcher = new Fetcher(this.#log);
+    this.#away = new AwayReporter(
+      this.#log,
+      opts.events,
+      () => ({
+        bytesOnlyOnSource: this.#store?.bytesOnlyOnSource ?? 0,
+        fallback: !opts.fallback ? 'none' : this.#fetcher.fallbackActive ? 'active' : 'armed',
+      }),
+      opts.awayReportMs,
+    );
     this.#fetcher.onSettled = () => this.#streamer?.fill();
     if (opts.fallback) {
       if (opts.fallback.source.size < 1) throw new UsageError('PC_ERR_USAGE', 'fallback source is empty');
@@ -155,8 +169,12 @@ export class DestAgent {
 
   /** Reload state from a previous run if there is one, then listen. Returns the bound address. */
   async start(): Promise<Endpoint> {
-    ensureDir(this.#o.stateDir);
-    this.#reload();
+    const plan = planStart({ imagePath: this.#o.imagePath, stateDir: this.#o.stateDir, force: this.#o.force ?? false });
+    if (plan.kind === 'new') {
+      this.#existingImage = plan.existing;
+      this.#stateDirCreated = ensureDir(this.#o.stateDir);
+    }
+    this.#reload(plan);
     const tls = this.#o.tls;
     const server = tls
       ? createTlsServer(
@@ -177,6 +195,9 @@ export class DestAgent {
         server.off('error', reject);
         resolve();
       });
+    }).catch((e: unknown) => {
+      if (this.#phase === 'idle') removeDirIfEmpty(this.#o.stateDir, this.#stateDirCreated);
+      throw e;
     });
     server.on('error', (err) => this.#log.error({ err }, 'listener error'));
     const addr = server.address();
@@ -188,12 +209,19 @@ export class DestAgent {
 
   /** Stop listening, drop links, close the image (flushed). */
   async close(): Promise<void> {
+    this.#away.back();
     this.#streamer?.stop();
     this.#server?.close();
     for (const s of this.#sockets) s.destroy();
     this.#link?.destroy();
     if (this.#store) await this.#store.close();
     this.#store = null;
+    // Stopped before any migration began, or rolled back (nothing to resume): leave nothing of ours behind.
+    if (this.#phase === 'idle' && !this.#preparing) removeDirIfEmpty(this.#o.stateDir, this.#stateDirCreated);
+    if (this.#phase === 'aborted') {
+      await this.#discarded;
+      removeSessionFiles(this.#o.stateDir, this.#stateDirCreated);
+    }
   }
 
   /** Progress figures for events and the progress bar. */
@@ -257,6 +285,7 @@ export class DestAgent {
     this.#link = link;
     if (old && old !== link && !old.closed) old.destroy();
     link.setHandler((msg) => this.#onMessage(msg, link));
+    this.#away.back();
     if (this.#store) this.#fetcher.attach(link);
     this.#o.events.emit('link', { state: 'up', resumed, phase: this.#phase });
     if (this.#phase === 'complete') this.#sendComplete();
@@ -279,6 +308,8 @@ export class DestAgent {
       this.#rollback(err ?? new ProtocolError('PC_ERR_LINK_CLOSED', 'link lost before cut-over'), true);
     } else if (this.#phase === 'complete') {
       this.#awaitConfirmOrGiveUp();
+    } else {
+      this.#away.away();
     }
     // After cut-over: keep the guest running, its reads of missing blocks wait; S reconnects.
   }
@@ -342,8 +373,22 @@ export class DestAgent {
     if (blockSize < MIN_BLOCK_SIZE || blockSize > BULK_CHUNK_BYTES || (blockSize & (blockSize - 1)) !== 0) {
       throw new ProtocolError('PC_ERR_MALFORMED', `block size ${blockSize} must be a power of two in ${MIN_BLOCK_SIZE}..${BULK_CHUNK_BYTES}`);
     }
+    const ours = pathIdentity(this.#o.imagePath);
+    if (msg.image && msg.image.host === hostIdentity() && sameFile(ours, msg.image)) {
+      // The source's own image under another name (or the same one): refused before anything is written.
+      this.#refuse(new UsageError('PC_ERR_SAME_IMAGE', `--image ${this.#o.imagePath} and the source's image are one file on this host (device ${msg.image.dev}, inode ${msg.image.ino}); give the destination another --image`), link);
+      return;
+    }
     this.#preparing = true;
     void this.#prepare(msg, link);
+  }
+
+  /** An operator mistake found in S's request: tell S which (it exits 2 too) and end, having written nothing. */
+  #refuse(err: PostcopyError, link: Link): void {
+    this.#log.error({ err, code: err.code }, 'refused the migration');
+    if (!link.closed) link.send({ type: 'ABORT', reason: err.detail ?? err.message, code: err.code });
+    this.#rollback(err, false);
+    link.close();
   }
   #preparing = false;
 
@@ -366,13 +411,19 @@ export class DestAgent {
         this.#ram = new RamReceiver(ramBytes);
       }
       const blockCount = Math.ceil(size / blockSize);
-      const bitmap = PresentBitmap.create(this.#bitmapPath(), blockSize, blockCount);
-      this.#store = BlockStore.create(this.#o.imagePath, { size, bitmap, fetcher: this.#fetcher, log: this.#log, finalCheck: this.#o.finalCheck });
-      fsyncDir(this.#o.stateDir);
+      const bitmap = step('creating the present-bitmap', 'PC_ERR_STATE_DIR', () => PresentBitmap.create(this.#bitmapPath(), blockSize, blockCount));
+      const sourceImage = msg.image && msg.image.host === hostIdentity() ? msg.image : null;
+      this.#store = step('creating the image', 'PC_ERR_BACKEND', () =>
+        BlockStore.create(this.#o.imagePath, { size, bitmap, fetcher: this.#fetcher, log: this.#log, finalCheck: this.#o.finalCheck, existing: this.#existingImage, notSameAs: sourceImage }),
+      );
+      this.#imageFile = this.#store.file;
+      this.#save();
+      step('syncing the state dir', 'PC_ERR_STATE_DIR', () => fsyncDir(this.#o.stateDir));
       this.#wireStore();
       this.#to('prepared');
       this.#fetcher.attach(link);
-      const uris = (await this.#o.onStoreReady?.(this.#store)) ?? [];
+      const store = this.#store;
+      const uris = (await step('starting the NBD export', 'PC_ERR_BACKEND', async () => this.#o.onStoreReady?.(store))) ?? [];
       if (this.#hypervisor) {
         await this.#hypervisor.prepare(msg.guest!, uris);
         this.#stream = new LinkStreamChannel(link, null);
@@ -395,7 +446,8 @@ export class DestAgent {
       }
       this.#log.info({ size, blockSize, blockCount, guest: msg.guest ? (this.#hypervisor ? 'hypervisor' : 'sim') : 'none' }, 'prepared');
     } catch (e) {
-      const err = isPostcopyError(e) ? e : new ProtocolError('PC_ERR_STATE_DIR', (e as Error).message, { cause: e });
+      const err = isPostcopyError(e) ? e : new ProtocolError('PC_ERR_ROLLBACK', `prepare failed: ${(e as Error).message}`, { cause: e });
+      if (err instanceof UsageError) return this.#refuse(err, link);
       if (!link.closed) link.send({ type: 'ABORT', reason: err.message });
       this.#rollback(err, false);
     } finally {
@@ -557,6 +609,7 @@ export class DestAgent {
     if (this.#phase === 'confirmed') return;
     if (this.#phase !== 'complete') throw new ProtocolError('PC_ERR_UNEXPECTED', `CONFIRM in phase ${this.#phase}`);
     this.#to('confirmed');
+    this.#away.back();
     this.#o.events.emit('complete', this.progress());
     this.#link?.close();
     this.#done.resolve(this.#result());
@@ -565,7 +618,7 @@ export class DestAgent {
   /** Before cut-over only: discard everything this migration created here. */
   #rollback(err: PostcopyError, waitForSource: boolean): void {
     if (this.#phase === 'aborted') return;
-    this.#log.warn({ err }, 'rolling back: discarding the destination image and state');
+    this.#log.warn({ err }, 'rolling back: discarding what this migration created here');
     if (this.#hypervisor) void this.#hypervisor.abort().catch((e) => this.#log.error({ err: e }, 'could not stop the destination hypervisor'));
     this.#fetcher.failAll(err);
     this.#streamer?.stop();
@@ -574,7 +627,7 @@ export class DestAgent {
     this.#discarded = (store?.close() ?? Promise.resolve())
       .catch((e: unknown) => this.#log.warn({ err: e }, 'closing the discarded image failed'))
       .finally(() => {
-        rmSync(this.#o.imagePath, { force: true });
+        discardImage(this.#o.imagePath, this.#imageFile, this.#geometry?.size ?? 0);
         rmSync(this.#bitmapPath(), { force: true });
       });
     this.#phase = 'aborted';
@@ -593,28 +646,34 @@ export class DestAgent {
     if (this.#finishing) return;
     this.#finishing = true;
     void this.#discarded.then(() => {
-      rmSync(this.#sessionPath(), { force: true });
+      removeSessionFiles(this.#o.stateDir, this.#stateDirCreated);
       this.#done.reject(new DestRolledBackError(this.#rollbackError ?? new ProtocolError('PC_ERR_ROLLBACK')));
     });
   }
   #finishing = false;
 
-  #reload(): void {
-    const saved = readStateFile<SavedSession>(this.#sessionPath());
-    if (!saved) return;
+  /** Continue what the state dir holds (checked by planStart): resume after cut-over, or roll back our own files. */
+  #reload(plan: StartPlan): void {
+    if (plan.kind === 'new') return;
+    const saved = plan.saved;
     this.#keys = { sessionId: saved.sessionId, resumeKey: Buffer.from(saved.resumeKey, 'hex') };
     this.#geometry = { size: saved.size, blockSize: saved.blockSize };
-    if (saved.phase === 'postcopy' || saved.phase === 'complete' || saved.phase === 'confirmed') {
+    this.#imageFile = saved.image;
+    this.#stateDirCreated = saved.stateDirCreated;
+    if (plan.kind === 'resume') {
       const blockCount = Math.ceil(saved.size / saved.blockSize);
-      if (!existsSync(this.#o.imagePath)) throw new StateError('PC_ERR_STATE_DIR', `state says ${saved.phase} but ${this.#o.imagePath} is missing`);
       const bitmap = PresentBitmap.load(this.#bitmapPath(), saved.blockSize, blockCount);
-      this.#store = BlockStore.reopen(this.#o.imagePath, { size: saved.size, bitmap, fetcher: this.#fetcher, log: this.#log, finalCheck: this.#o.finalCheck });
+      this.#store = BlockStore.reopen(this.#o.imagePath, { size: saved.size, bitmap, fetcher: this.#fetcher, log: this.#log, finalCheck: this.#o.finalCheck, file: saved.image! });
       this.#phase = saved.phase;
       this.#wireStore();
       this.#store.startCopyOnRead();
       void this.#o.onStoreReady?.(this.#store);
-      if (saved.phase === 'postcopy') this.#streamer!.start();
-      if (saved.phase === 'confirmed') this.#done.resolve(this.#result());
+      if (saved.phase === 'postcopy') {
+        this.#streamer!.start();
+        // S is not here yet: the fallback's wait and the reports start now, as after a lost link.
+        this.#fetcher.sourceGone();
+        this.#away.away();
+      }
       if (saved.phase === 'complete') {
         void this.#store.pristineDigests().then((d) => {
           this.#digests = d;
@@ -629,8 +688,8 @@ export class DestAgent {
       this.#o.events.emit('phase', { phase: this.#phase, restarted: true, blocksPresent: bitmap.presentCount });
       return;
     }
-    // Crashed before cut-over: the source kept (or resumes) the guest. Discard, but let S learn it.
-    rmSync(this.#o.imagePath, { force: true });
+    // Crashed before cut-over: the source kept (or resumes) the guest. Undo what this session did, but let S learn it.
+    discardImage(this.#o.imagePath, saved.image, saved.size);
     rmSync(this.#bitmapPath(), { force: true });
     this.#phase = 'aborted';
     this.#rollbackError = new ProtocolError('PC_ERR_ROLLBACK', `restarted in phase ${saved.phase} before cut-over`);
@@ -657,22 +716,34 @@ export class DestAgent {
 
   #save(): void {
     if (!this.#keys || !this.#geometry) return;
-    const saved: SavedSession = {
+    saveSession(this.#o.stateDir, {
       sessionId: this.#keys.sessionId,
       resumeKey: this.#keys.resumeKey.toString('hex'),
       phase: this.#phase,
       size: this.#geometry.size,
       blockSize: this.#geometry.blockSize,
-      imagePath: this.#o.imagePath,
-    };
-    writeStateFile(this.#sessionPath(), saved);
+      imagePath: resolve(this.#o.imagePath),
+      image: this.#imageFile,
+      stateDirCreated: this.#stateDirCreated,
+    });
   }
 
-  #sessionPath(): string {
-    return statePath(this.#o.stateDir, 'dest-session.json');
-  }
   #bitmapPath(): string {
-    return statePath(this.#o.stateDir, 'present.bitmap');
+    return statePath(this.#o.stateDir, BITMAP_FILE);
+  }
+}
+
+/** Run one step of Prepare; a system error from it says which step failed (a PostcopyError passes as it is). */
+function step<T>(what: string, code: ErrorCode, fn: () => T): T {
+  const wrap = (e: unknown): never => {
+    if (isPostcopyError(e)) throw e;
+    throw new BackendError(code, `${what} failed: ${(e as Error).message}`, { cause: e });
+  };
+  try {
+    const r = fn();
+    return r instanceof Promise ? (r.catch(wrap) as T) : r;
+  } catch (e) {
+    return wrap(e);
   }
 }
 

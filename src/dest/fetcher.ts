@@ -123,7 +123,12 @@ export class Fetcher {
   detach(link: Link): void {
     if (this.#link !== link) return;
     this.#link = null;
-    if (this.#fallback && !this.#fallbackTimer && !this.#fallbackActive) {
+    this.sourceGone();
+  }
+
+  /** S is not reachable (the link went, or D restarted without it): arm the fallback's timer. */
+  sourceGone(): void {
+    if (this.#link === null && this.#fallback && !this.#fallbackTimer && !this.#fallbackActive) {
       this.#fallbackTimer = setTimeout(() => {
         this.#fallbackTimer = null;
         if (this.connected) return;

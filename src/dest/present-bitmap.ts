@@ -4,6 +4,7 @@
 import { closeSync, fdatasync, fdatasyncSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { UsageError } from '../common/errors.js';
+import { openPrivate } from '../common/state-file.js';
 
 const MAGIC = 'PCBITMAP';
 const HEADER_BYTES = 32; // magic(8) · version u32 · blockSize u32 · blockCount u64 · reserved(8)
@@ -38,7 +39,7 @@ export class PresentBitmap {
 
   /** A new, empty bitmap file (made durable before returning). */
   static create(path: string, blockSize: number, blockCount: number): PresentBitmap {
-    const fd = openSync(path, 'w+');
+    const fd = openPrivate(path, 'w+');
     const bm = new PresentBitmap(fd, blockSize, blockCount);
     const header = Buffer.alloc(HEADER_BYTES);
     header.write(MAGIC, 0, 'latin1');

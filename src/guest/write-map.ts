@@ -1,7 +1,8 @@
 // What the simulated guest has written: 4 KiB unit index -> pattern generation. It travels in the device
 // state (so it must stay small: sorted unit deltas and generations as varints, base64) and is saved to a
 // file at the end so the final image can be verified unit by unit.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, readFileSync, writeFileSync } from 'node:fs';
+import { openPrivate } from '../common/state-file.js';
 import { ProtocolError } from '../common/errors.js';
 
 export const WRITE_UNIT = 4096;
@@ -100,7 +101,13 @@ function getVarint(buf: Buffer, pos: number): [number, number] {
 /** Save a write map as a small self-describing JSON file (for the final verification). */
 export function saveWriteMap(path: string, map: WriteMap, unitSize = WRITE_UNIT): void {
   const doc = { format: FILE_FORMAT, version: FILE_VERSION, unitSize, count: map.size, entries: map.encode() };
-  writeFileSync(path, JSON.stringify(doc) + '\n');
+  // 0600: it describes the guest's disk writes (image data).
+  const fd = openPrivate(path, 'w');
+  try {
+    writeFileSync(fd, JSON.stringify(doc) + '\n');
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export function loadWriteMap(path: string): { map: WriteMap; unitSize: number } {

@@ -1,7 +1,7 @@
 // D's side of a QEMU guest: starts the destination QEMU (or attaches to one waiting with -incoming defer),
 // feeds it the stream with migrate-incoming, and keeps its guest paused until Finish says `cont`.
 import { connect, type Socket } from 'node:net';
-import { rmSync } from 'node:fs';
+import { closeSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
@@ -58,6 +58,8 @@ export class QemuDestMigrator implements DestGuestMigrator {
       rmSync(this.#o.qmpPath, { force: true });
       const cmd = expandTemplate(this.#o.command, { export: uri, qmp: this.#o.qmpPath, serial: this.#o.serialPath });
       const logPath = join(this.#o.runDir, 'qemu-dest.log');
+      // The guest's console may show its secrets: created private here, before QEMU opens it (an existing file keeps its mode).
+      closeSync(openSync(this.#o.serialPath, 'a', 0o600));
       this.#proc = spawnQemu(cmd, logPath);
       this.#log.info({ pid: this.#proc.pid, cmd, log: logPath }, 'destination QEMU started');
       this.#o.events.emit('hypervisor', { side: 'dest', state: 'started', pid: this.#proc.pid, qmp: this.#o.qmpPath, serial: this.#o.serialPath });

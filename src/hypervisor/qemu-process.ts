@@ -44,7 +44,7 @@ export interface QemuProcess {
 }
 
 export function spawnQemu(command: string, logPath: string): QemuProcess {
-  const fd = openSync(logPath, 'a');
+  const fd = openSync(logPath, 'a', 0o600); // QEMU's log may show guest data: private when we create it
   // Its own process group: a Ctrl-C meant for the agent must not kill the guest it hands the disk to.
   let child: ChildProcess;
   try {

@@ -18,6 +18,7 @@ import {
   type MsgName,
 } from './constants.js';
 import { encodeFrame, encodeHeader, type Frame } from './frame-codec.js';
+import type { ImageIdentity } from '../common/image-identity.js';
 
 export type BlockClass = typeof CLASS_URGENT | typeof CLASS_BULK;
 
@@ -33,12 +34,14 @@ export type ControlMessage =
   | { type: 'CHALLENGE'; version: number; caps: string[]; nonce: string; proof: string }
   | { type: 'AUTH'; proof: string }
   | { type: 'WELCOME'; sessionId: string; resumed: boolean; phase: string }
-  | { type: 'BEGIN'; guest: GuestDefinition | null; size: number; blockSize: number; cookie: string }
+  /** image: S's image file (host, device, inode) so D can refuse to overwrite it; null for an NBD backend. */
+  | { type: 'BEGIN'; guest: GuestDefinition | null; size: number; blockSize: number; cookie: string; image?: ImageIdentity | null }
   | { type: 'PREPARED'; cookie: string }
   | { type: 'RAM_ROUND_END'; round: number; pagesSent: number; dirtyRemaining: number }
   | { type: 'DEVICE_STATE'; state: Record<string, unknown>; ramDigest: string }
   | { type: 'FINISH_RESULT'; running: boolean; error?: string }
-  | { type: 'ABORT'; reason: string }
+  /** code: the error code of a refusal the operator must act on (an ERROR_CODES key), so S reports it as such. */
+  | { type: 'ABORT'; reason: string; code?: string }
   /** pristineBlocks: how many BLOCK_DIGESTS entries preceded it (S checks it has them all). */
   | { type: 'COMPLETE'; blocks: number; pristineBlocks: number }
   | { type: 'DIGEST_MISMATCH'; blocks: number[] }
@@ -124,7 +127,7 @@ export function encodeMessage(msg: Message): Buffer[] {
     case 'ERROR':
       return encodeControl(type, { code: clip(msg.code), message: clip(msg.message) });
     case 'ABORT':
-      return encodeControl(type, { reason: clip(msg.reason) });
+      return encodeControl(type, msg.code === undefined ? { reason: clip(msg.reason) } : { reason: clip(msg.reason), code: clip(msg.code) });
     case 'FINISH_RESULT':
       return encodeControl(type, msg.error === undefined ? { running: msg.running } : { running: msg.running, error: clip(msg.error) });
     default: {
@@ -268,7 +271,8 @@ function decodeControl(name: MsgName, p: Buffer): ControlMessage {
         if (!isPlainObject(g) || !isPlainObject(g.persistent) || !isPlainObject(g.transient)) malformed(name, 'guest');
         guest = g as unknown as GuestDefinition;
       }
-      return { type: 'BEGIN', guest, size: b.u64('size'), blockSize: b.u32('blockSize'), cookie: b.string('cookie') };
+      const image = 'image' in b.body ? beginImage(b.raw('image')) : undefined;
+      return { type: 'BEGIN', guest, size: b.u64('size'), blockSize: b.u32('blockSize'), cookie: b.string('cookie'), ...(image !== undefined ? { image } : {}) };
     }
     case 'PREPARED':
       return { type: 'PREPARED', cookie: b.string('cookie') };
@@ -283,8 +287,10 @@ function decodeControl(name: MsgName, p: Buffer): ControlMessage {
       const error = b.optString('error');
       return { type: 'FINISH_RESULT', running: b.bool('running'), ...(error !== undefined ? { error } : {}) };
     }
-    case 'ABORT':
-      return { type: 'ABORT', reason: b.string('reason') };
+    case 'ABORT': {
+      const code = b.optString('code');
+      return { type: 'ABORT', reason: b.string('reason'), ...(code !== undefined ? { code } : {}) };
+    }
     case 'COMPLETE':
       return { type: 'COMPLETE', blocks: b.u64('blocks'), pristineBlocks: b.u64('pristineBlocks') };
     case 'DIGEST_MISMATCH': {
@@ -361,6 +367,16 @@ class Fields {
     if (!v.every((s) => typeof s === 'string' && s.length <= 64)) malformed(this.msg, k);
     return v as string[];
   }
+}
+
+/** BEGIN's image identity: null, or a host (at most 256 characters) and decimal device and inode numbers. */
+function beginImage(v: unknown): ImageIdentity | null {
+  if (v === null) return null;
+  if (!isPlainObject(v)) malformed('BEGIN', 'image');
+  const { host, dev, ino } = v;
+  const decimal = (x: unknown) => typeof x === 'string' && /^[0-9]{1,20}$/.test(x);
+  if (typeof host !== 'string' || host.length === 0 || host.length > 256 || !decimal(dev) || !decimal(ino)) malformed('BEGIN', 'image');
+  return { host, dev: dev as string, ino: ino as string };
 }
 
 function isU32(v: unknown): v is number {

@@ -4,6 +4,7 @@ import { closeSync, fdatasyncSync, fstatSync, openSync } from 'node:fs';
 import { readFully, readIntoFully, writeFully } from '../common/file-io.js';
 import { scanZeroRuns, type ScanHooks } from './extent-scan.js';
 import { BackendError } from '../common/errors.js';
+import { fdIdentity, type FileIdentity } from '../common/image-identity.js';
 import type { BlockDevice, Extent, SourceImage } from '../common/block-device.js';
 
 export class FileImage implements SourceImage, BlockDevice {
@@ -26,6 +27,11 @@ export class FileImage implements SourceImage, BlockDevice {
       throw new BackendError('PC_ERR_BACKEND', `cannot open image ${path}: ${(e as Error).message}`, { cause: e });
     }
     return new FileImage(fd, fstatSync(fd).size, !opts.writable);
+  }
+
+  /** Device and inode of the file: D refuses to migrate onto this very file. */
+  fileIdentity(): FileIdentity {
+    return fdIdentity(this.#fd);
   }
 
   get readOnly(): boolean {

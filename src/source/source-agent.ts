@@ -5,7 +5,8 @@ import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import type { BlockDevice, Extent, SourceImage } from '../common/block-device.js';
 import { deferred, type Deferred } from '../common/deferred.js';
-import { LinkClosedError, PostcopyError, ProtocolError, StateError, TimeoutError, isPostcopyError } from '../common/errors.js';
+import { ERROR_CODES, LinkClosedError, PostcopyError, ProtocolError, StateError, TimeoutError, UsageError, isPostcopyError, type ErrorCode } from '../common/errors.js';
+import { sourceImageIdentity } from '../common/image-identity.js';
 import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import { readStateFile, statePath, writeStateFile, ensureDir } from '../common/state-file.js';
@@ -166,7 +167,9 @@ export class SourceAgent {
       this.#attach(link);
       this.#to('begin');
       const cookie = randomBytes(8).toString('hex');
-      link.send({ type: 'BEGIN', guest: this.#o.migrator?.definition ?? this.#o.guestDefinition, size: this.#o.image.size, blockSize: this.#o.blockSize, cookie });
+      // With our image's identity: D refuses to write over it (the same file reached through another path).
+      const image = sourceImageIdentity(this.#o.image);
+      link.send({ type: 'BEGIN', guest: this.#o.migrator?.definition ?? this.#o.guestDefinition, size: this.#o.image.size, blockSize: this.#o.blockSize, cookie, image });
       await raceLink(this.#prepared.promise, link, 60_000, 'PREPARED');
       this.#to('perform');
       let state: Record<string, unknown> = {};
@@ -312,7 +315,7 @@ export class SourceAgent {
         return;
       case 'ABORT':
         this.#log.warn({ reason: msg.reason }, 'destination aborted the migration');
-        this.#prepared.reject(new ProtocolError('PC_ERR_ROLLBACK', msg.reason));
+        this.#prepared.reject(abortError(msg));
         this.#stream?.fail(new ProtocolError('PC_ERR_ROLLBACK', `destination aborted: ${msg.reason}`));
         this.#credit.wake();
         this.#finish.resolve({ running: false, error: msg.reason });
@@ -481,6 +484,14 @@ export class RolledBackError extends PostcopyError {
     super('PC_ERR_ROLLBACK', cause.code === 'PC_ERR_ROLLBACK' ? cause.detail : cause.message, { cause });
     this.precopy = precopy;
   }
+}
+
+/** D's ABORT as an error: a refusal the operator must act on keeps D's code (a UsageError: exit 2). */
+function abortError(msg: { reason: string; code?: string }): PostcopyError {
+  const code = msg.code;
+  return code !== undefined && Object.hasOwn(ERROR_CODES, code)
+    ? new UsageError(code as ErrorCode, msg.reason)
+    : new ProtocolError('PC_ERR_ROLLBACK', msg.reason);
 }
 
 function closed(link: Link): Promise<'closed'> {

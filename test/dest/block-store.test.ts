@@ -159,10 +159,11 @@ describe('durability ordering', () => {
     await tick();
     fetcher.answer(0, src);
     await r;
+    const file = store.file;
     await store.close();
     fetcher = new ScriptedFetcher();
     const bitmap = PresentBitmap.load(join(dir, 'bitmap'), BS, BLOCKS);
-    store = BlockStore.reopen(join(dir, 'img'), { size: SIZE, bitmap, fetcher: fetcher as unknown as Fetcher, log: silentLogger() });
+    store = BlockStore.reopen(join(dir, 'img'), { size: SIZE, bitmap, fetcher: fetcher as unknown as Fetcher, log: silentLogger(), file });
     store.startCopyOnRead();
     expect(await store.read(0, BS)).toEqual(src.subarray(0, BS));
     expect(fetcher.requests).toHaveLength(0);
@@ -228,6 +229,7 @@ describe('final-check digests', () => {
   it('readback mode: every such block is read back from the image, so damage after the write shows', async () => {
     await store.close();
     rmSync(join(dir, 'bitmap'));
+    rmSync(join(dir, 'img'));
     store = makeStore('readback');
     await fillAndDamage();
     const digests = asMap(await store.pristineDigests());
