@@ -1,4 +1,6 @@
 // Exit codes of the postcopy command, documented in the README and in --help.
+import { isPostcopyError } from '../common/errors.js';
+
 export const EXIT = {
   OK: 0,
   /** Unexpected internal error. */
@@ -14,6 +16,13 @@ export const EXIT = {
   /** Verification found a mismatch. */
   VERIFY_FAILED: 6,
 } as const;
+
+/** The code a failure that reaches main exits with: an operator mistake is 2; an agent that failed otherwise could not start. */
+export function exitCodeOfError(cmd: string, e: unknown): number {
+  if (!isPostcopyError(e)) return EXIT.INTERNAL;
+  if (e.code === 'PC_ERR_USAGE' || e.code === 'PC_ERR_STATE_DIR') return EXIT.USAGE;
+  return cmd === 'source' || cmd === 'dest' ? EXIT.NOT_STARTED : EXIT.INTERNAL;
+}
 
 export const EXIT_HELP = `Exit codes:
   0  done

@@ -1,7 +1,7 @@
 #!/usr/bin/env -S node --max-semi-space-size=2
 // The `postcopy` command: dispatches to dest, source, demo, verify; turns failures into one line and an exit code.
 import { isPostcopyError } from '../common/errors.js';
-import { EXIT, EXIT_HELP } from './exit-codes.js';
+import { EXIT, EXIT_HELP, exitCodeOfError } from './exit-codes.js';
 
 const HELP = `Usage: postcopy <command> [options]
 
@@ -42,8 +42,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (isPostcopyError(e)) {
       process.stderr.write(`postcopy ${cmd}: ${e.message} [${e.code}]\n`);
-      if (e.code === 'PC_ERR_USAGE' || e.code === 'PC_ERR_STATE_DIR') return EXIT.USAGE;
-      return cmd === 'source' || cmd === 'dest' ? EXIT.NOT_STARTED : EXIT.INTERNAL;
+      return exitCodeOfError(cmd, e);
     }
     process.stderr.write(`postcopy ${cmd}: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
     return EXIT.INTERNAL;
