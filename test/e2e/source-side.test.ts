@@ -141,3 +141,123 @@ function startAgentAs(user: string, args: string[]): Agent {
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((res) => child.once('exit', (code, signal) => res({ code, signal, at: Date.now() })));
   return { child, stderr: () => err, exit };
 }
+
+/** D and S over loopback on a pattern image, D slowed so the post-copy lasts (as in sigkill.test.ts). */
+async function pair(prefix: string, opts: { sizeMiB?: number; sourceExtra?: string[] } = {}) {
+  const w = workDir(prefix);
+  teardown.later(w.cleanup);
+  const src = join(w.dir, 'src.img');
+  const dst = join(w.dir, 'dst.img');
+  generateDemoImage(src, (opts.sizeMiB ?? 96) * MiB, 7);
+  const port = await freePort();
+  const dEvents = join(w.dir, 'd.jsonl');
+  const sEvents = join(w.dir, 's.jsonl');
+  const dest = teardown.agent(
+    startAgent(['dest', '--listen', `127.0.0.1:${port}`, '--image', dst, '--ticket-file', w.ticket, '--bulk-window', '64K', '--progress-interval', '20', '--events', dEvents]),
+  );
+  await waitForEvent(dEvents, (e) => e.event === 'listening');
+  // No --state-dir: the default one is what these cases are about.
+  const srcArgs = ['source', '--connect', `127.0.0.1:${port}`, '--image', src, '--ticket-file', w.ticket, '--events', sEvents, ...(opts.sourceExtra ?? [])];
+  const source = teardown.agent(startAgent(srcArgs));
+  return { w, src, dst, dest, source, srcArgs, dEvents, sEvents };
+}
+
+function exitEvent(path: string): Record<string, unknown> | undefined {
+  return readEvents(path).filter((e) => e.event === 'exit').at(-1);
+}
+
+describe('case 10: S has a default state dir and resumes after a crash', () => {
+  it('without --state-dir: SIGKILL after cut-over, the same command line resumes and completes', async () => {
+    const p = await pair('s-default-state');
+    const stateDir = `${p.src}.source-state`;
+    expect(defaultSourceStateDir(p.src, false)).toBe(stateDir);
+    await waitForEvent(p.sEvents, (e) => e.event === 'cutover', 60_000);
+    // The state dir exists from the handshake on, owner-only: it holds the session's resume key.
+    expect(statSync(stateDir).mode & 0o777).toBe(0o700);
+    expect(readdirSync(stateDir)).toContain('source-session.json');
+    p.source.child.kill('SIGKILL');
+    await p.source.exit;
+    const again = teardown.agent(startAgent(p.srcArgs));
+    const [s, d] = await Promise.all([again.exit, p.dest.exit]);
+    expect(s.code, again.stderr()).toBe(0);
+    expect(d.code, p.dest.stderr()).toBe(0);
+    expect(readEvents(p.sEvents).some((e) => e.event === 'phase' && e.restarted === true)).toBe(true);
+    expect((await compareImages(p.src, p.dst)).ok).toBe(true);
+    // Nothing left to resume: the default dir goes once the destination confirmed.
+    expect(existsSync(stateDir)).toBe(false);
+  }, 180_000);
+
+  it('the default state dir of S never names the one of D, and an NBD image has one too', () => {
+    for (const img of ['/v/a.img', '/v/a.img.source-', '/v/a.img.source', '/v/a']) {
+      for (const other of ['/v/a.img', '/v/a.img.source-', '/v/a.img.source', '/v/a', '/v/a.img.source-state']) {
+        expect(defaultSourceStateDir(img, false)).not.toBe(`${other}.state`);
+      }
+    }
+    const nbd = defaultSourceStateDir('nbd://host:10809/disk', true);
+    expect(nbd).toMatch(/postcopy\/source\/host_10809_disk-[0-9a-f]{8}$/);
+    expect(defaultSourceStateDir('nbd://host:10809/disk2', true)).not.toBe(nbd);
+  });
+});
+
+describe('case 11: Ctrl-C / SIGTERM on S', () => {
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    it(`${sig} before cut-over: ABORT, exit 3 at once, and D exits 3 promptly`, async () => {
+      // A guest that never converges keeps S in the pre-copy long after the signal lands.
+      const p = await pair(`s-${sig}-before`, { sizeMiB: 8, sourceExtra: ['--guest', 'sim', '--ram', '64M', '--dirty-rate', '1000000', '--max-downtime', '1'] });
+      await waitForEvent(p.sEvents, (e) => e.event === 'phase' && e.phase === 'perform', 60_000);
+      const sentAt = Date.now();
+      p.source.child.kill(sig);
+      const s = await exitWithin(p.source, 20_000);
+      expect(s.code, p.source.stderr()).toBe(3);
+      expect(s.at - sentAt).toBeLessThan(5_000);
+      expect(exitEvent(p.sEvents)?.code).toBe(3);
+      expect(p.source.stderr()).toMatch(new RegExp(`stopped by ${sig} before cut-over.*the guest stays here`));
+      const d = await exitWithin(p.dest, 20_000);
+      expect(d.code, p.dest.stderr()).toBe(3);
+      // D learned it from ABORT, not from a link timeout (its grace for a lost source is 30 s).
+      expect(d.at - sentAt).toBeLessThan(10_000);
+      expect(readEvents(p.dEvents).some((e) => e.event === 'phase' && e.phase === 'aborted' && /source aborted/.test(String(e.error)))).toBe(true);
+      expect(existsSync(p.dst)).toBe(false);
+      expect(existsSync(`${p.src}.source-state`)).toBe(false);
+    }, 120_000);
+  }
+
+  it('after cut-over: the first SIGTERM is refused, the second exits 5 keeping state, and the printed command resumes', async () => {
+    const p = await pair('s-term-after', { sizeMiB: 128 });
+    await waitForEvent(p.sEvents, (e) => e.event === 'cutover', 60_000);
+    p.source.child.kill('SIGTERM');
+    await until(() => /SIGTERM refused/.test(p.source.stderr()), 'the refusal line');
+    const refusal = p.source.stderr().split('\n').find((l) => /SIGTERM refused/.test(l))!;
+    expect(refusal).toMatch(/the guest runs on the destination, and up to \d+ bytes .* exist only here/);
+    expect(readEvents(p.sEvents).some((e) => e.event === 'signal' && e.action === 'refused' && Number(e.bytesOnlySource) > 0)).toBe(true);
+    const stderrBefore = p.source.stderr().length;
+    p.source.child.kill('SIGTERM');
+    const s = await exitWithin(p.source, 20_000);
+    expect(s.code, p.source.stderr()).toBe(5);
+    expect(exitEvent(p.sEvents)?.code).toBe(5);
+    const last = p.source.stderr().slice(stderrBefore).trim().split('\n').filter((l) => l.startsWith('postcopy source:'));
+    expect(last).toHaveLength(1);
+    expect(last[0]).toMatch(/stopped by SIGTERM after cut-over.*the guest runs on the destination.*exist only here.*state kept in .*resume with: /);
+    const stateDir = `${p.src}.source-state`;
+    expect(readdirSync(stateDir)).toContain('source-session.json');
+    // D keeps the guest and waits for S; the printed command (same line, state dir explicit) finishes the job.
+    expect(p.dest.child.exitCode).toBeNull();
+    const command = /resume with: (.*) \(or, if this host/.exec(last[0]!)![1]!;
+    expect(command).toContain(`--state-dir ${stateDir}`);
+    const resumed = teardown.agent(startShell(command));
+    const [s2, d] = await Promise.all([resumed.exit, p.dest.exit]);
+    expect(s2.code, resumed.stderr()).toBe(0);
+    expect(d.code, p.dest.stderr()).toBe(0);
+    expect((await compareImages(p.src, p.dst)).ok).toBe(true);
+  }, 180_000);
+});
+
+/** A command line as the operator would paste it. */
+function startShell(command: string): Agent {
+  const child = spawn('/bin/sh', ['-c', command], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, POSTCOPY_LOG_LEVEL: 'info' } });
+  let err = '';
+  child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+  child.stdout!.resume();
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((res) => child.once('exit', (code, signal) => res({ code, signal, at: Date.now() })));
+  return { child, stderr: () => err, exit };
+}
