@@ -203,7 +203,7 @@ describe('case 11: Ctrl-C / SIGTERM on S', () => {
   for (const sig of ['SIGTERM', 'SIGINT'] as const) {
     it(`${sig} before cut-over: ABORT, exit 3 at once, and D exits 3 promptly`, async () => {
       // A guest that never converges keeps S in the pre-copy long after the signal lands.
-      const p = await pair(`s-${sig}-before`, { sizeMiB: 8, sourceExtra: ['--guest', 'sim', '--ram', '64M', '--dirty-rate', '1000000', '--max-downtime', '1'] });
+      const p = await pair(`s-${sig}-before`, { sizeMiB: 8, sourceExtra: ['--guest', 'sim', '--ram', '32M', '--dirty-rate', '50000', '--max-downtime', '1'] });
       await waitForEvent(p.sEvents, (e) => e.event === 'phase' && e.phase === 'perform', 60_000);
       const sentAt = Date.now();
       p.source.child.kill(sig);
