@@ -261,3 +261,49 @@ function startShell(command: string): Agent {
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((res) => child.once('exit', (code, signal) => res({ code, signal, at: Date.now() })));
   return { child, stderr: () => err, exit };
 }
+
+describe("case 9: the source's own options are checked before it connects", () => {
+  const mistakes: Array<[string, (dir: string, image: string) => string[]]> = [
+    ['--state-dir that is a file', (dir) => ['--state-dir', join(dir, 'ticket')]],
+    ['--state-dir below a file', (dir) => ['--state-dir', join(dir, 'ticket', 'sub')]],
+    ['--state-dir holding an unfinished session of another image', (dir) => {
+      const other = join(dir, 'other-state');
+      mkdirSync(other, { mode: 0o700 });
+      const session = { sessionId: 'ab'.repeat(16), resumeKey: 'cd'.repeat(32), phase: 'postcopy', size: MiB, image: join(dir, 'other.img') };
+      writeFileSync(join(other, 'source-session.json'), JSON.stringify(session));
+      return ['--state-dir', other];
+    }],
+    ['--state-dir holding an unfinished session of this image at another size', (dir, image) => {
+      const other = join(dir, 'sized-state');
+      mkdirSync(other, { mode: 0o700 });
+      const session = { sessionId: 'ab'.repeat(16), resumeKey: 'cd'.repeat(32), phase: 'postcopy', size: 2 * MiB, image };
+      writeFileSync(join(other, 'source-session.json'), JSON.stringify(session));
+      return ['--state-dir', other];
+    }],
+  ];
+  for (const [what, extra] of mistakes) {
+    it(`${what}: exit 2, one line, nothing reached or changed`, async () => {
+      const w = workDir('s-options');
+      teardown.later(w.cleanup);
+      const image = join(w.dir, 'src.img');
+      writeFileSync(image, Buffer.alloc(MiB, 3));
+      const args = extra(w.dir, image);
+      const before = snapshot(w.dir);
+      const d = await countingListener();
+      const s = teardown.agent(startAgent(['source', '--connect', `127.0.0.1:${d.port}`, '--image', image, '--ticket-file', w.ticket, '--connect-timeout', '5', ...args]));
+      const r = await exitWithin(s, 20_000);
+      expect(r.code, s.stderr()).toBe(2);
+      expectOneLineNoStack(s);
+      expect(d.connections()).toBe(0);
+      expect(snapshot(w.dir)).toEqual(before);
+    }, 30_000);
+  }
+});
+
+/** Every file under dir with its size, mode and mtime (a mistake must change none of them). */
+function snapshot(dir: string): Array<[string, number, number, number]> {
+  return (readdirSync(dir, { recursive: true }) as string[]).sort().map((f) => {
+    const st = statSync(join(dir, f));
+    return [f, st.size, st.mode, st.mtimeMs];
+  });
+}
