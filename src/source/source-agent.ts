@@ -282,6 +282,11 @@ export class SourceAgent {
   /** Reconnect with backoff and resume the session; returns D's phase. */
   async #resume(): Promise<string> {
     const deadline = Date.now() + (this.#o.resumeTimeoutMs ?? Infinity);
+    // Said once per loss: this process must stay up, it holds what D still lacks.
+    this.#log.warn(
+      { phase: this.#phase, bytesOnlySource: this.bytesOnlyHere },
+      'link to the destination lost after the final state was sent: the guest runs (or may run) there, and the bytes not yet moved exist only here; reconnecting until it is back',
+    );
     for (let attempt = 0; ; attempt++) {
       if (this.#closed) throw new LinkClosedError('PC_ERR_LINK_CLOSED', 'source stopped');
       this.#o.events.emit('link', { state: 'reconnecting', attempt });

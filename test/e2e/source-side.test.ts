@@ -1,7 +1,7 @@
 // The source side as safe as the destination (issue 10, cases 8, 10, 11), with real processes:
 // S checks its image before it connects; S has a default state dir that resumes after a crash; a stop
 // request before cut-over aborts at once, after cut-over it is refused once and then exits 5 keeping state.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
@@ -130,6 +130,29 @@ describe('case 8: S checks its image before connecting', () => {
     expect(s.stderr()).toMatch(/empty/);
     expect(d.connections()).toBe(0);
   }, 30_000);
+});
+
+describe('case 8: a block device is an image', () => {
+  it.skipIf(skipWithout(['losetup']))('a loop device as --image migrates whole (its size comes from sysfs, not fstat)', async () => {
+    assertTools(['losetup']);
+    const w = workDir('s-blockdev');
+    teardown.later(w.cleanup);
+    const backing = join(w.dir, 'backing.img');
+    const dst = join(w.dir, 'dst.img');
+    generateDemoImage(backing, 16 * MiB, 5);
+    const dev = execFileSync('losetup', ['--find', '--show', backing], { encoding: 'utf8' }).trim();
+    teardown.later(() => void execFileSync('losetup', ['--detach', dev]));
+    const port = await freePort();
+    const dEvents = join(w.dir, 'd.jsonl');
+    const dest = teardown.agent(startAgent(['dest', '--listen', `127.0.0.1:${port}`, '--image', dst, '--ticket-file', w.ticket, '--events', dEvents]));
+    await waitForEvent(dEvents, (e) => e.event === 'listening');
+    const source = teardown.agent(startAgent(['source', '--connect', `127.0.0.1:${port}`, '--image', dev, '--ticket-file', w.ticket, '--state-dir', join(w.dir, 'sstate')]));
+    const [s, d] = await Promise.all([exitWithin(source, 60_000), exitWithin(dest, 60_000)]);
+    expect(s.code, source.stderr()).toBe(0);
+    expect(d.code, dest.stderr()).toBe(0);
+    expect(statSync(dst).size).toBe(16 * MiB);
+    expect((await compareImages(backing, dst)).ok).toBe(true);
+  }, 90_000);
 });
 
 /** The real CLI run as another (unprivileged) user. */
