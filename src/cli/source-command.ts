@@ -3,7 +3,7 @@ import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { createRootLogger } from '../common/logger.js';
 import { JsonLinesEvents } from '../common/events.js';
-import { UsageError } from '../common/errors.js';
+import { UsageError, isPostcopyError } from '../common/errors.js';
 import { loadTlsFiles, parseHostPort } from '../link/connect.js';
 import { deferred } from '../common/deferred.js';
 import { imageIdentity, defaultSourceStateDir } from '../source/source-state.js';
@@ -214,7 +214,9 @@ export async function runSource(argv: string[]): Promise<number> {
       }
       if (agent.pastCutover) {
         await agent.close();
-        return notice.exit(events, `stopped after cut-over with the migration unfinished (${msg})`, {});
+        // A destination that does not know the session may have finished without us (--fallback): say how to start anew.
+        const unknown = isPostcopyError(e) && e.code === 'PC_ERR_AUTH' ? `; if that migration ended without this source, remove ${stateDir} to start a new one` : '';
+        return notice.exit(events, `stopped after cut-over with the migration unfinished (${msg}${unknown})`, {});
       }
       throw e;
     } finally {

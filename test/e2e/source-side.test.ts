@@ -157,7 +157,16 @@ describe('case 8: a block device is an image', () => {
 
 /** The real CLI run as another (unprivileged) user. */
 function startAgentAs(user: string, args: string[]): Agent {
-  const child = spawn('runuser', ['-u', user, '--', process.execPath, CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, POSTCOPY_LOG_LEVEL: 'info' } });
+  return spawnWatched('runuser', ['-u', user, '--', process.execPath, CLI, ...args]);
+}
+
+/** A command line as the operator would paste it. */
+function startShell(command: string): Agent {
+  return spawnWatched('/bin/sh', ['-c', command]);
+}
+
+function spawnWatched(cmd: string, args: string[]): Agent {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, POSTCOPY_LOG_LEVEL: 'info' } });
   let err = '';
   child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
   child.stdout!.resume();
@@ -275,15 +284,6 @@ describe('case 11: Ctrl-C / SIGTERM on S', () => {
   }, 180_000);
 });
 
-/** A command line as the operator would paste it. */
-function startShell(command: string): Agent {
-  const child = spawn('/bin/sh', ['-c', command], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, POSTCOPY_LOG_LEVEL: 'info' } });
-  let err = '';
-  child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
-  child.stdout!.resume();
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((res) => child.once('exit', (code, signal) => res({ code, signal, at: Date.now() })));
-  return { child, stderr: () => err, exit };
-}
 
 describe("case 9: the source's own options are checked before it connects", () => {
   const mistakes: Array<[string, (dir: string, image: string) => string[]]> = [
