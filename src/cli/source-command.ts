@@ -205,7 +205,7 @@ export async function runSource(argv: string[]): Promise<number> {
         events.emit('exit', { code, error: msg, failedInPhase: agent.failedInPhase, ...(abortedBy ? { signal: abortedBy } : {}) });
         process.stderr.write(
           abortedBy
-            ? `postcopy source: stopped by ${abortedBy} before cut-over; the migration is aborted, the guest stays here and the destination discards its copy\n`
+            ? `postcopy source: stopped by ${abortedBy} before cut-over; the migration is aborted, the guest stays here${agent.failedInPhase === 'connecting' ? ' (nothing was started on the destination)' : ' and the destination discards its copy'}\n`
             : notStarted
               ? `postcopy source: could not start (${msg}); this run started nothing on either side${/already in progress/.test(msg) ? notice.busyHint() : ''}\n`
               : `postcopy source: rolled back in phase ${agent.failedInPhase} (${msg}); the guest stays here, the destination discards its copy\n`,
