@@ -62,11 +62,15 @@ export class SourceStateDir {
     if (!saved || (saved.phase !== 'postcopy' && saved.phase !== 'awaiting-finish')) return null;
     const what = `${this.dir} holds session ${saved.sessionId} (${saved.phase}) of ${saved.image ?? 'an image'} (${saved.size} bytes)`;
     const fix = 'resume that migration with its own image, or give this one another --state-dir';
-    if (saved.image !== undefined && current.image !== undefined && saved.image !== current.image) throw new UsageError('PC_ERR_STATE_DIR', `${what}, not of ${current.image}; ${fix}`);
-    if (saved.size !== current.size) throw new UsageError('PC_ERR_STATE_DIR', `${what}, but the image is now ${current.size} bytes; ${fix}`);
-    if (saved.identity && current.identity && (saved.identity.dev !== current.identity.dev || saved.identity.ino !== current.identity.ino)) {
-      throw new UsageError('PC_ERR_STATE_DIR', `${what}, but ${current.image} is another file now (device/inode differ); ${fix}`);
+    // A file is known by its device and inode (another path to it is the same image); an NBD export by its URI.
+    if (saved.identity && current.identity) {
+      if (saved.identity.dev !== current.identity.dev || saved.identity.ino !== current.identity.ino) {
+        throw new UsageError('PC_ERR_STATE_DIR', `${what}, and ${current.image} is another file (device/inode differ); ${fix}`);
+      }
+    } else if (saved.image !== undefined && current.image !== undefined && saved.image !== current.image) {
+      throw new UsageError('PC_ERR_STATE_DIR', `${what}, not of ${current.image}; ${fix}`);
     }
+    if (saved.size !== current.size) throw new UsageError('PC_ERR_STATE_DIR', `${what}, but the image is now ${current.size} bytes; ${fix}`);
     return saved;
   }
 

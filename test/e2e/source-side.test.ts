@@ -296,6 +296,14 @@ describe("case 9: the source's own options are checked before it connects", () =
       writeFileSync(join(other, 'source-session.json'), JSON.stringify(session));
       return ['--state-dir', other];
     }],
+    ['--state-dir holding an unfinished session of another file once at this path', (dir, image) => {
+      const other = join(dir, 'replaced-state');
+      mkdirSync(other, { mode: 0o700 });
+      const ticket = statSync(join(dir, 'ticket'));
+      const session = { sessionId: 'ab'.repeat(16), resumeKey: 'cd'.repeat(32), phase: 'postcopy', size: MiB, image, identity: { dev: ticket.dev, ino: ticket.ino } };
+      writeFileSync(join(other, 'source-session.json'), JSON.stringify(session));
+      return ['--state-dir', other];
+    }],
     ['--state-dir holding an unfinished session of this image at another size', (dir, image) => {
       const other = join(dir, 'sized-state');
       mkdirSync(other, { mode: 0o700 });
