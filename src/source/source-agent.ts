@@ -195,6 +195,7 @@ export class SourceAgent {
   async #fresh(): Promise<SourceResult> {
     const { guest } = this.#o;
     if (guest && !guest.running) guest.start(this.#o.guestDisk ?? (this.#o.image as unknown as BlockDevice));
+    this.#o.events.emit('phase', { phase: 'connecting' });
     let precopy: PrecopyResult | null = null;
     try {
       const link = await this.#orAbort(this.#open(Date.now() + this.#o.connectTimeoutMs));

@@ -254,6 +254,25 @@ describe('case 11: Ctrl-C / SIGTERM on S', () => {
     }, 120_000);
   }
 
+  it('SIGTERM while still reaching the destination: exit 3 at once, nothing started', async () => {
+    const w = workDir('s-term-connecting');
+    teardown.later(w.cleanup);
+    const image = join(w.dir, 'src.img');
+    writeFileSync(image, Buffer.alloc(MiB, 9));
+    const sEvents = join(w.dir, 's.jsonl');
+    // Nothing listens there: S retries until --connect-timeout (an hour).
+    const s = teardown.agent(startAgent(['source', '--connect', `127.0.0.1:${await freePort()}`, '--image', image, '--ticket-file', w.ticket, '--connect-timeout', '3600', '--events', sEvents]));
+    await waitForEvent(sEvents, (e) => e.event === 'phase' && e.phase === 'connecting');
+    const sentAt = Date.now();
+    s.child.kill('SIGTERM');
+    const r = await exitWithin(s, 20_000);
+    expect(r.code, s.stderr()).toBe(3);
+    expect(r.at - sentAt).toBeLessThan(5_000);
+    expect(exitEvent(sEvents)?.code).toBe(3);
+    expect(s.stderr()).toMatch(/stopped by SIGTERM before cut-over.*nothing was started on the destination/);
+    expect(existsSync(`${image}.source-state`)).toBe(false);
+  }, 60_000);
+
   it('after cut-over: the first SIGTERM is refused, the second exits 5 keeping state, and the printed command resumes', async () => {
     const p = await pair('s-term-after', { sizeMiB: 128 });
     await waitForEvent(p.sEvents, (e) => e.event === 'cutover', 60_000);
