@@ -19,7 +19,7 @@ export const EXIT_HELP = `Exit codes:
   0  done
   1  unexpected internal error
   2  bad command line or configuration
-  3  rolled back before cut-over: the guest runs on the source, the destination kept nothing
+  3  rolled back (or stopped by Ctrl-C/SIGTERM) before cut-over: the guest runs on the source, the destination kept nothing
   4  could not start: peer unreachable or authentication refused; nothing started on either side
   5  stopped after cut-over with the migration unfinished: state kept; restart with the same --state-dir to resume
   6  verification found a mismatch`;

@@ -1,18 +1,22 @@
 // `postcopy source`: connect to the destination, hand over the guest, serve the disk until D is complete.
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { createRootLogger } from '../common/logger.js';
 import { JsonLinesEvents } from '../common/events.js';
 import { UsageError, isPostcopyError } from '../common/errors.js';
 import { loadTlsFiles, parseHostPort } from '../link/connect.js';
-import type { NbdSourceImage } from '../nbd/nbd-source-image.js';
-import { FileImage } from '../source/file-image.js';
+import { deferred } from '../common/deferred.js';
+import { imageIdentity, defaultSourceStateDir } from '../source/source-state.js';
+import { isNbdUri, openImageFile, openImageNbd } from '../source/source-image-open.js';
 import { RolledBackError, SourceAgent } from '../source/source-agent.js';
 import type { SimGuest } from '../guest/sim-guest.js';
 import type { SimGuestSpec } from '../guest/types.js';
 import type { GuestDefinition } from '../protocol/messages.js';
 import { AGENT_OPTIONS, parseCommandArgs, optional, readTicket, required } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
+import { exitCodeFor } from './failure.js';
 import { checkAgentOptions } from './preflight.js';
-import { parseFloatArg, parseIntArg, parseSize } from './sizes.js';
+import { formatBytes, parseFloatArg, parseIntArg, parseSize } from './sizes.js';
 
 export const SOURCE_HELP = `Usage: postcopy source --connect HOST:PORT --image PATH|nbd://HOST:PORT/NAME --ticket-file F [options]
 
@@ -21,7 +25,10 @@ Hand the guest and its disk over to a waiting destination, then serve the blocks
   --connect HOST:PORT     the destination's migration socket
   --image PATH|URI        raw image file, nbd://HOST[:PORT]/NAME or nbd+unix:///NAME?socket=PATH
   --ticket-file F         shared secret (same file as the destination's)
-  --state-dir DIR         session state; reuse it to resume after a restart of this process
+  --state-dir DIR         session state (0700), kept until the destination confirmed; reuse it to resume
+                          after a restart of this process (default: PATH.source-state beside a file
+                          image; for an NBD image \$XDG_STATE_HOME/postcopy/source/URI-HASH, by default
+                          ~/.local/state/postcopy/source/...)
   --block-size SIZE       migration block size, power of two 4K..256K (default 64K)
   --max-downtime MS       cut over once the remaining dirty RAM fits this budget (default 50)
   --connect-timeout SEC   give up reaching the destination before anything started (default 60)
@@ -45,6 +52,9 @@ Hand the guest and its disk over to a waiting destination, then serve the blocks
   --log-level LEVEL       pino level for stderr logs (default: info)
 
 Exits 0 only after the destination said COMPLETE (image durable there) and was confirmed.
+Ctrl-C or SIGTERM before cut-over aborts the migration (the guest goes on here) and exits 3; after
+cut-over this process holds the only copy of the blocks the destination still needs, so the first
+signal is refused (said on stderr) and a second one exits 5, keeping the state dir for a resume.
 
 ${EXIT_HELP}`;
 
@@ -70,6 +80,7 @@ export async function runSource(argv: string[]): Promise<number> {
     process.stdout.write(SOURCE_HELP + '\n');
     return EXIT.OK;
   }
+  // Every option is checked before anything is opened or reached (one line, exit 2).
   checkAgentOptions(values);
   const connect = parseHostPort(required(values, 'connect'), '--connect');
   const imageArg = required(values, 'image');
@@ -83,100 +94,213 @@ export async function runSource(argv: string[]): Promise<number> {
   const guestKind = optional(values, 'guest');
   if (guestKind !== undefined && guestKind !== 'sim' && guestKind !== 'qemu') throw new UsageError('PC_ERR_USAGE', `--guest must be 'sim' or 'qemu', got '${guestKind}'`);
   if (guestKind !== 'qemu' && (values.qmp !== undefined || values['postcopy-ram'] !== undefined)) throw new UsageError('PC_ERR_USAGE', '--qmp and --postcopy-ram go with --guest qemu');
+  const isNbd = isNbdUri(imageArg);
+  if (isNbd && guestKind === 'sim') throw new UsageError('PC_ERR_USAGE', '--guest sim needs a file image (its writes go to the image before cut-over)');
+  const spec: SimGuestSpec | null = guestKind === 'sim' ? simSpec(values) : null;
   const tls = loadTlsFiles(optional(values, 'tls-cert'), optional(values, 'tls-key'), optional(values, 'tls-ca'));
+  const stateDirArg = optional(values, 'state-dir');
+  const stateDir = stateDirArg ?? defaultSourceStateDir(imageArg, isNbd);
+  checkStateDir(stateDir);
   const log = createRootLogger({ level: optional(values, 'log-level'), name: 'postcopy-source' });
   const events = new JsonLinesEvents(optional(values, 'events'), 'source');
-
-  const isNbd = /^nbd(\+unix)?:\/\//.test(imageArg);
-  if (isNbd && guestKind === 'sim') throw new UsageError('PC_ERR_USAGE', '--guest sim needs a file image (its writes go to the image before cut-over)');
-  const file = isNbd ? null : FileImage.open(imageArg, { writable: guestKind === 'sim' });
-  const image = file ?? (await openNbd(imageArg, log));
-
-  // The NBD client, the simulated guest and the QEMU adapter load only when asked for (start-up time).
-  let guest: SimGuest | null = null;
-  let spec: SimGuestSpec | null = null;
-  let guestDefinition: GuestDefinition | null = null;
-  if (guestKind === 'sim') {
-    spec = {
-      kind: 'sim',
-      seed: parseIntArg(optional(values, 'seed') ?? '1', '--seed', 0, 0xffffffff),
-      ramBytes: parseSize(optional(values, 'ram') ?? '256M', '--ram'),
-      dirtyPagesPerSec: parseIntArg(optional(values, 'dirty-rate') ?? '1000', '--dirty-rate', 0, 10_000_000),
-      diskOpsPerSec: parseIntArg(optional(values, 'disk-ops') ?? '200', '--disk-ops', 0, 1_000_000),
-      writeRatio: parseFloatArg(optional(values, 'write-ratio') ?? '0.3', '--write-ratio', 0, 1),
-      residentFraction: parseFloatArg(optional(values, 'ram-used') ?? '0.75', '--ram-used', 0, 1),
-    };
-    const { SimGuest } = await import('../guest/sim-guest.js');
-    guest = new SimGuest(spec, { diskSize: image.size, log });
-    guestDefinition = (await import('./guest-factory.js')).simGuestDefinition(spec);
-  }
-
-  // A QEMU guest writes its own image until the switch: S only reads it, after that only D's copy changes.
-  const migrator =
-    guestKind === 'qemu'
-      ? await (await import('../hypervisor/cli-options.js')).openSourceQemu({ qmp: required(values, 'qmp'), postcopyRam: values['postcopy-ram'] === true, stateDir: optional(values, 'state-dir'), maxDowntimeMs: optional(values, 'max-downtime') ? maxDowntimeMs : undefined, log, events })
-      : undefined;
-
-  const agent = new SourceAgent({
-    connect,
-    ...(migrator ? { migrator } : {}),
-    image,
-    ...(file ? { guestDisk: file } : {}),
-    guest,
-    guestDefinition,
-    ticket,
-    ...(optional(values, 'state-dir') ? { stateDir: optional(values, 'state-dir')! } : {}),
-    blockSize,
-    maxDowntimeMs,
-    connectTimeoutMs,
-    log,
-    events,
-    ...(tls ? { tls } : {}),
-  });
-  const started = performance.now();
   try {
-    const result = await agent.run();
-    const summary = {
-      wallMs: Math.round(performance.now() - started),
-      downtimeMs: result.downtimeMs,
-      precopy: result.precopy,
-      blocks: result.blocks,
-      reconnects: result.reconnects,
-      guest: guest ? { reads: guest.stats.reads, writes: guest.stats.writes, readMismatches: guest.stats.readMismatches } : null,
-      ...(migrator ? { hypervisor: migrator.stats } : {}),
-    };
-    events.emit('summary', summary);
-    events.emit('exit', { code: EXIT.OK });
-    return EXIT.OK;
+    return await migrate();
   } catch (e) {
-    await guest?.pause();
-    const msg = isPostcopyError(e) || e instanceof Error ? e.message : String(e);
-    if (e instanceof RolledBackError && e.cause instanceof UsageError) {
-      // The destination refused an operator mistake (our image as its image) before anything started.
-      events.emit('exit', { code: EXIT.USAGE, error: e.cause.message, errorCode: e.cause.code });
-      process.stderr.write(`postcopy source: the destination refused the migration: ${e.cause.message} [${e.cause.code}]; nothing changed on either side, the guest stays here\n`);
-      return EXIT.USAGE;
-    }
-    if (e instanceof RolledBackError) {
-      const notStarted = agent.failedInPhase === 'connecting';
-      const code = notStarted ? EXIT.NOT_STARTED : EXIT.ROLLED_BACK;
-      events.emit('exit', { code, error: msg, failedInPhase: agent.failedInPhase });
-      process.stderr.write(
-        notStarted
-          ? `postcopy source: could not start (${msg}); nothing changed on either side, the guest stays here\n`
-          : `postcopy source: rolled back in phase ${agent.failedInPhase} (${msg}); the guest stays here, the destination discards its copy\n`,
-      );
-      return code;
-    }
+    // Whatever reaches main is reported there; the event says the same code the process exits with.
+    events.emit('exit', { code: exitCodeFor('source', e), error: e instanceof Error ? e.message : String(e) });
     throw e;
   } finally {
-    migrator?.close();
     events.close();
+  }
+
+  async function migrate(): Promise<number> {
+    // The image is checked (and an NBD export reached) before the destination is contacted.
+    const file = isNbd ? null : openImageFile(imageArg, { writable: guestKind === 'sim' });
+    const image = file ?? (await openImageNbd(imageArg, log));
+
+    // The simulated guest and the QEMU adapter load only when asked for (start-up time).
+    let guest: SimGuest | null = null;
+    let guestDefinition: GuestDefinition | null = null;
+    if (spec) {
+      const { SimGuest } = await import('../guest/sim-guest.js');
+      guest = new SimGuest(spec, { diskSize: image.size, log });
+      guestDefinition = (await import('./guest-factory.js')).simGuestDefinition(spec);
+    }
+
+    // A QEMU guest writes its own image until the switch: S only reads it, after that only D's copy changes.
+    const migrator =
+      guestKind === 'qemu'
+        ? await (await import('../hypervisor/cli-options.js')).openSourceQemu({ qmp: required(values, 'qmp'), postcopyRam: values['postcopy-ram'] === true, stateDir: stateDirArg, maxDowntimeMs: optional(values, 'max-downtime') ? maxDowntimeMs : undefined, log, events })
+        : undefined;
+
+    const agent = new SourceAgent({
+      connect,
+      ...(migrator ? { migrator } : {}),
+      image,
+      ...(file ? { guestDisk: file } : {}),
+      guest,
+      guestDefinition,
+      ticket,
+      stateDir,
+      stateDirIsDefault: stateDirArg === undefined,
+      imageLabel: imageIdentity(imageArg, isNbd),
+      blockSize,
+      maxDowntimeMs,
+      connectTimeoutMs,
+      log,
+      events,
+      ...(tls ? { tls } : {}),
+    });
+    const notice = new AfterCutoverNotice(agent, stateDir, stateDirArg === undefined);
+    const stopped = deferred<NodeJS.Signals>();
+    let abortedBy: NodeJS.Signals | null = null;
+    let refused = false;
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (abortedBy) return;
+      if (agent.abort(`stopped by ${sig} on the source`)) {
+        abortedBy = sig;
+        log.warn({ signal: sig, phase: agent.phase }, 'stopping before cut-over: aborting the migration');
+        return;
+      }
+      if (!agent.pastCutover) return; // rolling back or confirmed already: on its way out
+      if (refused) {
+        stopped.resolve(sig);
+        return;
+      }
+      // After cut-over this process holds the only copy of the blocks D still needs: going away needs a second ask.
+      refused = true;
+      const bytes = agent.bytesOnlyHere;
+      log.warn({ signal: sig, phase: agent.phase, bytesOnlySource: bytes }, 'stop refused after cut-over');
+      events.emit('signal', { signal: sig, action: 'refused', phase: agent.phase, bytesOnlySource: bytes });
+      process.stderr.write(`postcopy source: ${sig} refused: ${notice.where()}; send it again to stop anyway (state kept for a resume)\n`);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+
+    const started = performance.now();
+    try {
+      const outcome = await Promise.race([agent.run().then((r) => ({ r }), (e: unknown) => ({ e })), stopped.promise.then((sig) => ({ sig }))]);
+      if ('r' in outcome) {
+        const result = outcome.r;
+        const summary = {
+          wallMs: Math.round(performance.now() - started),
+          downtimeMs: result.downtimeMs,
+          precopy: result.precopy,
+          blocks: result.blocks,
+          reconnects: result.reconnects,
+          guest: guest ? { reads: guest.stats.reads, writes: guest.stats.writes, readMismatches: guest.stats.readMismatches } : null,
+          ...(migrator ? { hypervisor: migrator.stats } : {}),
+        };
+        events.emit('summary', summary);
+        events.emit('exit', { code: EXIT.OK });
+        return EXIT.OK;
+      }
+      await guest?.pause();
+      if ('sig' in outcome) {
+        await agent.close();
+        return notice.exit(events, `stopped by ${outcome.sig} after cut-over with the migration unfinished`, { signal: outcome.sig });
+      }
+      const e = outcome.e;
+      const msg = e instanceof Error ? e.message : String(e);
+      if (e instanceof RolledBackError && e.cause instanceof UsageError) {
+        // The destination refused an operator mistake (our image as its image) before anything started.
+        events.emit('exit', { code: EXIT.USAGE, error: e.cause.message, errorCode: e.cause.code });
+        process.stderr.write(`postcopy source: the destination refused the migration: ${e.cause.message} [${e.cause.code}]; nothing changed on either side, the guest stays here\n`);
+        return EXIT.USAGE;
+      }
+      if (e instanceof RolledBackError) {
+        const notStarted = agent.failedInPhase === 'connecting' && !abortedBy;
+        const code = notStarted ? EXIT.NOT_STARTED : EXIT.ROLLED_BACK;
+        events.emit('exit', { code, error: msg, failedInPhase: agent.failedInPhase, ...(abortedBy ? { signal: abortedBy } : {}) });
+        process.stderr.write(
+          abortedBy
+            ? `postcopy source: stopped by ${abortedBy} before cut-over; the migration is aborted, the guest stays here${agent.failedInPhase === 'connecting' ? ' (nothing was started on the destination)' : ' and the destination discards its copy'}\n`
+            : notStarted
+              ? `postcopy source: could not start (${msg}); this run started nothing on either side${/already in progress/.test(msg) ? notice.busyHint() : ''}\n`
+              : `postcopy source: rolled back in phase ${agent.failedInPhase} (${msg}); the guest stays here, the destination discards its copy\n`,
+        );
+        return code;
+      }
+      if (agent.pastCutover) {
+        await agent.close();
+        // A destination that does not know the session may have finished without us (--fallback): say how to start anew.
+        const unknown = isPostcopyError(e) && e.code === 'PC_ERR_AUTH' ? `; if that migration ended without this source, remove ${stateDir} to start a new one` : '';
+        return notice.exit(events, `stopped after cut-over with the migration unfinished (${msg}${unknown})`, {});
+      }
+      throw e;
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      migrator?.close();
+    }
   }
 }
 
-async function openNbd(uri: string, log: import('../common/logger.js').Logger): Promise<NbdSourceImage> {
-  const [{ NbdSourceImage }, { parseNbdUri }] = await Promise.all([import('../nbd/nbd-source-image.js'), import('../nbd/uri.js')]);
-  const parsed = parseNbdUri(uri);
-  return NbdSourceImage.open(parsed.address, parsed.exportName, { logger: log });
+/** The truth after cut-over, said the same way in every message: where the guest runs, what only S has, how to go on. */
+class AfterCutoverNotice {
+  readonly #agent: SourceAgent;
+  readonly #stateDir: string;
+  readonly #stateDirIsDefault: boolean;
+
+  constructor(agent: SourceAgent, stateDir: string, stateDirIsDefault: boolean) {
+    this.#agent = agent;
+    this.#stateDir = stateDir;
+    this.#stateDirIsDefault = stateDirIsDefault;
+  }
+
+  /** Where the guest runs and what exists only here. */
+  where(): string {
+    const bytes = this.#agent.bytesOnlyHere;
+    return `the guest runs on the destination, and up to ${bytes} bytes (${formatBytes(bytes)}) of its disk exist only here`;
+  }
+
+  /** The same command line, with the state dir made explicit: it resumes the session. */
+  resumeCommand(): string {
+    const args = process.argv.slice(1).map(shellQuote);
+    if (this.#stateDirIsDefault) args.push('--state-dir', shellQuote(this.#stateDir));
+    return args.join(' ');
+  }
+
+  /** Report an unfinished stop after cut-over; the state dir is kept. */
+  exit(events: JsonLinesEvents, what: string, fields: Record<string, unknown>): number {
+    const bytes = this.#agent.bytesOnlyHere;
+    events.emit('exit', { code: EXIT.INTERRUPTED, phase: this.#agent.phase, bytesOnlySource: bytes, stateDir: this.#stateDir, resume: this.resumeCommand(), ...fields });
+    process.stderr.write(
+      `postcopy source: ${what}; ${this.where()}; state kept in ${this.#stateDir}; resume with: ${this.resumeCommand()}` +
+        ` (or, if this host cannot come back, restart the destination with --fallback naming a copy of this image)\n`,
+    );
+    return EXIT.INTERRUPTED;
+  }
+
+  busyHint(): string {
+    return `; the destination is busy with another migration session (if it is this guest's, the guest runs there: resume it with that run's --state-dir)`;
+  }
+}
+
+function shellQuote(arg: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The state dir, or the nearest existing directory above it, must be a directory this process can write. */
+function checkStateDir(dir: string): void {
+  let at = dir;
+  while (!existsSync(at) && dirname(at) !== at) at = dirname(at);
+  if (!statSync(at).isDirectory()) throw new UsageError('PC_ERR_USAGE', `--state-dir ${dir}: ${at} is not a directory`);
+  try {
+    accessSync(at, constants.W_OK | constants.X_OK);
+  } catch {
+    throw new UsageError('PC_ERR_USAGE', `--state-dir ${dir}: ${at} is not writable`);
+  }
+}
+
+function simSpec(values: Record<string, string | boolean | undefined>): SimGuestSpec {
+  return {
+    kind: 'sim',
+    seed: parseIntArg(optional(values, 'seed') ?? '1', '--seed', 0, 0xffffffff),
+    ramBytes: parseSize(optional(values, 'ram') ?? '256M', '--ram'),
+    dirtyPagesPerSec: parseIntArg(optional(values, 'dirty-rate') ?? '1000', '--dirty-rate', 0, 10_000_000),
+    diskOpsPerSec: parseIntArg(optional(values, 'disk-ops') ?? '200', '--disk-ops', 0, 1_000_000),
+    writeRatio: parseFloatArg(optional(values, 'write-ratio') ?? '0.3', '--write-ratio', 0, 1),
+    residentFraction: parseFloatArg(optional(values, 'ram-used') ?? '0.75', '--ram-used', 0, 1),
+  };
 }

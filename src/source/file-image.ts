@@ -1,6 +1,6 @@
 // A raw image file on S: the read-only SourceImage the block server serves from, and, before cut-over,
 // the writable BlockDevice the source's guest runs its disk on.
-import { closeSync, fdatasyncSync, fstatSync, openSync } from 'node:fs';
+import { closeSync, fdatasyncSync, fstatSync, openSync, readFileSync, type Stats } from 'node:fs';
 import { readFully, readIntoFully, writeFully } from '../common/file-io.js';
 import { scanZeroRuns, type ScanHooks } from './extent-scan.js';
 import { BackendError } from '../common/errors.js';
@@ -26,7 +26,8 @@ export class FileImage implements SourceImage, BlockDevice {
     } catch (e) {
       throw new BackendError('PC_ERR_BACKEND', `cannot open image ${path}: ${(e as Error).message}`, { cause: e });
     }
-    return new FileImage(fd, fstatSync(fd).size, !opts.writable);
+    const st = fstatSync(fd);
+    return new FileImage(fd, st.isBlockDevice() ? blockDeviceSize(st) : st.size, !opts.writable);
   }
 
   /** Device and inode of the file: D refuses to migrate onto this very file. */
@@ -114,5 +115,16 @@ export class FileImage implements SourceImage, BlockDevice {
 
   #checkWritable(): void {
     if (this.#readOnly) throw new BackendError('PC_ERR_BACKEND', 'image is read-only on the source after cut-over');
+  }
+}
+
+/** A block device's size (fstat says 0 for one): Linux's sysfs gives it in 512-byte sectors. */
+export function blockDeviceSize(st: Stats): number {
+  const major = Number((BigInt(st.rdev) >> 8n) & 0xfffn) | Number((BigInt(st.rdev) >> 32n) & ~0xfffn);
+  const minor = Number(BigInt(st.rdev) & 0xffn) | Number((BigInt(st.rdev) >> 12n) & ~0xffn);
+  try {
+    return Number(readFileSync(`/sys/dev/block/${major}:${minor}/size`, 'utf8').trim()) * 512;
+  } catch (e) {
+    throw new BackendError('PC_ERR_BACKEND', `cannot learn the size of block device ${major}:${minor}: ${(e as Error).message}`, { cause: e });
   }
 }

@@ -127,7 +127,14 @@ export class RamSender {
   async #sendPages(pages: Uint32Array, urgent = false): Promise<number> {
     const ram = this.#guest.ram;
     let bytes = 0;
+    let yielded = performance.now();
     for (let i = 0; i < pages.length; i += PAGES_PER_FRAME) {
+      // Credit and bulk space are often there already, and their awaits then never leave the microtask queue:
+      // let timers, keepalives and signals (an operator's Ctrl-C) in now and then.
+      if (performance.now() - yielded > YIELD_EVERY_MS) {
+        await new Promise((r) => setImmediate(r));
+        yielded = performance.now();
+      }
       const indices: number[] = [];
       const data: Buffer[] = [];
       for (const ix of pages.subarray(i, i + PAGES_PER_FRAME)) {
@@ -155,6 +162,8 @@ export class RamSender {
 }
 
 const FIRST_ROUND_DATA_SHARE = 0.25;
+/** Longest stretch of page sending without a turn of the event loop. */
+const YIELD_EVERY_MS = 20;
 const DATA_SHARE_OF_DOWNTIME = 0.5;
 
 function round3(x: number): number {

@@ -8,6 +8,7 @@ export class SentDigests {
   readonly #crcs: Uint32Array;
   readonly #known: Uint8Array;
   readonly #zeroCrc: number;
+  #knownBytes = 0;
 
   constructor(size: number, blockSize: number) {
     this.blockSize = blockSize;
@@ -32,8 +33,14 @@ export class SentDigests {
     return (this.#known[b >> 3]! & (1 << (b & 7))) !== 0 ? this.#crcs[b] : undefined;
   }
 
+  /** Bytes of the blocks recorded so far (each counted once). */
+  get knownBytes(): number {
+    return this.#knownBytes;
+  }
+
   #set(b: number, crc: number): void {
     this.#crcs[b] = crc;
+    if ((this.#known[b >> 3]! & (1 << (b & 7))) === 0) this.#knownBytes += Math.min(this.blockSize, this.#size - b * this.blockSize);
     this.#known[b >> 3]! |= 1 << (b & 7);
   }
 

@@ -9,7 +9,7 @@ import { ERROR_CODES, LinkClosedError, PostcopyError, ProtocolError, StateError,
 import { sourceImageIdentity } from '../common/image-identity.js';
 import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
-import { readStateFile, statePath, writeStateFile, ensureDir } from '../common/state-file.js';
+import { SourceStateDir } from './source-state.js';
 import { connectWithRetry, type Backoff, type Endpoint, type TlsFiles } from '../link/connect.js';
 import { handshakeAsSource, type SessionKeys } from '../link/handshake.js';
 import { Link, type LinkOptions } from '../link/link.js';
@@ -64,6 +64,10 @@ export interface SourceAgentOptions {
   migrator?: SourceGuestMigrator;
   ticket: Ticket | null;
   stateDir?: string;
+  /** stateDir is the default one: ours by name, so made 0700 and removed once empty. */
+  stateDirIsDefault?: boolean;
+  /** What the state records as this session's image (path or URI, a file's identity): a mismatch is refused. */
+  imageLabel?: { image: string; identity?: { dev: number; ino: number } };
   blockSize: number;
   maxDowntimeMs: number;
   /** Give up reaching D for a new migration after this long (nothing has started yet). */
@@ -91,12 +95,8 @@ export interface SourceResult {
   reconnects: number;
 }
 
-interface SavedSession {
-  sessionId: string;
-  resumeKey: string;
-  phase: SourcePhase;
-  size: number;
-}
+/** Phases in which the guest still runs (or is about to run again) here: a stop request aborts the migration. */
+const BEFORE_CUTOVER: readonly SourcePhase[] = ['connecting', 'begin', 'perform'];
 
 export class SourceAgent {
   readonly #o: SourceAgentOptions;
@@ -123,9 +123,16 @@ export class SourceAgent {
   /** D's digests, checked as they arrive before its COMPLETE: only what needs a look at the image is kept. */
   #digests: DigestTally = newTally();
   #reconnects = 0;
+  readonly #state: SourceStateDir | null;
+  /** Rejected by abort(): every wait before cut-over races it, so a stop request rolls back at once. */
+  readonly #abort: Deferred<never> = deferred();
+  /** close() was called: no more reconnecting. */
+  #closed = false;
 
   constructor(opts: SourceAgentOptions) {
     this.#o = opts;
+    this.#state = opts.stateDir ? new SourceStateDir(opts.stateDir, opts.stateDirIsDefault ?? false) : null;
+    this.#abort.promise.catch(() => {});
     this.#log = opts.log.child({ role: 'source' });
     this.#sent = new SentDigests(opts.image.size, opts.blockSize);
     this.#cache = new ReadAheadCache({ maxBytes: Math.max(opts.readAheadBytes ?? 32 * 1024 * 1024, 2 * SCAN_LEAD_BYTES), grain: opts.blockSize });
@@ -141,12 +148,43 @@ export class SourceAgent {
   }
   #failedInPhase: SourcePhase | null = null;
 
+  /** Whether the guest may be running on D now (the final state was sent): S must then not go away. */
+  get pastCutover(): boolean {
+    return this.#phase === 'awaiting-finish' || this.#phase === 'postcopy';
+  }
+
+  /**
+   * Bytes of the image D may not hold yet, which exist only here: every block this process has neither sent
+   * nor found to be zero (an upper bound: D's guest may have overwritten some, and a restarted S starts at all).
+   */
+  get bytesOnlyHere(): number {
+    return this.#o.image.size - this.#sent.knownBytes;
+  }
+
+  /**
+   * A stop request (Ctrl-C, SIGTERM). Before cut-over: abort, roll back (D is told, the guest goes on here),
+   * and run() rejects with RolledBackError at once; returns true. After it: refused (false), the caller decides.
+   */
+  abort(reason: string): boolean {
+    if (!BEFORE_CUTOVER.includes(this.#phase)) return false;
+    this.#abort.reject(new ProtocolError('PC_ERR_ROLLBACK', reason));
+    return true;
+  }
+
+  /** Stop serving after cut-over, keeping the state dir for a restart (the caller exits 5). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#link?.close();
+    await this.#o.image.close();
+  }
+
   async run(): Promise<SourceResult> {
-    const saved = this.#o.stateDir ? readStateFile<SavedSession>(statePath(this.#o.stateDir, 'source-session.json')) : null;
-    if (saved && (saved.phase === 'postcopy' || saved.phase === 'awaiting-finish')) {
+    const label = this.#o.imageLabel;
+    const saved = this.#state?.load({ ...(label ?? {}), size: this.#o.image.size }) ?? null;
+    if (saved) {
       // Restarted after cut-over: the guest is (or may be) on D; only D can tell. Serve until COMPLETE.
       this.#keys = { sessionId: saved.sessionId, resumeKey: Buffer.from(saved.resumeKey, 'hex') };
-      this.#phase = saved.phase;
+      this.#phase = saved.phase as SourcePhase;
       this.#o.image.makeReadOnly?.();
       this.#log.info({ sessionId: saved.sessionId, phase: saved.phase }, 'restarted after cut-over; resuming session');
       this.#o.events.emit('phase', { phase: this.#phase, restarted: true });
@@ -158,10 +196,11 @@ export class SourceAgent {
   async #fresh(): Promise<SourceResult> {
     const { guest } = this.#o;
     if (guest && !guest.running) guest.start(this.#o.guestDisk ?? (this.#o.image as unknown as BlockDevice));
+    this.#o.events.emit('phase', { phase: 'connecting' });
     let precopy: PrecopyResult | null = null;
     try {
-      const link = await this.#open(Date.now() + this.#o.connectTimeoutMs);
-      const hs = await handshakeAsSource(link, this.#o.ticket, null);
+      const link = await this.#orAbort(this.#open(Date.now() + this.#o.connectTimeoutMs));
+      const hs = await this.#orAbort(handshakeAsSource(link, this.#o.ticket, null));
       this.#keys = { sessionId: hs.sessionId, resumeKey: hs.resumeKey };
       this.#log.info({ sessionId: hs.sessionId, version: hs.version }, 'connected and authenticated');
       this.#attach(link);
@@ -170,18 +209,18 @@ export class SourceAgent {
       // With our image's identity: D refuses to write over it (the same file reached through another path).
       const image = sourceImageIdentity(this.#o.image);
       link.send({ type: 'BEGIN', guest: this.#o.migrator?.definition ?? this.#o.guestDefinition, size: this.#o.image.size, blockSize: this.#o.blockSize, cookie, image });
-      await raceLink(this.#prepared.promise, link, 60_000, 'PREPARED');
+      await this.#orAbort(raceLink(this.#prepared.promise, link, 60_000, 'PREPARED'));
       this.#to('perform');
       let state: Record<string, unknown> = {};
       let ramDigest = '';
       if (this.#o.migrator) {
         this.#stream = new LinkStreamChannel(link, this.#credit);
-        const { pausedAt } = await this.#o.migrator.transfer(this.#stream);
+        const { pausedAt } = await this.#orAbort(this.#o.migrator.transfer(this.#stream));
         precopy = { rounds: 0, pagesSent: 0, bytesSent: 0, finalPages: 0, bandwidth: 0, converged: true, pausedAt };
         state = { hypervisorStream: true };
       } else if (guest) {
         const sender = new RamSender({ link, guest, credit: this.#credit, log: this.#log, events: this.#o.events, maxDowntimeMs: this.#o.maxDowntimeMs });
-        precopy = await sender.precopy();
+        precopy = await this.#orAbort(sender.precopy());
         state = guest.saveDeviceState();
         ramDigest = sender.ramDigest();
       }
@@ -200,6 +239,7 @@ export class SourceAgent {
   async #afterCutover(precopy: PrecopyResult | null, pausedAt: number | null): Promise<SourceResult> {
     let downtimeMs: number | null = null;
     for (;;) {
+      if (this.#closed) throw new LinkClosedError('PC_ERR_LINK_CLOSED', 'source stopped');
       const link = this.#link;
       if (link && !link.closed) {
         if (this.#phase === 'awaiting-finish') {
@@ -225,7 +265,7 @@ export class SourceAgent {
       }
     }
     this.#to('confirmed');
-    this.#save();
+    this.#state?.remove();
     this.#o.events.emit('complete', { ...this.#blockStats });
     this.#log.info({ ...this.#blockStats }, 'destination complete; confirmed; source released');
     this.#link?.close();
@@ -246,7 +286,13 @@ export class SourceAgent {
   /** Reconnect with backoff and resume the session; returns D's phase. */
   async #resume(): Promise<string> {
     const deadline = Date.now() + (this.#o.resumeTimeoutMs ?? Infinity);
+    // Said once per loss: this process must stay up, it holds what D still lacks.
+    this.#log.warn(
+      { phase: this.#phase, bytesOnlySource: this.bytesOnlyHere },
+      'link to the destination lost after the final state was sent: the guest runs (or may run) there, and the bytes not yet moved exist only here; reconnecting until it is back',
+    );
     for (let attempt = 0; ; attempt++) {
+      if (this.#closed) throw new LinkClosedError('PC_ERR_LINK_CLOSED', 'source stopped');
       this.#o.events.emit('link', { state: 'reconnecting', attempt });
       try {
         const link = await this.#open(deadline);
@@ -452,7 +498,7 @@ export class SourceAgent {
     }
     this.#failedInPhase = this.#phase;
     this.#phase = 'rolled-back';
-    this.#save();
+    this.#state?.remove();
     this.#o.events.emit('phase', { phase: 'rolled-back', error: err.message, code: err.code });
     throw new RolledBackError(err, precopy);
   }
@@ -465,15 +511,19 @@ export class SourceAgent {
   }
 
   #save(): void {
-    if (!this.#o.stateDir || !this.#keys) return;
-    ensureDir(this.#o.stateDir);
-    const saved: SavedSession = {
+    if (!this.#state || !this.#keys || this.#phase === 'confirmed' || this.#phase === 'rolled-back') return;
+    this.#state.save({
       sessionId: this.#keys.sessionId,
       resumeKey: this.#keys.resumeKey.toString('hex'),
       phase: this.#phase,
       size: this.#o.image.size,
-    };
-    writeStateFile(statePath(this.#o.stateDir, 'source-session.json'), saved);
+      ...(this.#o.imageLabel ?? {}),
+    });
+  }
+
+  /** A wait before cut-over, cut short by abort(). */
+  #orAbort<T>(p: Promise<T>): Promise<T> {
+    return Promise.race([p, this.#abort.promise]);
   }
 }
 

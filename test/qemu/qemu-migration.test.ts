@@ -169,7 +169,10 @@ describe.skipIf(skipQemu())('a QEMU guest migrated through postcopy', () => {
   it('a QMP socket that is not there: one clear line, exit 4, nothing started', async () => {
     const t = workDir('qemu-qmp');
     cleanups.push(t.cleanup);
-    const source = startAgent(['source', '--connect', '127.0.0.1:9', '--image', '/dev/null', '--ticket-file', t.ticket, '--guest', 'qemu', '--qmp', join(t.dir, 'none.qmp')]);
+    // A real image (S refuses an empty one or a character device before anything else).
+    const image = join(t.dir, 'img');
+    writeFileSync(image, Buffer.alloc(65536, 1));
+    const source = startAgent(['source', '--connect', '127.0.0.1:9', '--image', image, '--ticket-file', t.ticket, '--guest', 'qemu', '--qmp', join(t.dir, 'none.qmp')]);
     const s = await source.exit;
     expect(s.code).toBe(4);
     const lines = source.stderr().trim().split('\n').filter((l) => !l.startsWith('{'));
