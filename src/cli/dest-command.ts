@@ -9,6 +9,7 @@ import { JsonLinesEvents } from '../common/events.js';
 import { UsageError } from '../common/errors.js';
 import { parseHostPort, type TlsFiles } from '../link/connect.js';
 import { DestAgent, DestRolledBackError } from '../dest/dest-agent.js';
+import { planStart } from '../dest/dest-session.js';
 import { FINAL_CHECK_MODES, type BlockStore, type FinalCheckMode } from '../dest/block-store.js';
 import type { SimGuest } from '../guest/sim-guest.js';
 import { AGENT_OPTIONS, parseCommandArgs, optional, readTicket, required } from './args.js';
@@ -156,6 +157,9 @@ async function checkDestOptions(values: Values) {
   if (fallback !== undefined) checkFallback(fallback);
   checkImagePath(imagePath);
   checkStateDir(stateDir, values['state-dir'] !== undefined ? '--state-dir' : 'state dir (default: IMAGE.state)');
+  // The state dir and --image must belong together (no stale or foreign session, no file of the operator's): found
+  // now, before any port is bound; the agent checks again when it starts.
+  planStart({ imagePath, stateDir, force: values.force === true });
   return { listen, imagePath, ticket, stateDir, nbdExport, finalCheck, guestKind, serialLog, confirmGraceMs, windowBytes, progressMs, awayReportMs, force, fallback, fallbackAfterMs };
 }
 

@@ -486,7 +486,9 @@ export class SourceAgent {
 
   async #rollback(e: unknown, precopy: PrecopyResult | null): Promise<SourceResult> {
     const err = isPostcopyError(e) ? e : new ProtocolError('PC_ERR_ROLLBACK', String(e), { cause: e });
-    this.#log.error({ err }, 'migration failed before cut-over; rolling back, guest stays on source');
+    // An operator mistake the destination found (its image is ours) is said in the command's one line, without a stack.
+    if (err instanceof UsageError) this.#log.warn({ code: err.code, message: err.message }, 'the destination refused the migration; guest stays on source');
+    else this.#log.error({ err }, 'migration failed before cut-over; rolling back, guest stays on source');
     if (this.#link && !this.#link.closed) {
       this.#link.send({ type: 'ABORT', reason: err.message });
       this.#link.close();

@@ -31,8 +31,8 @@ interface Mistake {
   /** Files to set up besides `ticket` (a good 0600 ticket, always there). */
   files?: Record<string, FileSpec>;
   /**
-   * The command line after `postcopy`. Placeholders: {dir} the temp dir, {ticket} its ticket, {port} and {port2} free
-   * ports, {busy} a port another process listens on.
+   * The command line after `postcopy`. Placeholders: {dir} the temp dir, {peerdir} a second one left out of the
+   * snapshot, {ticket} its ticket, {port} and {port2} free ports, {busy} a port another process listens on.
    */
   argv: string[];
   /** Expected exit code (2, a mistake, unless documented otherwise). */
@@ -114,7 +114,34 @@ const MISTAKES: Mistake[] = [
   { name: 'source: --connect without a port', files: SRC_IMAGE, argv: ['source', '--connect', 'localhost', '--ticket-file', '{ticket}', '--image', '{dir}/src.img'], says: /--connect must be HOST:PORT/ },
   { name: 'source: TLS files that are not PEM', files: { ...SRC_IMAGE, 'c.pem': 'x\n', 'k.pem': 'y\n', 'ca.pem': 'z\n' }, argv: [...SOURCE, '--image', '{dir}/src.img', '--tls-cert', '{dir}/c.pem', '--tls-key', '{dir}/k.pem', '--tls-ca', '{dir}/ca.pem'], says: /not a usable certificate/ },
   { name: 'source: --guest bogus', files: SRC_IMAGE, argv: [...SOURCE, '--image', '{dir}/src.img', '--guest', 'bogus'], says: /--guest must be/ },
+  // Case 1-3: nothing of the operator's is overwritten, truncated or deleted (a state file's {dir} is the temp dir).
+  { name: 'dest: --image exists and holds data, no session owns it', files: { 'd.img': 'precious data\n' }, argv: [...DEST, '--image', '{dir}/d.img'], says: /holds \d+ bytes and no session in the state dir owns it.*--force/ },
+  { name: 'dest: --image exists and is the state dir of a finished migration', files: { 'd.img': Buffer.alloc(65536, 3), 'd.img.state/dest-session.json': destSession('confirmed', '{dir}/d.img') }, argv: [...DEST, '--image', '{dir}/d.img'], says: /finished and was confirmed/ },
+  { name: 'dest: a rolled-back state dir and a file now at --image', files: { 'd.img': Buffer.alloc(65536, 3), 'd.img.state/dest-session.json': destSession('aborted', '{dir}/d.img') }, argv: [...DEST, '--image', '{dir}/d.img'], says: /was rolled back/ },
+  { name: 'dest: --state-dir holds the session of another image', files: { 'st/dest-session.json': destSession('postcopy', '{dir}/other.img') }, argv: [...DEST, '--image', '{dir}/d.img', '--state-dir', '{dir}/st'], says: /of image .*other\.img, not/ },
+  { name: "dest: --state-dir is a source's state dir", files: { 'st/source-session.json': '{}\n' }, argv: [...DEST, '--image', '{dir}/d.img', '--state-dir', '{dir}/st'], says: /a source's state directory/ },
+  { name: 'dest: the session file is not JSON', files: { 'd.img.state/dest-session.json': 'garbage\n' }, argv: [...DEST, '--image', '{dir}/d.img'], says: /not valid JSON/ },
+  // S finds this one only once it reached D, past its info logs: the rows keep logs to errors.
+  { name: 'source: D given the same file (one host)', files: SRC_IMAGE, peer: { argv: [...DEST, '--image', '{dir}/src.img', '--force', '--state-dir', '{peerdir}/st'] }, argv: [...SOURCE, '--image', '{dir}/src.img', '--state-dir', '{peerdir}/sst', '--log-level', 'error'], says: /PC_ERR_SAME_IMAGE/ },
+  { name: 'source: D given the same file through a symlink', files: { ...SRC_IMAGE, 'link.img': { symlink: 'src.img' } }, peer: { argv: [...DEST, '--image', '{dir}/link.img', '--force', '--state-dir', '{peerdir}/st'] }, argv: [...SOURCE, '--image', '{dir}/src.img', '--state-dir', '{peerdir}/sst', '--log-level', 'error'], says: /PC_ERR_SAME_IMAGE/ },
+  // Case 5: the export is not offered to the network by mistake.
+  { name: 'dest: --nbd-listen on every address without TLS', argv: [...DEST, '--image', '{dir}/d.img', '--nbd-listen', '0.0.0.0:{port2}'], says: /reachable from other hosts/ },
+  { name: 'dest: --nbd-socket-mode not a mode', argv: [...DEST, '--image', '{dir}/d.img', '--nbd-socket', '{dir}/n.sock', '--nbd-socket-mode', 'rw'], says: /--nbd-socket-mode must be an octal mode/ },
+  { name: 'dest: --nbd-tls-cert without an export', files: { 'c.pem': 'x\n', 'k.pem': 'y\n' }, argv: [...DEST, '--image', '{dir}/d.img', '--nbd-tls-cert', '{dir}/c.pem', '--nbd-tls-key', '{dir}/k.pem'], says: /need an export/ },
+  // Case 8: S checks its image before connecting.
+  { name: 'source: --image is a directory', files: { img: { dir: true } }, argv: [...SOURCE, '--image', '{dir}/img'], says: /is a directory, not an image file/ },
+  { name: 'source: --image is empty', files: { 'src.img': '' }, argv: [...SOURCE, '--image', '{dir}/src.img'], says: /is empty \(0 bytes\)/ },
+  { name: 'source: --image missing', argv: [...SOURCE, '--image', '{dir}/src.img'], says: /--image .*src\.img/ },
+  { name: 'source: --image is a character device', argv: [...SOURCE, '--image', '/dev/null', '--state-dir', '{dir}/st'], says: /neither a regular file nor a block device/ },
+  { name: 'source: --image the user cannot read', user: 'nobody', files: { 'src.img': { content: Buffer.alloc(65536, 1), mode: 0o600 }, mine: { dir: true, owner: 'nobody' } }, argv: [...SOURCE, '--image', '{dir}/src.img', '--state-dir', '{dir}/mine/st'], says: /is not readable/ },
+  { name: 'source: --image an NBD URI nobody serves', argv: [...SOURCE, '--image', 'nbd://127.0.0.1:{port2}/disk', '--state-dir', '{dir}/st'], says: /cannot reach the NBD export/ },
+  { name: 'source: --state-dir is a regular file', files: { ...SRC_IMAGE, st: 'not a dir\n' }, argv: [...SOURCE, '--image', '{dir}/src.img', '--state-dir', '{dir}/st'], says: /--state-dir .*is not a directory/ },
 ];
+
+/** A destination session file as D writes it (postcopy-dest-session/2), for rows about stale state dirs. */
+function destSession(phase: string, imagePath: string): string {
+  return JSON.stringify({ kind: 'postcopy-dest-session/2', sessionId: 'ab'.repeat(16), resumeKey: '00'.repeat(32), phase, size: 65536, blockSize: 65536, imagePath, image: null, stateDirCreated: true }) + '\n';
+}
 
 /** How long a row's command may take: a mistake is found at start, in well under a second unloaded. */
 const EXIT_DEADLINE_MS = 20_000;
@@ -137,7 +164,8 @@ async function setUp(dir: string, files: Record<string, FileSpec>, uid: number |
   for (const [rel, spec] of Object.entries(files)) {
     const path = join(dir, rel);
     mkdirSync(dirname(path), { recursive: true });
-    if (typeof spec === 'string' || Buffer.isBuffer(spec)) writeFileSync(path, spec);
+    if (typeof spec === 'string') writeFileSync(path, spec.replaceAll('{dir}', dir));
+    else if (Buffer.isBuffer(spec)) writeFileSync(path, spec);
     else if ('symlink' in spec) symlinkSync(spec.symlink, path);
     else if ('serving' in spec) await serveUnix(path);
     else if ('dir' in spec) mkdirSync(path, { recursive: true });
@@ -215,7 +243,10 @@ async function runMistake(m: Mistake): Promise<{ outcome: Outcome; changes: stri
     cleanups.push(() => new Promise<void>((r) => busy.server.close(() => r())));
     ports.busy = String(busy.port);
   }
-  const fill = (argv: string[]) => argv.map((a) => a.replace(/\{(dir|ticket|port|port2|busy)\}/g, (_, k: string) => (k === 'dir' ? dir : k === 'ticket' ? join(dir, 'ticket') : ports[k]!)));
+  // {peerdir}: outside the snapshot, for what a peer (or the command) may create and remove on its own.
+  const peerDir = mkdtempSync(join(tmpdir(), 'postcopy-peer-'));
+  cleanups.push(() => rmSync(peerDir, { recursive: true, force: true }));
+  const fill = (argv: string[]) => argv.map((a) => a.replace(/\{(dir|peerdir|ticket|port|port2|busy)\}/g, (_, k: string) => (k === 'dir' ? dir : k === 'peerdir' ? peerDir : k === 'ticket' ? join(dir, 'ticket') : ports[k]!)));
 
   if (m.peer) {
     const peer = startProcess(fill(m.peer.argv), { listenLog: join(probeDir, 'peer-listened.jsonl') });
