@@ -10,8 +10,8 @@ import { sourceImageIdentity } from '../common/image-identity.js';
 import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import { SourceStateDir } from './source-state.js';
-import { connectWithRetry, type Backoff, type Endpoint, type TlsFiles } from '../link/connect.js';
-import { handshakeAsSource, type SessionKeys } from '../link/handshake.js';
+import { backoffDelay, connectWithRetry, type Backoff, type Endpoint, type TlsFiles } from '../link/connect.js';
+import { handshakeAsSource, type HandshakeResult, type SessionKeys } from '../link/handshake.js';
 import { Link, type LinkOptions } from '../link/link.js';
 import { MAX_EXTENTS_PER_FRAME, MAX_MISMATCH_BLOCKS } from '../protocol/constants.js';
 import { crc32 } from '../common/crc32.js';
@@ -126,6 +126,7 @@ export class SourceAgent {
   readonly #state: SourceStateDir | null;
   /** Rejected by abort(): every wait before cut-over races it, so a stop request rolls back at once. */
   readonly #abort: Deferred<never> = deferred();
+  #abortRequested = false;
   /** close() was called: no more reconnecting. */
   #closed = false;
 
@@ -167,6 +168,7 @@ export class SourceAgent {
    */
   abort(reason: string): boolean {
     if (!BEFORE_CUTOVER.includes(this.#phase)) return false;
+    this.#abortRequested = true;
     this.#abort.reject(new ProtocolError('PC_ERR_ROLLBACK', reason));
     return true;
   }
@@ -199,8 +201,7 @@ export class SourceAgent {
     this.#o.events.emit('phase', { phase: 'connecting' });
     let precopy: PrecopyResult | null = null;
     try {
-      const link = await this.#orAbort(this.#open(Date.now() + this.#o.connectTimeoutMs));
-      const hs = await this.#orAbort(handshakeAsSource(link, this.#o.ticket, null));
+      const { link, hs } = await this.#orAbort(this.#connectFresh(Date.now() + this.#o.connectTimeoutMs));
       this.#keys = { sessionId: hs.sessionId, resumeKey: hs.resumeKey };
       this.#log.info({ sessionId: hs.sessionId, version: hs.version }, 'connected and authenticated');
       this.#attach(link);
@@ -307,6 +308,26 @@ export class SourceAgent {
         if (Date.now() > deadline) throw e;
         this.#log.warn({ err: e, attempt }, 'resume failed; retrying');
         await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** Math.min(attempt, 6))));
+      }
+    }
+  }
+
+  /**
+   * Reach D and authenticate a new session. A destination turning us away because strangers fill its handshake
+   * slots (PC_ERR_BUSY) is tried again until the deadline: they are cut within the handshake's time box.
+   */
+  async #connectFresh(deadline: number): Promise<{ link: Link; hs: HandshakeResult }> {
+    const backoff = this.#o.reconnectBackoff ?? { initialMs: 100, maxMs: 5000 };
+    for (let attempt = 0; ; attempt++) {
+      const link = await this.#open(deadline);
+      try {
+        return { link, hs: await handshakeAsSource(link, this.#o.ticket, null) };
+      } catch (e) {
+        link.destroy();
+        const delay = backoffDelay(attempt, backoff);
+        if (!isDestBusy(e) || this.#abortRequested || Date.now() + delay > deadline) throw e;
+        this.#log.info({ attempt, delayMs: delay }, 'destination busy with other connections; retrying');
+        await new Promise((r) => setTimeout(r, delay));
       }
     }
   }
@@ -566,3 +587,7 @@ async function raceLink<T>(p: Promise<T>, link: Link, timeoutMs: number, what: s
   }
 }
 
+/** D refused the connection because too many are authenticating (its ERROR frame, or the code itself). */
+function isDestBusy(e: unknown): boolean {
+  return isPostcopyError(e) && (e.code === 'PC_ERR_BUSY' || (e.code === 'PC_ERR_PEER' && e.detail?.startsWith('PC_ERR_BUSY') === true));
+}

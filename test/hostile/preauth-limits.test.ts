@@ -63,4 +63,18 @@ describe('unauthenticated connections are capped and time-boxed', () => {
     expect(r.dest.phase).toBe('confirmed');
     expect(r.cmp).toEqual({ ok: true, sizes: { a: 2 * MiB, b: 2 * MiB } });
   }, 30_000);
+
+  it(`a new source that finds all ${MAX_PREAUTH_CONNECTIONS} slots held by strangers is turned away, tries again, and migrates once they are cut`, async () => {
+    d = await startDest();
+    const port = d.endpoint.port;
+    const held: Idle[] = [];
+    for (let i = 0; i < MAX_PREAUTH_CONNECTIONS; i++) held.push(await idle(port));
+    // Started while every slot is taken: its first attempts get PC_ERR_BUSY (it must not give up: exit 4).
+    const r = await migrateDiskOnly(d, 11);
+    expect(d.events.named('refused').some((e) => e.code === 'PC_ERR_BUSY')).toBe(true);
+    expect(held.every((x) => x.closedAt !== null)).toBe(true);
+    expect(r.source.phase).toBe('confirmed');
+    expect(r.cmp).toEqual({ ok: true, sizes: { a: 2 * MiB, b: 2 * MiB } });
+  }, 30_000);
 });
+
