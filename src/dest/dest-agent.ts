@@ -125,6 +125,8 @@ export class DestAgent {
   /** The image as this session created or took it (what a rollback may undo). */
   #imageFile: ImageFile | null = null;
   #stateDirCreated = false;
+  /** The export restarted by a reload (resolved at once when there is none). */
+  #exportStarting: Promise<void> = Promise.resolve();
 
   constructor(opts: DestAgentOptions) {
     this.#o = opts;
@@ -175,6 +177,8 @@ export class DestAgent {
       this.#stateDirCreated = ensureDir(this.#o.stateDir);
     }
     this.#reload(plan);
+    // A restarted D serves its export again before it listens: an export that cannot start is said now, in one line.
+    await this.#exportStarting;
     const tls = this.#o.tls;
     const server = tls
       ? createTlsServer(
@@ -667,7 +671,7 @@ export class DestAgent {
       this.#phase = saved.phase;
       this.#wireStore();
       this.#store.startCopyOnRead();
-      void this.#o.onStoreReady?.(this.#store);
+      this.#exportStarting = Promise.resolve(this.#o.onStoreReady?.(this.#store)).then(() => undefined);
       if (saved.phase === 'postcopy') {
         this.#streamer!.start();
         // S is not here yet: the fallback's wait and the reports start now, as after a lost link.

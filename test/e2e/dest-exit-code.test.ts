@@ -41,7 +41,8 @@ describe('dest: the exit event tells the exit code', () => {
     expect(await exitCodeAgreeingWithEvent(dest, t.events)).toBe(EXIT.USAGE);
   });
 
-  it('rolled back at Prepare (fallback image of another size): exit 3 and an exit event saying 3', async () => {
+  // D's own configuration is wrong for this source (found only at BEGIN): a refusal, not a rollback; both sides say 2.
+  it('refused at Prepare (fallback image of another size): exit 2 on both sides and an exit event saying 2', async () => {
     const t = setup('exit-rollback');
     generateDemoImage(t.src, 1024 * 1024, 5);
     const fallback = join(t.dir, 'fallback.img');
@@ -51,8 +52,9 @@ describe('dest: the exit event tells the exit code', () => {
       startAgent(['dest', '--listen', `127.0.0.1:${port}`, '--image', t.dst, '--ticket-file', t.ticket, '--events', t.events, '--fallback', fallback]),
     );
     await waitForEvent(t.events, (e) => e.event === 'listening');
-    teardown.agent(startAgent(['source', '--connect', `127.0.0.1:${port}`, '--image', t.src, '--ticket-file', t.ticket]));
-    expect(await exitCodeAgreeingWithEvent(dest, t.events)).toBe(EXIT.ROLLED_BACK);
+    const source = teardown.agent(startAgent(['source', '--connect', `127.0.0.1:${port}`, '--image', t.src, '--ticket-file', t.ticket]));
+    expect(await exitCodeAgreeingWithEvent(dest, t.events)).toBe(EXIT.USAGE);
+    expect((await source.exit).code).toBe(EXIT.USAGE);
   });
 
   it('a completed migration: exit 0 and an exit event saying 0', async () => {
