@@ -42,7 +42,7 @@ describe('checkSocketPath', () => {
     await expect(checkSocketPath(stale, '--nbd-socket')).resolves.toBeUndefined();
     const live = join(dir, 'live.sock');
     await listen(createServer((s) => s.destroy()), live);
-    await expect(checkSocketPath(live, '--nbd-socket')).rejects.toThrow(/is in use/);
+    await expect(checkSocketPath(live, '--nbd-socket')).rejects.toThrow(/another process serves on/);
   });
 
   it('refuses a regular file in its place', async () => {

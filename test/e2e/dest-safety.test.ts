@@ -191,6 +191,9 @@ describe('a --state-dir left by another migration (case 3)', () => {
     expect([s.code, d.code], dest.stderr() + source.stderr()).toEqual([0, 0]);
     const p2 = await freePort();
     await expectRefusedAtStart(w.dir, destArgs(p2, dst, w.ticket), 'PC_ERR_STATE_DIR', /finished and was confirmed.*remove/);
+    // S removed its own state dir once confirmed; one as a running S keeps it:
+    mkdirSync(join(w.dir, 'sstate'), { mode: 0o700 });
+    writeFileSync(join(w.dir, 'sstate', 'source-session.json'), '{}\n', { mode: 0o600 });
     await expectRefusedAtStart(w.dir, destArgs(p2, join(w.dir, 'new.img'), w.ticket, ['--state-dir', join(w.dir, 'sstate')]), 'PC_ERR_STATE_DIR', /source's state directory/);
     await expectRefusedAtStart(w.dir, destArgs(p2, join(w.dir, 'new.img'), w.ticket, ['--state-dir', `${dst}.state`]), 'PC_ERR_STATE_DIR', /not .*new\.img/);
   });
@@ -234,7 +237,7 @@ describe('a --state-dir left by another migration (case 3)', () => {
     dest.child.kill('SIGTERM');
     const { code } = await dest.exit;
     expectUnchanged(before, snapshotTree(w.dir, notEvents));
-    expect(humanLines(dest.stderr())).toEqual([expect.stringContaining('nothing of a migration is kept here')]);
+    expect(humanLines(dest.stderr())).toEqual([expect.stringContaining('no migration kept here')]);
     expect(readEvents(dEvents).find((e) => e.event === 'exit')?.code, 'the exit event has the exit code').toBe(code);
   });
 });
@@ -251,26 +254,32 @@ describe.skipIf(skipWithout(['setpriv']))('what the agents create is private wha
     const dest = teardown.agent(startUnderUmask(destArgs(port, dst, w.ticket, ['--state-dir', dstate, '--events', dEvents])));
     await waitForEvent(dEvents, (e) => e.event === 'listening');
     const source = teardown.agent(startUnderUmask(sourceArgs(port, src, w.ticket, ['--state-dir', sstate, '--guest', 'sim', '--ram', '16M'])));
+    const mode = (p: string) => (statSync(p).mode & 0o777).toString(8);
+    const asNobody = (p: string) => run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'cat', p]);
+    // S keeps its session (and resume key) only until D confirms: looked at while S is held stopped.
+    const sourceSession = join(sstate, 'source-session.json');
+    await waitUntilTrue(() => existsSync(sourceSession), "S's session file");
+    source.child.kill('SIGSTOP');
+    const sourceModes = { sstate: mode(sstate), sourceSession: mode(sourceSession) };
+    const nobodyOnSource = await asNobody(sourceSession);
+    source.child.kill('SIGCONT');
+    expect(sourceModes).toEqual({ sstate: '700', sourceSession: '600' });
+    expect(nobodyOnSource.code, `nobody read ${sourceSession}`).not.toBe(0);
+    expect(nobodyOnSource.stdout).not.toContain('resumeKey');
     const [s, d] = await Promise.all([source.exit, dest.exit]);
     expect([s.code, d.code], dest.stderr() + source.stderr()).toEqual([0, 0]);
-    const mode = (p: string) => (statSync(p).mode & 0o777).toString(8);
     expect({
       dstate: mode(dstate),
-      sstate: mode(sstate),
       session: mode(join(dstate, 'dest-session.json')),
       bitmap: mode(join(dstate, 'present.bitmap')),
       writes: mode(join(dstate, 'guest-writes.json')),
       image: mode(dst),
-      sourceSession: mode(join(sstate, 'source-session.json')),
-    }).toEqual({ dstate: '700', sstate: '700', session: '600', bitmap: '600', writes: '600', image: '600', sourceSession: '600' });
-    // A real second user: reads a world-readable file next to them, but not the resume keys.
-    const asNobody = (p: string) => run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'cat', p]);
+    }).toEqual({ dstate: '700', session: '600', bitmap: '600', writes: '600', image: '600' });
+    // A real second user: reads a world-readable file next to them, but not the resume key.
     expect((await asNobody(src)).code, 'the control read as nobody').toBe(0);
-    for (const key of [join(dstate, 'dest-session.json'), join(sstate, 'source-session.json')]) {
-      const r = await asNobody(key);
-      expect(r.code, `nobody read ${key}`).not.toBe(0);
-      expect(r.stdout).not.toContain('resumeKey');
-    }
+    const r = await asNobody(join(dstate, 'dest-session.json'));
+    expect(r.code, 'nobody read the dest session').not.toBe(0);
+    expect(r.stdout).not.toContain('resumeKey');
     // Even with the directory opened up, the file itself stays closed to others.
     chmodSync(dstate, 0o755);
     expect((await asNobody(join(dstate, 'dest-session.json'))).code).not.toBe(0);
@@ -333,4 +342,12 @@ function startUnderUmask(args: string[]): Agent {
   child.stdout!.resume();
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((res) => child.once('exit', (code, signal) => res({ code, signal, at: Date.now() })));
   return { child, stderr: () => err, exit };
+}
+
+async function waitUntilTrue(pred: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }

@@ -85,7 +85,7 @@ describe('case 8: S checks its image before connecting', () => {
     teardown.later(w.cleanup);
     // A real second user: root reads anything, so the operator here is 'nobody'.
     chmodSync(w.dir, 0o755);
-    chmodSync(w.ticket, 0o644);
+    chownSync(w.ticket, 65534, 65534); // theirs, 0600: no warning about a ticket others can read
     const image = join(w.dir, 'secret.img');
     writeFileSync(image, Buffer.alloc(MiB, 1));
     chmodSync(image, 0o600);
