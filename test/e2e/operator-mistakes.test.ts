@@ -136,6 +136,7 @@ const MISTAKES: Mistake[] = [
   { name: 'source: --image the user cannot read', user: 'nobody', files: { 'src.img': { content: Buffer.alloc(65536, 1), mode: 0o600 }, mine: { dir: true, owner: 'nobody' } }, argv: [...SOURCE, '--image', '{dir}/src.img', '--state-dir', '{dir}/mine/st'], says: /is not readable/ },
   { name: 'source: --image an NBD URI nobody serves', argv: [...SOURCE, '--image', 'nbd://127.0.0.1:{port2}/disk', '--state-dir', '{dir}/st'], says: /cannot reach the NBD export/ },
   { name: 'source: --state-dir is a regular file', files: { ...SRC_IMAGE, st: 'not a dir\n' }, argv: [...SOURCE, '--image', '{dir}/src.img', '--state-dir', '{dir}/st'], says: /--state-dir .*is not a directory/ },
+  { name: 'source: --state-dir is a dangling symlink', files: { ...SRC_IMAGE, st: { symlink: 'gone' } }, argv: [...SOURCE, '--image', '{dir}/src.img', '--state-dir', '{dir}/st'], says: /--state-dir .*st is a symbolic link to nothing/ },
 ];
 
 /** A destination session file as D writes it (postcopy-dest-session/2), for rows about stale state dirs. */

@@ -57,7 +57,7 @@ export { freePort } from '../../../src/common/free-port.js';
 export function workDir(prefix: string): { dir: string; ticket: string; cleanup(): void } {
   const dir = mkdtempSync(join(tmpdir(), `postcopy-${prefix}-`));
   const ticket = join(dir, 'ticket');
-  writeFileSync(ticket, randomBytes(24).toString('hex') + '\n');
+  writeFileSync(ticket, randomBytes(24).toString('hex') + '\n', { mode: 0o600 });
   return { dir, ticket, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
