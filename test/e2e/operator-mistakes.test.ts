@@ -14,6 +14,7 @@ import { AGENT_NODE_FLAGS } from '../../src/cli/node-flags.js';
 import { skipWithout } from '../nbd/helpers/tools.js';
 import { CLI, freePort } from './helpers/processes.js';
 import { snapshotTree, treeChanges } from './helpers/tree-snapshot.js';
+import { waitUntil } from '../helpers/wait.js';
 
 /** A file to set up: its content (a string or bytes), or a spec. Paths are relative to the row's temp dir. */
 type FileSpec =
@@ -221,13 +222,6 @@ function listenedIn(log: string): { bound: string[]; leftBound: string[] } {
   return { bound, leftBound };
 }
 
-async function waitUntil(pred: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 async function runMistake(m: Mistake): Promise<{ outcome: Outcome; changes: string[] }> {
   const dir = mkdtempSync(join(tmpdir(), 'postcopy-mistake-'));
