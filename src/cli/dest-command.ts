@@ -127,8 +127,6 @@ async function checkDestOptions(values: Values) {
   const ticket = readTicket(required(values, 'ticket-file'));
   const stateDir = optional(values, 'state-dir') ?? `${imagePath}.state`;
   if ((optional(values, 'nbd-name') ?? '').length > 4096) throw new UsageError('PC_ERR_USAGE', '--nbd-name is too long');
-  const nbdSocket = optional(values, 'nbd-socket');
-  if (nbdSocket !== undefined) await checkSocketPath(nbdSocket, '--nbd-socket');
   const nbdExport = await parseExportOptions(values);
   const finalCheck = (optional(values, 'final-check') ?? 'digest') as FinalCheckMode;
   if (!FINAL_CHECK_MODES.includes(finalCheck)) {

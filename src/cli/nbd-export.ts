@@ -10,9 +10,10 @@ import type { Logger } from '../common/logger.js';
 import { parseHostPort, type Endpoint } from '../link/connect.js';
 import { ReadOnlyDevice } from '../nbd/read-only-device.js';
 import { NbdServer, type NbdTlsCredentials } from '../nbd/server.js';
-import { checkSocketPath, DEFAULT_SOCKET_MODE } from '../nbd/socket-file.js';
+import { DEFAULT_SOCKET_MODE } from '../nbd/socket-file.js';
 import { formatNbdUri } from '../nbd/uri.js';
 import { optional } from './args.js';
+import { checkSocketPath } from './preflight.js';
 import { parseIntArg } from './sizes.js';
 
 /** The export's options beyond --nbd-listen, --nbd-socket and --nbd-name (for parseCommandArgs). */
@@ -85,7 +86,7 @@ export async function parseExportOptions(values: Values): Promise<ExportConfig |
     throw new UsageError('PC_ERR_USAGE', '--nbd-insecure goes with --nbd-listen');
   }
   if (socketPath) {
-    await checkSocketPath(socketPath);
+    await checkSocketPath(socketPath, '--nbd-socket');
     config.socketPath = socketPath;
   }
   return config;

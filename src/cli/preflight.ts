@@ -100,6 +100,8 @@ export function checkReadableImage(path: string, what: string): void {
 /** A state directory: an existing writable directory, or one `mkdir -p` can make. */
 export function checkStateDir(path: string, what = '--state-dir'): void {
   const st = statIfAny(path);
+  // A dangling symlink would be followed by mkdir only after the peer was reached: refused here.
+  if (!st && statIfAny(path, false)) throw usage(`${what} ${path} is a symbolic link to nothing; name the directory itself`);
   if (st) {
     if (!st.isDirectory()) throw usage(`${what} ${path} exists and is not a directory; name a directory for the session state`);
     checkAccess(path, constants.W_OK | constants.X_OK, `${what} ${path} is not writable`);

@@ -1,10 +1,8 @@
 // `postcopy source`: connect to the destination, hand over the guest, serve the disk until D is complete.
-import { accessSync, constants, existsSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
 import { createRootLogger } from '../common/logger.js';
 import { JsonLinesEvents } from '../common/events.js';
 import { UsageError, isPostcopyError } from '../common/errors.js';
-import { loadTlsFiles, parseHostPort } from '../link/connect.js';
+import { parseHostPort } from '../link/connect.js';
 import { deferred } from '../common/deferred.js';
 import { imageIdentity, defaultSourceStateDir } from '../source/source-state.js';
 import { isNbdUri, openImageFile, openImageNbd } from '../source/source-image-open.js';
@@ -15,7 +13,7 @@ import type { GuestDefinition } from '../protocol/messages.js';
 import { AGENT_OPTIONS, parseCommandArgs, optional, readTicket, required } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
 import { exitCodeFor } from './failure.js';
-import { checkAgentOptions } from './preflight.js';
+import { checkAgentOptions, checkStateDir } from './preflight.js';
 import { formatBytes, parseFloatArg, parseIntArg, parseSize } from './sizes.js';
 
 export const SOURCE_HELP = `Usage: postcopy source --connect HOST:PORT --image PATH|nbd://HOST:PORT/NAME --ticket-file F [options]
@@ -81,7 +79,7 @@ export async function runSource(argv: string[]): Promise<number> {
     return EXIT.OK;
   }
   // Every option is checked before anything is opened or reached (one line, exit 2).
-  checkAgentOptions(values);
+  const { logLevel, tls } = checkAgentOptions(values);
   const connect = parseHostPort(required(values, 'connect'), '--connect');
   const imageArg = required(values, 'image');
   const ticket = readTicket(required(values, 'ticket-file'));
@@ -97,11 +95,10 @@ export async function runSource(argv: string[]): Promise<number> {
   const isNbd = isNbdUri(imageArg);
   if (isNbd && guestKind === 'sim') throw new UsageError('PC_ERR_USAGE', '--guest sim needs a file image (its writes go to the image before cut-over)');
   const spec: SimGuestSpec | null = guestKind === 'sim' ? simSpec(values) : null;
-  const tls = loadTlsFiles(optional(values, 'tls-cert'), optional(values, 'tls-key'), optional(values, 'tls-ca'));
   const stateDirArg = optional(values, 'state-dir');
   const stateDir = stateDirArg ?? defaultSourceStateDir(imageArg, isNbd);
-  checkStateDir(stateDir);
-  const log = createRootLogger({ level: optional(values, 'log-level'), name: 'postcopy-source' });
+  checkStateDir(stateDir, stateDirArg !== undefined ? '--state-dir' : 'state dir (default)');
+  const log = createRootLogger({ level: logLevel, name: 'postcopy-source' });
   const events = new JsonLinesEvents(optional(values, 'events'), 'source');
   try {
     return await migrate();
@@ -279,18 +276,6 @@ class AfterCutoverNotice {
 
 function shellQuote(arg: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
-}
-
-/** The state dir, or the nearest existing directory above it, must be a directory this process can write. */
-function checkStateDir(dir: string): void {
-  let at = dir;
-  while (!existsSync(at) && dirname(at) !== at) at = dirname(at);
-  if (!statSync(at).isDirectory()) throw new UsageError('PC_ERR_USAGE', `--state-dir ${dir}: ${at} is not a directory`);
-  try {
-    accessSync(at, constants.W_OK | constants.X_OK);
-  } catch {
-    throw new UsageError('PC_ERR_USAGE', `--state-dir ${dir}: ${at} is not writable`);
-  }
 }
 
 function simSpec(values: Record<string, string | boolean | undefined>): SimGuestSpec {

@@ -81,3 +81,13 @@ export class NbdError extends PostcopyError {
 export function isPostcopyError(e: unknown): e is PostcopyError {
   return e instanceof PostcopyError;
 }
+
+/**
+ * The OS error code (ENOSPC, EIO, EACCES, ...) of a failed system call made by our own I/O, or null when `e` is
+ * not one (a bug, or a rule the peer broke). One rule for every layer that must tell a local fault from the peer's.
+ */
+export function systemErrorCode(e: unknown): string | null {
+  if (isPostcopyError(e) || !(e instanceof Error)) return null;
+  const { code, syscall } = e as NodeJS.ErrnoException;
+  return typeof code === 'string' && typeof syscall === 'string' ? code : null;
+}

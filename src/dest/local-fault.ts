@@ -1,7 +1,7 @@
 // D's own disk failing under the image (full, over quota, EIO): a local fault, never the peer's. While one
 // lasts D stores nothing fetched, says so once and then at a bounded rate, and probes with backoff until the
 // disk takes writes again. Which errors count, the backoff and the report rate live here; the block store acts.
-import { BackendError, type PostcopyError } from '../common/errors.js';
+import { BackendError, systemErrorCode, type PostcopyError } from '../common/errors.js';
 
 export type LocalFaultKind = 'disk-full' | 'image-io-error';
 
@@ -32,12 +32,6 @@ const RETRY_MAX_MS = 5_000;
 const REPORT_EVERY_MS = 30_000;
 const FLIP_EVERY_MS = 2_000;
 const DISK_FULL_CODES = new Set(['ENOSPC', 'EDQUOT', 'EFBIG']);
-
-/** The system error code of a failed local file operation, or null when `e` is not one (a bug, or the peer's). */
-export function systemErrorCode(e: unknown): string | null {
-  const x = e as { code?: unknown; syscall?: unknown } | null;
-  return typeof x?.code === 'string' && typeof x.syscall === 'string' ? x.code : null;
-}
 
 export function faultKind(code: string): LocalFaultKind {
   return DISK_FULL_CODES.has(code) ? 'disk-full' : 'image-io-error';

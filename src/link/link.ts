@@ -2,7 +2,7 @@
 // backpressure on both sides, and a keepalive that notices a dead or silent peer.
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
-import { LinkClosedError, PostcopyError, ProtocolError, TimeoutError, isPostcopyError } from '../common/errors.js';
+import { LinkClosedError, PostcopyError, ProtocolError, TimeoutError, isPostcopyError, systemErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { MAX_PREAUTH_PAYLOAD } from '../protocol/constants.js';
 import { FrameDecoder } from '../protocol/frame-codec.js';
@@ -276,7 +276,7 @@ export class Link extends EventEmitter<LinkEvents> {
       this.#handler!(msg);
     } catch (e) {
       // A local system error (a full disk while saving state, say) is not the peer's fault: the link stays up.
-      if (isLocalSystemError(e)) {
+      if (systemErrorCode(e) !== null) {
         this.#log.error({ err: e, type: msg.type }, 'local failure while handling a message; the link stays up');
         return;
       }
@@ -330,13 +330,6 @@ function writeParts(s: Duplex, f: QueuedFrame): void {
   // The write callback of the last part: every part before it has been taken by then, too.
   if (last >= 0) s.write(f.parts[last], f.onWritten ? () => f.onWritten!() : undefined);
   else f.onWritten?.();
-}
-
-/** An error from the OS (ENOSPC, EIO, EACCES …) raised by our own I/O, as opposed to a rule the peer broke. */
-function isLocalSystemError(e: unknown): boolean {
-  if (isPostcopyError(e) || !(e instanceof Error)) return false;
-  const { code, errno, syscall } = e as NodeJS.ErrnoException;
-  return typeof code === 'string' && typeof errno === 'number' && typeof syscall === 'string';
 }
 
 function asProtocolError(e: unknown): PostcopyError {

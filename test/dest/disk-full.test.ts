@@ -15,6 +15,7 @@ import type { Link } from '../../src/link/link.js';
 import { errnoOf } from '../../src/nbd/server-requests.js';
 import { NBD_EIO, NBD_ENOSPC } from '../../src/nbd/constants.js';
 import { FaultFileIo, systemError } from '../faults/fault-file-io.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const BS = 4096;
 const BLOCKS = 16;
@@ -55,13 +56,6 @@ let reports: StoreFaultReport[];
 let clock: number;
 
 const tick = () => new Promise((r) => setImmediate(r));
-async function until(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 const bitmapOnDisk = () => PresentBitmap.load(join(dir, 'bitmap'), BS, BLOCKS);
 
 beforeEach(() => {
@@ -116,13 +110,13 @@ describe('the disk under D\'s image fills up', () => {
     io.failWrites = 'ENOSPC';
     fetcher.answer(0);
     // Probes keep failing (every 5..20 ms) but say nothing more until the report interval has passed.
-    await until(() => io.failedWrites >= 5, 'several failed probes');
+    await waitUntil(() => io.failedWrites >= 5, 'several failed probes');
     expect(reports).toHaveLength(1);
     clock += 1500;
-    await until(() => reports.length === 2, 'a reminder');
+    await waitUntil(() => reports.length === 2, 'a reminder');
     expect(reports[1]).toMatchObject({ kind: 'disk-full', active: true });
     io.failWrites = null;
-    await until(() => !store.writesPaused, 'the fault to clear');
+    await waitUntil(() => !store.writesPaused, 'the fault to clear');
     expect(writable).toBe(1);
     // Said to be over only once fetched data is stored again (a probe alone can pass on a disk still full).
     expect(reports).toHaveLength(2);
@@ -148,7 +142,7 @@ describe('the disk under D\'s image fills up', () => {
     };
     const probeOnce = setInterval(() => (io.failWrites = null), 1);
     try {
-      await until(() => flips >= 4, 'four flaps');
+      await waitUntil(() => flips >= 4, 'four flaps');
     } finally {
       clearInterval(probeOnce);
     }
@@ -178,7 +172,7 @@ describe('the disk under D\'s image fills up', () => {
     expect(store.isPresent(5) || store.isPresent(6)).toBe(false);
     // A read spanning present and missing blocks: local for the present one, from S for the other.
     io.failWrites = null;
-    await until(() => !store.writesPaused, 'the fault to clear');
+    await waitUntil(() => !store.writesPaused, 'the fault to clear');
     store.fetchBulk(7, 1);
     fetcher.answer(fetcher.requests.length - 1);
     io.failWrites = 'ENOSPC';
@@ -206,7 +200,7 @@ describe('the disk under D\'s image fills up', () => {
     onDisk.close();
     // The disk recovers: the guest's block is committed by the probe; S's blocks are fetched again.
     io.failSyncs = null;
-    await until(() => !store.writesPaused, 'the fault to clear');
+    await waitUntil(() => !store.writesPaused, 'the fault to clear');
     onDisk = bitmapOnDisk();
     expect([onDisk.has(0), onDisk.has(5)]).toEqual([false, true]);
     onDisk.close();

@@ -14,6 +14,7 @@ import { AGENT_NODE_FLAGS } from '../../src/cli/node-flags.js';
 import { skipWithout } from '../nbd/helpers/tools.js';
 import { CLI, freePort } from './helpers/processes.js';
 import { snapshotTree, treeChanges } from './helpers/tree-snapshot.js';
+import { waitUntil } from '../helpers/wait.js';
 
 /** A file to set up: its content (a string or bytes), or a spec. Paths are relative to the row's temp dir. */
 type FileSpec =
@@ -136,6 +137,7 @@ const MISTAKES: Mistake[] = [
   { name: 'source: --image the user cannot read', user: 'nobody', files: { 'src.img': { content: Buffer.alloc(65536, 1), mode: 0o600 }, mine: { dir: true, owner: 'nobody' } }, argv: [...SOURCE, '--image', '{dir}/src.img', '--state-dir', '{dir}/mine/st'], says: /is not readable/ },
   { name: 'source: --image an NBD URI nobody serves', argv: [...SOURCE, '--image', 'nbd://127.0.0.1:{port2}/disk', '--state-dir', '{dir}/st'], says: /cannot reach the NBD export/ },
   { name: 'source: --state-dir is a regular file', files: { ...SRC_IMAGE, st: 'not a dir\n' }, argv: [...SOURCE, '--image', '{dir}/src.img', '--state-dir', '{dir}/st'], says: /--state-dir .*is not a directory/ },
+  { name: 'source: --state-dir is a dangling symlink', files: { ...SRC_IMAGE, st: { symlink: 'gone' } }, argv: [...SOURCE, '--image', '{dir}/src.img', '--state-dir', '{dir}/st'], says: /--state-dir .*st is a symbolic link to nothing/ },
 ];
 
 /** A destination session file as D writes it (postcopy-dest-session/2), for rows about stale state dirs. */
@@ -220,13 +222,6 @@ function listenedIn(log: string): { bound: string[]; leftBound: string[] } {
   return { bound, leftBound };
 }
 
-async function waitUntil(pred: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 async function runMistake(m: Mistake): Promise<{ outcome: Outcome; changes: string[] }> {
   const dir = mkdtempSync(join(tmpdir(), 'postcopy-mistake-'));

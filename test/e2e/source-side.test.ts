@@ -11,20 +11,13 @@ import { compareImages } from '../../src/guest/verify.js';
 import { defaultSourceStateDir } from '../../src/source/source-state.js';
 import { assertTools, skipWithout, startNbdkit } from '../nbd/helpers/tools.js';
 import { CLI, freePort, readEvents, startAgent, waitForEvent, workDir, Teardown, type Agent } from './helpers/processes.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const MiB = 1024 * 1024;
 
 const teardown = new Teardown();
 afterEach(() => teardown.run());
 
-/** Polls until cond() holds (no fixed sleeps), or fails after timeoutMs. */
-async function until(cond: () => boolean, what: string, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 /** A TCP listener standing in for D that only counts connections: S must never reach it. */
 async function countingListener(): Promise<{ port: number; connections: () => number }> {
@@ -277,7 +270,7 @@ describe('case 11: Ctrl-C / SIGTERM on S', () => {
     const p = await pair('s-term-after', { sizeMiB: 128 });
     await waitForEvent(p.sEvents, (e) => e.event === 'cutover', 60_000);
     p.source.child.kill('SIGTERM');
-    await until(() => /SIGTERM refused/.test(p.source.stderr()), 'the refusal line');
+    await waitUntil(() => /SIGTERM refused/.test(p.source.stderr()), 'the refusal line');
     const refusal = p.source.stderr().split('\n').find((l) => /SIGTERM refused/.test(l))!;
     expect(refusal).toMatch(/the guest runs on the destination, and up to \d+ bytes .* exist only here/);
     expect(readEvents(p.sEvents).some((e) => e.event === 'signal' && e.action === 'refused' && Number(e.bytesOnlySource) > 0)).toBe(true);

@@ -6,6 +6,7 @@ import { Link, type LinkOptions } from '../../src/link/link.js';
 import type { Message } from '../../src/protocol/messages.js';
 import type { Duplex } from 'node:stream';
 import { duplexPair, type DuplexPairOptions } from './duplex-pair.js';
+import { waitUntil } from './wait.js';
 
 const live = new Set<{ destroy(): void }>();
 
@@ -56,13 +57,9 @@ export function closed(link: Link): Promise<PostcopyError | undefined> {
 }
 
 /** Poll until `cond` holds (or fail after `timeoutMs`). */
-export async function waitFor(cond: () => boolean, what: string, timeoutMs = 3000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
+
+/** waitUntil at the link tests' pace: short timeouts, tight polling. */
+export const waitFor = (cond: () => boolean, what: string, timeoutMs = 3000): Promise<void> => waitUntil(cond, what, timeoutMs, 2);
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 

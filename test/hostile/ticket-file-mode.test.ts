@@ -4,7 +4,7 @@ import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { readTicket } from '../../src/cli/args.js';
-import { Teardown, startAgent, waitForEvent, workDir } from '../e2e/helpers/processes.js';
+import { Teardown, humanLines, startAgent, waitForEvent, workDir } from '../e2e/helpers/processes.js';
 
 const teardown = new Teardown();
 afterEach(() => teardown.run());
@@ -43,8 +43,7 @@ describe('ticket file permissions', () => {
       await waitForEvent(events, (e) => e.event === 'listening');
       a.child.kill('SIGTERM');
       await a.exit;
-      // Log records are JSON lines; what is meant for the operator's eye is plain text.
-      return a.stderr().split('\n').filter((l) => l.length > 0 && !l.startsWith('{'));
+      return humanLines(a.stderr());
     };
     const open = (await run(0o644)).filter((l) => l.includes('warning'));
     expect(open).toHaveLength(1);

@@ -10,6 +10,7 @@ import * as C from '../../src/nbd/constants.js';
 import { MemoryBlockDevice } from './helpers/memory-block-device.js';
 import { RawPeer } from './helpers/raw-peer.js';
 import { assertTools, run, skipWithout } from './helpers/tools.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const MiB = 1024 * 1024;
 const CAP = 8;
@@ -24,13 +25,6 @@ function silent(port: number): Promise<net.Socket> {
   });
 }
 
-async function until(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe.skipIf(skipWithout(['nbdinfo']))('NBD connection cap', () => {
   let disk: MemoryBlockDevice;
@@ -53,7 +47,7 @@ describe.skipIf(skipWithout(['nbdinfo']))('NBD connection cap', () => {
   /** Earlier clients gone, then every slot taken by a client that entered transmission. */
   async function fillWithTransmissionClients(): Promise<RawPeer[]> {
     for (const o of opened.splice(0)) o.destroy();
-    await until(() => server.connectionCount === 0, 'the earlier clients to leave');
+    await waitUntil(() => server.connectionCount === 0, 'the earlier clients to leave');
     const peers: RawPeer[] = [];
     for (let i = 0; i < CAP; i++) {
       const p = await RawPeer.connect(port);
@@ -78,7 +72,7 @@ describe.skipIf(skipWithout(['nbdinfo']))('NBD connection cap', () => {
       halfOpen.push(s);
       opened.push(s);
     }
-    await until(() => server.connectionCount === CAP, 'the cap to fill');
+    await waitUntil(() => server.connectionCount === CAP, 'the cap to fill');
     const closed = new Set<net.Socket>();
     halfOpen.forEach((s) => s.once('close', () => closed.add(s)));
 
@@ -86,7 +80,7 @@ describe.skipIf(skipWithout(['nbdinfo']))('NBD connection cap', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.trim()).toBe(String(MiB));
     // The oldest half-open client made room; the idle transmission clients were not touched.
-    await until(() => closed.has(halfOpen[0]!), 'the oldest half-open client to be cut');
+    await waitUntil(() => closed.has(halfOpen[0]!), 'the oldest half-open client to be cut');
     expect(closed.size).toBe(1);
     expect(idle.every((p) => !p.isClosed)).toBe(true);
     expect(server.connectionCount).toBeLessThanOrEqual(CAP);
@@ -100,11 +94,11 @@ describe.skipIf(skipWithout(['nbdinfo']))('NBD connection cap', () => {
     disk.delayMs = 3000;
     const reads = disk.counts.read ?? 0;
     peers[2]!.request(C.NBD_CMD_READ, 2n, 0, 512);
-    await until(() => (disk.counts.read ?? 0) > reads, 'the read to reach the device');
+    await waitUntil(() => (disk.counts.read ?? 0) > reads, 'the read to reach the device');
     const r = await run('nbdinfo', ['--size', `nbd://127.0.0.1:${port}/disk`], 15_000);
     disk.delayMs = 0;
     expect(r.code, r.stderr).toBe(0);
-    await until(() => peers[1]!.isClosed, 'the longest-idle client to be evicted');
+    await waitUntil(() => peers[1]!.isClosed, 'the longest-idle client to be evicted');
     expect(peers[0]!.isClosed).toBe(false);
     expect((await peers[2]!.reply(2n)).error).toBe(0);
   });
@@ -114,7 +108,7 @@ describe.skipIf(skipWithout(['nbdinfo']))('NBD connection cap', () => {
     disk.delayMs = 2000;
     const reads = disk.counts.read ?? 0;
     peers.forEach((p, i) => p.request(C.NBD_CMD_READ, BigInt(100 + i), 0, 512));
-    await until(() => (disk.counts.read ?? 0) === reads + CAP, 'every read to reach the device');
+    await waitUntil(() => (disk.counts.read ?? 0) === reads + CAP, 'every read to reach the device');
     const r = await run('nbdinfo', ['--size', `nbd://127.0.0.1:${port}/disk`], 15_000);
     expect(r.code).not.toBe(0);
     disk.delayMs = 0;

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { NbdClient } from '../../src/nbd/client.js';
 import { TcpProxy } from '../nbd/helpers/tcp-proxy.js';
-import { freePort, readEvents, startAgent, waitForEvent, workDir, type Agent } from '../e2e/helpers/processes.js';
+import { freePort, humanLines, readEvents, startAgent, waitForEvent, workDir, type Agent } from '../e2e/helpers/processes.js';
 import {
   SerialWatcher,
   assertQemu,
@@ -175,7 +175,7 @@ describe.skipIf(skipQemu())('a QEMU guest migrated through postcopy', () => {
     const source = startAgent(['source', '--connect', '127.0.0.1:9', '--image', image, '--ticket-file', t.ticket, '--guest', 'qemu', '--qmp', join(t.dir, 'none.qmp')]);
     const s = await source.exit;
     expect(s.code).toBe(4);
-    const lines = source.stderr().trim().split('\n').filter((l) => !l.startsWith('{'));
+    const lines = humanLines(source.stderr());
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/^postcopy source: hypervisor \(QEMU\) failed: QMP .*none\.qmp: .*ENOENT.* \[PC_ERR_HYPERVISOR\]$/);
   });

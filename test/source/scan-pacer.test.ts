@@ -6,12 +6,10 @@ import { SCAN_CHUNK, scanZeroRuns } from '../../src/source/extent-scan.js';
 import { ReadAheadCache } from '../../src/source/read-cache.js';
 import { SCAN_LEAD_BYTES, ScanPacer } from '../../src/source/scan-pacer.js';
 import type { Extent } from '../../src/common/block-device.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const MiB = 1024 * 1024;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 400 && !cond(); i++) await sleep(5);
-}
 
 /** An image of `size` bytes: data in the first half of every 1 MiB, zeroes elsewhere. */
 function image(size: number): Buffer {
@@ -41,7 +39,7 @@ describe('zero scan paced by the stream', () => {
     ).then(() => (finished = true));
     // Half of every MiB is data: a lead of data is all the data of the first 2 × lead bytes.
     const held = 2 * SCAN_LEAD_BYTES - MiB / 2;
-    await until(() => readUpTo >= held);
+    await waitUntil(() => readUpTo >= held, 'the scan to reach its lead', 2000, 5);
     await sleep(20);
     expect(readUpTo).toBe(held);
     expect(cache.bytes).toBe(SCAN_LEAD_BYTES);

@@ -4,7 +4,9 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { expect } from 'vitest';
 import { AGENT_NODE_FLAGS } from '../../../src/cli/node-flags.js';
+import { waitUntil } from '../../helpers/wait.js';
 
 export const CLI = resolve(__dirname, '../../../dist/cli/main.js');
 
@@ -43,13 +45,22 @@ export function readEvents(path: string): EventLine[] {
 
 /** Resolves with the first event matching `pred` (polling the file), or rejects after timeoutMs. */
 export async function waitForEvent(path: string, pred: (e: EventLine) => boolean, timeoutMs = 30_000): Promise<EventLine> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const hit = readEvents(path).find(pred);
-    if (hit) return hit;
-    if (Date.now() > deadline) throw new Error(`no matching event in ${path} after ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  let hit: EventLine | undefined;
+  await waitUntil(() => (hit = readEvents(path).find(pred)) !== undefined, `a matching event in ${path}`, timeoutMs);
+  return hit!;
+}
+
+/** The operator-facing lines of an agent's stderr: everything but its JSON log records. */
+export function humanLines(stderr: string): string[] {
+  return stderr.split('\n').filter((l) => l.trim().length > 0 && !l.startsWith('{'));
+}
+
+/** A refusal: exactly one human line, naming `code`, with no stack trace. */
+export function expectOneLineRefusal(stderr: string, code: string): void {
+  const lines = humanLines(stderr);
+  expect(lines, stderr).toHaveLength(1);
+  expect(lines[0], stderr).toContain(code);
+  expect(stderr).not.toMatch(/\n\s+at /);
 }
 
 export { freePort } from '../../../src/common/free-port.js';

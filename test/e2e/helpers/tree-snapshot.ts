@@ -6,11 +6,13 @@ import { join, relative } from 'node:path';
 
 export type TreeSnapshot = Map<string, string>;
 
-export function snapshotTree(root: string): TreeSnapshot {
+/** Every entry under `root` by relative path, except those `skip` names (files the command under test writes). */
+export function snapshotTree(root: string, skip: (rel: string) => boolean = () => false): TreeSnapshot {
   const out: TreeSnapshot = new Map();
   const walk = (dir: string): void => {
     for (const name of readdirSync(dir).sort()) {
       const path = join(dir, name);
+      if (skip(relative(root, path))) continue;
       const st = lstatSync(path);
       const common = `mode=${(st.mode & 0o7777).toString(8)} uid=${st.uid} gid=${st.gid}`;
       let what: string;
