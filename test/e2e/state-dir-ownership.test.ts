@@ -215,4 +215,29 @@ describe('a rollback when the state dir cannot be written (review item 6)', () =
     expect(existsSync(join(dstate, 'present.bitmap'))).toBe(false);
     expectUnchanged(srcBefore, snapshotTree(w.dir, (n) => n !== 'src.img'));
   });
+
+  it("S aborts in pre-copy after D's state dir stopped taking writes: D's rollback from the message handler completes, D exits 3", async () => {
+    const w = workDir('unsavable-abort');
+    teardown.later(w.cleanup);
+    const src = join(w.dir, 'src.img');
+    generateDemoImage(src, 8 * MiB, 13);
+    const dst = join(w.dir, 'dst.img');
+    const dstate = join(w.dir, 'dstate');
+    const port = await freePort();
+    const dEvents = join(w.dir, 'd.jsonl');
+    const d = start([...destArgs(port, dst, w.ticket, ['--state-dir', dstate]), '--events', dEvents]);
+    await waitForEvent(dEvents, (e) => e.event === 'listening', 10_000);
+    // A guest that never converges keeps the migration in pre-copy.
+    const s = start(sourceArgs(port, src, w.ticket, ['--state-dir', join(w.dir, 'sstate'), '--guest', 'sim', '--ram', '32M', '--dirty-rate', '50000', '--max-downtime', '1']));
+    await waitForEvent(dEvents, (e) => e.event === 'ram-round', 30_000);
+    mkdirSync(join(dstate, 'dest-session.json.tmp')); // from now on every save fails (EISDIR), as on a broken disk
+    writeFileSync(join(dstate, 'dest-session.json.tmp', 'keep'), 'x');
+    s.child.kill('SIGTERM');
+    const timer = setTimeout(() => d.child.kill('SIGKILL'), 30_000); // the old code sat in 'aborted' for ever
+    const [dx, sx] = await Promise.all([d.exit, s.exit]);
+    clearTimeout(timer);
+    expect(sx.code, s.stderr()).toBe(3);
+    expect(dx.code, d.stderr()).toBe(3);
+    expect(existsSync(dst), 'the image this session created').toBe(false);
+  }, 60_000);
 });
