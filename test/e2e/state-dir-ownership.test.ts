@@ -159,19 +159,41 @@ describe('a symlink left in our own state dir is replaced, never written through
 const postcopyFraction = (e: { event: string; phase?: unknown; blocksPresent?: unknown; blocksTotal?: unknown }) =>
   e.event === 'progress' && e.phase === 'postcopy' ? Number(e.blocksPresent) / Number(e.blocksTotal) : 0;
 
+/** A work dir with S's image, D listening with its own --state-dir (prepared by `before`), then S started. */
+async function migration(prefix: string, o: { imageMiB: number; seed: number; dest?: string[]; source?: string[]; before?: (dstate: string) => void }) {
+  const w = workDir(prefix);
+  teardown.later(w.cleanup);
+  const src = join(w.dir, 'src.img');
+  generateDemoImage(src, o.imageMiB * MiB, o.seed);
+  const dst = join(w.dir, 'dst.img');
+  const dstate = join(w.dir, 'dstate');
+  o.before?.(dstate);
+  const srcBefore = snapshotTree(w.dir, (n) => n !== 'src.img');
+  const port = await freePort();
+  const dEvents = join(w.dir, 'first-d.jsonl');
+  const d = start([...destArgs(port, dst, w.ticket, ['--state-dir', dstate, ...(o.dest ?? [])]), '--events', dEvents]);
+  await waitForEvent(dEvents, (e) => e.event === 'listening', 10_000);
+  const s = start(sourceArgs(port, src, w.ticket, ['--state-dir', join(w.dir, 'sstate'), ...(o.source ?? [])]));
+  return { w, dst, dstate, dEvents, d, s, srcBefore };
+}
+
+/** A directory where the session file's temporary goes: every save fails from now on (EISDIR), as on a broken disk. */
+function breakSaves(dstate: string): void {
+  mkdirSync(join(dstate, 'dest-session.json.tmp'), { recursive: true });
+  writeFileSync(join(dstate, 'dest-session.json.tmp', 'keep'), 'x');
+}
+
+/** Both exit codes; D is killed after 30 s (the old code never exited after some failed rollbacks). */
+async function exits(d: Agent, s: Agent): Promise<[number | null, number | null]> {
+  const timer = setTimeout(() => d.child.kill('SIGKILL'), 30_000);
+  const [dx, sx] = await Promise.all([d.exit, s.exit]);
+  clearTimeout(timer);
+  return [dx.code, sx.code];
+}
+
 describe('a resume whose present.bitmap is gone (review item 5)', () => {
   it('D restarted after cut-over without its bitmap: exit 2, one line saying what is missing and what it means, nothing changed', async () => {
-    const w = workDir('no-bitmap');
-    teardown.later(w.cleanup);
-    const src = join(w.dir, 'src.img');
-    generateDemoImage(src, 64 * MiB, 11);
-    const dst = join(w.dir, 'dst.img');
-    const dstate = join(w.dir, 'dstate');
-    const port = await freePort();
-    const dEvents = join(w.dir, 'first-d.jsonl');
-    const d = start([...destArgs(port, dst, w.ticket, ['--state-dir', dstate, '--bulk-window', '128K', '--progress-interval', '20']), '--events', dEvents]);
-    await waitForEvent(dEvents, (e) => e.event === 'listening', 10_000);
-    const s = start(sourceArgs(port, src, w.ticket, ['--state-dir', join(w.dir, 'sstate')]));
+    const { w, dst, dstate, dEvents, d, s } = await migration('no-bitmap', { imageMiB: 64, seed: 11, dest: ['--bulk-window', '128K', '--progress-interval', '20'] });
     await waitForEvent(dEvents, (e) => postcopyFraction(e) >= 0.05, 60_000);
     d.child.kill('SIGKILL');
     s.child.kill('SIGKILL');
@@ -189,27 +211,14 @@ describe('a resume whose present.bitmap is gone (review item 5)', () => {
 
 describe('a rollback when the state dir cannot be written (review item 6)', () => {
   it('Prepare fails saving the session and the rollback cannot save either: D still rolls back (exit 3), S is told (exit 3), no image is left', async () => {
-    const w = workDir('unsavable');
-    teardown.later(w.cleanup);
-    const src = join(w.dir, 'src.img');
-    generateDemoImage(src, 4 * MiB, 12);
-    const dst = join(w.dir, 'dst.img');
-    const dstate = join(w.dir, 'dstate');
-    mkdirSync(dstate, { mode: 0o700 });
-    // A directory where the session file's temporary goes: every save fails (EISDIR), as on a broken disk.
-    mkdirSync(join(dstate, 'dest-session.json.tmp'));
-    writeFileSync(join(dstate, 'dest-session.json.tmp', 'keep'), 'x');
-    const srcBefore = snapshotTree(w.dir, (n) => n !== 'src.img');
-    const port = await freePort();
-    const dEvents = join(w.dir, 'd.jsonl');
-    const d = start([...destArgs(port, dst, w.ticket, ['--state-dir', dstate]), '--events', dEvents]);
-    await waitForEvent(dEvents, (e) => e.event === 'listening', 10_000);
-    const s = start(sourceArgs(port, src, w.ticket, ['--state-dir', join(w.dir, 'sstate')]));
-    const timer = setTimeout(() => d.child.kill('SIGKILL'), 30_000); // the old code never exited from a message handler
-    const [dx, sx] = await Promise.all([d.exit, s.exit]);
-    clearTimeout(timer);
-    expect(dx.code, d.stderr()).toBe(3);
-    expect(sx.code, s.stderr()).toBe(3);
+    const before = (dstate: string) => {
+      mkdirSync(dstate, { mode: 0o700 });
+      breakSaves(dstate);
+    };
+    const { w, dst, dstate, dEvents, d, s, srcBefore } = await migration('unsavable', { imageMiB: 4, seed: 12, before });
+    const [dCode, sCode] = await exits(d, s);
+    expect(dCode, d.stderr()).toBe(3);
+    expect(sCode, s.stderr()).toBe(3);
     expect(readEvents(dEvents).filter((e) => e.event === 'phase' && e.phase === 'aborted')).toHaveLength(1);
     expect(existsSync(dst), 'the image this session created').toBe(false);
     expect(existsSync(join(dstate, 'present.bitmap'))).toBe(false);
@@ -217,27 +226,15 @@ describe('a rollback when the state dir cannot be written (review item 6)', () =
   });
 
   it("S aborts in pre-copy after D's state dir stopped taking writes: D's rollback from the message handler completes, D exits 3", async () => {
-    const w = workDir('unsavable-abort');
-    teardown.later(w.cleanup);
-    const src = join(w.dir, 'src.img');
-    generateDemoImage(src, 8 * MiB, 13);
-    const dst = join(w.dir, 'dst.img');
-    const dstate = join(w.dir, 'dstate');
-    const port = await freePort();
-    const dEvents = join(w.dir, 'd.jsonl');
-    const d = start([...destArgs(port, dst, w.ticket, ['--state-dir', dstate]), '--events', dEvents]);
-    await waitForEvent(dEvents, (e) => e.event === 'listening', 10_000);
     // A guest that never converges keeps the migration in pre-copy.
-    const s = start(sourceArgs(port, src, w.ticket, ['--state-dir', join(w.dir, 'sstate'), '--guest', 'sim', '--ram', '32M', '--dirty-rate', '50000', '--max-downtime', '1']));
+    const source = ['--guest', 'sim', '--ram', '32M', '--dirty-rate', '50000', '--max-downtime', '1'];
+    const { dst, dstate, dEvents, d, s } = await migration('unsavable-abort', { imageMiB: 8, seed: 13, source });
     await waitForEvent(dEvents, (e) => e.event === 'ram-round', 30_000);
-    mkdirSync(join(dstate, 'dest-session.json.tmp')); // from now on every save fails (EISDIR), as on a broken disk
-    writeFileSync(join(dstate, 'dest-session.json.tmp', 'keep'), 'x');
+    breakSaves(dstate);
     s.child.kill('SIGTERM');
-    const timer = setTimeout(() => d.child.kill('SIGKILL'), 30_000); // the old code sat in 'aborted' for ever
-    const [dx, sx] = await Promise.all([d.exit, s.exit]);
-    clearTimeout(timer);
-    expect(sx.code, s.stderr()).toBe(3);
-    expect(dx.code, d.stderr()).toBe(3);
+    const [dCode, sCode] = await exits(d, s);
+    expect(sCode, s.stderr()).toBe(3);
+    expect(dCode, d.stderr()).toBe(3);
     expect(existsSync(dst), 'the image this session created').toBe(false);
   }, 60_000);
 });
