@@ -60,7 +60,7 @@ export class SourceStateDir {
    */
   load(current: { image?: string; size: number; identity?: { dev: number; ino: number } }): SavedSourceSession | null {
     // Before anything is read from it or written to it: a dir another user made or may write is refused (exit 2).
-    checkPrivateDir(this.dir);
+    checkPrivateDir(this.dir, this.#isDefault ? 'state dir (default for this image)' : '--state-dir');
     const saved = readStateFile<SavedSourceSession>(this.#file);
     if (!saved || (saved.phase !== 'postcopy' && saved.phase !== 'awaiting-finish')) return null;
     const what = `${this.dir} holds session ${saved.sessionId} (${saved.phase}) of ${saved.image ?? 'an image'} (${saved.size} bytes)`;
