@@ -635,7 +635,13 @@ export class DestAgent {
         rmSync(this.#bitmapPath(), { force: true });
       });
     this.#phase = 'aborted';
-    this.#save();
+    try {
+      this.#save();
+    } catch (e) {
+      // A state dir that cannot be written (ENOSPC, EIO) must not stop the rollback: a restart finds the last
+      // saved phase, which is before cut-over too, and rolls back again.
+      this.#log.error({ err: e }, 'could not record the rollback in the state dir; rolling back anyway');
+    }
     this.#o.events.emit('phase', { phase: 'aborted', error: err.message, code: err.code });
     this.#rollbackError = err;
     if (!waitForSource || !this.#keys) this.#finishRollback();
@@ -650,7 +656,7 @@ export class DestAgent {
     if (this.#finishing) return;
     this.#finishing = true;
     void this.#discarded.then(() => {
-      removeSessionFiles(this.#o.stateDir, this.#stateDirCreated);
+      for (const e of removeSessionFiles(this.#o.stateDir, this.#stateDirCreated)) this.#log.warn({ err: e }, 'could not remove a state file of the rolled-back session');
       this.#done.reject(new DestRolledBackError(this.#rollbackError ?? new ProtocolError('PC_ERR_ROLLBACK')));
     });
   }

@@ -1,10 +1,11 @@
 // D's record of its migration in --state-dir, and the check at start that the state dir and --image belong
 // together: D resumes only its own session on its own image, never reuses a finished or rolled-back state,
 // never writes over a file that is not its own unless told to (--force), and undoes only what it created.
-import { existsSync, rmSync, rmdirSync, statSync, truncateSync } from 'node:fs';
+import { existsSync, lstatSync, rmSync, rmdirSync, statSync, truncateSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { UsageError } from '../common/errors.js';
 import { describeIdentity, pathIdentity, sameFile } from '../common/image-identity.js';
+import { checkPrivateDir } from '../common/private-dir.js';
 import { readStateFile, statePath, writeStateFile } from '../common/state-file.js';
 import type { ImageFile } from './block-store.js';
 import type { DestPhase } from './dest-agent.js';
@@ -50,6 +51,8 @@ export function planStart(o: { imagePath: string; stateDir: string; force: boole
   const imagePath = resolve(o.imagePath);
   const dirStat = statSync(stateDir, { throwIfNoEntry: false });
   if (dirStat && !dirStat.isDirectory()) throw stateDirError(`${stateDir} is not a directory; give --state-dir a directory`);
+  // Before reading anything in it: a session file planted by another user must never steer what D deletes.
+  checkPrivateDir(stateDir);
   const saved = dirStat ? readSession(stateDir) : null;
   if (!saved) {
     if (dirStat && existsSync(statePath(stateDir, SOURCE_SESSION_FILE))) {
@@ -69,6 +72,7 @@ export function planStart(o: { imagePath: string; stateDir: string; force: boole
     case 'postcopy':
     case 'complete':
       checkOwnImage(imagePath, saved, what);
+      checkBitmap(stateDir, what);
       return { kind: 'resume', saved };
     default:
       return { kind: 'rollback', saved };
@@ -82,10 +86,21 @@ export function discardImage(imagePath: string, file: ImageFile | null, size: nu
   else if (file.priorSize < size) truncateSync(imagePath, file.priorSize);
 }
 
-/** Remove the session's own files from the state dir, and the dir itself when this session made it and it is now empty. */
-export function removeSessionFiles(stateDir: string, stateDirCreated: boolean): void {
-  for (const name of [SESSION_FILE, `${SESSION_FILE}.tmp`, BITMAP_FILE]) rmSync(statePath(stateDir, name), { force: true });
+/**
+ * Remove the session's own files from the state dir, and the dir itself when this session made it and it is now
+ * empty. Each file is tried (one that cannot go does not keep the others); returns the errors for the caller to log.
+ */
+export function removeSessionFiles(stateDir: string, stateDirCreated: boolean): Error[] {
+  const failed: Error[] = [];
+  for (const name of [SESSION_FILE, `${SESSION_FILE}.tmp`, BITMAP_FILE]) {
+    try {
+      rmSync(statePath(stateDir, name), { force: true });
+    } catch (e) {
+      failed.push(e as Error);
+    }
+  }
   removeDirIfEmpty(stateDir, stateDirCreated);
+  return failed;
 }
 
 export function removeDirIfEmpty(dir: string, created: boolean): void {
@@ -134,6 +149,15 @@ function checkOwnImage(imagePath: string, saved: SavedSession, what: string): vo
   if (Number(st.size) !== saved.size) {
     throw stateDirError(`${what} but ${imagePath} is now ${st.size} bytes (expected ${saved.size}): something else changed it; it was left alone, and the session cannot continue on it`);
   }
+}
+
+/** After cut-over the bitmap is the only record of which blocks the image holds: without it D cannot go on. */
+function checkBitmap(stateDir: string, what: string): void {
+  const path = statePath(stateDir, BITMAP_FILE);
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  const lost = 'D cannot tell which blocks of the image it already holds, so the session cannot continue; the image was left alone';
+  if (!st) throw stateDirError(`${what} but its ${path} is missing: ${lost}; put the file back and restart`);
+  if (!st.isFile()) throw stateDirError(`${what} but its ${path} is not a regular file (${st.isSymbolicLink() ? 'a symlink' : 'another kind of file'}): ${lost}; put the session's own bitmap back and restart`);
 }
 
 function stateDirError(detail: string): UsageError {

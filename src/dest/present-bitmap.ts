@@ -1,10 +1,10 @@
 // D's record of which blocks it holds: in memory for every block whose data is in the image, and on disk
 // only for blocks whose data was made durable first (data → fsync → bit → bitmap fsync, DESIGN.md §4).
 // A crash can lose bits (the block is fetched again), never set one wrongly.
-import { closeSync, fdatasync, fdatasyncSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, constants, fdatasync, fdatasyncSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { UsageError } from '../common/errors.js';
-import { openPrivate } from '../common/state-file.js';
+import { createPrivateFile } from '../common/state-file.js';
 
 const MAGIC = 'PCBITMAP';
 const HEADER_BYTES = 32; // magic(8) · version u32 · blockSize u32 · blockCount u64 · reserved(8)
@@ -37,9 +37,9 @@ export class PresentBitmap {
     }
   }
 
-  /** A new, empty bitmap file (made durable before returning). */
+  /** A new, empty bitmap file (made durable before returning); a stale file or planted symlink there is replaced, not followed. */
   static create(path: string, blockSize: number, blockCount: number): PresentBitmap {
-    const fd = openPrivate(path, 'w+');
+    const fd = createPrivateFile(path);
     const bm = new PresentBitmap(fd, blockSize, blockCount);
     const header = Buffer.alloc(HEADER_BYTES);
     header.write(MAGIC, 0, 'latin1');
@@ -54,7 +54,7 @@ export class PresentBitmap {
 
   /** Reload after a restart; every bit in the file stands for durable data. */
   static load(path: string, blockSize: number, blockCount: number): PresentBitmap {
-    const fd = openSync(path, 'r+');
+    const fd = openSync(path, constants.O_RDWR | constants.O_NOFOLLOW);
     const bytes = Math.ceil(blockCount / 8);
     if (fstatSync(fd).size < HEADER_BYTES + bytes) {
       closeSync(fd);

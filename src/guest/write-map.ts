@@ -2,7 +2,7 @@
 // state (so it must stay small: sorted unit deltas and generations as varints, base64) and is saved to a
 // file at the end so the final image can be verified unit by unit.
 import { closeSync, readFileSync, writeFileSync } from 'node:fs';
-import { openPrivate } from '../common/state-file.js';
+import { createPrivateFile } from '../common/state-file.js';
 import { ProtocolError } from '../common/errors.js';
 
 export const WRITE_UNIT = 4096;
@@ -101,8 +101,8 @@ function getVarint(buf: Buffer, pos: number): [number, number] {
 /** Save a write map as a small self-describing JSON file (for the final verification). */
 export function saveWriteMap(path: string, map: WriteMap, unitSize = WRITE_UNIT): void {
   const doc = { format: FILE_FORMAT, version: FILE_VERSION, unitSize, count: map.size, entries: map.encode() };
-  // 0600: it describes the guest's disk writes (image data).
-  const fd = openPrivate(path, 'w');
+  // 0600: it describes the guest's disk writes (image data); a symlink at path is replaced, never written through.
+  const fd = createPrivateFile(path);
   try {
     writeFileSync(fd, JSON.stringify(doc) + '\n');
   } finally {

@@ -1,12 +1,14 @@
 // D's side of a QEMU guest: starts the destination QEMU (or attaches to one waiting with -incoming defer),
 // feeds it the stream with migrate-incoming, and keeps its guest paused until Finish says `cont`.
 import { connect, type Socket } from 'node:net';
-import { closeSync, openSync, rmSync } from 'node:fs';
+import { closeSync, constants, lstatSync, openSync, rmSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { EventSink } from '../common/events.js';
+import { fdIdentity, sameFile, type FileIdentity } from '../common/image-identity.js';
 import type { Logger } from '../common/logger.js';
 import type { DestGuestMigrator, GuestStreamChannel } from '../guest/migrator.js';
 import type { GuestDefinition } from '../protocol/messages.js';
+import { checkSocketPath } from '../nbd/socket-file.js';
 import { HypervisorError } from './errors.js';
 import { QmpClient } from './qmp-client.js';
 import { MIGRATION_FAILED, migrationCapabilities, queryMigrate } from './qemu-migration.js';
@@ -36,6 +38,10 @@ export class QemuDestMigrator implements DestGuestMigrator {
   #postcopyRam = false;
   #relay: Relay | null = null;
   #started = false;
+  /** The serial log as this session created it (null: it was the operator's, or not made yet): only that one is removed. */
+  #serialCreated: FileIdentity | null = null;
+  /** The QMP socket path was free or held a stale socket when QEMU was started: a rollback may remove what QEMU left. */
+  #qmpOurs = false;
 
   constructor(opts: QemuDestOptions) {
     this.#o = opts;
@@ -55,11 +61,12 @@ export class QemuDestMigrator implements DestGuestMigrator {
       // A unix socket is the cheaper path for a QEMU on this host.
       const uri = exportUris.find((u) => u.startsWith('nbd+unix:')) ?? exportUris[0];
       if (!uri) throw new HypervisorError('PC_ERR_USAGE', '--guest qemu with --qemu-cmd needs an NBD export (--nbd-socket or --nbd-listen)');
-      rmSync(this.#o.qmpPath, { force: true });
+      // Only nothing or a stale socket (no one answers) is replaced; anything else at --qmp is the operator's.
+      if ((await checkSocketPath(this.#o.qmpPath, '--qmp')) === 'stale') unlinkSync(this.#o.qmpPath);
+      this.#qmpOurs = true;
       const cmd = expandTemplate(this.#o.command, { export: uri, qmp: this.#o.qmpPath, serial: this.#o.serialPath });
       const logPath = join(this.#o.runDir, 'qemu-dest.log');
-      // The guest's console may show its secrets: created private here, before QEMU opens it (an existing file keeps its mode).
-      closeSync(openSync(this.#o.serialPath, 'a', 0o600));
+      this.#createSerialLog();
       this.#proc = spawnQemu(cmd, logPath);
       this.#log.info({ pid: this.#proc.pid, cmd, log: logPath }, 'destination QEMU started');
       this.#o.events.emit('hypervisor', { side: 'dest', state: 'started', pid: this.#proc.pid, qmp: this.#o.qmpPath, serial: this.#o.serialPath });
@@ -82,6 +89,25 @@ export class QemuDestMigrator implements DestGuestMigrator {
     rmSync(this.#incoming, { force: true });
     await qmp.execute('migrate-incoming', { uri: `unix:${this.#incoming}` });
     this.#log.info({ socket: this.#incoming, postcopyRam: this.#postcopyRam }, 'destination QEMU waiting for the stream');
+  }
+
+  /**
+   * The guest's console may show its secrets: created private here, before QEMU opens it. An existing file (the
+   * operator's console log) keeps its mode and is never removed; a symlink there is not followed.
+   */
+  #createSerialLog(): void {
+    let fd: number;
+    try {
+      fd = openSync(this.#o.serialPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') return;
+      throw e;
+    }
+    try {
+      this.#serialCreated = fdIdentity(fd);
+    } finally {
+      closeSync(fd);
+    }
   }
 
   async #connect(): Promise<QmpClient> {
@@ -167,10 +193,9 @@ export class QemuDestMigrator implements DestGuestMigrator {
     }
     this.#qmp?.close();
     rmSync(this.#incoming || join(this.#o.runDir, 'none'), { force: true });
-    if (this.#o.command) {
-      rmSync(this.#o.serialPath, { force: true });
-      rmSync(this.#o.qmpPath, { force: true });
-    }
+    // Only what this session made: the serial log it created (still that file), the socket QEMU left (if stale).
+    if (this.#serialCreated && sameFile(lstatIdentity(this.#o.serialPath), this.#serialCreated)) rmSync(this.#o.serialPath, { force: true });
+    if (this.#qmpOurs && (await checkSocketPath(this.#o.qmpPath, '--qmp').catch(() => 'kept')) === 'stale') rmSync(this.#o.qmpPath, { force: true });
     this.#o.events.emit('hypervisor', { side: 'dest', state: 'killed' });
   }
 
@@ -178,6 +203,11 @@ export class QemuDestMigrator implements DestGuestMigrator {
   close(): void {
     this.#qmp?.close();
   }
+}
+
+function lstatIdentity(path: string): FileIdentity | null {
+  const st = lstatSync(path, { bigint: true, throwIfNoEntry: false });
+  return st?.isFile() ? { dev: st.dev.toString(), ino: st.ino.toString() } : null;
 }
 
 /** migrate-incoming has made QEMU listen: connect (it may take a moment to appear). */

@@ -1,11 +1,12 @@
 // S's state dir: what a restarted source needs to resume its session after cut-over (session id, resume key),
 // and whose session it is (image, size, identity), so a dir left by another migration is never reused.
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { UsageError } from '../common/errors.js';
-import { readStateFile, statePath, writeStateFile } from '../common/state-file.js';
+import { checkPrivateDir } from '../common/private-dir.js';
+import { ensureDir, readStateFile, statePath, writeStateFile } from '../common/state-file.js';
 
 const SESSION_FILE = 'source-session.json';
 
@@ -58,6 +59,8 @@ export class SourceStateDir {
    * size, is refused with what was found (exit 2): it may be the only way to finish that other migration.
    */
   load(current: { image?: string; size: number; identity?: { dev: number; ino: number } }): SavedSourceSession | null {
+    // Before anything is read from it or written to it: a dir another user made or may write is refused (exit 2).
+    checkPrivateDir(this.dir, this.#isDefault ? 'state dir (default for this image)' : '--state-dir');
     const saved = readStateFile<SavedSourceSession>(this.#file);
     if (!saved || (saved.phase !== 'postcopy' && saved.phase !== 'awaiting-finish')) return null;
     const what = `${this.dir} holds session ${saved.sessionId} (${saved.phase}) of ${saved.image ?? 'an image'} (${saved.size} bytes)`;
@@ -75,12 +78,9 @@ export class SourceStateDir {
   }
 
   save(session: SavedSourceSession): void {
-    if (!existsSync(this.dir)) {
-      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-      this.#created = true;
-    }
-    // It holds the session's resume key: only its owner may read it.
-    if (this.#created || this.#isDefault) chmodSync(this.dir, 0o700);
+    // It holds the session's resume key: a dir made here is 0700; one that existed was checked by load() and is
+    // left with its mode (it is the operator's).
+    if (ensureDir(this.dir)) this.#created = true;
     writeStateFile(this.#file, session);
   }
 
