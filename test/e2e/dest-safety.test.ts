@@ -11,7 +11,7 @@ import { generateDemoImage } from '../../src/guest/image-gen.js';
 import { compareImages } from '../../src/guest/verify.js';
 import { assertTools, run, skipWithout } from '../nbd/helpers/tools.js';
 import { CLI, expectOneLineRefusal, freePort, humanLines, readEvents, startAgent, waitForEvent, workDir, Teardown, type Agent, type EventLine } from './helpers/processes.js';
-import { snapshotTree, treeChanges, type TreeSnapshot } from './helpers/tree-snapshot.js';
+import { expectUnchanged, snapshotTree, treeChanges, type TreeSnapshot } from './helpers/tree-snapshot.js';
 import { waitUntil } from '../helpers/wait.js';
 
 const MiB = 1024 * 1024;
@@ -22,10 +22,6 @@ afterEach(() => teardown.run());
 const notEvents = (rel: string) => rel.endsWith('.jsonl');
 
 /** Nothing under the snapshot's root was added, removed or changed (content, size, mode, owner, mtime). */
-function expectUnchanged(before: TreeSnapshot, after: TreeSnapshot, context = ''): void {
-  expect(treeChanges(before, after), context).toEqual([]);
-}
-
 function destArgs(port: number, image: string, ticket: string, more: string[] = []): string[] {
   return ['dest', '--listen', `127.0.0.1:${port}`, '--image', image, '--ticket-file', ticket, ...more];
 }

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateDemoImage } from '../../src/guest/image-gen.js';
 import { assertTools, run, skipWithout } from '../nbd/helpers/tools.js';
-import { expectOneLineRefusal, expectUnchanged, humanLines, snapshotTree } from './helpers/files.js';
-import { freePort, readEvents, startAgent, waitForEvent, workDir, Teardown, type Agent } from './helpers/processes.js';
+import { expectOneLineRefusal, freePort, humanLines, readEvents, startAgent, waitForEvent, workDir, Teardown, type Agent } from './helpers/processes.js';
+import { expectUnchanged, snapshotTree } from './helpers/tree-snapshot.js';
 
 const MiB = 1024 * 1024;
 const teardown = new Teardown();

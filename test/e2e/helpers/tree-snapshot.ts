@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import { expect } from 'vitest';
 
 export type TreeSnapshot = Map<string, string>;
 
@@ -42,4 +43,9 @@ export function treeChanges(before: TreeSnapshot, after: TreeSnapshot, mayCreate
     if (!before.has(path) && !mayCreate.includes(path)) changes.push(`created ${path} (${now})`);
   }
   return changes;
+}
+
+/** Nothing under the snapshot's root was changed, deleted or created. */
+export function expectUnchanged(before: TreeSnapshot, after: TreeSnapshot, context = ''): void {
+  expect(treeChanges(before, after), context).toEqual([]);
 }
