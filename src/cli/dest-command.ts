@@ -157,7 +157,7 @@ async function checkDestOptions(values: Values) {
   checkStateDir(stateDir, values['state-dir'] !== undefined ? '--state-dir' : 'state dir (default: IMAGE.state)');
   // The state dir and --image must belong together (no stale or foreign session, no file of the operator's): found
   // now, before any port is bound; the agent checks again when it starts.
-  planStart({ imagePath, stateDir, force: values.force === true });
+  planStart({ imagePath, stateDir, force });
   return { listen, imagePath, ticket, stateDir, nbdExport, finalCheck, guestKind, serialLog, confirmGraceMs, windowBytes, progressMs, awayReportMs, force, fallback, fallbackAfterMs };
 }
 
