@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { generateDemoImage } from '../../src/guest/image-gen.js';
 import { compareImages } from '../../src/guest/verify.js';
 import { freePort, readEvents, startAgent, waitForEvent, workDir, Teardown, type EventLine } from './helpers/processes.js';
+import { throttledRelay } from './helpers/throttled-relay.js';
 
 const MiB = 1024 * 1024;
 
@@ -27,7 +28,11 @@ async function scenario(victim: 'dest' | 'source', atFraction: number): Promise<
     // A small window slows the stream down so the kill lands mid-way.
     '--bulk-window', '128K', '--progress-interval', '20',
   ];
-  const srcArgs = ['source', '--connect', `127.0.0.1:${port}`, '--image', src, '--state-dir', join(w.dir, 'sstate'), '--ticket-file', w.ticket];
+  // S's bytes through a relay capped at 24 MiB/s: the last tenth of the image takes ~0.4 s, so a kill at 90% lands
+  // before the copy is done (unthrottled it sometimes did not: the source finished first).
+  const relay = await throttledRelay(port, 24 * MiB);
+  teardown.later(relay.close);
+  const srcArgs = ['source', '--connect', `127.0.0.1:${relay.port}`, '--image', src, '--state-dir', join(w.dir, 'sstate'), '--ticket-file', w.ticket];
   const dEvents = join(w.dir, 'd.jsonl');
   const sEvents = join(w.dir, 's.jsonl');
   let dest = startAgent([...dstArgs, '--events', dEvents]);

@@ -8,13 +8,13 @@
 //    (PC_ERR_BUSY) while S's link is alive, again each time it retries, and S's link is never dropped.
 //    Then S is stopped (SIGSTOP): once D declares its link dead, a rescuer with S's state resumes and completes.
 import { cpSync, writeFileSync } from 'node:fs';
-import { connect, createServer, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateDemoImage } from '../../src/guest/image-gen.js';
 import { compareImages } from '../../src/guest/verify.js';
 import { Teardown, freePort, readEvents, startAgent, waitForEvent, workDir, type EventLine } from '../e2e/helpers/processes.js';
+import { throttledRelay } from '../e2e/helpers/throttled-relay.js';
 import { waitUntil } from '../helpers/wait.js';
 import { MiB, sleep } from './hostile-harness.js';
 
@@ -47,6 +47,7 @@ async function midPostcopy(name: string) {
     'source', '--connect', `127.0.0.1:${to}`, '--image', image, '--state-dir', state, '--ticket-file', ticketFile, '--events', join(w.dir, events),
   ];
   const relay = await throttledRelay(port, 4 * MiB);
+  teardown.later(relay.close);
   const source = teardown.agent(startAgent(sourceArgs(sState, src, w.ticket, 's.jsonl', relay.port)));
   await waitForEvent(dEvents, (e) => fractionPresent(e) >= 0.05, 60_000);
   expect(Math.max(...readEvents(dEvents).map(fractionPresent))).toBeLessThan(0.5);
@@ -58,39 +59,6 @@ async function midPostcopy(name: string) {
   };
   return { w, src, dst, wrongTicket, dest, source, dEvents, sState, sourceArgs, stolenState };
 }
-
-/**
- * A TCP relay in front of D that passes S's bytes at `bytesPerSec` at most: the first S's share of the post-copy
- * lasts long enough for what the test does meanwhile (the sources started later connect to D directly).
- */
-async function throttledRelay(target: number, bytesPerSec: number): Promise<{ port: number }> {
-  const sockets = new Set<Socket>();
-  const server = createServer((down) => {
-    const up = connect(target, '127.0.0.1');
-    for (const s of [down, up]) {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.on('close', () => (down.destroy(), up.destroy()));
-    }
-    up.pipe(down);
-    down.on('data', (chunk: Buffer) => {
-      up.write(chunk);
-      down.pause();
-      setTimeout(() => down.resume(), (chunk.length / bytesPerSec) * 1000);
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const port = (server.address() as { port: number }).port;
-  teardownRelay.push(() => {
-    server.close();
-    for (const s of sockets) s.destroy();
-  });
-  return { port };
-}
-const teardownRelay: Array<() => void> = [];
-afterEach(() => {
-  for (const f of teardownRelay.splice(0)) f();
-});
 
 const linkEvents = (path: string, state: string) => readEvents(path).filter((e) => e.event === 'link' && e.state === state);
 
