@@ -3,6 +3,7 @@ import { compareImages, verifyMigration } from '../guest/verify.js';
 import { loadWriteMap } from '../guest/write-map.js';
 import { parseCommandArgs, optional, required } from './args.js';
 import { EXIT } from './exit-codes.js';
+import { checkReadableImage } from './preflight.js';
 
 export const VERIFY_HELP = `Usage: postcopy verify --source-image PATH --dest-image PATH [--writes FILE]
 
@@ -20,6 +21,10 @@ export async function runVerify(argv: string[]): Promise<number> {
   const sourceImage = required(values, 'source-image');
   const destImage = required(values, 'dest-image');
   const writes = optional(values, 'writes');
+  // A missing or unreadable file is the operator's mistake (exit 2), not a mismatch (6) or a bug (1).
+  checkReadableImage(sourceImage, '--source-image');
+  checkReadableImage(destImage, '--dest-image');
+  if (writes !== undefined) checkReadableImage(writes, '--writes');
   if (!writes) {
     const r = await compareImages(sourceImage, destImage);
     process.stdout.write(r.ok ? `identical (${r.sizes.a} bytes)\n` : `DIFFER at offset ${r.firstDifference}\n`);

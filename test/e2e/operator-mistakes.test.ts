@@ -138,6 +138,9 @@ const MISTAKES: Mistake[] = [
   { name: 'source: --image an NBD URI nobody serves', argv: [...SOURCE, '--image', 'nbd://127.0.0.1:{port2}/disk', '--state-dir', '{dir}/st'], says: /cannot reach the NBD export/ },
   { name: 'source: --state-dir is a regular file', files: { ...SRC_IMAGE, st: 'not a dir\n' }, argv: [...SOURCE, '--image', '{dir}/src.img', '--state-dir', '{dir}/st'], says: /--state-dir .*is not a directory/ },
   { name: 'source: --state-dir is a dangling symlink', files: { ...SRC_IMAGE, st: { symlink: 'gone' } }, argv: [...SOURCE, '--image', '{dir}/src.img', '--state-dir', '{dir}/st'], says: /--state-dir .*st is a symbolic link to nothing/ },
+  // verify: a missing file is a mistake (2), not a mismatch (6) or an internal error (1).
+  { name: 'verify: --dest-image missing', files: SRC_IMAGE, argv: ['verify', '--source-image', '{dir}/src.img', '--dest-image', '{dir}/dst.img'], says: /--dest-image .*does not exist/ },
+  { name: 'verify: --writes missing', files: { ...SRC_IMAGE, 'dst.img': Buffer.alloc(64 * 1024, 7) }, argv: ['verify', '--source-image', '{dir}/src.img', '--dest-image', '{dir}/dst.img', '--writes', '{dir}/w.json'], says: /--writes .*does not exist/ },
 ];
 
 /** A destination session file as D writes it (postcopy-dest-session/2), for rows about stale state dirs. */
