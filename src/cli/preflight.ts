@@ -50,7 +50,7 @@ export function checkAgentOptions(values: Values): { logLevel: LogLevel; tls: Tl
 }
 
 /** Certificate, key and CA that TLS would reject only when the first peer connects. */
-export function checkTls(tls: TlsFiles): void {
+function checkTls(tls: TlsFiles): void {
   try {
     createSecureContext({ cert: tls.cert, key: tls.key, ca: tls.ca });
   } catch (e) {

@@ -37,7 +37,7 @@ export type StartPlan =
   | { kind: 'resume'; saved: SavedSession }
   | { kind: 'rollback'; saved: SavedSession };
 
-export function sessionPath(stateDir: string): string {
+function sessionPath(stateDir: string): string {
   return statePath(stateDir, SESSION_FILE);
 }
 

@@ -3,7 +3,7 @@
 import { BackendError, ProtocolError, type PostcopyError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Link } from '../link/link.js';
-import { CLASS_BULK, CLASS_URGENT } from '../protocol/constants.js';
+import { CLASS_BULK } from '../protocol/constants.js';
 import type { BlockClass, MessageOf } from '../protocol/messages.js';
 import { isAllZero } from '../common/zero.js';
 

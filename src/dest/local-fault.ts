@@ -33,12 +33,12 @@ const REPORT_EVERY_MS = 30_000;
 const FLIP_EVERY_MS = 2_000;
 const DISK_FULL_CODES = new Set(['ENOSPC', 'EDQUOT', 'EFBIG']);
 
-export function faultKind(code: string): LocalFaultKind {
+function faultKind(code: string): LocalFaultKind {
   return DISK_FULL_CODES.has(code) ? 'disk-full' : 'image-io-error';
 }
 
 /** The error a request gets while a fault holds it back; errnoOf maps it to ENOSPC or EIO through its cause. */
-export function localFaultError(cause: unknown): PostcopyError {
+function localFaultError(cause: unknown): PostcopyError {
   const code = systemErrorCode(cause) ?? 'EIO';
   const detail = cause instanceof Error ? cause.message : code;
   return new BackendError(faultKind(code) === 'disk-full' ? 'PC_ERR_DISK_FULL' : 'PC_ERR_BACKEND', detail, { cause });

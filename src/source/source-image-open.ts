@@ -11,7 +11,7 @@ export function isNbdUri(arg: string): boolean {
 }
 
 /** A raw image file or block device S can serve: exists, is one of those, readable (writable if asked), not empty. */
-export function checkImageFile(path: string, opts: { writable: boolean }): void {
+function checkImageFile(path: string, opts: { writable: boolean }): void {
   let st: Stats;
   try {
     st = statSync(path);
