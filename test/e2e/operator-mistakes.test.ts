@@ -9,12 +9,15 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
+import { beforeAll, afterEach, describe, expect, it } from 'vitest';
 import { AGENT_NODE_FLAGS } from '../../src/cli/node-flags.js';
 import { skipWithout } from '../nbd/helpers/tools.js';
-import { CLI, freePort } from './helpers/processes.js';
+import { CLI, letOthersReachCheckout, freePort } from './helpers/processes.js';
 import { snapshotTree, treeChanges } from './helpers/tree-snapshot.js';
 import { waitUntil } from '../helpers/wait.js';
+
+// Some rows run the CLI as user nobody: it must reach the checkout, wherever it was cloned.
+beforeAll(() => letOthersReachCheckout());
 
 /** A file to set up: its content (a string or bytes), or a spec. Paths are relative to the row's temp dir. */
 type FileSpec =

@@ -5,13 +5,16 @@ import { execFileSync, spawn } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { beforeAll, afterEach, describe, expect, it } from 'vitest';
 import { generateDemoImage } from '../../src/guest/image-gen.js';
 import { compareImages } from '../../src/guest/verify.js';
 import { defaultSourceStateDir } from '../../src/source/source-state.js';
 import { assertTools, skipWithout, startNbdkit } from '../nbd/helpers/tools.js';
-import { CLI, freePort, readEvents, startAgent, waitForEvent, workDir, Teardown, type Agent } from './helpers/processes.js';
+import { CLI, letOthersReachCheckout, freePort, readEvents, startAgent, waitForEvent, workDir, Teardown, type Agent } from './helpers/processes.js';
 import { waitUntil } from '../helpers/wait.js';
+
+// Some rows run the CLI as user nobody: it must reach the checkout, wherever it was cloned.
+beforeAll(() => letOthersReachCheckout());
 
 const MiB = 1024 * 1024;
 

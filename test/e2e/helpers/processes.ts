@@ -1,14 +1,27 @@
 // Start the real `postcopy` CLI (the built dist/) as child processes and read their JSON-lines events.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { expect } from 'vitest';
 import { AGENT_NODE_FLAGS } from '../../../src/cli/node-flags.js';
 import { waitUntil } from '../../helpers/wait.js';
 
 export const CLI = resolve(__dirname, '../../../dist/cli/main.js');
+
+/**
+ * Tests that run the CLI as a second, unprivileged user need it to reach the checkout (dist/, node_modules/): a
+ * clone in a 0700 directory (what `mktemp -d` makes) would fail them for a reason that is not theirs. Each
+ * directory above the checkout that others cannot traverse gets o+x (search only, nothing listed or read).
+ */
+export function letOthersReachCheckout(): void {
+  for (let d = resolve(__dirname, '../../..'); ; d = dirname(d)) {
+    const mode = statSync(d).mode & 0o7777;
+    if ((mode & 0o001) === 0) chmodSync(d, mode | 0o001);
+    if (dirname(d) === d) return;
+  }
+}
 
 export interface Agent {
   child: ChildProcess;
