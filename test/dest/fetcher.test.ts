@@ -6,7 +6,7 @@ import { pino, type Logger } from 'pino';
 import { Fetcher, type FallbackSource, type FetchSink } from '../../src/dest/fetcher.js';
 import { BackendError, ProtocolError, type PostcopyError } from '../../src/common/errors.js';
 import { CLASS_BULK, CLASS_URGENT } from '../../src/protocol/constants.js';
-import type { BlockClass, MessageOf } from '../../src/protocol/messages.js';
+import type { MessageOf } from '../../src/protocol/messages.js';
 import type { Link } from '../../src/link/link.js';
 import { deferred, type Deferred } from '../../src/common/deferred.js';
 import { expectError, expectThrows } from '../helpers/errors.js';
