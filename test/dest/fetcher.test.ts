@@ -322,7 +322,7 @@ describe('BLOCK_ERR: S could not read', () => {
     for (let attempt = 1; attempt <= 5; attempt++) {
       const req = link.last;
       fetcher.onReply(errMsg(req, 5, 'Input/output error'));
-      expect(logged.records[logged.records.length - 1]).toMatchObject({ level: 40, offset: 0, errno: 5, attempt });
+      expect(logged.records[logged.records.length - 1]).toMatchObject({ level: 40, offset: 0, errno: 5, attempt, msg: expect.stringMatching(/source failed a block read; retrying/) });
       vi.advanceTimersByTime(waits - 1);
       expect(link.last).toBe(req);
       vi.advanceTimersByTime(1);
@@ -453,7 +453,13 @@ describe('fallback: S gone too long', () => {
 
   it('is not armed while connected, without a fallback, or twice; a reconnect before the wait disarms it', async () => {
     fetcher.request(0, 4 * KIB, CLASS_BULK, new Recorder());
-    fetcher.sourceGone(); // connected: nothing to do
+    fetcher.sourceGone(); // connected: nothing to do (no timer runs from here)
+    vi.advanceTimersByTime(2000);
+    fetcher.detach(link.asLink());
+    vi.advanceTimersByTime(4999);
+    expect(flips).toEqual([]);
+    link = new FakeLink();
+    fetcher.attach(link.asLink());
     vi.advanceTimersByTime(10_000);
     expect(flips).toEqual([]);
     // Gone at 0, back at 2 s, gone again at 3 s: the wait starts over from 3 s.
@@ -514,7 +520,7 @@ describe('fallback: S gone too long', () => {
     fetcher.detach(link.asLink());
     vi.advanceTimersByTime(5000);
     const sink = new Recorder();
-    fetcher.request(0, 4 * KIB, CLASS_URGENT, {
+    fetcher.request(0, 300 * KIB, CLASS_URGENT, {
       ...sink,
       onData: (o, d) => {
         sink.onData(o, d);
@@ -525,7 +531,10 @@ describe('fallback: S gone too long', () => {
       onError: (e) => sink.onError(e),
     });
     await source.answer(0);
-    expect(sink.events).toEqual(['data 0+4096', 'error PC_ERR_ROLLBACK']);
+    expect(sink.events).toEqual(['data 0+262144', 'error PC_ERR_ROLLBACK']);
     expect([settled, fetcher.urgentInFlight]).toEqual([1, 0]);
+    // Nothing more is read for it.
+    await vi.advanceTimersByTimeAsync(0);
+    expect(source.reads).toHaveLength(1);
   });
 });
