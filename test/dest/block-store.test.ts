@@ -1,10 +1,10 @@
 // D's block store on its own: copy-on-read, the dm-clone write rules, durability ordering, pass-through mode.
 // The fetcher is a scripted stand-in so the test decides when (and what) S's replies deliver.
-import { chmodSync, closeSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, mkdtempSync, readdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { BlockStore, type FinalCheckMode } from '../../src/dest/block-store.js';
 import type { Fetcher, FetchSink } from '../../src/dest/fetcher.js';
 import { PresentBitmap } from '../../src/dest/present-bitmap.js';
@@ -876,5 +876,71 @@ describe('final-check digests over several read runs', () => {
     closeSync(fd);
     const d = await store.pristineDigests();
     expect([...d.crcs]).toEqual(Array.from({ length: 9 }, (_, b) => crc32(data.subarray(b * bs, (b + 1) * bs)) >>> 0));
+  });
+});
+
+describe('more of the final check and closing', () => {
+  it('readback mode reads zero blocks back too: damage to a block S said was zero shows', async () => {
+    await replaceStore({ finalCheck: 'readback' });
+    store.startCopyOnRead();
+    store.applyZeroRuns([{ offset: 0, length: 2 * BS }]);
+    await store.flush();
+    const fd = openSync(join(dir, `img${storeSeq}`), 'r+');
+    writeSync(fd, Buffer.from('stray'), 0, 5, BS + 7);
+    closeSync(fd);
+    const d = await store.pristineDigests();
+    expect([...d.blocks]).toEqual([0, 1]);
+    expect(d.crcs[0]).toBe(crc32(Buffer.alloc(BS)) >>> 0);
+    const damaged = Buffer.alloc(BS);
+    damaged.write('stray', 7);
+    expect(d.crcs[1]).toBe(crc32(damaged) >>> 0);
+  });
+
+  it('the check yields to the event loop between the runs it reads, and handles blocks larger than one run', async () => {
+    const bs = 8 * 1024 * 1024;
+    await replaceStore({ size: 2 * bs, bs, finalCheck: 'readback' });
+    store.startCopyOnRead();
+    const data = Buffer.alloc(2 * bs, 0x3c);
+    store.fetchBulk(0, 2);
+    fetcher.requests[0]!.sink.onData(0, data);
+    fetcher.requests[0]!.sink.onDone();
+    let yielded = false;
+    setImmediate(() => (yielded = true));
+    const d = await store.pristineDigests();
+    expect(yielded).toBe(true);
+    expect([...d.crcs]).toEqual([crc32(data.subarray(0, bs)) >>> 0, crc32(data.subarray(bs)) >>> 0]);
+  });
+
+  it('demand latency is the time from the miss to the block being present', async () => {
+    store.startCopyOnRead();
+    const t0 = performance.now();
+    const r = store.read(0, 10);
+    await tick();
+    fetcher.answer(0, src);
+    await r;
+    const elapsed = performance.now() - t0;
+    const s = store.demandLatency.summary();
+    expect(s.count).toBe(1);
+    expect(s.max).toBeGreaterThanOrEqual(0);
+    expect(s.max).toBeLessThanOrEqual(elapsed);
+  });
+
+  it('close commits, leaves no commit timer behind, and closes the image and the bitmap', async () => {
+    const fds = () => readdirSync('/proc/self/fd').length;
+    const before = fds(); // with the default store's image and bitmap open
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      await replaceStore({});
+      expect(fds()).toBe(before);
+      store.startCopyOnRead();
+      await store.write(0, Buffer.alloc(BS, 1));
+      expect(vi.getTimerCount()).toBe(1);
+      await store.close();
+      expect(vi.getTimerCount()).toBe(0);
+      expect(fds()).toBe(before - 2);
+      expect(durableOnDisk([0], `${join(dir, `img${storeSeq}`)}.bitmap`)).toEqual([true]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
