@@ -803,6 +803,8 @@ describe('commits and completion', () => {
     store = BlockStore.reopen(join(dir, 'img'), { size: SIZE, bitmap: PresentBitmap.load(join(dir, 'bitmap'), BS, BLOCKS), fetcher: fetcher as unknown as Fetcher, log: silentLogger(), file });
     let complete = false;
     void store.whenComplete.then(() => (complete = true));
+    // Before Finish nothing completes, not even a flush with every block durable.
+    await store.flush();
     await tick();
     expect(complete).toBe(false);
     store.startCopyOnRead();
@@ -940,6 +942,46 @@ describe('more of the final check and closing', () => {
       expect(fds()).toBe(before - 2);
       expect(durableOnDisk([0], `${join(dir, `img${storeSeq}`)}.bitmap`)).toEqual([true]);
     } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe('completion without the commit timer', () => {
+  it('blocks that arrive during a commit are committed right after it once they complete the image', async () => {
+    /** Image syncs wait for the test's word. */
+    const gate = { hold: true, entered: 0, open: () => {} };
+    const io = new (class extends FaultFileIo {
+      override async sync(fd: number): Promise<void> {
+        gate.entered++;
+        if (gate.hold) await new Promise<void>((r) => (gate.open = r));
+        await super.sync(fd);
+      }
+    })();
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      await replaceStore({ io });
+      store.startCopyOnRead();
+      store.applyZeroRuns([{ offset: 0, length: SIZE - BS }]);
+      const flushed = store.flush();
+      for (let i = 0; i < 1000 && gate.entered === 0; i++) await tick();
+      expect(gate.entered).toBe(1);
+      // The last block arrives while the image sync runs; the commit timer never fires (fake clock).
+      store.applyZeroRuns([{ offset: SIZE - BS, length: BS }]);
+      gate.open();
+      await flushed;
+      // The background commit's own sync.
+      for (let i = 0; i < 1000 && gate.entered === 1; i++) await tick();
+      gate.hold = false;
+      gate.open();
+      let complete = false;
+      void store.whenComplete.then(() => (complete = true));
+      for (let i = 0; i < 10_000 && !complete; i++) await new Promise((r) => setImmediate(r));
+      expect(complete).toBe(true);
+      expect(store.durableBlocks).toBe(BLOCKS);
+    } finally {
+      gate.hold = false;
+      gate.open();
       vi.useRealTimers();
     }
   });
