@@ -8,7 +8,8 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { BlockStore, type FinalCheckMode } from '../../src/dest/block-store.js';
 import type { Fetcher, FetchSink } from '../../src/dest/fetcher.js';
 import { PresentBitmap } from '../../src/dest/present-bitmap.js';
-import { silentLogger } from '../../src/common/logger.js';
+import { silentLogger, type Logger } from '../../src/common/logger.js';
+import { pino } from 'pino';
 import { BackendError, ProtocolError, UsageError } from '../../src/common/errors.js';
 import { CLASS_BULK, CLASS_URGENT } from '../../src/protocol/constants.js';
 import type { ImageWriteIo } from '../../src/common/file-io.js';
@@ -265,6 +266,7 @@ interface StoreSpec {
   io?: ImageWriteIo;
   finalCheck?: FinalCheckMode;
   faultTiming?: LocalFaultTiming;
+  log?: Logger;
 }
 let storeSeq = 0;
 /** Replace the test's store with one of another geometry (own image and bitmap files in the same dir). */
@@ -275,8 +277,8 @@ async function replaceStore(spec: StoreSpec): Promise<{ img: string; bitmapPath:
   const img = join(dir, `img${++storeSeq}`);
   const bitmapPath = `${img}.bitmap`;
   const bitmap = PresentBitmap.create(bitmapPath, bs, Math.ceil(size / bs));
-  const { io, finalCheck, faultTiming } = spec;
-  store = BlockStore.create(img, { size, bitmap, fetcher: fetcher as unknown as Fetcher, log: silentLogger(), io, finalCheck, faultTiming });
+  const { io, finalCheck, faultTiming, log = silentLogger() } = spec;
+  store = BlockStore.create(img, { size, bitmap, fetcher: fetcher as unknown as Fetcher, log, io, finalCheck, faultTiming });
   return { img, bitmapPath, bitmap };
 }
 const bitmapIn = (path: string, bs = BS, blocks = BLOCKS) => PresentBitmap.load(path, bs, blocks);
@@ -984,5 +986,28 @@ describe('completion without the commit timer', () => {
       gate.open();
       vi.useRealTimers();
     }
+  });
+});
+
+describe('what the operator is told', () => {
+  it('a failed fetch is logged with its blocks; a commit that fails for a reason other than the disk is logged', async () => {
+    const records: Array<Record<string, unknown>> = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void records.push(JSON.parse(line) as Record<string, unknown>) });
+    const io = new FaultFileIo();
+    await replaceStore({ io, log });
+    store.startCopyOnRead();
+    store.fetchBulk(3, 2);
+    fetcher.requests[0]!.sink.onError(new BackendError('PC_ERR_BACKEND', 'S failed'));
+    expect(records).toEqual([expect.objectContaining({ level: 50, first: 3, count: 2, msg: 'block fetch failed', err: expect.objectContaining({ code: 'PC_ERR_BACKEND' }) })]);
+    // A bug in the sync path (not a system error): no local fault, but the background commit says it failed.
+    const bug = new TypeError('sync bug');
+    io.sync = async () => {
+      throw bug;
+    };
+    await store.write(0, Buffer.alloc(BS, 1));
+    await waitUntil(() => records.length === 2, 'the commit failure to be logged');
+    expect(records[1]).toMatchObject({ level: 50, msg: 'bitmap commit failed', err: { message: 'sync bug' } });
+    expect(store.writesPaused).toBe(false);
+    io.sync = FaultFileIo.prototype.sync.bind(io);
   });
 });
