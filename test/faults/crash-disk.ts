@@ -89,7 +89,12 @@ export class CrashDisk implements ImageWriteIo {
     const upTo = this.#seq;
     if (this.#o.syncDelayMs) await new Promise((r) => setTimeout(r, this.#o.syncDelayMs));
     if (this.crashed) return NEVER;
-    await this.#inner.sync(fd);
+    try {
+      await this.#inner.sync(fd);
+    } catch (e) {
+      if (this.crashed) return NEVER;
+      throw e;
+    }
     if (this.crashed || this.#due('synced', ++this.syncsDone)) return NEVER;
     const list = this.#pending.get(fd);
     if (list) this.#pending.set(fd, list.filter((w) => w.seq >= upTo));
