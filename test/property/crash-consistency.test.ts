@@ -15,10 +15,11 @@
 // the right final image would be "S's bytes or some prefix of the guest's writes, per page", which verifyMigration
 // cannot express. The writes the guest made on S before cut-over are in S's image and are checked like any block.
 //
-// Cost: CI runs the default 24 crashes, 10-25 s on 2 shared cores (a run is ~0.5 s: 2 MiB image, 64 KiB blocks, about
-// 35 writes and 15 syncs); FC_RUNS scales it (test/helpers/fc.ts), FC_SEED replays a run, a failure prints both.
-// Planted bugs it catches (test/planted/*.patch, each within 1-9 runs over 8 seeds): bitmap committed before the
-// image's sync, no image sync, complete before durable, the commit's batch taken after the image's sync.
+// Cost: CI runs the default 40 crashes, about 15-20 s on 2 shared cores (a run is ~0.4 s: 2 MiB image, 64 KiB blocks,
+// about 35 writes and 15 syncs); FC_RUNS scales it (test/helpers/fc.ts), FC_SEED replays a run, a failure prints both.
+// Planted bugs it catches (test/planted/*.patch; runs to the first failure over seeds 21-28): bitmap committed before
+// the image's sync (2-14), no image sync (1-2), complete before durable (1-15), the commit's batch taken after the
+// image's sync (1-5).
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -46,7 +47,7 @@ const MiB = 1024 * KiB;
 const IMAGE_BYTES = 2 * MiB;
 const BLOCK_BYTES = 64 * KiB;
 const BLOCKS = IMAGE_BYTES / BLOCK_BYTES;
-const DEFAULT_RUNS = 24;
+const DEFAULT_RUNS = 40;
 const INBOUND_DELAY_MS = 2;
 /** Each stage of a run must be over in this long (a run takes well under a second). */
 const STAGE_MS = 20_000;
