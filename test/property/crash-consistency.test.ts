@@ -20,7 +20,7 @@
 // Planted bugs it catches (test/planted/*.patch; runs to the first failure over seeds 21-28): bitmap committed before
 // the image's sync (2-14), no image sync (1-2), complete before durable (1-15), the commit's batch taken after the
 // image's sync (1-5).
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -269,4 +269,79 @@ describe('crash consistency: D loses power during the post-copy', () => {
     // Most crash points must land (a point past a run's last write or sync crashes nothing).
     expect(tally.noCrash).toBeLessThanOrEqual(tally.runs / 3);
   }, 600_000);
+});
+
+// The layer itself, on a three-page file: what a power cut keeps and loses (the property is only as good as this).
+describe('the crash disk', () => {
+  const PAGE = 4096;
+  const page = (c: string) => Buffer.alloc(PAGE, c);
+  async function withFile(fn: (fd: number, contents: () => Buffer[]) => Promise<void>): Promise<void> {
+    const dir = mkdtempSync(join(tmpdir(), 'pc-crashdisk-'));
+    const path = join(dir, 'f');
+    writeFileSync(path, Buffer.alloc(3 * PAGE));
+    const fd = openSync(path, 'r+');
+    try {
+      await fn(fd, () => [0, 1, 2].map((p) => readFileSync(path).subarray(p * PAGE, (p + 1) * PAGE)));
+    } finally {
+      closeSync(fd);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const settledSoon = (p: Promise<unknown>) => Promise.race([p.then(() => true, () => true), new Promise((r) => setTimeout(() => r(false), 20))]);
+
+  it('loses every write since the last completed sync, and nothing before it', () =>
+    withFile(async (fd, contents) => {
+      const disk = new CrashDisk({ loss: 'lost' });
+      disk.write(fd, page('a'), 0);
+      await disk.sync(fd);
+      disk.write(fd, page('b'), 0);
+      disk.write(fd, page('c'), PAGE);
+      expect(contents()[0]).toEqual(page('b')); // readers see unsynced writes, as through the page cache
+      expect(disk.crash()).toMatchObject({ unsyncedWrites: 2, pagesTouched: 2, pagesLost: 2 });
+      expect(contents()).toEqual([page('a'), page('\0'), page('\0')]);
+      // Dead: writes go nowhere and syncs never settle.
+      disk.write(fd, page('d'), 2 * PAGE);
+      expect(await settledSoon(disk.sync(fd))).toBe(false);
+      expect(contents()[2]).toEqual(page('\0'));
+    }));
+
+  it('a sync covers only the writes made before it was called', () =>
+    withFile(async (fd, contents) => {
+      const disk = new CrashDisk({ loss: 'lost', syncDelayMs: 5 });
+      disk.write(fd, page('a'), 0);
+      const synced = disk.sync(fd);
+      disk.write(fd, page('b'), PAGE);
+      await synced;
+      disk.crash();
+      expect(contents()).toEqual([page('a'), page('\0'), page('\0')]);
+    }));
+
+  it('crashes before the n-th sync completion: that sync never settles and its writes are lost', () =>
+    withFile(async (fd, contents) => {
+      const disk = new CrashDisk({ loss: 'lost', crashAt: { kind: 'synced', n: 1 } });
+      disk.write(fd, page('a'), 0);
+      expect(await settledSoon(disk.sync(fd))).toBe(false);
+      expect(disk.report?.at).toBe('before synced #1');
+      expect(contents()[0]).toEqual(page('\0'));
+    }));
+
+  it('tears per page: each page as after some prefix of its unsynced writes; some kept, some lost over seeds', async () => {
+    const seen = { kept: 0, lost: 0 };
+    for (let seed = 1; seed <= 20; seed++) {
+      await withFile(async (fd, contents) => {
+        const disk = new CrashDisk({ loss: 'torn', seed });
+        disk.write(fd, Buffer.concat([page('x'), page('x'), page('x')]), 0);
+        disk.write(fd, page('y'), PAGE);
+        const r = disk.crash();
+        seen.kept += r.pagesTouched - r.pagesLost;
+        seen.lost += r.pagesLost;
+        const [p0, p1, p2] = contents();
+        expect([page('\0'), page('x')]).toContainEqual(p0);
+        expect([page('\0'), page('x'), page('y')]).toContainEqual(p1);
+        expect([page('\0'), page('x')]).toContainEqual(p2);
+      });
+    }
+    expect(seen.kept).toBeGreaterThan(0);
+    expect(seen.lost).toBeGreaterThan(0);
+  });
 });
