@@ -287,6 +287,8 @@ describe('the crash disk', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }
+  // "Never settles" has no event to wait for: a settled sync of this layer settles within a few microtasks, so one
+  // still pending after 20 ms is taken as pending for good.
   const settledSoon = (p: Promise<unknown>) => Promise.race([p.then(() => true, () => true), new Promise((r) => setTimeout(() => r(false), 20))]);
 
   it('loses every write since the last completed sync, and nothing before it', () =>
