@@ -295,28 +295,29 @@ describe('FrameDecoder errors', () => {
     expectThrows(() => d.push(Buffer.alloc(0)), ProtocolError, 'PC_ERR_MALFORMED');
   });
 
-  it('random bytes in random chunks only ever raise ProtocolError', () => {
+  it('random bytes in random chunks: refused with the code a reference parser gives, or decoded to exactly its frames', () => {
     const magic = Buffer.from('PCY1');
+    const seen = { refused: 0, frames: 0 };
     fc.assert(
       fc.property(
         fc.boolean(),
-        fc.uint8Array({ maxLength: 400 }),
+        fc.uint8Array({ maxLength: 400, size: 'max' }),
         fc.array(fc.nat({ max: 420 }), { maxLength: 8 }),
         (withMagic, raw, points) => {
           const bytes = withMagic ? Buffer.concat([magic, Buffer.from(raw)]) : Buffer.from(raw);
-          try {
-            framesOf(cutAt(bytes, points));
-          } catch (e) {
-            expectError(e, ProtocolError, (e as ProtocolError).code);
-          }
+          const out = decodeLikeReference(bytes, points);
+          if (out.refused) seen.refused++;
+          seen.frames += out.frames;
         },
       ),
       fcParams(),
     );
+    expect(seen.refused).toBeGreaterThan(0);
   });
 
-  it('random mutations of valid frames only ever raise ProtocolError', () => {
+  it('random mutations of valid frames: refused with the code a reference parser gives, or decoded to exactly its frames', () => {
     const all = Buffer.concat(GOLDEN.map((v) => v.bytes));
+    const seen = { refused: 0, frames: 0 };
     fc.assert(
       fc.property(
         fc.array(fc.tuple(fc.nat({ max: all.length - 1 }), fc.nat({ max: 255 })), { minLength: 1, maxLength: 6 }),
@@ -324,11 +325,34 @@ describe('FrameDecoder errors', () => {
         (edits, points) => {
           const bytes = Buffer.from(all);
           for (const [at, v] of edits) bytes[at] = v;
-          try {
-            framesOf(cutAt(bytes, points));
-          } catch (e) {
-            expect(e).toBeInstanceOf(ProtocolError);
-          }
+          const out = decodeLikeReference(bytes, points);
+          if (out.refused) seen.refused++;
+          seen.frames += out.frames;
+        },
+      ),
+      fcParams(),
+    );
+    // Both outcomes were reached: the property is not vacuous either way.
+    expect(seen.refused).toBeGreaterThan(0);
+    expect(seen.frames).toBeGreaterThan(0);
+  });
+
+  it('a payload corrupted in a burst of up to 32 bits never decodes: PC_ERR_CHECKSUM, in any chunking', () => {
+    // CRC-32 detects every error burst of 32 bits or fewer, so this holds for every input, not just most.
+    const withPayload = GOLDEN.filter((v) => v.bytes.length > HEADER_BYTES);
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...withPayload),
+        fc.nat(),
+        fc.uint8Array({ minLength: 1, maxLength: 4 }),
+        fc.array(fc.nat({ max: 5000 }), { maxLength: 6 }),
+        (v, where, xor, points) => {
+          const bytes = Buffer.from(v.bytes);
+          const span = bytes.length - HEADER_BYTES;
+          const at = HEADER_BYTES + (where % span);
+          xor[0] ||= 1; // at least one bit changes
+          for (let i = 0; i < xor.length && at + i < bytes.length; i++) bytes[at + i]! ^= xor[i]!;
+          expectThrows(() => framesOf(cutAt(bytes, points)), ProtocolError, 'PC_ERR_CHECKSUM');
         },
       ),
       fcParams(),
@@ -340,3 +364,55 @@ describe('FrameDecoder errors', () => {
     expect(f!.flags).toBe(0x81);
   });
 });
+
+/**
+ * The frame layout read straight from DESIGN §3, independently of the decoder: the frames a well-behaved
+ * decoder yields from `bytes`, then the refusal it must raise (or none, and how many bytes it still holds).
+ */
+function referenceParse(bytes: Buffer): { frames: Frame[]; refusal: string | null; rest: number } {
+  const known = new Set<number>(Object.values(T));
+  const frames: Frame[] = [];
+  let at = 0;
+  while (bytes.length - at >= HEADER_BYTES) {
+    const h = bytes.subarray(at, at + HEADER_BYTES);
+    if (h.toString('latin1', 0, 4) !== 'PCY1') return { frames, refusal: 'PC_ERR_BAD_MAGIC', rest: 0 };
+    if (!known.has(h[4]!)) return { frames, refusal: 'PC_ERR_UNKNOWN_TYPE', rest: 0 };
+    if (h[6] !== 0 || h[7] !== 0) return { frames, refusal: 'PC_ERR_MALFORMED', rest: 0 };
+    const length = h.readUInt32BE(12);
+    if (length > (h[4]! < 64 ? MAX_CONTROL_PAYLOAD : MAX_FRAME_PAYLOAD)) return { frames, refusal: 'PC_ERR_FRAME_TOO_LARGE', rest: 0 };
+    // An unfinished frame: the decoder has taken its header and holds the payload bytes so far.
+    if (bytes.length - at - HEADER_BYTES < length) return { frames, refusal: null, rest: bytes.length - at - HEADER_BYTES };
+    const payload = bytes.subarray(at + HEADER_BYTES, at + HEADER_BYTES + length);
+    if (crc32(payload) >>> 0 !== h.readUInt32BE(16)) return { frames, refusal: 'PC_ERR_CHECKSUM', rest: 0 };
+    frames.push({ type: h[4]!, flags: h[5]!, id: h.readUInt32BE(8), payload });
+    at += HEADER_BYTES + length;
+  }
+  return { frames, refusal: null, rest: bytes.length - at };
+}
+
+/**
+ * Push `bytes` cut at `points` through one decoder and hold it to the reference: the frames it yields are the
+ * reference's (a refusal may drop those of the chunk it arrived in, never yield others), and it refuses exactly
+ * when the reference does, with the same code; otherwise it holds just the unfinished frame's bytes.
+ */
+function decodeLikeReference(bytes: Buffer, points: readonly number[]): { refused: boolean; frames: number } {
+  const want = referenceParse(bytes);
+  const d = new FrameDecoder();
+  const got: Frame[] = [];
+  let caught: unknown;
+  try {
+    for (const c of cutAt(bytes, points)) got.push(...d.push(c));
+  } catch (e) {
+    caught = e;
+  }
+  if (want.refusal === null) {
+    if (caught !== undefined) throw caught;
+    expect(show(got)).toEqual(show(want.frames));
+    expect(d.buffered).toBe(want.rest);
+  } else {
+    expectError(caught, ProtocolError, want.refusal as ProtocolError['code']);
+    expect(show(got)).toEqual(show(want.frames.slice(0, got.length)));
+    expect(d.buffered).toBe(0);
+  }
+  return { refused: want.refusal !== null, frames: got.length };
+}
