@@ -176,6 +176,95 @@ describe('FrameDecoder streaming', () => {
   });
 });
 
+describe('FrameDecoder zero-copy across chunk boundaries', () => {
+  // A consumed chunk must leave nothing behind: a leftover empty chunk would make the next payload a copy.
+  const payload = Buffer.from('0123456789abcdef', 'latin1');
+  const frame = buildFrame({ type: T.GUEST_STREAM, payload });
+
+  it('header in one chunk, payload in the next: the payload is a view of its chunk', () => {
+    const d = new FrameDecoder();
+    expect(d.push(frame.subarray(0, HEADER_BYTES))).toEqual([]);
+    const chunk = Buffer.from(frame.subarray(HEADER_BYTES));
+    const [f] = d.push(chunk);
+    expect(f!.payload.buffer).toBe(chunk.buffer);
+    expect(f!.payload.equals(payload)).toBe(true);
+  });
+
+  it('a header assembled from two chunks that end exactly with it: the payload in the next chunk is still a view', () => {
+    const d = new FrameDecoder();
+    expect(d.push(Buffer.from(frame.subarray(0, 7)))).toEqual([]);
+    expect(d.push(Buffer.from(frame.subarray(7, HEADER_BYTES)))).toEqual([]);
+    expect(d.buffered).toBe(0);
+    const chunk = Buffer.from(frame.subarray(HEADER_BYTES));
+    const [f] = d.push(chunk);
+    expect(f!.payload.buffer).toBe(chunk.buffer);
+  });
+
+  it('an empty chunk between header and payload changes nothing', () => {
+    const d = new FrameDecoder();
+    d.push(frame.subarray(0, HEADER_BYTES));
+    expect(d.push(Buffer.alloc(0))).toEqual([]);
+    const chunk = Buffer.from(frame.subarray(HEADER_BYTES));
+    const [f] = d.push(chunk);
+    expect(f!.payload.buffer).toBe(chunk.buffer);
+  });
+});
+
+describe('FrameDecoder.setPayloadLimit (the cap before authentication)', () => {
+  const pre = 'before authentication';
+
+  it('lowers every type\'s cap from the next header on, naming the reason when it is what refused', () => {
+    const d = new FrameDecoder();
+    d.setPayloadLimit(9, pre);
+    // At the limit: accepted.
+    expect(d.push(buildFrame({ type: T.PING, payload: Buffer.from('{"seq":7}') }))).toHaveLength(1);
+    const err = expectThrows(() => d.push(buildHeader({ type: T.HELLO, length: 10 })), ProtocolError, 'PC_ERR_FRAME_TOO_LARGE');
+    expect(err.message.endsWith('HELLO declares 10 bytes, cap 9 before authentication')).toBe(true);
+  });
+
+  it('without a reason, the refusal says just the numbers', () => {
+    const d = new FrameDecoder();
+    d.setPayloadLimit(4);
+    const err = expectThrows(() => d.push(buildHeader({ type: T.BLOCK_DATA, length: 5 })), ProtocolError, 'PC_ERR_FRAME_TOO_LARGE');
+    expect(err.message.endsWith('BLOCK_DATA declares 5 bytes, cap 4')).toBe(true);
+  });
+
+  it('a limit above a type\'s own cap leaves that cap, and the reason out of its refusal', () => {
+    const d = new FrameDecoder();
+    d.setPayloadLimit(MAX_CONTROL_PAYLOAD, pre);
+    const err = expectThrows(() => d.push(buildHeader({ type: T.BEGIN, length: MAX_CONTROL_PAYLOAD + 1 })), ProtocolError, 'PC_ERR_FRAME_TOO_LARGE');
+    expect(err.message.endsWith(`BEGIN declares ${MAX_CONTROL_PAYLOAD + 1} bytes, cap ${MAX_CONTROL_PAYLOAD}`)).toBe(true);
+  });
+
+  it('raised back with Infinity: the per-type caps again, no reason given', () => {
+    const d = new FrameDecoder();
+    d.setPayloadLimit(16, pre);
+    d.setPayloadLimit(Infinity);
+    expect(d.push(buildFrame({ type: T.BLOCK_DATA, payload: Buffer.alloc(100) }))).toHaveLength(1);
+    const err = expectThrows(() => d.push(buildHeader({ type: T.BLOCK_DATA, length: MAX_FRAME_PAYLOAD + 1 })), ProtocolError, 'PC_ERR_FRAME_TOO_LARGE');
+    expect(err.message.endsWith(`BLOCK_DATA declares ${MAX_FRAME_PAYLOAD + 1} bytes, cap ${MAX_FRAME_PAYLOAD}`)).toBe(true);
+  });
+});
+
+describe('refusals say what was wrong', () => {
+  it('encodeHeader: the type, the size and the cap', () => {
+    const err = expectThrows(() => encodeHeader(MSG.HELLO, 0, [Buffer.alloc(MAX_CONTROL_PAYLOAD + 1)]), ProtocolError, 'PC_ERR_FRAME_TOO_LARGE');
+    expect(err.message.endsWith(`HELLO of ${MAX_CONTROL_PAYLOAD + 1} bytes, cap ${MAX_CONTROL_PAYLOAD}`)).toBe(true);
+  });
+
+  it('the decoder: the magic seen (8 hex digits), reserved bits, the frame whose checksum failed, use after an error', () => {
+    const magic = expectThrows(() => new FrameDecoder().push(buildFrame({ type: T.PING, magic: 0x00435931 })), ProtocolError, 'PC_ERR_BAD_MAGIC');
+    expect(magic.message.endsWith('0x00435931')).toBe(true);
+    const reserved = expectThrows(() => new FrameDecoder().push(buildFrame({ type: T.PING, reserved: 1 })), ProtocolError, 'PC_ERR_MALFORMED');
+    expect(reserved.message.endsWith('reserved header bits set')).toBe(true);
+    const d = new FrameDecoder();
+    const crc = expectThrows(() => d.push(buildFrame({ type: T.BLOCK_REQ, id: 42, payload: Buffer.alloc(13), crc: 1 })), ProtocolError, 'PC_ERR_CHECKSUM');
+    expect(crc.message.endsWith('BLOCK_REQ id 42')).toBe(true);
+    const dead = expectThrows(() => d.push(Buffer.alloc(0)), ProtocolError, 'PC_ERR_MALFORMED');
+    expect(dead.message.endsWith('decoder used after a protocol error')).toBe(true);
+  });
+});
+
 describe('encodeHeader limits', () => {
   it('refuses a payload over MAX_FRAME_PAYLOAD (ProtocolError PC_ERR_FRAME_TOO_LARGE)', () => {
     const big = Buffer.alloc(MAX_FRAME_PAYLOAD + 1);
