@@ -63,13 +63,22 @@ export const waitFor = (cond: () => boolean, what: string, timeoutMs = 3000): Pr
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** Whether a promise has settled by the next macrotask turns. */
-export async function settled(p: Promise<unknown>, ms = 20): Promise<boolean> {
+/**
+ * Let the in-memory streams run for `n` turns of the event loop. They move on nextTick and setImmediate, never on
+ * timers, so "nothing more arrived after n turns" is the same answer on a loaded machine as on an idle one (a
+ * sleep is not).
+ */
+export async function turns(n = 20): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise<void>((r) => setImmediate(r));
+}
+
+/** Whether a promise has settled within `n` event-loop turns (at least one). */
+export async function settled(p: Promise<unknown>, n = 20): Promise<boolean> {
   let done = false;
   void p.then(
     () => (done = true),
     () => (done = true),
   );
-  await sleep(ms);
+  await turns(Math.max(1, n));
   return done;
 }
