@@ -6,7 +6,9 @@ import { Link, type LinkOptions } from '../../src/link/link.js';
 import type { Message } from '../../src/protocol/messages.js';
 import type { Duplex } from 'node:stream';
 import { duplexPair, type DuplexPairOptions } from './duplex-pair.js';
-import { waitUntil } from './wait.js';
+import { turns, waitUntil } from './wait.js';
+
+export { turns };
 
 const live = new Set<{ destroy(): void }>();
 
@@ -62,15 +64,6 @@ export function closed(link: Link): Promise<PostcopyError | undefined> {
 export const waitFor = (cond: () => boolean, what: string, timeoutMs = 3000): Promise<void> => waitUntil(cond, what, timeoutMs, 2);
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/**
- * Let the in-memory streams run for `n` turns of the event loop. They move on nextTick and setImmediate, never on
- * timers, so "nothing more arrived after n turns" is the same answer on a loaded machine as on an idle one (a
- * sleep is not).
- */
-export async function turns(n = 20): Promise<void> {
-  for (let i = 0; i < n; i++) await new Promise<void>((r) => setImmediate(r));
-}
 
 /** Whether a promise has settled within `n` event-loop turns (at least one). */
 export async function settled(p: Promise<unknown>, n = 20): Promise<boolean> {

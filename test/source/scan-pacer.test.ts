@@ -6,19 +6,12 @@ import { SCAN_CHUNK, scanZeroRuns } from '../../src/source/extent-scan.js';
 import { ReadAheadCache } from '../../src/source/read-cache.js';
 import { SCAN_LEAD_BYTES, ScanPacer } from '../../src/source/scan-pacer.js';
 import type { Extent } from '../../src/common/block-device.js';
+import { turns, turnsUntil } from '../helpers/wait.js';
 
 const MiB = 1024 * 1024;
 
 /** One turn of the event loop (setImmediate is real: only setTimeout, the pacer's idle timer, is faked). */
-const turn = () => new Promise<void>((r) => setImmediate(r));
-
-/** Let the scan run until `pred` holds, in event-loop turns rather than time; fails naming `what`. */
-async function turnsUntil(pred: () => boolean, what: string, maxTurns = 20_000): Promise<void> {
-  for (let i = 0; !pred(); i++) {
-    if (i >= maxTurns) throw new Error(`gave up after ${maxTurns} event-loop turns waiting for ${what}`);
-    await turn();
-  }
-}
+const turn = () => turns(1);
 
 /** The scan is parked in pace(): its idle timer (the only timer here) is pending. */
 const parked = () => vi.getTimerCount() === 1;
