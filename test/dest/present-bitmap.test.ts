@@ -1,7 +1,7 @@
 // D's present bitmap on its own, through its public API: bits in memory (present) versus bits in the file
 // (durable), what commit / clear / forget do to each, and the file format, read and written byte for byte
 // against a test-only spelling of it (bitmapFile below), never against the code under test.
-import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -153,6 +153,27 @@ describe('present and durable bits', () => {
     bm.forget([2, 4, 10, 6]);
     expect(state(bm)).toEqual({ present: [4, 16], durable: [4, 16], presentCount: 2, durableCount: 2, complete: false });
     expect(readFileSync(path).toString('hex')).toBe(file);
+  });
+
+  // Linux shows a process's open files in /proc/self/fd (elsewhere this is skipped, and reported so).
+  it.runIf(existsSync('/proc/self/fd'))('close releases the file: no descriptor is left open on it (created or loaded)', () => {
+    const openOn = (file: string) =>
+      readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`) === file;
+        } catch {
+          return false;
+        }
+      }).length;
+    const bm = PresentBitmap.create(path, BS, 8);
+    const real = realpathSync(path);
+    expect(openOn(real)).toBe(1);
+    bm.close();
+    expect(openOn(real)).toBe(0);
+    const again = PresentBitmap.load(path, BS, 8);
+    expect(openOn(real)).toBe(1);
+    again.close();
+    expect(openOn(real)).toBe(0);
   });
 
   it('close is idempotent', () => {

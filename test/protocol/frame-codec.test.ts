@@ -180,33 +180,44 @@ describe('FrameDecoder zero-copy across chunk boundaries', () => {
   // A consumed chunk must leave nothing behind: a leftover empty chunk would make the next payload a copy.
   const payload = Buffer.from('0123456789abcdef', 'latin1');
   const frame = buildFrame({ type: T.GUEST_STREAM, payload });
+  /** A copy in memory of its own: small Buffer.from copies share Node's pool, where any copy has the same .buffer. */
+  const own = (b: Buffer) => {
+    const out = Buffer.alloc(b.length);
+    b.copy(out);
+    return out;
+  };
+  /** `view` is `chunk` itself, not a copy of it. */
+  const expectView = (view: Buffer, chunk: Buffer) => {
+    expect(view.buffer).toBe(chunk.buffer);
+    expect(view.byteOffset).toBe(chunk.byteOffset);
+  };
 
   it('header in one chunk, payload in the next: the payload is a view of its chunk', () => {
     const d = new FrameDecoder();
     expect(d.push(frame.subarray(0, HEADER_BYTES))).toEqual([]);
-    const chunk = Buffer.from(frame.subarray(HEADER_BYTES));
+    const chunk = own(frame.subarray(HEADER_BYTES));
     const [f] = d.push(chunk);
-    expect(f!.payload.buffer).toBe(chunk.buffer);
+    expectView(f!.payload, chunk);
     expect(f!.payload.equals(payload)).toBe(true);
   });
 
   it('a header assembled from two chunks that end exactly with it: the payload in the next chunk is still a view', () => {
     const d = new FrameDecoder();
-    expect(d.push(Buffer.from(frame.subarray(0, 7)))).toEqual([]);
-    expect(d.push(Buffer.from(frame.subarray(7, HEADER_BYTES)))).toEqual([]);
+    expect(d.push(own(frame.subarray(0, 7)))).toEqual([]);
+    expect(d.push(own(frame.subarray(7, HEADER_BYTES)))).toEqual([]);
     expect(d.buffered).toBe(0);
-    const chunk = Buffer.from(frame.subarray(HEADER_BYTES));
+    const chunk = own(frame.subarray(HEADER_BYTES));
     const [f] = d.push(chunk);
-    expect(f!.payload.buffer).toBe(chunk.buffer);
+    expectView(f!.payload, chunk);
   });
 
   it('an empty chunk between header and payload changes nothing', () => {
     const d = new FrameDecoder();
     d.push(frame.subarray(0, HEADER_BYTES));
     expect(d.push(Buffer.alloc(0))).toEqual([]);
-    const chunk = Buffer.from(frame.subarray(HEADER_BYTES));
+    const chunk = own(frame.subarray(HEADER_BYTES));
     const [f] = d.push(chunk);
-    expect(f!.payload.buffer).toBe(chunk.buffer);
+    expectView(f!.payload, chunk);
   });
 });
 
