@@ -15,7 +15,7 @@ import {
 } from '../../src/protocol/constants.js';
 import { FrameDecoder, encodeFrame, encodeHeader, type Frame } from '../../src/protocol/frame-codec.js';
 import { expectError, expectThrows } from '../helpers/errors.js';
-import { fcParams } from '../helpers/fc.js';
+import { fcParams, fcRuns } from '../helpers/fc.js';
 import { F_URGENT, GOLDEN, HEADER_BYTES, T, buildFrame, buildHeader, hex } from '../helpers/frame-builder.js';
 import { byteByByte, cutAt, framesOf, showFrame } from '../helpers/wire.js';
 
@@ -412,7 +412,8 @@ describe('FrameDecoder errors', () => {
       ),
       fcParams(),
     );
-    expect(seen.refused).toBeGreaterThan(0);
+    // Refusals were reached (a run of a handful of cases may miss them).
+    if (fcRuns() >= 50) expect(seen.refused).toBeGreaterThan(0);
   });
 
   it('random mutations of valid frames: refused with the code a reference parser gives, or decoded to exactly its frames', () => {
@@ -432,9 +433,8 @@ describe('FrameDecoder errors', () => {
       ),
       fcParams(),
     );
-    // Both outcomes were reached: the property is not vacuous either way.
-    expect(seen.refused).toBeGreaterThan(0);
-    expect(seen.frames).toBeGreaterThan(0);
+    // Both outcomes were reached: the property is not vacuous either way (a run of a handful of cases may miss one).
+    if (fcRuns() >= 50) expect([seen.refused > 0, seen.frames > 0]).toEqual([true, true]);
   });
 
   it('a payload corrupted in a burst of up to 32 bits never decodes: PC_ERR_CHECKSUM, in any chunking', () => {

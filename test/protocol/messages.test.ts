@@ -9,7 +9,7 @@ import { FLAG_DONE, FLAG_URGENT, MAX_EXTENTS_PER_FRAME, MSG, isControlMsg, isKno
 import { FrameDecoder, type Frame } from '../../src/protocol/frame-codec.js';
 import { decodeMessage, encodeBlockData, encodeMessage, type Message } from '../../src/protocol/messages.js';
 import { expectError, expectThrows } from '../helpers/errors.js';
-import { fcParams } from '../helpers/fc.js';
+import { fcParams, fcRuns } from '../helpers/fc.js';
 import {
   F_DONE,
   F_URGENT,
@@ -386,8 +386,8 @@ describe('hostile input: refused with the right ProtocolError, or decoded to a v
       ),
       fcParams(),
     );
-    expect(seen.refused).toBeGreaterThan(0);
-    expect(seen.valid).toBeGreaterThan(0);
+    // Both outcomes were reached: the property is not vacuous either way (a run of a handful of cases may miss one).
+    if (fcRuns() >= 50) expect([seen.refused > 0, seen.valid > 0]).toEqual([true, true]);
   });
 
   it('control types with random JSON values, and valid bodies with one field replaced by random JSON', () => {
