@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Soak run: build, then
 #   1. the property-based fault schedules (test/property/fault-schedules.test.ts), FC_RUNS schedules in all
-#      (default 10000), split across 2 parallel vitest processes with distinct seeds;
+#      (default 10000), split across 2 parallel vitest processes with distinct seeds; the summary gives how many
+#      fired a socket fault and, per phase, where the faults landed and how those schedules ended;
 #   2. the protocol and NBD fuzzers with FUZZ_INPUTS=1000000 each;
 #   3. every other fast-check property test with FC_RUNS scaled up moderately (see step 3 for the three groups).
 # Prints each seed and run count as it starts, a summary at the end, and exits non-zero if anything failed.
@@ -62,7 +63,7 @@ for i in 1 2; do
   seed_var="SEED$i"; runs_var="RUNS$i"
   [ -z "$pid" ] && continue
   if wait "$pid"; then status=PASS; else status=FAIL; FAILED=1; fi
-  line=$(grep -ao 'fault schedules: [0-9]* runs (seed [-0-9]*): [0-9]* complete, [0-9]* rolled back' "$LOG_DIR/schedules-$i.log" | tail -1)
+  line=$(sed 's/\x1b\[[0-9;]*m//g' "$LOG_DIR/schedules-$i.log" | grep -ao 'fault schedules: [0-9]* runs (seed [-0-9]*): [0-9]* complete, [0-9]* rolled back; [0-9]* fired a socket fault ([0-9.]* %)' | tail -1)
   [ -z "$line" ] && line="no outcome line (see $LOG_DIR/schedules-$i.log)"
   note "schedules process $i: $status  FC_SEED=${!seed_var} FC_RUNS=${!runs_var}  $line"
   if [ "$status" = FAIL ]; then
@@ -72,6 +73,20 @@ for i in 1 2; do
   fi
 done
 t1=$(now)
+# Where the faults landed, both processes summed: per phase, faults aimed at it, those of them that fired in it,
+# every fault that fired in it, and the outcomes of the schedules whose first fault fired in it.
+table=$(cat "$LOG_DIR"/schedules-*.log 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g' \
+  | grep -a -E '^fault phase [a-z-]+: aimed [0-9]+, landed [0-9]+, fired [0-9]+, complete [0-9]+, rolled back [0-9]+$' \
+  | awk '{ p = $3; sub(":", "", p); if (!(p in a)) order[n++] = p; a[p] += $5; l[p] += $7; f[p] += $9; c[p] += $11; r[p] += $14 }
+         END { for (i = 0; i < n; i++) { p = order[i]; printf "  %-17s aimed %6d  landed %6d  fired %6d  complete %6d  rolled back %6d\n", p, a[p], l[p], f[p], c[p], r[p] } }')
+fired=$(cat "$LOG_DIR"/schedules-*.log 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g' \
+  | grep -a -o 'fault schedules: [0-9]* runs (seed [-0-9]*): [0-9]* complete, [0-9]* rolled back; [0-9]* fired a socket fault' \
+  | awk '{ runs += $3; fired += $12 } END { if (runs > 0) printf "%d of %d schedules fired a socket fault (%.1f %%)", fired, runs, 100 * fired / runs }')
+[ -n "$fired" ] && note "schedules: $fired"
+if [ -n "$table" ]; then
+  note "schedules: where the faults landed (both processes; 'none' = schedules where no socket fault fired):"
+  while IFS= read -r l; do note "$l"; done <<<"$table"
+fi
 elapsed=$(secs "$t0" "$t1")
 per=$(awk -v s="$elapsed" -v n="$SCHEDULES" 'BEGIN { if (n > 0) printf "%.0f ms wall per schedule, ~%.0f ms each within its process", s * 1000 / n, s * 2000 / n; else print "none run" }')
 note "schedules: $SCHEDULES in ${elapsed}s wall on 2 processes ($per)"

@@ -40,6 +40,8 @@ const MEASURE_ATTEMPTS = 6;
 /** Extra faults per schedule (after the aimed first one), at the same or later phases. */
 const MAX_EXTRA_FAULTS = 2;
 
+const SHAPE_ABORT_GRACE_MS = 300;
+
 /** Every migration has this shape: the measurement's and the schedules'. */
 const SHAPE: HarnessOptions = {
   imageBytes: 2 * MiB,
@@ -51,7 +53,7 @@ const SHAPE: HarnessOptions = {
   diskOpsPerSec: 1500,
   keepaliveTimeoutMs: 300,
   handshakeTimeoutMs: 600,
-  abortGraceMs: 300,
+  abortGraceMs: SHAPE_ABORT_GRACE_MS,
 };
 
 /** Bytes each phase carried each way in a fault-free run (the smallest over MEASURE_RUNS). */
@@ -79,6 +81,9 @@ const drawArb = fc.record({
   ),
   eioReads: fc.uniqueArray(fc.integer({ min: 0, max: 120 }), { maxLength: 3 }),
   slowReadMs: fc.constantFrom(0, 0, 0, 1),
+  // How long D, rolled back for a lost link, waits for S to come and learn it before it reports the rollback.
+  // 0: at once, racing the image's deletion (a rollback reported before the image is gone is then seen).
+  abortGraceMs: fc.constantFrom(0, SHAPE_ABORT_GRACE_MS),
   seed: fc.integer({ min: 1, max: 1_000_000 }),
 });
 type Draw = ReturnType<typeof drawArb.generate>['value'];
@@ -87,6 +92,7 @@ interface Schedule {
   faults: AimedFault[];
   eioReads: number[];
   slowReadMs: number;
+  abortGraceMs: number;
   seed: number;
 }
 
@@ -106,7 +112,7 @@ function schedule(i: number, d: Draw, t: Traffic): Schedule {
     const p = later[x.pair % later.length]!;
     faults.push({ ...p, kind: x.kind, at: offset(p, x.u), delayMs: x.delayMs });
   }
-  return { faults, eioReads: d.eioReads, slowReadMs: d.slowReadMs, seed: d.seed };
+  return { faults, eioReads: d.eioReads, slowReadMs: d.slowReadMs, abortGraceMs: d.abortGraceMs, seed: d.seed };
 }
 
 type Outcome = 'complete' | 'rolled-back';
@@ -117,6 +123,8 @@ interface ScheduleRun {
   image: FaultImage | null;
   /** Why S rolled back, if it did. */
   rollback?: string;
+  /** The phases S, D and the wire were in when the schedule failed (before the cleanup). */
+  where?: string;
 }
 
 /** One migration under `s`; throws on any broken invariant, or when it has no outcome after SCHEDULE_MS. */
@@ -124,15 +132,17 @@ async function runSchedule(s: Schedule, run: ScheduleRun): Promise<Outcome> {
   const h = await startHarness({
     ...SHAPE,
     seed: s.seed,
+    abortGraceMs: s.abortGraceMs,
     wrapDest: (sock: Socket) => new FaultDuplex(sock, { hook: run.faults.connection() }),
     wrapImage: (img) => (run.image = new FaultImage(img, { failReads: new Set(s.eioReads), readDelayMs: s.slowReadMs })),
   });
   run.harness = h;
   let failure: unknown = null;
   try {
-    return await withDeadline(judgeOutcome(h, run), SCHEDULE_MS, () => `no outcome after ${SCHEDULE_MS} ms (stuck): ${whereStuck(run)}`);
+    return await withDeadline(judgeOutcome(h, run), SCHEDULE_MS, () => `no outcome after ${SCHEDULE_MS} ms: stuck`);
   } catch (e) {
     failure = e;
+    run.where = where(run);
     throw e;
   } finally {
     // Bounded (harness.ts): a guest waiting for a block never holds the run; an original failure wins.
@@ -188,7 +198,7 @@ async function judgeOutcome(h: Harness, run: ScheduleRun): Promise<Outcome> {
   return 'rolled-back';
 }
 
-function whereStuck(run: ScheduleRun): string {
+function where(run: ScheduleRun): string {
   const h = run.harness;
   const fired = run.faults.fired.map((f) => `${f.kind} ${f.dir} in ${f.firedIn}`).join(', ') || 'none';
   return `S in phase ${h?.source.phase ?? '?'}, D in phase ${h?.dest.phase ?? '?'}, the wire in ${run.faults.phase}; faults fired: ${fired}`;
@@ -220,7 +230,7 @@ async function measure(): Promise<Traffic> {
   const why: string[] = [];
   for (let k = 0; k < MEASURE_ATTEMPTS && done.length < MEASURE_RUNS; k++) {
     const run: ScheduleRun = { faults: new PhaseFaults([]), harness: null, image: null };
-    const outcome = await runSchedule({ faults: [], eioReads: [], slowReadMs: 0, seed: 1000 + k }, run);
+    const outcome = await runSchedule({ faults: [], eioReads: [], slowReadMs: 0, abortGraceMs: SHAPE_ABORT_GRACE_MS, seed: 1000 + k }, run);
     if (outcome === 'complete') done.push(run.faults);
     else why.push(run.rollback ?? 'rolled back');
   }
@@ -288,7 +298,7 @@ describe('random fault schedules over whole migrations', () => {
         } catch (e) {
           const msg =
             `fault schedule ${i} of ${numRuns} failed: ${(e as Error).message}\n` +
-            `  schedule: ${JSON.stringify(s)}\n  fired: ${JSON.stringify(run.faults.fired)}\n  ${whereStuck(run)}\n` +
+            `  when it failed: ${run.where ?? where(run)}\n  schedule: ${JSON.stringify(s)}\n  fired: ${JSON.stringify(run.faults.fired)}\n` +
             `${replay} (this schedule alone: FC_SEED=${seed} FC_RUNS=${numRuns} FC_SCHEDULE=${i})`;
           console.error(msg);
           throw new Error(msg, { cause: e });
