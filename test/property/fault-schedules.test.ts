@@ -45,9 +45,9 @@ const SHAPE_ABORT_GRACE_MS = 300;
 /** Every migration has this shape: the measurement's and the schedules'. */
 const SHAPE: HarnessOptions = {
   imageBytes: 2 * MiB,
-  // 128 blocks: enough that some still hold S's bytes at the end whatever the guest wrote, so the final
-  // check always sends BLOCK_DIGESTS (with 32 blocks of 64 KiB it sometimes sent none: no final-check phase).
-  blockSize: 16 * 1024,
+  // 512 blocks: enough that dozens still hold S's bytes at the end whatever the guest wrote, so the final check
+  // always sends BLOCK_DIGESTS (of 32 blocks of 64 KiB often none were left, of 128 sometimes 2: no final-check).
+  blockSize: 4096,
   ramBytes: 1 * MiB,
   dirtyPagesPerSec: 3000,
   diskOpsPerSec: 1500,
