@@ -49,6 +49,7 @@ for patch in "${patches[@]}"; do
   name=$(basename "$patch" .patch)
   log="$LOG_DIR/$name.log"
   if [ ! -f "$patch" ]; then SUMMARY+=("BROKEN  $name: no such patch ($patch)"); BAD=1; continue; fi
+  patch_abs="$(cd "$(dirname "$patch")" && pwd)/$(basename "$patch")"
   bug=$(sed -n 's/^# bug: *//p' "$patch" | head -1)
   test=$(sed -n 's/^# catches: *//p' "$patch" | head -1)
   envline=$(sed -n 's/^# env: *//p' "$patch" | head -1)
@@ -57,8 +58,9 @@ for patch in "${patches[@]}"; do
   rm -rf "$work"
   cp -a "$TREE" "$work"
   ln -s "$ROOT/node_modules" "$work/node_modules"
-  # Outside any repository git apply works as a plain patch tool; the leading comment lines are skipped.
-  if ! (cd "$work" && git apply "$ROOT/$patch") >"$log" 2>&1; then
+  # In a throwaway repository of its own (so a temp dir inside some other checkout cannot capture the paths);
+  # git apply skips the patch's leading comment lines.
+  if ! (cd "$work" && git init -q && git apply "$patch_abs") >"$log" 2>&1; then
     SUMMARY+=("BROKEN  $name: the patch does not apply (see $log)")
     BAD=1
     rm -rf "$work"
