@@ -18,7 +18,8 @@
 // 5-19 s (npm run test:planted).
 //
 //   FC_SEED=1 FC_RUNS=400 npx vitest run test/property/fault-schedules.test.ts     # replay / soak (FC_RUNS absolute)
-//   FC_SEED=1 FC_RUNS=400 FC_SCHEDULE=17 npx vitest run test/property/...           # schedule 17 of that run alone
+//   FC_SEED=1 FC_RUNS=400 FC_TRAFFIC=276/329,... npx vitest run test/property/...   # with a failed run's offsets
+//   FC_SEED=1 FC_RUNS=400 FC_TRAFFIC=... FC_SCHEDULE=17 npx vitest run ...           # schedule 17 of that run alone
 //   FC_SCHEDULES_LOG=/tmp/s.jsonl ...                                              # every schedule as a JSON line
 import { appendFileSync, existsSync } from 'node:fs';
 import fc from 'fast-check';
@@ -174,8 +175,8 @@ async function judgeOutcome(h: Harness, run: ScheduleRun): Promise<Outcome> {
     const d = await destOutcome;
     expect(d.ok, `D's outcome: ${d.ok ? '' : String(d.reason)}`).toBe(true);
     const g = h.destGuest()!;
-    expect(h.sourceGuest!.running).toBe(false);
-    expect(g.running).toBe(true);
+    expect(h.sourceGuest!.running, "S's guest running after S confirmed").toBe(false);
+    expect(g.running, "D's guest running once complete").toBe(true);
     await g.pause();
     const v = await verifyMigration({ sourceImage: h.src, destImage: h.dst, writeMap: g.writeMapEntries() });
     expect(v.mismatches).toEqual([]);
@@ -186,8 +187,8 @@ async function judgeOutcome(h: Harness, run: ScheduleRun): Promise<Outcome> {
   // Rolled back: only possible before cut-over, the guest back on S, nothing left on D.
   run.rollback = `S rolled back in phase ${h.source.failedInPhase}: ${String(s.reason)}`;
   expect(s.reason).toBeInstanceOf(RolledBackError);
-  expect(h.destGuest()).toBeNull();
-  expect(h.sourceGuest!.running).toBe(true);
+  expect(h.destGuest(), 'a guest on D when S rolled back (two runners)').toBeNull();
+  expect(h.sourceGuest!.running, "S's guest running after its rollback").toBe(true);
   if (h.source.failedInPhase === 'connecting' && h.dest.phase === 'idle') {
     // Never authenticated: D created nothing and keeps waiting for a source.
     expect(existsSync(h.dst)).toBe(false);
@@ -199,8 +200,8 @@ async function judgeOutcome(h: Harness, run: ScheduleRun): Promise<Outcome> {
     expect(d.reason).toBeInstanceOf(DestRolledBackError);
     expect(d.imageExists, "D's image still there when D reported the rollback").toBe(false);
   }
-  expect(h.destGuest()).toBeNull();
-  expect(h.sourceGuest!.running).toBe(true);
+  expect(h.destGuest(), 'a guest on D after both rolled back').toBeNull();
+  expect(h.sourceGuest!.running, "S's guest running after both rolled back").toBe(true);
   return 'rolled-back';
 }
 
@@ -245,6 +246,19 @@ async function measure(): Promise<Traffic> {
   return Object.fromEntries(PHASES.map((p) => [p, { s2d: least(p, 's2d'), d2s: least(p, 'd2s') }])) as Traffic;
 }
 
+/** Traffic as FC_TRAFFIC gives it: s2d/d2s per phase in PHASES order, comma-separated. */
+function formatTraffic(t: Traffic): string {
+  return PHASES.map((p) => `${t[p].s2d}/${t[p].d2s}`).join(',');
+}
+
+function parseTraffic(text: string): Traffic {
+  const parts = text.split(',').map((x) => x.split('/').map(Number));
+  if (parts.length !== PHASES.length || parts.some((x) => x.length !== 2 || x.some((n) => !Number.isSafeInteger(n) || n < 0))) {
+    throw new Error(`FC_TRAFFIC must be ${PHASES.length} comma-separated s2d/d2s byte counts (${PHASES.join(', ')}), got ${JSON.stringify(text)}`);
+  }
+  return Object.fromEntries(PHASES.map((p, k) => [p, { s2d: parts[k]![0]!, d2s: parts[k]![1]! }])) as Traffic;
+}
+
 function envInt(name: string): number | undefined {
   const raw = process.env[name];
   if (raw === undefined || raw.trim() === '') return undefined;
@@ -272,12 +286,16 @@ describe('random fault schedules over whole migrations', () => {
   const numRuns = envInt('FC_RUNS') ?? CI_RUNS;
   const only = envInt('FC_SCHEDULE');
   const seed = FC_SEED;
-  const replay = `replay with FC_SEED=${seed} FC_RUNS=${numRuns}`;
+
+  const given = process.env.FC_TRAFFIC?.trim() || undefined;
   let traffic: Traffic;
+  // The offsets follow the measured traffic, which varies a little run to run: a replay gives the same figures.
+  let replay = '';
 
   beforeAll(async () => {
-    traffic = await measure();
-    console.log(`fault-free traffic per phase (bytes S→D / D→S, least of ${MEASURE_RUNS} runs): ${PHASES.map((p) => `${p} ${traffic[p].s2d}/${traffic[p].d2s}`).join(', ')}`);
+    traffic = given ? parseTraffic(given) : await measure();
+    replay = `replay with FC_SEED=${seed} FC_RUNS=${numRuns} FC_TRAFFIC=${formatTraffic(traffic)}`;
+    console.log(`fault-free traffic per phase (bytes S→D / D→S, ${given ? 'from FC_TRAFFIC' : `least of ${MEASURE_RUNS} runs`}): ${PHASES.map((p) => `${p} ${traffic[p].s2d}/${traffic[p].d2s}`).join(', ')}`);
   }, MEASURE_ATTEMPTS * (SCHEDULE_MS + 4 * CLEANUP_STEP_MS));
 
   it(
@@ -305,7 +323,7 @@ describe('random fault schedules over whole migrations', () => {
           const msg =
             `fault schedule ${i} of ${numRuns} failed: ${(e as Error).message}\n` +
             `  when it failed: ${run.where ?? where(run)}\n  schedule: ${JSON.stringify(s)}\n  fired: ${JSON.stringify(run.faults.fired)}\n` +
-            `${replay} (this schedule alone: FC_SEED=${seed} FC_RUNS=${numRuns} FC_SCHEDULE=${i})`;
+            `${replay} (this schedule alone: add FC_SCHEDULE=${i})`;
           console.error(msg);
           throw new Error(msg, { cause: e });
         }
