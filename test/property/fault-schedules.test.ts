@@ -42,8 +42,8 @@ const CI_RUNS = 56;
 /** A schedule that has no outcome after this long is stuck: it fails with its seed and phases. */
 const SCHEDULE_MS = 20_000;
 /** Fault-free runs measured before the schedules; each phase's offsets are drawn below the smallest. */
-const MEASURE_RUNS = 3;
-const MEASURE_ATTEMPTS = 6;
+const MEASURE_RUNS = 5;
+const MEASURE_ATTEMPTS = 10;
 /** Extra faults per schedule (after the aimed first one), at the same or later phases. */
 const MAX_EXTRA_FAULTS = 2;
 
