@@ -1,7 +1,8 @@
 // Faults aimed at named phases of a migration, for the fault layer on D's socket (FaultDuplex's hook): the frame
 // headers crossing each way are read with the codec's own header reader, the phase advances on the frames that
-// open it, and a fault fires k bytes (in its direction) after its phase opened. Records which faults fired, in
-// which phase, and how many bytes each phase carried each way (a fault-free run's figures size the offsets).
+// open it, and a fault fires k bytes (in its direction) after its phase opened (or a frame inside it crossed:
+// ANCHORS). Records which faults fired, in which phase, and how many bytes each phase carried each way from
+// there (a fault-free run's figures size the offsets).
 import { readFrameHeader } from '../../src/protocol/frame-codec.js';
 import { FRAME_HEADER_SIZE, MSG } from '../../src/protocol/constants.js';
 import type { ChunkDir, ChunkVerdict } from './fault-duplex.js';
@@ -24,7 +25,10 @@ export interface AimedFault {
   phase: Phase;
   dir: Dir;
   kind: FaultKind;
-  /** Bytes crossing in `dir` after the phase opened before the fault fires (cut/stall before byte k, flip byte k). */
+  /**
+   * Bytes crossing in `dir` after the phase opened (or its anchor crossed, see ANCHORS) before the fault fires:
+   * cut or stall before byte k, flip byte k, delay from the chunk holding byte k.
+   */
   at: number;
   /** For 'delay': how long each chunk in `dir` is held from then on (that connection only). */
   delayMs: number;
@@ -55,6 +59,16 @@ const OPENERS: ReadonlyArray<{ phase: WirePhase; dir: Dir; type: number; edge: '
   { phase: 'done', dir: 's2d', type: MSG.CONFIRM, edge: 'end' },
 ];
 const ORDER: readonly WirePhase[] = [...PHASES, 'done'];
+
+/**
+ * (phase, direction) pairs whose faults count from a frame inside the phase, not from its opening. D→S in the
+ * finish window: from D's answer (FINISH_RESULT), which is what the window is about; bytes D sends before it
+ * (a CREDIT, a PONG) come and go from run to run, and a cut there is a cut before D resumed, as S→D faults are.
+ */
+const ANCHORS: ReadonlyArray<{ phase: Phase; dir: Dir; type: number; edge: 'start' | 'end' }> = [
+  { phase: 'finish-window', dir: 'd2s', type: MSG.FINISH_RESULT, edge: 'start' },
+];
+const anchored = (phase: WirePhase, dir: Dir) => ANCHORS.some((a) => a.phase === phase && a.dir === dir);
 
 interface FrameEdge {
   /** Offset in the chunk just after the edge (after the header's last byte, or the payload's). */
@@ -115,20 +129,29 @@ export class PhaseFaults {
   #phase: WirePhase = 'handshake';
   /** Bytes that have crossed in each direction, over all connections. */
   readonly #crossed: Record<Dir, number> = { s2d: 0, d2s: 0 };
+  /** Where the current phase's faults count from in each direction (null: its anchor has not crossed yet). */
+  #from: Record<Dir, number | null> = { s2d: 0, d2s: 0 };
   #armed: Armed[] = [];
   readonly fired: FiredFault[] = [];
-  /** Bytes each phase carried each way. */
-  readonly bytes: Record<WirePhase, Record<Dir, number>>;
+  /** Bytes each phase carried each way, counted from where its faults count from (phases that are over). */
+  readonly #bytes: Record<WirePhase, Record<Dir, number>>;
   #conns = 0;
 
   constructor(faults: readonly AimedFault[]) {
     this.#faults = faults;
-    this.bytes = Object.fromEntries(ORDER.map((p) => [p, { s2d: 0, d2s: 0 }])) as Record<WirePhase, Record<Dir, number>>;
+    this.#bytes = Object.fromEntries(ORDER.map((p) => [p, { s2d: 0, d2s: 0 }])) as Record<WirePhase, Record<Dir, number>>;
     this.#open('handshake', { s2d: 0, d2s: 0 });
   }
 
   get phase(): WirePhase {
     return this.#phase;
+  }
+
+  /** Bytes each phase carried each way so far: what a fault's `at` is drawn below. */
+  get bytes(): Record<WirePhase, Record<Dir, number>> {
+    const out = structuredClone(this.#bytes);
+    for (const d of DIRS) out[this.#phase][d] = this.#carried(d, this.#crossed[d]);
+    return out;
   }
 
   /** The hook for D's next accepted connection (FaultDuplex's `hook`). */
@@ -145,7 +168,6 @@ export class PhaseFaults {
     let end = chunk.length;
     let then: ChunkVerdict['then'];
     let delayMs: number | undefined;
-    let counted = 0; // bytes of this chunk already added to a phase's tally
     let e = 0;
     for (;;) {
       const next = this.#nextArmed(dir, base + end);
@@ -170,14 +192,17 @@ export class PhaseFaults {
       }
       if (edge === undefined || edge.pos > end) break;
       e++;
+      const at = base + edge.pos;
       const opens = OPENERS.find((o) => o.dir === dir && o.type === edge.type && o.edge === edge.edge && ORDER.indexOf(o.phase) > ORDER.indexOf(this.#phase));
-      if (!opens) continue;
-      this.bytes[this.#phase][dir] += edge.pos - counted;
-      counted = edge.pos;
-      const at = { ...this.#crossed, [dir]: base + edge.pos };
-      this.#open(opens.phase, at);
+      if (opens) {
+        this.#open(opens.phase, { ...this.#crossed, [dir]: at });
+        continue;
+      }
+      const phase = this.#phase;
+      if (this.#from[dir] === null && ANCHORS.some((a) => a.phase === phase && a.dir === dir && a.type === edge.type && a.edge === edge.edge)) {
+        this.#arm(dir, at);
+      }
     }
-    this.bytes[this.#phase][dir] += end - counted;
     this.#crossed[dir] = base + end;
     return { data: end === chunk.length ? data : data.subarray(0, end), ...(then ? { then } : {}), ...(delayMs !== undefined ? { delayMs } : {}) };
   }
@@ -191,8 +216,22 @@ export class PhaseFaults {
     return best;
   }
 
+  /** Bytes the current phase has carried in `dir` up to global byte `upTo`. */
+  #carried(dir: Dir, upTo: number): number {
+    const from = this.#from[dir];
+    return from === null ? 0 : upTo - from;
+  }
+
   #open(phase: WirePhase, at: Record<Dir, number>): void {
+    for (const d of DIRS) this.#bytes[this.#phase][d] = this.#carried(d, at[d]);
     this.#phase = phase;
-    for (const f of this.#faults) if (f.phase === phase) this.#armed.push({ fault: f, target: at[f.dir] + f.at });
+    this.#from = { s2d: null, d2s: null };
+    for (const d of DIRS) if (!anchored(phase, d)) this.#arm(d, at[d]);
+  }
+
+  /** The current phase's faults in `dir` count from global byte `at`. */
+  #arm(dir: Dir, at: number): void {
+    this.#from[dir] = at;
+    for (const f of this.#faults) if (f.phase === this.#phase && f.dir === dir) this.#armed.push({ fault: f, target: at + f.at });
   }
 }
