@@ -13,9 +13,9 @@
 //
 // Each schedule is bounded (SCHEDULE_MS): a stuck one fails with its replay line and the phases S, D and the
 // wire were in. CI runs CI_RUNS schedules (13 aimable pairs x 4 kinds, each once, and 4 more): measured at
-// 0.40-0.54 s a schedule on 2 cores under a load of ~6, 30-40 s in all with the measurement, within the ~90 s
-// this property may take of CI's 3 minutes. At that count the three planted bugs in test/planted/ fail it in
-// 5-19 s (npm run test:planted).
+// 0.3-0.6 s a schedule on 2 cores (idle to a load of 6), 21-43 s in all with the measurement, within the ~90 s
+// this property may take of CI's 3 minutes. At that count each of the three planted bugs in test/planted/ fails
+// it within 3-14 s (8 seeds each, npm run test:planted).
 //
 //   FC_SEED=1 FC_RUNS=400 npx vitest run test/property/fault-schedules.test.ts     # replay / soak (FC_RUNS absolute)
 //   FC_SEED=1 FC_RUNS=400 FC_TRAFFIC=276/329,... npx vitest run test/property/...   # with a failed run's offsets
