@@ -60,8 +60,10 @@ export class Fetcher {
   #sinkFailures = 0;
   #sinkFailureLoggedAt = -Infinity;
 
-  constructor(log: Logger) {
+  /** `firstId`: where request ids start (tests start near the wrap). */
+  constructor(log: Logger, opts: { firstId?: number } = {}) {
     this.#log = log;
+    this.#nextId = opts.firstId ?? 1;
   }
 
   /** Serve missing blocks from `source` once S has been unreachable for `afterMs`. */
@@ -234,8 +236,10 @@ export class Fetcher {
       return;
     }
     this.#log.warn({ offset: req.offset, errno, message, attempt: req.errors }, 'source failed a block read; retrying');
+    // Keyed by the id that failed: a reconnect meanwhile has re-issued the request under another id already.
+    const failedId = req.id;
     const retry = () => {
-      if (this.#inflight.get(req.id) !== req) return;
+      if (this.#inflight.get(failedId) !== req) return;
       this.#inflight.delete(req.id);
       req.id = this.#allocId();
       this.#inflight.set(req.id, req);

@@ -242,3 +242,160 @@ describe('fetcher: a sink that fails locally', () => {
     expect(() => f.onReply({ type: 'BLOCK_DATA', id: 2, offset: 0, data: Buffer.alloc(BS), done: true, urgent: false })).toThrow(ProtocolError);
   });
 });
+
+/** FaultFileIo that also records where each write was tried (failed or not). */
+class RecordingIo extends FaultFileIo {
+  tried: Array<[number, number]> = [];
+  override write(fd: number, data: Buffer, position: number): void {
+    this.tried.push([position, data.length]);
+    super.write(fd, data, position);
+  }
+}
+
+let storeSeq = 0;
+/** A store of its own geometry in the test's dir, on a RecordingIo, in copy-on-read. */
+async function storeOf(size: number, bs: number): Promise<RecordingIo> {
+  await store.close();
+  const rio = new RecordingIo();
+  io = rio;
+  const name = `img${++storeSeq}`;
+  const bitmap = PresentBitmap.create(join(dir, `${name}.bitmap`), bs, Math.ceil(size / bs));
+  store = BlockStore.create(join(dir, name), {
+    size,
+    bitmap,
+    fetcher: fetcher.fetcher,
+    log: silentLogger(),
+    io: rio,
+    faultTiming: { retryMinMs: 5, retryMaxMs: 20, reportEveryMs: 1000, now: () => clock },
+  });
+  store.startCopyOnRead();
+  return rio;
+}
+
+/** Answer request i with one part of S's bytes; the part may cover fewer bytes than src has (a short image). */
+function answerFrom(i: number, bytes: Buffer): void {
+  const r = fetcher.requests[i]!;
+  fetcher.fetcher.onReply({ type: 'BLOCK_DATA', id: r.id, offset: r.offset, data: bytes.subarray(r.offset, r.offset + r.length), done: true, urgent: false });
+}
+
+describe('the probe while the disk fails', () => {
+  it('writes zeroes into the first missing hole, over the run of missing holes after it (never a block holding bytes)', async () => {
+    const rio = await storeOf(SIZE, BS);
+    await store.write(0, Buffer.alloc(BS, 1));
+    await store.write(9 * BS, Buffer.alloc(BS, 1));
+    io.failWrites = 'ENOSPC';
+    store.fetchBulk(1, 3);
+    fetcher.answer(0); // blocks 1..3: the write failed, part of it may be on disk
+    await store.write(6 * BS, Buffer.alloc(BS, 2)).catch(() => {}); // block 6: the same
+    const before = rio.tried.length;
+    await waitUntil(() => rio.tried.length > before, 'a probe');
+    // Blocks 4 and 5: missing holes; 6 may hold part of the guest's write, so the run stops there.
+    expect(rio.tried[before]).toEqual([4 * BS, 2 * BS]);
+    io.failWrites = null;
+    await waitUntil(() => !store.writesPaused, 'the fault to clear');
+    expect([4, 5].map((b) => store.isPresent(b))).toEqual([false, false]);
+    // Block 6 is no hole now: a zero reply for it writes real zeroes.
+    const writes = io.writes;
+    store.applyZeroRuns([{ offset: 6 * BS, length: BS }]);
+    expect(io.writes).toBe(writes + 1);
+    store.applyZeroRuns([{ offset: 4 * BS, length: BS }]);
+    expect(io.writes).toBe(writes + 1);
+  });
+
+  it('writes about 1 MiB at most (whole blocks), and the short last block only up to the image end', async () => {
+    const bs = 512 * 1024;
+    const rio = await storeOf(8 * bs, bs);
+    io.failWrites = 'ENOSPC';
+    store.fetchBulk(0, 1);
+    answerFrom(0, Buffer.alloc(8 * bs, 7));
+    await waitUntil(() => rio.tried.length > 1, 'a probe');
+    expect(rio.tried[1]).toEqual([bs, 2 * bs]);
+    io.failWrites = null;
+    await waitUntil(() => !store.writesPaused, 'the fault to clear');
+
+    const size = SIZE - 1000;
+    const rio2 = await storeOf(size, BS);
+    io.failWrites = 'ENOSPC';
+    store.fetchBulk(0, 15);
+    answerFrom(1, src);
+    await waitUntil(() => rio2.tried.length > 1, 'a probe');
+    expect(rio2.tried[1]).toEqual([15 * BS, size - 15 * BS]);
+  });
+
+  it('with every block present, a failed sync is retried with a sync alone, then the pending blocks are committed once', async () => {
+    const rio = await storeOf(SIZE, BS);
+    await store.write(0, Buffer.alloc(SIZE, 3));
+    const syncs = io.failedSyncs;
+    io.failSyncs = 'EIO';
+    await expect(store.flush()).rejects.toMatchObject({ code: 'EIO' });
+    expect(io.failedSyncs).toBe(syncs + 1);
+    const tried = rio.tried.length;
+    const commits = store.stats.commits;
+    io.failSyncs = null;
+    await waitUntil(() => !store.writesPaused, 'the fault to clear');
+    expect(rio.tried.length).toBe(tried);
+    expect(store.stats.commits).toBe(commits + 1);
+    expect(store.durableBlocks).toBe(BLOCKS);
+    await store.whenComplete;
+  });
+
+  it('a probe with nothing pending commits nothing', async () => {
+    store.fetchBulk(0, 1);
+    io.failWrites = 'ENOSPC';
+    fetcher.answer(0);
+    io.failWrites = null;
+    await waitUntil(() => !store.writesPaused, 'the fault to clear');
+    expect(store.stats.commits).toBe(0);
+  });
+});
+
+describe('a guest write the disk refuses', () => {
+  it('takes a fetched block out of the final check and out of the known zeroes; its errno is the disk\'s', async () => {
+    store.fetchBulk(0, 2);
+    fetcher.answer(0);
+    store.applyZeroRuns([{ offset: 4 * BS, length: BS }]);
+    io.failWrites = 'EIO';
+    const e1 = await store.write(0, Buffer.alloc(BS, 1)).catch((e: unknown) => e);
+    expect(errnoOf(e1)).toBe(NBD_EIO);
+    await store.write(4 * BS, Buffer.alloc(BS, 1)).catch(() => {});
+    expect(store.isPresent(0) && store.isPresent(4)).toBe(true);
+    expect((await store.blockStatus(4 * BS, BS))[0]!.zero).toBe(false);
+    io.failWrites = null;
+    await waitUntil(() => !store.writesPaused, 'the fault to clear');
+    const d = await store.pristineDigests();
+    expect([...d.blocks]).toEqual([1]);
+  });
+
+  it('an error that is not the disk\'s (a bug) is thrown on and pauses nothing', async () => {
+    const bug = new TypeError('not a system error');
+    io.write = () => {
+      throw bug;
+    };
+    await expect(store.write(0, Buffer.alloc(BS, 1))).rejects.toBe(bug);
+    expect(store.writesPaused).toBe(false);
+    // On a fetched part it reaches the fetcher (which logs it); the block stays missing.
+    store.fetchBulk(2, 1);
+    expect(() => fetcher.answer(0)).not.toThrow();
+    expect(store.isPresent(2)).toBe(false);
+    expect(store.writesPaused).toBe(false);
+    expect(reports).toEqual([]);
+  });
+});
+
+describe('a failed sync', () => {
+  it('keeps a zero block of the fresh image (a hole, no write to lose) and takes back fetched data', async () => {
+    store.applyZeroRuns([{ offset: 0, length: 2 * BS }]);
+    store.fetchBulk(2, 1);
+    fetcher.answer(0);
+    io.failSyncs = 'EIO';
+    await expect(store.flush()).rejects.toMatchObject({ code: 'EIO' });
+    expect([0, 1, 2].map((b) => store.isPresent(b))).toEqual([true, true, false]);
+    const d = await store.pristineDigests();
+    expect([...d.blocks]).toEqual([0, 1]);
+    io.failSyncs = null;
+    await waitUntil(() => !store.writesPaused, 'the fault to clear');
+    const onDisk = bitmapOnDisk();
+    expect([onDisk.has(0), onDisk.has(1), onDisk.has(2)]).toEqual([true, true, false]);
+    onDisk.close();
+  });
+});
