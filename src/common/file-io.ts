@@ -28,8 +28,9 @@ export function writeFully(fd: number, data: Buffer, position: number): void {
 }
 
 /**
- * The writes and syncs D's block store makes on its image, injectable so tests can make the disk fail
- * (test/faults/fault-file-io.ts). Errors are Node's own system errors (code ENOSPC, EIO, ...).
+ * The writes and syncs D makes on its image and its present-bitmap, injectable so tests can make the disk fail
+ * (test/faults/fault-file-io.ts) or lose what was not synced (test/faults/crash-disk.ts). Errors are Node's own
+ * system errors (code ENOSPC, EIO, ...).
  */
 export interface ImageWriteIo {
   write(fd: number, data: Buffer, position: number): void;

@@ -2,9 +2,10 @@
 // interface that the simulated guest and the NBD export both use. Writes follow the dm-clone rules: a full-block
 // write makes a block present at once, a partial write to a missing block first brings it in, and a late fetch
 // never overwrites guest data. Before Finish it is a pass-through: reads go to S and nothing is kept.
-import { closeSync, constants, fstatSync, ftruncateSync, openSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { describeIdentity, fdIdentity, sameFile, type FileIdentity } from '../common/image-identity.js';
-import { openPrivate } from '../common/state-file.js';
+import { fsyncDir, openPrivate } from '../common/state-file.js';
 import { imageWriteIo, readFully, readIntoFully, type ImageWriteIo } from '../common/file-io.js';
 import { crc32 } from '../common/crc32.js';
 import type { BlockDevice, Extent } from '../common/block-device.js';
@@ -200,7 +201,13 @@ export class BlockStore implements BlockDevice {
       refuse(new UsageError('PC_ERR_IMAGE_EXISTS', `${path} appeared while the destination was waiting (${priorSize} bytes); it was left alone`));
     }
     // An existing file is overwritten only on --force: it takes the source's size (a rollback restores a smaller one).
-    if (created || priorSize !== opts.size) ftruncateSync(fd, opts.size);
+    if (created || priorSize !== opts.size) {
+      // The size and (for a new file) its name must survive a power cut: a restart after cut-over finds the image
+      // by both, and refuses a missing or short one rather than resume.
+      ftruncateSync(fd, opts.size);
+      fsyncSync(fd);
+      if (created) fsyncDir(dirname(path));
+    }
     return new BlockStore(fd, { ...opts, fresh: created, file: { created, identity, priorSize } });
   }
 

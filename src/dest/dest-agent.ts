@@ -9,6 +9,7 @@ import type { Duplex } from 'node:stream';
 import { deferred } from '../common/deferred.js';
 import { BackendError, PostcopyError, ProtocolError, StateError, UsageError, isPostcopyError, type ErrorCode } from '../common/errors.js';
 import type { EventSink } from '../common/events.js';
+import type { ImageWriteIo } from '../common/file-io.js';
 import type { Logger } from '../common/logger.js';
 import { ensureDir, fsyncDir, statePath } from '../common/state-file.js';
 import { hostIdentity, pathIdentity, sameFile } from '../common/image-identity.js';
@@ -82,6 +83,8 @@ export interface DestAgentOptions {
   force?: boolean;
   /** While S is away after cut-over, say how much exists only on S this often (default 30 s). */
   awayReportMs?: number;
+  /** The writes and syncs of the image and the present-bitmap (tests inject a disk that fails or loses unsynced writes). */
+  io?: ImageWriteIo;
 }
 
 export interface DestResult {
@@ -415,10 +418,10 @@ export class DestAgent {
         this.#ram = new RamReceiver(ramBytes);
       }
       const blockCount = Math.ceil(size / blockSize);
-      const bitmap = step('creating the present-bitmap', 'PC_ERR_STATE_DIR', () => PresentBitmap.create(this.#bitmapPath(), blockSize, blockCount));
+      const bitmap = step('creating the present-bitmap', 'PC_ERR_STATE_DIR', () => PresentBitmap.create(this.#bitmapPath(), blockSize, blockCount, this.#o.io));
       const sourceImage = msg.image && msg.image.host === hostIdentity() ? msg.image : null;
       this.#store = step('creating the image', 'PC_ERR_BACKEND', () =>
-        BlockStore.create(this.#o.imagePath, { size, bitmap, fetcher: this.#fetcher, log: this.#log, finalCheck: this.#o.finalCheck, existing: this.#existingImage, notSameAs: sourceImage }),
+        BlockStore.create(this.#o.imagePath, { size, bitmap, fetcher: this.#fetcher, log: this.#log, finalCheck: this.#o.finalCheck, io: this.#o.io, existing: this.#existingImage, notSameAs: sourceImage }),
       );
       this.#imageFile = this.#store.file;
       this.#save();
@@ -672,8 +675,8 @@ export class DestAgent {
     this.#stateDirCreated = saved.stateDirCreated;
     if (plan.kind === 'resume') {
       const blockCount = Math.ceil(saved.size / saved.blockSize);
-      const bitmap = PresentBitmap.load(this.#bitmapPath(), saved.blockSize, blockCount);
-      this.#store = BlockStore.reopen(this.#o.imagePath, { size: saved.size, bitmap, fetcher: this.#fetcher, log: this.#log, finalCheck: this.#o.finalCheck, file: saved.image! });
+      const bitmap = PresentBitmap.load(this.#bitmapPath(), saved.blockSize, blockCount, this.#o.io);
+      this.#store = BlockStore.reopen(this.#o.imagePath, { size: saved.size, bitmap, fetcher: this.#fetcher, log: this.#log, finalCheck: this.#o.finalCheck, io: this.#o.io, file: saved.image! });
       this.#phase = saved.phase;
       this.#wireStore();
       this.#store.startCopyOnRead();

@@ -1,15 +1,14 @@
 // D's record of which blocks it holds: in memory for every block whose data is in the image, and on disk
 // only for blocks whose data was made durable first (data → fsync → bit → bitmap fsync, DESIGN.md §4).
 // A crash can lose bits (the block is fetched again), never set one wrongly.
-import { closeSync, constants, fdatasync, fdatasyncSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
-import { promisify } from 'node:util';
+import { closeSync, constants, fdatasyncSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { UsageError } from '../common/errors.js';
+import { imageWriteIo, type ImageWriteIo } from '../common/file-io.js';
 import { createPrivateFile } from '../common/state-file.js';
 
 const MAGIC = 'PCBITMAP';
 const HEADER_BYTES = 32; // magic(8) · version u32 · blockSize u32 · blockCount u64 · reserved(8)
 const VERSION = 1;
-const fdatasyncAsync = promisify(fdatasync);
 
 export class PresentBitmap {
   readonly blockCount: number;
@@ -21,9 +20,12 @@ export class PresentBitmap {
   #presentCount = 0;
   #durableCount = 0;
   #fd: number;
+  /** The writes and syncs of commit() and clear() (tests inject a disk that fails or loses unsynced writes). */
+  readonly #io: ImageWriteIo;
 
-  private constructor(fd: number, blockSize: number, blockCount: number, bits?: Uint8Array) {
+  private constructor(fd: number, blockSize: number, blockCount: number, io: ImageWriteIo, bits?: Uint8Array) {
     this.#fd = fd;
+    this.#io = io;
     this.blockSize = blockSize;
     this.blockCount = blockCount;
     const bytes = Math.ceil(blockCount / 8);
@@ -38,22 +40,23 @@ export class PresentBitmap {
   }
 
   /** A new, empty bitmap file (made durable before returning); a stale file or planted symlink there is replaced, not followed. */
-  static create(path: string, blockSize: number, blockCount: number): PresentBitmap {
+  static create(path: string, blockSize: number, blockCount: number, io: ImageWriteIo = imageWriteIo): PresentBitmap {
     const fd = createPrivateFile(path);
-    const bm = new PresentBitmap(fd, blockSize, blockCount);
+    const bm = new PresentBitmap(fd, blockSize, blockCount, io);
     const header = Buffer.alloc(HEADER_BYTES);
     header.write(MAGIC, 0, 'latin1');
     header.writeUInt32BE(VERSION, 8);
     header.writeUInt32BE(blockSize, 12);
     header.writeBigUInt64BE(BigInt(blockCount), 16);
+    // Written and synced here, not through `io`: the file is durable before anything can rely on it.
     writeSync(fd, header, 0, HEADER_BYTES, 0);
-    bm.#writeBits();
+    writeSync(fd, bm.#durable, 0, bm.#durable.length, HEADER_BYTES);
     fdatasyncSync(fd);
     return bm;
   }
 
   /** Reload after a restart; every bit in the file stands for durable data. */
-  static load(path: string, blockSize: number, blockCount: number): PresentBitmap {
+  static load(path: string, blockSize: number, blockCount: number, io: ImageWriteIo = imageWriteIo): PresentBitmap {
     const fd = openSync(path, constants.O_RDWR | constants.O_NOFOLLOW);
     const bytes = Math.ceil(blockCount / 8);
     if (fstatSync(fd).size < HEADER_BYTES + bytes) {
@@ -75,7 +78,7 @@ export class PresentBitmap {
     // Bits past the last block must be clear.
     const extra = bytes * 8 - blockCount;
     if (extra > 0) bits[bytes - 1]! &= 0xff >> extra;
-    return new PresentBitmap(fd, blockSize, blockCount, bits);
+    return new PresentBitmap(fd, blockSize, blockCount, io, bits);
   }
 
   has(block: number): boolean {
@@ -117,8 +120,7 @@ export class PresentBitmap {
         this.#durableCount++;
       }
     }
-    this.#writeBits();
-    await fdatasyncAsync(this.#fd);
+    await this.#persist();
   }
 
   /**
@@ -137,8 +139,7 @@ export class PresentBitmap {
         this.#presentCount--;
       }
     }
-    this.#writeBits();
-    await fdatasyncAsync(this.#fd);
+    await this.#persist();
   }
 
   /** Take back blocks whose data never became durable (the image's sync failed): in memory only, as their bits never reached the file. */
@@ -168,7 +169,9 @@ export class PresentBitmap {
     this.#fd = -1;
   }
 
-  #writeBits(): void {
-    writeSync(this.#fd, this.#durable, 0, this.#durable.length, HEADER_BYTES);
+  /** The whole bit array to the file, then fdatasync. */
+  async #persist(): Promise<void> {
+    this.#io.write(this.#fd, Buffer.from(this.#durable.buffer, this.#durable.byteOffset, this.#durable.length), HEADER_BYTES);
+    await this.#io.sync(this.#fd);
   }
 }

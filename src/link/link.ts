@@ -239,7 +239,6 @@ export class Link extends EventEmitter<LinkEvents> {
 
   #onData(chunk: Buffer): void {
     if (this.#closed) return;
-    this.#lastReceived = Date.now();
     this.bytesReceived += chunk.length;
     let frames;
     try {
@@ -248,6 +247,9 @@ export class Link extends EventEmitter<LinkEvents> {
       this.close(asProtocolError(e));
       return;
     }
+    // The peer is heard when a whole frame arrives, not a byte: a length field corrupted upward makes the decoder
+    // swallow everything after it (PINGs too) into one frame that never ends, and bytes alone kept that link up.
+    if (frames.length > 0) this.#lastReceived = Date.now();
     for (const f of frames) {
       if (this.#closed) return;
       let msg: Message;

@@ -152,3 +152,11 @@ function parseHeader(b: Buffer, limit: number, limitReason: string): { type: num
   }
   return { type, flags: b.readUInt8(5), id: b.readUInt32BE(8), length, crc: b.readUInt32BE(16) };
 }
+
+/**
+ * The fields of one FRAME_HEADER_SIZE-byte header, checked as the decoder checks them (per-type caps only):
+ * for code that follows frames crossing a stream without decoding them (the tests' fault layers).
+ */
+export function readFrameHeader(b: Buffer): { type: number; flags: number; id: number; length: number; crc: number } {
+  return parseHeader(b, Infinity, '');
+}

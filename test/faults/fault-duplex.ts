@@ -1,6 +1,20 @@
 // A stackable fault layer around a socket (STYLE.md 12): wraps any Duplex and, on command or at a byte count,
-// cuts the connection (even mid-frame), stalls one direction, delays chunks, or flips a bit.
+// cuts the connection (even mid-frame), stalls one direction, delays chunks, or flips a bit. With a hook, each
+// chunk in either direction is handed to it and it decides (phase-aimed faults: test/faults/phase-faults.ts).
 import { Duplex } from 'node:stream';
+
+/** Which way a chunk crosses the wrapped socket: 'in' is read through us, 'out' written through us. */
+export type ChunkDir = 'in' | 'out';
+
+/** A hook's decision on one chunk. */
+export interface ChunkVerdict {
+  /** The bytes that cross: a prefix of the chunk, possibly with a bit flipped. */
+  data: Buffer;
+  /** After `data`: cut the connection (both directions), or stall this direction for good (a silent link). */
+  then?: 'cut' | 'stall';
+  /** From this chunk on, hold every chunk in this direction this many ms (order kept). */
+  delayMs?: number;
+}
 
 export interface FaultPlan {
   /** Destroy the connection once this many bytes have been written through us (outbound). */
@@ -15,6 +29,8 @@ export interface FaultPlan {
   stallInboundAfter?: number;
   /** Inspect each outbound chunk; return true to cut the connection before it is written. */
   cutBeforeWrite?: (chunk: Buffer) => boolean;
+  /** Decide every chunk in both directions (the byte-count fields above are then ignored). */
+  hook?: (dir: ChunkDir, chunk: Buffer) => ChunkVerdict;
 }
 
 export class FaultDuplex extends Duplex {
@@ -25,6 +41,9 @@ export class FaultDuplex extends Duplex {
   #cut = false;
   /** Resolves when every delayed inbound chunk has been pushed (keeps order with the end of stream). */
   #delivered: Promise<void> = Promise.resolve();
+  /** With a hook: directions stalled for good, and the delay it set for each. */
+  readonly #stalled = { in: false, out: false };
+  readonly #delayMs = { in: 0, out: 0 };
 
   constructor(inner: Duplex, plan: FaultPlan = {}) {
     super();
@@ -61,6 +80,7 @@ export class FaultDuplex extends Duplex {
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
     if (this.#cut) return cb();
     const p = this.#plan;
+    if (p.hook) return this.#writeHooked(p.hook, chunk, cb);
     if (p.cutBeforeWrite?.(chunk)) {
       this.cut();
       return cb();
@@ -84,9 +104,48 @@ export class FaultDuplex extends Duplex {
     cb(err);
   }
 
+  #writeHooked(hook: NonNullable<FaultPlan['hook']>, chunk: Buffer, cb: (err?: Error | null) => void): void {
+    if (this.#stalled.out) return cb();
+    const v = hook('out', chunk);
+    if (v.delayMs !== undefined) this.#delayMs.out = v.delayMs;
+    if (v.then === 'stall') this.#stalled.out = true;
+    const write = () => {
+      if (this.#cut) return cb();
+      if (v.then === 'cut') {
+        if (v.data.length > 0) this.#inner.write(v.data, () => this.cut());
+        else this.cut();
+        return cb();
+      }
+      if (v.data.length === 0) return cb();
+      this.#inner.write(v.data, (err) => cb(err));
+    };
+    // One write at a time reaches _write, so holding its callback keeps the order.
+    if (this.#delayMs.out > 0) setTimeout(write, this.#delayMs.out);
+    else write();
+  }
+
+  #inboundHooked(hook: NonNullable<FaultPlan['hook']>, chunk: Buffer): void {
+    if (this.#stalled.in) return;
+    const v = hook('in', chunk);
+    if (v.delayMs !== undefined) this.#delayMs.in = v.delayMs;
+    if (v.then === 'stall') this.#stalled.in = true;
+    const deliver = () => {
+      if (this.#cut || this.destroyed) return;
+      if (v.data.length > 0 && !this.push(v.data) && v.then === undefined) this.#inner.pause();
+      if (v.then === 'cut') this.cut();
+    };
+    const delay = this.#delayMs.in;
+    if (delay > 0) {
+      this.#delivered = this.#delivered.then(() => new Promise<void>((resolve) => setTimeout(() => resolve(deliver()), delay)));
+    } else {
+      deliver();
+    }
+  }
+
   #onInbound(chunk: Buffer): void {
     if (this.#cut) return;
     const p = this.#plan;
+    if (p.hook) return this.#inboundHooked(p.hook, chunk);
     let data = chunk;
     if (p.stallInboundAfter !== undefined) {
       const room = p.stallInboundAfter - this.#read;

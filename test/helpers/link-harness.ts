@@ -6,7 +6,9 @@ import { Link, type LinkOptions } from '../../src/link/link.js';
 import type { Message } from '../../src/protocol/messages.js';
 import type { Duplex } from 'node:stream';
 import { duplexPair, type DuplexPairOptions } from './duplex-pair.js';
-import { waitUntil } from './wait.js';
+import { turns, waitUntil } from './wait.js';
+
+export { turns };
 
 const live = new Set<{ destroy(): void }>();
 
@@ -63,13 +65,13 @@ export const waitFor = (cond: () => boolean, what: string, timeoutMs = 3000): Pr
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** Whether a promise has settled by the next macrotask turns. */
-export async function settled(p: Promise<unknown>, ms = 20): Promise<boolean> {
+/** Whether a promise has settled within `n` event-loop turns (at least one). */
+export async function settled(p: Promise<unknown>, n = 20): Promise<boolean> {
   let done = false;
   void p.then(
     () => (done = true),
     () => (done = true),
   );
-  await sleep(ms);
+  await turns(Math.max(1, n));
   return done;
 }

@@ -8,3 +8,22 @@ export async function waitUntil(pred: () => boolean, what: string, timeoutMs = 3
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
+
+/** One turn of the event loop (setImmediate: real even where a test fakes setTimeout). */
+const turn = () => new Promise<void>((r) => setImmediate(r));
+
+/**
+ * Let in-memory streams (and anything else on nextTick/setImmediate) run for `n` event-loop turns. No timer is
+ * involved, so "nothing more happened after n turns" is the same answer on a loaded machine as on an idle one.
+ */
+export async function turns(n = 20): Promise<void> {
+  for (let i = 0; i < n; i++) await turn();
+}
+
+/** Resolves once `pred()` holds, checked once per event-loop turn (for tests on a fake clock); fails naming `what`. */
+export async function turnsUntil(pred: () => boolean, what: string, maxTurns = 100_000): Promise<void> {
+  for (let i = 0; !pred(); i++) {
+    if (i >= maxTurns) throw new Error(`gave up after ${maxTurns} event-loop turns waiting for ${what}`);
+    await turn();
+  }
+}

@@ -45,6 +45,8 @@ export interface HarnessOptions {
   sourceMigrator?: SourceGuestMigrator;
   destMigrator?: DestGuestMigrator;
   finalCheck?: FinalCheckMode;
+  /** S's block size (default 64 KiB). */
+  blockSize?: number;
 }
 
 export interface Harness {
@@ -58,7 +60,24 @@ export interface Harness {
   endpoint: Endpoint;
   /** Samples both guests' running flags every ms; returns the number of samples with both running. */
   overlapSamples: () => number;
+  /**
+   * Stop both guests, S and D, and remove the files. Never hangs: each step is bounded (a guest waiting for a
+   * block that never comes is left waiting), and a step that ran out its bound is named in the error thrown
+   * once every other step has run.
+   */
   cleanup(): Promise<void>;
+}
+
+/** How long one cleanup step may take (a guest's pause, S's close, D's close). */
+export const CLEANUP_STEP_MS = 5000;
+
+/** Resolves with `null` when `p` settles, or with `what` once `ms` have passed. */
+function bounded(p: Promise<unknown>, ms: number, what: string): Promise<string | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<string>((r) => {
+    timer = setTimeout(() => r(`${what} did not finish within ${ms} ms`), ms);
+  });
+  return Promise.race([p.then(() => null, () => null), late]).finally(() => clearTimeout(timer));
 }
 
 export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {
@@ -113,7 +132,7 @@ export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {
     ...(o.sourceMigrator ? { migrator: o.sourceMigrator } : {}),
     ticket,
     ...(o.stateDirs ? { stateDir: join(dir, 'sstate') } : {}),
-    blockSize: 64 * 1024,
+    blockSize: o.blockSize ?? 64 * 1024,
     maxDowntimeMs: 50,
     connectTimeoutMs: 5000,
     log,
@@ -141,10 +160,17 @@ export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {
     overlapSamples: () => overlaps,
     async cleanup() {
       clearInterval(sampler);
-      await sourceGuest?.pause();
-      await destGuest()?.pause();
-      await dest.close().catch(() => {});
+      // Both pauses stop the guests' timers at once; D's may then wait for a block from S: bounded.
+      const late = await Promise.all([
+        bounded(sourceGuest?.pause() ?? Promise.resolve(), CLEANUP_STEP_MS, "S's guest pause"),
+        bounded(destGuest()?.pause() ?? Promise.resolve(), CLEANUP_STEP_MS, "D's guest pause (waiting for a block?)"),
+      ]);
+      // S stops reconnecting (a no-op once it has confirmed or rolled back), then D drops its links and store.
+      late.push(await bounded(source.close(), CLEANUP_STEP_MS, "S's close"));
+      late.push(await bounded(dest.close(), CLEANUP_STEP_MS, "D's close"));
       rmSync(dir, { recursive: true, force: true });
+      const names = late.filter((x): x is string => x !== null);
+      if (names.length > 0) throw new Error(`harness cleanup: ${names.join('; ')}`);
     },
   };
 }

@@ -1,6 +1,6 @@
 // The handshake over real loopback TCP: mutual HMAC auth for a new session, resume by session id, resume key
 // and ticket (expired or not), and every refusal asserted by class and code on the side that refuses.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished, vi } from 'vitest';
 import { AuthError, PostcopyError, ProtocolError, TimeoutError, isPostcopyError } from '../../src/common/errors.js';
 import { handshakeAsDest, handshakeAsSource, type DestHandshakeOptions, type HandshakeResult, type SessionKeys } from '../../src/link/handshake.js';
 import type { Link } from '../../src/link/link.js';
@@ -8,8 +8,9 @@ import { nextMessage } from '../../src/link/next-message.js';
 import { CAPABILITIES, PROTOCOL_VERSION_MAX } from '../../src/protocol/constants.js';
 import { computeProof, deriveResumeKey, newNonce, resumeProofKey, type Ticket } from '../../src/protocol/handshake.js';
 import { expectError } from '../helpers/errors.js';
-import { autoCleanup, closed, collect, linkAndRaw, linkPair, newLink, track } from '../helpers/link-harness.js';
+import { autoCleanup, closed, collect, linkAndRaw, linkPair, newLink, track, turns } from '../helpers/link-harness.js';
 import { tcpPair } from '../helpers/tcp.js';
+import { turnsUntil } from '../helpers/wait.js';
 
 autoCleanup();
 
@@ -358,23 +359,31 @@ describe('one session at a time', () => {
 
 describe('time box (issue 10 case 6)', () => {
   it('the whole handshake must finish within handshakeTimeoutMs: a HELLO sent late leaves no fresh time for AUTH', async () => {
+    // The clock is fake (timers and Date); the sockets are real. HELLO comes 600 ms into a 1000 ms budget: D must
+    // give up at 1000 ms, not 1000 ms after HELLO.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    onTestFinished(() => void vi.useRealTimers());
     const [c, sk] = await tcpPair();
     track(c);
     track(sk);
     const source = newLink(c);
     const dest = newLink(sk, { handshakeTimeoutMs: 1000 });
-    const t0 = Date.now();
-    const destP = closingOnError(dest, handshakeAsDest(dest, destOpts()));
-    // The lateness is the stimulus (not a wait for a condition): HELLO comes 600 ms into a 1000 ms budget.
-    await new Promise((r) => setTimeout(r, 600));
+    let outcome: unknown = 'pending';
+    void closingOnError(dest, handshakeAsDest(dest, destOpts())).then(
+      (v) => (outcome = v),
+      (e: unknown) => (outcome = e),
+    );
+    vi.advanceTimersByTime(600);
     source.send({ type: 'HELLO', versions: [1, 1], caps: [], nonce: newNonce() });
-    const helloAt = Date.now();
-    expectError(await destP.catch((e: unknown) => e), TimeoutError, 'PC_ERR_TIMEOUT');
-    const failedAt = Date.now();
-    expect(failedAt - t0).toBeGreaterThanOrEqual(980);
-    // A budget per step would give AUTH a fresh 1000 ms after HELLO: timing out sooner than that after HELLO proves
-    // the budget is the whole handshake's, however late a busy machine ran the timers (the slack is 550 ms).
-    expect(failedAt - helloAt).toBeLessThan(950);
+    await turnsUntil(() => dest.bytesReceived > 0 && source.bytesReceived > 0, 'HELLO at D and its CHALLENGE back at S');
+    // 999 ms in: still waiting for AUTH.
+    vi.advanceTimersByTime(399);
+    await turns();
+    expect(outcome).toBe('pending');
+    // 1000 ms in: the whole handshake's budget is spent.
+    vi.advanceTimersByTime(1);
+    await turnsUntil(() => outcome !== 'pending', 'D to give up');
+    expectError(outcome, TimeoutError, 'PC_ERR_TIMEOUT');
   });
 });
 

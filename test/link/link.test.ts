@@ -1,13 +1,13 @@
 // Link over an in-memory socket pair: both directions, urgent before bulk under backpressure, bulk-space
 // waits, keepalive, handler errors, held messages, hostile bytes, and closing.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished, vi } from 'vitest';
 import { LinkClosedError, ProtocolError, TimeoutError } from '../../src/common/errors.js';
 import { FRAME_HEADER_SIZE, MAX_FRAME_PAYLOAD, MAX_PREAUTH_PAYLOAD } from '../../src/protocol/constants.js';
 import { FrameDecoder } from '../../src/protocol/frame-codec.js';
 import { decodeMessage, encodeBlockData, encodeMessage, type Message } from '../../src/protocol/messages.js';
 import { expectError } from '../helpers/errors.js';
 import { T, blockReqPayload, buildFrame, buildHeader } from '../helpers/frame-builder.js';
-import { autoCleanup, closed, collect, linkAndRaw, linkPair, settled, sleep, waitFor } from '../helpers/link-harness.js';
+import { autoCleanup, closed, collect, linkAndRaw, linkPair, settled, turns, waitFor } from '../helpers/link-harness.js';
 import { showMessage } from '../helpers/wire.js';
 
 autoCleanup();
@@ -80,7 +80,8 @@ describe('Link: priority and backpressure', () => {
     b.pauseReading(); // the peer does not read: the pair's buffers fill, then the socket's writable buffer
     const N = 200;
     for (let i = 0; i < N; i++) a.sendFrame(bulkFrame(i), false);
-    await sleep(10);
+    await waitFor(() => sa.writableLength >= highWater, 'the socket to fill to its high-water mark');
+    await turns(); // and nothing more moves: the peer is not reading
     const frameBytes = bulkFrame(0).reduce((n, p) => n + p.length, 0);
     // The link stopped feeding the socket near its high-water mark and kept the rest queued.
     expect(sa.writableLength).toBeGreaterThanOrEqual(highWater);
@@ -117,7 +118,7 @@ describe('Link: priority and backpressure', () => {
     const cap = 256 * 1024;
     const { a, b } = linkPair({ socketHighWaterBytes: 32 * 1024, maxBulkQueueBytes: cap }, {}, { highWaterMark: 8 * 1024 });
     b.pauseReading();
-    expect(await settled(a.waitBulkSpace(), 0)).toBe(true);
+    expect(await settled(a.waitBulkSpace(), 1)).toBe(true);
     let i = 0;
     while (a.bulkQueuedBytes < cap) a.sendFrame(bulkFrame(i++), false);
     const full = a.bulkQueuedBytes;
@@ -146,7 +147,7 @@ describe('Link: priority and backpressure', () => {
     a.destroy();
     await Promise.all(waits);
     expect(a.bulkQueuedBytes).toBe(0);
-    expect(await settled(a.waitBulkSpace(), 0)).toBe(true);
+    expect(await settled(a.waitBulkSpace(), 1)).toBe(true);
   });
 
   it('an urgent queue over maxUrgentFrames closes the link (bounded queues)', async () => {
@@ -186,11 +187,18 @@ describe('Link: keepalive', () => {
   });
 
   it('two idle links keep each other alive well past the timeout', async () => {
+    // The keepalive's clock is fake (its interval and Date.now); the streams between the links run for real.
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval', 'Date'] });
+    onTestFinished(() => void vi.useRealTimers());
     const opts = { keepaliveIntervalMs: 40, keepaliveTimeoutMs: 200 };
     const { a, b } = linkPair(opts, opts);
     collect(a);
     collect(b);
-    await sleep(700);
+    // 700 ms, 10 ms at a time, each step letting the pings travel.
+    for (let t = 0; t < 700; t += 10) {
+      vi.advanceTimersByTime(10);
+      await turns(5);
+    }
     expect(a.closed).toBe(false);
     expect(b.closed).toBe(false);
     expect(a.peerAlive && b.peerAlive).toBe(true);
@@ -254,8 +262,7 @@ describe('Link: handlers', () => {
   it('with no handler, messages are held (reading paused) and delivered in order once one is set', async () => {
     const { a, b, sb } = linkPair();
     for (let i = 0; i < 40; i++) a.send({ type: 'RAM_ROUND_END', round: i, pagesSent: 0, dirtyRemaining: 0 });
-    await sleep(20);
-    expect(sb.isPaused()).toBe(true);
+    await waitFor(() => sb.isPaused(), 'reading paused with no handler');
     const got = collect(b);
     for (let i = 40; i < 50; i++) a.send({ type: 'RAM_ROUND_END', round: i, pagesSent: 0, dirtyRemaining: 0 });
     await waitFor(() => got.length === 50, 'all rounds');
@@ -271,7 +278,8 @@ describe('Link: handlers', () => {
     });
     // One write: all ten frames arrive in the same chunk.
     a.sendFrame(Array.from({ length: 10 }, (_, i) => encodeMessage({ type: 'EXTENTS_END', count: i })).flat(), true);
-    await sleep(20);
+    await waitFor(() => first.length >= 3, 'the first handler to take three');
+    await turns();
     expect(first).toEqual([0, 1, 2]);
     const rest = collect(b);
     await waitFor(() => rest.length === 7, 'held messages');
@@ -314,7 +322,7 @@ describe('Link: hostile peer', () => {
     raw.write(Buffer.alloc(20));
     await closed(link);
     expect(() => raw.write(Buffer.alloc(100, 1))).not.toThrow();
-    await sleep(10);
+    await turns();
     expect(link.closed).toBe(true);
   });
 });
@@ -361,7 +369,7 @@ describe('Link: before authentication (issue 10 case 6: a stranger costs D a few
     const received = link.bytesReceived;
     expect(received).toBe(FRAME_HEADER_SIZE);
     raw.write(Buffer.alloc(1024 * 1024, 0x41));
-    await sleep(20);
+    await turns();
     expect(link.bytesReceived).toBe(received);
   });
 

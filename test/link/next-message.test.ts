@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { LinkClosedError, ProtocolError, TimeoutError } from '../../src/common/errors.js';
 import { nextMessage } from '../../src/link/next-message.js';
 import { expectError } from '../helpers/errors.js';
-import { autoCleanup, closed, collect, linkPair, sleep, waitFor } from '../helpers/link-harness.js';
+import { autoCleanup, closed, collect, linkPair, turns, waitFor } from '../helpers/link-harness.js';
 
 autoCleanup();
 
@@ -15,7 +15,7 @@ describe('nextMessage', () => {
     a.send({ type: 'FINISH_RESULT', running: true });
     a.send({ type: 'COMPLETE', blocks: 1, pristineBlocks: 0 });
     expect(await nextMessage(b, ['PREPARED'], 1000)).toEqual({ type: 'PREPARED', cookie: 'c1' });
-    await sleep(10);
+    await turns(); // the later two have arrived by now, with no one asking for them
     expect(await nextMessage(b, ['FINISH_RESULT', 'ABORT'], 1000)).toEqual({ type: 'FINISH_RESULT', running: true });
     const rest = collect(b);
     await waitFor(() => rest.length === 1, 'COMPLETE');

@@ -10,6 +10,7 @@ import * as C from '../../src/nbd/constants.js';
 import { NbdServer } from '../../src/nbd/server.js';
 import { MemoryBlockDevice, patternBytes } from './helpers/memory-block-device.js';
 import { tempDir } from './helpers/tools.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 8 * MiB;
@@ -238,8 +239,9 @@ describe('NbdClient <-> NbdServer', () => {
     const p = ((await s.listen({ port: 0 })) as AddressInfo).port;
     const c = await NbdClient.connect(`nbd://127.0.0.1:${p}/disk`);
     dev.delayMs = 50;
+    const before = dev.counts.read ?? 0;
     const reads = Array.from({ length: 5 }, (_, i) => c.read(i * 4096, 4096));
-    await new Promise((r) => setTimeout(r, 10));
+    await waitUntil(() => (dev.counts.read ?? 0) >= before + 5, 'the five reads in flight at the device', 5000, 1);
     await s.close();
     const got = await Promise.all(reads);
     got.forEach((r, i) => expect(r.equals(dev.data.subarray(i * 4096, (i + 1) * 4096))).toBe(true));

@@ -10,6 +10,7 @@ import { ReconnectingNbdClient } from '../../src/nbd/reconnecting-client.js';
 import { NbdServer } from '../../src/nbd/server.js';
 import { MemoryBlockDevice } from './helpers/memory-block-device.js';
 import { TcpProxy } from './helpers/tcp-proxy.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 6 * MiB;
@@ -111,8 +112,9 @@ describe('ReconnectingNbdClient', () => {
     const c = await ReconnectingNbdClient.connect(`nbd://127.0.0.1:${proxy.port}/disk`, undefined, { reconnect: { initialDelayMs: 10 } });
     try {
       disk.delayMs = 30;
+      const before = disk.counts.read ?? 0;
       const reads = Array.from({ length: 12 }, (_, i) => c.read(i * 65536, 65536));
-      await new Promise((r) => setTimeout(r, 10));
+      await waitUntil(() => (disk.counts.read ?? 0) > before, 'a read in flight at the disk', 5000, 1);
       proxy.cutAll();
       const got = await Promise.all(reads);
       got.forEach((b, i) => expect(b.equals(disk.data.subarray(i * 65536, (i + 1) * 65536))).toBe(true));
@@ -128,8 +130,9 @@ describe('ReconnectingNbdClient', () => {
     const c = await ReconnectingNbdClient.connect(`nbd://127.0.0.1:${proxy.port}/disk`, undefined, { reconnect: { initialDelayMs: 10 } });
     try {
       disk.delayMs = 50;
+      const before = disk.counts.write ?? 0;
       const w = c.write(0, Buffer.alloc(4096, 9));
-      await new Promise((r) => setTimeout(r, 10));
+      await waitUntil(() => (disk.counts.write ?? 0) > before, 'the write in flight at the disk', 5000, 1);
       proxy.cutAll();
       await expect(w).rejects.toBeInstanceOf(LinkClosedError);
       disk.delayMs = 0;
@@ -160,8 +163,9 @@ describe('ReconnectingNbdClient', () => {
     const img = await NbdSourceImage.open(`nbd://127.0.0.1:${proxy.port}/disk`, undefined, { reconnect: { initialDelayMs: 5 } });
     try {
       disk.delayMs = 20;
+      const before = disk.counts.read ?? 0;
       const reads = Array.from({ length: 8 }, (_, i) => img.read(i * MiB / 2, MiB / 2));
-      await new Promise((r) => setTimeout(r, 5));
+      await waitUntil(() => (disk.counts.read ?? 0) > before, 'a read in flight at the disk', 5000, 1);
       proxy.cutAll();
       expect(Buffer.concat(await Promise.all(reads)).equals(disk.data)).toBe(true);
     } finally {

@@ -15,7 +15,7 @@ import {
 } from '../../src/protocol/constants.js';
 import { FrameDecoder, encodeFrame, encodeHeader, type Frame } from '../../src/protocol/frame-codec.js';
 import { expectError, expectThrows } from '../helpers/errors.js';
-import { fcParams } from '../helpers/fc.js';
+import { fcParams, fcRuns } from '../helpers/fc.js';
 import { F_URGENT, GOLDEN, HEADER_BYTES, T, buildFrame, buildHeader, hex } from '../helpers/frame-builder.js';
 import { byteByByte, cutAt, framesOf, showFrame } from '../helpers/wire.js';
 
@@ -176,6 +176,106 @@ describe('FrameDecoder streaming', () => {
   });
 });
 
+describe('FrameDecoder zero-copy across chunk boundaries', () => {
+  // A consumed chunk must leave nothing behind: a leftover empty chunk would make the next payload a copy.
+  const payload = Buffer.from('0123456789abcdef', 'latin1');
+  const frame = buildFrame({ type: T.GUEST_STREAM, payload });
+  /** A copy in memory of its own: small Buffer.from copies share Node's pool, where any copy has the same .buffer. */
+  const own = (b: Buffer) => {
+    const out = Buffer.alloc(b.length);
+    b.copy(out);
+    return out;
+  };
+  /** `view` is `chunk` itself, not a copy of it. */
+  const expectView = (view: Buffer, chunk: Buffer) => {
+    expect(view.buffer).toBe(chunk.buffer);
+    expect(view.byteOffset).toBe(chunk.byteOffset);
+  };
+
+  it('header in one chunk, payload in the next: the payload is a view of its chunk', () => {
+    const d = new FrameDecoder();
+    expect(d.push(frame.subarray(0, HEADER_BYTES))).toEqual([]);
+    const chunk = own(frame.subarray(HEADER_BYTES));
+    const [f] = d.push(chunk);
+    expectView(f!.payload, chunk);
+    expect(f!.payload.equals(payload)).toBe(true);
+  });
+
+  it('a header assembled from two chunks that end exactly with it: the payload in the next chunk is still a view', () => {
+    const d = new FrameDecoder();
+    expect(d.push(own(frame.subarray(0, 7)))).toEqual([]);
+    expect(d.push(own(frame.subarray(7, HEADER_BYTES)))).toEqual([]);
+    expect(d.buffered).toBe(0);
+    const chunk = own(frame.subarray(HEADER_BYTES));
+    const [f] = d.push(chunk);
+    expectView(f!.payload, chunk);
+  });
+
+  it('an empty chunk between header and payload changes nothing', () => {
+    const d = new FrameDecoder();
+    d.push(frame.subarray(0, HEADER_BYTES));
+    expect(d.push(Buffer.alloc(0))).toEqual([]);
+    const chunk = own(frame.subarray(HEADER_BYTES));
+    const [f] = d.push(chunk);
+    expectView(f!.payload, chunk);
+  });
+});
+
+describe('FrameDecoder.setPayloadLimit (the cap before authentication)', () => {
+  const pre = 'before authentication';
+
+  it('lowers every type\'s cap from the next header on, naming the reason when it is what refused', () => {
+    const d = new FrameDecoder();
+    d.setPayloadLimit(9, pre);
+    // At the limit: accepted.
+    expect(d.push(buildFrame({ type: T.PING, payload: Buffer.from('{"seq":7}') }))).toHaveLength(1);
+    const err = expectThrows(() => d.push(buildHeader({ type: T.HELLO, length: 10 })), ProtocolError, 'PC_ERR_FRAME_TOO_LARGE');
+    expect(err.message.endsWith('HELLO declares 10 bytes, cap 9 before authentication')).toBe(true);
+  });
+
+  it('without a reason, the refusal says just the numbers', () => {
+    const d = new FrameDecoder();
+    d.setPayloadLimit(4);
+    const err = expectThrows(() => d.push(buildHeader({ type: T.BLOCK_DATA, length: 5 })), ProtocolError, 'PC_ERR_FRAME_TOO_LARGE');
+    expect(err.message.endsWith('BLOCK_DATA declares 5 bytes, cap 4')).toBe(true);
+  });
+
+  it('a limit above a type\'s own cap leaves that cap, and the reason out of its refusal', () => {
+    const d = new FrameDecoder();
+    d.setPayloadLimit(MAX_CONTROL_PAYLOAD, pre);
+    const err = expectThrows(() => d.push(buildHeader({ type: T.BEGIN, length: MAX_CONTROL_PAYLOAD + 1 })), ProtocolError, 'PC_ERR_FRAME_TOO_LARGE');
+    expect(err.message.endsWith(`BEGIN declares ${MAX_CONTROL_PAYLOAD + 1} bytes, cap ${MAX_CONTROL_PAYLOAD}`)).toBe(true);
+  });
+
+  it('raised back with Infinity: the per-type caps again, no reason given', () => {
+    const d = new FrameDecoder();
+    d.setPayloadLimit(16, pre);
+    d.setPayloadLimit(Infinity);
+    expect(d.push(buildFrame({ type: T.BLOCK_DATA, payload: Buffer.alloc(100) }))).toHaveLength(1);
+    const err = expectThrows(() => d.push(buildHeader({ type: T.BLOCK_DATA, length: MAX_FRAME_PAYLOAD + 1 })), ProtocolError, 'PC_ERR_FRAME_TOO_LARGE');
+    expect(err.message.endsWith(`BLOCK_DATA declares ${MAX_FRAME_PAYLOAD + 1} bytes, cap ${MAX_FRAME_PAYLOAD}`)).toBe(true);
+  });
+});
+
+describe('refusals say what was wrong', () => {
+  it('encodeHeader: the type, the size and the cap', () => {
+    const err = expectThrows(() => encodeHeader(MSG.HELLO, 0, [Buffer.alloc(MAX_CONTROL_PAYLOAD + 1)]), ProtocolError, 'PC_ERR_FRAME_TOO_LARGE');
+    expect(err.message.endsWith(`HELLO of ${MAX_CONTROL_PAYLOAD + 1} bytes, cap ${MAX_CONTROL_PAYLOAD}`)).toBe(true);
+  });
+
+  it('the decoder: the magic seen (8 hex digits), reserved bits, the frame whose checksum failed, use after an error', () => {
+    const magic = expectThrows(() => new FrameDecoder().push(buildFrame({ type: T.PING, magic: 0x00435931 })), ProtocolError, 'PC_ERR_BAD_MAGIC');
+    expect(magic.message.endsWith('0x00435931')).toBe(true);
+    const reserved = expectThrows(() => new FrameDecoder().push(buildFrame({ type: T.PING, reserved: 1 })), ProtocolError, 'PC_ERR_MALFORMED');
+    expect(reserved.message.endsWith('reserved header bits set')).toBe(true);
+    const d = new FrameDecoder();
+    const crc = expectThrows(() => d.push(buildFrame({ type: T.BLOCK_REQ, id: 42, payload: Buffer.alloc(13), crc: 1 })), ProtocolError, 'PC_ERR_CHECKSUM');
+    expect(crc.message.endsWith('BLOCK_REQ id 42')).toBe(true);
+    const dead = expectThrows(() => d.push(Buffer.alloc(0)), ProtocolError, 'PC_ERR_MALFORMED');
+    expect(dead.message.endsWith('decoder used after a protocol error')).toBe(true);
+  });
+});
+
 describe('encodeHeader limits', () => {
   it('refuses a payload over MAX_FRAME_PAYLOAD (ProtocolError PC_ERR_FRAME_TOO_LARGE)', () => {
     const big = Buffer.alloc(MAX_FRAME_PAYLOAD + 1);
@@ -295,28 +395,30 @@ describe('FrameDecoder errors', () => {
     expectThrows(() => d.push(Buffer.alloc(0)), ProtocolError, 'PC_ERR_MALFORMED');
   });
 
-  it('random bytes in random chunks only ever raise ProtocolError', () => {
+  it('random bytes in random chunks: refused with the code a reference parser gives, or decoded to exactly its frames', () => {
     const magic = Buffer.from('PCY1');
+    const seen = { refused: 0, frames: 0 };
     fc.assert(
       fc.property(
         fc.boolean(),
-        fc.uint8Array({ maxLength: 400 }),
+        fc.uint8Array({ maxLength: 400, size: 'max' }),
         fc.array(fc.nat({ max: 420 }), { maxLength: 8 }),
         (withMagic, raw, points) => {
           const bytes = withMagic ? Buffer.concat([magic, Buffer.from(raw)]) : Buffer.from(raw);
-          try {
-            framesOf(cutAt(bytes, points));
-          } catch (e) {
-            expectError(e, ProtocolError, (e as ProtocolError).code);
-          }
+          const out = decodeLikeReference(bytes, points);
+          if (out.refused) seen.refused++;
+          seen.frames += out.frames;
         },
       ),
       fcParams(),
     );
+    // Refusals were reached (a run of a handful of cases may miss them).
+    if (fcRuns() >= 50) expect(seen.refused).toBeGreaterThan(0);
   });
 
-  it('random mutations of valid frames only ever raise ProtocolError', () => {
+  it('random mutations of valid frames: refused with the code a reference parser gives, or decoded to exactly its frames', () => {
     const all = Buffer.concat(GOLDEN.map((v) => v.bytes));
+    const seen = { refused: 0, frames: 0 };
     fc.assert(
       fc.property(
         fc.array(fc.tuple(fc.nat({ max: all.length - 1 }), fc.nat({ max: 255 })), { minLength: 1, maxLength: 6 }),
@@ -324,11 +426,33 @@ describe('FrameDecoder errors', () => {
         (edits, points) => {
           const bytes = Buffer.from(all);
           for (const [at, v] of edits) bytes[at] = v;
-          try {
-            framesOf(cutAt(bytes, points));
-          } catch (e) {
-            expect(e).toBeInstanceOf(ProtocolError);
-          }
+          const out = decodeLikeReference(bytes, points);
+          if (out.refused) seen.refused++;
+          seen.frames += out.frames;
+        },
+      ),
+      fcParams(),
+    );
+    // Both outcomes were reached: the property is not vacuous either way (a run of a handful of cases may miss one).
+    if (fcRuns() >= 50) expect([seen.refused > 0, seen.frames > 0]).toEqual([true, true]);
+  });
+
+  it('a payload corrupted in a burst of up to 32 bits never decodes: PC_ERR_CHECKSUM, in any chunking', () => {
+    // CRC-32 detects every error burst of 32 bits or fewer, so this holds for every input, not just most.
+    const withPayload = GOLDEN.filter((v) => v.bytes.length > HEADER_BYTES);
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...withPayload),
+        fc.nat(),
+        fc.uint8Array({ minLength: 1, maxLength: 4 }),
+        fc.array(fc.nat({ max: 5000 }), { maxLength: 6 }),
+        (v, where, xor, points) => {
+          const bytes = Buffer.from(v.bytes);
+          const span = bytes.length - HEADER_BYTES;
+          const at = HEADER_BYTES + (where % span);
+          xor[0] ||= 1; // at least one bit changes
+          for (let i = 0; i < xor.length && at + i < bytes.length; i++) bytes[at + i]! ^= xor[i]!;
+          expectThrows(() => framesOf(cutAt(bytes, points)), ProtocolError, 'PC_ERR_CHECKSUM');
         },
       ),
       fcParams(),
@@ -340,3 +464,55 @@ describe('FrameDecoder errors', () => {
     expect(f!.flags).toBe(0x81);
   });
 });
+
+/**
+ * The frame layout read straight from DESIGN §3, independently of the decoder: the frames a well-behaved
+ * decoder yields from `bytes`, then the refusal it must raise (or none, and how many bytes it still holds).
+ */
+function referenceParse(bytes: Buffer): { frames: Frame[]; refusal: string | null; rest: number } {
+  const known = new Set<number>(Object.values(T));
+  const frames: Frame[] = [];
+  let at = 0;
+  while (bytes.length - at >= HEADER_BYTES) {
+    const h = bytes.subarray(at, at + HEADER_BYTES);
+    if (h.toString('latin1', 0, 4) !== 'PCY1') return { frames, refusal: 'PC_ERR_BAD_MAGIC', rest: 0 };
+    if (!known.has(h[4]!)) return { frames, refusal: 'PC_ERR_UNKNOWN_TYPE', rest: 0 };
+    if (h[6] !== 0 || h[7] !== 0) return { frames, refusal: 'PC_ERR_MALFORMED', rest: 0 };
+    const length = h.readUInt32BE(12);
+    if (length > (h[4]! < 64 ? MAX_CONTROL_PAYLOAD : MAX_FRAME_PAYLOAD)) return { frames, refusal: 'PC_ERR_FRAME_TOO_LARGE', rest: 0 };
+    // An unfinished frame: the decoder has taken its header and holds the payload bytes so far.
+    if (bytes.length - at - HEADER_BYTES < length) return { frames, refusal: null, rest: bytes.length - at - HEADER_BYTES };
+    const payload = bytes.subarray(at + HEADER_BYTES, at + HEADER_BYTES + length);
+    if (crc32(payload) >>> 0 !== h.readUInt32BE(16)) return { frames, refusal: 'PC_ERR_CHECKSUM', rest: 0 };
+    frames.push({ type: h[4]!, flags: h[5]!, id: h.readUInt32BE(8), payload });
+    at += HEADER_BYTES + length;
+  }
+  return { frames, refusal: null, rest: bytes.length - at };
+}
+
+/**
+ * Push `bytes` cut at `points` through one decoder and hold it to the reference: the frames it yields are the
+ * reference's (a refusal may drop those of the chunk it arrived in, never yield others), and it refuses exactly
+ * when the reference does, with the same code; otherwise it holds just the unfinished frame's bytes.
+ */
+function decodeLikeReference(bytes: Buffer, points: readonly number[]): { refused: boolean; frames: number } {
+  const want = referenceParse(bytes);
+  const d = new FrameDecoder();
+  const got: Frame[] = [];
+  let caught: unknown;
+  try {
+    for (const c of cutAt(bytes, points)) got.push(...d.push(c));
+  } catch (e) {
+    caught = e;
+  }
+  if (want.refusal === null) {
+    if (caught !== undefined) throw caught;
+    expect(show(got)).toEqual(show(want.frames));
+    expect(d.buffered).toBe(want.rest);
+  } else {
+    expectError(caught, ProtocolError, want.refusal as ProtocolError['code']);
+    expect(show(got)).toEqual(show(want.frames.slice(0, got.length)));
+    expect(d.buffered).toBe(0);
+  }
+  return { refused: want.refusal !== null, frames: got.length };
+}

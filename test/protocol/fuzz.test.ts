@@ -1,19 +1,21 @@
 // Fuzz FrameDecoder + decodeMessage: pure random bytes, random payloads under valid headers, byte-mutated
 // valid frames (length and checksum usually recomputed, so decodeMessage's validation is reached) and
-// field-mutated control JSON. Only ProtocolError may escape.
+// field-mutated control JSON. Each input is refused with one of the decoders' ProtocolError codes, or decodes to
+// valid messages (of the frame's type, re-encodable, decoding back to themselves).
 // Normal runs push 200,000 inputs (~3-4 s); the soak pushes a million (~15-19 s on one core):
 //   FUZZ_INPUTS=1000000 npx vitest run test/protocol/fuzz.test.ts
 // Replay a failure with the FC_SEED (and FUZZ_INPUTS) it prints.
 import fc from 'fast-check';
 import { expect, it } from 'vitest';
 import { ProtocolError } from '../../src/common/errors.js';
+import { nameOfMsg } from '../../src/protocol/constants.js';
 import { FrameDecoder } from '../../src/protocol/frame-codec.js';
 import { decodeMessage } from '../../src/protocol/messages.js';
 import { FC_SEED, replayHint } from '../helpers/fc.js';
 import { sfc32 } from '../helpers/sfc32.js';
 import { GOLDEN, HEADER_BYTES, T, buildFrame, refreshHeader } from '../helpers/frame-builder.js';
 import { anyMessage, controlMessage } from '../helpers/message-arbitraries.js';
-import { encodeBytes } from '../helpers/wire.js';
+import { encodeBytes, messagesOf, showMessage } from '../helpers/wire.js';
 
 /** Inputs per run: FUZZ_INPUTS, else 200,000 (a million takes ~4x the whole rest of the protocol suite). */
 const INPUTS = process.env.FUZZ_INPUTS ? Number(process.env.FUZZ_INPUTS) : 200_000;
@@ -27,8 +29,10 @@ const INTERESTING_JSON: unknown[] = [
   Array.from({ length: 257 }, () => 'c'),
 ];
 const knownTypes = Object.values(T);
+/** The codes FrameDecoder and decodeMessage refuse input with; any other code is a bug even on a ProtocolError. */
+const REFUSAL_CODES = new Set(['PC_ERR_BAD_MAGIC', 'PC_ERR_UNKNOWN_TYPE', 'PC_ERR_MALFORMED', 'PC_ERR_FRAME_TOO_LARGE', 'PC_ERR_CHECKSUM']);
 
-it(`${INPUTS} fuzz inputs through FrameDecoder + decodeMessage raise only ProtocolError`, () => {
+it(`${INPUTS} fuzz inputs through FrameDecoder + decodeMessage are refused with a decoder's ProtocolError or decode to valid messages`, () => {
   // Corpus: the golden vectors plus encodings of random messages of every type (sampled from the seed).
   // Sampled frames over 1 KiB are left out: copying and checksumming them would cost more than the parsing under test.
   const corpus: Buffer[] = [
@@ -117,10 +121,18 @@ it(`${INPUTS} fuzz inputs through FrameDecoder + decodeMessage raise only Protoc
       const frames = cut === 0 ? decoder.push(input) : [...decoder.push(input.subarray(0, cut)), ...decoder.push(input.subarray(cut))];
       outcomes.frames += frames.length;
       for (const f of frames) {
-        decodeMessage(f);
+        const m = decodeMessage(f);
         outcomes.messages++;
+        // What decodes must be a valid message: of the frame's type, one the encoder takes, decoding back to itself.
+        const again = messagesOf([encodeBytes(m)]);
+        if (m.type !== nameOfMsg(f.type) || again.length !== 1 || JSON.stringify(showMessage(again[0]!)) !== JSON.stringify(showMessage(m))) {
+          expect.fail(`input #${n} (${replayHint(FC_SEED)} FUZZ_INPUTS=${n + 1}) decoded to an invalid ${m.type}\ninput: ${input.toString('hex').slice(0, 2000)}`);
+        }
       }
     } catch (e) {
+      if (e instanceof ProtocolError && !REFUSAL_CODES.has(e.code)) {
+        expect.fail(`input #${n} (${replayHint(FC_SEED)} FUZZ_INPUTS=${n + 1}) refused with ${e.code}, not a decoder's code\ninput: ${input.toString('hex').slice(0, 2000)}`);
+      }
       if (!(e instanceof ProtocolError)) {
         expect.fail(
           `input #${n} (${replayHint(FC_SEED)} FUZZ_INPUTS=${n + 1}) raised ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}` +

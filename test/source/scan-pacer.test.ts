@@ -1,15 +1,20 @@
 // S reads each data byte once: the zero scan keeps just ahead of D's stream and its buffers reach the block server
 // through the read-ahead cache, whole (no copy), and go back to the pool once sent.
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { BufferPool } from '../../src/common/buffer-pool.js';
 import { SCAN_CHUNK, scanZeroRuns } from '../../src/source/extent-scan.js';
 import { ReadAheadCache } from '../../src/source/read-cache.js';
 import { SCAN_LEAD_BYTES, ScanPacer } from '../../src/source/scan-pacer.js';
 import type { Extent } from '../../src/common/block-device.js';
-import { waitUntil } from '../helpers/wait.js';
+import { turns, turnsUntil } from '../helpers/wait.js';
 
 const MiB = 1024 * 1024;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** One turn of the event loop (setImmediate is real: only setTimeout, the pacer's idle timer, is faked). */
+const turn = () => turns(1);
+
+/** The scan is parked in pace(): its idle timer (the only timer here) is pending. */
+const parked = () => vi.getTimerCount() === 1;
 
 /** An image of `size` bytes: data in the first half of every 1 MiB, zeroes elsewhere. */
 function image(size: number): Buffer {
@@ -19,6 +24,10 @@ function image(size: number): Buffer {
 }
 
 describe('zero scan paced by the stream', () => {
+  // The pacer's idle timer is fake: a hold lasts exactly until the test moves the clock, never a real-time race.
+  beforeEach(() => vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] }));
+  afterEach(() => vi.useRealTimers());
+
   it('holds at most a lead of data not yet asked for, runs on as the stream takes it, and caches whole chunks', async () => {
     const size = 64 * MiB;
     const img = image(size);
@@ -39,8 +48,8 @@ describe('zero scan paced by the stream', () => {
     ).then(() => (finished = true));
     // Half of every MiB is data: a lead of data is all the data of the first 2 × lead bytes.
     const held = 2 * SCAN_LEAD_BYTES - MiB / 2;
-    await waitUntil(() => readUpTo >= held, 'the scan to reach its lead', 2000, 5);
-    await sleep(20);
+    // Parked on the stream (a minute of idle time it will not get): it has read exactly its lead of data.
+    await turnsUntil(() => readUpTo >= held && parked(), 'the scan to reach its lead and wait');
     expect(readUpTo).toBe(held);
     expect(cache.bytes).toBe(SCAN_LEAD_BYTES);
     // Cached: whole pool buffers, handed over as one view without a copy; the server gives them back.
@@ -57,7 +66,7 @@ describe('zero scan paced by the stream', () => {
       const c = cache.take(at, SCAN_CHUNK);
       if (c) pool.give(c);
       pacer.noteStream(at + SCAN_CHUNK);
-      if (at % (4 * MiB) === 0 || at > size) await sleep(1);
+      if (at % (4 * MiB) === 0 || at > size) await turn();
     }
     await scan;
     expect(runs).toHaveLength(64);
@@ -90,11 +99,45 @@ describe('zero scan paced by the stream', () => {
     expect(runs.map((r) => [r.offset, r.length])).toEqual([0, 1, 2, 3].map((i) => [i * MiB + MiB / 2, MiB / 2]));
   });
 
-  it('a stream that does not move holds the scan up only briefly', async () => {
-    // Data everywhere: the cache fills to the lead, and the scan goes on once the stream has been idle a while.
-    const pacer = new ScanPacer(new BufferPool(SCAN_CHUNK, 4), new ReadAheadCache({ maxBytes: 2 * SCAN_LEAD_BYTES, grain: 65536 }), 2 * SCAN_LEAD_BYTES, { streamIdleMs: 5 });
+  it('a stream that does not move holds the scan up, each time for the idle time and no longer', async () => {
+    // Data everywhere and nobody taking it: the cache fills to the lead; from then on each step waits for the stream
+    // to have been idle `idleMs`, and then goes on regardless.
+    const idleMs = 30; // not the default (50): the option must be what decides
+    const size = SCAN_LEAD_BYTES + 4 * SCAN_CHUNK;
+    const cache = new ReadAheadCache({ maxBytes: 2 * SCAN_LEAD_BYTES, grain: 65536 });
+    const pacer = new ScanPacer(new BufferPool(SCAN_CHUNK, 4), cache, size, { streamIdleMs: idleMs });
+    let readUpTo = 0;
+    let finished = false;
     const runs: Extent[] = [];
-    await scanZeroRuns((buf, _o, n) => buf.fill(1, 0, n), 2 * SCAN_LEAD_BYTES, (r) => runs.push(...r), pacer);
+    const scan = scanZeroRuns(
+      (buf, offset, n) => {
+        buf.fill(1, 0, n);
+        readUpTo = offset + n;
+      },
+      size,
+      (r) => runs.push(...r),
+      pacer,
+    ).then(() => (finished = true));
+    let holds = 0;
+    while (!finished) {
+      await turnsUntil(() => finished || parked(), 'the scan to finish or wait on the stream');
+      if (finished) break;
+      holds++;
+      const at = readUpTo;
+      expect(cache.bytes).toBeGreaterThanOrEqual(SCAN_LEAD_BYTES);
+      // Short of the idle time it stays put, however many turns go by.
+      vi.advanceTimersByTime(idleMs - 1);
+      for (let i = 0; i < 50; i++) await turn();
+      expect(readUpTo, 'the scan moved before the stream had been idle long enough').toBe(at);
+      expect(parked()).toBe(true);
+      // At the idle time it reads on.
+      vi.advanceTimersByTime(1);
+      await turnsUntil(() => finished || readUpTo > at, 'the scan to read on after the idle time');
+    }
+    await scan;
+    // It waited once before each of the 4 steps past the lead (the first at the lead itself).
+    expect(holds).toBe(4);
+    expect(readUpTo).toBe(size);
     expect(runs).toEqual([]);
   });
 
