@@ -19,7 +19,9 @@
 // about 35 writes and 15 syncs); FC_RUNS scales it (test/helpers/fc.ts), FC_SEED replays a run, a failure prints both.
 // Planted bugs it catches (test/planted/*.patch; runs to the first failure over seeds 21-28): bitmap committed before
 // the image's sync (2-14), no image sync (1-2), complete before durable (1-15), the commit's batch taken after the
-// image's sync (1-5).
+// image's sync (1-5). Half the runs have a slow disk (each fdatasync 40 ms, longer than the 25 ms commit interval):
+// with fast syncs the last commit usually ends before D's final check does, and "complete before durable" then
+// passed a whole CI run (npm run test:planted, once); with slow syncs it failed within 3-12 runs, seeds 1-5.
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -48,6 +50,8 @@ const IMAGE_BYTES = 2 * MiB;
 const BLOCK_BYTES = 64 * KiB;
 const BLOCKS = IMAGE_BYTES / BLOCK_BYTES;
 const DEFAULT_RUNS = 40;
+/** A slow fdatasync (a busy or remote disk): longer than the block store's 25 ms commit interval. */
+const SLOW_SYNC_MS = 40;
 const INBOUND_DELAY_MS = 2;
 /** Each stage of a run must be over in this long (a run takes well under a second). */
 const STAGE_MS = 20_000;
@@ -62,6 +66,9 @@ interface Scenario {
   point: Point | null;
   loss: LossMode;
   seed: number;
+  /** A slow disk: each fdatasync takes longer than the store's commit interval and than the final check's read-back,
+   * so a COMPLETE that does not wait for the last commit goes out while that commit's sync is still running. */
+  slowSync?: boolean;
 }
 
 interface Outcome {
@@ -172,7 +179,7 @@ async function runScenario(s: Scenario): Promise<Outcome> {
     crashAt: s.point && s.point.kind !== 'complete' ? s.point : null,
     loss: s.loss,
     seed: s.seed,
-    syncDelayMs: 1,
+    syncDelayMs: s.slowSync ? SLOW_SYNC_MS : 1,
     onCrash: (r) => {
       phaseAtCrash = dest.phase;
       onCrash(r);
@@ -233,7 +240,7 @@ async function runScenario(s: Scenario): Promise<Outcome> {
 }
 
 describe('crash consistency: D loses power during the post-copy', () => {
-  const tally = { runs: 0, write: 0, sync: 0, synced: 0, complete: 0, lost: 0, torn: 0, noCrash: 0, afterComplete: 0, unsyncedWrites: 0, pagesTouched: 0, pagesLost: 0 };
+  const tally = { runs: 0, write: 0, sync: 0, synced: 0, complete: 0, lost: 0, torn: 0, slowSync: 0, noCrash: 0, afterComplete: 0, unsyncedWrites: 0, pagesTouched: 0, pagesLost: 0 };
   afterAll(() => console.log(`crash consistency: ${JSON.stringify(tally)}`));
 
   it('never leaves a bit set for bytes that were lost; a restarted D completes byte-exact', async () => {
@@ -248,7 +255,12 @@ describe('crash consistency: D loses power during the post-copy', () => {
       fc.record({ kind: fc.constant('synced' as const), n: fc.integer({ min: 1, max: base.syncCalls }) }),
       fc.constant({ kind: 'complete' as const }),
     );
-    const scenarioArb = fc.record({ point: pointArb, loss: fc.constantFrom<LossMode>('lost', 'torn'), seed: fc.integer({ min: 1, max: 1_000_000 }) });
+    const scenarioArb = fc.record({
+      point: pointArb,
+      loss: fc.constantFrom<LossMode>('lost', 'torn'),
+      seed: fc.integer({ min: 1, max: 1_000_000 }),
+      slowSync: fc.boolean(),
+    });
     await fc.assert(
       fc.asyncProperty(scenarioArb, async (s) => {
         const out = await runScenario(s);
@@ -260,6 +272,7 @@ describe('crash consistency: D loses power during the post-copy', () => {
         tally[s.point.kind]++;
         if (out.afterComplete) tally.afterComplete++;
         tally[s.loss]++;
+        if (s.slowSync) tally.slowSync++;
         tally.unsyncedWrites += out.crashed.unsyncedWrites;
         tally.pagesTouched += out.crashed.pagesTouched;
         tally.pagesLost += out.crashed.pagesLost;
