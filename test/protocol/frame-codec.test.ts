@@ -13,7 +13,7 @@ import {
   isKnownMsg,
   nameOfMsg,
 } from '../../src/protocol/constants.js';
-import { FrameDecoder, encodeFrame, encodeHeader, type Frame } from '../../src/protocol/frame-codec.js';
+import { FrameDecoder, encodeFrame, encodeHeader, readFrameHeader, type Frame } from '../../src/protocol/frame-codec.js';
 import { expectError, expectThrows } from '../helpers/errors.js';
 import { fcParams, fcRuns } from '../helpers/fc.js';
 import { F_URGENT, GOLDEN, HEADER_BYTES, T, buildFrame, buildHeader, hex } from '../helpers/frame-builder.js';
@@ -516,3 +516,28 @@ function decodeLikeReference(bytes: Buffer, points: readonly number[]): { refuse
   }
   return { refused: want.refusal !== null, frames: got.length };
 }
+
+// readFrameHeader: the fields of a header crossing a stream (the tests' phase-aware fault layers follow the wire with it).
+describe('readFrameHeader', () => {
+  it("gives a header's fields as the builder wrote them, whatever follows it", () => {
+    const payload = Buffer.from('0123456789abcdef');
+    const bytes = buildFrame({ type: T.BLOCK_DATA, flags: F_URGENT, id: 0xfedcba98, payload });
+    expect(readFrameHeader(bytes.subarray(0, HEADER_BYTES))).toEqual({
+      type: T.BLOCK_DATA,
+      flags: F_URGENT,
+      id: 0xfedcba98,
+      length: payload.length,
+      crc: bytes.readUInt32BE(16),
+    });
+  });
+
+  it('refuses what the decoder refuses: bad magic, unknown type, reserved bits, a length over the type cap', () => {
+    expectThrows(() => readFrameHeader(buildFrame({ type: T.PING, magic: 0x00435931 })), ProtocolError, 'PC_ERR_BAD_MAGIC');
+    expectThrows(() => readFrameHeader(buildFrame({ type: 200 })), ProtocolError, 'PC_ERR_UNKNOWN_TYPE');
+    expectThrows(() => readFrameHeader(buildFrame({ type: T.PING, reserved: 1 })), ProtocolError, 'PC_ERR_MALFORMED');
+    const oversize = buildFrame({ type: T.PING });
+    oversize.writeUInt32BE(MAX_CONTROL_PAYLOAD + 1, 12);
+    const e = expectThrows(() => readFrameHeader(oversize), ProtocolError, 'PC_ERR_FRAME_TOO_LARGE');
+    expect(e.message).toContain(`PING declares ${MAX_CONTROL_PAYLOAD + 1} bytes, cap ${MAX_CONTROL_PAYLOAD}`);
+  });
+});
