@@ -1,11 +1,11 @@
 // D's block store on its own: copy-on-read, the dm-clone write rules, durability ordering, pass-through mode.
 // The fetcher is a scripted stand-in so the test decides when (and what) S's replies deliver.
-import { chmodSync, closeSync, mkdtempSync, readdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, mkdtempSync, readdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { BlockStore, type FinalCheckMode } from '../../src/dest/block-store.js';
+import { BlockStore, FINAL_CHECK_MODES, type FinalCheckMode } from '../../src/dest/block-store.js';
 import type { Fetcher, FetchSink } from '../../src/dest/fetcher.js';
 import { PresentBitmap } from '../../src/dest/present-bitmap.js';
 import { silentLogger, type Logger } from '../../src/common/logger.js';
@@ -339,6 +339,28 @@ describe('creating and reopening the image', () => {
     expect(e2.file).toMatchObject({ created: false, priorSize: 0 });
     expect(statSync(empty).size).toBe(SIZE);
     await e2.close();
+  });
+
+  it('an empty file found at the path is left alone too unless told ("never" is the default)', () => {
+    const empty = join(dir, 'found-empty');
+    writeFileSync(empty, '');
+    const e = expectThrows(() => BlockStore.create(empty, opts()), UsageError, 'PC_ERR_IMAGE_EXISTS');
+    expect(e.message).toContain(`${empty} appeared while the destination was waiting (0 bytes); it was left alone`);
+    expect(statSync(empty).size).toBe(0);
+  });
+
+  it('a path the system will not let it create fails with the system\'s reason, not as a missing file', () => {
+    // As root a mode-0500 directory is no obstacle; sysfs refuses new files even to root.
+    const ro = join(dir, 'ro');
+    mkdirSync(ro, 0o500);
+    const path = process.getuid?.() === 0 ? '/sys/postcopy-test-image' : join(ro, 'img');
+    let err: NodeJS.ErrnoException | undefined;
+    try {
+      BlockStore.create(path, opts());
+    } catch (e) {
+      err = e as NodeJS.ErrnoException;
+    }
+    expect(err?.code).toMatch(/^(EACCES|EROFS|EPERM)$/);
   });
 
   it('an existing file of the right size keeps its bytes until written; S\'s own image is refused even with overwrite', async () => {
@@ -784,6 +806,9 @@ describe('commits and completion', () => {
     let again = false;
     void store.whenComplete.then(() => (again = true));
     expect(await store.invalidate([1])).toBe(0);
+    // Blocks went back: completion waits for them again (and an invalidate that took nothing back changed nothing).
+    await tick();
+    expect(again).toBe(false);
     // Block 1 was a hole of the fresh image once; now its bytes are untrusted: a zero reply must write zeroes.
     const fd = openSync(join(dir, 'img'), 'r+');
     writeSync(fd, Buffer.alloc(10, 0xee), 0, 10, BS);
@@ -949,21 +974,29 @@ describe('more of the final check and closing', () => {
   });
 });
 
+/**
+ * A store in copy-on-read whose image syncs wait for the test's word (gate.open), counting those begun; its commit
+ * timer is on a fake clock that never moves (the caller restores real timers).
+ */
+async function gatedStore() {
+  const gate = { hold: true, entered: 0, open: () => {} };
+  const io = new (class extends FaultFileIo {
+    override async sync(fd: number): Promise<void> {
+      gate.entered++;
+      if (gate.hold) await new Promise<void>((r) => (gate.open = r));
+      await super.sync(fd);
+    }
+  })();
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+  await replaceStore({ io });
+  store.startCopyOnRead();
+  return gate;
+}
+
 describe('completion without the commit timer', () => {
   it('blocks that arrive during a commit are committed right after it once they complete the image', async () => {
-    /** Image syncs wait for the test's word. */
-    const gate = { hold: true, entered: 0, open: () => {} };
-    const io = new (class extends FaultFileIo {
-      override async sync(fd: number): Promise<void> {
-        gate.entered++;
-        if (gate.hold) await new Promise<void>((r) => (gate.open = r));
-        await super.sync(fd);
-      }
-    })();
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const gate = await gatedStore();
     try {
-      await replaceStore({ io });
-      store.startCopyOnRead();
       store.applyZeroRuns([{ offset: 0, length: SIZE - BS }]);
       const flushed = store.flush();
       for (let i = 0; i < 1000 && gate.entered === 0; i++) await tick();
@@ -1009,5 +1042,99 @@ describe('what the operator is told', () => {
     expect(records[1]).toMatchObject({ level: 50, msg: 'bitmap commit failed', err: { message: 'sync bug' } });
     expect(store.writesPaused).toBe(false);
     io.sync = FaultFileIo.prototype.sync.bind(io);
+  });
+});
+
+describe('edges the mutation run found untested', () => {
+  it('the final-check modes the CLI accepts are digest and readback', () => {
+    expect(FINAL_CHECK_MODES).toEqual(['digest', 'readback']);
+  });
+
+  it('a range outside the image is refused with the range and the image size in the message', async () => {
+    store.startCopyOnRead();
+    await expect(store.read(SIZE - 10, 20)).rejects.toThrow(`${SIZE - 10}+20 outside 0..${SIZE}`);
+    await expect(store.write(SIZE, Buffer.alloc(1))).rejects.toThrow(`${SIZE}+1 outside 0..${SIZE}`);
+  });
+
+  it('cache of an empty range fetches nothing, even mid-block; of one whole block, that block only', async () => {
+    store.startCopyOnRead();
+    await store.cache(BS + 100, 0);
+    expect(fetcher.requests).toHaveLength(0);
+    await store.cache(BS, BS);
+    expect(fetcher.requests.map((q) => [q.offset, q.length])).toEqual([[BS, BS]]);
+    fetcher.answer(0, src);
+    expect(store.isPresent(1)).toBe(true);
+  });
+
+  it('invalidate takes back block 0 too, and ignores numbers outside the image, even those that alias a block in 32-bit arithmetic', async () => {
+    store.startCopyOnRead();
+    store.fetchBulk(0, 2);
+    fetcher.answer(0, src);
+    expect(await store.invalidate([1 - 2 ** 32, 2 ** 32 + 1, -1, BLOCKS])).toBe(0);
+    expect([store.isPresent(0), store.isPresent(1)]).toEqual([true, true]);
+    expect(await store.invalidate([0])).toBe(1);
+    expect([store.isPresent(0), store.isPresent(1)]).toEqual([false, true]);
+  });
+
+  it('a fetch that ends, or fails, clears only its own blocks\' in-flight marks', async () => {
+    store.startCopyOnRead();
+    store.fetchBulk(0, 2);
+    store.fetchBulk(2, 2);
+    store.fetchBulk(4, 2);
+    fetcher.answer(0, src);
+    expect([1, 2].map((b) => store.isInflight(b))).toEqual([false, true]);
+    fetcher.requests[1]!.sink.onError(new BackendError('PC_ERR_BACKEND', 'S failed'));
+    expect([3, 4].map((b) => store.isInflight(b))).toEqual([false, true]);
+  });
+
+  it('a reply whose first block the guest filled meanwhile stores the rest of it, and nothing outside it', async () => {
+    store.startCopyOnRead();
+    store.fetchBulk(2, 3);
+    const guest = Buffer.alloc(BS, 0xab);
+    await store.write(2 * BS, guest);
+    await store.write(3 * BS, guest);
+    fetcher.answer(0, src);
+    expect([0, 1, 2, 3, 4, 5].map((b) => store.isPresent(b))).toEqual([false, false, true, true, true, false]);
+    expect(store.presentBlocks).toBe(3);
+    expect(store.stats.lateFetchesDropped).toBe(2);
+    expect(await store.read(2 * BS, 3 * BS)).toEqual(Buffer.concat([guest, guest, src.subarray(4 * BS, 5 * BS)]));
+  });
+
+  it('a block that arrives during a commit waits for the commit timer while the image is incomplete', async () => {
+    const gate = await gatedStore();
+    try {
+      store.applyZeroRuns([{ offset: 0, length: BS }]);
+      const flushed = store.flush();
+      for (let i = 0; i < 1000 && gate.entered === 0; i++) await tick();
+      expect(gate.entered).toBe(1);
+      store.applyZeroRuns([{ offset: BS, length: BS }]);
+      gate.open();
+      await flushed;
+      await tick();
+      // The commit timer (fake clock) has not fired: no second commit was started by the first one's end.
+      expect(gate.entered).toBe(1);
+      expect(store.durableBlocks).toBe(1);
+      gate.hold = false;
+      await store.flush();
+      expect(store.durableBlocks).toBe(2);
+    } finally {
+      gate.hold = false;
+      gate.open();
+      vi.useRealTimers();
+    }
+  });
+
+  it('a background commit that fails on the disk is not logged again (the fault report says it)', async () => {
+    const records: Array<Record<string, unknown>> = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void records.push(JSON.parse(line) as Record<string, unknown>) });
+    const io = new FaultFileIo();
+    await replaceStore({ io, log, faultTiming: { retryMinMs: 60_000, retryMaxMs: 60_000, reportEveryMs: 60_000 } });
+    store.startCopyOnRead();
+    io.failSyncs = 'EIO';
+    await store.write(0, Buffer.alloc(BS, 1));
+    await waitUntil(() => store.writesPaused, 'the background commit to fail on the disk');
+    await tick();
+    expect(records.filter((r) => r.msg === 'bitmap commit failed')).toEqual([]);
+    io.failSyncs = null;
   });
 });

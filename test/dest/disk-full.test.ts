@@ -185,6 +185,28 @@ describe('the disk under D\'s image fills up', () => {
     expect(await span).toEqual(src.subarray(BS * 7, BS * 9));
   });
 
+  it('a read while the disk fails asks S once per run of missing blocks in its range, and serves present ones locally', async () => {
+    const guest = Buffer.alloc(BS, 0xab);
+    await store.write(2 * BS, guest);
+    store.fetchBulk(5, 1);
+    io.failWrites = 'ENOSPC';
+    fetcher.answer(0);
+    expect(store.writesPaused).toBe(true);
+    const n = fetcher.requests.length;
+    const r = store.read(0, 4 * BS);
+    await tick();
+    expect(fetcher.requests.slice(n).map((q) => [q.offset, q.length])).toEqual([
+      [0, 2 * BS],
+      [3 * BS, BS],
+    ]);
+    fetcher.answer(n);
+    fetcher.answer(n + 1);
+    expect(await r).toEqual(Buffer.concat([src.subarray(0, 2 * BS), guest, src.subarray(3 * BS, 4 * BS)]));
+    // A range ending on a block boundary asks nothing for the missing block after it.
+    expect(await store.read(2 * BS, BS)).toEqual(guest);
+    expect(fetcher.requests).toHaveLength(n + 2);
+  });
+
   it('a failed sync (EIO) takes back the fetched blocks it covered, keeps guest-written ones, and sets no bit on disk', async () => {
     store.fetchBulk(0, 2);
     fetcher.answer(0);
@@ -320,6 +342,47 @@ describe('the probe while the disk fails', () => {
     answerFrom(1, src);
     await waitUntil(() => rio2.tried.length > 1, 'a probe');
     expect(rio2.tried[1]).toEqual([15 * BS, size - 15 * BS]);
+  });
+
+  it('in a fresh image whose missing blocks all took a failed write, still writes (into the first), not a sync alone', async () => {
+    const rio = await storeOf(SIZE, BS);
+    io.failWrites = 'ENOSPC';
+    store.fetchBulk(0, BLOCKS);
+    fetcher.answer(fetcher.requests.length - 1); // every block: no hole is known any more
+    const before = rio.tried.length;
+    await waitUntil(() => rio.tried.length > before, 'a probe that writes');
+    expect(rio.tried[before]).toEqual([0, BS]);
+    expect(store.writesPaused).toBe(true);
+  });
+
+  it('in a reopened image (no hole known) writes at the first missing block, block 0 too, and only over missing blocks', async () => {
+    const rio = await storeOf(SIZE, BS);
+    const name = `img${storeSeq}`;
+    store.fetchBulk(1, 1);
+    fetcher.answer(fetcher.requests.length - 1);
+    await store.flush();
+    const file = store.file;
+    await store.close();
+    store = BlockStore.reopen(join(dir, name), {
+      size: SIZE,
+      bitmap: PresentBitmap.load(join(dir, `${name}.bitmap`), BS, BLOCKS),
+      fetcher: fetcher.fetcher,
+      log: silentLogger(),
+      io: rio,
+      faultTiming: { retryMinMs: 5, retryMaxMs: 20, reportEveryMs: 1000, now: () => clock },
+      file,
+    });
+    store.startCopyOnRead();
+    io.failWrites = 'ENOSPC';
+    store.fetchBulk(0, 1);
+    fetcher.answer(fetcher.requests.length - 1); // block 0: the write failed
+    const before = rio.tried.length;
+    await waitUntil(() => rio.tried.length > before, 'a probe');
+    // Block 1 holds S's bytes: the probe stops before it.
+    expect(rio.tried[before]).toEqual([0, BS]);
+    io.failWrites = null;
+    await waitUntil(() => !store.writesPaused, 'the fault to clear');
+    expect(await store.read(BS, BS)).toEqual(src.subarray(BS, 2 * BS));
   });
 
   it('with every block present, a failed sync is retried with a sync alone, then the pending blocks are committed once', async () => {
