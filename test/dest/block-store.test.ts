@@ -621,6 +621,15 @@ describe('write zeroes, trim, block status, cache', () => {
     expect(await store.read(5 * BS, 2 * BS)).toEqual(Buffer.alloc(2 * BS));
   });
 
+  it('writeZeroes without fua leaves durability to the next commit: present at once, durable after a flush', async () => {
+    store.startCopyOnRead();
+    await store.writeZeroes(0, 2 * BS);
+    expect([store.isPresent(0), store.isPresent(1)]).toEqual([true, true]);
+    expect(store.durableBlocks).toBe(0);
+    await store.flush();
+    expect(store.durableBlocks).toBe(2);
+  });
+
   it('writeZeroes larger than one 4 MiB chunk zeroes all of it', async () => {
     const bs = 64 * 1024;
     await replaceStore({ size: 80 * bs, bs });
@@ -717,6 +726,7 @@ describe('zero runs and zero replies', () => {
     fetcher.answerZero(1);
     expect(store.presentBlocks).toBe(0);
     expect(store.stats.bytesFetchedBulk).toBe(0);
+    expect(store.stats.zeroBytesSkipped).toBe(0);
   });
 });
 
