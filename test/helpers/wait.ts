@@ -27,3 +27,16 @@ export async function turnsUntil(pred: () => boolean, what: string, maxTurns = 1
     await turn();
   }
 }
+
+/** p's outcome, or a rejection with the message `what()` (computed when the time runs out) after `ms`. */
+export async function withDeadline<T>(p: Promise<T>, ms: number, what: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(what())), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -17,6 +17,7 @@ import { connectOnce, type Endpoint } from '../../src/link/connect.js';
 import { parseTicket, type Ticket } from '../../src/protocol/handshake.js';
 import { SimGuest } from '../../src/guest/sim-guest.js';
 import type { SimGuestSpec } from '../../src/guest/types.js';
+import { withDeadline } from '../helpers/wait.js';
 import { generateDemoImage } from '../../src/guest/image-gen.js';
 import { simGuestDefinition, restoreGuest } from '../../src/cli/guest-factory.js';
 
@@ -73,11 +74,8 @@ export const CLEANUP_STEP_MS = 5000;
 
 /** Resolves with `null` when `p` settles, or with `what` once `ms` have passed. */
 function bounded(p: Promise<unknown>, ms: number, what: string): Promise<string | null> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<string>((r) => {
-    timer = setTimeout(() => r(`${what} did not finish within ${ms} ms`), ms);
-  });
-  return Promise.race([p.then(() => null, () => null), late]).finally(() => clearTimeout(timer));
+  const settled = p.then(() => null, () => null);
+  return withDeadline(settled, ms, () => `${what} did not finish within ${ms} ms`).catch((e: Error) => e.message);
 }
 
 export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {

@@ -43,6 +43,7 @@ import { simGuestDefinition } from '../../src/cli/guest-factory.js';
 import { FaultDuplex } from '../faults/fault-duplex.js';
 import { CrashDisk, type CrashPoint, type CrashReport, type LossMode } from '../faults/crash-disk.js';
 import { fcParams } from '../helpers/fc.js';
+import { withDeadline } from '../helpers/wait.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -131,16 +132,8 @@ function makeDest(dir: string, io: CrashDisk | undefined, events: EventSink = nu
 }
 
 /** Resolves with p's value, or fails naming what it waited for and where each side was (`state()`, at the time). */
-async function within<T>(p: Promise<T>, what: string, state: () => unknown, ms = STAGE_MS): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}: ${JSON.stringify(state())}`)), ms);
-  });
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
+function within<T>(p: Promise<T>, what: string, state: () => unknown, ms = STAGE_MS): Promise<T> {
+  return withDeadline(p, ms, () => `timed out after ${ms} ms waiting for ${what}: ${JSON.stringify(state())}`);
 }
 
 /**

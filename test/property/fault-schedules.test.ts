@@ -33,6 +33,7 @@ import { FaultImage } from '../faults/fault-image.js';
 import { DIRS, FAULT_KINDS, PHASES, PhaseFaults, type AimedFault, type Dir, type FiredFault, type Phase } from '../faults/phase-faults.js';
 import { CLEANUP_STEP_MS, startHarness, MiB, type Harness, type HarnessOptions } from '../integration/harness.js';
 import { FC_SEED } from '../helpers/fc.js';
+import { withDeadline } from '../helpers/wait.js';
 
 /** FC_SCHEDULES_LOG=<file>: one JSON line per schedule (its faults, those that fired, the outcome) appended there. */
 const LOG_PATH = process.env.FC_SCHEDULES_LOG?.trim() || undefined;
@@ -216,17 +217,6 @@ function settle<T>(p: Promise<T>): Promise<PromiseSettledResult<T>> {
   return p.then((value) => ({ status: 'fulfilled', value }) as const, (reason: unknown) => ({ status: 'rejected', reason }) as const);
 }
 
-async function withDeadline<T>(p: Promise<T>, ms: number, what: () => string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, rej) => {
-    timer = setTimeout(() => rej(new Error(what())), ms);
-  });
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /**
  * Fault-free migrations of the same shape: the bytes each phase carried each way, the least over MEASURE_RUNS
