@@ -54,20 +54,32 @@ export class PostcopyError extends Error {
   }
 }
 
-/** The peer's bytes broke the wire format: the stream is out of sync or hostile, so the connection must close. */
+/** The peer's bytes broke the wire format or the protocol's rules: the connection must close. */
 export class ProtocolError extends PostcopyError {}
 /** Authentication or authorization of the peer failed. */
 export class AuthError extends PostcopyError {}
+/** Refused at the door: too many connections are authenticating; the peer may retry. */
+export class BusyError extends PostcopyError {}
 /** An operation did not finish in its allotted time. */
 export class TimeoutError extends PostcopyError {}
 /** The link went away; the operation may be retried after reconnecting. */
 export class LinkClosedError extends PostcopyError {}
-/** The image backend (file or NBD server) failed an I/O. */
+/** The image backend (file or NBD server) or the disk under D's image failed an I/O. */
 export class BackendError extends PostcopyError {}
 /** A state machine was asked for a transition it does not allow: a bug or a peer out of phase. */
 export class StateError extends PostcopyError {}
 /** A command-line or configuration mistake, reported as one line. */
 export class UsageError extends PostcopyError {}
+/** The hypervisor (QEMU) or its QMP monitor failed. */
+export class HypervisorError extends PostcopyError {}
+/** The migration was rolled back before cut-over: the guest runs on S, nothing of it is left on D. */
+export class RolledBackError extends PostcopyError {
+  /** The rollback an error caused: the cause's own words (not "rolled back: rolled back: ..."). */
+  static from(cause: PostcopyError): RolledBackError {
+    if (cause instanceof RolledBackError) return cause;
+    return new RolledBackError('PC_ERR_ROLLBACK', cause.code === 'PC_ERR_ROLLBACK' ? cause.detail : cause.message, { cause });
+  }
+}
 /** NBD wire or negotiation failure. */
 export class NbdError extends PostcopyError {
   /** NBD errno-style value (EIO=5, EINVAL=22, ...) when the error came from a reply. */
@@ -76,6 +88,61 @@ export class NbdError extends PostcopyError {
     super(code, detail, options);
     this.errno = options?.errno;
   }
+}
+
+/**
+ * Which class owns each code: an error with a code is always of that class (tests in test/common/errors.test.ts
+ * hold every construction in src to it), so `catch` can test the class and logs can grep the code.
+ */
+export const CODE_OWNER = {
+  PC_ERR_BAD_MAGIC: ProtocolError,
+  PC_ERR_FRAME_TOO_LARGE: ProtocolError,
+  PC_ERR_CHECKSUM: ProtocolError,
+  PC_ERR_UNKNOWN_TYPE: ProtocolError,
+  PC_ERR_MALFORMED: ProtocolError,
+  PC_ERR_UNKNOWN_REQUEST: ProtocolError,
+  PC_ERR_OUT_OF_RANGE: ProtocolError,
+  PC_ERR_VERSION: ProtocolError,
+  PC_ERR_UNEXPECTED: ProtocolError,
+  PC_ERR_PEER: ProtocolError,
+  PC_ERR_DIGEST: ProtocolError,
+  PC_ERR_AUTH: AuthError,
+  PC_ERR_TICKET_EXPIRED: AuthError,
+  PC_ERR_BUSY: BusyError,
+  PC_ERR_LINK_CLOSED: LinkClosedError,
+  PC_ERR_TIMEOUT: TimeoutError,
+  PC_ERR_ROLLBACK: RolledBackError,
+  PC_ERR_STATE: StateError,
+  PC_ERR_BACKEND: BackendError,
+  PC_ERR_DISK_FULL: BackendError,
+  PC_ERR_USAGE: UsageError,
+  PC_ERR_STATE_DIR: UsageError,
+  PC_ERR_SAME_IMAGE: UsageError,
+  PC_ERR_IMAGE_EXISTS: UsageError,
+  PC_ERR_HYPERVISOR: HypervisorError,
+  NBD_ERR_BAD_MAGIC: NbdError,
+  NBD_ERR_TOO_LARGE: NbdError,
+  NBD_ERR_MALFORMED: NbdError,
+  NBD_ERR_UNKNOWN_COOKIE: NbdError,
+  NBD_ERR_HANDSHAKE: NbdError,
+  NBD_ERR_OPTION: NbdError,
+  NBD_ERR_REQUEST: NbdError,
+  NBD_ERR_CLOSED: NbdError,
+  NBD_ERR_URI: NbdError,
+} as const satisfies Record<ErrorCode, new (code: ErrorCode, detail?: string, options?: { cause?: unknown }) => PostcopyError>;
+
+/** A PostcopyError of the class that owns `code` (for code that picks the code at run time, e.g. from a peer). */
+export function errorFor(code: ErrorCode, detail?: string, options?: { cause?: unknown }): PostcopyError {
+  return new CODE_OWNER[code](code, detail, options);
+}
+
+/**
+ * Anything thrown, as a PostcopyError: ours pass through unchanged; anything else (a bug, a system error) is
+ * wrapped by `wrap`, given its message and itself as the cause. The one place that decides "ours or not".
+ */
+export function toPostcopyError(e: unknown, wrap: (detail: string, options: { cause: unknown }) => PostcopyError): PostcopyError {
+  if (e instanceof PostcopyError) return e;
+  return wrap(e instanceof Error ? e.message : String(e), { cause: e });
 }
 
 export function isPostcopyError(e: unknown): e is PostcopyError {

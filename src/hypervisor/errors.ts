@@ -1,4 +1,2 @@
-// The hypervisor adapter's error: QMP failures and QEMU processes that died, with a one-line detail for operators.
-import { PostcopyError } from '../common/errors.js';
-
-export class HypervisorError extends PostcopyError {}
+// The hypervisor's error class lives with the others (one class per code); re-exported for the QEMU adapters.
+export { HypervisorError } from '../common/errors.js';
