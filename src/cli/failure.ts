@@ -2,13 +2,13 @@
 import { UsageError, isPostcopyError } from '../common/errors.js';
 import { EXIT } from './exit-codes.js';
 
-/** The exit code of a command that ended by throwing `e` (the dest and source commands' own outcomes aside). */
+/**
+ * The exit code of a command that ended by throwing `e` (the dest and source commands' own outcomes aside). Every
+ * operator-mistake code (usage, state dir, image exists, same image) is a UsageError's (CODE_OWNER), so the class says it.
+ */
 export function exitCodeFor(cmd: string, e: unknown): number {
   if (e instanceof UsageError) return EXIT.USAGE;
-  if (isPostcopyError(e)) {
-    if (e.code === 'PC_ERR_USAGE' || e.code === 'PC_ERR_STATE_DIR' || e.code === 'PC_ERR_IMAGE_EXISTS' || e.code === 'PC_ERR_SAME_IMAGE') return EXIT.USAGE;
-    return cmd === 'source' || cmd === 'dest' ? EXIT.NOT_STARTED : EXIT.INTERNAL;
-  }
+  if (isPostcopyError(e)) return cmd === 'source' || cmd === 'dest' ? EXIT.NOT_STARTED : EXIT.INTERNAL;
   return EXIT.INTERNAL;
 }
 

@@ -2,7 +2,7 @@
 // flags our Finish rule needs added, stderr kept in a log; the process outlives the agent's own signals.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
-import { HypervisorError } from './errors.js';
+import { UsageError } from '../common/errors.js';
 
 export interface TemplateValues {
   /** D's NBD export (the guest's disk). */
@@ -21,11 +21,11 @@ export const PLACEHOLDERS = ['{export}', '{qmp}', '{serial}'] as const;
  * migration), and a QMP socket when the template has no `{qmp}`.
  */
 export function expandTemplate(template: string, v: TemplateValues): string {
-  if (!template.includes('{export}')) throw new HypervisorError('PC_ERR_USAGE', '--qemu-cmd must use {export} for the guest disk (D\'s NBD export)');
+  if (!template.includes('{export}')) throw new UsageError('PC_ERR_USAGE', '--qemu-cmd must use {export} for the guest disk (D\'s NBD export)');
   let cmd = template.replace(/\{(export|qmp|serial)\}/g, (_, k: keyof TemplateValues) => shellQuote(v[k]));
   if (!/\{qmp\}/.test(template)) cmd += ` -qmp ${shellQuote(`unix:${v.qmp},server=on,wait=off`)}`;
   if (!/(^|\s)-incoming(\s|$)/.test(template)) cmd += ' -incoming defer';
-  else if (!/-incoming\s+defer\b/.test(template)) throw new HypervisorError('PC_ERR_USAGE', '--qemu-cmd: use -incoming defer (the agent feeds the stream over QMP)');
+  else if (!/-incoming\s+defer\b/.test(template)) throw new UsageError('PC_ERR_USAGE', '--qemu-cmd: use -incoming defer (the agent feeds the stream over QMP)');
   if (!/(^|\s)-S(\s|$)/.test(template)) cmd += ' -S';
   return cmd;
 }

@@ -1,6 +1,6 @@
 // The handshake run over a link: version choice and mutual HMAC auth for a new session, or a resume.
 import { randomBytes } from 'node:crypto';
-import { AuthError, LinkClosedError, PostcopyError, ProtocolError } from '../common/errors.js';
+import { AuthError, BusyError, LinkClosedError, ProtocolError } from '../common/errors.js';
 import { CAPABILITIES, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from '../protocol/constants.js';
 import {
   checkTicketValid,
@@ -149,7 +149,7 @@ async function awaitSessionLinkGone(link: Link, old: Link | null, deadline: numb
   while (old.peerAlive) {
     if (link.closed) throw link.closeError ?? new LinkClosedError('PC_ERR_LINK_CLOSED', 'the resuming source left');
     if (old.bytesReceived !== heard || Date.now() + OLD_LINK_POLL_MS > deadline - ANSWER_MARGIN_MS) {
-      throw new PostcopyError('PC_ERR_BUSY', 'the session\'s link is alive (its peer was heard within the keepalive timeout); retry once it is gone');
+      throw new BusyError('PC_ERR_BUSY', 'the session\'s link is alive (its peer was heard within the keepalive timeout); retry once it is gone');
     }
     await new Promise((r) => setTimeout(r, OLD_LINK_POLL_MS));
   }

@@ -1,7 +1,7 @@
 // The handshake over real loopback TCP: mutual HMAC auth for a new session, resume by session id, resume key
 // and ticket (expired or not), and every refusal asserted by class and code on the side that refuses.
 import { describe, expect, it, onTestFinished, vi } from 'vitest';
-import { AuthError, PostcopyError, ProtocolError, TimeoutError, isPostcopyError } from '../../src/common/errors.js';
+import { AuthError, BusyError, PostcopyError, ProtocolError, TimeoutError, isPostcopyError } from '../../src/common/errors.js';
 import { handshakeAsDest, handshakeAsSource, type DestHandshakeOptions, type HandshakeResult, type SessionKeys } from '../../src/link/handshake.js';
 import type { Link } from '../../src/link/link.js';
 import { nextMessage } from '../../src/link/next-message.js';
@@ -282,7 +282,7 @@ describe('resume', () => {
     collect(old.b);
     const t0 = Date.now();
     const busy = await handshake(destOpts({ current: keys, acceptNew: false, phase: 'postcopy', sessionLink: () => old.b }), ticket(), keys);
-    const d = failed(busy.dest, PostcopyError, 'PC_ERR_BUSY');
+    const d = failed(busy.dest, BusyError, 'PC_ERR_BUSY');
     expect(d.message).toMatch(/alive/);
     const s = failed(busy.source, ProtocolError, 'PC_ERR_PEER');
     expect(s.message).toContain('PC_ERR_BUSY');

@@ -5,9 +5,11 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { UsageError } from '../../src/common/errors.js';
 import { HypervisorError } from '../../src/hypervisor/errors.js';
 import { expandTemplate, shellQuote } from '../../src/hypervisor/qemu-process.js';
 import { QmpClient } from '../../src/hypervisor/qmp-client.js';
+import { expectThrows } from '../helpers/errors.js';
 
 const GREETING = { QMP: { version: { qemu: { micro: 0, minor: 2, major: 7 } }, capabilities: ['oob'] } };
 
@@ -122,9 +124,11 @@ describe('destination QEMU command template', () => {
     expect(cmd).toBe("qemu -S -incoming defer -qmp unix:/run/q.sock,server=on,wait=off -drive file='nbd+unix:///disk?socket=/run/vm 1.sock'");
   });
 
-  it('refuses a template without {export} or with another -incoming', () => {
+  it('refuses a template without {export} or with another -incoming, as a usage mistake (exit 2)', () => {
     expect(() => expandTemplate('qemu -drive file=/x.img', v)).toThrow(/\{export\}/);
     expect(() => expandTemplate('qemu -incoming tcp:0:4444 -drive file={export}', v)).toThrow(/-incoming defer/);
+    expectThrows(() => expandTemplate('qemu -drive file=/x.img', v), UsageError, 'PC_ERR_USAGE');
+    expectThrows(() => expandTemplate('qemu -incoming tcp:0:4444 -drive file={export}', v), UsageError, 'PC_ERR_USAGE');
   });
 
   it('quotes what the shell would expand', () => {
