@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { AuthError, BusyError, LinkClosedError, ProtocolError } from '../common/errors.js';
 import { CAPABILITIES, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from '../protocol/constants.js';
 import {
+  checkNonce,
   checkTicketValid,
   chooseVersion,
   computeProof,
@@ -90,7 +91,7 @@ export async function handshakeAsDest(link: Link, opts: DestHandshakeOptions): P
   const hello = await nextMessage(link, ['HELLO'], remaining(deadline));
   const version = chooseVersion(hello.versions);
   if (opts.seenNonces.has(hello.nonce)) throw new AuthError('PC_ERR_AUTH', 'replayed nonce');
-  if (hello.nonce.length < 32) throw new AuthError('PC_ERR_AUTH', 'nonce too short');
+  checkNonce(hello.nonce);
   opts.seenNonces.add(hello.nonce);
   let key: Buffer;
   const resuming = hello.resumeSession !== undefined;

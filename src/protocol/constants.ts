@@ -76,7 +76,10 @@ export const CLASS_BULK = 1; // background stream
 /** Sizes. */
 export const RAM_PAGE_SIZE = 4096;
 export const RAM_ZERO_PAGE_BIT = 0x80000000;
+/** Random bytes in each side's handshake nonce: 256 bits, so a nonce never repeats by chance. */
 export const NONCE_BYTES = 32;
+/** A nonce on the wire: lower-case hex, two characters a byte. The handshake takes no other length. */
+export const NONCE_HEX_CHARS = NONCE_BYTES * 2;
 export const BLOCK_REQ_PAYLOAD = 13;
 /** Largest data part S puts in one BLOCK_DATA frame: an urgent frame waits behind one of these at most. */
 export const BULK_CHUNK_BYTES = 256 * 1024;

@@ -2,7 +2,7 @@
 // The ticket never crosses the wire: each side proves it holds the key by an HMAC over both sides' nonces.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { AuthError, ProtocolError, UsageError } from '../common/errors.js';
-import { NONCE_BYTES, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './constants.js';
+import { NONCE_BYTES, NONCE_HEX_CHARS, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './constants.js';
 
 export interface Ticket {
   secret: Buffer;
@@ -40,6 +40,11 @@ export function checkTicketValid(ticket: Ticket, now: number): void {
 
 export function newNonce(): string {
   return randomBytes(NONCE_BYTES).toString('hex');
+}
+
+/** A peer's nonce must be a whole one (the codec already checked it is hex): a shorter one weakens the proofs. */
+export function checkNonce(nonce: string): void {
+  if (nonce.length !== NONCE_HEX_CHARS) throw new AuthError('PC_ERR_AUTH', `nonce of ${nonce.length / 2} bytes, must be ${NONCE_BYTES}`);
 }
 
 /** Highest version both ranges contain, or a protocol error. */

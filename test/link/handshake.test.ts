@@ -5,7 +5,7 @@ import { AuthError, BusyError, PostcopyError, ProtocolError, TimeoutError, isPos
 import { handshakeAsDest, handshakeAsSource, type DestHandshakeOptions, type HandshakeResult, type SessionKeys } from '../../src/link/handshake.js';
 import type { Link } from '../../src/link/link.js';
 import { nextMessage } from '../../src/link/next-message.js';
-import { CAPABILITIES, PROTOCOL_VERSION_MAX } from '../../src/protocol/constants.js';
+import { CAPABILITIES, NONCE_BYTES, PROTOCOL_VERSION_MAX } from '../../src/protocol/constants.js';
 import { computeProof, deriveResumeKey, newNonce, resumeProofKey, type Ticket } from '../../src/protocol/handshake.js';
 import { expectError } from '../helpers/errors.js';
 import { autoCleanup, closed, collect, linkAndRaw, linkPair, newLink, track, turns } from '../helpers/link-harness.js';
@@ -153,11 +153,13 @@ describe('new session', () => {
     expect(source.bytesSent).toBe(0);
   });
 
-  it('a nonce shorter than 16 bytes is refused (AuthError PC_ERR_AUTH)', async () => {
+  // 16 and 31 bytes: the handshake once took any nonce of 32 hex characters or more (half of NONCE_BYTES).
+  it.each([15, 16, NONCE_BYTES - 1, NONCE_BYTES + 1])('a nonce of %i bytes (not NONCE_BYTES) is refused (AuthError PC_ERR_AUTH) before any CHALLENGE', async (bytes) => {
     const { source, dest } = await tcpLinks();
     const destP = closingOnError(dest, handshakeAsDest(dest, destOpts()));
-    source.send({ type: 'HELLO', versions: [1, 1], caps: [], nonce: 'ab'.repeat(15) });
+    source.send({ type: 'HELLO', versions: [1, 1], caps: [], nonce: 'ab'.repeat(bytes) });
     expectError(await destP.catch((e: unknown) => e), AuthError, 'PC_ERR_AUTH');
+    expectError(await nextMessage(source, ['CHALLENGE'], 2000).catch((e: unknown) => e), ProtocolError, 'PC_ERR_PEER');
   });
 
   it('anything but HELLO first is refused (ProtocolError PC_ERR_UNEXPECTED)', async () => {

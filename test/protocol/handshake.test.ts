@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { AuthError, ProtocolError, UsageError } from '../../src/common/errors.js';
 import { NONCE_BYTES, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from '../../src/protocol/constants.js';
 import {
+  checkNonce,
   checkTicketValid,
   chooseVersion,
   computeProof,
@@ -111,6 +112,16 @@ describe('proofs', () => {
     const a = newNonce();
     expect(a).toMatch(new RegExp(`^[0-9a-f]{${NONCE_BYTES * 2}}$`));
     expect(newNonce()).not.toBe(a);
+  });
+
+  // Regression: the handshake once took any nonce of 32 hex characters or more, i.e. 16 bytes, half a nonce.
+  it('checkNonce takes exactly NONCE_BYTES (64 hex characters); 16, 31 or 33 bytes: AuthError PC_ERR_AUTH', () => {
+    expect(NONCE_BYTES).toBe(32);
+    expect(() => checkNonce(newNonce())).not.toThrow();
+    for (const bytes of [0, 1, 16, 31, NONCE_BYTES + 1]) {
+      const e = expectThrows(() => checkNonce('ab'.repeat(bytes)), AuthError, 'PC_ERR_AUTH');
+      expect(e.message).toContain(`nonce of ${bytes} bytes, must be ${NONCE_BYTES}`);
+    }
   });
 
   it('a proof is a deterministic 32-byte HMAC in hex, and verifies against itself', () => {
