@@ -1,19 +1,11 @@
 // The contract for a real hypervisor's guest (QEMU): its own migration stream is carried over our
 // migration socket as opaque bytes, and the agents drive it through these hooks instead of the simulated
 // guest's RAM rounds.
+import type { GuestStreamChannel } from '../common/guest-stream-channel.js';
 import type { GuestDefinition } from '../protocol/messages.js';
 
-/** One direction-pair of the hypervisor's stream, carried over the migration socket. */
-export interface GuestStreamChannel {
-  /** Send bytes to the other agent; resolves once they are queued within the peer's credit (backpressure). */
-  write(data: Buffer): Promise<void>;
-  /** Take bytes from the other agent; the returned promise (if any) holds further credit until it settles. */
-  onData(handler: (data: Buffer) => Promise<void> | void): void;
-  /** No more bytes from this side. */
-  end(): void;
-  /** Resolves when the other side ended its direction (or the link closed: then rejects). */
-  readonly ended: Promise<void>;
-}
+// The channel is the link's; named here too because both migrators take one.
+export type { GuestStreamChannel };
 
 export interface SourceGuestMigrator {
   /** Sent in BEGIN so D can prepare a matching guest. */

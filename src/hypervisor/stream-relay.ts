@@ -1,7 +1,7 @@
 // Carries QEMU's migration socket over a GuestStreamChannel, both ways, with backpressure each way: the socket
 // is paused while the channel has not taken a chunk, and the channel's handler waits for the socket to drain.
 import type { Socket } from 'node:net';
-import type { GuestStreamChannel } from '../guest/migrator.js';
+import type { GuestStreamChannel } from '../common/guest-stream-channel.js';
 import { deferred } from '../common/deferred.js';
 
 export interface RelayStats {

@@ -13,6 +13,7 @@ import {
   verifyProof,
   type Ticket,
 } from '../protocol/handshake.js';
+import { ANSWER_MARGIN_MS, OLD_LINK_POLL_MS, SESSION_ID_BYTES } from './constants.js';
 import type { Link } from './link.js';
 import { nextMessage } from './next-message.js';
 
@@ -120,7 +121,7 @@ export async function handshakeAsDest(link: Link, opts: DestHandshakeOptions): P
     link.send({ type: 'WELCOME', sessionId: opts.current!.sessionId, resumed: true, phase: opts.phase });
     return { ...opts.current!, version, resumed: true, destPhase: opts.phase, peerCaps: hello.caps };
   }
-  const sessionId = randomBytes(16).toString('hex');
+  const sessionId = randomBytes(SESSION_ID_BYTES).toString('hex');
   link.send({ type: 'WELCOME', sessionId, resumed: false, phase: opts.phase });
   return {
     sessionId,
@@ -131,11 +132,6 @@ export async function handshakeAsDest(link: Link, opts: DestHandshakeOptions): P
     peerCaps: hello.caps,
   };
 }
-
-/** How often a resume waiting on the session's old link looks at it. */
-const OLD_LINK_POLL_MS = 20;
-/** Time kept back from the handshake's deadline to answer the source before its own deadline. */
-const ANSWER_MARGIN_MS = 100;
 
 /**
  * A resume while the session's link is alive is refused (PC_ERR_BUSY), never a takeover. A source that reconnects

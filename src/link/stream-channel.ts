@@ -2,13 +2,12 @@
 // credit the receiving agent grants, so neither side queues more than a window of it.
 import { LinkClosedError } from '../common/errors.js';
 import { deferred } from '../common/deferred.js';
-import type { GuestStreamChannel } from '../guest/migrator.js';
+import type { GuestStreamChannel } from '../common/guest-stream-channel.js';
+import { BULK_CHUNK_BYTES } from '../protocol/constants.js';
 import type { Link } from './link.js';
 
-/** Largest GUEST_STREAM frame: a bulk chunk. */
-const STREAM_CHUNK = 256 * 1024;
-/** Bytes the receiving agent lets the sender have in flight. */
-export const STREAM_CREDIT_WINDOW = 16 * 1024 * 1024;
+// The window lives with the link's other constants; the agents still import it from here.
+export { STREAM_CREDIT_WINDOW } from './constants.js';
 
 export interface Credit {
   take(bytes: number, link: Link): Promise<void>;
@@ -35,8 +34,9 @@ export class LinkStreamChannel implements GuestStreamChannel {
   }
 
   async write(data: Buffer): Promise<void> {
-    for (let at = 0; at < data.length; at += STREAM_CHUNK) {
-      const part = data.subarray(at, Math.min(data.length, at + STREAM_CHUNK));
+    // One bulk chunk per frame, like block data: an urgent frame waits behind one at most.
+    for (let at = 0; at < data.length; at += BULK_CHUNK_BYTES) {
+      const part = data.subarray(at, Math.min(data.length, at + BULK_CHUNK_BYTES));
       if (this.#failed) throw this.#failed;
       if (this.#credit) await this.#credit.take(part.length, this.#link);
       await this.#link.waitBulkSpace();

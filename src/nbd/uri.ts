@@ -10,6 +10,19 @@ export interface NbdUri {
   exportName: string;
 }
 
+/** The schemes a postcopy image or fallback argument is an NBD URI by (nbds:// is refused by parseNbdUri, with why). */
+const NBD_URI_SCHEME = /^nbd(\+unix)?:\/\//;
+
+/** Whether an --image / --fallback argument names an NBD export rather than a file. */
+export function isNbdUri(text: string): boolean {
+  return NBD_URI_SCHEME.test(text);
+}
+
+/** The URI without its scheme (for names derived from it, e.g. a default state dir). */
+export function withoutNbdScheme(uri: string): string {
+  return uri.replace(NBD_URI_SCHEME, '');
+}
+
 function bad(uri: string, why: string): NbdError {
   return new NbdError('NBD_ERR_URI', `${why}: ${uri}`);
 }

@@ -83,6 +83,10 @@ export const NONCE_HEX_CHARS = NONCE_BYTES * 2;
 export const BLOCK_REQ_PAYLOAD = 13;
 /** Largest data part S puts in one BLOCK_DATA frame: an urgent frame waits behind one of these at most. */
 export const BULK_CHUNK_BYTES = 256 * 1024;
+/** Smallest migration block size: one page, the unit of the OS's page cache and of most disks' writes. */
+export const MIN_BLOCK_SIZE = 4096;
+/** Largest migration block size: one bulk chunk, so a block's data never waits behind more than itself. */
+export const MAX_BLOCK_SIZE = BULK_CHUNK_BYTES;
 /** Largest length one BLOCK_REQ may ask for. */
 export const MAX_BLOCK_REQ_BYTES = 16 * 1024 * 1024;
 /** Largest number of (block, crc) entries one BLOCK_DIGESTS frame carries. */
