@@ -4,6 +4,14 @@
 export const FRAME_MAGIC = 0x50435931;
 /** Frame header: magic u32 · type u8 · flags u8 · reserved u16 (0) · id u32 · payload length u32 · payload crc32 u32. */
 export const FRAME_HEADER_SIZE = 20;
+/** Byte offsets of the header's fields, in the order above (big-endian throughout). */
+export const HEADER_MAGIC_AT = 0;
+export const HEADER_TYPE_AT = 4; // after the u32 magic
+export const HEADER_FLAGS_AT = 5; // after the u8 type
+export const HEADER_RESERVED_AT = 6; // after the u8 flags; a u16 that must be 0
+export const HEADER_ID_AT = 8; // after the u16 reserved
+export const HEADER_LENGTH_AT = 12; // after the u32 id
+export const HEADER_CRC_AT = 16; // after the u32 length; FRAME_HEADER_SIZE = 16 + 4
 /** Largest payload a frame may declare: one bulk chunk plus its small header, with room to spare. */
 export const MAX_FRAME_PAYLOAD = 4 * 1024 * 1024 + 64;
 /** Largest JSON control payload (guest definitions included). */
@@ -16,8 +24,9 @@ export const MAX_PREAUTH_PAYLOAD = 4096;
 /** Connections D lets authenticate at once; more are refused at accept (each is also time-boxed). */
 export const MAX_PREAUTH_CONNECTIONS = 32;
 
-/** Protocol versions this build speaks; the handshake picks the highest common one. */
+/** Oldest protocol version this build speaks; the handshake picks the highest common one. */
 export const PROTOCOL_VERSION_MIN = 1;
+/** Newest protocol version this build speaks (only 1 exists so far). */
 export const PROTOCOL_VERSION_MAX = 1;
 
 /** Frame flags. */
@@ -69,17 +78,20 @@ export function isControlMsg(type: number): boolean {
   return type < 64;
 }
 
-/** Block request classes. */
+/** Block request classes (the u8 class of BLOCK_REQ). */
 export const CLASS_URGENT = 0; // a guest is waiting on it
 export const CLASS_BULK = 1; // background stream
 
 /** Sizes. */
+/** Guest RAM moves in pages of the x86/arm64 base page size, the unit hypervisors track dirtiness in. */
 export const RAM_PAGE_SIZE = 4096;
+/** Bit 31 of a RAM_PAGES index: the page is all zero and carries no data (indices stay below 2^31 pages = 8 TiB). */
 export const RAM_ZERO_PAGE_BIT = 0x80000000;
 /** Random bytes in each side's handshake nonce: 256 bits, so a nonce never repeats by chance. */
 export const NONCE_BYTES = 32;
 /** A nonce on the wire: lower-case hex, two characters a byte. The handshake takes no other length. */
 export const NONCE_HEX_CHARS = NONCE_BYTES * 2;
+/** BLOCK_REQ payload: u64 offset (8) · u32 length (4) · u8 class (1). */
 export const BLOCK_REQ_PAYLOAD = 13;
 /** Largest data part S puts in one BLOCK_DATA frame: an urgent frame waits behind one of these at most. */
 export const BULK_CHUNK_BYTES = 256 * 1024;
@@ -87,14 +99,17 @@ export const BULK_CHUNK_BYTES = 256 * 1024;
 export const MIN_BLOCK_SIZE = 4096;
 /** Largest migration block size: one bulk chunk, so a block's data never waits behind more than itself. */
 export const MAX_BLOCK_SIZE = BULK_CHUNK_BYTES;
-/** Largest length one BLOCK_REQ may ask for. */
+/** Largest length one BLOCK_REQ may ask for: 64 bulk chunks, so one request cannot make S read without end. */
 export const MAX_BLOCK_REQ_BYTES = 16 * 1024 * 1024;
-/** Largest number of (block, crc) entries one BLOCK_DIGESTS frame carries. */
+/** Largest number of (block, crc) entries one BLOCK_DIGESTS frame carries: 8 bytes each, 2 MiB, under MAX_FRAME_PAYLOAD. */
 export const MAX_DIGESTS_PER_FRAME = 262144;
-/** Largest number of blocks one DIGEST_MISMATCH names. */
+/** Largest number of blocks one DIGEST_MISMATCH names: a JSON list that stays well under MAX_CONTROL_PAYLOAD. */
 export const MAX_MISMATCH_BLOCKS = 4096;
-/** Largest number of extents one EXTENTS frame carries. */
+/** Largest number of extents one EXTENTS frame carries: 16 bytes each, 1 MiB, under MAX_FRAME_PAYLOAD. */
 export const MAX_EXTENTS_PER_FRAME = 65536;
+
+/** Shortest ticket secret: 128 bits, so guessing it is no easier than forging an HMAC. */
+export const MIN_SECRET_BYTES = 16;
 
 /** Capabilities this build offers; unknown ones from the peer are ignored. */
 export const CAPABILITIES = ['zero-extents', 'ram-precopy', 'resume'] as const;

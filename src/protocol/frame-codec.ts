@@ -4,6 +4,13 @@ import { ProtocolError } from '../common/errors.js';
 import {
   FRAME_HEADER_SIZE,
   FRAME_MAGIC,
+  HEADER_CRC_AT,
+  HEADER_FLAGS_AT,
+  HEADER_ID_AT,
+  HEADER_LENGTH_AT,
+  HEADER_MAGIC_AT,
+  HEADER_RESERVED_AT,
+  HEADER_TYPE_AT,
   MAX_CONTROL_PAYLOAD,
   MAX_FRAME_PAYLOAD,
   isControlMsg,
@@ -37,13 +44,13 @@ export function encodeHeader(type: number, id: number, parts: readonly Buffer[],
   const cap = isControlMsg(type) ? MAX_CONTROL_PAYLOAD : MAX_FRAME_PAYLOAD;
   if (length > cap) throw new ProtocolError('PC_ERR_FRAME_TOO_LARGE', `${nameOfMsg(type)} of ${length} bytes, cap ${cap}`);
   const header = Buffer.allocUnsafe(FRAME_HEADER_SIZE);
-  header.writeUInt32BE(FRAME_MAGIC, 0);
-  header.writeUInt8(type, 4);
-  header.writeUInt8(flags, 5);
-  header.writeUInt16BE(0, 6);
-  header.writeUInt32BE(id >>> 0, 8);
-  header.writeUInt32BE(length, 12);
-  header.writeUInt32BE(crc >>> 0, 16);
+  header.writeUInt32BE(FRAME_MAGIC, HEADER_MAGIC_AT);
+  header.writeUInt8(type, HEADER_TYPE_AT);
+  header.writeUInt8(flags, HEADER_FLAGS_AT);
+  header.writeUInt16BE(0, HEADER_RESERVED_AT);
+  header.writeUInt32BE(id >>> 0, HEADER_ID_AT);
+  header.writeUInt32BE(length, HEADER_LENGTH_AT);
+  header.writeUInt32BE(crc >>> 0, HEADER_CRC_AT);
   return header;
 }
 
@@ -138,19 +145,19 @@ export class FrameDecoder {
 }
 
 function parseHeader(b: Buffer, limit: number, limitReason: string): { type: number; flags: number; id: number; length: number; crc: number } {
-  const magic = b.readUInt32BE(0);
+  const magic = b.readUInt32BE(HEADER_MAGIC_AT);
   if (magic !== FRAME_MAGIC) throw new ProtocolError('PC_ERR_BAD_MAGIC', `0x${magic.toString(16).padStart(8, '0')}`);
-  const type = b.readUInt8(4);
+  const type = b.readUInt8(HEADER_TYPE_AT);
   if (!isKnownMsg(type)) throw new ProtocolError('PC_ERR_UNKNOWN_TYPE', String(type));
-  if (b.readUInt16BE(6) !== 0) throw new ProtocolError('PC_ERR_MALFORMED', 'reserved header bits set');
-  const length = b.readUInt32BE(12);
+  if (b.readUInt16BE(HEADER_RESERVED_AT) !== 0) throw new ProtocolError('PC_ERR_MALFORMED', 'reserved header bits set');
+  const length = b.readUInt32BE(HEADER_LENGTH_AT);
   const typeCap = isControlMsg(type) ? MAX_CONTROL_PAYLOAD : MAX_FRAME_PAYLOAD;
   const cap = Math.min(typeCap, limit);
   if (length > cap) {
     const why = cap < typeCap && limitReason ? ` ${limitReason}` : '';
     throw new ProtocolError('PC_ERR_FRAME_TOO_LARGE', `${nameOfMsg(type)} declares ${length} bytes, cap ${cap}${why}`);
   }
-  return { type, flags: b.readUInt8(5), id: b.readUInt32BE(8), length, crc: b.readUInt32BE(16) };
+  return { type, flags: b.readUInt8(HEADER_FLAGS_AT), id: b.readUInt32BE(HEADER_ID_AT), length, crc: b.readUInt32BE(HEADER_CRC_AT) };
 }
 
 /**

@@ -2,15 +2,13 @@
 // The ticket never crosses the wire: each side proves it holds the key by an HMAC over both sides' nonces.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { AuthError, ProtocolError, UsageError } from '../common/errors.js';
-import { NONCE_BYTES, NONCE_HEX_CHARS, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './constants.js';
+import { MIN_SECRET_BYTES, NONCE_BYTES, NONCE_HEX_CHARS, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './constants.js';
 
 export interface Ticket {
   secret: Buffer;
   /** ms since epoch after which the ticket may not open a new session (a resume still works). */
   expiresAt?: number;
 }
-
-const MIN_SECRET_BYTES = 16;
 
 /**
  * Ticket file: the first non-empty line is the shared secret; an optional line `expires=<ISO-8601>`
