@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../common/free-port.js';
+import { DEMO_EVENTS_POLL_MS, DEMO_PROGRESS_EVERY_MS, DEMO_TICKET_BYTES } from './constants.js';
 import { AGENT_NODE_FLAGS } from './node-flags.js';
 import { generateDemoImage } from '../guest/image-gen.js';
 import { verifyMigration } from '../guest/verify.js';
@@ -81,7 +82,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     `  image ${formatBytes(size)}: data ${formatBytes(layout.dataBytes)}, written zeroes ${formatBytes(layout.zeroBytes)}, ` +
       `holes ${formatBytes(layout.holeBytes)} (made in ${((performance.now() - genStart) / 1000).toFixed(1)} s)`,
   );
-  writeFileSync(paths.ticket, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
+  writeFileSync(paths.ticket, randomBytes(DEMO_TICKET_BYTES).toString('hex') + '\n', { mode: 0o600 });
   const port = await freePort();
   const main = fileURLToPath(new URL('./main.js', import.meta.url));
 
@@ -176,7 +177,7 @@ function watchEvents(files: string[], out: (line: string) => void): { stop(): vo
         if (e.event === 'phase') out(`  [${e.role}] phase ${String(e.phase)}${e.error ? ` (${String(e.error)})` : ''}`);
         else if (e.event === 'cutover' && e.role === 'source') out(`  [source] cut-over: downtime ${String(e.downtimeMs)} ms`);
         else if (e.event === 'link' && e.state !== 'up') out(`  [${e.role}] link ${String(e.state)}`);
-        else if (e.event === 'progress' && Date.now() - lastProgress > 2000 && e.phase === 'postcopy') {
+        else if (e.event === 'progress' && Date.now() - lastProgress > DEMO_PROGRESS_EVERY_MS && e.phase === 'postcopy') {
           lastProgress = Date.now();
           out(`  [dest] ${e.blocksPresent}/${e.blocksTotal} blocks present, ${formatBytes(Number(e.bytesOnlyOnSource))} only on the source`);
         }
@@ -184,7 +185,7 @@ function watchEvents(files: string[], out: (line: string) => void): { stop(): vo
       seen.set(f, events.length);
     }
   };
-  const timer = setInterval(tick, 250);
+  const timer = setInterval(tick, DEMO_EVENTS_POLL_MS);
   return {
     stop() {
       clearInterval(timer);

@@ -1,6 +1,7 @@
 #!/usr/bin/env -S node --max-semi-space-size=2
 // The `postcopy` command: dispatches to dest, source, demo, verify; turns failures into one line and an exit code.
 import { UsageError } from '../common/errors.js';
+import { EXIT_GRACE_MS } from './constants.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
 import { exitCodeFor, failureLine, wantsStack } from './failure.js';
 
@@ -60,7 +61,7 @@ main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
     // Agents leave no work behind on success; anything still pending (a socket's close timer) must not hold the exit.
-    setTimeout(() => process.exit(code), 200).unref();
+    setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
   },
   (e) => {
     process.stderr.write(`postcopy: ${String(e)}\n`);

@@ -9,11 +9,9 @@ import { parseLogLevel, type LogLevel } from '../common/logger.js';
 import { loadTlsFiles, type Endpoint, type TlsFiles } from '../link/connect.js';
 import { checkSocketPath as checkSocketFile } from '../nbd/socket-file.js';
 import { optional } from './args.js';
+import { MAX_SOCKET_PATH_BYTES } from './constants.js';
 
 type Values = Record<string, string | boolean | undefined>;
-
-/** sun_path holds 108 bytes with the terminating NUL. */
-const MAX_SOCKET_PATH_BYTES = 107;
 
 function usage(text: string): UsageError {
   return new UsageError('PC_ERR_USAGE', text);

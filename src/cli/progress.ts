@@ -1,4 +1,5 @@
 // A one-line progress bar on a terminal (stderr): blocks present, demand vs bulk rate, ETA, bytes only on S.
+import { PROGRESS_BAR_WIDTH } from './constants.js';
 import { formatBytes } from './sizes.js';
 
 export interface ProgressSample {
@@ -36,7 +37,7 @@ export class ProgressBar {
     }
     this.#last = { t: now, demand: s.bytesFetchedDemand, bulk: s.bytesFetchedBulk };
     const frac = s.blocksTotal > 0 ? s.blocksPresent / s.blocksTotal : 0;
-    const width = 30;
+    const width = PROGRESS_BAR_WIDTH;
     const filled = Math.round(frac * width);
     const rate = demandRate + bulkRate;
     const eta = rate > 0 ? `${Math.ceil(s.bytesOnlyOnSource / rate)}s` : '--';

@@ -1,5 +1,6 @@
 // Latency samples with percentiles, in bounded memory: every sample is kept up to a cap (a long demo
 // stays exact), beyond it a uniform reservoir keeps the percentiles honest; count and max stay exact.
+import { LATENCY_INITIAL_SAMPLES, LATENCY_SAMPLE_CAP } from './constants.js';
 
 export interface LatencySummary {
   count: number;
@@ -7,8 +8,6 @@ export interface LatencySummary {
   p99: number;
   max: number;
 }
-
-const DEFAULT_CAP = 1 << 20; // 8 MiB of float64: hours of a demo workload
 
 export class LatencyRecorder {
   readonly cap: number;
@@ -19,9 +18,9 @@ export class LatencyRecorder {
   /** Private LCG for reservoir picks, so stats never draw from the guest's own deterministic PRNG. */
   #rng = 0x2545f491;
 
-  constructor(cap = DEFAULT_CAP) {
+  constructor(cap = LATENCY_SAMPLE_CAP) {
     this.cap = cap;
-    this.#samples = new Float64Array(Math.min(cap, 1024));
+    this.#samples = new Float64Array(Math.min(cap, LATENCY_INITIAL_SAMPLES));
   }
 
   get count(): number {

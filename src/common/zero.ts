@@ -1,5 +1,6 @@
 // Zero detection: a zero block never travels, whichever side finds it.
-const GRAIN = 64 * 1024;
+import { ZERO_COMPARE_GRAIN as GRAIN } from './constants.js';
+
 const ZEROES = Buffer.alloc(GRAIN);
 
 /** True when every byte is zero (compared a grain at a time against a zero buffer: memcmp speed). */

@@ -5,13 +5,14 @@ import { join } from 'node:path';
 import { UsageError } from '../common/errors.js';
 import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
+import { MAX_SOCKET_PATH, SOCKET_NAME_BUDGET } from './constants.js';
 import { QemuDestMigrator } from './qemu-dest.js';
 import { QemuSourceMigrator } from './qemu-source.js';
 
-/** Unix socket paths must fit sun_path (108 bytes with the NUL): a long state dir gets a short temp dir instead. */
-const MAX_SOCKET_PATH = 100;
-
-/** The state dir, or a private (0700) temp dir: nobody else may reach QEMU's stream socket before QEMU does. */
+/**
+ * The state dir, or a private (0700) temp dir when the state dir's path is too long for a socket path (sun_path):
+ * nobody else may reach QEMU's stream socket before QEMU does.
+ */
 function socketDir(preferred: string | undefined, longestName: number): { dir: string; temporary: boolean } {
   if (preferred && preferred.length + 1 + longestName <= MAX_SOCKET_PATH) return { dir: preferred, temporary: false };
   return { dir: mkdtempSync(join(tmpdir(), 'postcopy-qemu-')), temporary: true };
@@ -25,7 +26,7 @@ export async function openSourceQemu(o: {
   log: Logger;
   events: EventSink;
 }): Promise<QemuSourceMigrator> {
-  const { dir, temporary } = socketDir(o.stateDir, 32);
+  const { dir, temporary } = socketDir(o.stateDir, SOCKET_NAME_BUDGET);
   const opened = QemuSourceMigrator.open({
     qmpPath: o.qmp,
     postcopyRam: o.postcopyRam,
@@ -50,7 +51,7 @@ export function destQemu(o: {
 }): QemuDestMigrator {
   if (!o.qemuCmd && !o.qmp) throw new UsageError('PC_ERR_USAGE', '--guest qemu needs --qemu-cmd TEMPLATE (start QEMU here) or --qmp PATH (attach to one started with -incoming defer)');
   if (o.qemuCmd && !o.hasExport) throw new UsageError('PC_ERR_USAGE', '--qemu-cmd needs an NBD export for the guest disk: --nbd-socket PATH or --nbd-listen HOST:PORT');
-  const runDir = socketDir(o.stateDir, 32).dir;
+  const runDir = socketDir(o.stateDir, SOCKET_NAME_BUDGET).dir;
   return new QemuDestMigrator({
     ...(o.qemuCmd ? { command: o.qemuCmd } : {}),
     qmpPath: o.qmp ?? join(runDir, 'qemu-qmp.sock'),

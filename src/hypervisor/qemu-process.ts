@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { UsageError } from '../common/errors.js';
+import { QEMU_LOG_QUOTE_CHARS, QEMU_LOG_QUOTE_LINES } from './constants.js';
 
 export interface TemplateValues {
   /** D's NBD export (the guest's disk). */
@@ -82,7 +83,7 @@ export function spawnQemu(command: string, logPath: string): QemuProcess {
 function lastLines(path: string): string {
   try {
     const lines = readFileSync(path, 'utf8').split('\n').map((l) => l.trim()).filter((l) => l.length > 0);
-    return lines.slice(-2).join(' / ').slice(0, 400);
+    return lines.slice(-QEMU_LOG_QUOTE_LINES).join(' / ').slice(0, QEMU_LOG_QUOTE_CHARS);
   } catch {
     return '';
   }

@@ -2,11 +2,15 @@
 // replies by id, asynchronous events; every failure is a HypervisorError whose message fits on one line.
 import { EventEmitter } from 'node:events';
 import { connect, type Socket } from 'node:net';
+import {
+  QMP_COMMAND_TIMEOUT_MS,
+  QMP_CONNECT_TIMEOUT_MS,
+  QMP_MAX_LINE_BYTES,
+  QMP_MIN_GREETING_MS,
+  QMP_QUOTE_CHARS,
+  QMP_RETRY_MS,
+} from './constants.js';
 import { HypervisorError } from './errors.js';
-
-/** A QMP line longer than this is not QEMU talking to us: drop the connection before buffering more. */
-const MAX_LINE_BYTES = 4 * 1024 * 1024;
-const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
 
 export interface QmpEvent {
   event: string;
@@ -46,12 +50,12 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
    * have created its socket yet: retry until `timeoutMs`.
    */
   static async connect(path: string, opts: { timeoutMs?: number; alive?: () => boolean } = {}): Promise<QmpClient> {
-    const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
+    const deadline = Date.now() + (opts.timeoutMs ?? QMP_CONNECT_TIMEOUT_MS);
     for (;;) {
       try {
         const socket = await open(path);
         const client = new QmpClient(socket, path);
-        const greeting = await client.#awaitGreeting(Math.max(1000, deadline - Date.now()));
+        const greeting = await client.#awaitGreeting(Math.max(QMP_MIN_GREETING_MS, deadline - Date.now()));
         if (!greeting.QMP) throw new HypervisorError('PC_ERR_HYPERVISOR', `QMP ${path}: no greeting (is this a QMP socket?)`);
         await client.execute('qmp_capabilities');
         return client;
@@ -62,7 +66,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
           if (e instanceof HypervisorError) throw e;
           throw new HypervisorError('PC_ERR_HYPERVISOR', `QMP ${path}: ${(e as Error).message}`, { cause: e });
         }
-        await new Promise((r) => setTimeout(r, 50));
+        await new Promise((r) => setTimeout(r, QMP_RETRY_MS));
       }
     }
   }
@@ -72,7 +76,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
   }
 
   /** Run a command; rejects with QEMU's error description (class and text) as one line. */
-  execute<T = unknown>(command: string, args?: Record<string, unknown>, timeoutMs = DEFAULT_COMMAND_TIMEOUT_MS): Promise<T> {
+  execute<T = unknown>(command: string, args?: Record<string, unknown>, timeoutMs = QMP_COMMAND_TIMEOUT_MS): Promise<T> {
     if (this.#closed) return Promise.reject(this.#closed);
     const id = this.#nextId++;
     return new Promise<T>((resolve, reject) => {
@@ -134,8 +138,8 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
       this.#buf = this.#buf.slice(nl + 1);
       if (line.length > 0) this.#onLine(line);
     }
-    if (this.#buf.length > MAX_LINE_BYTES) {
-      this.#fail(new HypervisorError('PC_ERR_HYPERVISOR', `QMP ${this.#path}: a line over ${MAX_LINE_BYTES} bytes`));
+    if (this.#buf.length > QMP_MAX_LINE_BYTES) {
+      this.#fail(new HypervisorError('PC_ERR_HYPERVISOR', `QMP ${this.#path}: a line over ${QMP_MAX_LINE_BYTES} bytes`));
     }
   }
 
@@ -144,7 +148,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     try {
       msg = JSON.parse(line) as Record<string, unknown>;
     } catch {
-      this.#fail(new HypervisorError('PC_ERR_HYPERVISOR', `QMP ${this.#path}: not JSON: ${line.slice(0, 80)}`));
+      this.#fail(new HypervisorError('PC_ERR_HYPERVISOR', `QMP ${this.#path}: not JSON: ${line.slice(0, QMP_QUOTE_CHARS)}`));
       return;
     }
     if ('QMP' in msg) {
