@@ -3,18 +3,19 @@
 // Writes carry the self-describing pattern; reads check every unit the guest wrote before.
 import type { BlockDevice } from '../common/block-device.js';
 import type { Logger } from '../common/logger.js';
+import {
+  DISK_RETRY_MAX_MS as RETRY_MAX_MS,
+  DISK_RETRY_MIN_MS as RETRY_MIN_MS,
+  ERROR_LOG_INTERVAL_MS,
+  MAX_MISMATCH_LOGS,
+  MAX_OP_UNITS,
+  MISMATCH_LOG_EVERY,
+} from './constants.js';
 import type { SimGuestStats } from './guest-stats.js';
 import { checkPattern, describeFound, fillPattern, PATTERN_MAX_GENERATION } from './pattern.js';
 import type { Prng } from './prng.js';
 import { WRITE_UNIT, type WriteMap } from './write-map.js';
 
-export const MAX_OP_UNITS = 16; // 64 KiB
-const RETRY_MIN_MS = 50;
-const RETRY_MAX_MS = 2000;
-/** At most one warning per this long about disk errors: a dead link must not flood the log. */
-const ERROR_LOG_INTERVAL_MS = 1000;
-/** Read mismatches logged one by one; after that, every 1000th. */
-const MAX_MISMATCH_LOGS = 20;
 
 interface Op {
   write: boolean;
@@ -218,7 +219,7 @@ export class DiskWorkload {
       if (!check.ok) {
         stats.readMismatches++;
         // Every mismatch is a bug worth a line, but a wholesale corruption must not drown the log.
-        if (stats.readMismatches > MAX_MISMATCH_LOGS && stats.readMismatches % 1000 !== 0) continue;
+        if (stats.readMismatches > MAX_MISMATCH_LOGS && stats.readMismatches % MISMATCH_LOG_EVERY !== 0) continue;
         const at = check.firstBadOffset! - unit * WRITE_UNIT;
         log.error(
           {

@@ -2,12 +2,18 @@
 // random data, runs of written zeroes, holes, and data blocks with zeroed parts. Deterministic from a seed.
 import { createCipheriv, createHash } from 'node:crypto';
 import { closeSync, fsyncSync, ftruncateSync, openSync, writeSync } from 'node:fs';
+import {
+  AES_BLOCK_BYTES,
+  AES_KEY_BYTES,
+  AES_NONCE_BYTES,
+  DEMO_EXTRA_SLOTS,
+  DEMO_GROUP_SLOTS as GROUP_SLOTS,
+  DEMO_MAX_ZERO_SECTORS,
+  DEMO_SECTOR as SECTOR,
+  DEMO_SLOT_BYTES as MIB,
+} from './constants.js';
 import { Prng } from './prng.js';
 
-const MIB = 1 << 20;
-/** The layout repeats per group of this many 1 MiB slots. */
-const GROUP_SLOTS = 8;
-const SECTOR = 512;
 const ZERO_MIB = Buffer.alloc(MIB);
 
 export type RunKind = 'data' | 'zero' | 'hole';
@@ -39,8 +45,8 @@ export interface ImageGenOptions {
 export function generateDemoImage(path: string, sizeBytes: number, seed: number, opts: ImageGenOptions = {}): GeneratedImage {
   if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0) throw new RangeError(`bad image size ${sizeBytes}`);
   const keyMaterial = createHash('sha256').update(`postcopy-demo-image:${seed}`).digest();
-  const key = keyMaterial.subarray(0, 16);
-  const nonce = keyMaterial.subarray(16, 24);
+  const key = keyMaterial.subarray(0, AES_KEY_BYTES);
+  const nonce = keyMaterial.subarray(AES_KEY_BYTES, AES_KEY_BYTES + AES_NONCE_BYTES);
   const prng = new Prng(seed);
   const runs = new RunList();
 
@@ -75,8 +81,8 @@ export function generateDemoImage(path: string, sizeBytes: number, seed: number,
 }
 
 function groupKinds(prng: Prng): RunKind[] {
-  const zeros = 1 + prng.nextInt(2);
-  const holes = 1 + prng.nextInt(2);
+  const zeros = 1 + prng.nextInt(DEMO_EXTRA_SLOTS);
+  const holes = 1 + prng.nextInt(DEMO_EXTRA_SLOTS);
   const kinds: RunKind[] = [];
   for (let i = 0; i < GROUP_SLOTS; i++) kinds.push(i < zeros ? 'zero' : i < zeros + holes ? 'hole' : 'data');
   for (let i = kinds.length - 1; i > 0; i--) {
@@ -88,12 +94,12 @@ function groupKinds(prng: Prng): RunKind[] {
 
 function writeDataSlot(fd: number, pos: number, len: number, key: Buffer, nonce: Buffer, prng: Prng, runs: RunList): void {
   // CTR counter = absolute offset / 16: the bytes at an offset never depend on how the image was chunked.
-  const iv = Buffer.alloc(16);
+  const iv = Buffer.alloc(AES_BLOCK_BYTES);
   nonce.copy(iv, 0);
-  iv.writeBigUInt64BE(BigInt(pos / 16), 8);
+  iv.writeBigUInt64BE(BigInt(pos / AES_BLOCK_BYTES), AES_NONCE_BYTES);
   const data = createCipheriv('aes-128-ctr', key, iv).update(ZERO_MIB.subarray(0, len));
   // A zeroed stretch of 0.5–48 KiB at a sector boundary: it cuts 4 KiB and 64 KiB blocks part way.
-  const zLen = Math.min(len, SECTOR * (1 + prng.nextInt(96)));
+  const zLen = Math.min(len, SECTOR * (1 + prng.nextInt(DEMO_MAX_ZERO_SECTORS)));
   const zAt = SECTOR * prng.nextInt(Math.max(1, Math.floor((len - zLen) / SECTOR) + 1));
   data.fill(0, zAt, zAt + zLen);
   writeAll(fd, data, pos);

@@ -1,12 +1,18 @@
 // Makes the guest's RAM change like a busy guest's: pages picked by the PRNG get new content (a header
 // naming the page, its own generation and a global sequence, then pseudo-random bytes) and a dirty bit.
 // Pages never picked stay all-zero, which lets the RAM sender skip them.
+import { RAM_PAGE_SIZE as PAGE_SIZE } from '../protocol/constants.js';
 import type { DirtyBitmap } from './dirty-bitmap.js';
 import type { Prng } from './prng.js';
 
-export const PAGE_SIZE = 4096;
 /** Page header: u32 page number · u32 page generation · u32 seq low · u32 seq high (little-endian). */
 const HEADER_WORDS = 4;
+const PAGE_NUMBER_AT = 0;
+const PAGE_GENERATION_AT = 4;
+const SEQ_LOW_AT = 8;
+const SEQ_HIGH_AT = 12;
+/** The sequence is a u64 written as two u32 halves. */
+const TWO_POW_32 = 4294967296;
 
 export class RamDirtier {
   readonly #ram: Buffer;
@@ -14,7 +20,7 @@ export class RamDirtier {
   readonly #bitmap: DirtyBitmap;
   readonly #pageCount: number;
   /** One page of scratch: filled as u32s (fast), then copied into RAM, so RAM needs no alignment. */
-  readonly #scratch = new Uint32Array(PAGE_SIZE / 4);
+  readonly #scratch = new Uint32Array(PAGE_SIZE / Uint32Array.BYTES_PER_ELEMENT);
   readonly #scratchBytes = Buffer.from(this.#scratch.buffer);
   /** Pages dirtied over the guest's whole life (travels in the device state). */
   seq: number;
@@ -43,7 +49,7 @@ export class RamDirtier {
   #rewrite(page: number): void {
     const at = page * PAGE_SIZE;
     // The page's generation lives in the page itself, so a restored guest needs no side table for it.
-    const gen = (this.#ram.readUInt32LE(at + 4) + 1) >>> 0;
+    const gen = (this.#ram.readUInt32LE(at + PAGE_GENERATION_AT) + 1) >>> 0;
     this.seq++;
     const s = this.#scratch;
     let x = this.#prng.nextU32() | 1; // xorshift32 must not start at 0
@@ -54,10 +60,10 @@ export class RamDirtier {
       s[i] = x;
     }
     const b = this.#scratchBytes;
-    b.writeUInt32LE(page, 0);
-    b.writeUInt32LE(gen, 4);
-    b.writeUInt32LE(this.seq % 4294967296, 8);
-    b.writeUInt32LE(Math.floor(this.seq / 4294967296), 12);
+    b.writeUInt32LE(page, PAGE_NUMBER_AT);
+    b.writeUInt32LE(gen, PAGE_GENERATION_AT);
+    b.writeUInt32LE(this.seq % TWO_POW_32, SEQ_LOW_AT);
+    b.writeUInt32LE(Math.floor(this.seq / TWO_POW_32), SEQ_HIGH_AT);
     b.copy(this.#ram, at);
     this.#bitmap.set(page);
   }

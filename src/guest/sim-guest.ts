@@ -4,12 +4,14 @@
 import type { BlockDevice } from '../common/block-device.js';
 import { ProtocolError, StateError } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/logger.js';
+import { RAM_PAGE_SIZE } from '../protocol/constants.js';
+import { DEFAULT_MAX_IN_FLIGHT, DEFAULT_TICK_MS, MAX_BURST_S, MAX_TICK_GAP_MS } from './constants.js';
 import { DEVICE_STATE_KIND, DEVICE_STATE_VERSION, parseDeviceState, type SimGuestDeviceState } from './device-state.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 import { DiskWorkload } from './disk-workload.js';
 import { createStats, type LatencySummary, type SimGuestStats } from './guest-stats.js';
 import { Prng } from './prng.js';
-import { PAGE_SIZE, RamDirtier } from './ram-dirtier.js';
+import { RamDirtier } from './ram-dirtier.js';
 import type { MigratableGuest, SimGuestSpec } from './types.js';
 import { saveWriteMap, WriteMap } from './write-map.js';
 
@@ -25,13 +27,6 @@ export interface SimGuestOptions {
   /** Disk operations in flight at most. */
   maxInFlight?: number;
 }
-
-const DEFAULT_TICK_MS = 5;
-const DEFAULT_MAX_IN_FLIGHT = 4;
-/** After an event-loop stall, catch up at most this much time worth of dirtying, not everything. */
-const MAX_TICK_GAP_MS = 1000;
-/** Disk operations owed for at most this long may start back to back. */
-const MAX_BURST_S = 0.05;
 
 type RunState = 'stopped' | 'running' | 'pausing';
 
@@ -75,7 +70,7 @@ export class SimGuest implements MigratableGuest {
     }
     this.spec = spec;
     this.diskSize = opts.diskSize;
-    this.pageCount = spec.ramBytes / PAGE_SIZE;
+    this.pageCount = spec.ramBytes / RAM_PAGE_SIZE;
     this.#log = (opts.log ?? silentLogger()).child({ component: 'sim-guest' });
     this.#tickMs = opts.tickMs ?? DEFAULT_TICK_MS;
 
@@ -228,8 +223,8 @@ export class SimGuest implements MigratableGuest {
 
 function validateSpec(spec: SimGuestSpec): void {
   if (spec.kind !== 'sim') throw new TypeError(`not a sim guest spec: ${String(spec.kind)}`);
-  if (!Number.isSafeInteger(spec.ramBytes) || spec.ramBytes < 0 || spec.ramBytes % PAGE_SIZE !== 0) {
-    throw new RangeError(`sim guest RAM must be a multiple of ${PAGE_SIZE} bytes, got ${spec.ramBytes}`);
+  if (!Number.isSafeInteger(spec.ramBytes) || spec.ramBytes < 0 || spec.ramBytes % RAM_PAGE_SIZE !== 0) {
+    throw new RangeError(`sim guest RAM must be a multiple of ${RAM_PAGE_SIZE} bytes, got ${spec.ramBytes}`);
   }
   if (!Number.isInteger(spec.seed)) throw new RangeError(`sim guest seed must be an integer, got ${spec.seed}`);
   for (const k of ['dirtyPagesPerSec', 'diskOpsPerSec'] as const) {

@@ -4,11 +4,14 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { decodePatternWord, fillPattern, type PatternOrigin } from './pattern.js';
+import {
+  VERIFY_CHUNK_BYTES as CHUNK,
+  VERIFY_DEFAULT_BLOCK_BYTES,
+  VERIFY_DEFAULT_MAX_REPORTED,
+  VERIFY_YIELD_EVERY as YIELD_EVERY,
+} from './constants.js';
 import { WRITE_UNIT } from './write-map.js';
 
-const CHUNK = 4 << 20;
-/** Give the event loop a turn every this many bytes, so a verifying process still answers its sockets. */
-const YIELD_EVERY = 64 << 20;
 
 export interface VerifyOptions {
   sourceImage: string;
@@ -46,8 +49,8 @@ export interface VerifyResult {
 
 export async function verifyMigration(o: VerifyOptions): Promise<VerifyResult> {
   const unitSize = o.unitSize ?? WRITE_UNIT;
-  const blockSize = o.blockSize ?? 64 * 1024;
-  const maxReported = o.maxReported ?? 10;
+  const blockSize = o.blockSize ?? VERIFY_DEFAULT_BLOCK_BYTES;
+  const maxReported = o.maxReported ?? VERIFY_DEFAULT_MAX_REPORTED;
   if (unitSize % 8 !== 0 || unitSize <= 0 || blockSize <= 0) throw new RangeError('unit and block sizes must be positive, units 8-byte aligned');
   const gens = new Map<number, number>();
   for (const [u, g] of o.writeMap) gens.set(u, g);
