@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { UsageError } from '../common/errors.js';
+import { shellQuote } from '../common/shell.js';
 import { QEMU_LOG_QUOTE_CHARS, QEMU_LOG_QUOTE_LINES } from './constants.js';
 
 export interface TemplateValues {
@@ -29,10 +30,6 @@ export function expandTemplate(template: string, v: TemplateValues): string {
   else if (!/-incoming\s+defer\b/.test(template)) throw new UsageError('PC_ERR_USAGE', '--qemu-cmd: use -incoming defer (the agent feeds the stream over QMP)');
   if (!/(^|\s)-S(\s|$)/.test(template)) cmd += ' -S';
   return cmd;
-}
-
-export function shellQuote(s: string): string {
-  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 export interface QemuProcess {

@@ -1,7 +1,7 @@
 // A small QMP client (QEMU Machine Protocol) on a Unix socket: greeting, qmp_capabilities, commands matched to
 // replies by id, asynchronous events; every failure is a HypervisorError whose message fits on one line.
 import { EventEmitter } from 'node:events';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import {
   QMP_COMMAND_TIMEOUT_MS,
   QMP_CONNECT_TIMEOUT_MS,
@@ -11,6 +11,7 @@ import {
   QMP_RETRY_MS,
 } from './constants.js';
 import { HypervisorError } from './errors.js';
+import { connectUnixSocket } from './unix-socket.js';
 
 export interface QmpEvent {
   event: string;
@@ -53,7 +54,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     const deadline = Date.now() + (opts.timeoutMs ?? QMP_CONNECT_TIMEOUT_MS);
     for (;;) {
       try {
-        const socket = await open(path);
+        const socket = await connectUnixSocket(path);
         const client = new QmpClient(socket, path);
         const greeting = await client.#awaitGreeting(Math.max(QMP_MIN_GREETING_MS, deadline - Date.now()));
         if (!greeting.QMP) throw new HypervisorError('PC_ERR_HYPERVISOR', `QMP ${path}: no greeting (is this a QMP socket?)`);
@@ -186,15 +187,4 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     this.#pending.clear();
     this.emit('close', err);
   }
-}
-
-function open(path: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ path });
-    s.once('connect', () => {
-      s.off('error', reject);
-      resolve(s);
-    });
-    s.once('error', reject);
-  });
 }

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/common/errors.js';
 import { HypervisorError } from '../../src/hypervisor/errors.js';
-import { expandTemplate, shellQuote } from '../../src/hypervisor/qemu-process.js';
+import { shellQuote } from '../../src/common/shell.js';
+import { expandTemplate } from '../../src/hypervisor/qemu-process.js';
 import { QmpClient } from '../../src/hypervisor/qmp-client.js';
 import { expectThrows } from '../helpers/errors.js';
 
