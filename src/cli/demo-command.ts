@@ -6,6 +6,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { PRIVATE_FILE_MODE } from '../common/constants.js';
 import { freePort } from '../common/free-port.js';
 import { DEMO_EVENTS_POLL_MS, DEMO_PROGRESS_EVERY_MS, DEMO_TICKET_BYTES } from './constants.js';
 import { AGENT_NODE_FLAGS } from './node-flags.js';
@@ -82,7 +83,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     `  image ${formatBytes(size)}: data ${formatBytes(layout.dataBytes)}, written zeroes ${formatBytes(layout.zeroBytes)}, ` +
       `holes ${formatBytes(layout.holeBytes)} (made in ${((performance.now() - genStart) / 1000).toFixed(1)} s)`,
   );
-  writeFileSync(paths.ticket, randomBytes(DEMO_TICKET_BYTES).toString('hex') + '\n', { mode: 0o600 });
+  writeFileSync(paths.ticket, randomBytes(DEMO_TICKET_BYTES).toString('hex') + '\n', { mode: PRIVATE_FILE_MODE });
   const port = await freePort();
   const main = fileURLToPath(new URL('./main.js', import.meta.url));
 

@@ -1,5 +1,6 @@
 // Machine-readable events for orchestrators: one JSON object per line (phase changes, progress, completion, errors).
 import { closeSync, openSync, writeSync } from 'node:fs';
+import { PRIVATE_FILE_MODE } from './constants.js';
 import { UsageError } from './errors.js';
 
 export type EventFields = Record<string, unknown>;
@@ -49,7 +50,7 @@ export class JsonLinesEvents implements EventSink {
 /** A path the operator gave: a missing directory or a directory named as the file is their mistake, said in one line. */
 function openForAppend(path: string): number {
   try {
-    return openSync(path, 'a', 0o600);
+    return openSync(path, 'a', PRIVATE_FILE_MODE);
   } catch (e) {
     throw new UsageError('PC_ERR_USAGE', `--events ${path}: cannot open it for appending (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); give a file in an existing, writable directory`);
   }

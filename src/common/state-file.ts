@@ -4,11 +4,9 @@
 // symlink: a link planted in a state dir is refused or replaced, never written through.
 import { chmodSync, closeSync, constants, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE } from './constants.js';
 import { UsageError } from './errors.js';
 import { checkPrivateDir } from './private-dir.js';
-
-export const PRIVATE_FILE_MODE = 0o600;
-export const PRIVATE_DIR_MODE = 0o700;
 
 /** Open (and maybe create) a file only its owner can read: a file this call creates is 0600 whatever the umask. */
 export function openPrivate(path: string, flags: string | number): number {

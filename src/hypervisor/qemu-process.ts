@@ -2,6 +2,7 @@
 // flags our Finish rule needs added, stderr kept in a log; the process outlives the agent's own signals.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
+import { PRIVATE_FILE_MODE } from '../common/constants.js';
 import { UsageError } from '../common/errors.js';
 import { shellQuote } from '../common/shell.js';
 import { QEMU_LOG_QUOTE_CHARS, QEMU_LOG_QUOTE_LINES } from './constants.js';
@@ -42,7 +43,7 @@ export interface QemuProcess {
 }
 
 export function spawnQemu(command: string, logPath: string): QemuProcess {
-  const fd = openSync(logPath, 'a', 0o600); // QEMU's log may show guest data: private when we create it
+  const fd = openSync(logPath, 'a', PRIVATE_FILE_MODE); // QEMU's log may show guest data: private when we create it
   // Its own process group: a Ctrl-C meant for the agent must not kill the guest it hands the disk to.
   let child: ChildProcess;
   try {
