@@ -3,10 +3,11 @@
 import { chmod, link, lstat, mkdtemp, rmdir, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import { basename, dirname, join } from 'node:path';
+import { PRIVATE_FILE_MODE } from '../common/constants.js';
 import { UsageError } from '../common/errors.js';
 
-/** Mode of the socket file unless told otherwise: only its owner may connect. */
-export const DEFAULT_SOCKET_MODE = 0o600;
+/** Mode of the socket file unless told otherwise: only its owner may connect (DESIGN §1: Unix sockets 0600). */
+export const DEFAULT_SOCKET_MODE = PRIVATE_FILE_MODE;
 
 /** The file we bound, so that closing removes it only if it is still ours. */
 export interface SocketFile {
