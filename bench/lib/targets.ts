@@ -1,14 +1,7 @@
 // The targets, evaluated from one run's figures (ratios within the run). Each says met / not met,
 // the measured value and the limit; "n/a" when its tier did not run.
-import type { BenchResults } from './results.js';
+import type { BenchResults, TargetCheck } from './results.js';
 import { spread } from './stats.js';
-
-export interface TargetCheck {
-  id: string;
-  target: string;
-  measured: string;
-  met: boolean | null;
-}
 
 const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
 
