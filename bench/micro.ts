@@ -3,6 +3,7 @@
 // written + present bits; guest writes). Each figure is the median (min–max) of several timed samples.
 import { mkdirSync, openSync, closeSync, writeSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathIdentity } from '../src/common/image-identity.js';
 import { silentLogger } from '../src/common/logger.js';
 import { BlockStore } from '../src/dest/block-store.js';
 import type { Fetcher, FetchSink } from '../src/dest/fetcher.js';
@@ -160,7 +161,9 @@ async function storeBenches(size: number, o: MicroOptions): Promise<MicroRow[]> 
       const bmPath = join(dir, `bitmap-${s}`);
       rmSync(bmPath, { force: true });
       const bitmap = PresentBitmap.create(bmPath, blockSize, blockCount);
-      const store = BlockStore.reopen(image, { size: STORE_REGION, bitmap, fetcher: instantFetcher(src), log });
+      // The bench made the file itself before this session: reopen it as found (nothing created, nothing to undo).
+      const file = { created: false, identity: pathIdentity(image)!, priorSize: STORE_REGION };
+      const store = BlockStore.reopen(image, { size: STORE_REGION, bitmap, fetcher: instantFetcher(src), log, file });
       store.startCopyOnRead();
       const per = size / blockSize;
       const data = src.subarray(0, size);
