@@ -1,9 +1,9 @@
 // Streaming decoder of what a server sends a client: greeting, option replies (or the EXPORT_NAME
 // reply), then simple replies and structured reply chunks. Pure. Anything malformed throws
-// ProtocolError: a client cannot resynchronise with a server that breaks framing.
-import { ProtocolError } from '../common/errors.js';
+// NbdError: a client cannot resynchronise with a server that breaks framing.
+import { NbdError } from '../common/errors.js';
 import { ByteQueue, readU64 } from './byte-queue.js';
-import type { BlockStatusDescriptor, ChunkBody, ServerMessage } from './codec.js';
+import type { BlockStatusDescriptor, ChunkBody, ServerMessage } from './codec-types.js';
 import * as C from './constants.js';
 
 export interface ClientDecoderOptions {
@@ -30,8 +30,8 @@ type Pending =
 export const DEFAULT_MAX_OPTION_REPLY_LENGTH = 1024 * 1024;
 export const DEFAULT_MAX_CHUNK_LENGTH = C.NBD_DOS_PAYLOAD + 8;
 
-function malformed(detail: string): ProtocolError {
-  return new ProtocolError('NBD_ERR_MALFORMED', detail);
+function malformed(detail: string): NbdError {
+  return new NbdError('NBD_ERR_MALFORMED', detail);
 }
 
 export class ClientDecoder {
@@ -109,10 +109,10 @@ export class ClientDecoder {
   #greeting(): ServerMessage | undefined {
     if (this.#queue.length < C.GREETING_SIZE) return undefined;
     const buf = this.#queue.take(C.GREETING_SIZE);
-    if (buf.readBigUInt64BE(0) !== C.NBD_MAGIC) throw new ProtocolError('NBD_ERR_BAD_MAGIC', 'greeting is not NBDMAGIC');
+    if (buf.readBigUInt64BE(0) !== C.NBD_MAGIC) throw new NbdError('NBD_ERR_BAD_MAGIC', 'greeting is not NBDMAGIC');
     const second = buf.readBigUInt64BE(8);
-    if (second === C.NBD_OLDSTYLE_MAGIC) throw new ProtocolError('NBD_ERR_HANDSHAKE', 'oldstyle server not supported');
-    if (second !== C.NBD_IHAVEOPT) throw new ProtocolError('NBD_ERR_BAD_MAGIC', 'greeting lacks IHAVEOPT');
+    if (second === C.NBD_OLDSTYLE_MAGIC) throw new NbdError('NBD_ERR_HANDSHAKE', 'oldstyle server not supported');
+    if (second !== C.NBD_IHAVEOPT) throw new NbdError('NBD_ERR_BAD_MAGIC', 'greeting lacks IHAVEOPT');
     this.#phase = 'options';
     return { type: 'greeting', flags: buf.readUInt16BE(16) };
   }
@@ -120,9 +120,9 @@ export class ClientDecoder {
   #optionReplyHeader(): ServerMessage | undefined {
     if (this.#queue.length < C.OPTION_REPLY_HEADER_SIZE) return undefined;
     const head = this.#queue.take(C.OPTION_REPLY_HEADER_SIZE);
-    if (head.readBigUInt64BE(0) !== C.NBD_REP_MAGIC) throw new ProtocolError('NBD_ERR_BAD_MAGIC', 'option reply magic');
+    if (head.readBigUInt64BE(0) !== C.NBD_REP_MAGIC) throw new NbdError('NBD_ERR_BAD_MAGIC', 'option reply magic');
     const length = head.readUInt32BE(16);
-    if (length > this.#maxOptionReplyLength) throw new ProtocolError('NBD_ERR_TOO_LARGE', `option reply of ${length} bytes`);
+    if (length > this.#maxOptionReplyLength) throw new NbdError('NBD_ERR_TOO_LARGE', `option reply of ${length} bytes`);
     this.#pending = { kind: 'optionReply', option: head.readUInt32BE(8), replyType: head.readUInt32BE(12), length };
     return this.#completePending();
   }
@@ -146,7 +146,7 @@ export class ClientDecoder {
       const error = head.readUInt32BE(4);
       const cookie = head.readBigUInt64BE(8);
       const readLength = this.#simpleReplyLength(cookie);
-      if (readLength === undefined) throw new ProtocolError('NBD_ERR_UNKNOWN_COOKIE', `simple reply cookie ${cookie}`);
+      if (readLength === undefined) throw new NbdError('NBD_ERR_UNKNOWN_COOKIE', `simple reply cookie ${cookie}`);
       this.#pending = { kind: 'simple', error, cookie, length: error === 0 ? readLength : 0 };
       return this.#completePending();
     }
@@ -155,12 +155,12 @@ export class ClientDecoder {
       const head = this.#queue.take(C.STRUCTURED_REPLY_HEADER_SIZE);
       const length = head.readUInt32BE(16);
       const cookie = head.readBigUInt64BE(8);
-      if (length > this.#maxChunkLength) throw new ProtocolError('NBD_ERR_TOO_LARGE', `reply chunk of ${length} bytes`);
-      if (this.#knownCookie && !this.#knownCookie(cookie)) throw new ProtocolError('NBD_ERR_UNKNOWN_COOKIE', `reply chunk for cookie ${cookie}`);
+      if (length > this.#maxChunkLength) throw new NbdError('NBD_ERR_TOO_LARGE', `reply chunk of ${length} bytes`);
+      if (this.#knownCookie && !this.#knownCookie(cookie)) throw new NbdError('NBD_ERR_UNKNOWN_COOKIE', `reply chunk for cookie ${cookie}`);
       this.#pending = { kind: 'chunk', flags: head.readUInt16BE(4), chunkType: head.readUInt16BE(6), cookie, length };
       return this.#completePending();
     }
-    throw new ProtocolError('NBD_ERR_BAD_MAGIC', `reply magic 0x${magic.toString(16)}`);
+    throw new NbdError('NBD_ERR_BAD_MAGIC', `reply magic 0x${magic.toString(16)}`);
   }
 
   #completePending(): ServerMessage | undefined {
@@ -183,7 +183,7 @@ export class ClientDecoder {
   }
 }
 
-/** Validate and decode one structured chunk's payload; malformed => ProtocolError (hard close). */
+/** Validate and decode one structured chunk's payload; malformed => NbdError (hard close). */
 export function decodeChunkBody(chunkType: number, done: boolean, data: Buffer): ChunkBody {
   const name = C.nameOfChunkType(chunkType);
   switch (chunkType) {

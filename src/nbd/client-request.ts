@@ -1,7 +1,7 @@
 // One outstanding client request and the checks on every reply chunk for it: type fits the
 // command, data/holes inside the range without overlap and covering it all, the context id we
-// negotiated. accept() throws ProtocolError for a server that broke the rules (hard close).
-import { NbdError, ProtocolError } from '../common/errors.js';
+// negotiated. accept() throws NbdError for a server that broke the rules (hard close).
+import { NbdError } from '../common/errors.js';
 import type { BlockStatusDescriptor, ChunkBody } from './codec.js';
 import * as C from './constants.js';
 
@@ -14,8 +14,8 @@ interface Piece {
   data?: Buffer;
 }
 
-function malformed(detail: string): ProtocolError {
-  return new ProtocolError('NBD_ERR_MALFORMED', detail);
+function malformed(detail: string): NbdError {
+  return new NbdError('NBD_ERR_MALFORMED', detail);
 }
 
 /**

@@ -1,7 +1,7 @@
 // NbdClient: one NBD connection (TCP or Unix socket) with many requests in flight matched by
 // cookie, bounded; splits large reads/writes; clean close() drains then sends NBD_CMD_DISC.
 import net from 'node:net';
-import { NbdError, ProtocolError, StateError } from '../common/errors.js';
+import { NbdError, StateError } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { ClientDecoder, DEFAULT_MAX_CHUNK_LENGTH } from './client-decoder.js';
 import { negotiate, type NegotiatedExport } from './client-handshake.js';
@@ -10,6 +10,7 @@ import * as codec from './codec.js';
 import type { BlockSizeLimits, ServerMessage } from './codec.js';
 import * as C from './constants.js';
 import { formatNbdUri, parseNbdUri, type NbdAddress } from './uri.js';
+import { utf8 } from './wire-write.js';
 
 export { parseNbdUri, formatNbdUri, type NbdAddress, type NbdUri } from './uri.js';
 
@@ -111,6 +112,8 @@ export class NbdClient {
     const parsed = typeof target === 'string' ? parseNbdUri(target) : { address: target, exportName: '' };
     const name = exportName ?? parsed.exportName;
     const uri = formatNbdUri(parsed.address, name);
+    // Refused here, before a socket, as the encoder would refuse it: a name the spec does not allow is the caller's mistake.
+    utf8(name, 'export name');
     const log = (opts.logger ?? silentLogger()).child({ component: 'nbd-client', uri });
     const timeoutMs = opts.connectTimeoutMs ?? 30_000;
     const socket = 'socketPath' in parsed.address
@@ -139,7 +142,8 @@ export class NbdClient {
         const cause = err.cause instanceof Error ? err.cause : err;
         throw new NbdError('NBD_ERR_HANDSHAKE', `cannot connect to ${uri}: ${cause.message}`, { cause: err });
       }
-      if (err instanceof NbdError) throw err;
+      // The server's refusal of an option is told as it is; a server that broke the handshake cannot be connected to.
+      if (err instanceof NbdError && err.code === 'NBD_ERR_OPTION') throw err;
       throw new NbdError('NBD_ERR_HANDSHAKE', `cannot connect to ${uri}: ${(err as Error).message}`, { cause: err });
     } finally {
       clearTimeout(timer);
@@ -285,7 +289,7 @@ export class NbdClient {
         else out.push({ offset: pos, length: len, flags: d.flags });
         pos += len;
       }
-      if (pos === before) throw new ProtocolError('NBD_ERR_MALFORMED', 'BLOCK_STATUS reply made no progress');
+      if (pos === before) throw new NbdError('NBD_ERR_MALFORMED', 'BLOCK_STATUS reply made no progress');
     }
     return out;
   }
@@ -360,7 +364,7 @@ export class NbdClient {
   }
 
   #enterTransmission(info: NegotiatedExport, opts: NbdClientOptions): void {
-    if (!Number.isSafeInteger(info.size)) throw new ProtocolError('NBD_ERR_HANDSHAKE', `export size ${info.size} too large`);
+    if (!Number.isSafeInteger(info.size)) throw new NbdError('NBD_ERR_HANDSHAKE', `export size ${info.size} too large`);
     this.#info = info;
     this.#minBlock = info.blockSizes?.minimum ?? 1;
     let max = Math.min(opts.maxRequestBytes ?? C.NBD_DEFAULT_MAX_PAYLOAD, info.blockSizes?.maximum ?? C.NBD_DEFAULT_MAX_PAYLOAD);
@@ -425,10 +429,10 @@ export class NbdClient {
 
   #onReply(msg: ServerMessage): void {
     if (msg.type !== 'simpleReply' && msg.type !== 'chunk') {
-      throw new ProtocolError('NBD_ERR_MALFORMED', `unexpected ${msg.type} in transmission`);
+      throw new NbdError('NBD_ERR_MALFORMED', `unexpected ${msg.type} in transmission`);
     }
     const req = this.#pending.get(msg.cookie);
-    if (!req) throw new ProtocolError('NBD_ERR_UNKNOWN_COOKIE', `reply for cookie ${msg.cookie}`);
+    if (!req) throw new NbdError('NBD_ERR_UNKNOWN_COOKIE', `reply for cookie ${msg.cookie}`);
     if (msg.type === 'simpleReply') {
       this.#pending.delete(msg.cookie);
       req.simpleReply(msg.error, msg.data);

@@ -2,7 +2,7 @@
 // -> transmission -> draining -> closed) over a duplex socket, with requests in flight bounded by pausing the socket.
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { ProtocolError, StateError } from '../common/errors.js';
+import { NbdError, ProtocolError, StateError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import * as codec from './codec.js';
 import type { ClientMessage, NbdRequest } from './codec.js';
@@ -160,9 +160,13 @@ export class ServerConnection {
 
   /** Decode and handle messages until input runs out, we must pause, or the state forbids more. */
   #pump(): void {
+    // A decoder error is the client breaking the wire: its message says how. Anything else thrown here is ours.
+    let decoding = false;
     try {
       while (!this.#paused && (this.#state === 'clientFlags' || this.#state === 'options' || this.#state === 'transmission')) {
+        decoding = true;
         const msg = this.#decoder.next();
+        decoding = false;
         if (!msg) {
           // Everything the half-closed client sent has been taken: finish it and close.
           if (this.#peerEnded) this.#onInputExhausted();
@@ -171,7 +175,8 @@ export class ServerConnection {
         this.#handle(msg);
       }
     } catch (err) {
-      this.#cutOff(err instanceof ProtocolError ? err.message : 'internal error', err);
+      const peerBroke = (decoding && err instanceof NbdError) || err instanceof ProtocolError;
+      this.#cutOff(peerBroke ? (err as Error).message : 'internal error', err);
     }
   }
 

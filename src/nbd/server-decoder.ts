@@ -1,9 +1,9 @@
 // Streaming decoder of what a client sends a server: client flags, then option requests, then
-// transmission requests (with WRITE payloads). Pure. Out-of-sync input throws ProtocolError;
+// transmission requests (with WRITE payloads). Pure. Out-of-sync input throws NbdError;
 // a well-framed request the server must refuse is yielded for the server to answer with an error.
-import { ProtocolError } from '../common/errors.js';
+import { NbdError } from '../common/errors.js';
 import { ByteQueue, readU64 } from './byte-queue.js';
-import type { ClientMessage, NbdRequest } from './codec.js';
+import type { ClientMessage, NbdRequest } from './codec-types.js';
 import * as C from './constants.js';
 
 export interface ServerDecoderOptions {
@@ -51,7 +51,7 @@ export class ServerDecoder {
   /** Called by the server once EXPORT_NAME or GO has succeeded: what follows are requests. */
   enterTransmission(): void {
     if (this.#phase !== 'options' || this.#pending) {
-      throw new ProtocolError('NBD_ERR_MALFORMED', `cannot enter transmission from ${this.#phase}`);
+      throw new NbdError('NBD_ERR_MALFORMED', `cannot enter transmission from ${this.#phase}`);
     }
     this.#phase = 'transmission';
   }
@@ -94,12 +94,12 @@ export class ServerDecoder {
     if (this.#queue.length < C.OPTION_HEADER_SIZE) return undefined;
     const head = this.#queue.take(C.OPTION_HEADER_SIZE);
     if (head.readBigUInt64BE(0) !== C.NBD_IHAVEOPT) {
-      throw new ProtocolError('NBD_ERR_BAD_MAGIC', `option magic 0x${head.readBigUInt64BE(0).toString(16)}`);
+      throw new NbdError('NBD_ERR_BAD_MAGIC', `option magic 0x${head.readBigUInt64BE(0).toString(16)}`);
     }
     const option = head.readUInt32BE(8);
     const length = head.readUInt32BE(12);
     if (length > this.#maxOptionLength) {
-      throw new ProtocolError('NBD_ERR_TOO_LARGE', `option ${C.nameOfOption(option)} data of ${length} bytes`);
+      throw new NbdError('NBD_ERR_TOO_LARGE', `option ${C.nameOfOption(option)} data of ${length} bytes`);
     }
     this.#pending = { kind: 'option', option, length };
     return this.#completePending();
@@ -110,7 +110,7 @@ export class ServerDecoder {
     const head = this.#queue.take(C.REQUEST_HEADER_SIZE);
     const magic = head.readUInt32BE(0);
     if (magic !== C.NBD_REQUEST_MAGIC) {
-      throw new ProtocolError('NBD_ERR_BAD_MAGIC', `request magic 0x${magic.toString(16)}`);
+      throw new NbdError('NBD_ERR_BAD_MAGIC', `request magic 0x${magic.toString(16)}`);
     }
     const request: NbdRequest = {
       type: 'request',
@@ -122,7 +122,7 @@ export class ServerDecoder {
     };
     if (request.command !== C.NBD_CMD_WRITE || request.length === 0) return request;
     if (request.length > this.#dosPayload) {
-      throw new ProtocolError('NBD_ERR_TOO_LARGE', `WRITE payload of ${request.length} bytes`);
+      throw new NbdError('NBD_ERR_TOO_LARGE', `WRITE payload of ${request.length} bytes`);
     }
     if (request.length > this.#maxPayload) {
       // Too big to serve, small enough to discard: answer it, and drop its bytes as they come.
