@@ -27,8 +27,8 @@ type Pending =
   | { kind: 'simple'; error: number; cookie: bigint; length: number }
   | { kind: 'chunk'; flags: number; chunkType: number; cookie: bigint; length: number };
 
-export const DEFAULT_MAX_OPTION_REPLY_LENGTH = 1024 * 1024;
-export const DEFAULT_MAX_CHUNK_LENGTH = C.NBD_DOS_PAYLOAD + 8;
+export const DEFAULT_MAX_OPTION_REPLY_LENGTH = C.CLIENT_MAX_OPTION_REPLY;
+export const DEFAULT_MAX_CHUNK_LENGTH = C.NBD_DOS_PAYLOAD + C.NBD_OFFSET_DATA_PREFIX;
 
 function malformed(detail: string): NbdError {
   return new NbdError('NBD_ERR_MALFORMED', detail);

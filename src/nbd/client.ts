@@ -89,9 +89,9 @@ export class NbdClient {
   private constructor(socket: net.Socket, opts: NbdClientOptions, log: Logger) {
     this.#socket = socket;
     this.#log = log;
-    this.#maxInFlight = Math.max(1, opts.maxInFlight ?? 16);
-    this.#closeTimeoutMs = opts.closeTimeoutMs ?? 5000;
-    this.#drainTimeoutMs = opts.drainTimeoutMs ?? 60_000;
+    this.#maxInFlight = Math.max(1, opts.maxInFlight ?? C.CLIENT_MAX_IN_FLIGHT);
+    this.#closeTimeoutMs = opts.closeTimeoutMs ?? C.CLIENT_CLOSE_TIMEOUT_MS;
+    this.#drainTimeoutMs = opts.drainTimeoutMs ?? C.CLIENT_DRAIN_TIMEOUT_MS;
     this.#decoder = new ClientDecoder({
       simpleReplyLength: (cookie) => this.#pending.get(cookie)?.simpleReplyLength,
       knownCookie: (cookie) => this.#pending.has(cookie),
@@ -115,7 +115,7 @@ export class NbdClient {
     // Refused here, before a socket, as the encoder would refuse it: a name the spec does not allow is the caller's mistake.
     utf8(name, 'export name');
     const log = (opts.logger ?? silentLogger()).child({ component: 'nbd-client', uri });
-    const timeoutMs = opts.connectTimeoutMs ?? 30_000;
+    const timeoutMs = opts.connectTimeoutMs ?? C.CLIENT_CONNECT_TIMEOUT_MS;
     const socket = 'socketPath' in parsed.address
       ? net.connect({ path: parsed.address.socketPath })
       : net.connect({ host: parsed.address.host, port: parsed.address.port });
@@ -371,7 +371,7 @@ export class NbdClient {
     max -= max % this.#minBlock;
     this.#maxRequest = Math.max(max, this.#minBlock);
     // No honest chunk is longer than our largest read (+ its offset) or a full status reply.
-    this.#decoder.maxChunkLength = Math.max(this.#maxRequest + 8, 4 + 8 * C.NBD_MAX_EXTENTS);
+    this.#decoder.maxChunkLength = Math.max(this.#maxRequest + C.NBD_OFFSET_DATA_PREFIX, C.NBD_BLOCK_STATUS_HEAD + C.NBD_BLOCK_STATUS_EXTENT * C.NBD_MAX_EXTENTS);
     this.#transition('ready');
     this.#log.debug(
       {

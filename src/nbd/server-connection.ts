@@ -317,7 +317,7 @@ export class ServerConnection {
     this.#log.debug({ reason }, 'closing');
     this.#socket.end();
     // A peer that never reads must not keep us half-open forever.
-    const timer = setTimeout(() => this.#socket.destroy(), 5000);
+    const timer = setTimeout(() => this.#socket.destroy(), C.SERVER_HALF_CLOSE_TIMEOUT_MS);
     timer.unref?.();
     this.#socket.once('close', () => clearTimeout(timer));
   }

@@ -21,7 +21,7 @@ type Pending =
   | { kind: 'option'; option: number; length: number }
   | { kind: 'write'; request: NbdRequest };
 
-export const DEFAULT_MAX_OPTION_LENGTH = 1024 * 1024;
+export const DEFAULT_MAX_OPTION_LENGTH = C.SERVER_MAX_OPTION_LENGTH;
 
 export class ServerDecoder {
   readonly #queue = new ByteQueue();
