@@ -23,7 +23,7 @@ function malformed(detail: string): NbdError {
  * buffer, else copy, so a cached 4 KiB block never pins a 64 KiB socket chunk.
  */
 function ownBytes(data: Buffer): Buffer {
-  return data.length * 2 >= data.buffer.byteLength ? data : Buffer.from(data);
+  return data.length * C.CLIENT_VIEW_MIN_SHARE >= data.buffer.byteLength ? data : Buffer.from(data);
 }
 
 export class PendingRequest {

@@ -25,7 +25,7 @@ export class ExportRules {
 
   /** No honest chunk is longer than our largest read (+ its offset) or a full status reply. */
   get maxChunkLength(): number {
-    return Math.max(this.maxRequest + C.NBD_OFFSET_DATA_PREFIX, C.NBD_BLOCK_STATUS_HEAD + C.NBD_BLOCK_STATUS_EXTENT * C.NBD_MAX_EXTENTS);
+    return Math.max(this.maxRequest + C.OFFSET_DATA_AT.data, C.BLOCK_STATUS_AT.extents + C.EXTENT_BYTES * C.NBD_MAX_EXTENTS);
   }
 
   has(flag: number): boolean {

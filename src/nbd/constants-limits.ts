@@ -15,11 +15,6 @@ export const NBD_MAX_EXTENTS = 1 << 20;
 export const NBD_MAX_PAYLOAD_UNLIMITED = 0xffffffff;
 /** Smallest preferred block size we advertise: the sector size every client can honour. */
 export const NBD_MIN_PREFERRED_BLOCK = 512;
-/** Offset prefix of an OFFSET_DATA chunk (u64): a chunk carries it beside the largest read. */
-export const NBD_OFFSET_DATA_PREFIX = 8;
-/** BLOCK_STATUS chunk: u32 context id, then one u32 length · u32 flags pair per extent. */
-export const NBD_BLOCK_STATUS_HEAD = 4;
-export const NBD_BLOCK_STATUS_EXTENT = 8;
 
 // ---- our client's defaults ----
 /** Requests on the wire at once: qemu's queue depth, enough to fill a link without hogging the server. */
@@ -52,3 +47,5 @@ export const SERVER_KEEPALIVE_MS = 30_000;
 export const SERVER_CLOSE_TIMEOUT_MS = 10_000;
 /** After our FIN, a client that never reads is destroyed after this long rather than kept half-open. */
 export const SERVER_HALF_CLOSE_TIMEOUT_MS = 5_000;
+/** A READ's data is handed out as a view when it is at least 1/this of the socket buffer under it, else copied. */
+export const CLIENT_VIEW_MIN_SHARE = 2;

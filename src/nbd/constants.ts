@@ -3,4 +3,5 @@
 export * from './constants-handshake.js';
 export * from './constants-transmission.js';
 export * from './constants-limits.js';
+export * from './constants-layout.js';
 export * from './constants-names.js';

@@ -19,3 +19,10 @@ export function messageBytes(text: string, max = C.NBD_MAX_STRING): Buffer {
   const bytes = Buffer.from(text, 'utf8');
   return bytes.length <= max ? bytes : bytes.subarray(0, max);
 }
+
+/** One u32 field as its own buffer (a length or count before variable data). */
+export function u32Field(value: number): Buffer {
+  const buf = Buffer.alloc(C.U32_BYTES);
+  buf.writeUInt32BE(value >>> 0, 0);
+  return buf;
+}

@@ -3,7 +3,7 @@ import { ProtocolError } from '../common/errors.js';
 import type { ImageIdentity } from '../common/image-identity.js';
 import { MAX_MISMATCH_BLOCKS, type MsgName } from './constants.js';
 import { Fields, isPlainObject, isU32, malformed } from './message-fields.js';
-import { MAX_IMAGE_HOST } from './message-layout.js';
+import { MAX_IMAGE_HOST, MAX_U64_DIGITS } from './message-layout.js';
 import type { ControlMessage, GuestDefinition } from './message-types.js';
 
 export function decodeControl(name: MsgName, p: Buffer): ControlMessage {
@@ -18,6 +18,7 @@ export function decodeControl(name: MsgName, p: Buffer): ControlMessage {
   switch (name) {
     case 'HELLO': {
       const versions = b.array('versions');
+      // [lowest, highest] version the peer speaks.
       if (versions.length !== 2 || !versions.every(isU32)) malformed(name, 'versions');
       const resume = b.optString('resumeSession');
       return {
@@ -92,7 +93,7 @@ function beginImage(v: unknown): ImageIdentity | null {
   if (v === null) return null;
   if (!isPlainObject(v)) malformed('BEGIN', 'image');
   const { host, dev, ino } = v;
-  const decimal = (x: unknown) => typeof x === 'string' && /^[0-9]{1,20}$/.test(x);
+  const decimal = (x: unknown) => typeof x === 'string' && x.length <= MAX_U64_DIGITS && /^[0-9]+$/.test(x);
   if (typeof host !== 'string' || host.length === 0 || host.length > MAX_IMAGE_HOST || !decimal(dev) || !decimal(ino)) malformed('BEGIN', 'image');
   return { host, dev: dev as string, ino: ino as string };
 }

@@ -22,7 +22,9 @@ import {
   BLOCK_ERR_ERRNO_BYTES,
   BLOCK_LENGTH_AT,
   BLOCK_ZERO_PAYLOAD,
+  DIGEST_CRC_AT,
   DIGEST_RECORD_BYTES,
+  EXTENT_LENGTH_AT,
   EXTENT_RECORD_BYTES,
   RAM_INDEX_BYTES,
 } from './message-layout.js';
@@ -35,7 +37,7 @@ export function decodeData(name: MsgName, frame: Frame): DataMessage {
       if (p.length % EXTENT_RECORD_BYTES !== 0 || p.length / EXTENT_RECORD_BYTES > MAX_EXTENTS_PER_FRAME) malformed(name, 'length');
       const runs: ZeroRun[] = [];
       for (let o = 0; o < p.length; o += EXTENT_RECORD_BYTES) {
-        runs.push({ offset: safeU64(p, o, name), length: safeU64(p, o + 8, name) });
+        runs.push({ offset: safeU64(p, o, name), length: safeU64(p, o + EXTENT_LENGTH_AT, name) });
       }
       return { type: 'EXTENTS', runs };
     }
@@ -90,7 +92,7 @@ export function decodeData(name: MsgName, frame: Frame): DataMessage {
     case 'BLOCK_DIGESTS': {
       if (p.length % DIGEST_RECORD_BYTES !== 0 || p.length / DIGEST_RECORD_BYTES > MAX_DIGESTS_PER_FRAME) malformed(name, 'length');
       const entries: Array<[number, number]> = [];
-      for (let o = 0; o < p.length; o += DIGEST_RECORD_BYTES) entries.push([p.readUInt32BE(o), p.readUInt32BE(o + 4)]);
+      for (let o = 0; o < p.length; o += DIGEST_RECORD_BYTES) entries.push([p.readUInt32BE(o), p.readUInt32BE(o + DIGEST_CRC_AT)]);
       return { type: 'BLOCK_DIGESTS', entries };
     }
     case 'GUEST_STREAM':

@@ -8,7 +8,9 @@ import {
   BLOCK_ERR_MAX_MESSAGE,
   BLOCK_LENGTH_AT,
   BLOCK_ZERO_PAYLOAD,
+  DIGEST_CRC_AT,
   DIGEST_RECORD_BYTES,
+  EXTENT_LENGTH_AT,
   EXTENT_RECORD_BYTES,
   MAX_STRING,
   RAM_INDEX_BYTES,
@@ -23,7 +25,7 @@ export function encodeMessage(msg: Message): Buffer[] {
       const p = Buffer.allocUnsafe(msg.runs.length * EXTENT_RECORD_BYTES);
       msg.runs.forEach((r, i) => {
         p.writeBigUInt64BE(BigInt(r.offset), i * EXTENT_RECORD_BYTES);
-        p.writeBigUInt64BE(BigInt(r.length), i * EXTENT_RECORD_BYTES + 8);
+        p.writeBigUInt64BE(BigInt(r.length), i * EXTENT_RECORD_BYTES + EXTENT_LENGTH_AT);
       });
       return encodeFrame(type, 0, p);
     }
@@ -55,7 +57,7 @@ export function encodeMessage(msg: Message): Buffer[] {
       const p = Buffer.allocUnsafe(msg.entries.length * DIGEST_RECORD_BYTES);
       msg.entries.forEach(([block, crc], i) => {
         p.writeUInt32BE(block, i * DIGEST_RECORD_BYTES);
-        p.writeUInt32BE(crc >>> 0, i * DIGEST_RECORD_BYTES + 4);
+        p.writeUInt32BE(crc >>> 0, i * DIGEST_RECORD_BYTES + DIGEST_CRC_AT);
       });
       return encodeFrame(type, 0, p);
     }

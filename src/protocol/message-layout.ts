@@ -3,8 +3,10 @@
 
 /** EXTENTS: one record per zero run, u64 offset · u64 length. */
 export const EXTENT_RECORD_BYTES = 16;
+export const EXTENT_LENGTH_AT = 8;
 /** BLOCK_DIGESTS: one record per block, u32 block index · u32 crc32. */
 export const DIGEST_RECORD_BYTES = 8;
+export const DIGEST_CRC_AT = 4;
 /** RAM_PAGES: u32 page count, then one u32 index per page, then the data of the non-zero pages. */
 export const RAM_INDEX_BYTES = 4;
 /** Offset of the u32 length after the u64 offset that opens BLOCK_REQ and BLOCK_ZERO. */
@@ -28,3 +30,5 @@ export const MAX_ARRAY = 256;
 export const MAX_CAPABILITY_NAME = 64;
 /** BEGIN's image host name: a DNS name is at most 253 characters. */
 export const MAX_IMAGE_HOST = 256;
+/** BEGIN's image device and inode numbers: decimal u64, at most 20 digits. */
+export const MAX_U64_DIGITS = 20;
