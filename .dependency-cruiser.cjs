@@ -3,6 +3,7 @@
 //
 //   cli → service → source/dest → link → protocol → common
 //                   source/dest → nbd → common
+//                   source/dest → image (files, extent scan) → common
 //                   source/dest → guest, hypervisor (adapters) → protocol (types), common
 //
 // The table below is the whole policy: a layer of src/ may import only the layers it lists (and itself).
@@ -12,6 +13,10 @@ const LAYERS = {
   common: { may: [], why: 'the base every layer shares: it imports nothing of ours' },
   protocol: { may: ['common'], why: 'the wire format is pure: Buffers in, values out' },
   nbd: { may: ['common'], why: 'the NBD client and server know nothing of migrations' },
+  image: {
+    may: ['protocol', 'common'],
+    why: 'image files and their extent scan are an adapter below source/dest (sized by the wire chunk)',
+  },
   link: { may: ['protocol', 'common'], why: 'the migration connection carries protocol frames, nothing above' },
   guest: {
     may: ['protocol', 'common'],
@@ -22,19 +27,19 @@ const LAYERS = {
     why: 'the QEMU adapters implement the guest interface and reach disks over NBD',
   },
   source: {
-    may: ['link', 'nbd', 'guest', 'hypervisor', 'protocol', 'common'],
+    may: ['link', 'nbd', 'image', 'guest', 'hypervisor', 'protocol', 'common'],
     why: 'an agent uses the layers below it, never the other agent, the service or the CLI',
   },
   dest: {
-    may: ['link', 'nbd', 'guest', 'hypervisor', 'protocol', 'common'],
+    may: ['link', 'nbd', 'image', 'guest', 'hypervisor', 'protocol', 'common'],
     why: 'an agent uses the layers below it, never the other agent, the service or the CLI',
   },
   service: {
-    may: ['source', 'dest', 'link', 'nbd', 'guest', 'hypervisor', 'protocol', 'common'],
+    may: ['source', 'dest', 'link', 'nbd', 'image', 'guest', 'hypervisor', 'protocol', 'common'],
     why: 'the host service runs the agents; only the CLI sits above it',
   },
   cli: {
-    may: ['service', 'source', 'dest', 'link', 'nbd', 'guest', 'hypervisor', 'protocol', 'common'],
+    may: ['service', 'source', 'dest', 'link', 'nbd', 'image', 'guest', 'hypervisor', 'protocol', 'common'],
     why: 'the command is the top: it may wire anything below it',
   },
 };
@@ -116,6 +121,13 @@ module.exports = {
       to: { circular: true, viaOnly: { path: anyOf(c.files) } },
     })),
     ...layerRules(),
+    {
+      name: 'layer-unknown',
+      comment: 'every folder of src/ has a place in the layer table of .dependency-cruiser.cjs (DESIGN.md §2): add it there',
+      severity: 'error',
+      from: { path: `^src/(?!(${Object.keys(LAYERS).join('|')})/)` },
+      to: {},
+    },
     {
       name: 'no-test-imports',
       comment: 'shipped code and benchmarks never depend on test/ (tests depend on them)',
