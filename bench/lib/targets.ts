@@ -2,6 +2,7 @@
 // the measured value and the limit; "n/a" when its tier did not run.
 import type { BenchResults, TargetCheck } from './results.js';
 import { spread } from './stats.js';
+import { GiB } from './units.js';
 
 /** The targets, each a limit on a ratio or figure measured in the same run. */
 const TARGET = {
@@ -23,7 +24,6 @@ const TARGET = {
   rssGrowth: 1.15,
 } as const;
 
-const GiB = 2 ** 30;
 /** The downtime target's reference cell: 1 GiB of RAM dirtied at 1 000 pages/s. */
 const DOWNTIME_CELL = { ramBytes: GiB, dirtyPagesPerSec: 1000 } as const;
 /** The largest image of the RSS tier (--big): the flatness target is judged only when it ran. */
