@@ -3,6 +3,7 @@
 // written + present bits; guest writes). Each figure is the median (min–max) of several timed samples.
 import { mkdirSync, openSync, closeSync, writeSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathIdentity } from '../src/common/image-identity.js';
 import { silentLogger } from '../src/common/logger.js';
 import { BlockStore } from '../src/dest/block-store.js';
 import type { Fetcher, FetchSink } from '../src/dest/fetcher.js';
@@ -15,9 +16,9 @@ import { BULK_CHUNK_BYTES } from '../src/protocol/constants.js';
 import { FrameDecoder } from '../src/protocol/frame-codec.js';
 import { decodeMessage, encodeBlockData } from '../src/protocol/messages.js';
 import { spread, type Spread } from './lib/stats.js';
+import { GiB, KiB, MiB, mib as toMiB, sec } from './lib/units.js';
 
 export const MICRO_SIZES = [4 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20];
-const KiB = 1024;
 /** Sockets hand the receiver about this much at a time on loopback. */
 const SOCKET_CHUNK = 64 * KiB;
 
@@ -62,9 +63,9 @@ function measureSync(bytesPerOp: number, op: () => void, o: MicroOptions): { mib
       n += 8;
       t = performance.now();
     }
-    const sec = (t - t0) / 1000;
-    mib.push((n * bytesPerOp) / sec / 2 ** 20);
-    ops.push(n / sec);
+    const secs = sec(t - t0);
+    mib.push(toMiB(n * bytesPerOp) / secs);
+    ops.push(n / secs);
   }
   return { mib: spread(mib), ops: spread(ops) };
 }
@@ -145,7 +146,7 @@ async function storeBenches(size: number, o: MicroOptions): Promise<MicroRow[]> 
   mkdirSync(dir, { recursive: true });
   const image = join(dir, 'store.img');
   const fd = openSync(image, 'w');
-  const fill = randomish(1 << 20);
+  const fill = randomish(MiB);
   for (let at = 0; at < STORE_REGION; at += fill.length) writeSync(fd, fill, 0, fill.length, at);
   closeSync(fd);
   const src = randomish(Math.max(size, BULK_CHUNK_BYTES));
@@ -160,7 +161,9 @@ async function storeBenches(size: number, o: MicroOptions): Promise<MicroRow[]> 
       const bmPath = join(dir, `bitmap-${s}`);
       rmSync(bmPath, { force: true });
       const bitmap = PresentBitmap.create(bmPath, blockSize, blockCount);
-      const store = BlockStore.reopen(image, { size: STORE_REGION, bitmap, fetcher: instantFetcher(src), log });
+      // The bench made the file itself before this session: reopen it as found (nothing created, nothing to undo).
+      const file = { created: false, identity: pathIdentity(image)!, priorSize: STORE_REGION };
+      const store = BlockStore.reopen(image, { size: STORE_REGION, bitmap, fetcher: instantFetcher(src), log, file });
       store.startCopyOnRead();
       const per = size / blockSize;
       const data = src.subarray(0, size);
@@ -170,13 +173,13 @@ async function storeBenches(size: number, o: MicroOptions): Promise<MicroRow[]> 
       } else {
         for (let at = 0; at < STORE_REGION; at += size) await store.write(at, data);
       }
-      const sec = (performance.now() - t0) / 1000;
+      const secs = sec(performance.now() - t0);
       if (store.presentBlocks !== blockCount) throw new Error(`store bench: ${store.presentBlocks}/${blockCount} present`);
       await store.close();
       rmSync(bmPath, { force: true });
       if (s === 0) continue; // warm-up
-      mib.push(STORE_REGION / sec / 2 ** 20);
-      ops.push(STORE_REGION / size / sec);
+      mib.push(toMiB(STORE_REGION) / secs);
+      ops.push(STORE_REGION / size / secs);
     }
     rows.push({
       bench: mode === 'bulk' ? 'store: fetched data written + bits set' : 'store: guest write (64 KiB blocks)',
@@ -202,7 +205,7 @@ export async function runMicro(o: MicroOptions, log: (line: string) => void): Pr
 }
 
 export function fmtSize(n: number): string {
-  if (n >= 1 << 30) return `${n / (1 << 30)} GiB`;
-  if (n >= 1 << 20) return `${n / (1 << 20)} MiB`;
+  if (n >= GiB) return `${n / GiB} GiB`;
+  if (n >= MiB) return `${n / MiB} MiB`;
   return `${n / 1024} KiB`;
 }

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { mixedImage } from './lib/images.js';
 import { cleanRun, cpuSec, migrate } from './macro/migrate.js';
+import { GiB } from './lib/units.js';
 
 interface ProfileNode {
   id: number;
@@ -37,7 +38,7 @@ function summarize(file: string, top: number): string[] {
 const { values, positionals } = parseArgs({ allowPositionals: true, options: { window: { type: 'string' }, 'block-size': { type: 'string' }, top: { type: 'string' } } });
 const work = join(os.tmpdir(), 'postcopy-bench-profile');
 mkdirSync(work, { recursive: true });
-const image = positionals[0] ?? mixedImage(join(work, 'mixed-1g.img'), 2 ** 30).path;
+const image = positionals[0] ?? mixedImage(join(work, 'mixed-1g.img'), GiB).path;
 const profDir = join(work, 'prof');
 rmSync(profDir, { recursive: true, force: true });
 mkdirSync(profDir);

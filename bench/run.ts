@@ -18,10 +18,9 @@ import { sh } from './lib/proc.js';
 import { renderMarkdown, writeBenchmarksMd, writeSvgs } from './lib/report.js';
 import type { BenchResults, MachineFacts } from './lib/results.js';
 import { evaluateTargets } from './lib/targets.js';
+import { GiB, MiB, sec } from './lib/units.js';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
-const MiB = 2 ** 20;
-const GiB = 2 ** 30;
 const TIERS = ['micro', 'bulk', 'sparse', 'latency', 'downtime', 'rss'] as const;
 type Tier = (typeof TIERS)[number];
 
@@ -194,7 +193,7 @@ async function main(): Promise<number> {
   }
 
   machine.loadAvgEnd = os.loadavg();
-  machine.durationSec = (performance.now() - t0) / 1000;
+  machine.durationSec = sec(performance.now() - t0);
   results.targets = evaluateTargets(results);
   writeFileSync(join(outDir, 'latest.json'), JSON.stringify(results, null, 1) + '\n');
   regenerate(results, outDir, values['benchmarks-md'] === true);

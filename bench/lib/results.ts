@@ -4,7 +4,14 @@ import type { BulkResult } from '../macro/bulk.js';
 import type { DowntimeCell } from '../macro/downtime.js';
 import type { LatencyResult } from '../macro/latency.js';
 import type { RssPoint, SparseResult } from '../macro/sparse.js';
-import type { TargetCheck } from './targets.js';
+
+/** One of the targets as evaluated by targets.ts: met, not met, or null when its tier did not run. */
+export interface TargetCheck {
+  id: string;
+  target: string;
+  measured: string;
+  met: boolean | null;
+}
 
 export interface MachineFacts {
   date: string;

@@ -8,6 +8,7 @@ import type { BenchImage } from '../lib/images.js';
 import { Server, freshOutput, start, timed, waitConnectable, freePort } from '../lib/proc.js';
 import { spread, type Spread } from '../lib/stats.js';
 import { cleanRun, cpuSec, migrate, type MigrationRun } from './migrate.js';
+import { kibToMiB, sec } from '../lib/units.js';
 
 const SENDER = fileURLToPath(new URL('../baselines/pipe-sender.js', import.meta.url));
 const RECEIVER = fileURLToPath(new URL('../baselines/pipe-receiver.js', import.meta.url));
@@ -106,16 +107,16 @@ export async function runBulk(
       const res: ContenderResult = {
         id: c.id,
         label: c.label,
-        wallSec: spread(ok.map((r) => r.wallMs / 1000)),
+        wallSec: spread(ok.map((r) => sec(r.wallMs))),
         cpuSec: spread(ok.map((r) => r.cpuSec)),
-        runs: rs.map((r) => r.wallMs / 1000),
+        runs: rs.map((r) => sec(r.wallMs)),
         failures: rs.length - ok.length,
       };
       if (c.id === 'postcopy') {
-        res.transferSec = spread(ok.map((r) => (r.transferMs ?? NaN) / 1000));
+        res.transferSec = spread(ok.map((r) => sec(r.transferMs ?? NaN)));
         res.rssMiB = {
-          source: spread(ok.map((r) => (r.mig?.source?.maxRssKiB ?? NaN) / 1024)),
-          dest: spread(ok.map((r) => (r.mig?.dest?.maxRssKiB ?? NaN) / 1024)),
+          source: spread(ok.map((r) => kibToMiB(r.mig?.source?.maxRssKiB ?? NaN))),
+          dest: spread(ok.map((r) => kibToMiB(r.mig?.dest?.maxRssKiB ?? NaN))),
         };
       } else {
         res.oursOverThis = spread(rs.map((r, i) => (r.ok && ours[i]?.ok ? ours[i]!.wallMs / r.wallMs : NaN)));

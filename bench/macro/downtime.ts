@@ -3,6 +3,7 @@
 import type { BenchImage } from '../lib/images.js';
 import { spread, type Spread } from '../lib/stats.js';
 import { cleanRun, migrate } from './migrate.js';
+import { mib as toMiB, sec } from '../lib/units.js';
 
 export interface DowntimeCell {
   ramBytes: number;
@@ -50,9 +51,9 @@ export async function runDowntime(
         dt.push(s.downtimeMs);
         rounds.push(Number(pre.rounds));
         fin.push(Number(pre.finalPages));
-        mib.push(Number(pre.bytesSent) / 2 ** 20);
+        mib.push(toMiB(Number(pre.bytesSent)));
         conv.push(pre.converged === true);
-        wall.push(m.wholeMs / 1000);
+        wall.push(sec(m.wholeMs));
         log(`  RAM ${ram / 2 ** 20} MiB, ${rate} pages/s: downtime ${s.downtimeMs} ms, ${String(pre.rounds)} rounds, ${String(pre.finalPages)} final pages, converged ${String(pre.converged)}`);
       }
       cells.push({

@@ -13,9 +13,10 @@ import type { BenchImage } from '../lib/images.js';
 import { lastEvent, sleep } from '../lib/proc.js';
 import { latencySummary, spread, type LatencySummary, type Spread } from '../lib/stats.js';
 import { cleanRun, migrate } from './migrate.js';
+import { KiB, mib, sec } from '../lib/units.js';
 
 const READ = 4096;
-const BLOCK = 64 * 1024;
+const BLOCK = 64 * KiB;
 
 export interface LatencyMode {
   /** Client-side (what a guest on the export sees), reads that were misses, pooled over reps. */
@@ -121,7 +122,7 @@ async function oneRun(image: BenchImage, mode: 'bulk' | 'idle', rep: number, o: 
     hits,
     reads: client.length,
     demand: (ds.demandLatencyMs as Record<string, number> | undefined) ?? null,
-    bulkMiBps: mode === 'bulk' ? Number(ds.bytesFetchedBulk ?? NaN) / 2 ** 20 / (m.transferMs / 1000) : NaN,
+    bulkMiBps: mode === 'bulk' ? mib(Number(ds.bytesFetchedBulk ?? NaN)) / sec(m.transferMs) : NaN,
   };
 }
 

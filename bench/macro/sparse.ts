@@ -6,6 +6,7 @@ import type { BenchImage } from '../lib/images.js';
 import { Server, freePort, freshOutput, start, timed, waitConnectable } from '../lib/proc.js';
 import { spread, type Spread } from '../lib/stats.js';
 import { cleanRun, cpuSec, migrate } from './migrate.js';
+import { GiB, kibToMiB, sec } from '../lib/units.js';
 
 export interface SparseResult {
   sparse: Omit<BenchImage, 'dataRuns'>;
@@ -37,26 +38,26 @@ export async function runSparse(sparse: BenchImage, dense: BenchImage, o: { work
           const m = await migrate({ workDir: dir, image: sparse.path, label: 'sparse' });
           cleanRun(dir, 'sparse');
           if (m.destCode !== 0 || m.sourceCode !== 0) throw new Error(`sparse migration failed: ${m.destCode}/${m.sourceCode}`);
-          rs.push({ w: m.wholeMs / 1000, t: m.transferMs / 1000, c: cpuSec(m.dest) + cpuSec(m.source) });
+          rs.push({ w: sec(m.wholeMs), t: sec(m.transferMs), c: cpuSec(m.dest) + cpuSec(m.source) });
           return `sparse ${(m.wholeMs / 1000).toFixed(2)}s`;
         },
         async () => {
           const m = await migrate({ workDir: dir, image: dense.path, label: 'dense' });
           cleanRun(dir, 'dense');
           if (m.destCode !== 0 || m.sourceCode !== 0) throw new Error(`dense migration failed: ${m.destCode}/${m.sourceCode}`);
-          rd.push({ w: m.wholeMs / 1000, t: m.transferMs / 1000, c: cpuSec(m.dest) + cpuSec(m.source) });
+          rd.push({ w: sec(m.wholeMs), t: sec(m.transferMs), c: cpuSec(m.dest) + cpuSec(m.source) });
           return `data alone ${(m.wholeMs / 1000).toFixed(2)}s`;
         },
         async () => {
           freshOutput(out);
           const r = await timed('nbdcopy', [`nbd://127.0.0.1:${kPort}/disk`, out]);
-          nk.push(r.code === 0 ? r.wallMs / 1000 : NaN);
+          nk.push(r.code === 0 ? sec(r.wallMs) : NaN);
           return `nbdcopy ${(r.wallMs / 1000).toFixed(2)}s`;
         },
         async () => {
           freshOutput(out);
           const r = await timed('cp', [sparse.path, out]);
-          cp.push(r.code === 0 ? r.wallMs / 1000 : NaN);
+          cp.push(r.code === 0 ? sec(r.wallMs) : NaN);
           return `cp ${(r.wallMs / 1000).toFixed(2)}s`;
         },
       ];
@@ -108,13 +109,13 @@ export async function runRssSeries(images: BenchImage[], o: { workDir: string },
     const { dataRuns: _d, ...image } = img;
     const p: RssPoint = {
       image,
-      sourceMiB: (m.source?.maxRssKiB ?? NaN) / 1024,
-      destMiB: (m.dest?.maxRssKiB ?? NaN) / 1024,
-      wallSec: m.wholeMs / 1000,
-      transferSec: m.transferMs / 1000,
+      sourceMiB: kibToMiB(m.source?.maxRssKiB ?? NaN),
+      destMiB: kibToMiB(m.dest?.maxRssKiB ?? NaN),
+      wallSec: sec(m.wholeMs),
+      transferSec: sec(m.transferMs),
       cpuSec: cpu,
       movedBytes: moved,
-      cpuSecPerGiBMoved: cpu / (moved / 2 ** 30),
+      cpuSecPerGiBMoved: cpu / (moved / GiB),
     };
     log(`  ${(img.size / 2 ** 30).toFixed(0)} GiB ${img.kind}: S ${p.sourceMiB.toFixed(0)} MiB, D ${p.destMiB.toFixed(0)} MiB peak RSS; ${p.wallSec.toFixed(2)} s; ${p.cpuSecPerGiBMoved.toFixed(2)} CPU s/GiB moved`);
     points.push(p);

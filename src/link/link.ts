@@ -2,11 +2,13 @@
 // backpressure on both sides, and a keepalive that notices a dead or silent peer.
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
-import { LinkClosedError, PostcopyError, ProtocolError, TimeoutError, isPostcopyError, systemErrorCode } from '../common/errors.js';
+import { LinkClosedError, PostcopyError, ProtocolError, TimeoutError, systemErrorCode, toPostcopyError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { MAX_PREAUTH_PAYLOAD } from '../protocol/constants.js';
 import { FrameDecoder } from '../protocol/frame-codec.js';
 import { decodeMessage, encodeMessage, type Message } from '../protocol/messages.js';
+import * as L from './link-constants.js';
+import { SendQueue, writeParts } from './send-queue.js';
 
 export interface LinkOptions {
   log: Logger;
@@ -36,21 +38,11 @@ export interface LinkEvents {
 /** Takes each message in order; throwing from it cuts the peer off with an error frame. */
 export type MessageHandler = (msg: Message) => void;
 
-interface QueuedFrame {
-  parts: Buffer[];
-  bytes: number;
-  /** Called once the socket has handed the frame's bytes to the kernel (never, if the link closes first). */
-  onWritten?: () => void;
-}
-
 export class Link extends EventEmitter<LinkEvents> {
   readonly #socket: Duplex;
   readonly #log: Logger;
   readonly #decoder = new FrameDecoder();
-  readonly #urgent: QueuedFrame[] = [];
-  readonly #bulk: QueuedFrame[] = [];
-  #bulkBytes = 0;
-  #bulkWaiters: Array<() => void> = [];
+  readonly #queue: SendQueue;
   #handler: MessageHandler | null = null;
   /** Messages that arrived while no handler was set (reading is paused meanwhile, so this stays small). */
   #backlog: Message[] = [];
@@ -60,8 +52,6 @@ export class Link extends EventEmitter<LinkEvents> {
   #pingSeq = 0;
   #keepalive: NodeJS.Timeout | undefined;
   readonly #highWater: number;
-  readonly #maxUrgent: number;
-  readonly #maxBulkBytes: number;
   readonly #interval: number;
   readonly #timeout: number;
   readonly handshakeTimeoutMs: number;
@@ -73,12 +63,11 @@ export class Link extends EventEmitter<LinkEvents> {
     super();
     this.#socket = socket;
     this.#log = opts.log;
-    this.#highWater = opts.socketHighWaterBytes ?? 512 * 1024;
-    this.#maxUrgent = opts.maxUrgentFrames ?? 8192;
-    this.#maxBulkBytes = opts.maxBulkQueueBytes ?? 4 * 1024 * 1024;
-    this.#interval = opts.keepaliveIntervalMs ?? 1000;
-    this.#timeout = opts.keepaliveTimeoutMs ?? 10_000;
-    this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
+    this.#highWater = opts.socketHighWaterBytes ?? L.LINK_SOCKET_HIGH_WATER_BYTES;
+    this.#queue = new SendQueue(opts.maxUrgentFrames ?? L.LINK_MAX_URGENT_FRAMES, opts.maxBulkQueueBytes ?? L.LINK_MAX_BULK_QUEUE_BYTES);
+    this.#interval = opts.keepaliveIntervalMs ?? L.LINK_KEEPALIVE_INTERVAL_MS;
+    this.#timeout = opts.keepaliveTimeoutMs ?? L.LINK_KEEPALIVE_TIMEOUT_MS;
+    this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? L.LINK_HANDSHAKE_TIMEOUT_MS;
     if (opts.unauthenticated) this.#decoder.setPayloadLimit(MAX_PREAUTH_PAYLOAD, 'before authentication');
     (socket as { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
@@ -86,7 +75,7 @@ export class Link extends EventEmitter<LinkEvents> {
     socket.on('error', (err) => this.#finish(new LinkClosedError('PC_ERR_LINK_CLOSED', err.message, { cause: err })));
     socket.on('end', () => this.#finish(new LinkClosedError('PC_ERR_LINK_CLOSED', 'peer ended the connection')));
     socket.on('close', () => this.#finish(new LinkClosedError('PC_ERR_LINK_CLOSED', 'socket closed')));
-    this.#keepalive = setInterval(() => this.#tick(), Math.max(50, Math.min(this.#interval, this.#timeout / 4)));
+    this.#keepalive = setInterval(() => this.#tick(), Math.max(L.LINK_MIN_TICK_MS, Math.min(this.#interval, this.#timeout / L.LINK_TICKS_PER_TIMEOUT)));
     this.#keepalive.unref();
   }
 
@@ -102,7 +91,7 @@ export class Link extends EventEmitter<LinkEvents> {
     return this.#socket.isPaused() || Date.now() - this.#lastReceived < this.#timeout;
   }
   get bulkQueuedBytes(): number {
-    return this.#bulkBytes;
+    return this.#queue.bulkBytes;
   }
   /** Bytes handed to the socket but not yet to the kernel. */
   get socketQueuedBytes(): number {
@@ -139,15 +128,9 @@ export class Link extends EventEmitter<LinkEvents> {
     if (this.#closed) return;
     let bytes = 0;
     for (const p of parts) bytes += p.length;
-    if (urgent) {
-      if (this.#urgent.length >= this.#maxUrgent) {
-        this.close(new ProtocolError('PC_ERR_MALFORMED', 'urgent send queue overflow'));
-        return;
-      }
-      this.#urgent.push({ parts, bytes, onWritten });
-    } else {
-      this.#bulk.push({ parts, bytes, onWritten });
-      this.#bulkBytes += bytes;
+    if (!this.#queue.push({ parts, bytes, onWritten }, urgent)) {
+      this.close(new ProtocolError('PC_ERR_MALFORMED', 'urgent send queue overflow'));
+      return;
     }
     this.#pump();
   }
@@ -165,8 +148,8 @@ export class Link extends EventEmitter<LinkEvents> {
 
   /** Resolves when the bulk queue has room (or the link is closed). */
   waitBulkSpace(): Promise<void> {
-    if (this.#closed || this.#bulkBytes < this.#maxBulkBytes) return Promise.resolve();
-    return new Promise((resolve) => this.#bulkWaiters.push(resolve));
+    if (this.#closed) return Promise.resolve();
+    return this.#queue.waitBulkSpace();
   }
 
   pauseReading(): void {
@@ -182,23 +165,22 @@ export class Link extends EventEmitter<LinkEvents> {
     if (err) {
       this.#log.warn({ err, code: err.code }, 'closing migration link');
       const frame = encodeMessage({ type: 'ERROR', code: err.code, message: err.message });
-      this.#urgent.length = 0;
-      this.#bulk.length = 0;
+      this.#queue.clear(false);
       for (const p of frame) this.#socket.write(p);
       // Nothing more is taken from a peer cut off for an error: what it still sends stays in the kernel.
       this.#socket.pause();
       this.#finish(err);
       this.#socket.end();
-      setTimeout(() => this.#socket.destroy(), 1000).unref();
+      setTimeout(() => this.#socket.destroy(), L.LINK_LINGER_MS).unref();
     } else {
       // A clean close still sends what was queued as urgent (ABORT, CONFIRM, ...) before the FIN.
-      for (const f of this.#urgent.splice(0)) {
+      for (const f of this.#queue.takeUrgent()) {
         writeParts(this.#socket, f);
         this.bytesSent += f.bytes;
       }
       this.#finish(undefined);
       this.#socket.end();
-      setTimeout(() => this.#socket.destroy(), 1000).unref();
+      setTimeout(() => this.#socket.destroy(), L.LINK_LINGER_MS).unref();
     }
   }
 
@@ -213,7 +195,7 @@ export class Link extends EventEmitter<LinkEvents> {
     if (this.#closed || s.destroyed) return;
     let wrote = false;
     while (s.writableLength < this.#highWater) {
-      const f = this.#urgent.shift() ?? this.#takeBulk();
+      const f = this.#queue.next();
       if (!f) break;
       if (!wrote) {
         s.cork();
@@ -223,18 +205,6 @@ export class Link extends EventEmitter<LinkEvents> {
       this.bytesSent += f.bytes;
     }
     if (wrote) s.uncork();
-  }
-
-  #takeBulk(): QueuedFrame | undefined {
-    const f = this.#bulk.shift();
-    if (!f) return undefined;
-    this.#bulkBytes -= f.bytes;
-    if (this.#bulkWaiters.length > 0 && this.#bulkBytes < this.#maxBulkBytes) {
-      const waiters = this.#bulkWaiters;
-      this.#bulkWaiters = [];
-      for (const w of waiters) w();
-    }
-    return f;
   }
 
   #onData(chunk: Buffer): void {
@@ -297,7 +267,7 @@ export class Link extends EventEmitter<LinkEvents> {
       this.destroy(new TimeoutError('PC_ERR_TIMEOUT', `no data from peer for ${silent} ms`));
       return;
     }
-    if (silent >= this.#interval) this.send({ type: 'PING', seq: this.#pingSeq++ & 0xffffffff });
+    if (silent >= this.#interval) this.send({ type: 'PING', seq: this.#pingSeq++ & L.PING_SEQ_MASK });
   }
 
   #finish(err: PostcopyError | undefined): void {
@@ -305,12 +275,7 @@ export class Link extends EventEmitter<LinkEvents> {
     this.#closed = true;
     this.#closeError = err;
     clearInterval(this.#keepalive);
-    this.#urgent.length = 0;
-    this.#bulk.length = 0;
-    this.#bulkBytes = 0;
-    const waiters = this.#bulkWaiters;
-    this.#bulkWaiters = [];
-    for (const w of waiters) w();
+    this.#queue.clear(true);
     this.emit('close', err);
   }
 }
@@ -323,18 +288,10 @@ export function refuseConnection(socket: Duplex, err: PostcopyError): void {
   socket.on('error', () => {});
   socket.pause();
   socket.end(Buffer.concat(encodeMessage({ type: 'ERROR', code: err.code, message: err.message })));
-  setTimeout(() => socket.destroy(), 1000).unref();
+  setTimeout(() => socket.destroy(), L.LINK_LINGER_MS).unref();
 }
 
-function writeParts(s: Duplex, f: QueuedFrame): void {
-  const last = f.parts.length - 1;
-  for (let i = 0; i < last; i++) s.write(f.parts[i]);
-  // The write callback of the last part: every part before it has been taken by then, too.
-  if (last >= 0) s.write(f.parts[last], f.onWritten ? () => f.onWritten!() : undefined);
-  else f.onWritten?.();
-}
-
+/** What cuts the peer off: our own error as it is, anything else thrown while decoding or handling as malformed. */
 function asProtocolError(e: unknown): PostcopyError {
-  if (isPostcopyError(e)) return e;
-  return new ProtocolError('PC_ERR_MALFORMED', e instanceof Error ? e.message : String(e), { cause: e });
+  return toPostcopyError(e, (detail, options) => new ProtocolError('PC_ERR_MALFORMED', detail, options));
 }

@@ -15,56 +15,43 @@ export class ByteQueue {
     this.#length += chunk.length;
   }
 
-  /** Remove and return the first n bytes (n <= length): a view when possible, else one copy. */
+  /** Remove and return the first n bytes (n <= length): a view when they lie in one chunk, else one copy. */
   take(n: number): Buffer {
     if (n > this.#length) throw new RangeError(`take(${n}) with ${this.#length} buffered`);
     if (n === 0) return Buffer.alloc(0);
     const first = this.#chunks[0]!;
-    if (first.length === n) {
-      this.#chunks.shift();
-      this.#length -= n;
-      return first;
-    }
-    if (first.length > n) {
-      this.#chunks[0] = first.subarray(n);
-      this.#length -= n;
+    if (first.length >= n) {
+      this.#consume(n);
       return first.subarray(0, n);
     }
     const out = Buffer.allocUnsafe(n);
     let filled = 0;
-    while (filled < n) {
-      const chunk = this.#chunks[0]!;
-      const want = n - filled;
-      if (chunk.length <= want) {
-        chunk.copy(out, filled);
-        filled += chunk.length;
-        this.#chunks.shift();
-      } else {
-        chunk.copy(out, filled, 0, want);
-        this.#chunks[0] = chunk.subarray(want);
-        filled += want;
-      }
+    for (const chunk of this.#chunks) {
+      if (filled >= n) break;
+      filled += chunk.copy(out, filled, 0, Math.min(chunk.length, n - filled));
     }
-    this.#length -= n;
+    this.#consume(n);
     return out;
   }
 
   /** Drop up to n bytes without keeping them; returns how many were dropped. */
   skip(n: number): number {
-    let dropped = 0;
-    while (dropped < n && this.#chunks.length > 0) {
-      const chunk = this.#chunks[0]!;
-      const want = n - dropped;
-      if (chunk.length <= want) {
-        dropped += chunk.length;
-        this.#chunks.shift();
-      } else {
-        this.#chunks[0] = chunk.subarray(want);
-        dropped += want;
-      }
-    }
-    this.#length -= dropped;
+    const dropped = Math.min(n, this.#length);
+    this.#consume(dropped);
     return dropped;
+  }
+
+  /**
+   * Drop the first n bytes (n <= length): whole chunks go in one splice (a shift per chunk is quadratic when
+   * many small chunks are buffered, as the frame decoder found), the last one is cut to a view.
+   */
+  #consume(n: number): void {
+    let left = n;
+    let used = 0;
+    while (left > 0 && this.#chunks[used]!.length <= left) left -= this.#chunks[used++]!.length;
+    this.#chunks.splice(0, used);
+    if (left > 0) this.#chunks[0] = this.#chunks[0]!.subarray(left);
+    this.#length -= n;
   }
 
   /** Copy of the first n bytes (n <= length) without consuming them: for small headers. */

@@ -1,9 +1,9 @@
 // Streaming decoder of what a server sends a client: greeting, option replies (or the EXPORT_NAME
 // reply), then simple replies and structured reply chunks. Pure. Anything malformed throws
-// ProtocolError: a client cannot resynchronise with a server that breaks framing.
-import { ProtocolError } from '../common/errors.js';
+// NbdError: a client cannot resynchronise with a server that breaks framing.
+import { NbdError } from '../common/errors.js';
 import { ByteQueue, readU64 } from './byte-queue.js';
-import type { BlockStatusDescriptor, ChunkBody, ServerMessage } from './codec.js';
+import type { BlockStatusDescriptor, ChunkBody, ServerMessage } from './codec-types.js';
 import * as C from './constants.js';
 
 export interface ClientDecoderOptions {
@@ -27,11 +27,11 @@ type Pending =
   | { kind: 'simple'; error: number; cookie: bigint; length: number }
   | { kind: 'chunk'; flags: number; chunkType: number; cookie: bigint; length: number };
 
-export const DEFAULT_MAX_OPTION_REPLY_LENGTH = 1024 * 1024;
-export const DEFAULT_MAX_CHUNK_LENGTH = C.NBD_DOS_PAYLOAD + 8;
+export const DEFAULT_MAX_OPTION_REPLY_LENGTH = C.CLIENT_MAX_OPTION_REPLY;
+export const DEFAULT_MAX_CHUNK_LENGTH = C.NBD_DOS_PAYLOAD + C.OFFSET_DATA_AT.data;
 
-function malformed(detail: string): ProtocolError {
-  return new ProtocolError('NBD_ERR_MALFORMED', detail);
+function malformed(detail: string): NbdError {
+  return new NbdError('NBD_ERR_MALFORMED', detail);
 }
 
 export class ClientDecoder {
@@ -109,21 +109,21 @@ export class ClientDecoder {
   #greeting(): ServerMessage | undefined {
     if (this.#queue.length < C.GREETING_SIZE) return undefined;
     const buf = this.#queue.take(C.GREETING_SIZE);
-    if (buf.readBigUInt64BE(0) !== C.NBD_MAGIC) throw new ProtocolError('NBD_ERR_BAD_MAGIC', 'greeting is not NBDMAGIC');
-    const second = buf.readBigUInt64BE(8);
-    if (second === C.NBD_OLDSTYLE_MAGIC) throw new ProtocolError('NBD_ERR_HANDSHAKE', 'oldstyle server not supported');
-    if (second !== C.NBD_IHAVEOPT) throw new ProtocolError('NBD_ERR_BAD_MAGIC', 'greeting lacks IHAVEOPT');
+    if (buf.readBigUInt64BE(C.GREETING_AT.magic) !== C.NBD_MAGIC) throw new NbdError('NBD_ERR_BAD_MAGIC', 'greeting is not NBDMAGIC');
+    const second = buf.readBigUInt64BE(C.GREETING_AT.ihaveopt);
+    if (second === C.NBD_OLDSTYLE_MAGIC) throw new NbdError('NBD_ERR_HANDSHAKE', 'oldstyle server not supported');
+    if (second !== C.NBD_IHAVEOPT) throw new NbdError('NBD_ERR_BAD_MAGIC', 'greeting lacks IHAVEOPT');
     this.#phase = 'options';
-    return { type: 'greeting', flags: buf.readUInt16BE(16) };
+    return { type: 'greeting', flags: buf.readUInt16BE(C.GREETING_AT.flags) };
   }
 
   #optionReplyHeader(): ServerMessage | undefined {
     if (this.#queue.length < C.OPTION_REPLY_HEADER_SIZE) return undefined;
     const head = this.#queue.take(C.OPTION_REPLY_HEADER_SIZE);
-    if (head.readBigUInt64BE(0) !== C.NBD_REP_MAGIC) throw new ProtocolError('NBD_ERR_BAD_MAGIC', 'option reply magic');
-    const length = head.readUInt32BE(16);
-    if (length > this.#maxOptionReplyLength) throw new ProtocolError('NBD_ERR_TOO_LARGE', `option reply of ${length} bytes`);
-    this.#pending = { kind: 'optionReply', option: head.readUInt32BE(8), replyType: head.readUInt32BE(12), length };
+    if (head.readBigUInt64BE(C.OPTION_REPLY_AT.magic) !== C.NBD_REP_MAGIC) throw new NbdError('NBD_ERR_BAD_MAGIC', 'option reply magic');
+    const length = head.readUInt32BE(C.OPTION_REPLY_AT.length);
+    if (length > this.#maxOptionReplyLength) throw new NbdError('NBD_ERR_TOO_LARGE', `option reply of ${length} bytes`);
+    this.#pending = { kind: 'optionReply', option: head.readUInt32BE(C.OPTION_REPLY_AT.option), replyType: head.readUInt32BE(C.OPTION_REPLY_AT.type), length };
     return this.#completePending();
   }
 
@@ -134,33 +134,33 @@ export class ClientDecoder {
     // Replies follow at once, but whether they may be structured is the client's to say in
     // enterTransmission(); until then later bytes wait in the queue.
     this.#phase = 'exportNameDone';
-    return { type: 'exportNameReply', size: readU64(buf, 0), transmissionFlags: buf.readUInt16BE(8) };
+    return { type: 'exportNameReply', size: readU64(buf, C.EXPORT_NAME_REPLY_AT.size), transmissionFlags: buf.readUInt16BE(C.EXPORT_NAME_REPLY_AT.flags) };
   }
 
   #replyHeader(): ServerMessage | undefined {
-    if (this.#queue.length < 4) return undefined;
-    const magic = this.#queue.peek(4).readUInt32BE(0);
+    if (this.#queue.length < C.TRANSMISSION_MAGIC_BYTES) return undefined;
+    const magic = this.#queue.peek(C.TRANSMISSION_MAGIC_BYTES).readUInt32BE(0);
     if (magic === C.NBD_SIMPLE_REPLY_MAGIC) {
       if (this.#queue.length < C.SIMPLE_REPLY_HEADER_SIZE) return undefined;
       const head = this.#queue.take(C.SIMPLE_REPLY_HEADER_SIZE);
-      const error = head.readUInt32BE(4);
-      const cookie = head.readBigUInt64BE(8);
+      const error = head.readUInt32BE(C.SIMPLE_REPLY_AT.error);
+      const cookie = head.readBigUInt64BE(C.SIMPLE_REPLY_AT.cookie);
       const readLength = this.#simpleReplyLength(cookie);
-      if (readLength === undefined) throw new ProtocolError('NBD_ERR_UNKNOWN_COOKIE', `simple reply cookie ${cookie}`);
+      if (readLength === undefined) throw new NbdError('NBD_ERR_UNKNOWN_COOKIE', `simple reply cookie ${cookie}`);
       this.#pending = { kind: 'simple', error, cookie, length: error === 0 ? readLength : 0 };
       return this.#completePending();
     }
     if (magic === C.NBD_STRUCTURED_REPLY_MAGIC && this.#structured) {
       if (this.#queue.length < C.STRUCTURED_REPLY_HEADER_SIZE) return undefined;
       const head = this.#queue.take(C.STRUCTURED_REPLY_HEADER_SIZE);
-      const length = head.readUInt32BE(16);
-      const cookie = head.readBigUInt64BE(8);
-      if (length > this.#maxChunkLength) throw new ProtocolError('NBD_ERR_TOO_LARGE', `reply chunk of ${length} bytes`);
-      if (this.#knownCookie && !this.#knownCookie(cookie)) throw new ProtocolError('NBD_ERR_UNKNOWN_COOKIE', `reply chunk for cookie ${cookie}`);
-      this.#pending = { kind: 'chunk', flags: head.readUInt16BE(4), chunkType: head.readUInt16BE(6), cookie, length };
+      const length = head.readUInt32BE(C.CHUNK_AT.length);
+      const cookie = head.readBigUInt64BE(C.CHUNK_AT.cookie);
+      if (length > this.#maxChunkLength) throw new NbdError('NBD_ERR_TOO_LARGE', `reply chunk of ${length} bytes`);
+      if (this.#knownCookie && !this.#knownCookie(cookie)) throw new NbdError('NBD_ERR_UNKNOWN_COOKIE', `reply chunk for cookie ${cookie}`);
+      this.#pending = { kind: 'chunk', flags: head.readUInt16BE(C.CHUNK_AT.flags), chunkType: head.readUInt16BE(C.CHUNK_AT.type), cookie, length };
       return this.#completePending();
     }
-    throw new ProtocolError('NBD_ERR_BAD_MAGIC', `reply magic 0x${magic.toString(16)}`);
+    throw new NbdError('NBD_ERR_BAD_MAGIC', `reply magic 0x${magic.toString(16)}`);
   }
 
   #completePending(): ServerMessage | undefined {
@@ -183,7 +183,7 @@ export class ClientDecoder {
   }
 }
 
-/** Validate and decode one structured chunk's payload; malformed => ProtocolError (hard close). */
+/** Validate and decode one structured chunk's payload; malformed => NbdError (hard close). */
 export function decodeChunkBody(chunkType: number, done: boolean, data: Buffer): ChunkBody {
   const name = C.nameOfChunkType(chunkType);
   switch (chunkType) {
@@ -192,40 +192,43 @@ export function decodeChunkBody(chunkType: number, done: boolean, data: Buffer):
       if (!done) throw malformed(`${name} without DONE`);
       return { kind: 'none' };
     case C.NBD_REPLY_TYPE_OFFSET_DATA:
-      if (data.length < 9) throw malformed(`${name} of ${data.length} bytes`);
-      return { kind: 'data', offset: readU64(data, 0), data: data.subarray(8) };
+      if (data.length <= C.OFFSET_DATA_AT.data) throw malformed(`${name} of ${data.length} bytes`);
+      return { kind: 'data', offset: readU64(data, C.OFFSET_DATA_AT.offset), data: data.subarray(C.OFFSET_DATA_AT.data) };
     case C.NBD_REPLY_TYPE_OFFSET_HOLE: {
-      if (data.length !== 12) throw malformed(`${name} of ${data.length} bytes`);
-      const length = data.readUInt32BE(8);
+      if (data.length !== C.OFFSET_HOLE_BYTES) throw malformed(`${name} of ${data.length} bytes`);
+      const length = data.readUInt32BE(C.OFFSET_HOLE_AT.length);
       if (length === 0) throw malformed(`${name} of size 0`);
-      return { kind: 'hole', offset: readU64(data, 0), length };
+      return { kind: 'hole', offset: readU64(data, C.OFFSET_HOLE_AT.offset), length };
     }
     case C.NBD_REPLY_TYPE_BLOCK_STATUS: {
-      if (data.length < 12 || (data.length - 4) % 8 !== 0) throw malformed(`${name} of ${data.length} bytes`);
+      const extentBytes = data.length - C.BLOCK_STATUS_AT.extents;
+      // At least one extent, and whole ones.
+      if (extentBytes < C.EXTENT_BYTES || extentBytes % C.EXTENT_BYTES !== 0) throw malformed(`${name} of ${data.length} bytes`);
       const extents: BlockStatusDescriptor[] = [];
-      for (let at = 4; at < data.length; at += 8) {
-        const length = data.readUInt32BE(at);
+      for (let at = C.BLOCK_STATUS_AT.extents; at < data.length; at += C.EXTENT_BYTES) {
+        const length = data.readUInt32BE(at + C.EXTENT_AT.length);
         if (length === 0) throw malformed(`${name} with a zero-length extent`);
-        extents.push({ length, flags: data.readUInt32BE(at + 4) });
+        extents.push({ length, flags: data.readUInt32BE(at + C.EXTENT_AT.flags) });
       }
-      return { kind: 'blockStatus', contextId: data.readUInt32BE(0), extents };
+      return { kind: 'blockStatus', contextId: data.readUInt32BE(C.BLOCK_STATUS_AT.contextId), extents };
     }
     case C.NBD_REPLY_TYPE_ERROR:
     case C.NBD_REPLY_TYPE_ERROR_OFFSET: {
-      const tail = chunkType === C.NBD_REPLY_TYPE_ERROR ? 0 : 8;
-      if (data.length < 6 + tail) throw malformed(`${name} of ${data.length} bytes`);
-      const error = data.readUInt32BE(0);
-      const msgLen = data.readUInt16BE(4);
-      if (6 + msgLen + tail !== data.length) throw malformed(`${name} message length ${msgLen} vs chunk ${data.length}`);
+      const tail = chunkType === C.NBD_REPLY_TYPE_ERROR ? 0 : C.U64_BYTES;
+      const at = C.ERROR_CHUNK_AT;
+      if (data.length < at.message + tail) throw malformed(`${name} of ${data.length} bytes`);
+      const error = data.readUInt32BE(at.error);
+      const msgLen = data.readUInt16BE(at.messageLength);
+      if (at.message + msgLen + tail !== data.length) throw malformed(`${name} message length ${msgLen} vs chunk ${data.length}`);
       if (error === 0) throw malformed(`${name} with error 0`);
-      const message = data.toString('utf8', 6, 6 + msgLen);
+      const message = data.toString('utf8', at.message, at.message + msgLen);
       if (tail === 0) return { kind: 'error', chunkType, error, message };
-      return { kind: 'error', chunkType, error, message, offset: readU64(data, 6 + msgLen) };
+      return { kind: 'error', chunkType, error, message, offset: readU64(data, at.message + msgLen) };
     }
     default:
       if ((chunkType & C.NBD_REPLY_TYPE_ERROR_BIT) !== 0) {
         // Unknown error types fail their request only; every error type starts with u32 error.
-        const raw = data.length >= 4 ? data.readUInt32BE(0) : 0;
+        const raw = data.length >= C.U32_BYTES ? data.readUInt32BE(C.ERROR_CHUNK_AT.error) : 0;
         return { kind: 'error', chunkType, error: raw === 0 ? C.NBD_EINVAL : raw, message: '' };
       }
       throw malformed(`unknown chunk type ${name}`);

@@ -1,7 +1,7 @@
 // The client's fixed-newstyle negotiation: client flags, STRUCTURED_REPLY, SET_META_CONTEXT
 // base:allocation, GO with BLOCK_SIZE; each refusal falls back (simple replies, no contexts,
 // EXPORT_NAME) the way qemu and libnbd do.
-import { NbdError, ProtocolError } from '../common/errors.js';
+import { NbdError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { ClientDecoder } from './client-decoder.js';
 import * as codec from './codec.js';
@@ -37,11 +37,11 @@ type OptionReply = Extract<ServerMessage, { type: 'optionReply' }>;
 
 async function nextOptionReply(io: HandshakeIo, option: number): Promise<OptionReply> {
   const msg = await io.next();
-  if (msg.type !== 'optionReply') throw new ProtocolError('NBD_ERR_HANDSHAKE', `expected an option reply, got ${msg.type}`);
+  if (msg.type !== 'optionReply') throw new NbdError('NBD_ERR_HANDSHAKE', `expected an option reply, got ${msg.type}`);
   if (msg.option !== option) {
-    throw new ProtocolError('NBD_ERR_HANDSHAKE', `reply for ${C.nameOfOption(msg.option)} while waiting for ${C.nameOfOption(option)}`);
+    throw new NbdError('NBD_ERR_HANDSHAKE', `reply for ${C.nameOfOption(msg.option)} while waiting for ${C.nameOfOption(option)}`);
   }
-  if (msg.replyType === C.NBD_REP_ACK && msg.data.length !== 0) throw new ProtocolError('NBD_ERR_MALFORMED', 'ACK with data');
+  if (msg.replyType === C.NBD_REP_ACK && msg.data.length !== 0) throw new NbdError('NBD_ERR_MALFORMED', 'ACK with data');
   return msg;
 }
 
@@ -77,7 +77,7 @@ export async function negotiate(
   log: Logger,
 ): Promise<NegotiatedExport> {
   const greeting = await io.next();
-  if (greeting.type !== 'greeting') throw new ProtocolError('NBD_ERR_HANDSHAKE', 'no greeting');
+  if (greeting.type !== 'greeting') throw new NbdError('NBD_ERR_HANDSHAKE', 'no greeting');
   const fixed = (greeting.flags & C.NBD_FLAG_FIXED_NEWSTYLE) !== 0;
   const noZeroes = (greeting.flags & C.NBD_FLAG_NO_ZEROES) !== 0;
   io.send(codec.encodeClientFlags((fixed ? C.NBD_FLAG_C_FIXED_NEWSTYLE : 0) | (noZeroes ? C.NBD_FLAG_C_NO_ZEROES : 0)));
@@ -90,7 +90,7 @@ export async function negotiate(
     const reply = await nextOptionReply(io, C.NBD_OPT_STRUCTURED_REPLY);
     // Any error counts as "unsupported" (qemu does the same); anything but ACK/error is a broken server.
     if (!isError(reply) && reply.replyType !== C.NBD_REP_ACK) {
-      throw new ProtocolError('NBD_ERR_HANDSHAKE', `STRUCTURED_REPLY answered ${C.nameOfReplyType(reply.replyType)}`);
+      throw new NbdError('NBD_ERR_HANDSHAKE', `STRUCTURED_REPLY answered ${C.nameOfReplyType(reply.replyType)}`);
     }
     structuredReplies = !isError(reply);
   }
@@ -112,7 +112,7 @@ export async function negotiate(
     }
     if (reply.replyType === C.NBD_REP_ACK) break;
     if (reply.replyType !== C.NBD_REP_INFO) {
-      throw new ProtocolError('NBD_ERR_HANDSHAKE', `GO answered ${C.nameOfReplyType(reply.replyType)}`);
+      throw new NbdError('NBD_ERR_HANDSHAKE', `GO answered ${C.nameOfReplyType(reply.replyType)}`);
     }
     const info = codec.parseInfoReply(reply.data);
     if (info.id === C.NBD_INFO_EXPORT && 'size' in info) exportInfo = { size: info.size, transmissionFlags: info.transmissionFlags };
@@ -120,7 +120,7 @@ export async function negotiate(
       blockSizes = { minimum: info.minimum, preferred: info.preferred, maximum: info.maximum };
     }
   }
-  if (!exportInfo) throw new ProtocolError('NBD_ERR_HANDSHAKE', 'GO acknowledged without INFO_EXPORT');
+  if (!exportInfo) throw new NbdError('NBD_ERR_HANDSHAKE', 'GO acknowledged without INFO_EXPORT');
   if (blockSizes && !saneBlockSizes(blockSizes, exportInfo.size)) {
     log.warn({ blockSizes, size: exportInfo.size }, 'ignoring impossible NBD block size constraints');
     blockSizes = undefined;
@@ -138,12 +138,12 @@ async function setMetaContext(io: HandshakeIo, exportName: string): Promise<numb
     if (isError(reply)) return undefined;
     if (reply.replyType === C.NBD_REP_ACK) return id;
     if (reply.replyType !== C.NBD_REP_META_CONTEXT) {
-      throw new ProtocolError('NBD_ERR_HANDSHAKE', `SET_META_CONTEXT answered ${C.nameOfReplyType(reply.replyType)}`);
+      throw new NbdError('NBD_ERR_HANDSHAKE', `SET_META_CONTEXT answered ${C.nameOfReplyType(reply.replyType)}`);
     }
     const ctx = codec.parseRepMetaContext(reply.data);
     // Like qemu: the server must only name what we asked for.
     if (ctx.name !== C.NBD_META_BASE_ALLOCATION) {
-      throw new ProtocolError('NBD_ERR_HANDSHAKE', `server selected unrequested context ${JSON.stringify(ctx.name.slice(0, 64))}`);
+      throw new NbdError('NBD_ERR_HANDSHAKE', `server selected unrequested context ${JSON.stringify(ctx.name.slice(0, 64))}`);
     }
     id = ctx.contextId;
   }
@@ -167,7 +167,7 @@ async function exportNameFallback(
       cause: err,
     });
   }
-  if (msg.type !== 'exportNameReply') throw new ProtocolError('NBD_ERR_HANDSHAKE', `expected the EXPORT_NAME reply, got ${msg.type}`);
+  if (msg.type !== 'exportNameReply') throw new NbdError('NBD_ERR_HANDSHAKE', `expected the EXPORT_NAME reply, got ${msg.type}`);
   io.decoder.enterTransmission(structuredReplies);
   return {
     exportName,

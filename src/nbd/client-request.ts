@@ -1,8 +1,8 @@
 // One outstanding client request and the checks on every reply chunk for it: type fits the
 // command, data/holes inside the range without overlap and covering it all, the context id we
-// negotiated. accept() throws ProtocolError for a server that broke the rules (hard close).
-import { NbdError, ProtocolError } from '../common/errors.js';
-import type { BlockStatusDescriptor, ChunkBody } from './codec.js';
+// negotiated. accept() throws NbdError for a server that broke the rules (hard close).
+import { NbdError } from '../common/errors.js';
+import type { BlockStatusDescriptor, ChunkBody, ServerMessage } from './codec-types.js';
 import * as C from './constants.js';
 
 export type RequestResult = Buffer | BlockStatusDescriptor[] | undefined;
@@ -14,8 +14,8 @@ interface Piece {
   data?: Buffer;
 }
 
-function malformed(detail: string): ProtocolError {
-  return new ProtocolError('NBD_ERR_MALFORMED', detail);
+function malformed(detail: string): NbdError {
+  return new NbdError('NBD_ERR_MALFORMED', detail);
 }
 
 /**
@@ -23,7 +23,7 @@ function malformed(detail: string): ProtocolError {
  * buffer, else copy, so a cached 4 KiB block never pins a 64 KiB socket chunk.
  */
 function ownBytes(data: Buffer): Buffer {
-  return data.length * 2 >= data.buffer.byteLength ? data : Buffer.from(data);
+  return data.length * C.CLIENT_VIEW_MIN_SHARE >= data.buffer.byteLength ? data : Buffer.from(data);
 }
 
 export class PendingRequest {
@@ -146,5 +146,41 @@ export class PendingRequest {
     const out = Buffer.alloc(this.length);
     for (const p of pieces) if (p.data) p.data.copy(out, p.offset - this.offset);
     return out;
+  }
+}
+
+/** The client's requests awaiting replies, by cookie: each reply goes to its request, which checks it. */
+export class PendingRequests {
+  readonly #byCookie = new Map<bigint, PendingRequest>();
+
+  add(req: PendingRequest): void {
+    this.#byCookie.set(req.cookie, req);
+  }
+
+  has(cookie: bigint): boolean {
+    return this.#byCookie.has(cookie);
+  }
+
+  /** Payload bytes after a successful simple reply for this cookie; undefined for no such request. */
+  simpleReplyLength(cookie: bigint): number | undefined {
+    return this.#byCookie.get(cookie)?.simpleReplyLength;
+  }
+
+  /** Hand a transmission reply to its request; a reply no request is waiting for is the server breaking the rules. */
+  onReply(msg: ServerMessage): void {
+    if (msg.type !== 'simpleReply' && msg.type !== 'chunk') throw malformed(`unexpected ${msg.type} in transmission`);
+    const req = this.#byCookie.get(msg.cookie);
+    if (!req) throw new NbdError('NBD_ERR_UNKNOWN_COOKIE', `reply for cookie ${msg.cookie}`);
+    if (msg.type === 'simpleReply') {
+      this.#byCookie.delete(msg.cookie);
+      req.simpleReply(msg.error, msg.data);
+    } else if (req.chunk(msg.body, msg.done)) {
+      this.#byCookie.delete(msg.cookie);
+    }
+  }
+
+  failAll(failure: Error): void {
+    for (const req of this.#byCookie.values()) req.fail(failure);
+    this.#byCookie.clear();
   }
 }

@@ -2,51 +2,16 @@
 // -> transmission -> draining -> closed) over a duplex socket, with requests in flight bounded by pausing the socket.
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { ProtocolError, StateError } from '../common/errors.js';
+import { NbdError, ProtocolError, StateError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import * as codec from './codec.js';
-import type { ClientMessage, NbdRequest } from './codec.js';
+import type { ClientMessage, NbdRequest } from './codec-types.js';
 import * as C from './constants.js';
+import { encodeGreeting } from './handshake-encoder.js';
+import { HANDSHAKE_FLAGS, KNOWN_CLIENT_FLAGS, TRANSITIONS, phaseOf, type ConnPhase, type ConnState, type ConnectionOptions } from './server-connection-state.js';
 import { ServerDecoder } from './server-decoder.js';
-import { handleOption, resetAfterTls, transmissionFlagsFor, type ExportCatalog, type NegotiationState } from './server-negotiation.js';
-import type { TlsUpgrader } from './server-tls.js';
+import { InFlightLoad } from './server-load.js';
+import { handleOption, resetAfterTls, transmissionFlagsFor, type NegotiationState } from './server-negotiation.js';
 import { errorReply, executeRequest, validateRequest, type TransmissionContext } from './server-requests.js';
-
-export interface ConnectionOptions {
-  catalog: ExportCatalog;
-  logger: Logger;
-  maxPayload: number;
-  maxInFlight: number;
-  /** Payload bytes (WRITE data held, READ data owed) in flight before the socket is paused. */
-  maxInFlightBytes: number;
-  maxOptions: number;
-  maxOptionLength: number;
-  handshakeTimeoutMs: number;
-  /** TLS is mandatory on this connection (FORCEDTLS): the socket must be a net.Socket. */
-  tls?: TlsUpgrader;
-}
-
-type ConnState = 'clientFlags' | 'options' | 'tlsHandshake' | 'transmission' | 'draining' | 'closed';
-
-/** What the server's connection cap looks at when it must make room. */
-export type ConnPhase = 'negotiating' | 'transmission' | 'ending';
-
-const TRANSITIONS: Record<ConnState, readonly ConnState[]> = {
-  clientFlags: ['options', 'closed'],
-  options: ['transmission', 'tlsHandshake', 'closed'],
-  tlsHandshake: ['options', 'closed'],
-  transmission: ['draining', 'closed'],
-  draining: ['closed'],
-  closed: [],
-};
-
-const HANDSHAKE_FLAGS = C.NBD_FLAG_FIXED_NEWSTYLE | C.NBD_FLAG_NO_ZEROES;
-const KNOWN_CLIENT_FLAGS = C.NBD_FLAG_C_FIXED_NEWSTYLE | C.NBD_FLAG_C_NO_ZEROES;
-
-/** Memory a request pins while in flight: the WRITE payload held, or the READ data to come. */
-function payloadBytes(req: NbdRequest): number {
-  return req.command === C.NBD_CMD_WRITE || req.command === C.NBD_CMD_READ ? req.length : 0;
-}
 
 export class ServerConnection {
   /** The plain socket, then the TLS socket over it after STARTTLS. */
@@ -70,8 +35,7 @@ export class ServerConnection {
   #state: ConnState = 'clientFlags';
   #ctx: TransmissionContext | undefined;
   #optionCount = 0;
-  #inFlight = 0;
-  #inFlightBytes = 0;
+  readonly #load: InFlightLoad;
   #paused = false;
   /** The client sent FIN: no more input will come. */
   #peerEnded = false;
@@ -85,13 +49,14 @@ export class ServerConnection {
     this.#socket = socket;
     this.#opts = opts;
     this.#log = opts.logger;
+    this.#load = new InFlightLoad(opts.maxInFlight, opts.maxInFlightBytes);
     this.#decoder = new ServerDecoder({ maxPayload: opts.maxPayload, maxOptionLength: opts.maxOptionLength });
     this.#negotiation = { noZeroes: false, tls: opts.tls ? 'required' : 'none', structuredReplies: false, metaContextExport: undefined };
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#attach(socket);
     this.#handshakeTimer = setTimeout(() => this.#cutOff('handshake timed out'), opts.handshakeTimeoutMs);
     this.#handshakeTimer.unref?.();
-    this.#send([codec.encodeGreeting(HANDSHAKE_FLAGS)]);
+    this.#send([encodeGreeting(HANDSHAKE_FLAGS)]);
   }
 
   get state(): ConnState {
@@ -99,12 +64,11 @@ export class ServerConnection {
   }
 
   get inFlight(): number {
-    return this.#inFlight;
+    return this.#load.requests;
   }
 
   get phase(): ConnPhase {
-    if (this.#state === 'transmission') return 'transmission';
-    return this.#state === 'draining' || this.#state === 'closed' ? 'ending' : 'negotiating';
+    return phaseOf(this.#state);
   }
 
   get openedAt(): number {
@@ -134,9 +98,7 @@ export class ServerConnection {
   }
 
   #transition(to: ConnState): void {
-    if (!TRANSITIONS[this.#state].includes(to)) {
-      throw new StateError('PC_ERR_STATE', `NBD connection ${this.#state} -> ${to}`);
-    }
+    if (!TRANSITIONS[this.#state].includes(to)) throw new StateError('PC_ERR_STATE', `NBD connection ${this.#state} -> ${to}`);
     this.#state = to;
   }
 
@@ -160,9 +122,13 @@ export class ServerConnection {
 
   /** Decode and handle messages until input runs out, we must pause, or the state forbids more. */
   #pump(): void {
+    // A decoder error is the client breaking the wire: its message says how. Anything else thrown here is ours.
+    let decoding = false;
     try {
       while (!this.#paused && (this.#state === 'clientFlags' || this.#state === 'options' || this.#state === 'transmission')) {
+        decoding = true;
         const msg = this.#decoder.next();
+        decoding = false;
         if (!msg) {
           // Everything the half-closed client sent has been taken: finish it and close.
           if (this.#peerEnded) this.#onInputExhausted();
@@ -171,7 +137,8 @@ export class ServerConnection {
         this.#handle(msg);
       }
     } catch (err) {
-      this.#cutOff(err instanceof ProtocolError ? err.message : 'internal error', err);
+      const peerBroke = (decoding && err instanceof NbdError) || err instanceof ProtocolError;
+      this.#cutOff(peerBroke ? (err as Error).message : 'internal error', err);
     }
   }
 
@@ -211,17 +178,10 @@ export class ServerConnection {
     this.#decoder.enterTransmission();
     this.#transition('transmission');
     clearTimeout(this.#handshakeTimer);
-    this.#log.info(
-      {
-        export: exp.name,
-        size: exp.device.size,
-        tflags: C.nameOfTransmissionFlags(transmissionFlagsFor(exp.device)),
-        structuredReplies: this.#ctx.structuredReplies,
-        baseAllocation: this.#ctx.baseAllocation,
-        via: C.nameOfOption(option),
-      },
-      'NBD client entered transmission',
-    );
+    const { structuredReplies, baseAllocation } = this.#ctx;
+    const tflags = C.nameOfTransmissionFlags(transmissionFlagsFor(exp.device));
+    const entered = { export: exp.name, size: exp.device.size, tflags, structuredReplies, baseAllocation, via: C.nameOfOption(option) };
+    this.#log.info(entered, 'NBD client entered transmission');
   }
 
   /** After the STARTTLS ACK (already written in the clear): the TLS handshake on the same socket. */
@@ -255,23 +215,16 @@ export class ServerConnection {
       this.#send(errorReply(req, ctx, refusal.errno, refusal.reason));
       return;
     }
-    const bytes = payloadBytes(req);
-    this.#inFlight++;
-    this.#inFlightBytes += bytes;
-    if (this.#overloaded()) this.#pause();
+    const bytes = this.#load.begin(req);
+    if (this.#load.overloaded) this.#pause();
     void executeRequest(req, ctx).then(({ replies, failed }) => {
       this.#lastActivity = Date.now();
-      this.#inFlight--;
-      this.#inFlightBytes -= bytes;
+      this.#load.end(bytes);
       if (failed) this.#errors++;
       if (this.#state !== 'closed') this.#send(replies);
       this.#maybeResume();
-      if (this.#state === 'draining' && this.#inFlight === 0) this.#close('drained');
+      if (this.#state === 'draining' && this.#load.requests === 0) this.#close('drained');
     });
-  }
-
-  #overloaded(): boolean {
-    return this.#inFlight >= this.#opts.maxInFlight || this.#inFlightBytes >= this.#opts.maxInFlightBytes;
   }
 
   #pause(): void {
@@ -282,7 +235,7 @@ export class ServerConnection {
 
   #maybeResume(): void {
     if (!this.#paused || this.#state !== 'transmission') return;
-    if (this.#overloaded() || this.#socket.writableNeedDrain) return;
+    if (this.#load.overloaded || this.#socket.writableNeedDrain) return;
     this.#paused = false;
     this.#pump();
     if (!this.#paused) this.#socket.resume();
@@ -300,8 +253,8 @@ export class ServerConnection {
   #startDrain(reason: string): void {
     this.#transition('draining');
     this.#socket.pause();
-    this.#log.debug({ reason, inFlight: this.#inFlight }, 'draining');
-    if (this.#inFlight === 0) this.#close(reason);
+    this.#log.debug({ reason, inFlight: this.#load.requests }, 'draining');
+    if (this.#load.requests === 0) this.#close(reason);
   }
 
   /** Graceful close: everything queued is flushed, then FIN. */
@@ -312,7 +265,7 @@ export class ServerConnection {
     this.#log.debug({ reason }, 'closing');
     this.#socket.end();
     // A peer that never reads must not keep us half-open forever.
-    const timer = setTimeout(() => this.#socket.destroy(), 5000);
+    const timer = setTimeout(() => this.#socket.destroy(), C.SERVER_HALF_CLOSE_TIMEOUT_MS);
     timer.unref?.();
     this.#socket.once('close', () => clearTimeout(timer));
   }

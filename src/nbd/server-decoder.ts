@@ -1,9 +1,9 @@
 // Streaming decoder of what a client sends a server: client flags, then option requests, then
-// transmission requests (with WRITE payloads). Pure. Out-of-sync input throws ProtocolError;
+// transmission requests (with WRITE payloads). Pure. Out-of-sync input throws NbdError;
 // a well-framed request the server must refuse is yielded for the server to answer with an error.
-import { ProtocolError } from '../common/errors.js';
+import { NbdError } from '../common/errors.js';
 import { ByteQueue, readU64 } from './byte-queue.js';
-import type { ClientMessage, NbdRequest } from './codec.js';
+import type { ClientMessage, NbdRequest } from './codec-types.js';
 import * as C from './constants.js';
 
 export interface ServerDecoderOptions {
@@ -21,7 +21,7 @@ type Pending =
   | { kind: 'option'; option: number; length: number }
   | { kind: 'write'; request: NbdRequest };
 
-export const DEFAULT_MAX_OPTION_LENGTH = 1024 * 1024;
+export const DEFAULT_MAX_OPTION_LENGTH = C.SERVER_MAX_OPTION_LENGTH;
 
 export class ServerDecoder {
   readonly #queue = new ByteQueue();
@@ -51,7 +51,7 @@ export class ServerDecoder {
   /** Called by the server once EXPORT_NAME or GO has succeeded: what follows are requests. */
   enterTransmission(): void {
     if (this.#phase !== 'options' || this.#pending) {
-      throw new ProtocolError('NBD_ERR_MALFORMED', `cannot enter transmission from ${this.#phase}`);
+      throw new NbdError('NBD_ERR_MALFORMED', `cannot enter transmission from ${this.#phase}`);
     }
     this.#phase = 'transmission';
   }
@@ -84,8 +84,8 @@ export class ServerDecoder {
   }
 
   #clientFlags(): ClientMessage | undefined {
-    if (this.#queue.length < 4) return undefined;
-    const flags = this.#queue.take(4).readUInt32BE(0);
+    if (this.#queue.length < C.CLIENT_FLAGS_BYTES) return undefined;
+    const flags = this.#queue.take(C.CLIENT_FLAGS_BYTES).readUInt32BE(0);
     this.#phase = 'options';
     return { type: 'clientFlags', flags };
   }
@@ -93,13 +93,12 @@ export class ServerDecoder {
   #optionHeader(): ClientMessage | undefined {
     if (this.#queue.length < C.OPTION_HEADER_SIZE) return undefined;
     const head = this.#queue.take(C.OPTION_HEADER_SIZE);
-    if (head.readBigUInt64BE(0) !== C.NBD_IHAVEOPT) {
-      throw new ProtocolError('NBD_ERR_BAD_MAGIC', `option magic 0x${head.readBigUInt64BE(0).toString(16)}`);
-    }
-    const option = head.readUInt32BE(8);
-    const length = head.readUInt32BE(12);
+    const magic = head.readBigUInt64BE(C.OPTION_AT.ihaveopt);
+    if (magic !== C.NBD_IHAVEOPT) throw new NbdError('NBD_ERR_BAD_MAGIC', `option magic 0x${magic.toString(16)}`);
+    const option = head.readUInt32BE(C.OPTION_AT.option);
+    const length = head.readUInt32BE(C.OPTION_AT.length);
     if (length > this.#maxOptionLength) {
-      throw new ProtocolError('NBD_ERR_TOO_LARGE', `option ${C.nameOfOption(option)} data of ${length} bytes`);
+      throw new NbdError('NBD_ERR_TOO_LARGE', `option ${C.nameOfOption(option)} data of ${length} bytes`);
     }
     this.#pending = { kind: 'option', option, length };
     return this.#completePending();
@@ -108,21 +107,21 @@ export class ServerDecoder {
   #requestHeader(): ClientMessage | undefined {
     if (this.#queue.length < C.REQUEST_HEADER_SIZE) return undefined;
     const head = this.#queue.take(C.REQUEST_HEADER_SIZE);
-    const magic = head.readUInt32BE(0);
+    const magic = head.readUInt32BE(C.REQUEST_AT.magic);
     if (magic !== C.NBD_REQUEST_MAGIC) {
-      throw new ProtocolError('NBD_ERR_BAD_MAGIC', `request magic 0x${magic.toString(16)}`);
+      throw new NbdError('NBD_ERR_BAD_MAGIC', `request magic 0x${magic.toString(16)}`);
     }
     const request: NbdRequest = {
       type: 'request',
-      flags: head.readUInt16BE(4),
-      command: head.readUInt16BE(6),
-      cookie: head.readBigUInt64BE(8),
-      offset: readU64(head, 16),
-      length: head.readUInt32BE(24),
+      flags: head.readUInt16BE(C.REQUEST_AT.flags),
+      command: head.readUInt16BE(C.REQUEST_AT.command),
+      cookie: head.readBigUInt64BE(C.REQUEST_AT.cookie),
+      offset: readU64(head, C.REQUEST_AT.offset),
+      length: head.readUInt32BE(C.REQUEST_AT.length),
     };
     if (request.command !== C.NBD_CMD_WRITE || request.length === 0) return request;
     if (request.length > this.#dosPayload) {
-      throw new ProtocolError('NBD_ERR_TOO_LARGE', `WRITE payload of ${request.length} bytes`);
+      throw new NbdError('NBD_ERR_TOO_LARGE', `WRITE payload of ${request.length} bytes`);
     }
     if (request.length > this.#maxPayload) {
       // Too big to serve, small enough to discard: answer it, and drop its bytes as they come.

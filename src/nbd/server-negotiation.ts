@@ -126,7 +126,7 @@ export function resetAfterTls(state: NegotiationState): void {
 
 function exportName(state: NegotiationState, catalog: ExportCatalog, data: Buffer): OptionOutcome {
   // No error reply exists for EXPORT_NAME: the only way to refuse is to close.
-  if (data.length > C.NBD_MAX_STRING) return { next: 'close', replies: [], reason: 'EXPORT_NAME longer than 4096' };
+  if (data.length > C.NBD_MAX_STRING) return { next: 'close', replies: [], reason: `EXPORT_NAME longer than ${C.NBD_MAX_STRING}` };
   const exp = catalog.find(data.toString('utf8'));
   if (!exp) return { next: 'close', replies: [], reason: 'EXPORT_NAME names an unknown export' };
   const reply = codec.encodeExportNameReply(exp.device.size, transmissionFlagsFor(exp.device), state.noZeroes);

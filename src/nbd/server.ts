@@ -79,14 +79,14 @@ export class NbdServer {
       minimumBlockSize: opts.minimumBlockSize ?? 1,
       preferredBlockSize: opts.preferredBlockSize ?? C.NBD_DEFAULT_PREFERRED_BLOCK,
       maxPayload: opts.maxPayload ?? C.NBD_DEFAULT_MAX_PAYLOAD,
-      maxInFlight: opts.maxInFlight ?? 64,
-      maxInFlightBytes: opts.maxInFlightBytes ?? 64 * 1024 * 1024,
-      maxOptions: opts.maxOptions ?? 256,
+      maxInFlight: opts.maxInFlight ?? C.SERVER_MAX_IN_FLIGHT,
+      maxInFlightBytes: opts.maxInFlightBytes ?? C.SERVER_MAX_IN_FLIGHT_BYTES,
+      maxOptions: opts.maxOptions ?? C.SERVER_MAX_OPTIONS,
       maxOptionLength: opts.maxOptionLength ?? DEFAULT_MAX_OPTION_LENGTH,
-      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 10_000,
-      maxConnections: opts.maxConnections ?? 128,
-      keepAliveMs: opts.keepAliveMs ?? 30_000,
-      closeTimeoutMs: opts.closeTimeoutMs ?? 10_000,
+      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? C.SERVER_HANDSHAKE_TIMEOUT_MS,
+      maxConnections: opts.maxConnections ?? C.SERVER_MAX_CONNECTIONS,
+      keepAliveMs: opts.keepAliveMs ?? C.SERVER_KEEPALIVE_MS,
+      closeTimeoutMs: opts.closeTimeoutMs ?? C.SERVER_CLOSE_TIMEOUT_MS,
     };
     checkBlockSizes(this.#opts.minimumBlockSize, this.#opts.preferredBlockSize, this.#opts.maxPayload);
   }
@@ -213,7 +213,7 @@ function checkBlockSizes(minimum: number, preferred: number, maxPayload: number)
   if (!isPowerOfTwo(minimum) || minimum > C.NBD_MAX_MIN_BLOCK) {
     throw new UsageError('PC_ERR_USAGE', `NBD minimum block size ${minimum} must be a power of 2 ≤ 64 KiB`);
   }
-  if (!isPowerOfTwo(preferred) || preferred < Math.max(minimum, 512)) {
+  if (!isPowerOfTwo(preferred) || preferred < Math.max(minimum, C.NBD_MIN_PREFERRED_BLOCK)) {
     throw new UsageError('PC_ERR_USAGE', `NBD preferred block size ${preferred} must be a power of 2 ≥ max(min, 512)`);
   }
   if (maxPayload < preferred || maxPayload > C.NBD_DOS_PAYLOAD) {

@@ -1,20 +1,20 @@
-// Out-of-sync and malformed input: each decoder throws our ProtocolError with a stable code;
+// Out-of-sync and malformed input: each decoder throws our NbdError with a stable code;
 // well-framed but invalid option data comes back as { ok: false } for an error reply.
 import { describe, expect, it } from 'vitest';
-import { ProtocolError } from '../../src/common/errors.js';
+import { NbdError } from '../../src/common/errors.js';
 import { ClientDecoder, decodeChunkBody } from '../../src/nbd/client-decoder.js';
 import * as codec from '../../src/nbd/codec.js';
 import { clientDecoderIn, drainAll, serverDecoderIn } from './helpers/decode.js';
 import { ascii, hex } from './helpers/hex.js';
 
-function thrown(fn: () => unknown): ProtocolError {
+function thrown(fn: () => unknown): NbdError {
   try {
     fn();
   } catch (err) {
-    expect(err).toBeInstanceOf(ProtocolError);
-    return err as ProtocolError;
+    expect(err).toBeInstanceOf(NbdError);
+    return err as NbdError;
   }
-  throw new Error('expected a ProtocolError');
+  throw new Error('expected a NbdError');
 }
 
 describe('server decoder refuses out-of-sync input', () => {

@@ -1,8 +1,8 @@
 // Properties of the codec: encoded message sequences cut at random points decode to the same
-// messages, in both directions and every phase; random bytes only ever raise our ProtocolError.
+// messages, in both directions and every phase; random bytes only ever raise our NbdError.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ProtocolError } from '../../src/common/errors.js';
+import { NbdError } from '../../src/common/errors.js';
 import { ClientDecoder } from '../../src/nbd/client-decoder.js';
 import * as codec from '../../src/nbd/codec.js';
 import * as C from '../../src/nbd/constants.js';
@@ -177,12 +177,12 @@ describe('codec round trips cut at random points', () => {
   });
 });
 
-describe('random bytes only ever raise ProtocolError', () => {
-  function onlyProtocolErrors(feed: () => void): void {
+describe('random bytes only ever raise NbdError', () => {
+  function onlyNbdErrors(feed: () => void): void {
     try {
       feed();
     } catch (err) {
-      if (!(err instanceof ProtocolError)) throw err;
+      if (!(err instanceof NbdError)) throw err;
     }
   }
 
@@ -193,7 +193,7 @@ describe('random bytes only ever raise ProtocolError', () => {
       fc.assert(
         fc.property(noise, cuts, (bytes, points) => {
           const d = serverDecoderIn(phase, { maxOptionLength: 64, maxPayload: 64, dosPayload: 256 });
-          onlyProtocolErrors(() => drainAll(d, cut(bytes, points)));
+          onlyNbdErrors(() => drainAll(d, cut(bytes, points)));
         }),
         fcParams(500),
       );
@@ -212,7 +212,7 @@ describe('random bytes only ever raise ProtocolError', () => {
           if (phase === 'transmission') d.enterTransmission(true);
           if (phase === 'simple') d.enterTransmission(false);
           if (phase === 'exportName') d.expectExportNameReply(known);
-          onlyProtocolErrors(() => drainAll(d, cut(bytes, points)));
+          onlyNbdErrors(() => drainAll(d, cut(bytes, points)));
         }),
         fcParams(500),
       );
@@ -231,12 +231,12 @@ describe('random bytes only ever raise ProtocolError', () => {
     );
   });
 
-  it('option reply parsers raise only ProtocolError', () => {
+  it('option reply parsers raise only NbdError', () => {
     fc.assert(
       fc.property(noise, (bytes) => {
-        onlyProtocolErrors(() => codec.parseInfoReply(bytes));
-        onlyProtocolErrors(() => codec.parseRepServer(bytes));
-        onlyProtocolErrors(() => codec.parseRepMetaContext(bytes));
+        onlyNbdErrors(() => codec.parseInfoReply(bytes));
+        onlyNbdErrors(() => codec.parseRepServer(bytes));
+        onlyNbdErrors(() => codec.parseRepMetaContext(bytes));
       }),
       fcParams(500),
     );

@@ -3,12 +3,12 @@
 // structured chunks, with some cookies outstanding as READs), plus the option-data parsers each side runs on
 // what its decoder yields. Inputs mix pure random bytes with mutated valid messages built by the codec's own
 // encoders, cut at a random point; untouched valid sequences must decode whole. Only our errors may escape:
-// ProtocolError / NbdError with an NBD_ERR_* code (never a RangeError, TypeError or a hang).
+// NbdError with an NBD_ERR_* code (never a RangeError, TypeError or a hang).
 // Normal runs push 100,000 inputs per side (a few seconds); the soak pushes a million each:
 //   FUZZ_INPUTS=1000000 npx vitest run test/nbd/fuzz.test.ts
 // Replay a failure with the FC_SEED (and FUZZ_INPUTS) it prints.
 import { describe, expect, it } from 'vitest';
-import { NbdError, ProtocolError } from '../../src/common/errors.js';
+import { NbdError } from '../../src/common/errors.js';
 import { ClientDecoder } from '../../src/nbd/client-decoder.js';
 import * as codec from '../../src/nbd/codec.js';
 import * as C from '../../src/nbd/constants.js';
@@ -67,7 +67,7 @@ function mutate(r: Rng, base: Buffer, corpus: readonly Buffer[]): Buffer {
   return b;
 }
 
-/** Our decoders' errors: ProtocolError (or NbdError) with an NBD code. Anything else fails the run. */
+/** Our decoders' errors: NbdError with an NBD code. Anything else fails the run. */
 /** The head of an input, in hex, for a failure message. */
 function hexOf(input: Buffer): string {
   return input.toString('hex').slice(0, 2000);
@@ -91,7 +91,7 @@ function reportRun(label: string, started: number, kinds: Record<string, number>
 }
 
 function checkError(e: unknown, what: string, n: number, input: Buffer, codes: Record<string, number>): void {
-  if ((e instanceof ProtocolError || e instanceof NbdError) && e.code.startsWith('NBD_ERR_')) {
+  if (e instanceof NbdError && e.code.startsWith('NBD_ERR_')) {
     codes[e.code] = (codes[e.code] ?? 0) + 1;
     return;
   }
