@@ -8,23 +8,14 @@ import { RAM_PAGE_SIZE, RAM_ZERO_PAGE_BIT } from '../protocol/constants.js';
 import { encodeMessage } from '../protocol/messages.js';
 import type { MigratableGuest } from '../guest/types.js';
 import { isAllZero } from '../common/zero.js';
+import type { PrecopyResult } from '../guest/source-guest.js';
+
+export type { PrecopyResult };
 
 /** Pages per RAM_PAGES frame (1 MiB of data at most). */
 const PAGES_PER_FRAME = 256;
 /** Give up converging after this many rounds and cut over anyway (reported). */
 const MAX_ROUNDS = 30;
-
-export interface PrecopyResult {
-  rounds: number;
-  pagesSent: number;
-  bytesSent: number;
-  finalPages: number;
-  /** Measured transfer rate of the last full round, bytes/s. */
-  bandwidth: number;
-  converged: boolean;
-  /** Wall-clock ms at which the guest was paused. */
-  pausedAt: number;
-}
 
 /** Credit granted by D, in bytes of RAM payload S may still send. */
 export class RamCredit {
