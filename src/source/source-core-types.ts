@@ -38,7 +38,8 @@ export type SourceState = { readonly ctx: Context } & (
   | { phase: 'awaiting-prepared'; keys: SessionKeys }
   | { phase: 'precopy'; keys: SessionKeys }
   | ({ phase: 'awaiting-finish'; keys: SessionKeys; pausedAt: number | null } & Reconnect)
-  | ({ phase: 'postcopy'; keys: SessionKeys; downtimeMs: number | null; tally: DigestTally } & Reconnect)
+  /** `checking`: a final check asked for at D's COMPLETE is running; only its result may confirm. */
+  | ({ phase: 'postcopy'; keys: SessionKeys; downtimeMs: number | null; tally: DigestTally; checking: boolean } & Reconnect)
   | { phase: 'done'; keys: SessionKeys; downtimeMs: number | null }
   | { phase: 'rolled-back'; failedIn: SourcePhase }
   | { phase: 'failed'; was: SourcePhase }

@@ -53,7 +53,7 @@ export function step(cfg: SourceConfig, s: SourceState, e: SourceEvent, now: num
       const lost = { link: 'up' as const };
       const base: SourceState =
         e.saved.phase === 'postcopy'
-          ? { phase: 'postcopy', keys, downtimeMs: null, tally: newTally(), ...lost, ctx: s.ctx }
+          ? { phase: 'postcopy', keys, downtimeMs: null, tally: newTally(), checking: false, ...lost, ctx: s.ctx }
           : { phase: 'awaiting-finish', keys, pausedAt: null, ...lost, ctx: s.ctx };
       const next = linkLost(cfg, base, now);
       return {
@@ -157,7 +157,7 @@ function onPeer(cfg: SourceConfig, s: SourceState, e: Extract<SourceEvent, { typ
       if (msg.pristineBlocks !== s.tally.received) {
         return illegal(cfg, s, `COMPLETE names ${msg.pristineBlocks} digests, ${s.tally.received} arrived`, now, 'PC_ERR_MALFORMED');
       }
-      return { state: { ...s, tally: newTally() }, effects: [{ type: 'final-check', gen: s.ctx.gen, tally: s.tally }] };
+      return { state: { ...s, tally: newTally(), checking: true }, effects: [{ type: 'final-check', gen: s.ctx.gen, tally: s.tally }] };
     default:
       return illegal(cfg, s, `${msg.type} is not for the source`, now);
   }
@@ -184,7 +184,7 @@ function onConnected(cfg: SourceConfig, s: SourceState, e: Extract<SourceEvent, 
     ];
     const c: Context = { ...ctx, reconnects: ctx.reconnects + 1 };
     if (s.phase === 'postcopy') {
-      return { state: { phase: 'postcopy', keys: s.keys, downtimeMs: s.downtimeMs, tally: newTally(), link: 'up', ctx: c }, effects: [...resumed, ...extents(c)] };
+      return { state: { phase: 'postcopy', keys: s.keys, downtimeMs: s.downtimeMs, tally: newTally(), checking: false, link: 'up', ctx: c }, effects: [...resumed, ...extents(c)] };
     }
     const up: SourceState = { phase: 'awaiting-finish', keys: s.keys, pausedAt: s.pausedAt, link: 'up', ctx: c };
     const means = peerPhaseMeans(e.destPhase);
@@ -260,7 +260,7 @@ function cutOver(s: Extract<SourceState, { phase: 'precopy' }>, final: { precopy
 
 function enterPostcopy(s: Extract<SourceState, { phase: 'awaiting-finish' }> & { link: 'up' }, downtimeMs: number | null): Step {
   return {
-    state: { phase: 'postcopy', keys: s.keys, downtimeMs, tally: newTally(), link: 'up', ctx: s.ctx },
+    state: { phase: 'postcopy', keys: s.keys, downtimeMs, tally: newTally(), checking: false, link: 'up', ctx: s.ctx },
     effects: [
       ...enter('postcopy', s.keys),
       { type: 'make-read-only' },
@@ -279,9 +279,10 @@ function extents(ctx: Context): SourceEffect[] {
 
 function onFinalCheck(s: SourceState, e: Extract<SourceEvent, { type: 'final-check-done' | 'final-check-failed' }>): Step {
   // A check of digests from an older link is void: D sends them again with its next COMPLETE.
-  if (s.phase !== 'postcopy' || s.link !== 'up' || e.gen !== s.ctx.gen) return ignore(s, e.type);
-  if (e.type === 'final-check-failed') return { state: s, effects: [{ type: 'close-link', error: e.error }] };
-  if (e.bad.length > 0) return { state: s, effects: [{ type: 'send', msg: { type: 'DIGEST_MISMATCH', blocks: e.bad.slice(0, MAX_MISMATCH_BLOCKS) } }] };
+  if (s.phase !== 'postcopy' || s.link !== 'up' || !s.checking || e.gen !== s.ctx.gen) return ignore(s, e.type);
+  const checked = { ...s, checking: false };
+  if (e.type === 'final-check-failed') return { state: checked, effects: [{ type: 'close-link', error: e.error }] };
+  if (e.bad.length > 0) return { state: checked, effects: [{ type: 'send', msg: { type: 'DIGEST_MISMATCH', blocks: e.bad.slice(0, MAX_MISMATCH_BLOCKS) } }] };
   return {
     state: { phase: 'done', keys: s.keys, downtimeMs: s.downtimeMs, ctx: s.ctx },
     effects: [
