@@ -296,6 +296,8 @@ export class SourceAgent {
     try {
       const { link, hs } = await attemptLink({ endpoint: this.#o.connect, deadline, openSocket, ticket: this.#o.ticket, resume: keys, link: { ...this.#o.link, log: this.#log } });
       this.#attach(link);
+      // Closed by what D sent behind its WELCOME (a BLOCK_REQ before BEGIN): this attempt failed.
+      if (link.closed) throw new ConnectAttemptError('handshake', link.closeError ?? new LinkClosedError('PC_ERR_LINK_CLOSED'));
       this.#dispatch({ type: 'connected', sessionId: hs.sessionId, resumeKey: hs.resumeKey.toString('hex'), destPhase: hs.destPhase, version: hs.version });
     } catch (e) {
       const failure = e instanceof ConnectAttemptError ? e : new ConnectAttemptError('handshake', toPostcopyError(e, (d, o) => new ProtocolError('PC_ERR_PEER', d, o)));
