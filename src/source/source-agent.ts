@@ -3,10 +3,9 @@
 // scan, RAM sender) runs beside it. Adapters are injected: the connector, the guest, the image, the state dir.
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import type { BlockDevice, Extent, SourceImage } from '../common/block-device.js';
-import { BufferPool } from '../common/buffer-pool.js';
+import type { BlockDevice } from '../common/block-device.js';
 import { deferred } from '../common/deferred.js';
-import { BackendError, LinkClosedError, ProtocolError, RolledBackError as CommonRolledBackError, toPostcopyError, type PostcopyError } from '../common/errors.js';
+import { BackendError, LinkClosedError, ProtocolError, RolledBackError as CommonRolledBackError, toPostcopyError } from '../common/errors.js';
 import type { EventSink } from '../common/events.js';
 import { sourceImageIdentity } from '../common/image-identity.js';
 import type { Logger } from '../common/logger.js';
@@ -16,28 +15,24 @@ import { sourceGuest, type PrecopyResult, type SourceGuest } from '../guest/sour
 import type { MigratableGuest } from '../guest/types.js';
 import { attemptLink, connectOnce, ConnectAttemptError, type Endpoint, type TlsFiles } from '../link/connect.js';
 import type { Link, LinkOptions } from '../link/link.js';
-import { LinkStreamChannel } from '../link/stream-channel.js';
 import type { Ticket } from '../protocol/handshake.js';
-import { BULK_CHUNK_BYTES } from '../protocol/constants.js';
-import type { GuestDefinition, Message } from '../protocol/messages.js';
-import { BlockServer, type BlockServerStats } from './block-server.js';
-import { CONNECT_ATTEMPT_TIMEOUT_MS, PREPARED_WAIT_MS, READ_AHEAD_DEFAULT_BYTES, READ_BUFFERS_KEPT, RECONNECT_BACKOFF } from './constants.js';
-import type { ScanHooks } from './extent-scan.js';
+import type { GuestDefinition } from '../protocol/messages.js';
+import type { BlockServerStats } from './block-server.js';
+import { CONNECT_ATTEMPT_TIMEOUT_MS, PREPARED_WAIT_MS, RECONNECT_BACKOFF } from './constants.js';
+import { SourceDataPlane } from './data-plane.js';
 import { finalCheck } from './final-check.js';
-import { RamCredit, RamSender } from './ram-sender.js';
-import { ReadAheadCache } from './read-cache.js';
-import { ScanPacer, SCAN_LEAD_BYTES } from './scan-pacer.js';
-import { SentDigests } from './sent-digests.js';
 import { acceptsAbort, initialState, publicPhase, step, type SourceConfig, type SourceEffect, type SourceEvent, type SourcePhase, type SourceState, type TimerName } from './source-core.js';
+import { RolledBackError } from './source-errors.js';
 import { SourceStateDir } from './source-state.js';
-import { ZeroRuns } from './zero-runs.js';
+import type { ScannableImage } from './zero-runs.js';
 
 export type { SourcePhase };
+export { RolledBackError };
 
 export interface SourceAgentOptions {
   connect: Endpoint;
   /** The image S serves blocks from. */
-  image: SourceImage & { makeReadOnly?: () => void; scanZeroRuns?: (onZeroRuns: (runs: Extent[]) => void, hooks?: ScanHooks) => Promise<void> };
+  image: ScannableImage & { makeReadOnly?: () => void };
   /** The same image as a writable disk for S's own guest before cut-over. */
   guestDisk?: BlockDevice;
   guest: MigratableGuest | null;
@@ -81,15 +76,6 @@ export interface SourceResult {
   reconnects: number;
 }
 
-/** The migration was rolled back before cut-over; the guest runs on S. */
-export class RolledBackError extends CommonRolledBackError {
-  readonly precopy: PrecopyResult | null;
-  constructor(cause: PostcopyError, precopy: PrecopyResult | null) {
-    super('PC_ERR_ROLLBACK', cause.code === 'PC_ERR_ROLLBACK' ? cause.detail : cause.message, { cause });
-    this.precopy = precopy;
-  }
-}
-
 export class SourceAgent {
   readonly #o: SourceAgentOptions;
   readonly #log: Logger;
@@ -103,16 +89,7 @@ export class SourceAgent {
   readonly #guest: SourceGuest;
   readonly #stateDir: SourceStateDir | null;
   #link: Link | null = null;
-  #stream: LinkStreamChannel | null = null;
-  // The data plane: blocks, read-ahead, the zero scan and RAM credit never go through the core.
-  readonly #cache: ReadAheadCache;
-  readonly #readBuffers = new BufferPool(BULK_CHUNK_BYTES, READ_BUFFERS_KEPT);
-  readonly #scanPacer: ScanPacer;
-  readonly #credit = new RamCredit();
-  readonly #blockStats: BlockServerStats = { urgentRequests: 0, bulkRequests: 0, bytesSent: 0, zeroBytesSkipped: 0 };
-  /** crc32 of every block as it was sent (the final check's reference; unknown blocks are read again). */
-  readonly #sent: SentDigests;
-  readonly #zeroRuns = new ZeroRuns();
+  readonly #data: SourceDataPlane;
 
   constructor(opts: SourceAgentOptions) {
     this.#o = opts;
@@ -129,9 +106,7 @@ export class SourceAgent {
     this.#stateDir = opts.stateDir ? new SourceStateDir(opts.stateDir, opts.stateDirIsDefault ?? false) : null;
     const disk = opts.guestDisk ?? (opts.image as unknown as BlockDevice);
     this.#guest = opts.sourceGuest ?? sourceGuest({ migrator: opts.migrator, guest: opts.guest, disk, definition: opts.guestDefinition });
-    this.#sent = new SentDigests(opts.image.size, opts.blockSize);
-    this.#cache = new ReadAheadCache({ maxBytes: Math.max(opts.readAheadBytes ?? READ_AHEAD_DEFAULT_BYTES, 2 * SCAN_LEAD_BYTES), grain: opts.blockSize });
-    this.#scanPacer = new ScanPacer(this.#readBuffers, this.#cache, opts.image.size);
+    this.#data = new SourceDataPlane(opts.image, opts.blockSize, opts.readAheadBytes, this.#log);
   }
 
   get phase(): SourcePhase {
@@ -151,7 +126,7 @@ export class SourceAgent {
    * nor found to be zero (an upper bound: D's guest may have overwritten some, and a restarted S starts at all).
    */
   get bytesOnlyHere(): number {
-    return this.#o.image.size - this.#sent.knownBytes;
+    return this.#o.image.size - this.#data.sent.knownBytes;
   }
 
   /**
@@ -238,22 +213,21 @@ export class SourceAgent {
       case 'start-precopy':
         return this.#startPrecopy();
       case 'stop-precopy':
-        this.#stream?.fail(f.error);
-        return this.#credit.wake();
+        return this.#data.stopPrecopy(f.error);
       case 'clear-read-cache':
-        return this.#cache.clear();
+        return this.#data.clearCache();
       case 'make-read-only':
         return this.#o.image.makeReadOnly?.();
       case 'start-extent-scan':
-        return void this.#zeroRuns.scan(this.#o.image, this.#scanPacer, this.#sent, () => this.#link).then(
+        return void this.#data.scanZeroRuns(() => this.#link).then(
           () => {
-            this.#o.events.emit('extents', { zeroRuns: this.#zeroRuns.count, zeroBytes: this.#zeroRuns.bytes });
+            this.#o.events.emit('extents', { zeroRuns: this.#data.zeroRuns.count, zeroBytes: this.#data.zeroRuns.bytes });
             this.#dispatch({ type: 'extents-done' });
           },
           (error: unknown) => this.#dispatch({ type: 'extents-failed', error }),
         );
       case 'send-extents':
-        return this.#zeroRuns.sendAll(link, f.end);
+        return this.#data.zeroRuns.sendAll(link, f.end);
       case 'final-check':
         return void finalCheck(this.#o.image, this.#o.blockSize, f.tally, this.#log, this.#o.events).then(
           (bad) => this.#dispatch({ type: 'final-check-done', gen: f.gen, bad }),
@@ -276,12 +250,12 @@ export class SourceAgent {
           'link to the destination lost after the final state was sent: the guest runs (or may run) there, and the bytes not yet moved exist only here; reconnecting until it is back',
         );
       case 'report-complete':
-        this.#o.events.emit('complete', { ...this.#blockStats });
-        return this.#log.info({ ...this.#blockStats }, 'destination complete; confirmed; source released');
+        this.#o.events.emit('complete', { ...this.#data.stats });
+        return this.#log.info({ ...this.#data.stats }, 'destination complete; confirmed; source released');
       case 'close-image':
         return this.#o.image.close();
       case 'finish':
-        return this.#outcome.resolve({ phase: this.phase, sessionId: f.sessionId, precopy: f.precopy, downtimeMs: f.downtimeMs, blocks: this.#blockStats, reconnects: f.reconnects });
+        return this.#outcome.resolve({ phase: this.phase, sessionId: f.sessionId, precopy: f.precopy, downtimeMs: f.downtimeMs, blocks: this.#data.stats, reconnects: f.reconnects });
       case 'rollback':
         return this.#outcome.reject(new RolledBackError(f.error, f.precopy));
       case 'fail':
@@ -309,48 +283,21 @@ export class SourceAgent {
     this.#link = link;
     // The core numbers links as it accepts them: this one is the next.
     const gen = this.#state.ctx.gen + 1;
-    const server = new BlockServer(link, this.#o.image, this.#cache, this.#log, this.#blockStats, this.#sent, () => this.#imageStable(), this.#readBuffers);
-    server.onBulkRequest = (end) => this.#scanPacer.noteStream(end);
-    server.knownZero = (offset, length) => this.#scanPacer.isKnownZero(offset, length);
-    server.onChunkRead = (offset, zero) => this.#scanPacer.noteServed(offset, zero);
+    const server = this.#data.serve(link, () => this.#imageStable());
     link.on('close', (err) => {
-      this.#credit.wake();
+      this.#data.credit.wake();
       if (this.#state.phase !== 'done') this.#log.warn({ err }, 'migration link lost');
       this.#dispatch({ type: 'link-down', gen, error: err ?? null });
     });
-    link.setHandler((msg) => this.#onMessage(msg, server));
-  }
-
-  /** The data plane's messages are handled here; the rest go to the core. A throw closes the link with an ERROR. */
-  #onMessage(msg: Message, server: BlockServer): void {
-    switch (msg.type) {
-      case 'BLOCK_REQ':
-        if (this.#state.phase === 'idle' || this.#state.phase === 'connecting') throw new ProtocolError('PC_ERR_UNEXPECTED', 'block request before BEGIN');
-        return server.handle(msg);
-      case 'CREDIT':
-        return this.#credit.grant(msg.bytes);
-      case 'GUEST_STREAM':
-        if (!this.#stream) throw new ProtocolError('PC_ERR_UNEXPECTED', 'guest stream without a hypervisor migration');
-        return void this.#stream.deliver(msg.data).catch((e) => this.#log.warn({ err: e }, 'guest stream return path failed'));
-      case 'GUEST_STREAM_END':
-        return this.#stream?.deliverEnd();
-      case 'BLOCK_DIGESTS': {
-        const blocks = Math.ceil(this.#o.image.size / this.#o.blockSize);
-        const sent = msg.entries.map(([block]) => (block < blocks ? this.#sent.get(block) : undefined));
-        return this.#dispatch({ type: 'peer', msg, sent });
-      }
-      default:
-        return this.#dispatch({ type: 'peer', msg });
-    }
+    link.setHandler((msg) => {
+      if (this.#data.handle(msg, server, this.#state.phase === 'idle' || this.#state.phase === 'connecting')) return;
+      this.#dispatch(msg.type === 'BLOCK_DIGESTS' ? { type: 'peer', msg, sent: this.#data.sentDigests(msg.entries) } : { type: 'peer', msg });
+    });
   }
 
   #startPrecopy(): void {
     const link = this.#link!;
-    const port = {
-      stream: () => (this.#stream = new LinkStreamChannel(link, this.#credit)),
-      ramRounds: (guest: MigratableGuest) => new RamSender({ link, guest, credit: this.#credit, log: this.#log, events: this.#o.events, maxDowntimeMs: this.#o.maxDowntimeMs }),
-    };
-    this.#guest.transfer(port).then(
+    this.#guest.transfer(this.#data.precopyPort(link, { log: this.#log, events: this.#o.events, maxDowntimeMs: this.#o.maxDowntimeMs })).then(
       (final) => this.#dispatch(link.closed ? { type: 'precopy-failed', error: link.closeError ?? new LinkClosedError('PC_ERR_LINK_CLOSED') } : { type: 'precopy-done', final }),
       (e: unknown) => this.#dispatch({ type: 'precopy-failed', error: toPostcopyError(e, (d, o) => new CommonRolledBackError('PC_ERR_ROLLBACK', d, o)) }),
     );
