@@ -33,6 +33,23 @@ export function acceptsAbort(s: SourceState): boolean {
   return s.phase === 'idle' || s.phase === 'connecting' || s.phase === 'awaiting-prepared' || s.phase === 'precopy';
 }
 
+/** D's image matches ours after its COMPLETE: confirm, forget the session, release the image, stop the guest. */
+export function confirm(s: Extract<SourceState, { phase: 'postcopy' }>): Step {
+  return {
+    state: { phase: 'done', keys: s.keys, downtimeMs: s.downtimeMs, ctx: s.ctx },
+    effects: [
+      { type: 'send', msg: { type: 'CONFIRM' } },
+      emitPhase('confirmed'),
+      { type: 'remove-state' },
+      { type: 'report-complete' },
+      { type: 'close-link' },
+      { type: 'close-image' },
+      { type: 'shutdown-guest' },
+      { type: 'finish', sessionId: s.keys.sessionId, precopy: s.ctx.precopy, downtimeMs: s.downtimeMs, reconnects: s.ctx.reconnects },
+    ],
+  };
+}
+
 /** The link went down: before cut-over that rolls back; after it, reconnect and ask D. */
 export function onLinkDown(cfg: SourceConfig, s: SourceState, error: PostcopyError, now: number): Step {
   if (s.phase === 'awaiting-prepared' || s.phase === 'precopy') return rollback(s, error);

@@ -6,7 +6,7 @@ import { backoffDelay } from '../common/retry.js';
 import { MAX_MISMATCH_BLOCKS } from '../protocol/constants.js';
 import { abortError, isAuthFailure, isDestBusy, peerPhaseMeans } from './source-core-rules.js';
 import {
-  acceptsAbort, cutOver, emitPhase, onClose, enter, enterPostcopy, extents, fail, ignore, illegal, linkIsUp, linkLost, newTally, onLinkDown, publicPhase, rollback, withFirst,
+  acceptsAbort, confirm, cutOver, emitPhase, onClose, enter, enterPostcopy, extents, fail, ignore, illegal, linkIsUp, linkLost, newTally, onLinkDown, publicPhase, rollback, withFirst,
 } from './source-core-transitions.js';
 import type { Context, SessionKeys, SourceConfig, SourceEffect, SourceEvent, SourceState, Step } from './source-core-types.js';
 
@@ -214,18 +214,6 @@ function onFinalCheck(s: SourceState, e: Extract<SourceEvent, { type: 'final-che
   const checked = { ...s, checking: false };
   if (e.type === 'final-check-failed') return { state: checked, effects: [{ type: 'close-link', error: e.error }] };
   if (e.bad.length > 0) return { state: checked, effects: [{ type: 'send', msg: { type: 'DIGEST_MISMATCH', blocks: e.bad.slice(0, MAX_MISMATCH_BLOCKS) } }] };
-  return {
-    state: { phase: 'done', keys: s.keys, downtimeMs: s.downtimeMs, ctx: s.ctx },
-    effects: [
-      { type: 'send', msg: { type: 'CONFIRM' } },
-      emitPhase('confirmed'),
-      { type: 'remove-state' },
-      { type: 'report-complete' },
-      { type: 'close-link' },
-      { type: 'close-image' },
-      { type: 'shutdown-guest' },
-      { type: 'finish', sessionId: s.keys.sessionId, precopy: s.ctx.precopy, downtimeMs: s.downtimeMs, reconnects: s.ctx.reconnects },
-    ],
-  };
+  return confirm(s);
 }
 
