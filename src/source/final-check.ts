@@ -14,7 +14,7 @@ export async function finalCheck(image: SourceImage, blockSize: number, tally: D
   const started = performance.now();
   for (const [block, crc] of tally.unknown) {
     const offset = block * blockSize;
-    if (crc32(await image.read(offset, Math.min(blockSize, size - offset))) !== crc && tally.bad.includes(block)) bad.push(block);
+    if (crc32(await image.read(offset, Math.min(blockSize, size - offset))) !== crc) bad.push(block);
   }
   bad.sort((a, b) => a - b);
   log.info({ blocks: tally.received, reread: tally.unknown.length, mismatched: bad.length, ms: Math.round(performance.now() - started) }, 'final check of the destination image');
