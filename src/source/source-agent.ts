@@ -173,7 +173,7 @@ export class SourceAgent {
             if (pending) await pending;
           } catch (err) {
             this.#log.error({ err, effect: f.type }, 'local failure');
-            this.#queue.unshift({ type: 'local-failure', error: toPostcopyError(err, (d, o) => new BackendError('PC_ERR_BACKEND', d, o)) });
+            this.#queue.unshift({ type: 'local-failure', effect: f.type, error: toPostcopyError(err, (d, o) => new BackendError('PC_ERR_BACKEND', d, o)) });
             break;
           }
         }

@@ -71,8 +71,8 @@ export type SourceEvent =
   | { type: 'abort'; reason: string }
   /** The process stops serving (after a refused stop): no more reconnecting. */
   | { type: 'close' }
-  /** An effect the shell ran failed locally (not the peer's doing). */
-  | { type: 'local-failure'; error: PostcopyError };
+  /** An effect the shell ran failed locally (not the peer's doing); the effects after it were not run. */
+  | { type: 'local-failure'; effect: SourceEffect['type']; error: PostcopyError };
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 

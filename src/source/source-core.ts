@@ -47,7 +47,8 @@ export function step(cfg: SourceConfig, s: SourceState, e: SourceEvent, now: num
       return onClose(s);
     case 'local-failure':
       // Our own I/O failed (the state file could not be written, say): before cut-over roll back, after it stop.
-      if (acceptsAbort(s)) return rollback(s, e.error);
+      // Persisting awaiting-finish comes before the final state is sent: if it failed, nothing was sent.
+      if (acceptsAbort(s) || (s.phase === 'awaiting-finish' && e.effect === 'persist')) return rollback(s, e.error);
       if (s.phase === 'awaiting-finish' || s.phase === 'postcopy') return fail(s, e.error);
       return ignore(s, e.type);
     case 'connected':

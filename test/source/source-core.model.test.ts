@@ -4,7 +4,7 @@
 // checked against DESIGN.md §1's invariants as S can break them. No sockets: thousands of sequences a second.
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { LinkClosedError, AuthError, BusyError } from '../../src/common/errors.js';
+import { AuthError, BackendError, BusyError, LinkClosedError } from '../../src/common/errors.js';
 import type { Message } from '../../src/protocol/messages.js';
 import { initialState, publicPhase, step, type SourceConfig, type SourceEffect, type SourceEvent, type SourceState } from '../../src/source/source-core.js';
 import { fcParams } from '../helpers/fc.js';
@@ -30,6 +30,8 @@ class World {
   precopyPending = false;
   timers = new Set<string>();
   outcome: 'finish' | 'rollback' | 'fail' | null = null;
+  /** The state dir's disk fails the next write. */
+  failNextPersist = false;
   sessions = 0;
   /** What happened, formatted only when an invariant fails. */
   log: Array<[string, SourceEvent, string, SourceEffect[]] | string> = [];
@@ -51,7 +53,15 @@ class World {
     const { state, effects } = step(CFG, before, e, this.now);
     this.log.push([before.phase, e, state.phase, effects]);
     this.state = state;
-    for (const f of effects) this.apply(f, e);
+    for (const f of effects) {
+      if (f.type === 'persist' && this.failNextPersist) {
+        // The shell stops at a failed effect and reports it; nothing after it ran.
+        this.failNextPersist = false;
+        this.deliver({ type: 'local-failure', effect: 'persist', error: new BackendError('PC_ERR_BACKEND', 'ENOSPC') });
+        return effects;
+      }
+      this.apply(f, e);
+    }
     // The shell closes the link it was told to close: its close comes back as link-down.
     if (effects.some((f) => f.type === 'close-link') && this.linkUp) this.deliver({ type: 'link-down', gen: this.state.ctx.gen, error: null });
     return effects;
@@ -89,6 +99,8 @@ class World {
         this.setOutcome('rollback', fail);
         break;
       case 'fail':
+        // Stopping past cut-over (state kept, guest left paused) only once the final state really went out.
+        if (!this.finalStateSent) fail('stopped as if past cut-over, but the final state was never sent');
         this.setOutcome('fail', fail);
         break;
       case 'final-check':
@@ -252,6 +264,7 @@ const commands: fc.Arbitrary<Cmd>[] = [
     }),
   ),
   fc.constant(cmd('close', () => true, (w) => void w.deliver({ type: 'close' }))),
+  fc.constant(cmd('state disk fails the next write', () => true, (w) => void (w.failNextPersist = true))),
   fc.constant(cmd('crash and restart', () => true, (w) => w.crash())),
 ];
 
