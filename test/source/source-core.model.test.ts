@@ -280,7 +280,7 @@ function run(world: () => World, numRuns: number): void {
 }
 
 /** Sequences per run: at least 10 000 in CI; a few seconds' worth locally (FC_RUNS scales either). */
-const SEQUENCES = process.env.CI === 'true' ? 10_000 : 2_000;
+const SEQUENCES = process.env.CI === 'true' ? 10_000 : 5_000;
 
 describe("S's session core against a model of the migration", () => {
   it('keeps the invariants after every command', () => {
