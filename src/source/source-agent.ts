@@ -107,6 +107,8 @@ export class SourceAgent {
     const disk = opts.guestDisk ?? (opts.image as unknown as BlockDevice);
     this.#guest = opts.sourceGuest ?? sourceGuest({ migrator: opts.migrator, guest: opts.guest, disk, definition: opts.guestDefinition });
     this.#data = new SourceDataPlane(opts.image, opts.blockSize, opts.readAheadBytes, this.#log);
+    // Settled before run() is called (a stop request first): run() hands it on; nobody else must see it unhandled.
+    this.#outcome.promise.catch(() => {});
   }
 
   get phase(): SourcePhase {
@@ -146,7 +148,7 @@ export class SourceAgent {
     await this.#o.image.close();
   }
 
-  run(): Promise<SourceResult> {
+  async run(): Promise<SourceResult> {
     const label = this.#o.imageLabel;
     const saved = this.#stateDir?.load({ ...(label ?? {}), size: this.#o.image.size }) ?? null;
     // Restarted after cut-over: the guest is (or may be) on D; only D can tell. Serve until COMPLETE.
