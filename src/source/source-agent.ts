@@ -2,79 +2,25 @@
 // into events, runs `step`, and executes the effects in order; the data plane (block server, read-ahead, zero
 // scan, RAM sender) runs beside it. Adapters are injected: the connector, the guest, the image, the state dir.
 import { randomBytes } from 'node:crypto';
-import type { Duplex } from 'node:stream';
 import type { BlockDevice } from '../common/block-device.js';
 import { deferred } from '../common/deferred.js';
 import { BackendError, LinkClosedError, ProtocolError, RolledBackError as CommonRolledBackError, toPostcopyError } from '../common/errors.js';
-import type { EventSink } from '../common/events.js';
 import { sourceImageIdentity } from '../common/image-identity.js';
 import type { Logger } from '../common/logger.js';
-import type { Backoff } from '../common/retry.js';
-import type { SourceGuestMigrator } from '../guest/migrator.js';
-import { sourceGuest, type PrecopyResult, type SourceGuest } from '../guest/source-guest.js';
-import type { MigratableGuest } from '../guest/types.js';
-import { attemptLink, connectOnce, ConnectAttemptError, type Endpoint, type TlsFiles } from '../link/connect.js';
-import type { Link, LinkOptions } from '../link/link.js';
-import type { Ticket } from '../protocol/handshake.js';
-import type { GuestDefinition } from '../protocol/messages.js';
-import type { BlockServerStats } from './block-server.js';
+import { sourceGuest, type SourceGuest } from '../guest/source-guest.js';
+import { attemptLink, connectOnce, ConnectAttemptError, type Endpoint } from '../link/connect.js';
+import type { Link } from '../link/link.js';
 import { CONNECT_ATTEMPT_TIMEOUT_MS, PREPARED_WAIT_MS, RECONNECT_BACKOFF } from './constants.js';
 import { SourceDataPlane } from './data-plane.js';
 import { finalCheck } from './final-check.js';
 import { acceptsAbort, initialState, publicPhase, step, type SourceConfig, type SourceEffect, type SourceEvent, type SourcePhase, type SourceState, type TimerName } from './source-core.js';
 import { RolledBackError } from './source-errors.js';
+import type { SourceAgentOptions, SourceResult } from './source-agent-options.js';
 import { SourceStateDir } from './source-state.js';
-import type { ScannableImage } from './zero-runs.js';
 
 export type { SourcePhase };
+export type { SourceAgentOptions, SourceResult } from './source-agent-options.js';
 export { RolledBackError };
-
-export interface SourceAgentOptions {
-  connect: Endpoint;
-  /** The image S serves blocks from. */
-  image: ScannableImage & { makeReadOnly?: () => void };
-  /** The same image as a writable disk for S's own guest before cut-over. */
-  guestDisk?: BlockDevice;
-  guest: MigratableGuest | null;
-  guestDefinition: GuestDefinition | null;
-  /** A real hypervisor's guest (QEMU): its own stream is carried instead of the simulated guest's RAM. */
-  migrator?: SourceGuestMigrator;
-  /** The guest behind one interface (default: from migrator, guest and guestDefinition). */
-  sourceGuest?: SourceGuest;
-  ticket: Ticket | null;
-  stateDir?: string;
-  /** stateDir is the default one: ours by name, so made 0700 and removed once empty. */
-  stateDirIsDefault?: boolean;
-  /** What the state records as this session's image (path or URI, a file's identity): a mismatch is refused. */
-  imageLabel?: { image: string; identity?: { dev: number; ino: number } };
-  blockSize: number;
-  maxDowntimeMs: number;
-  /** Give up reaching D for a new migration after this long (nothing has started yet). */
-  connectTimeoutMs: number;
-  /** After cut-over S keeps trying to reach D for this long (default: forever; D needs S's blocks). */
-  resumeTimeoutMs?: number;
-  reconnectBackoff?: Backoff;
-  readAheadBytes?: number;
-  link?: Omit<LinkOptions, 'log'>;
-  /** Mutual TLS on the migration socket. */
-  tls?: TlsFiles;
-  /** Opens the migration socket, one attempt (tests wrap it in fault layers). */
-  openSocket?: (ep: Endpoint, deadline: number) => Promise<Duplex>;
-  /** The clock the core reads (ms since the epoch). */
-  now?: () => number;
-  log: Logger;
-  events: EventSink;
-}
-
-export interface SourceResult {
-  phase: SourcePhase;
-  sessionId: string;
-  precopy: PrecopyResult | null;
-  /** Guest paused on S until D answered "running". */
-  downtimeMs: number | null;
-  blocks: BlockServerStats;
-  reconnects: number;
-}
 
 export class SourceAgent {
   readonly #o: SourceAgentOptions;
