@@ -217,17 +217,22 @@ export class SourceAgent {
     const keys = resume ? { sessionId: resume.sessionId, resumeKey: Buffer.from(resume.resumeKey, 'hex') } : null;
     try {
       const { link, hs } = await attemptLink({ endpoint: this.#o.connect, deadline, openSocket, ticket: this.#o.ticket, resume: keys, link: { ...this.#o.link, log: this.#log } });
-      this.#attach(link);
+      const accept = this.#attach(link);
       // Closed by what D sent behind its WELCOME (a BLOCK_REQ before BEGIN): this attempt failed.
       if (link.closed) throw new ConnectAttemptError('handshake', link.closeError ?? new LinkClosedError('PC_ERR_LINK_CLOSED'));
       this.#dispatch({ type: 'connected', sessionId: hs.sessionId, resumeKey: hs.resumeKey.toString('hex'), destPhase: hs.destPhase, version: hs.version });
+      accept();
     } catch (e) {
       const failure = e instanceof ConnectAttemptError ? e : new ConnectAttemptError('handshake', toPostcopyError(e, (d, o) => new ProtocolError('PC_ERR_PEER', d, o)));
       this.#dispatch({ type: 'connect-failed', error: failure.error, stage: failure.stage, jitter: Math.random() });
     }
   }
 
-  #attach(link: Link): void {
+  /**
+   * Serve the data plane on `link` at once; messages for the core that came behind D's WELCOME (its COMPLETE
+   * again, after a resume) wait until the core has taken the link: the returned function lets them in.
+   */
+  #attach(link: Link): () => void {
     this.#link = link;
     // The core numbers links as it accepts them: this one is the next.
     const gen = this.#state.ctx.gen + 1;
@@ -237,10 +242,18 @@ export class SourceAgent {
       if (this.#state.phase !== 'done') this.#log.warn({ err }, 'migration link lost');
       this.#dispatch({ type: 'link-down', gen, error: err ?? null });
     });
+    let early: SourceEvent[] | null = [];
     link.setHandler((msg) => {
       if (this.#data.handle(msg, server, this.#state.phase === 'idle' || this.#state.phase === 'connecting')) return;
-      this.#dispatch(msg.type === 'BLOCK_DIGESTS' ? { type: 'peer', msg, sent: this.#data.sentDigests(msg.entries) } : { type: 'peer', msg });
+      const e: SourceEvent = msg.type === 'BLOCK_DIGESTS' ? { type: 'peer', msg, sent: this.#data.sentDigests(msg.entries) } : { type: 'peer', msg };
+      if (early) early.push(e);
+      else this.#dispatch(e);
     });
+    return () => {
+      const held = early ?? [];
+      early = null;
+      for (const e of held) this.#dispatch(e);
+    };
   }
 
   #startPrecopy(): void {

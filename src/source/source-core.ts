@@ -86,6 +86,8 @@ export function step(cfg: SourceConfig, s: SourceState, e: SourceEvent, now: num
 
 function onPeer(cfg: SourceConfig, s: SourceState, e: Extract<SourceEvent, { type: 'peer' }>, now: number): Step {
   const msg = e.msg;
+  // Messages come only on the current link; one the core has not taken (or has lost) has nothing to say.
+  if (!linkIsUp(s)) return ignore(s, `${msg.type} with no current link`);
   switch (msg.type) {
     case 'ERROR':
       return { state: s, effects: [{ type: 'log', level: 'error', msg: 'destination reported an error', data: { code: msg.code, message: msg.message } }] };
