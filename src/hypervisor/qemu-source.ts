@@ -147,7 +147,7 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
     r.done.catch((e: Error) => (relayError = e));
     for (;;) {
       // The link's own error (the destination aborted, the link closed) says best what happened.
-      if (relayError) throw isPostcopyError(relayError) ? relayError : new HypervisorError('PC_ERR_HYPERVISOR', `migration stream broken: ${(relayError as Error).message}`);
+      if (relayError) throw toPostcopyError(relayError, (d, o) => new HypervisorError('PC_ERR_HYPERVISOR', `migration stream broken: ${d}`, o));
       const info = await queryMigrate(this.#qmp);
       if (info.status === 'completed') return info;
       if (info.status === 'postcopy-active' && !this.#postcopyStarted) {
