@@ -11,10 +11,9 @@ import type { BufferPool } from '../common/buffer-pool.js';
 import type { ReadAheadCache } from './read-cache.js';
 import type { SentDigests } from './sent-digests.js';
 
-/** Most requests D may have outstanding at once; more is a flood and cuts D off. */
-export const MAX_OUTSTANDING_REQUESTS = 4096;
-const READ_AHEAD_BYTES = 1024 * 1024;
-const EIO = 5;
+import { BLOCK_READ_AHEAD_BYTES as READ_AHEAD_BYTES, EIO, MAX_OUTSTANDING_REQUESTS } from './constants.js';
+
+export { MAX_OUTSTANDING_REQUESTS };
 
 export interface BlockServerStats {
   urgentRequests: number;
