@@ -48,3 +48,16 @@ export function migrationCapabilities(postcopyRam: boolean): Array<{ capability:
 export function queryMigrate(qmp: QmpClient): Promise<MigrateInfo> {
   return qmp.execute<MigrateInfo>('query-migrate');
 }
+
+/** Attaching to the source QEMU's QMP socket: it is already running, so its socket is there or never will be. */
+export const QMP_ATTACH_TIMEOUT_MS = 1000;
+/** QEMU connects to our migration socket right after `migrate`; 10 s means it is wedged. */
+export const QEMU_MIGRATE_CONNECT_TIMEOUT_MS = 10_000;
+/** `query-migrate` polling while QEMU migrates: 20 ms notices the hand-over well within a downtime budget. */
+export const MIGRATE_POLL_MS = 20;
+/** After `migrate_cancel` QEMU settles within a few polls; give it 10 s before resuming anyway. */
+export const MIGRATE_CANCEL_WAIT_MS = 10_000;
+/** Polling while a cancel settles: nothing is waiting on it but the rollback. */
+export const MIGRATE_CANCEL_POLL_MS = 50;
+/** `quit` closes QMP at once; 10 s means QEMU hangs (we log it and go on). */
+export const QEMU_QUIT_TIMEOUT_MS = 10_000;

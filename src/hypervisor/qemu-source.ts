@@ -3,7 +3,8 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { isPostcopyError } from '../common/errors.js';
+import { isPostcopyError, toPostcopyError } from '../common/errors.js';
+import { withTimeout as withTimeoutAs } from '../common/retry.js';
 import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import type { GuestStreamChannel, SourceGuestMigrator } from '../guest/migrator.js';
@@ -11,7 +12,10 @@ import type { GuestDefinition } from '../protocol/messages.js';
 import { HypervisorError } from './errors.js';
 import { QmpClient, type QmpEvent } from './qmp-client.js';
 import { relay, type Relay } from './stream-relay.js';
-import { MIGRATION_FAILED, migrationCapabilities, queryMigrate, type MigrateInfo } from './qemu-migration.js';
+import {
+  MIGRATE_CANCEL_POLL_MS, MIGRATE_CANCEL_WAIT_MS, MIGRATE_POLL_MS, MIGRATION_FAILED, QEMU_MIGRATE_CONNECT_TIMEOUT_MS, QEMU_QUIT_TIMEOUT_MS, QMP_ATTACH_TIMEOUT_MS,
+  migrationCapabilities, queryMigrate, type MigrateInfo,
+} from './qemu-migration.js';
 
 export interface QemuSourceOptions {
   qmpPath: string;
@@ -66,7 +70,7 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
   /** Attach to the running source QEMU; refuses one that is already migrating or not running a guest. */
   static async open(opts: QemuSourceOptions): Promise<QemuSourceMigrator> {
     // The source QEMU is already running: no long wait for its socket to appear.
-    const qmp = await QmpClient.connect(opts.qmpPath, { timeoutMs: 1000 });
+    const qmp = await QmpClient.connect(opts.qmpPath, { timeoutMs: QMP_ATTACH_TIMEOUT_MS });
     try {
       const status = await qmp.execute<{ status: string; running: boolean }>('query-status');
       const version = await qmp.execute<{ qemu: { major: number; minor: number; micro: number } }>('query-version');
@@ -116,7 +120,7 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
       // Switch at once (see qemu-migration.ts: a switch after a precopy pass broke the guest under TCG in 7.2).
       if (this.#o.postcopyRam) await qmp.execute('migrate-start-postcopy');
       this.#log.info({ socket: path, postcopyRam: this.#o.postcopyRam }, 'source QEMU migrating through this agent');
-      const socket = await withTimeout(accepted, 10_000, 'the source QEMU did not connect to the migration socket');
+      const socket = await withTimeout(accepted, QEMU_MIGRATE_CONNECT_TIMEOUT_MS, 'the source QEMU did not connect to the migration socket');
       server.close();
       this.#relay = relay(socket, channel);
       const info = await this.#awaitSwitch(this.#relay);
@@ -126,7 +130,7 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
       return { pausedAt };
     } catch (e) {
       this.#relay?.destroy(e instanceof Error ? e : undefined);
-      throw isPostcopyError(e) ? e : new HypervisorError('PC_ERR_HYPERVISOR', `source QEMU migration: ${(e as Error).message}`, { cause: e });
+      throw toPostcopyError(e, (d, o) => new HypervisorError('PC_ERR_HYPERVISOR', `source QEMU migration: ${d}`, o));
     } finally {
       qmp.off('event', onStop);
       server.close();
@@ -143,7 +147,7 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
     r.done.catch((e: Error) => (relayError = e));
     for (;;) {
       // The link's own error (the destination aborted, the link closed) says best what happened.
-      if (relayError) throw isPostcopyError(relayError) ? relayError : new HypervisorError('PC_ERR_HYPERVISOR', `migration stream broken: ${(relayError as Error).message}`);
+      if (relayError) throw toPostcopyError(relayError, (d, o) => new HypervisorError('PC_ERR_HYPERVISOR', `migration stream broken: ${d}`, o));
       const info = await queryMigrate(this.#qmp);
       if (info.status === 'completed') return info;
       if (info.status === 'postcopy-active' && !this.#postcopyStarted) {
@@ -155,7 +159,7 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
         if (relayError && isPostcopyError(relayError)) throw relayError;
         throw new HypervisorError('PC_ERR_HYPERVISOR', `source QEMU migration ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
       }
-      await new Promise((res) => setTimeout(res, 20));
+      await new Promise((res) => setTimeout(res, MIGRATE_POLL_MS));
     }
   }
 
@@ -179,9 +183,9 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
     let info = await queryMigrate(this.#qmp);
     if (info.status && !['completed', 'failed', 'cancelled', 'none'].includes(info.status)) {
       await this.#qmp.execute('migrate_cancel').catch((e: Error) => this.#log.warn({ err: e.message }, 'migrate_cancel refused'));
-      const deadline = Date.now() + 10_000;
+      const deadline = Date.now() + MIGRATE_CANCEL_WAIT_MS;
       while (info.status && !['completed', 'failed', 'cancelled', 'none'].includes(info.status) && Date.now() < deadline) {
-        await new Promise((res) => setTimeout(res, 50));
+        await new Promise((res) => setTimeout(res, MIGRATE_CANCEL_POLL_MS));
         info = await queryMigrate(this.#qmp);
       }
     }
@@ -202,7 +206,7 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
     await this.#qmp.execute('quit').catch(() => {
       // QEMU may close the socket before its reply: the close below is what counts.
     });
-    await withTimeout(closed, 10_000, 'the source QEMU did not quit').catch((e: Error) => this.#log.warn({ err: e.message }, 'quit'));
+    await withTimeout(closed, QEMU_QUIT_TIMEOUT_MS, 'the source QEMU did not quit').catch((e: Error) => this.#log.warn({ err: e.message }, 'quit'));
     this.#qmp.close();
     this.#log.info('source QEMU quit');
     this.#o.events.emit('hypervisor', { side: 'source', state: 'quit' });
@@ -215,16 +219,7 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
   }
 }
 
-export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, rej) => {
-        timer = setTimeout(() => rej(new HypervisorError('PC_ERR_HYPERVISOR', `${what} within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
+/** A wait on QEMU bounded by `ms` (the one timeout race, src/common/retry.ts), failing as a HypervisorError. */
+export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return withTimeoutAs(p, ms, () => new HypervisorError('PC_ERR_HYPERVISOR', `${what} within ${ms} ms`));
 }

@@ -1,8 +1,14 @@
-// Opening the migration socket from S, with retry and capped exponential backoff.
+// Reaching D from S: one TCP (or mutual-TLS) connection attempt, and one attempt at a migration link with its
+// handshake. Retrying is not done here: S's session core owns it (one attempt per `connect` effect).
 import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
-import { LinkClosedError, TimeoutError, UsageError } from '../common/errors.js';
+import { LinkClosedError, TimeoutError, UsageError, type PostcopyError, toPostcopyError } from '../common/errors.js';
+import { withTimeout } from '../common/retry.js';
+import type { Ticket } from '../protocol/handshake.js';
+import { handshakeAsSource, type HandshakeResult, type SessionKeys } from './handshake.js';
+import { Link, type LinkOptions } from './link.js';
 
 export interface Endpoint {
   host: string;
@@ -36,53 +42,61 @@ export function loadTlsFiles(cert: string | undefined, key: string | undefined, 
   return { cert: read(cert, '--tls-cert'), key: read(key, '--tls-key'), ca: read(ca, '--tls-ca') };
 }
 
-/** One TCP (or TLS) connection attempt with a deadline. */
-export function connectOnce(ep: Endpoint, timeoutMs: number, tls?: TlsFiles): Promise<Socket | TLSSocket> {
-  return new Promise((resolve, reject) => {
-    const sock = tls
-      ? tlsConnect({ host: ep.host, port: ep.port, cert: tls.cert, key: tls.key, ca: tls.ca, minVersion: 'TLSv1.2', rejectUnauthorized: true })
-      : connect({ host: ep.host, port: ep.port });
-    const ready = tls ? 'secureConnect' : 'connect';
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new TimeoutError('PC_ERR_TIMEOUT', `connecting to ${ep.host}:${ep.port}`));
-    }, timeoutMs);
-    sock.once(ready, () => {
-      clearTimeout(timer);
+/** One TCP (or TLS) connection attempt with a time limit. */
+export async function connectOnce(ep: Endpoint, timeoutMs: number, tls?: TlsFiles): Promise<Socket | TLSSocket> {
+  const sock = tls
+    ? tlsConnect({ host: ep.host, port: ep.port, cert: tls.cert, key: tls.key, ca: tls.ca, minVersion: 'TLSv1.2', rejectUnauthorized: true })
+    : connect({ host: ep.host, port: ep.port });
+  const ready = new Promise<Socket | TLSSocket>((resolve, reject) => {
+    sock.once(tls ? 'secureConnect' : 'connect', () => {
       sock.removeAllListeners('error');
       resolve(sock);
     });
-    sock.once('error', (err) => {
-      clearTimeout(timer);
-      reject(new LinkClosedError('PC_ERR_LINK_CLOSED', `connect ${ep.host}:${ep.port}: ${err.message}`, { cause: err }));
-    });
+    sock.once('error', (err) => reject(new LinkClosedError('PC_ERR_LINK_CLOSED', `connect ${ep.host}:${ep.port}: ${err.message}`, { cause: err })));
   });
+  try {
+    return await withTimeout(ready, timeoutMs, () => new TimeoutError('PC_ERR_TIMEOUT', `connecting to ${ep.host}:${ep.port}`));
+  } catch (e) {
+    sock.destroy();
+    throw e;
+  }
 }
 
-export interface Backoff {
-  initialMs: number;
-  maxMs: number;
+/** Why one attempt at a migration link failed: the socket did not open, or D turned the handshake down. */
+export class ConnectAttemptError extends Error {
+  constructor(
+    readonly stage: 'socket' | 'handshake',
+    readonly error: PostcopyError,
+  ) {
+    super(error.message, { cause: error });
+  }
 }
 
-/** Delay before attempt n (0-based): doubling from initialMs, capped, with ±25% jitter so peers don't lock-step. */
-export function backoffDelay(attempt: number, b: Backoff): number {
-  const base = Math.min(b.maxMs, b.initialMs * 2 ** Math.min(attempt, 20));
-  return Math.round(base * (0.75 + Math.random() * 0.5));
+export interface LinkAttempt {
+  endpoint: Endpoint;
+  deadline: number;
+  /** Opens the socket (tests wrap it in fault layers); the default is connectOnce with TLS if given. */
+  openSocket: (ep: Endpoint, deadline: number) => Promise<Duplex>;
+  ticket: Ticket | null;
+  /** The session to resume, or null for a new one. */
+  resume: SessionKeys | null;
+  link: LinkOptions;
 }
 
-/** Keep trying until connected or `deadline` (ms since epoch; Infinity to try forever). */
-export async function connectWithRetry(
-  ep: Endpoint,
-  opts: { deadline: number; backoff: Backoff; tls?: TlsFiles; onRetry?: (attempt: number, err: Error, delayMs: number) => void },
-): Promise<Socket | TLSSocket> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await connectOnce(ep, 5000, opts.tls);
-    } catch (e) {
-      const delay = backoffDelay(attempt, opts.backoff);
-      if (Date.now() + delay > opts.deadline) throw e;
-      opts.onRetry?.(attempt, e as Error, delay);
-      await new Promise((r) => setTimeout(r, delay));
-    }
+/** One attempt: open the socket, wrap it in a Link, authenticate (resuming a session if asked). */
+export async function attemptLink(a: LinkAttempt): Promise<{ link: Link; hs: HandshakeResult }> {
+  const asLinkError = (e: unknown) => toPostcopyError(e, (d, o) => new LinkClosedError('PC_ERR_LINK_CLOSED', d, o));
+  let socket: Duplex;
+  try {
+    socket = await a.openSocket(a.endpoint, a.deadline);
+  } catch (e) {
+    throw new ConnectAttemptError('socket', asLinkError(e));
+  }
+  const link = new Link(socket, a.link);
+  try {
+    return { link, hs: await handshakeAsSource(link, a.ticket, a.resume) };
+  } catch (e) {
+    link.destroy();
+    throw new ConnectAttemptError('handshake', asLinkError(e));
   }
 }

@@ -1,6 +1,8 @@
 // NbdSourceImage: the SourceImage S serves from when its image lives on an NBD server. Read-only;
-// transient errors (EIO from a flaky backend, a dropped link) are retried with backoff, never papered over.
+// the server's transient errors (EIO from a flaky backend) are retried with backoff here, never papered over.
+// A dropped connection is not retried here: ReconnectingNbdClient below owns that retry (one layer each).
 import { setTimeout as sleep } from 'node:timers/promises';
+import { backoffDelay } from '../common/retry.js';
 import type { Extent, SourceImage } from '../common/block-device.js';
 import { BackendError, NbdError } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/logger.js';
@@ -33,13 +35,12 @@ export interface NbdSourceImageOptions {
   windowBytes?: number;
 }
 
-/** Errors worth another try: the server's I/O failed or it is briefly out of resources. */
+/** Errors worth another try here: the server's I/O failed or it is briefly out of resources (a lost connection is the client's to retry). */
 const TRANSIENT_ERRNOS = new Set([C.NBD_EIO, C.NBD_ENOMEM, C.NBD_ESHUTDOWN]);
 
 export function isTransient(err: unknown): boolean {
   if (!(err instanceof NbdError)) return false;
-  if (err.code === 'NBD_ERR_REQUEST') return err.errno !== undefined && TRANSIENT_ERRNOS.has(err.errno);
-  return err.code === 'NBD_ERR_CLOSED';
+  return err.code === 'NBD_ERR_REQUEST' && err.errno !== undefined && TRANSIENT_ERRNOS.has(err.errno);
 }
 
 export class NbdSourceImage implements SourceImage {
@@ -104,7 +105,6 @@ export class NbdSourceImage implements SourceImage {
   }
 
   async #withRetry<T>(op: string, offset: number, length: number, fn: () => Promise<T>): Promise<T> {
-    let delay = this.#retry.initialDelayMs;
     for (let attempt = 1; ; attempt++) {
       try {
         return await fn();
@@ -113,8 +113,7 @@ export class NbdSourceImage implements SourceImage {
           throw new BackendError('PC_ERR_BACKEND', `NBD ${op} [${offset}, +${length}) failed after ${attempt} tries`, { cause: err });
         }
         this.#log.debug({ err, op, offset, length, attempt }, 'NBD source I/O failed; retrying');
-        await sleep(delay);
-        delay = Math.min(delay * 2, this.#retry.maxDelayMs);
+        await sleep(backoffDelay(attempt - 1, { initialMs: this.#retry.initialDelayMs, maxMs: this.#retry.maxDelayMs }));
       }
     }
   }

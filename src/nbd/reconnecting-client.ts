@@ -1,8 +1,11 @@
 // ReconnectingNbdClient: an NbdClient that survives a dropped connection. Idempotent requests
 // (read, blockStatus, cache) caught by the drop are re-issued once it has reconnected with
 // backoff; writes fail with LinkClosedError (the caller decides). Attempts and time are bounded.
+// This layer owns every retry after a connection loss (NbdSourceImage above it retries only the server's
+// transient errors): one loop per call, one connect attempt per turn.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LinkClosedError, NbdError } from '../common/errors.js';
+import { backoffDelay } from '../common/retry.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { NbdClient, type BlockStatusExtent, type NbdClientOptions, type NbdTarget, type RequestOptions } from './client.js';
 
@@ -104,66 +107,75 @@ export class ReconnectingNbdClient {
   }
 
   /** Run fn; if the connection drops under it, reconnect and run it again (bounded). */
-  async #idempotent<T>(fn: (c: NbdClient) => Promise<T>): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
-      const client = await this.#usable();
+  #idempotent<T>(fn: (c: NbdClient) => Promise<T>): Promise<T> {
+    return this.#run(fn, true);
+  }
+
+  /** Non-idempotent: one try; a drop is reported as LinkClosedError, the next call reconnects. */
+  #once<T>(fn: (c: NbdClient) => Promise<T>): Promise<T> {
+    return this.#run(fn, false);
+  }
+
+  /**
+   * The one retry loop: each turn makes at most one connect attempt (shared by concurrent callers) and one try
+   * of `fn`. A failed connect waits out the backoff; a request lost with the connection is re-issued at once if
+   * it is idempotent. At most maxAttempts turns and maxElapsedMs per call; then LinkClosedError.
+   */
+  async #run<T>(fn: (c: NbdClient) => Promise<T>, idempotent: boolean): Promise<T> {
+    const started = Date.now();
+    let failedConnects = 0;
+    for (let turn = 1; ; turn++) {
+      if (this.#closed) throw new NbdError('NBD_ERR_CLOSED', 'client is closed');
+      let client: NbdClient;
+      try {
+        client = await this.#usable();
+      } catch (err) {
+        if (this.#closed || isSizeChange(err)) throw this.#gaveUp(started, err);
+        const delay = backoffDelay(failedConnects++, { initialMs: this.#policy.initialDelayMs, maxMs: this.#policy.maxDelayMs });
+        if (turn >= this.#policy.maxAttempts || Date.now() - started + delay > this.#policy.maxElapsedMs) throw this.#gaveUp(started, err);
+        this.#log.debug({ err, turn }, 'NBD reconnect attempt failed');
+        await sleep(delay);
+        continue;
+      }
       try {
         return await fn(client);
       } catch (err) {
-        if (!isConnectionLoss(err) || this.#closed || attempt >= this.#policy.maxAttempts) throw err;
-        this.#log.debug({ err, attempt }, 'NBD connection lost under an idempotent request; retrying after reconnect');
+        if (!isConnectionLoss(err)) throw err;
+        if (!idempotent) throw new LinkClosedError('PC_ERR_LINK_CLOSED', `NBD connection lost: ${(err as Error).message}`, { cause: err });
+        if (this.#closed || turn >= this.#policy.maxAttempts) throw this.#gaveUp(started, err);
+        this.#log.debug({ err, turn }, 'NBD connection lost under an idempotent request; retrying after reconnect');
       }
     }
   }
 
-  /** Non-idempotent: one try; a drop is reported as LinkClosedError, the next call reconnects. */
-  async #once<T>(fn: (c: NbdClient) => Promise<T>): Promise<T> {
-    const client = await this.#usable();
-    try {
-      return await fn(client);
-    } catch (err) {
-      if (isConnectionLoss(err)) throw new LinkClosedError('PC_ERR_LINK_CLOSED', `NBD connection lost: ${(err as Error).message}`, { cause: err });
-      throw err;
-    }
+  #gaveUp(started: number, cause: unknown): LinkClosedError {
+    return new LinkClosedError('PC_ERR_LINK_CLOSED', `NBD reconnect gave up after ${Date.now() - started} ms`, { cause });
   }
 
-  /** The current client, reconnecting first when it has failed. */
+  /** The current client, after one reconnect attempt if it has failed (concurrent callers share the attempt). */
   async #usable(): Promise<NbdClient> {
-    if (this.#closed) throw new NbdError('NBD_ERR_CLOSED', 'client is closed');
     if (this.#client.failure === undefined) return this.#client;
-    this.#reconnecting ??= this.#reconnect().finally(() => {
+    this.#reconnecting ??= this.#reconnectOnce().finally(() => {
       this.#reconnecting = undefined;
     });
     return this.#reconnecting;
   }
 
-  async #reconnect(): Promise<NbdClient> {
-    const started = Date.now();
+  async #reconnectOnce(): Promise<NbdClient> {
     const oldSize = this.#client.size;
-    let delay = this.#policy.initialDelayMs;
-    let lastErr: unknown = this.#client.failure;
-    this.#log.warn({ err: lastErr }, 'NBD connection lost; reconnecting');
-    for (let attempt = 1; attempt <= this.#policy.maxAttempts; attempt++) {
-      if (this.#closed) break;
-      try {
-        const client = await NbdClient.connect(this.#target, this.#exportName, this.#clientOpts);
-        if (client.size !== oldSize) {
-          await client.close();
-          throw new NbdError('NBD_ERR_HANDSHAKE', `export size changed from ${oldSize} to ${client.size} across reconnect`);
-        }
-        this.#client = client;
-        this.#reconnects++;
-        this.#log.info({ attempt, ms: Date.now() - started }, 'NBD connection re-established');
-        return client;
-      } catch (err) {
-        lastErr = err;
-        if (err instanceof NbdError && err.code === 'NBD_ERR_HANDSHAKE' && /size changed/.test(err.message)) break;
-        this.#log.debug({ err, attempt }, 'NBD reconnect attempt failed');
-      }
-      if (Date.now() - started + delay > this.#policy.maxElapsedMs) break;
-      await sleep(delay);
-      delay = Math.min(delay * 2, this.#policy.maxDelayMs);
+    this.#log.warn({ err: this.#client.failure }, 'NBD connection lost; reconnecting');
+    const client = await NbdClient.connect(this.#target, this.#exportName, this.#clientOpts);
+    if (client.size !== oldSize) {
+      await client.close();
+      throw new NbdError('NBD_ERR_HANDSHAKE', `export size changed from ${oldSize} to ${client.size} across reconnect`);
     }
-    throw new LinkClosedError('PC_ERR_LINK_CLOSED', `NBD reconnect gave up after ${Date.now() - started} ms`, { cause: lastErr });
+    this.#client = client;
+    this.#reconnects++;
+    this.#log.info({ reconnects: this.#reconnects }, 'NBD connection re-established');
+    return client;
   }
+}
+
+function isSizeChange(err: unknown): boolean {
+  return err instanceof NbdError && err.code === 'NBD_ERR_HANDSHAKE' && /size changed/.test(err.message);
 }

@@ -1,7 +1,7 @@
 // S's block server: answers D's block requests on one link, urgent ones at once, bulk ones as the link has room,
 // in chunks small enough that an urgent reply waits behind one chunk at most; zero chunks go as BLOCK_ZERO.
 import type { SourceImage } from '../common/block-device.js';
-import { ProtocolError, isPostcopyError } from '../common/errors.js';
+import { ProtocolError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Link } from '../link/link.js';
 import { BULK_CHUNK_BYTES, CLASS_URGENT } from '../protocol/constants.js';
@@ -11,10 +11,9 @@ import type { BufferPool } from '../common/buffer-pool.js';
 import type { ReadAheadCache } from './read-cache.js';
 import type { SentDigests } from './sent-digests.js';
 
-/** Most requests D may have outstanding at once; more is a flood and cuts D off. */
-export const MAX_OUTSTANDING_REQUESTS = 4096;
-const READ_AHEAD_BYTES = 1024 * 1024;
-const EIO = 5;
+import { BLOCK_READ_AHEAD_BYTES as READ_AHEAD_BYTES, EIO, MAX_OUTSTANDING_REQUESTS } from './constants.js';
+
+export { MAX_OUTSTANDING_REQUESTS };
 
 export interface BlockServerStats {
   urgentRequests: number;
@@ -140,7 +139,7 @@ export class BlockServer {
       }
       if (urgent && stable) void this.#readAhead(end);
     } catch (e) {
-      const message = isPostcopyError(e) || e instanceof Error ? e.message : String(e);
+      const message = e instanceof Error ? e.message : String(e);
       this.#log.warn({ err: e, id: req.id, offset: req.offset }, 'block read failed on source');
       if (!this.#link.closed) this.#link.send({ type: 'BLOCK_ERR', id: req.id, errno: EIO, message });
     }

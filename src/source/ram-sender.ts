@@ -8,23 +8,11 @@ import { RAM_PAGE_SIZE, RAM_ZERO_PAGE_BIT } from '../protocol/constants.js';
 import { encodeMessage } from '../protocol/messages.js';
 import type { MigratableGuest } from '../guest/types.js';
 import { isAllZero } from '../common/zero.js';
+import type { PrecopyResult } from '../guest/source-guest.js';
 
-/** Pages per RAM_PAGES frame (1 MiB of data at most). */
-const PAGES_PER_FRAME = 256;
-/** Give up converging after this many rounds and cut over anyway (reported). */
-const MAX_ROUNDS = 30;
+export type { PrecopyResult };
 
-export interface PrecopyResult {
-  rounds: number;
-  pagesSent: number;
-  bytesSent: number;
-  finalPages: number;
-  /** Measured transfer rate of the last full round, bytes/s. */
-  bandwidth: number;
-  converged: boolean;
-  /** Wall-clock ms at which the guest was paused. */
-  pausedAt: number;
-}
+import { DATA_SHARE_OF_DOWNTIME, FIRST_ROUND_DATA_SHARE, MAX_ROUNDS, MIN_ROUND_BYTES_FOR_RATE, PAGES_PER_FRAME, RATE_BEFORE_MEASURED, YIELD_EVERY_MS } from './constants.js';
 
 /** Credit granted by D, in bytes of RAM payload S may still send. */
 export class RamCredit {
@@ -92,10 +80,10 @@ export class RamSender {
       pagesSent += pages.length;
       bytesSent += bytes;
       // A round of only zero pages says nothing about the link's rate; keep the last real figure.
-      if (bytes >= 1024 * 1024 && elapsed > 0) bandwidth = bytes / elapsed;
+      if (bytes >= MIN_ROUND_BYTES_FOR_RATE && elapsed > 0) bandwidth = bytes / elapsed;
       const dirtyRemaining = this.#guest.dirtyPageCount();
       this.#link.send({ type: 'RAM_ROUND_END', round: rounds, pagesSent: pages.length, dirtyRemaining });
-      const rate = bandwidth > 0 ? bandwidth : 500e6;
+      const rate = bandwidth > 0 ? bandwidth : RATE_BEFORE_MEASURED;
       const expectedMs = ((dirtyRemaining * RAM_PAGE_SIZE) / rate) * 1000;
       this.#events.emit('ram-round', { round: rounds, pages: pages.length, bytes, dirtyRemaining, expectedDowntimeMs: round3(expectedMs) });
       this.#log.info({ round: rounds, pages: pages.length, dirtyRemaining, expectedMs: round3(expectedMs) }, 'pre-copy round');
@@ -161,10 +149,6 @@ export class RamSender {
   }
 }
 
-const FIRST_ROUND_DATA_SHARE = 0.25;
-/** Longest stretch of page sending without a turn of the event loop. */
-const YIELD_EVERY_MS = 20;
-const DATA_SHARE_OF_DOWNTIME = 0.5;
 
 function round3(x: number): number {
   return Math.round(x * 1000) / 1000;
