@@ -5,7 +5,10 @@ import { UsageError, isPostcopyError } from '../common/errors.js';
 import { parseHostPort } from '../link/connect.js';
 import { deferred } from '../common/deferred.js';
 import { imageIdentity, defaultSourceStateDir } from '../source/source-state.js';
-import { isNbdUri, openImageFile, openImageNbd } from '../source/source-image-open.js';
+import { openImageFile, openImageNbd } from '../source/source-image-open.js';
+import { isNbdUri } from '../nbd/uri.js';
+import { isValidBlockSize } from '../protocol/geometry.js';
+import { shellQuote } from '../common/shell.js';
 import { RolledBackError, SourceAgent } from '../source/source-agent.js';
 import type { SimGuest } from '../guest/sim-guest.js';
 import type { SimGuestSpec } from '../guest/types.js';
@@ -84,7 +87,7 @@ export async function runSource(argv: string[]): Promise<number> {
   const imageArg = required(values, 'image');
   const ticket = readTicket(required(values, 'ticket-file'));
   const blockSize = parseSize(optional(values, 'block-size') ?? '64K', '--block-size');
-  if (blockSize < 4096 || blockSize > 256 * 1024 || (blockSize & (blockSize - 1)) !== 0) {
+  if (!isValidBlockSize(blockSize)) {
     throw new UsageError('PC_ERR_USAGE', '--block-size must be a power of two from 4K to 256K');
   }
   const maxDowntimeMs = parseIntArg(optional(values, 'max-downtime') ?? '50', '--max-downtime', 1, 600_000);
@@ -272,10 +275,6 @@ class AfterCutoverNotice {
   busyHint(): string {
     return `; the destination is busy with another migration session (if it is this guest's, the guest runs there: resume it with that run's --state-dir)`;
   }
-}
-
-function shellQuote(arg: string): string {
-  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
 }
 
 function simSpec(values: Record<string, string | boolean | undefined>): SimGuestSpec {

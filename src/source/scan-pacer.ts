@@ -3,7 +3,8 @@
 // scan waits while the cache holds a lead's worth of data not yet asked for; through zeroes it runs freely, and
 // the zero chunks it has found are answered without reading them again (D may ask before it hears of them).
 import type { BufferPool } from '../common/buffer-pool.js';
-import { SCAN_CHUNK, type ScanHooks } from './extent-scan.js';
+import { SCAN_CHUNK } from '../image/constants.js';
+import type { ScanHooks } from '../image/extent-scan.js';
 import type { ReadAheadCache } from './read-cache.js';
 
 /** Data the scan may hold for the stream; the read-ahead cache must hold at least this much. */

@@ -1,10 +1,14 @@
 // Small pure rules S's core applies to what D says: its ABORT as an error, its phase at a resume, its refusals.
-import { ERROR_CODES, RolledBackError, UsageError, isPostcopyError, type ErrorCode, type PostcopyError } from '../common/errors.js';
+import { CODE_OWNER, ERROR_CODES, RolledBackError, UsageError, errorFor, isPostcopyError, type ErrorCode, type PostcopyError } from '../common/errors.js';
 
-/** D's ABORT as an error: a refusal the operator must act on keeps D's code (a UsageError: exit 2). */
+/**
+ * D's ABORT as an error: a refusal the operator must act on keeps D's code (a UsageError: exit 2); any other
+ * reason, or a code we do not know, is a rollback.
+ */
 export function abortError(msg: { reason: string; code?: string }): PostcopyError {
   const code = msg.code;
-  return code !== undefined && Object.hasOwn(ERROR_CODES, code) ? new UsageError(code as ErrorCode, msg.reason) : new RolledBackError('PC_ERR_ROLLBACK', msg.reason);
+  const usage = code !== undefined && Object.hasOwn(ERROR_CODES, code) && CODE_OWNER[code as ErrorCode] === UsageError;
+  return usage ? errorFor(code as ErrorCode, msg.reason) : new RolledBackError('PC_ERR_ROLLBACK', msg.reason);
 }
 
 /** D refused the connection because too many are authenticating (its ERROR frame, or the code itself). */

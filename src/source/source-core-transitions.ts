@@ -1,6 +1,6 @@
 // S's session core, the transitions every handler shares: entering a phase, cut-over, post-copy, a lost link,
 // rollback, failure after cut-over, and the one path for an illegal (phase, event) pair.
-import { LinkClosedError, ProtocolError, RolledBackError, UsageError, type PostcopyError } from '../common/errors.js';
+import { LinkClosedError, RolledBackError, UsageError, errorFor, type PostcopyError } from '../common/errors.js';
 import type { Context, DigestTally, SessionKeys, SourceConfig, SourceEffect, SourcePhase, SourceState, Step } from './source-core-types.js';
 
 export const initialState = (): SourceState => ({ phase: 'idle', ctx: { gen: 0, reconnects: 0, precopy: null, scan: 'idle' } });
@@ -135,7 +135,7 @@ export function fail(s: SourceState, err: PostcopyError): Step {
  * the error, which sends an ERROR frame), then the phase's own link-loss transition.
  */
 export function illegal(cfg: SourceConfig, s: SourceState, detail: string, now: number, code: 'PC_ERR_UNEXPECTED' | 'PC_ERR_MALFORMED' | 'PC_ERR_OUT_OF_RANGE' = 'PC_ERR_UNEXPECTED'): Step {
-  const err = new ProtocolError(code, detail);
+  const err = errorFor(code, detail);
   const told: SourceEffect[] = [{ type: 'log', level: 'warn', msg: 'message not valid here; closing the link', data: { phase: publicPhase(s), code, detail } }];
   if (!linkIsUp(s)) return { state: s, effects: told };
   told.push({ type: 'close-link', error: err });

@@ -4,11 +4,8 @@ import { accessSync, constants, statSync, type Stats } from 'node:fs';
 import { isPostcopyError, UsageError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { NbdSourceImage } from '../nbd/nbd-source-image.js';
-import { blockDeviceSize, FileImage } from './file-image.js';
-
-export function isNbdUri(arg: string): boolean {
-  return /^nbd(\+unix)?:\/\//.test(arg);
-}
+import { blockDeviceSize, FileImage } from '../image/file-image.js';
+import { isNbdUri } from '../nbd/uri.js';
 
 /** A raw image file or block device S can serve: exists, is one of those, readable (writable if asked), not empty. */
 function checkImageFile(path: string, opts: { writable: boolean }): void {

@@ -5,6 +5,7 @@ import { existsSync, readdirSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { UsageError } from '../common/errors.js';
+import { withoutNbdScheme } from '../nbd/uri.js';
 import { checkPrivateDir } from '../common/private-dir.js';
 import { ensureDir, readStateFile, statePath, writeStateFile } from '../common/state-file.js';
 
@@ -28,7 +29,7 @@ export interface SavedSourceSession {
 export function defaultSourceStateDir(image: string, isNbd: boolean): string {
   if (!isNbd) return `${resolve(image)}.source-state`;
   const home = process.env.XDG_STATE_HOME || join(homedir(), '.local', 'state');
-  const readable = image.replace(/^nbd(\+unix)?:\/\//, '').replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 64);
+  const readable = withoutNbdScheme(image).replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 64);
   const hash = createHash('sha256').update(image).digest('hex').slice(0, 8);
   return join(home, 'postcopy', 'source', `${readable}-${hash}`);
 }

@@ -5,7 +5,7 @@ import type { Extent, SourceImage } from '../common/block-device.js';
 import type { Link } from '../link/link.js';
 import { MAX_EXTENTS_PER_FRAME } from '../protocol/constants.js';
 import type { ZeroRun } from '../protocol/messages.js';
-import type { ScanHooks } from './extent-scan.js';
+import type { ScanHooks } from '../image/extent-scan.js';
 import type { SentDigests } from './sent-digests.js';
 
 export type ScannableImage = SourceImage & { scanZeroRuns?: (onZeroRuns: (runs: Extent[]) => void, hooks?: ScanHooks) => Promise<void> };

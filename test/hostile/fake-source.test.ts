@@ -15,7 +15,7 @@ import { generateDemoImage } from '../../src/guest/image-gen.js';
 import { compareImages } from '../../src/guest/verify.js';
 import { BULK_CHUNK_BYTES, CLASS_URGENT, RAM_PAGE_SIZE, RAM_ZERO_PAGE_BIT } from '../../src/protocol/constants.js';
 import { encodeBlockData, type Message } from '../../src/protocol/messages.js';
-import { FileImage } from '../../src/source/file-image.js';
+import { FileImage } from '../../src/image/file-image.js';
 import { STREAM_CREDIT_WINDOW } from '../../src/link/stream-channel.js';
 import { MiB, expectMessage, fakeSource, linkClosed, startDest, waitFor, type DestOnly } from './hostile-harness.js';
 

@@ -20,7 +20,7 @@ import { nullEvents } from '../../src/common/events.js';
 import type { DestResult } from '../../src/dest/dest-agent.js';
 import { generateDemoImage } from '../../src/guest/image-gen.js';
 import { compareImages } from '../../src/guest/verify.js';
-import { FileImage } from '../../src/source/file-image.js';
+import { FileImage } from '../../src/image/file-image.js';
 import { SourceAgent, type SourceResult } from '../../src/source/source-agent.js';
 
 export const MiB = 1024 * 1024;

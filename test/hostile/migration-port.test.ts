@@ -19,7 +19,7 @@ import { connectOnce, type Endpoint } from '../../src/link/connect.js';
 import { FRAME_HEADER_SIZE, MAX_CONTROL_PAYLOAD } from '../../src/protocol/constants.js';
 import { computeProof, newNonce, parseTicket } from '../../src/protocol/handshake.js';
 import type { Message } from '../../src/protocol/messages.js';
-import { FileImage } from '../../src/source/file-image.js';
+import { FileImage } from '../../src/image/file-image.js';
 import { SourceAgent, type SourceResult } from '../../src/source/source-agent.js';
 import type { DestResult } from '../../src/dest/dest-agent.js';
 import { T, buildControl, buildFrame, buildHeader } from '../helpers/frame-builder.js';

@@ -17,7 +17,7 @@ import { FrameDecoder } from '../../src/protocol/frame-codec.js';
 import { computeProof, newNonce } from '../../src/protocol/handshake.js';
 import { decodeMessage, encodeMessage, type Message } from '../../src/protocol/messages.js';
 import { MAX_OUTSTANDING_REQUESTS } from '../../src/source/block-server.js';
-import { FileImage } from '../../src/source/file-image.js';
+import { FileImage } from '../../src/image/file-image.js';
 import { RolledBackError, SourceAgent, type SourceResult } from '../../src/source/source-agent.js';
 import { captureLogger } from '../guest/helpers/capture-logger.js';
 import { T, buildFrame } from '../helpers/frame-builder.js';

@@ -12,7 +12,7 @@ import { generateDemoImage } from '../../src/guest/image-gen.js';
 import { compareImages } from '../../src/guest/verify.js';
 import type { Link } from '../../src/link/link.js';
 import type { Message } from '../../src/protocol/messages.js';
-import { FileImage } from '../../src/source/file-image.js';
+import { FileImage } from '../../src/image/file-image.js';
 import { SourceAgent } from '../../src/source/source-agent.js';
 import { FaultDuplex } from '../faults/fault-duplex.js';
 import { captureLogger } from '../guest/helpers/capture-logger.js';

@@ -9,7 +9,7 @@ import { silentLogger, type Logger } from '../../src/common/logger.js';
 import { nullEvents } from '../../src/common/events.js';
 import { DestAgent, type GuestFactory } from '../../src/dest/dest-agent.js';
 import { SourceAgent } from '../../src/source/source-agent.js';
-import { FileImage } from '../../src/source/file-image.js';
+import { FileImage } from '../../src/image/file-image.js';
 import type { SourceImage } from '../../src/common/block-device.js';
 import type { FinalCheckMode } from '../../src/dest/block-store.js';
 import type { DestGuestMigrator, SourceGuestMigrator } from '../../src/guest/migrator.js';

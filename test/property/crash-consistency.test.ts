@@ -32,7 +32,7 @@ import { nullEvents, type EventSink } from '../../src/common/events.js';
 import { DestAgent, type DestPhase } from '../../src/dest/dest-agent.js';
 import { BITMAP_FILE } from '../../src/dest/dest-session.js';
 import { SourceAgent } from '../../src/source/source-agent.js';
-import { FileImage } from '../../src/source/file-image.js';
+import { FileImage } from '../../src/image/file-image.js';
 import { connectOnce, type Endpoint } from '../../src/link/connect.js';
 import { parseTicket } from '../../src/protocol/handshake.js';
 import { SimGuest } from '../../src/guest/sim-guest.js';

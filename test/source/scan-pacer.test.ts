@@ -2,7 +2,8 @@
 // through the read-ahead cache, whole (no copy), and go back to the pool once sent.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { BufferPool } from '../../src/common/buffer-pool.js';
-import { SCAN_CHUNK, scanZeroRuns } from '../../src/source/extent-scan.js';
+import { SCAN_CHUNK } from '../../src/image/constants.js';
+import { scanZeroRuns } from '../../src/image/extent-scan.js';
 import { ReadAheadCache } from '../../src/source/read-cache.js';
 import { SCAN_LEAD_BYTES, ScanPacer } from '../../src/source/scan-pacer.js';
 import type { Extent } from '../../src/common/block-device.js';
