@@ -2,88 +2,36 @@
 // timers and adapter results into events, runs the core's step, and hands the effects to the executor
 // (dest-effects.ts). After Finish the guest lives here and S holds the only copy of the missing blocks.
 import type { Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
 import { deferred } from '../common/deferred.js';
 import { ProtocolError, RolledBackError, UsageError } from '../common/errors.js';
-import type { EventSink } from '../common/events.js';
-import type { ImageWriteIo } from '../common/file-io.js';
 import type { Logger } from '../common/logger.js';
 import { ensureDir, statePath } from '../common/state-file.js';
-import type { DestGuestMigrator } from '../guest/migrator.js';
 import type { MigratableGuest } from '../guest/types.js';
-import type { Endpoint, TlsFiles } from '../link/connect.js';
+import type { Endpoint } from '../link/connect.js';
 import { handshakeAsDest } from '../link/handshake.js';
-import { Link, type LinkOptions } from '../link/link.js';
+import { Link } from '../link/link.js';
 import { MigrationListener } from '../link/listener.js';
-import type { Ticket } from '../protocol/handshake.js';
 import type { Message } from '../protocol/messages.js';
 import { BULK_CHUNK_BYTES } from '../protocol/constants.js';
 import { AwayReporter } from './away-reporter.js';
-import { BlockStore, type FinalCheckMode } from './block-store.js';
+import { BlockStore } from './block-store.js';
 import { DEFAULT_ABORT_GRACE_MS, DEFAULT_CONFIRM_GRACE_MS, DEFAULT_STREAM_WINDOW_BYTES, SEEN_NONCES_CAP } from './constants.js';
 import { initialState, shownPhase, step } from './dest-core.js';
 import type { DestEvent, DestOutcome, DestPhase, DestState } from './dest-core-types.js';
 import { DestEffects, SYSTEM_CLOCK, errorOf, failureOf, type DestClock } from './dest-effects.js';
-import { destGuestFactory, type GuestFactory } from './dest-guests.js';
+import { destGuestFactory } from './dest-guests.js';
 import { BITMAP_FILE, planStart, removeDirIfEmpty, removeSessionFiles } from './dest-session.js';
-import { ExportOwner, NO_EXPORT, type DestExport } from './export-owner.js';
-import { Fetcher, type FallbackSource } from './fetcher.js';
+import { ExportOwner, NO_EXPORT } from './export-owner.js';
+import { Fetcher } from './fetcher.js';
 import { PresentBitmap } from './present-bitmap.js';
-import { Streamer, type StreamerOptions } from './streamer.js';
+import { Streamer } from './streamer.js';
 
 export type { DestPhase } from './dest-core-types.js';
+export type { DestAgentOptions, DestResult } from './dest-options.js';
+import type { DestAgentOptions, DestResult } from './dest-options.js';
 export type { GuestFactory } from './dest-guests.js';
 /** The rolled-back error D's `done` rejects with (one class for both sides). */
 export { RolledBackError as DestRolledBackError } from '../common/errors.js';
-
-export interface DestAgentOptions {
-  listen: Endpoint;
-  imagePath: string;
-  stateDir: string;
-  ticket: Ticket;
-  log: Logger;
-  events: EventSink;
-  /** Makes the guest that resumes here from S's definition, RAM and device state (none: no guest on D). */
-  createGuest?: GuestFactory;
-  /** The NBD export of the disk, owned by D: started at Prepare (and after a restart), stopped by close(). */
-  export?: DestExport;
-  /** Older form of `export`: called once the store exists, returns the export's URIs; never stopped by D. */
-  onStoreReady?: (store: BlockStore) => Promise<string[]> | void;
-  /** Runs a real hypervisor's guest here (QEMU), fed its own migration stream. */
-  migrator?: DestGuestMigrator;
-  streamer?: Partial<StreamerOptions>;
-  /** How the final check learns D's digests (default digest: as written). */
-  finalCheck?: FinalCheckMode;
-  link?: Omit<LinkOptions, 'log'>;
-  /** A replica or backup of S's image at cut-over, read once S has been unreachable for `afterMs`. */
-  fallback?: { source: FallbackSource; afterMs: number };
-  /** Mutual TLS on the migration socket: a source without a certificate from this CA is refused. */
-  tls?: TlsFiles;
-  /** Wrap each accepted socket (fault layers in tests). */
-  wrapSocket?: (socket: Socket) => Duplex;
-  /** After a rollback caused by a lost link, keep answering S's resume attempts this long so S learns of it. */
-  abortGraceMs?: number;
-  /** Complete but the link lost before S's CONFIRM: wait this long for S to come back (it is sent COMPLETE again), then finish anyway. */
-  confirmGraceMs?: number;
-  /** A non-empty file already at imagePath may be overwritten (never the source's own image). */
-  force?: boolean;
-  /** While S is away after cut-over, say how much exists only on S this often (default 30 s). */
-  awayReportMs?: number;
-  /** The writes and syncs of the image and the present-bitmap (tests inject a disk that fails or loses unsynced writes). */
-  io?: ImageWriteIo;
-  /** The clock and timers of the session (default: the system's). */
-  clock?: DestClock;
-}
-
-export interface DestResult {
-  phase: DestPhase;
-  sessionId: string | null;
-  /** From the final state's arrival to the guest running here. */
-  finishMs: number | null;
-  guest: MigratableGuest | null;
-  store: BlockStore | null;
-  resumes: number;
-}
 
 export class DestAgent {
   readonly #o: DestAgentOptions;
