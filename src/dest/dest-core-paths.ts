@@ -36,12 +36,12 @@ export function rollBack(state: DestState, error: Failure, o: { tell: Tell; wait
   if (o.tell === 'refuse') effects.push({ type: 'close-link' });
   const wait = o.waitForSource && ctx.keys !== null;
   if (wait) effects.push({ type: 'arm-timer', name: 'abort-grace' });
-  return { state: { phase: 'rolling-back', ctx: { ...ctx, saved: 'aborted' }, error, discarded: false, graceOver: !wait }, effects };
+  return { state: { phase: 'rolling-back', ctx: { ...ctx, saved: 'aborted' }, error, discarding: 1, graceOver: !wait }, effects };
 }
 
 /** Report the rollback only once it is true: what this session created is gone and S had its chance to learn it. */
 export function finishRollbackIfDone(state: Extract<DestState, { phase: 'rolling-back' }>, effects: DestEffect[]): StepResult {
-  if (!state.discarded || !state.graceOver) return { state, effects };
+  if (state.discarding > 0 || !state.graceOver) return { state, effects };
   return {
     state: { phase: 'done', ctx: state.ctx, outcome: { kind: 'rolled-back', error: state.error } },
     effects: [...effects, { type: 'remove-session-files' }, { type: 'finish', outcome: { kind: 'rolled-back', error: state.error } }],

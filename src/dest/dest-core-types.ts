@@ -65,7 +65,8 @@ export type DestState =
   | { phase: 'invalidating'; ctx: DestContext }
   | { phase: 'awaiting-confirm'; ctx: DestContext; digests: Digests; confirmGraceArmed: boolean }
   /** Before cut-over only: undoing what this session created, then telling the caller. */
-  | { phase: 'rolling-back'; ctx: DestContext; error: Failure; discarded: boolean; graceOver: boolean }
+  /** `discarding`: discards asked for and not yet answered. */
+  | { phase: 'rolling-back'; ctx: DestContext; error: Failure; discarding: number; graceOver: boolean }
   | { phase: 'done'; ctx: DestContext; outcome: DestOutcome };
 
 export type DestOutcome = { kind: 'confirmed' } | { kind: 'unconfirmed' } | { kind: 'rolled-back'; error: Failure } | { kind: 'stopped' };

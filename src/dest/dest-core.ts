@@ -78,12 +78,7 @@ function onPeer(state: DestState, msg: Message, now: number): StepResult {
     case 'CONFIRM':
       return state.phase === 'awaiting-confirm' ? confirm(state) : illegal(state, unexpected('CONFIRM', state));
     case 'DIGEST_MISMATCH':
-      if (state.phase !== 'awaiting-confirm') return illegal(state, unexpected('DIGEST_MISMATCH', state));
-      return keep({ phase: 'invalidating', ctx: state.ctx }, [
-        { type: 'log', level: 'error', msg: 'final check: blocks differ from the source; fetching them again', fields: { blocks: msg.blocks.slice(0, 16), count: msg.blocks.length } },
-        { type: 'emit', event: 'digest-mismatch', fields: { blocks: msg.blocks.length } },
-        { type: 'invalidate', blocks: msg.blocks },
-      ]);
+      return state.phase === 'awaiting-confirm' ? digestMismatch(state, msg.blocks) : illegal(state, unexpected('DIGEST_MISMATCH', state));
     case 'ABORT':
       if (afterCutover(state)) return illegal(state, { code: 'PC_ERR_UNEXPECTED', message: 'ABORT after cut-over: the guest runs here now' });
       return rollBack(state, { code: 'PC_ERR_ROLLBACK', message: `source aborted: ${msg.reason}` }, { tell: 'nothing', waitForSource: false });
@@ -123,11 +118,13 @@ function loaded(state: Extract<DestState, { phase: 'finishing' }>, now: number):
 }
 
 function confirm(state: Extract<DestState, { phase: 'awaiting-confirm' }>): StepResult {
-  const p = persist(state.ctx, 'confirmed');
+  // Everything is durable and S has let go: a state dir that cannot record it is logged, and D finishes anyway
+  // (a restart would find complete, wait out the confirm grace, and finish too).
   return {
-    state: { phase: 'done', ctx: p.ctx, outcome: { kind: 'confirmed' } },
+    state: { phase: 'done', ctx: { ...state.ctx, saved: 'confirmed' }, outcome: { kind: 'confirmed' } },
     effects: [
-      ...p.effects,
+      { type: 'persist', phase: 'confirmed', bestEffort: true },
+      { type: 'emit', event: 'phase', fields: { phase: 'confirmed' } },
       { type: 'away-stop' },
       { type: 'cancel-timer', name: 'confirm-grace' },
       { type: 'emit', event: 'complete', fields: {}, progress: true },
@@ -170,7 +167,12 @@ function onAdapter(state: DestState, event: Exclude<DestEvent, { type: 'peer' | 
       }
       return event.type === 'local-fault' ? persistFailedAfterCutover(state, event.error) : keep(state);
     case 'rolling-back':
-      if (event.type === 'discarded') return finishRollbackIfDone({ ...state, discarded: true }, []);
+      if (event.type === 'discarded') return finishRollbackIfDone({ ...state, discarding: state.discarding - 1 }, []);
+      if (event.type === 'store-prepared' && (event.created.image || event.created.bitmap)) {
+        // Files made by a Prepare that finished after the rollback began: theirs to undo too.
+        const ctx = { ...state.ctx, created: event.created };
+        return keep({ ...state, ctx, discarding: state.discarding + 1 }, [{ type: 'discard-created', created: event.created }]);
+      }
       if (event.type === 'timer' && event.name === 'abort-grace') return finishRollbackIfDone({ ...state, graceOver: true }, []);
       return keep(state);
     default:
@@ -221,10 +223,21 @@ function digestsReady(state: Extract<DestState, { phase: 'final-check' }>, diges
   return keep({ phase: 'awaiting-confirm', ctx: p.ctx, digests, confirmGraceArmed: !up }, effects);
 }
 
-function invalidated(state: Extract<DestState, { phase: 'invalidating' }>, again: number): StepResult {
+/** S's image differs in these blocks: no longer complete (durably, before any bit is cleared), then fetch them again. */
+function digestMismatch(state: Extract<DestState, { phase: 'awaiting-confirm' }>, blocks: number[]): StepResult {
   const p = persist(state.ctx, 'postcopy');
-  if (again === 0) return keep({ phase: 'final-check', ctx: p.ctx }, [...p.effects, { type: 'compute-digests' }]);
-  return keep({ phase: 'postcopy', ctx: p.ctx }, [...p.effects, { type: 'start-stream' }, { type: 'watch-complete' }]);
+  return keep({ phase: 'invalidating', ctx: p.ctx }, [
+    { type: 'log', level: 'error', msg: 'final check: blocks differ from the source; fetching them again', fields: { blocks: blocks.slice(0, 16), count: blocks.length } },
+    { type: 'emit', event: 'digest-mismatch', fields: { blocks: blocks.length } },
+    ...p.effects,
+    { type: 'invalidate', blocks },
+  ]);
+}
+
+/** A mismatch that invalidated nothing (the guest rewrote those blocks) goes straight back to the final check, once. */
+function invalidated(state: Extract<DestState, { phase: 'invalidating' }>, again: number): StepResult {
+  if (again === 0) return keep({ phase: 'final-check', ctx: state.ctx }, [{ type: 'compute-digests' }]);
+  return keep({ phase: 'postcopy', ctx: state.ctx }, [{ type: 'start-stream' }, { type: 'watch-complete' }]);
 }
 
 /** After cut-over a state dir that cannot be written is said plainly; the guest keeps running, nothing is undone. */
@@ -240,7 +253,7 @@ function restarted(base: DestContext, r: Restart): StepResult {
   if (r.kind === 'rollback') {
     // Crashed before cut-over: the source kept (or resumes) the guest. Undo what this session did, but let S learn it.
     const error: Failure = { code: 'PC_ERR_ROLLBACK', message: `restarted in phase ${r.phase} before cut-over` };
-    return keep({ phase: 'rolling-back', ctx: { ...ctx, saved: 'aborted' }, error, discarded: false, graceOver: false }, [
+    return keep({ phase: 'rolling-back', ctx: { ...ctx, saved: 'aborted' }, error, discarding: 1, graceOver: false }, [
       { type: 'discard-created', created: ctx.created },
       { type: 'arm-timer', name: 'abort-grace' },
     ]);
@@ -251,7 +264,8 @@ function restarted(base: DestContext, r: Restart): StepResult {
     { type: 'log', level: 'warn', msg: 'restarted: reloaded image and bitmap; waiting for the source to reconnect', fields: { phase: r.phase } },
     { type: 'emit', event: 'phase', fields: { phase: r.phase, restarted: true }, progress: true },
   ];
-  if (r.phase === 'complete') return keep({ phase: 'final-check', ctx }, [...effects, { type: 'compute-digests' }]);
+  // Complete on record: the final check runs again once the store says so too (it is, unless a crash came mid-way).
+  if (r.phase === 'complete') return keep({ phase: 'postcopy', ctx }, [...effects, { type: 'watch-complete' }]);
   // S is not here yet: the fallback's wait and the reports start now, as after a lost link.
   return keep({ phase: 'postcopy', ctx }, [...effects, { type: 'start-stream' }, { type: 'watch-complete' }, { type: 'source-gone' }, { type: 'away-start' }]);
 }

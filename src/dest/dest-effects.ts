@@ -230,7 +230,7 @@ export class DestEffects {
       if (syncDir) fsyncDir(this.#d.stateDir);
     } catch (err) {
       if (!bestEffort) throw errorFor('PC_ERR_STATE_DIR', `recording phase ${phase} in ${this.#d.stateDir} failed: ${(err as Error).message}`, { cause: err });
-      this.#d.log.error({ err }, 'could not record the rollback in the state dir; rolling back anyway');
+      this.#d.log.error({ err, phase }, `could not record phase ${phase} in the state dir; going on (a restart finds the phase before)`);
     }
   }
 
