@@ -20,3 +20,9 @@ export const DEFAULT_CONFIRM_GRACE_MS = 60_000;
 
 /** Background-stream bytes in flight by default: enough to fill a LAN link, small enough that demand fetches stay quick. */
 export const DEFAULT_STREAM_WINDOW_BYTES = 1024 * 1024;
+
+/** RAM bytes S may have in flight to a simulated guest at once: enough to keep a fast link busy during pre-copy. */
+export const RAM_CREDIT_WINDOW = 32 * 1024 * 1024;
+
+/** While S is away after cut-over, say how much exists only on S this often: often enough to act on, rare enough to read. */
+export const AWAY_REPORT_MS = 30_000;

@@ -4,14 +4,12 @@ import { ProtocolError } from '../common/errors.js';
 import { PageDigest } from '../common/ram-digest.js';
 import { RAM_PAGE_SIZE, RAM_ZERO_PAGE_BIT } from '../protocol/constants.js';
 import type { Message, MessageOf } from '../protocol/messages.js';
+import { RAM_CREDIT_WINDOW } from './constants.js';
 
 /** Where credit goes back to S. */
 export interface CreditSink {
   send(msg: Message): void;
 }
-
-/** RAM bytes S may have in flight to us at once. */
-export const RAM_CREDIT_WINDOW = 32 * 1024 * 1024;
 
 export class RamReceiver {
   readonly ram: Buffer;
