@@ -10,20 +10,22 @@ import type { MigratableGuest } from '../guest/types.js';
 import type { Endpoint } from '../link/connect.js';
 import { handshakeAsDest } from '../link/handshake.js';
 import { Link } from '../link/link.js';
-import { MigrationListener } from '../link/listener.js';
+import { MigrationListener, type DestListener } from '../link/listener.js';
 import type { Message } from '../protocol/messages.js';
 import { BULK_CHUNK_BYTES } from '../protocol/constants.js';
 import { AwayReporter } from './away-reporter.js';
-import { BlockStore } from './block-store.js';
+import type { BlockStore } from './block-store.js';
+import { FILE_STORES } from './dest-store.js';
 import { DEFAULT_ABORT_GRACE_MS, DEFAULT_CONFIRM_GRACE_MS, DEFAULT_STREAM_WINDOW_BYTES, SEEN_NONCES_CAP } from './constants.js';
 import { initialState, shownPhase, step } from './dest-core.js';
 import type { DestEvent, DestOutcome, DestPhase, DestState } from './dest-core-types.js';
-import { DestEffects, SYSTEM_CLOCK, errorOf, failureOf, type DestClock } from './dest-effects.js';
+import { SYSTEM_CLOCK, type DestClock } from './dest-clock.js';
+import { DestEffects } from './dest-effects.js';
+import { errorOf, failureOf } from './dest-failure.js';
 import { destGuestFactory } from './dest-guests.js';
 import { BITMAP_FILE, planStart, removeDirIfEmpty, removeSessionFiles } from './dest-session.js';
 import { ExportOwner, NO_EXPORT } from './export-owner.js';
 import { Fetcher } from './fetcher.js';
-import { PresentBitmap } from './present-bitmap.js';
 import { Streamer } from './streamer.js';
 
 export type { DestPhase } from './dest-core-types.js';
@@ -39,7 +41,7 @@ export class DestAgent {
   readonly #fetcher: Fetcher;
   readonly #away: AwayReporter;
   readonly #fx: DestEffects;
-  readonly #listener: MigrationListener;
+  readonly #listener: DestListener;
   readonly #clock: DestClock;
   readonly #done = deferred<DestResult>();
   readonly #seenNonces = new Set<string>();
@@ -79,7 +81,8 @@ export class DestAgent {
         clock: this.#clock,
         timerMs: { 'abort-grace': opts.abortGraceMs ?? DEFAULT_ABORT_GRACE_MS, 'confirm-grace': opts.confirmGraceMs ?? DEFAULT_CONFIRM_GRACE_MS },
         store: { finalCheck: opts.finalCheck, io: opts.io, fallbackSize: opts.fallback?.source.size },
-        guests: destGuestFactory({ createGuest: opts.createGuest, migrator: opts.migrator, log: this.#log }),
+        stores: opts.stores ?? FILE_STORES,
+        guests: opts.guests ?? destGuestFactory({ createGuest: opts.createGuest, migrator: opts.migrator, log: this.#log }),
       },
       {
         state: () => this.#state,
@@ -90,7 +93,8 @@ export class DestAgent {
         adoptStore: (store) => this.#adoptStore(store),
       },
     );
-    this.#listener = new MigrationListener({ listen: opts.listen, log: this.#log, events: opts.events, ...(opts.tls ? { tls: opts.tls } : {}) }, (s, peer, settled) => this.#onConnection(s, peer, settled));
+    const listenerOpts = { listen: opts.listen, log: this.#log, events: opts.events, ...(opts.tls ? { tls: opts.tls } : {}) };
+    this.#listener = (opts.listener ?? ((lo, on) => new MigrationListener(lo, on)))(listenerOpts, (s, peer, settled) => this.#onConnection(s, peer, settled));
   }
 
   get phase(): DestPhase {
@@ -120,8 +124,7 @@ export class DestAgent {
     } else {
       const s = plan.saved;
       if (plan.kind === 'resume') {
-        const bitmap = PresentBitmap.load(this.#bitmapPath(), s.blockSize, Math.ceil(s.size / s.blockSize), o.io);
-        const store = BlockStore.reopen(o.imagePath, { size: s.size, bitmap, fetcher: this.#fetcher, log: this.#log, finalCheck: o.finalCheck, io: o.io, file: s.image! });
+        const store = (o.stores ?? FILE_STORES).reopen(this.#fx.storeSetup(), { size: s.size, blockSize: s.blockSize, file: s.image! });
         this.#fx.store = store;
         this.#adoptStore(store);
       }

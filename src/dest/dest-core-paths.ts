@@ -32,7 +32,8 @@ export function rollBack(state: DestState, error: Failure, o: { tell: Tell; wait
   // A state dir that cannot be written must not stop the rollback: a restart finds an earlier phase, before cut-over too.
   if (ctx.keys && ctx.geometry) effects.push({ type: 'persist', phase: 'aborted', bestEffort: true });
   effects.push({ type: 'emit', event: 'phase', fields: { phase: 'aborted', error: error.message, code: error.code } });
-  effects.push({ type: 'discard-created', created: ctx.created });
+  // The export serves the image about to go: stopped first (D owns it).
+  effects.push({ type: 'stop-export' }, { type: 'discard-created', created: ctx.created });
   if (o.tell === 'refuse') effects.push({ type: 'close-link' });
   const wait = o.waitForSource && ctx.keys !== null;
   if (wait) effects.push({ type: 'arm-timer', name: 'abort-grace' });

@@ -265,7 +265,7 @@ function restarted(base: DestContext, r: Restart): StepResult {
     { type: 'emit', event: 'phase', fields: { phase: r.phase, restarted: true }, progress: true },
   ];
   // Complete on record: the final check runs again once the store says so too (it is, unless a crash came mid-way).
-  if (r.phase === 'complete') return keep({ phase: 'postcopy', ctx }, [...effects, { type: 'watch-complete' }]);
+  if (r.phase === 'complete') return keep({ phase: 'postcopy', ctx }, [...effects, { type: 'start-stream' }, { type: 'watch-complete' }]);
   // S is not here yet: the fallback's wait and the reports start now, as after a lost link.
   return keep({ phase: 'postcopy', ctx }, [...effects, { type: 'start-stream' }, { type: 'watch-complete' }, { type: 'source-gone' }, { type: 'away-start' }]);
 }

@@ -3,35 +3,23 @@
 // an event, and a failing effect stops its batch and becomes a `local-fault` event.
 import { rmSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { BackendError, PostcopyError, UsageError, errorFor, toPostcopyError } from '../common/errors.js';
+import { BackendError, PostcopyError, errorFor, toPostcopyError } from '../common/errors.js';
 import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import { fsyncDir } from '../common/state-file.js';
-import type { DestGuest } from '../guest/dest-guest.js';
 import type { Link } from '../link/link.js';
 import { LinkStreamChannel } from '../link/stream-channel.js';
 import type { BlockStore } from './block-store.js';
-import type { Created, DestEffect, DestEvent, DestOutcome, DestState, Failure, TimerName } from './dest-core-types.js';
+import type { Created, DestEffect, DestEvent, DestOutcome, DestState, TimerName } from './dest-core-types.js';
 import { discardImage, removeSessionFiles, saveSession } from './dest-session.js';
-import { prepareStore, type StoreSetup } from './dest-store.js';
+import type { DestStoreFactory, StoreSetup } from './dest-store.js';
 import type { ExportOwner } from './export-owner.js';
 import type { Fetcher } from './fetcher.js';
 import type { AwayReporter } from './away-reporter.js';
 import type { Streamer } from './streamer.js';
-import type { DestGuestFactory } from '../guest/dest-guest.js';
-
-/** The clock and timers (tests inject their own). */
-export interface DestClock {
-  now(): number;
-  setTimer(ms: number, fire: () => void): unknown;
-  clearTimer(handle: unknown): void;
-}
-
-export const SYSTEM_CLOCK: DestClock = {
-  now: () => performance.now(),
-  setTimer: (ms, fire) => setTimeout(fire, ms).unref(),
-  clearTimer: (h) => clearTimeout(h as NodeJS.Timeout),
-};
+import type { DestGuest, DestGuestFactory } from '../guest/dest-guest.js';
+import type { DestClock } from './dest-clock.js';
+import { errorOf, failureOf } from './dest-failure.js';
 
 /** What the executor needs of the agent around it. */
 export interface EffectHost {
@@ -56,20 +44,8 @@ export interface EffectDeps {
   clock: DestClock;
   timerMs: Record<TimerName, number>;
   store: Omit<StoreSetup, 'imagePath' | 'bitmapPath' | 'fetcher' | 'log' | 'existing'>;
+  stores: DestStoreFactory;
   guests: DestGuestFactory;
-}
-
-/** A Failure as an error: the one it came from when there is one. */
-export function errorOf(f: Failure): PostcopyError {
-  return f.cause instanceof PostcopyError ? f.cause : errorFor(f.code, f.detail ?? f.message);
-}
-
-/** Anything thrown, as a Failure the core can carry (`wrapCode` for what is not ours). */
-export function failureOf(e: unknown, wrapCode: PostcopyError['code'] = 'PC_ERR_ROLLBACK', usageAllowed = false): Failure {
-  const err = toPostcopyError(e, (d, o) => errorFor(wrapCode, d, o));
-  // A state dir D cannot write is D's trouble, not a mistake in S's request.
-  const usage = usageAllowed && err instanceof UsageError && err.code !== 'PC_ERR_STATE_DIR';
-  return { code: err.code, message: err.message, detail: err.detail ?? err.message, cause: err, ...(usage ? { usage } : {}) };
 }
 
 export class DestEffects {
@@ -103,6 +79,12 @@ export class DestEffects {
         return;
       }
     }
+  }
+
+  /** Where and how the store lives. */
+  storeSetup(): StoreSetup {
+    const d = this.#d;
+    return { ...d.store, imagePath: d.imagePath, bitmapPath: d.bitmapPath, fetcher: d.fetcher, log: d.log, existing: this.existingImage };
   }
 
   stopExport(): Promise<void> {
@@ -236,7 +218,7 @@ export class DestEffects {
 
   #prepareStore(e: Extract<DestEffect, { type: 'prepare-store' }>): void {
     const d = this.#d;
-    const r = prepareStore({ ...d.store, imagePath: d.imagePath, bitmapPath: d.bitmapPath, fetcher: d.fetcher, log: d.log, existing: this.existingImage }, e.begin, () => {
+    const r = d.stores.prepare(this.storeSetup(), e.begin, () => {
       if (e.begin.guest) this.guest = d.guests(e.begin.guest, e.size);
     });
     if (r.ok) {

@@ -8,10 +8,13 @@ import type { DestGuestMigrator } from '../guest/migrator.js';
 import type { MigratableGuest } from '../guest/types.js';
 import type { Endpoint, TlsFiles } from '../link/connect.js';
 import type { LinkOptions } from '../link/link.js';
+import type { ListenerFactory } from '../link/listener.js';
+import type { DestGuestFactory } from '../guest/dest-guest.js';
+import type { DestStoreFactory } from './dest-store.js';
 import type { Ticket } from '../protocol/handshake.js';
 import type { BlockStore, FinalCheckMode } from './block-store.js';
 import type { DestPhase } from './dest-core-types.js';
-import type { DestClock } from './dest-effects.js';
+import type { DestClock } from './dest-clock.js';
 import type { GuestFactory } from './dest-guests.js';
 import type { DestExport } from './export-owner.js';
 import type { FallbackSource } from './fetcher.js';
@@ -54,6 +57,12 @@ export interface DestAgentOptions {
   io?: ImageWriteIo;
   /** The clock and timers of the session (default: the system's). */
   clock?: DestClock;
+  /** The migration port (default: a TCP or TLS MigrationListener on `listen`). */
+  listener?: ListenerFactory;
+  /** Makes the guest S's BEGIN names (default: the simulator through createGuest, a hypervisor through migrator). */
+  guests?: DestGuestFactory;
+  /** Creates and reopens the image and its bitmap (default: files at imagePath and in stateDir). */
+  stores?: DestStoreFactory;
 }
 
 export interface DestResult {

@@ -5,7 +5,7 @@ import type { ImageWriteIo } from '../common/file-io.js';
 import { hostIdentity, pathIdentity, sameFile } from '../common/image-identity.js';
 import type { Logger } from '../common/logger.js';
 import type { MessageOf } from '../protocol/messages.js';
-import { BlockStore, type FinalCheckMode } from './block-store.js';
+import { BlockStore, type FinalCheckMode, type ImageFile } from './block-store.js';
 import type { Created } from './dest-core-types.js';
 import type { Fetcher } from './fetcher.js';
 import { PresentBitmap } from './present-bitmap.js';
@@ -62,3 +62,18 @@ export function labelled<T>(what: string, code: ErrorCode, fn: () => T): T {
     throw toPostcopyError(e, (d, opts) => errorFor(code, `${what} failed: ${d}`, opts));
   }
 }
+
+/** How D makes and reopens its store (tests inject their own). */
+export interface DestStoreFactory {
+  prepare(o: StoreSetup, begin: MessageOf<'BEGIN'>, before: () => void): PreparedStore;
+  /** After a restart past cut-over: the session's own image and bitmap, as they are on disk. */
+  reopen(o: StoreSetup, saved: { size: number; blockSize: number; file: ImageFile }): BlockStore;
+}
+
+export const FILE_STORES: DestStoreFactory = {
+  prepare: prepareStore,
+  reopen: (o, saved) => {
+    const bitmap = PresentBitmap.load(o.bitmapPath, saved.blockSize, Math.ceil(saved.size / saved.blockSize), o.io);
+    return BlockStore.reopen(o.imagePath, { size: saved.size, bitmap, fetcher: o.fetcher, log: o.log, finalCheck: o.finalCheck, io: o.io, file: saved.file });
+  },
+};

@@ -20,7 +20,15 @@ export interface ListenerOptions {
 /** A connection let in: `authenticated()` must be called once its handshake settled (either way). */
 export type OnConnection = (socket: Socket, peer: string, authenticated: () => void) => void;
 
-export class MigrationListener {
+/** What an agent needs of its listener (tests may inject another). */
+export interface DestListener {
+  listen(): Promise<Endpoint>;
+  close(): void;
+}
+
+export type ListenerFactory = (opts: ListenerOptions, onConnection: OnConnection) => DestListener;
+
+export class MigrationListener implements DestListener {
   readonly #o: ListenerOptions;
   readonly #onConnection: OnConnection;
   readonly #sockets = new Set<Socket>();

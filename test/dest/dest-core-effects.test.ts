@@ -11,7 +11,9 @@ import { pathIdentity } from '../../src/common/image-identity.js';
 import { AwayReporter } from '../../src/dest/away-reporter.js';
 import { initialState } from '../../src/dest/dest-core.js';
 import type { DestEffect, DestEvent, DestState } from '../../src/dest/dest-core-types.js';
-import { DestEffects, type DestClock } from '../../src/dest/dest-effects.js';
+import type { DestClock } from '../../src/dest/dest-clock.js';
+import { DestEffects } from '../../src/dest/dest-effects.js';
+import { FILE_STORES } from '../../src/dest/dest-store.js';
 import { BITMAP_FILE, SESSION_FILE } from '../../src/dest/dest-session.js';
 import { ExportOwner, NO_EXPORT } from '../../src/dest/export-owner.js';
 import { Fetcher } from '../../src/dest/fetcher.js';
@@ -70,6 +72,7 @@ function setup(o: { stateDir?: string } = {}) {
       clock,
       timerMs: { 'abort-grace': 1, 'confirm-grace': 1 },
       store: {},
+      stores: FILE_STORES,
       guests: () => {
         throw new Error('no guest here');
       },
