@@ -81,9 +81,9 @@ export function linkLost(state: DestState, error: Failure, effects: DestEffect[]
 /** The one failure path of an illegal (phase, event) pair: log, an error frame to S, then the phase's link-loss transition. */
 export function illegal(state: DestState, error: Failure): StepResult {
   const effects: DestEffect[] = [{ type: 'log', level: 'error', msg: 'refusing a message S should not send now', fields: { code: error.code, error: error.message, phase: state.phase } }];
-  if (state.ctx.link === 'down') return { state, effects };
+  if (state.ctx.link === 'down') return { state, effects, illegal: error };
   effects.push({ type: 'close-link', error });
-  return linkLost(state, error, effects);
+  return { ...linkLost(state, error, effects), illegal: error };
 }
 
 /** The guest runs here: tell S, then pull the rest of the disk. */

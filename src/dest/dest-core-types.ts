@@ -159,4 +159,6 @@ export type DestEffect =
 export interface StepResult {
   state: DestState;
   effects: DestEffect[];
+  /** Set when the event was illegal in that phase: the effects are its one failure path (log, error frame, the phase's link-loss transition). */
+  illegal?: Failure;
 }

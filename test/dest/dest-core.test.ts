@@ -55,6 +55,8 @@ describe("D's session core", () => {
 
   it('a message S should not send after cut-over closes the link with an error and waits for S; nothing is undone', () => {
     const at = run(toPostcopy).state;
+    const once = step(at, { type: 'peer', msg: { type: 'ABORT', reason: 'late' } }, 0);
+    expect(once.illegal).toMatchObject({ code: 'PC_ERR_UNEXPECTED' });
     const r = run([{ type: 'peer', msg: { type: 'ABORT', reason: 'late' } }], at);
     expect(types(r.effects)).toContain('close-link');
     expect(r.effects.find((e) => e.type === 'close-link')).toMatchObject({ error: { code: 'PC_ERR_UNEXPECTED' } });
