@@ -10,7 +10,7 @@ import { UsageError } from '../common/errors.js';
 import { parseHostPort, type TlsFiles } from '../link/connect.js';
 import { DestAgent, DestRolledBackError } from '../dest/dest-agent.js';
 import { planStart } from '../dest/dest-session.js';
-import { FINAL_CHECK_MODES, type BlockStore, type FinalCheckMode } from '../dest/block-store.js';
+import { FINAL_CHECK_MODES, type FinalCheckMode } from '../dest/block-store.js';
 import type { SimGuest } from '../guest/sim-guest.js';
 import { AGENT_OPTIONS, parseCommandArgs, optional, readTicket, required } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
@@ -19,7 +19,7 @@ import { checkAgentOptions, checkExistingSocket, checkImagePath, checkPortFree, 
 import { restoreGuest } from './guest-factory.js';
 import { ProgressBar } from './progress.js';
 import { parseIntArg, parseSize } from './sizes.js';
-import { NBD_EXPORT_HELP, NBD_EXPORT_OPTIONS, parseExportOptions, startExport, type RunningExport } from './nbd-export.js';
+import { NBD_EXPORT_HELP, NBD_EXPORT_OPTIONS, ownedExport, parseExportOptions } from './nbd-export.js';
 import { destQemu } from '../hypervisor/cli-options.js';
 
 type Values = Record<string, string | boolean | undefined>;
@@ -179,9 +179,6 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
   const { log, events } = io;
   const started = performance.now();
   const bar = new ProgressBar();
-  // Set from the store-ready callback, so held in an object the compiler does not narrow.
-  const exported: { current: RunningExport | null } = { current: null };
-
   const migrator =
     o.guestKind === 'qemu'
       ? destQemu({ qemuCmd: optional(values, 'qemu-cmd'), qmp: optional(values, 'qmp'), serialLog: o.serialLog, stateDir, hasExport: nbdExport !== undefined, log, events })
@@ -209,18 +206,7 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
     streamer: { windowBytes: o.windowBytes },
     finalCheck,
     createGuest: (def, ram, state) => restoreGuest(def, ram, state, agent.store!.size, log),
-    onStoreReady: async (store: BlockStore) => {
-      if (!nbdExport) return [];
-      await nbdHold?.release();
-      // The held port is handed to the export (its number too, when port 0 picked it at start).
-      const config = nbdExport.tcp && nbdHold ? { ...nbdExport, tcp: { host: nbdExport.tcp.host, port: nbdHold.port } } : nbdExport;
-      const x = await startExport(store, config, log).catch((e: unknown) => {
-        throw nbdExport.tcp ? listenFailure(e, nbdExport.tcp, '--nbd-listen') : e;
-      });
-      exported.current = x;
-      events.emit('export', { name: nbdExport.name, uris: x.uris });
-      return x.uris;
-    },
+    ...(nbdExport ? { export: ownedExport(nbdExport, nbdHold, log, events) } : {}),
   });
 
   const stop = new Promise<string>((resolve) => {
@@ -247,7 +233,6 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
   await nbdHold?.release();
   if ('sig' in outcome) {
     log.warn({ signal: outcome.sig, phase: agent.phase }, 'stopping before the migration finished; state kept');
-    await exported.current?.close();
     await agent.close();
     // Idle (nothing begun) or aborted (rolled back): nothing of a migration is kept here.
     const nothingKept = agent.phase === 'idle' || agent.phase === 'aborted';
@@ -261,10 +246,11 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
     return code;
   }
   if ('e' in outcome) {
-    await exported.current?.close();
     await agent.close();
     const msg = outcome.e instanceof Error ? outcome.e.message : String(outcome.e);
-    const refusal = outcome.e instanceof DestRolledBackError && outcome.e.cause instanceof UsageError ? outcome.e.cause : null;
+    // A state dir D cannot write is D's trouble (a rollback), not a mistake in S's request.
+    const cause = outcome.e instanceof DestRolledBackError ? outcome.e.cause : null;
+    const refusal = cause instanceof UsageError && cause.code !== 'PC_ERR_STATE_DIR' ? cause : null;
     if (refusal) {
       // An operator mistake in the source's request (its own image as ours): nothing was written here.
       events.emit('exit', { code: EXIT.USAGE, error: refusal.message, errorCode: refusal.code });
@@ -310,7 +296,6 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
   if (nbdExport) {
     log.info('migration complete; serving the local image until SIGTERM');
     await stop;
-    await exported.current?.close();
   }
   await agent.close();
   events.emit('exit', { code: EXIT.OK });

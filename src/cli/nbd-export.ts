@@ -6,14 +6,16 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { BlockDevice } from '../common/block-device.js';
 import { UsageError } from '../common/errors.js';
+import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
+import type { DestExport } from '../dest/export-owner.js';
 import { parseHostPort, type Endpoint } from '../link/connect.js';
 import { ReadOnlyDevice } from '../nbd/read-only-device.js';
 import { NbdServer, type NbdTlsCredentials } from '../nbd/server.js';
 import { DEFAULT_SOCKET_MODE } from '../nbd/socket-file.js';
 import { formatNbdUri } from '../nbd/uri.js';
 import { optional } from './args.js';
-import { checkSocketPath } from './preflight.js';
+import { checkSocketPath, listenFailure, type PortHold } from './preflight.js';
 import { parseIntArg } from './sizes.js';
 
 /** The export's options beyond --nbd-listen, --nbd-socket and --nbd-name (for parseCommandArgs). */
@@ -177,4 +179,24 @@ function isLoopback(address: string): boolean {
   if (net.isIPv4(address)) return address.startsWith('127.');
   const a = address.toLowerCase();
   return a === '::1' || a.startsWith('::ffff:127.');
+}
+
+/** D's export as D owns it: the held port handed over at Prepare (its number too, when port 0 picked it at start). */
+export function ownedExport(config: ExportConfig, hold: PortHold | null, log: Logger, events: EventSink): DestExport {
+  let running: RunningExport | null = null;
+  return {
+    start: async (store) => {
+      await hold?.release();
+      const where = config.tcp && hold ? { ...config, tcp: { host: config.tcp.host, port: hold.port } } : config;
+      running = await startExport(store, where, log).catch((e: unknown) => {
+        throw config.tcp ? listenFailure(e, config.tcp, '--nbd-listen') : e;
+      });
+      events.emit('export', { name: config.name, uris: running.uris });
+      return running.uris;
+    },
+    stop: async () => {
+      await running?.close();
+      running = null;
+    },
+  };
 }

@@ -2,8 +2,7 @@
 // (log line + event), with how many bytes exist only on S and what the operator can do about it.
 import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
-
-export const AWAY_REPORT_MS = 30_000;
+import { AWAY_REPORT_MS } from './constants.js';
 
 export interface AwayFigures {
   bytesOnlyOnSource: number;

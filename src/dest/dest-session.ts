@@ -8,7 +8,7 @@ import { describeIdentity, pathIdentity, sameFile } from '../common/image-identi
 import { checkPrivateDir } from '../common/private-dir.js';
 import { readStateFile, statePath, writeStateFile } from '../common/state-file.js';
 import type { ImageFile } from './block-store.js';
-import type { DestPhase } from './dest-agent.js';
+import type { DestPhase } from './dest-core-types.js';
 
 export const SESSION_FILE = 'dest-session.json';
 export const BITMAP_FILE = 'present.bitmap';

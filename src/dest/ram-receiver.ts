@@ -2,12 +2,14 @@
 // and keeps the per-page digest that must match S's at cut-over.
 import { ProtocolError } from '../common/errors.js';
 import { PageDigest } from '../common/ram-digest.js';
-import type { Link } from '../link/link.js';
 import { RAM_PAGE_SIZE, RAM_ZERO_PAGE_BIT } from '../protocol/constants.js';
-import type { MessageOf } from '../protocol/messages.js';
+import type { Message, MessageOf } from '../protocol/messages.js';
+import { RAM_CREDIT_WINDOW } from './constants.js';
 
-/** RAM bytes S may have in flight to us at once. */
-export const RAM_CREDIT_WINDOW = 32 * 1024 * 1024;
+/** Where credit goes back to S. */
+export interface CreditSink {
+  send(msg: Message): void;
+}
 
 export class RamReceiver {
   readonly ram: Buffer;
@@ -24,12 +26,12 @@ export class RamReceiver {
   }
 
   /** Open the window: S may send this much before waiting for more. */
-  grantInitial(link: Link): void {
+  grantInitial(link: CreditSink): void {
     link.send({ type: 'CREDIT', bytes: RAM_CREDIT_WINDOW });
   }
 
   /** Apply a frame of pages; then give its bytes back as credit. */
-  apply(msg: MessageOf<'RAM_PAGES'>, link: Link): void {
+  apply(msg: MessageOf<'RAM_PAGES'>, link: CreditSink): void {
     // Each frame is applied at once and its credit handed straight back, so S's credit is always the whole
     // window minus what is on the wire: one frame can never exceed it.
     if (msg.data.length > RAM_CREDIT_WINDOW) throw new ProtocolError('PC_ERR_MALFORMED', 'RAM pages beyond granted credit');

@@ -10,11 +10,23 @@ import type { DestGuestMigrator, GuestStreamChannel } from '../guest/migrator.js
 import type { GuestDefinition } from '../protocol/messages.js';
 import { checkSocketPath } from '../nbd/socket-file.js';
 import { HypervisorError } from './errors.js';
+import { UsageError } from '../common/errors.js';
 import { QmpClient } from './qmp-client.js';
 import { MIGRATION_FAILED, migrationCapabilities, queryMigrate } from './qemu-migration.js';
 import { expandTemplate, spawnQemu, type QemuProcess } from './qemu-process.js';
 import { relay, type Relay } from './stream-relay.js';
 import { withTimeout } from './qemu-source.js';
+
+/** A QEMU just started needs a few seconds to open its QMP socket; longer means it is not coming. */
+const QMP_CONNECT_TIMEOUT_MS = 15_000;
+/** How long a failed QMP call waits for QEMU's exit, to tell its death rather than a bare socket error. */
+const EXIT_GRACE_MS = 1000;
+/** `cont` answers at once; the RESUME event follows within this when the guest really runs. */
+const RESUME_TIMEOUT_MS = 10_000;
+/** migrate-incoming's socket appears within this after the command; past it, QEMU did not open it. */
+const INCOMING_SOCKET_WAIT_MS = 10_000;
+/** Poll interval for that socket: short, the wait is normally a few milliseconds. */
+const INCOMING_SOCKET_POLL_MS = 20;
 
 export interface QemuDestOptions {
   /** Command template to start QEMU with ({export}, {qmp}, {serial}); without it, attach to `qmpPath`. */
@@ -60,7 +72,7 @@ export class QemuDestMigrator implements DestGuestMigrator {
     if (this.#o.command) {
       // A unix socket is the cheaper path for a QEMU on this host.
       const uri = exportUris.find((u) => u.startsWith('nbd+unix:')) ?? exportUris[0];
-      if (!uri) throw new HypervisorError('PC_ERR_USAGE', '--guest qemu with --qemu-cmd needs an NBD export (--nbd-socket or --nbd-listen)');
+      if (!uri) throw new UsageError('PC_ERR_USAGE', '--guest qemu with --qemu-cmd needs an NBD export (--nbd-socket or --nbd-listen)');
       // Only nothing or a stale socket (no one answers) is replaced; anything else at --qmp is the operator's.
       if ((await checkSocketPath(this.#o.qmpPath, '--qmp')) === 'stale') unlinkSync(this.#o.qmpPath);
       this.#qmpOurs = true;
@@ -113,7 +125,7 @@ export class QemuDestMigrator implements DestGuestMigrator {
   async #connect(): Promise<QmpClient> {
     const proc = this.#proc;
     try {
-      this.#qmp = await QmpClient.connect(this.#o.qmpPath, { timeoutMs: 15_000, alive: () => proc?.alive ?? true });
+      this.#qmp = await QmpClient.connect(this.#o.qmpPath, { timeoutMs: QMP_CONNECT_TIMEOUT_MS, alive: () => proc?.alive ?? true });
     } catch (e) {
       if (proc && !proc.alive) throw new HypervisorError('PC_ERR_HYPERVISOR', `the destination QEMU exited at start: ${proc.lastError() || 'no message'}`);
       throw e;
@@ -136,7 +148,7 @@ export class QemuDestMigrator implements DestGuestMigrator {
   async #explain(e: unknown): Promise<unknown> {
     const proc = this.#proc;
     if (!proc) return e;
-    const exit = await Promise.race([proc.exited, new Promise<null>((r) => setTimeout(() => r(null), 1000))]);
+    const exit = await Promise.race([proc.exited, new Promise<null>((r) => setTimeout(() => r(null), EXIT_GRACE_MS))]);
     if (!exit) return e;
     const how = exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code}`;
     return new HypervisorError('PC_ERR_HYPERVISOR', `the destination QEMU exited (${how})${proc.lastError() ? `: ${proc.lastError()}` : ''}`, { cause: e });
@@ -172,7 +184,7 @@ export class QemuDestMigrator implements DestGuestMigrator {
     resumed.catch(() => {});
     try {
       await qmp.execute('cont');
-      await withTimeout(resumed, 10_000, 'the destination QEMU did not resume');
+      await withTimeout(resumed, RESUME_TIMEOUT_MS, 'the destination QEMU did not resume');
     } catch (e) {
       throw await this.#explain(e);
     }
@@ -212,7 +224,7 @@ function lstatIdentity(path: string): FileIdentity | null {
 
 /** migrate-incoming has made QEMU listen: connect (it may take a moment to appear). */
 async function openIncoming(path: string): Promise<Socket> {
-  const deadline = Date.now() + 10_000;
+  const deadline = Date.now() + INCOMING_SOCKET_WAIT_MS;
   for (;;) {
     try {
       return await new Promise<Socket>((resolve, reject) => {
@@ -225,7 +237,7 @@ async function openIncoming(path: string): Promise<Socket> {
       });
     } catch (e) {
       if (Date.now() > deadline) throw new HypervisorError('PC_ERR_HYPERVISOR', `cannot reach the destination QEMU's incoming socket: ${(e as Error).message}`);
-      await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, INCOMING_SOCKET_POLL_MS));
     }
   }
 }

@@ -59,12 +59,18 @@ describe('DESIGN §1 invariants', () => {
         throw new Error('hypervisor refused to start');
       },
     });
+    // Looked at the moment done rejects (not after S's own rejection, by which time a late delete may have run).
+    const imageAtReject = h.dest.done.then(
+      () => 'resolved',
+      () => existsSync(h!.dst),
+    );
     const run = h.source.run();
     await expect(run).rejects.toBeInstanceOf(RolledBackError);
     await expect(h.dest.done).rejects.toBeInstanceOf(DestRolledBackError);
     expect(h.sourceGuest!.running).toBe(true);
     expect(h.destGuest()).toBeNull();
     // D reports the rollback only once it is true: its image is gone when done rejects, not some time after.
+    expect(await imageAtReject).toBe(false);
     expect(existsSync(h.dst)).toBe(false);
     expect(h.overlapSamples()).toBe(0);
   });
