@@ -4,7 +4,9 @@ import { createRootLogger, type Logger } from '../common/logger.js';
 import type { FallbackSource } from '../dest/fetcher.js';
 import { NbdSourceImage } from '../nbd/nbd-source-image.js';
 import { parseNbdUri } from '../nbd/uri.js';
-import { FileImage } from '../source/file-image.js';
+import { FileImage } from '../image/file-image.js';
+import { isNbdUri } from '../nbd/uri.js';
+import { NBD_MAX_STRING } from '../nbd/constants.js';
 import { JsonLinesEvents } from '../common/events.js';
 import { UsageError } from '../common/errors.js';
 import { parseHostPort, type TlsFiles } from '../link/connect.js';
@@ -126,7 +128,7 @@ async function checkDestOptions(values: Values) {
   const imagePath = required(values, 'image');
   const ticket = readTicket(required(values, 'ticket-file'));
   const stateDir = optional(values, 'state-dir') ?? `${imagePath}.state`;
-  if ((optional(values, 'nbd-name') ?? '').length > 4096) throw new UsageError('PC_ERR_USAGE', '--nbd-name is too long');
+  if (Buffer.byteLength(optional(values, 'nbd-name') ?? '') > NBD_MAX_STRING) throw new UsageError('PC_ERR_USAGE', '--nbd-name is too long');
   const nbdExport = await parseExportOptions(values);
   const finalCheck = (optional(values, 'final-check') ?? 'digest') as FinalCheckMode;
   if (!FINAL_CHECK_MODES.includes(finalCheck)) {
@@ -163,7 +165,7 @@ async function checkDestOptions(values: Values) {
 
 /** A fallback that cannot be used is found now, not when S is gone and it is needed. */
 function checkFallback(where: string): void {
-  if (!/^nbd(\+unix)?:\/\//.test(where)) {
+  if (!isNbdUri(where)) {
     checkReadableImage(where, '--fallback');
     return;
   }
@@ -304,7 +306,7 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
 }
 
 async function openFallback(where: string, log: Logger): Promise<FallbackSource> {
-  if (!/^nbd(\+unix)?:\/\//.test(where)) return FileImage.open(where);
+  if (!isNbdUri(where)) return FileImage.open(where);
   const { address, exportName } = parseNbdUri(where);
   return NbdSourceImage.open(address, exportName, { logger: log });
 }

@@ -1,8 +1,5 @@
 // D's numbers, each with why it has that value (wire sizes live in src/protocol/constants.ts).
 
-/** Smallest block D accepts: one page of the host, below which the bitmap and the per-block frames cost more than the data. */
-export const MIN_BLOCK_SIZE = 4096;
-
 /** Largest image D accepts (1 PiB): far above any real disk, low enough that block counts stay exact in a double. */
 export const MAX_IMAGE_BYTES = 2 ** 50;
 

@@ -3,7 +3,7 @@
 // (dest-effects.ts). After Finish the guest lives here and S holds the only copy of the missing blocks.
 import type { Socket } from 'node:net';
 import { deferred } from '../common/deferred.js';
-import { ProtocolError, RolledBackError, UsageError } from '../common/errors.js';
+import { LinkClosedError, ProtocolError, RolledBackError, UsageError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { ensureDir, statePath } from '../common/state-file.js';
 import type { MigratableGuest } from '../guest/types.js';
@@ -207,7 +207,7 @@ export class DestAgent {
     const link = new Link(this.#o.wrapSocket ? this.#o.wrapSocket(raw) : raw, { ...this.#o.link, log, unauthenticated: true });
     link.on('close', (err) => {
       this.#fetcher.detach(link);
-      if (link === this.#link) this.#dispatch({ type: 'link-down', error: failureOf(err ?? new ProtocolError('PC_ERR_LINK_CLOSED', 'link lost'), 'PC_ERR_LINK_CLOSED') });
+      if (link === this.#link) this.#dispatch({ type: 'link-down', error: failureOf(err ?? new LinkClosedError('PC_ERR_LINK_CLOSED', 'link lost'), 'PC_ERR_LINK_CLOSED') });
     });
     if (this.#seenNonces.size > SEEN_NONCES_CAP) this.#seenNonces.clear();
     const keys = this.#state.ctx.keys;

@@ -1,9 +1,10 @@
 // D's session core: step(state, event, now) -> { state, effects }. Pure: no sockets, timers, files or promises.
 // Every sub-state is a phase of its own (dest-core-types.ts); an event a phase does not expect goes down one
 // failure path (dest-core-paths.ts `illegal`), so nothing here throws and nothing re-checks a phase after an await.
-import { BULK_CHUNK_BYTES } from '../protocol/constants.js';
+import { MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from '../protocol/constants.js';
+import { isValidBlockSize } from '../protocol/geometry.js';
 import type { Message, MessageOf } from '../protocol/messages.js';
-import { MAX_IMAGE_BYTES, MIN_BLOCK_SIZE } from './constants.js';
+import { MAX_IMAGE_BYTES } from './constants.js';
 import type { DestContext, DestEffect, DestEvent, DestState, Digests, Failure, Restart, StepResult } from './dest-core-types.js';
 import { blockCountOf, finishRollbackIfDone, goLive, illegal, linkLost, persist, rollBack, sendComplete } from './dest-core-paths.js';
 
@@ -95,8 +96,8 @@ function afterCutover(state: DestState): boolean {
 function begin(state: DestState, msg: MessageOf<'BEGIN'>): StepResult {
   const { size, blockSize } = msg;
   if (size <= 0 || size > MAX_IMAGE_BYTES) return illegal(state, { code: 'PC_ERR_MALFORMED', message: `image size ${size}` });
-  if (blockSize < MIN_BLOCK_SIZE || blockSize > BULK_CHUNK_BYTES || (blockSize & (blockSize - 1)) !== 0) {
-    return illegal(state, { code: 'PC_ERR_MALFORMED', message: `block size ${blockSize} must be a power of two in ${MIN_BLOCK_SIZE}..${BULK_CHUNK_BYTES}` });
+  if (!isValidBlockSize(blockSize)) {
+    return illegal(state, { code: 'PC_ERR_MALFORMED', message: `block size ${blockSize} must be a power of two in ${MIN_BLOCK_SIZE}..${MAX_BLOCK_SIZE}` });
   }
   const ctx: DestContext = { ...state.ctx, geometry: { size, blockSize }, guest: msg.guest !== null };
   return keep({ phase: 'preparing', ctx, step: 'store', def: msg.guest, cookie: msg.cookie }, [{ type: 'prepare-store', size, blockSize, begin: msg }]);

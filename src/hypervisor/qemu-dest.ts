@@ -1,6 +1,6 @@
 // D's side of a QEMU guest: starts the destination QEMU (or attaches to one waiting with -incoming defer),
 // feeds it the stream with migrate-incoming, and keeps its guest paused until Finish says `cont`.
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { closeSync, constants, lstatSync, openSync, rmSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { EventSink } from '../common/events.js';
@@ -9,13 +9,14 @@ import type { Logger } from '../common/logger.js';
 import type { DestGuestMigrator, GuestStreamChannel } from '../guest/migrator.js';
 import type { GuestDefinition } from '../protocol/messages.js';
 import { checkSocketPath } from '../nbd/socket-file.js';
-import { HypervisorError } from './errors.js';
+import { HypervisorError, hypervisorWait } from './errors.js';
+import { connectUnixSocket } from './unix-socket.js';
 import { UsageError } from '../common/errors.js';
+import { PRIVATE_FILE_MODE } from '../common/constants.js';
 import { QmpClient } from './qmp-client.js';
 import { MIGRATION_FAILED, migrationCapabilities, queryMigrate } from './qemu-migration.js';
 import { expandTemplate, spawnQemu, type QemuProcess } from './qemu-process.js';
 import { relay, type Relay } from './stream-relay.js';
-import { withTimeout } from './qemu-source.js';
 
 /** A QEMU just started needs a few seconds to open its QMP socket; longer means it is not coming. */
 const QMP_CONNECT_TIMEOUT_MS = 15_000;
@@ -110,7 +111,7 @@ export class QemuDestMigrator implements DestGuestMigrator {
   #createSerialLog(): void {
     let fd: number;
     try {
-      fd = openSync(this.#o.serialPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      fd = openSync(this.#o.serialPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, PRIVATE_FILE_MODE);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'EEXIST') return;
       throw e;
@@ -148,7 +149,7 @@ export class QemuDestMigrator implements DestGuestMigrator {
   async #explain(e: unknown): Promise<unknown> {
     const proc = this.#proc;
     if (!proc) return e;
-    const exit = await Promise.race([proc.exited, new Promise<null>((r) => setTimeout(() => r(null), EXIT_GRACE_MS))]);
+    const exit = await hypervisorWait(proc.exited, EXIT_GRACE_MS, 'QEMU still running').catch(() => null);
     if (!exit) return e;
     const how = exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code}`;
     return new HypervisorError('PC_ERR_HYPERVISOR', `the destination QEMU exited (${how})${proc.lastError() ? `: ${proc.lastError()}` : ''}`, { cause: e });
@@ -184,7 +185,7 @@ export class QemuDestMigrator implements DestGuestMigrator {
     resumed.catch(() => {});
     try {
       await qmp.execute('cont');
-      await withTimeout(resumed, RESUME_TIMEOUT_MS, 'the destination QEMU did not resume');
+      await hypervisorWait(resumed, RESUME_TIMEOUT_MS, 'the destination QEMU did not resume');
     } catch (e) {
       throw await this.#explain(e);
     }
@@ -227,14 +228,7 @@ async function openIncoming(path: string): Promise<Socket> {
   const deadline = Date.now() + INCOMING_SOCKET_WAIT_MS;
   for (;;) {
     try {
-      return await new Promise<Socket>((resolve, reject) => {
-        const s = connect({ path });
-        s.once('connect', () => {
-          s.off('error', reject);
-          resolve(s);
-        });
-        s.once('error', reject);
-      });
+      return await connectUnixSocket(path);
     } catch (e) {
       if (Date.now() > deadline) throw new HypervisorError('PC_ERR_HYPERVISOR', `cannot reach the destination QEMU's incoming socket: ${(e as Error).message}`);
       await new Promise((r) => setTimeout(r, INCOMING_SOCKET_POLL_MS));

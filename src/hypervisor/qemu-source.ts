@@ -4,12 +4,11 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { isPostcopyError, toPostcopyError } from '../common/errors.js';
-import { withTimeout as withTimeoutAs } from '../common/retry.js';
 import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import type { GuestStreamChannel, SourceGuestMigrator } from '../guest/migrator.js';
 import type { GuestDefinition } from '../protocol/messages.js';
-import { HypervisorError } from './errors.js';
+import { HypervisorError, hypervisorWait } from './errors.js';
 import { QmpClient, type QmpEvent } from './qmp-client.js';
 import { relay, type Relay } from './stream-relay.js';
 import {
@@ -120,7 +119,7 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
       // Switch at once (see qemu-migration.ts: a switch after a precopy pass broke the guest under TCG in 7.2).
       if (this.#o.postcopyRam) await qmp.execute('migrate-start-postcopy');
       this.#log.info({ socket: path, postcopyRam: this.#o.postcopyRam }, 'source QEMU migrating through this agent');
-      const socket = await withTimeout(accepted, QEMU_MIGRATE_CONNECT_TIMEOUT_MS, 'the source QEMU did not connect to the migration socket');
+      const socket = await hypervisorWait(accepted, QEMU_MIGRATE_CONNECT_TIMEOUT_MS, 'the source QEMU did not connect to the migration socket');
       server.close();
       this.#relay = relay(socket, channel);
       const info = await this.#awaitSwitch(this.#relay);
@@ -206,7 +205,7 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
     await this.#qmp.execute('quit').catch(() => {
       // QEMU may close the socket before its reply: the close below is what counts.
     });
-    await withTimeout(closed, QEMU_QUIT_TIMEOUT_MS, 'the source QEMU did not quit').catch((e: Error) => this.#log.warn({ err: e.message }, 'quit'));
+    await hypervisorWait(closed, QEMU_QUIT_TIMEOUT_MS, 'the source QEMU did not quit').catch((e: Error) => this.#log.warn({ err: e.message }, 'quit'));
     this.#qmp.close();
     this.#log.info('source QEMU quit');
     this.#o.events.emit('hypervisor', { side: 'source', state: 'quit' });
@@ -217,9 +216,4 @@ export class QemuSourceMigrator implements SourceGuestMigrator {
     this.#qmp.close();
     if (this.#o.removeSocketDir) rmSync(this.#o.socketDir, { recursive: true, force: true });
   }
-}
-
-/** A wait on QEMU bounded by `ms` (the one timeout race, src/common/retry.ts), failing as a HypervisorError. */
-export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return withTimeoutAs(p, ms, () => new HypervisorError('PC_ERR_HYPERVISOR', `${what} within ${ms} ms`));
 }
