@@ -8,6 +8,7 @@ import { initialState, step } from '../../src/dest/dest-core.js';
 import type { Created, DestEffect, DestEvent, DestPhase, DestState, Failure, TimerName } from '../../src/dest/dest-core-types.js';
 import type { ImageFile } from '../../src/dest/block-store.js';
 import type { Message } from '../../src/protocol/messages.js';
+import { DEST_PHASE_EDGES } from '../helpers/dest-phase-order.js';
 import { fcParams } from '../helpers/fc.js';
 
 const CI = process.env.CI === 'true';
@@ -17,18 +18,6 @@ const SEQUENCES = CI ? 10_000 : 1_000;
 const IMAGE: ImageFile = { created: true, identity: { dev: '1', ino: '2' }, priorSize: 0 };
 const KEYS = { sessionId: 'ab'.repeat(16), resumeKey: 'cd'.repeat(32) };
 const BOOM: Failure = { code: 'PC_ERR_BACKEND', message: 'injected failure' };
-
-/** The persisted phase may only move along these edges (re-persisting the same phase is fine). */
-const ALLOWED: Record<DestPhase, DestPhase[]> = {
-  idle: ['prepared', 'aborted'],
-  prepared: ['receiving-ram', 'postcopy', 'aborted'],
-  'receiving-ram': ['postcopy', 'aborted'],
-  // postcopy -> aborted only while nothing ran here: checked separately (never after FINISH_RESULT running).
-  postcopy: ['complete', 'aborted'],
-  complete: ['confirmed', 'postcopy'],
-  confirmed: [],
-  aborted: [],
-};
 
 type Pending = Extract<DestEffect, { type: 'prepare-store' | 'start-export' | 'prepare-guest' | 'open-guest' | 'load-guest' | 'start-guest' | 'watch-complete' | 'compute-digests' | 'invalidate' | 'discard-created' }>['type'];
 
@@ -103,7 +92,7 @@ class World {
           return e.bestEffort === true;
         }
         const from = this.persisted?.phase;
-        if (from !== undefined && from !== e.phase) expect(ALLOWED[from], `persisted ${from} -> ${e.phase}`).toContain(e.phase);
+        if (from !== undefined && from !== e.phase) expect(DEST_PHASE_EDGES[from], `persisted ${from} -> ${e.phase}`).toContain(e.phase);
         if (e.phase === 'aborted') expect(this.cutOver, 'persisted aborted after cut-over').toBe(false);
         this.persisted = { phase: e.phase, created: this.state.ctx.created, geometry: this.state.ctx.geometry };
         return true;
