@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { AuthError, BackendError, BusyError, LinkClosedError, ProtocolError } from '../../src/common/errors.js';
 import type { ImageFile } from '../../src/dest/block-store.js';
-import { initialState as destInitial, step as destStep } from '../../src/dest/dest-core.js';
+import { initialState as destInitial, shownPhase, step as destStep } from '../../src/dest/dest-core.js';
 import type { Created, DestEffect, DestEvent, DestPhase, DestState, Failure, TimerName as DestTimer } from '../../src/dest/dest-core-types.js';
 import type { Message } from '../../src/protocol/messages.js';
 import { initialState as sourceInitial, step as sourceStep, type SourceConfig, type SourceEffect, type SourceEvent, type SourceState } from '../../src/source/source-core.js';
@@ -510,7 +510,7 @@ class Joint {
       this.link.dOpen = false;
     }
     const sessionKeys = resume ?? { sessionId: `s${++this.sessions}`, resumeKey: 'ab'.repeat(32) };
-    const destPhase = this.d.ctx.saved;
+    const destPhase = shownPhase(this.d);
     // D says postcopy (S reads it as "running") while its guest has not started yet and may still fail to.
     if (resume && this.d.phase === 'finishing' && destPhase === 'postcopy') this.causes.add('welcome-postcopy-before-start');
     const link: Link = { id: ++this.links, toD: [], toS: [], sOpen: true, dOpen: true, sGen: this.s.ctx.gen + 1 };
@@ -581,7 +581,8 @@ class Joint {
   }
   fireD(name: DestTimer): void {
     this.dTimers.delete(name);
-    if (!this.link?.dOpen) this.causes.add('grace');
+    // A grace ran out: S did not come back (or not in time) to learn the outcome.
+    this.causes.add('grace');
     this.toD({ type: 'timer', name });
   }
 
@@ -781,7 +782,8 @@ function describeDEffect(f: DestEffect): string {
  * Why a run may end with S stranded (paused after its final state, or serving after cut-over, never learning D's
  * outcome or learning a wrong one) without failing the heal check, unless SESSIONS_STRICT=1. Each is recorded in the
  * run when it happens. Safe (no guest runs on both sides, S never guesses) but not live:
- * - grace: D's abort-grace or confirm-grace ran out while S was away; D finished and left (the design's time-out).
+ * - grace: D's abort-grace or confirm-grace ran out before S learned the outcome; D finished and left (the
+ *   design's time-out).
  * - stop: the operator stopped D; its close() ends the session (the operator's doing).
  * Known bugs in the cores, each with a counterexample and a proposed fix in this commit's report:
  * - aborted-record: D crashed mid-rollback; its record says aborted, planStart refuses it, S never learns.
