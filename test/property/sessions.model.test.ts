@@ -1,8 +1,9 @@
 // Model-based test of both session cores together (src/source/source-core.ts and src/dest/dest-core.ts): one world
 // holds S's and D's core states, a modeled link between them (a queue each way, a generation, the handshake with
 // D's persisted phase in WELCOME), what each side last persisted, the adapters' pending requests and both guests.
-// fast-check commands deliver, drop and cut; fire timers; answer requests ok or failed in any order; crash and
-// restart either side from its last persist; stop either side; complete D's store; make D's digests differ.
+// fast-check commands deliver a message or cut the link (what is in flight is lost); fire timers; answer requests ok
+// or failed in any order; fail a state-dir write; crash and restart either side from its last persist; stop either
+// side; complete D's store; make D's digests differ (S's final check then finds a mismatch).
 // After every command DESIGN.md §1's invariants that need both sides are checked; at the end a heal phase (the
 // network back, every request answered ok, timers fired when nothing else moves) must bring both sides to one
 // agreed outcome. Pure: no sockets, files or timers; the data plane (blocks) is left out.
@@ -212,6 +213,7 @@ class Joint {
       this.fail(`D's step threw on ${e.type} in ${before}: ${(err as Error).message}`);
     }
     this.d = r.state;
+    seen.dPhases.add(r.state.phase);
     this.log.push(`D ${before} --${describeD(e)}--> ${r.state.phase} [${r.effects.filter((f) => f.type !== 'log' && f.type !== 'emit').map(describeDEffect).join(', ')}]`);
     const told = r.effects.some((f) => f.type === 'send' && (f.msg.type === 'ABORT' || (f.msg.type === 'FINISH_RESULT' && !f.msg.running)));
     if (told && r.state.phase !== before && !r.effects.some((f) => f.type === 'arm-timer' && f.name === 'abort-grace')) {
@@ -840,7 +842,7 @@ const commands: Array<fc.Arbitrary<Cmd>> = [
 ];
 
 /** What the runs reached (S phase/D phase before heal, S/D outcome after it): the commands are not all filtered away. */
-const seen = { runs: 0, commands: 0, phases: new Set<string>(), outcomes: new Map<string, number>() };
+const seen = { runs: 0, commands: 0, phases: new Set<string>(), dPhases: new Set<string>(), outcomes: new Map<string, number>() };
 function runSequences(numRuns: number): void {
   fc.assert(
     fc.property(fc.boolean(), fc.commands(commands, { maxCommands: 80, size: 'large' }), (withGuest, cmds) => {
@@ -870,6 +872,7 @@ describe('both session cores together, against a model of the link, the adapters
     if (seen.runs >= 1000) {
       for (const o of ['done/confirmed', 'rolled-back/rolled-back']) expect(seen.outcomes.get(o) ?? 0, `runs ending ${o}`).toBeGreaterThan(0);
       for (const p of ['postcopy/awaiting-confirm', 'awaiting-finish/finishing', 'postcopy/final-check']) expect(seen.phases.has(p), `runs passing ${p}`).toBe(true);
+      expect([...seen.dPhases].sort()).toEqual(['awaiting-confirm', 'done', 'final-check', 'finishing', 'invalidating', 'listening', 'postcopy', 'preparing', 'receiving', 'rolling-back']);
     }
   }, 120_000);
 
