@@ -16,7 +16,7 @@ import type { Created, DestEffect, DestEvent, DestPhase, DestState, Failure, Tim
 import type { Message } from '../../src/protocol/messages.js';
 import { initialState as sourceInitial, step as sourceStep, type SourceConfig, type SourceEffect, type SourceEvent, type SourceState } from '../../src/source/source-core.js';
 import { DEST_PHASE_EDGES } from '../helpers/dest-phase-order.js';
-import { fcParams } from '../helpers/fc.js';
+import { fcParams, fcRuns } from '../helpers/fc.js';
 
 const CI = process.env.CI === 'true';
 /** Sequences per run: 20 000 in CI (≥ 10 000 asked; about 1.5 s here), a second or two locally; FC_RUNS scales, FC_SEED replays. */
@@ -867,7 +867,7 @@ describe('both session cores together, against a model of the link, the adapters
     // eslint-disable-next-line no-console
     const counts = Object.fromEntries(KNOWN_GAPS.map((g) => [g, strandings.filter((x) => x === g).length]));
     // eslint-disable-next-line no-console
-    console.log(`sessions model: ${SEQUENCES} sequences (scaled by FC_RUNS), ${Math.round(seen.commands / Math.max(1, seen.runs))} commands each on average, in ${Math.round(performance.now() - started)} ms; S stranded (exempt, see KNOWN_GAPS): ${JSON.stringify(counts)}`);
+    console.log(`sessions model: ${fcRuns(SEQUENCES)} sequences, ${Math.round(seen.commands / Math.max(1, seen.runs))} commands each on average, in ${Math.round(performance.now() - started)} ms; S stranded (exempt, see KNOWN_GAPS): ${JSON.stringify(counts)}`);
     // The commands are not all filtered away: runs reach both good ends and the far phases of both cores.
     if (seen.runs >= 1000) {
       for (const o of ['done/confirmed', 'rolled-back/rolled-back']) expect(seen.outcomes.get(o) ?? 0, `runs ending ${o}`).toBeGreaterThan(0);
