@@ -35,7 +35,7 @@ export function rollBack(state: DestState, error: Failure, o: { tell: Tell; wait
   // The export serves the image about to go: stopped first (D owns it).
   effects.push({ type: 'stop-export' }, { type: 'discard-created', created: ctx.created });
   if (o.tell === 'refuse') effects.push({ type: 'close-link' });
-  const wait = o.waitForSource && ctx.keys !== null;
+  const wait = (o.waitForSource || o.tell === 'FINISH_RESULT' || o.tell === 'ABORT') && ctx.keys !== null;
   if (wait) effects.push({ type: 'arm-timer', name: 'abort-grace' });
   return { state: { phase: 'rolling-back', ctx: { ...ctx, saved: 'aborted' }, error, discarding: 1, graceOver: !wait }, effects };
 }

@@ -113,9 +113,7 @@ function loaded(state: Extract<DestState, { phase: 'finishing' }>, now: number):
   const p = persist(state.ctx, 'postcopy');
   const next = { ...state, ctx: p.ctx, step: 'start' as const };
   const effects: DestEffect[] = [...p.effects, { type: 'start-copy-on-read' }];
-  if (state.ctx.guest) return keep(next, [...effects, { type: 'start-guest' }]);
-  const live = goLive(next, now);
-  return { state: live.state, effects: [...effects, ...live.effects] };
+  return keep(next, [...effects, { type: 'start-guest' }]);
 }
 
 function confirm(state: Extract<DestState, { phase: 'awaiting-confirm' }>): StepResult {
@@ -246,6 +244,8 @@ function persistFailedAfterCutover(state: DestState, error: Failure): StepResult
   return keep({ phase: 'postcopy', ctx: { ...state.ctx, saved: 'postcopy' } }, [
     { type: 'log', level: 'error', msg: 'could not record the phase in the state dir; the guest keeps running here, COMPLETE waits', fields: { code: error.code, error: error.message } },
     { type: 'emit', event: 'error', fields: { code: error.code, message: error.message } },
+    { type: 'start-stream' },
+    { type: 'watch-complete' },
   ]);
 }
 
@@ -273,5 +273,6 @@ function restarted(base: DestContext, r: Restart): StepResult {
 
 /** The phase S's handshake and the operator see. */
 export function shownPhase(state: DestState): DestContext['saved'] {
+  if (state.phase === 'finishing') return 'finishing' as DestContext['saved'];
   return state.ctx.saved;
 }

@@ -127,7 +127,8 @@ export class DestEffects {
       case 'load-guest':
         return this.#result(this.guest!.load(e.final), 'guest-loaded', 'PC_ERR_ROLLBACK');
       case 'start-guest':
-        return this.#result(this.guest!.start(store!), 'guest-started', 'PC_ERR_ROLLBACK');
+        // No guest here: answered at once, so going live waits for postcopy's persist as a guest's start does.
+        return this.#result(this.guest ? this.guest.start(store!) : Promise.resolve(), 'guest-started', 'PC_ERR_ROLLBACK');
       case 'abort-guest':
         return this.#task(this.guest?.abort() ?? Promise.resolve(), () => null, 'could not stop the destination guest');
       case 'start-copy-on-read':

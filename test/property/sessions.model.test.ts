@@ -205,7 +205,6 @@ class Joint {
     if (!this.dAlive) return;
     this.now += 5;
     const before = this.d.phase;
-    if (e.type === 'local-fault' && AFTER_CUTOVER.includes(before)) this.causes.add('fault-after-cutover');
     let r: ReturnType<typeof destStep>;
     try {
       r = destStep(this.d, e, this.now);
@@ -217,8 +216,8 @@ class Joint {
     this.log.push(`D ${before} --${describeD(e)}--> ${r.state.phase} [${r.effects.filter((f) => f.type !== 'log' && f.type !== 'emit').map(describeDEffect).join(', ')}]`);
     const told = r.effects.some((f) => f.type === 'send' && (f.msg.type === 'ABORT' || (f.msg.type === 'FINISH_RESULT' && !f.msg.running)));
     if (told && r.state.phase !== before && !r.effects.some((f) => f.type === 'arm-timer' && f.name === 'abort-grace')) {
-      // D rolls back, says so once, and will finish without waiting for S (which may send its final state) to learn it.
-      this.causes.add('told-rollback-not-awaited');
+      // D rolls back, says so once, and would finish without waiting for S (which may send its final state) to learn it.
+      this.fail('D told S of its rollback and does not wait for S to learn it (no abort-grace)');
     }
     for (const f of r.effects) {
       if (f.type === 'persist' && this.dFailNextPersist) {
@@ -377,11 +376,7 @@ class Joint {
         if (f.created.bitmap && !this.dCreated.bitmap) this.fail('D discards a bitmap this session did not create');
         if (this.s.phase === 'postcopy' || this.sPersisted?.phase === 'postcopy') {
           // S has let go (read-only, serving, will shut down after COMPLETE): D deleting now loses the guest.
-          // Known to happen only through two bugs in KNOWN_GAPS (D's WELCOME said postcopy while its record did not
-          // hold it, or before its guest started); anything else is a failure here.
-          const known = this.causes.has('welcome-postcopy-before-start') || this.causes.has('fault-after-cutover');
-          if (STRICT || !known) this.fail('D deletes what it created while S believes D runs the guest');
-          this.causes.add('deleted-under-postcopy');
+          this.fail('D deletes what it created while S believes D runs the guest');
         }
         this.dPending.add('discard-created');
         return;
@@ -514,7 +509,7 @@ class Joint {
     const sessionKeys = resume ?? { sessionId: `s${++this.sessions}`, resumeKey: 'ab'.repeat(32) };
     const destPhase = shownPhase(this.d);
     // D says postcopy (S reads it as "running") while its guest has not started yet and may still fail to.
-    if (resume && this.d.phase === 'finishing' && destPhase === 'postcopy') this.causes.add('welcome-postcopy-before-start');
+    if (resume && this.d.phase === 'finishing' && destPhase === 'postcopy') this.fail("D's WELCOME says postcopy before its guest has started");
     const link: Link = { id: ++this.links, toD: [], toS: [], sOpen: true, dOpen: true, sGen: this.s.ctx.gen + 1 };
     this.link = link;
     this.sGotDurableComplete = false;
@@ -787,21 +782,14 @@ function describeDEffect(f: DestEffect): string {
  * - grace: D's abort-grace or confirm-grace ran out before S learned the outcome; D finished and left (the
  *   design's time-out).
  * - stop: the operator stopped D; its close() ends the session (the operator's doing).
- * Known bugs in the cores, each with a counterexample and a proposed fix in this commit's report:
- * - aborted-record: D crashed mid-rollback; its record says aborted, planStart refuses it, S never learns.
- * - fault-after-cutover: D's own I/O failed after cut-over (a digest read, persisting complete, or persisting
- *   postcopy when there is no guest, which goes live in the same step): persistFailedAfterCutover leaves D in
- *   postcopy with nothing watching the store (and, with no guest, FINISH_RESULT never sent while WELCOME says
- *   postcopy), so COMPLETE never comes.
- * - told-rollback-not-awaited: D rolled back with a FINISH_RESULT false / ABORT that was lost with the link, and
- *   finished at once (no abort-grace): S, paused after its final state, never learns.
- * - welcome-postcopy-before-start: D persists postcopy before its guest starts and shows it in WELCOME; S resuming
- *   then reads "running" and enters post-copy, and if the start then fails D rolls back (deleting the image).
- * - deleted-under-postcopy: (a consequence of the two before) D deleted its image while S, in post-copy, believes
- *   D runs the guest: no side runs it. Counted only; the check that finds it names its cause.
+ * - aborted-record: D crashed mid-rollback; its record says aborted and a restart refuses it (the operator is told
+ *   to remove the state dir), so S, paused after its final state, learns only from the operator. Left open: a
+ *   restart that finishes the rollback and tells S would change what the operator sees (test/e2e/operator-mistakes).
+ * Fixed since, now failures (each pinned by a scripted run below): D's WELCOME said postcopy before its guest had
+ * started; a rollback told to S was not waited for; D's own I/O fault after cut-over left nothing watching the store.
  */
 type Gap = (typeof KNOWN_GAPS)[number];
-export const KNOWN_GAPS = ['grace', 'stop', 'aborted-record', 'fault-after-cutover', 'welcome-postcopy-before-start', 'told-rollback-not-awaited', 'deleted-under-postcopy'] as const;
+export const KNOWN_GAPS = ['grace', 'stop', 'aborted-record'] as const;
 
 /** Runs that ended with S stranded for a reason the heal check exempts (counted, printed). */
 const strandings: string[] = [];
@@ -876,9 +864,8 @@ describe('both session cores together, against a model of the link, the adapters
     }
   }, 120_000);
 
-  // The known bugs of KNOWN_GAPS as scripted runs: each still strands S today. When one is fixed its run ends agreed
-  // (or its cause is no longer recorded), this test fails, and the gap leaves KNOWN_GAPS.
-  const scripted: Array<[Gap, boolean, (w: Joint) => void]> = [
+  // Three core bugs this model found, as scripted runs: each stranded S before its fix; each must now end agreed.
+  const scripted: Array<[string, boolean, (w: Joint) => void]> = [
     // D's guest loaded, postcopy persisted, start under way; the link drops; S resumes and reads WELCOME postcopy as
     // "running" (post-copy, image read-only); then the start fails and D rolls back, deleting its image.
     ['welcome-postcopy-before-start', true, (w) => {
@@ -901,17 +888,13 @@ describe('both session cores together, against a model of the link, the adapters
     }],
   ];
   for (const [gap, withGuest, script] of scripted) {
-    it(`known gap, scripted: ${gap}`, () => {
+    it(`fixed gap, scripted: ${gap} ends agreed`, () => {
       const w = new Joint(withGuest);
       w.start();
       const before = strandings.length;
-      const run = () => {
-        script(w);
-        w.heal();
-      };
-      if (STRICT) return void expect(run).toThrow(/heal: no agreed outcome|deletes what it created/);
-      run();
-      expect(strandings.slice(before), w.log.join('\n')).toEqual([gap]);
+      script(w);
+      w.heal();
+      expect(strandings.slice(before), w.log.join('\n')).toEqual([]);
     });
   }
 
