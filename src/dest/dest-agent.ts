@@ -18,7 +18,7 @@ import type { BlockStore } from './block-store.js';
 import { FILE_STORES } from './dest-store.js';
 import { DEFAULT_ABORT_GRACE_MS, DEFAULT_CONFIRM_GRACE_MS, DEFAULT_STREAM_WINDOW_BYTES, SEEN_NONCES_CAP } from './constants.js';
 import { initialState, shownPhase, step } from './dest-core.js';
-import type { DestEvent, DestOutcome, DestPhase, DestState } from './dest-core-types.js';
+import type { DestEvent, DestOutcome, DestState, ShownPhase } from './dest-core-types.js';
 import { SYSTEM_CLOCK, type DestClock } from './dest-clock.js';
 import { DestEffects } from './dest-effects.js';
 import { errorOf, failureOf } from './dest-failure.js';
@@ -28,7 +28,7 @@ import { ExportOwner, NO_EXPORT } from './export-owner.js';
 import { Fetcher } from './fetcher.js';
 import { Streamer } from './streamer.js';
 
-export type { DestPhase } from './dest-core-types.js';
+export type { DestPhase, ShownPhase } from './dest-core-types.js';
 export type { DestAgentOptions, DestResult } from './dest-options.js';
 import type { DestAgentOptions, DestResult } from './dest-options.js';
 export type { GuestFactory } from './dest-guests.js';
@@ -97,7 +97,7 @@ export class DestAgent {
     this.#listener = (opts.listener ?? ((lo, on) => new MigrationListener(lo, on)))(listenerOpts, (s, peer, settled) => this.#onConnection(s, peer, settled));
   }
 
-  get phase(): DestPhase {
+  get phase(): ShownPhase {
     return shownPhase(this.#state);
   }
   get store(): BlockStore | null {

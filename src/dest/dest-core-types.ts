@@ -7,6 +7,12 @@ import type { ImageFile } from './block-store.js';
 /** The phase as persisted in the state file and shown to operators and to S's handshake (unchanged names). */
 export type DestPhase = 'idle' | 'prepared' | 'receiving-ram' | 'postcopy' | 'complete' | 'confirmed' | 'aborted';
 
+/**
+ * The phase S's handshake and the operator see: the persisted one, except 'finishing' while the guest loads and
+ * starts here (S reads it as undecided: neither running here yet nor rolled back).
+ */
+export type ShownPhase = DestPhase | 'finishing';
+
 /** A failure as the core carries it: a code and a message; the shell builds the error class from the code. */
 export interface Failure {
   code: ErrorCode;

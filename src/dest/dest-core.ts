@@ -5,7 +5,7 @@ import { MAX_BLOCK_SIZE, MIN_BLOCK_SIZE } from '../protocol/constants.js';
 import { isValidBlockSize } from '../protocol/geometry.js';
 import type { Message, MessageOf } from '../protocol/messages.js';
 import { MAX_IMAGE_BYTES } from './constants.js';
-import type { DestContext, DestEffect, DestEvent, DestState, Digests, Failure, Restart, StepResult } from './dest-core-types.js';
+import type { DestContext, DestEffect, DestEvent, DestState, Digests, Failure, Restart, ShownPhase, StepResult } from './dest-core-types.js';
 import { blockCountOf, finishRollbackIfDone, goLive, illegal, linkLost, persist, rollBack, sendComplete } from './dest-core-paths.js';
 
 export function initialState(stateDirCreated: boolean): DestState {
@@ -272,7 +272,7 @@ function restarted(base: DestContext, r: Restart): StepResult {
 }
 
 /** The phase S's handshake and the operator see. */
-export function shownPhase(state: DestState): DestContext['saved'] {
-  if (state.phase === 'finishing') return 'finishing' as DestContext['saved'];
+export function shownPhase(state: DestState): ShownPhase {
+  if (state.phase === 'finishing') return 'finishing';
   return state.ctx.saved;
 }

@@ -13,7 +13,7 @@ import type { DestGuestFactory } from '../guest/dest-guest.js';
 import type { DestStoreFactory } from './dest-store.js';
 import type { Ticket } from '../protocol/handshake.js';
 import type { BlockStore, FinalCheckMode } from './block-store.js';
-import type { DestPhase } from './dest-core-types.js';
+import type { ShownPhase } from './dest-core-types.js';
 import type { DestClock } from './dest-clock.js';
 import type { GuestFactory } from './dest-guests.js';
 import type { DestExport } from './export-owner.js';
@@ -66,7 +66,7 @@ export interface DestAgentOptions {
 }
 
 export interface DestResult {
-  phase: DestPhase;
+  phase: ShownPhase;
   sessionId: string | null;
   /** From the final state's arrival to the guest running here. */
   finishMs: number | null;
