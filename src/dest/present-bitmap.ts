@@ -2,9 +2,10 @@
 // only for blocks whose data was made durable first (data → fsync → bit → bitmap fsync, DESIGN.md §4).
 // A crash can lose bits (the block is fetched again), never set one wrongly.
 import { closeSync, constants, fdatasyncSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
-import { UsageError } from '../common/errors.js';
+import { StateError, UsageError } from '../common/errors.js';
 import { imageWriteIo, type ImageWriteIo } from '../common/file-io.js';
 import { createPrivateFile } from '../common/state-file.js';
+import { bitBytes, clearBit, clearTail, countSet, hasBit, nextClear, setBit } from '../common/bits.js';
 
 const MAGIC = 'PCBITMAP';
 const HEADER_BYTES = 32; // magic(8) · version u32 · blockSize u32 · blockCount u64 · reserved(8)
@@ -28,13 +29,13 @@ export class PresentBitmap {
     this.#io = io;
     this.blockSize = blockSize;
     this.blockCount = blockCount;
-    const bytes = Math.ceil(blockCount / 8);
+    const bytes = bitBytes(blockCount);
     this.#present = new Uint8Array(bytes);
     this.#durable = new Uint8Array(bytes);
     if (bits) {
       this.#durable.set(bits);
       this.#present.set(bits);
-      for (let b = 0; b < blockCount; b++) if (this.has(b)) this.#presentCount++;
+      this.#presentCount = countSet(this.#present);
       this.#durableCount = this.#presentCount;
     }
   }
@@ -58,7 +59,7 @@ export class PresentBitmap {
   /** Reload after a restart; every bit in the file stands for durable data. */
   static load(path: string, blockSize: number, blockCount: number, io: ImageWriteIo = imageWriteIo): PresentBitmap {
     const fd = openSync(path, constants.O_RDWR | constants.O_NOFOLLOW);
-    const bytes = Math.ceil(blockCount / 8);
+    const bytes = bitBytes(blockCount);
     if (fstatSync(fd).size < HEADER_BYTES + bytes) {
       closeSync(fd);
       throw new UsageError('PC_ERR_STATE_DIR', `bitmap ${path} is truncated`);
@@ -76,24 +77,21 @@ export class PresentBitmap {
     const bits = Buffer.alloc(bytes);
     readSync(fd, bits, 0, bytes, HEADER_BYTES);
     // Bits past the last block must be clear.
-    const extra = bytes * 8 - blockCount;
-    if (extra > 0) bits[bytes - 1]! &= 0xff >> extra;
+    clearTail(bits, blockCount);
     return new PresentBitmap(fd, blockSize, blockCount, io, bits);
   }
 
   has(block: number): boolean {
-    return (this.#present[block >> 3]! & (1 << (block & 7))) !== 0;
+    return hasBit(this.#present, block);
   }
 
   isDurable(block: number): boolean {
-    return (this.#durable[block >> 3]! & (1 << (block & 7))) !== 0;
+    return hasBit(this.#durable, block);
   }
 
   /** Mark a block's data as written to the image (page cache); durability comes with commit(). */
   markPresent(block: number): void {
-    if (this.has(block)) return;
-    this.#present[block >> 3]! |= 1 << (block & 7);
-    this.#presentCount++;
+    if (setBit(this.#present, block)) this.#presentCount++;
   }
 
   get presentCount(): number {
@@ -114,11 +112,8 @@ export class PresentBitmap {
   async commit(blocks: readonly number[]): Promise<void> {
     if (blocks.length === 0) return;
     for (const b of blocks) {
-      if (!this.has(b)) throw new UsageError('PC_ERR_STATE', `block ${b} committed but not present`);
-      if (!this.isDurable(b)) {
-        this.#durable[b >> 3]! |= 1 << (b & 7);
-        this.#durableCount++;
-      }
+      if (!this.has(b)) throw new StateError('PC_ERR_STATE', `block ${b} committed but not present`);
+      if (setBit(this.#durable, b)) this.#durableCount++;
     }
     await this.#persist();
   }
@@ -130,14 +125,8 @@ export class PresentBitmap {
   async clear(blocks: readonly number[]): Promise<void> {
     if (blocks.length === 0) return;
     for (const b of blocks) {
-      if (this.isDurable(b)) {
-        this.#durable[b >> 3]! &= ~(1 << (b & 7));
-        this.#durableCount--;
-      }
-      if (this.has(b)) {
-        this.#present[b >> 3]! &= ~(1 << (b & 7));
-        this.#presentCount--;
-      }
+      if (clearBit(this.#durable, b)) this.#durableCount--;
+      if (clearBit(this.#present, b)) this.#presentCount--;
     }
     await this.#persist();
   }
@@ -145,23 +134,13 @@ export class PresentBitmap {
   /** Take back blocks whose data never became durable (the image's sync failed): in memory only, as their bits never reached the file. */
   forget(blocks: readonly number[]): void {
     for (const b of blocks) {
-      if (!this.has(b) || this.isDurable(b)) continue;
-      this.#present[b >> 3]! &= ~(1 << (b & 7));
-      this.#presentCount--;
+      if (!this.isDurable(b) && clearBit(this.#present, b)) this.#presentCount--;
     }
   }
 
   /** First block at or after `from` that is not present, or -1. Skips whole bytes of present blocks. */
   nextMissing(from: number): number {
-    for (let b = from; b < this.blockCount; ) {
-      if ((b & 7) === 0 && this.#present[b >> 3] === 0xff) {
-        b += 8;
-        continue;
-      }
-      if (!this.has(b)) return b;
-      b++;
-    }
-    return -1;
+    return nextClear(this.#present, from, this.blockCount);
   }
 
   close(): void {
