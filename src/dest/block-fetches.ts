@@ -11,7 +11,7 @@ import type { BlockGeometry } from './block-geometry.js';
 import type { BlockTable } from './block-table.js';
 import type { Fetcher, FetchSink } from './fetcher.js';
 import type { SourceWriter } from './source-writer.js';
-import type { BlockStoreStats } from './store-stats.js';
+import type { BlockStoreStats } from './store-types.js';
 
 export interface BlockFetchesOptions {
   geometry: BlockGeometry;

@@ -1,6 +1,7 @@
 // The image cut into blocks: which blocks a byte range touches or covers, the short last block, and the checks
 // on ranges before anything is read or written: a guest's range must lie inside the image, S's reply parts and
 // zero runs must be whole blocks inside it (the wire's rules for D's side).
+import type { Extent } from '../common/block-device.js';
 import { BackendError, ProtocolError } from '../common/errors.js';
 import type { ZeroRun } from '../protocol/messages.js';
 
@@ -35,6 +36,22 @@ export class BlockGeometry {
   /** Bytes from block `first` to the end of block `first + count - 1`, clipped to the image. */
   runLength(first: number, count: number): number {
     return Math.min(this.size, (first + count) * this.blockSize) - first * this.blockSize;
+  }
+
+  /** The range (clipped to the image) as extents of blocks known to read as zeroes or not, merged. */
+  extents(offset: number, length: number, isZero: (b: number) => boolean): Extent[] {
+    const out: Extent[] = [];
+    const end = Math.min(this.size, offset + length);
+    for (let at = offset; at < end; ) {
+      const b = this.blockOf(at);
+      const next = Math.min(end, (b + 1) * this.blockSize);
+      const zero = isZero(b);
+      const lastExt = out[out.length - 1];
+      if (lastExt && lastExt.zero === zero) lastExt.length += next - at;
+      else out.push({ offset: at, length: next - at, zero });
+      at = next;
+    }
+    return out;
   }
 
   /** A guest's (or the export's) range: whole numbers, inside the image. */

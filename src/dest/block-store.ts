@@ -7,47 +7,27 @@
 import type { BlockDevice, Extent } from '../common/block-device.js';
 import { deferred } from '../common/deferred.js';
 import type { PostcopyError } from '../common/errors.js';
-import type { ImageWriteIo } from '../common/file-io.js';
 import type { LatencyRecorder } from '../common/latency-recorder.js';
-import type { Logger } from '../common/logger.js';
 import { CLASS_BULK } from '../protocol/constants.js';
 import type { ZeroRun } from '../protocol/messages.js';
 import { BlockFetches } from './block-fetches.js';
 import { BlockGeometry } from './block-geometry.js';
 import { BlockTable } from './block-table.js';
 import { Committer } from './committer.js';
-import { DigestKeeper, type BlockDigests, type FinalCheckMode } from './digest-keeper.js';
+import { DigestKeeper, type BlockDigests } from './digest-keeper.js';
 import type { Fetcher } from './fetcher.js';
 import { createImage, ImageHandle, reopenImage, type ImageCreateOptions, type ImageFile } from './image-file.js';
-import { LocalFaultGate, type LocalFaultReport, type LocalFaultTiming } from './local-fault.js';
+import { LocalFaultGate } from './local-fault.js';
 import { readAround, readThrough } from './pass-through.js';
 import type { PresentBitmap } from './present-bitmap.js';
 import { SourceWriter } from './source-writer.js';
+import { writeGuest, type GuestWriteParts } from './guest-writes.js';
 import { ZERO_CHUNK_BYTES } from './store-constants.js';
-import { newStoreStats, type BlockStoreStats } from './store-stats.js';
+import { newStoreStats, type BlockStoreStats, type StoreFaultReport, type StoreMode, type StoreOptions } from './store-types.js';
 
 export { FINAL_CHECK_MODES, type BlockDigests, type FinalCheckMode } from './digest-keeper.js';
 export type { ImageCreateOptions, ImageFile } from './image-file.js';
-export type { BlockStoreStats } from './store-stats.js';
-
-export type StoreMode = 'pass-through' | 'copy-on-read';
-
-export interface StoreOptions {
-  size: number;
-  bitmap: PresentBitmap;
-  fetcher: Fetcher;
-  log: Logger;
-  finalCheck?: FinalCheckMode;
-  /** The image's writes and syncs (tests inject a failing disk). */
-  io?: ImageWriteIo;
-  /** Retry and report pacing while the image's disk fails (tests shorten it). */
-  faultTiming?: LocalFaultTiming;
-}
-
-/** A local fault as told to the operator: what happened and how much is still to come from S. */
-export interface StoreFaultReport extends LocalFaultReport {
-  bytesToCome: number;
-}
+export type { BlockStoreStats, StoreFaultReport, StoreMode, StoreOptions } from './store-types.js';
 
 export class BlockStore implements BlockDevice {
   readonly size: number;
@@ -80,6 +60,7 @@ export class BlockStore implements BlockDevice {
   readonly #digests: DigestKeeper;
   readonly #writer: SourceWriter;
   readonly #fetches: BlockFetches;
+  readonly #guestWriteParts: GuestWriteParts;
   readonly #copyOnReadStarted = deferred<void>();
   #complete = deferred<void>();
 
@@ -126,6 +107,7 @@ export class BlockStore implements BlockDevice {
       demandMiss: (b) => this.onDemandMiss(b),
     });
     this.demandLatency = this.#fetches.demandLatency;
+    this.#guestWriteParts = { geometry, table, image, fetches: this.#fetches, stats: this.stats, diskFailed, present: (b) => this.#present(b) };
   }
 
   /**
@@ -201,33 +183,10 @@ export class BlockStore implements BlockDevice {
   }
 
   async write(offset: number, data: Buffer, opts?: { fua?: boolean }): Promise<void> {
-    const [g, table] = [this.#geometry, this.#table];
-    g.checkRange(offset, data.length);
+    this.#geometry.checkRange(offset, data.length);
     if (data.length === 0) return;
     await this.#copyOnReadStarted.promise;
-    const first = g.blockOf(offset);
-    const last = g.lastBlockOf(offset, data.length);
-    // Partially covered missing blocks (only the first and last can be) must be brought in first.
-    for (;;) {
-      const partial = [first, last].filter((b) => !table.isPresent(b) && !g.covers(b, offset, data.length));
-      if (partial.length === 0) break;
-      await Promise.all(partial.map((b) => this.#fetches.ensure(b)));
-    }
-    try {
-      this.#image.write(data, offset);
-    } catch (e) {
-      // The guest gets the disk's own error (ENOSPC, EIO). Missing blocks stay missing; present ones may now hold
-      // part of the write, so they are no longer S's bytes for the final check.
-      for (let b = first; b <= last; b++) table.guestWriteFailed(b);
-      this.#diskFailed(e);
-      throw e;
-    }
-    this.stats.guestBytesWritten += data.length;
-    for (let b = first; b <= last; b++) {
-      const wasPresent = table.isPresent(b);
-      table.guestWrote(b, g.covers(b, offset, data.length));
-      if (!wasPresent) this.#present(b);
-    }
+    await writeGuest(this.#guestWriteParts, offset, data);
     if (opts?.fua) await this.flush();
   }
 
@@ -252,18 +211,7 @@ export class BlockStore implements BlockDevice {
 
   async blockStatus(offset: number, length: number): Promise<Extent[]> {
     this.#geometry.checkRange(offset, length);
-    const out: Extent[] = [];
-    const end = Math.min(this.size, offset + length);
-    for (let at = offset; at < end; ) {
-      const b = this.#geometry.blockOf(at);
-      const next = Math.min(end, (b + 1) * this.blockSize);
-      const zero = this.#table.isZero(b);
-      const lastExt = out[out.length - 1];
-      if (lastExt && lastExt.zero === zero) lastExt.length += next - at;
-      else out.push({ offset: at, length: next - at, zero });
-      at = next;
-    }
-    return out;
+    return this.#geometry.extents(offset, length, (b) => this.#table.isZero(b));
   }
 
   async cache(offset: number, length: number): Promise<void> {
@@ -284,17 +232,7 @@ export class BlockStore implements BlockDevice {
 
   /** S's zero runs: blocks wholly inside them become present without travelling. */
   applyZeroRuns(runs: readonly ZeroRun[]): void {
-    // Refused whole: a frame with one bad run applies none of its runs.
-    this.#geometry.checkZeroRuns(runs);
-    for (const run of runs) {
-      const runEnd = run.offset + run.length;
-      for (let b = Math.ceil(run.offset / this.blockSize); b < this.blockCount; b++) {
-        const length = this.#geometry.blockLength(b);
-        if (b * this.blockSize + length > runEnd) break;
-        if (this.#table.isPresent(b) || this.#table.isInflight(b)) continue;
-        if (this.#writer.storeZero(b)) this.stats.zeroBytesSkipped += length;
-      }
-    }
+    this.#writer.storeZeroRuns(runs);
   }
 
   /** The final check: the crc32 of every block whose content is S's and untouched since (see DigestKeeper). */

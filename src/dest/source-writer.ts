@@ -6,9 +6,9 @@ import type { BlockGeometry } from './block-geometry.js';
 import type { BlockTable } from './block-table.js';
 import type { DigestKeeper } from './digest-keeper.js';
 import type { ImageHandle } from './image-file.js';
-import type { BlockStoreStats } from './store-stats.js';
+import type { BlockStoreStats } from './store-types.js';
 import { CLASS_URGENT } from '../protocol/constants.js';
-import type { BlockClass } from '../protocol/messages.js';
+import type { BlockClass, ZeroRun } from '../protocol/messages.js';
 import { PROBE_BYTES } from './store-constants.js';
 
 export interface SourceWriterOptions {
@@ -82,6 +82,22 @@ export class SourceWriter {
     table.zeroArrived(b, this.#o.digests.ofZero(b));
     this.#o.present(b);
     return true;
+  }
+
+  /** S's zero runs (checked whole first: one bad run refuses the frame): wholly covered blocks neither present
+   * nor being fetched become present as zeroes. */
+  storeZeroRuns(runs: readonly ZeroRun[]): void {
+    const { geometry, table, stats } = this.#o;
+    geometry.checkZeroRuns(runs);
+    for (const run of runs) {
+      const runEnd = run.offset + run.length;
+      for (let b = Math.ceil(run.offset / geometry.blockSize); b < geometry.blockCount; b++) {
+        const length = geometry.blockLength(b);
+        if (b * geometry.blockSize + length > runEnd) break;
+        if (table.isPresent(b) || table.isInflight(b)) continue;
+        if (this.storeZero(b)) stats.zeroBytesSkipped += length;
+      }
+    }
   }
 
   /**
