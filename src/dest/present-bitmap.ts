@@ -5,11 +5,16 @@ import { closeSync, constants, fdatasyncSync, fstatSync, openSync, readSync, wri
 import { StateError, UsageError } from '../common/errors.js';
 import { imageWriteIo, type ImageWriteIo } from '../common/file-io.js';
 import { createPrivateFile } from '../common/state-file.js';
+import {
+  BITMAP_BLOCK_COUNT_AT,
+  BITMAP_BLOCK_SIZE_AT,
+  BITMAP_HEADER_BYTES as HEADER_BYTES,
+  BITMAP_MAGIC as MAGIC,
+  BITMAP_VERSION as VERSION,
+  BITMAP_VERSION_AT,
+} from './store-constants.js';
 import { bitBytes, clearBit, clearTail, countSet, hasBit, nextClear, setBit } from '../common/bits.js';
 
-const MAGIC = 'PCBITMAP';
-const HEADER_BYTES = 32; // magic(8) · version u32 · blockSize u32 · blockCount u64 · reserved(8)
-const VERSION = 1;
 
 export class PresentBitmap {
   readonly blockCount: number;
@@ -46,9 +51,9 @@ export class PresentBitmap {
     const bm = new PresentBitmap(fd, blockSize, blockCount, io);
     const header = Buffer.alloc(HEADER_BYTES);
     header.write(MAGIC, 0, 'latin1');
-    header.writeUInt32BE(VERSION, 8);
-    header.writeUInt32BE(blockSize, 12);
-    header.writeBigUInt64BE(BigInt(blockCount), 16);
+    header.writeUInt32BE(VERSION, BITMAP_VERSION_AT);
+    header.writeUInt32BE(blockSize, BITMAP_BLOCK_SIZE_AT);
+    header.writeBigUInt64BE(BigInt(blockCount), BITMAP_BLOCK_COUNT_AT);
     // Written and synced here, not through `io`: the file is durable before anything can rely on it.
     writeSync(fd, header, 0, HEADER_BYTES, 0);
     writeSync(fd, bm.#durable, 0, bm.#durable.length, HEADER_BYTES);
@@ -66,11 +71,11 @@ export class PresentBitmap {
     }
     const header = Buffer.alloc(HEADER_BYTES);
     readSync(fd, header, 0, HEADER_BYTES, 0);
-    if (header.toString('latin1', 0, 8) !== MAGIC || header.readUInt32BE(8) !== VERSION) {
+    if (header.toString('latin1', 0, MAGIC.length) !== MAGIC || header.readUInt32BE(BITMAP_VERSION_AT) !== VERSION) {
       closeSync(fd);
       throw new UsageError('PC_ERR_STATE_DIR', `bitmap ${path} has a bad header`);
     }
-    if (header.readUInt32BE(12) !== blockSize || Number(header.readBigUInt64BE(16)) !== blockCount) {
+    if (header.readUInt32BE(BITMAP_BLOCK_SIZE_AT) !== blockSize || Number(header.readBigUInt64BE(BITMAP_BLOCK_COUNT_AT)) !== blockCount) {
       closeSync(fd);
       throw new UsageError('PC_ERR_STATE_DIR', `bitmap ${path} is for another geometry`);
     }

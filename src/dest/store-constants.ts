@@ -36,3 +36,21 @@ export const FAULT_RETRY_MAX_MS = 5_000;
 export const FAULT_REPORT_EVERY_MS = 30_000;
 /** A fault's start and end are said at most this often (a disk that fills and frees over and over stays quiet). */
 export const FAULT_FLIP_EVERY_MS = 2_000;
+
+// The present-bitmap file: a header, then one bit per block (src/common/bits.ts's layout).
+// Header: magic(8) · version u32 · blockSize u32 · blockCount u64 · reserved(8), big-endian.
+/** Says the file is ours (8 latin1 bytes at offset 0). */
+export const BITMAP_MAGIC = 'PCBITMAP';
+/** The layout's version: a file of another version is refused, never guessed at. */
+export const BITMAP_VERSION = 1;
+/** Header size: the fields below plus 8 reserved bytes, so the bits start on a 32-byte boundary. */
+export const BITMAP_HEADER_BYTES = 32;
+/** Where the version (u32) sits, right after the magic. */
+export const BITMAP_VERSION_AT = 8;
+/** Where the block size (u32) sits. */
+export const BITMAP_BLOCK_SIZE_AT = 12;
+/** Where the block count (u64) sits. */
+export const BITMAP_BLOCK_COUNT_AT = 16;
+
+/** The streamer tops its window up once at most this fraction of it is in flight (one batch, not one per reply). */
+export const STREAM_REFILL_FRACTION = 0.5;
