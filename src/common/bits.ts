@@ -33,8 +33,8 @@ export function clearBit(bits: Uint8Array, i: number): boolean {
 
 /** Clear the bits at `count` and past it in the last byte (bits that stand for no item). */
 export function clearTail(bits: Uint8Array, count: number): void {
-  const extra = bits.length * BITS_PER_BYTE - count;
-  if (extra > 0 && extra < BITS_PER_BYTE) bits[bits.length - 1]! &= FULL_BYTE >> extra;
+  // An index past the end (an empty array) is ignored by a typed array.
+  bits[bits.length - 1]! &= FULL_BYTE >> (bits.length * BITS_PER_BYTE - count);
 }
 
 /** Set the first `count` bits, leaving every bit past them clear. */
@@ -77,5 +77,5 @@ export function takeSet(bits: Uint8Array, countHint = countSet(bits)): Uint32Arr
     // Lowest set bit first keeps the result sorted.
     for (let bit = 0; v !== 0; bit++, v >>= 1) if (v & 1) out[n++] = base + bit;
   }
-  return n === out.length ? out : out.subarray(0, n);
+  return out.subarray(0, n);
 }

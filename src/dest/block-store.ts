@@ -246,7 +246,8 @@ export class BlockStore implements BlockDevice {
    */
   async invalidate(blocks: readonly number[]): Promise<number> {
     const table = this.#table;
-    const again = blocks.filter((b) => b >= 0 && b < this.blockCount && table.isPristine(b));
+    // A number outside the image is no block of the table, so never pristine.
+    const again = blocks.filter((b) => table.isPristine(b));
     // A number listed twice is taken back once.
     for (const b of again) if (table.isPristine(b)) table.invalidated(b);
     await this.#bitmap.clear(again);

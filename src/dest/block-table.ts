@@ -123,7 +123,7 @@ export class BlockTable {
     this.#setDigest(b, crc);
   }
   /** S said the missing block b is zeroes, and it reads so now (a hole, or zeroes written). */
-  zeroArrived(b: number, crc: number): void {
+  zeroArrived(b: number, crc?: number): void {
     this.#becomePresent(b, SOURCE_ZERO, 'S\'s zeroes');
     this.#setDigest(b, crc);
   }

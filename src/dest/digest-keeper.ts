@@ -44,13 +44,14 @@ export class DigestKeeper {
     return this.#mode === 'digest' ? crc32(data.subarray(0, this.#geometry.blockLength(b))) : undefined;
   }
 
-  /** The crc of block b as zeroes (known without a read, so kept in either mode). */
-  ofZero(b: number): number {
+  /** The crc of block b as zeroes, in digest mode (readback reads zero blocks back too: damage there shows). */
+  ofZero(b: number): number | undefined {
+    if (this.#mode !== 'digest') return undefined;
     const length = this.#geometry.blockLength(b);
     return length === this.#geometry.blockSize ? this.#zeroBlockCrc : crc32(Buffer.alloc(length));
   }
 
-  /** The crc32 of every pristine block, ascending: kept digests where the mode allows, else read back in runs. */
+  /** The crc32 of every pristine block, ascending: the digest kept as it was written, else read back in runs. */
   async pristineDigests(): Promise<BlockDigests> {
     const table = this.#table;
     const { blockCount, blockSize } = this.#geometry;
@@ -59,17 +60,16 @@ export class DigestKeeper {
     const out: BlockDigests = { blocks: new Uint32Array(total), crcs: new Uint32Array(total) };
     let n = 0;
     const runBlocks = Math.max(1, Math.floor(DIGEST_READ_BYTES / blockSize));
-    const kept = (b: number) => (this.#mode === 'digest' ? table.digestOf(b) : undefined);
     for (let first = 0; first < blockCount; first += runBlocks) {
       const count = Math.min(runBlocks, blockCount - first);
       let needRead = false;
-      for (let b = first; b < first + count && !needRead; b++) needRead = table.isPristine(b) && kept(b) === undefined;
+      for (let b = first; b < first + count && !needRead; b++) needRead = table.isPristine(b) && table.digestOf(b) === undefined;
       const buf = needRead ? this.#readRun(first * blockSize, this.#geometry.runLength(first, count)) : null;
       for (let b = first; b < first + count; b++) {
         if (!table.isPristine(b)) continue;
         const at = (b - first) * blockSize;
         out.blocks[n] = b;
-        out.crcs[n++] = kept(b) ?? crc32(buf!.subarray(at, at + this.#geometry.blockLength(b)));
+        out.crcs[n++] = table.digestOf(b) ?? crc32(buf!.subarray(at, at + this.#geometry.blockLength(b)));
       }
       if (needRead) await new Promise<void>((r) => setImmediate(r));
     }

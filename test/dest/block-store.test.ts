@@ -1085,6 +1085,9 @@ describe('edges the mutation run found untested', () => {
     expect([store.isPresent(0), store.isPresent(1)]).toEqual([true, true]);
     expect(await store.invalidate([0])).toBe(1);
     expect([store.isPresent(0), store.isPresent(1)]).toEqual([false, true]);
+    // A block listed twice is taken back once (each listing counted, as S sent it).
+    expect(await store.invalidate([1, 1])).toBe(2);
+    expect(store.isPresent(1)).toBe(false);
   });
 
   it('a fetch that ends, or fails, clears only its own blocks\' in-flight marks', async () => {

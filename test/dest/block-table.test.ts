@@ -114,6 +114,31 @@ describe('block table transitions', () => {
     expect(t.pristineCount()).toBe(0);
   });
 
+  it('a refusal names the block, the transition and the state it was refused in; restored blocks are the table\'s own only', () => {
+    const t = new BlockTable(3, () => true);
+    expect(t.presentCount).toBe(3);
+    const u = new BlockTable(4);
+    u.fetchIssued(0, CLASS_URGENT);
+    u.sourceArrived(1, 1);
+    u.guestWrote(2, true);
+    const messages = [
+      () => u.fetchIssued(0, CLASS_URGENT),
+      () => u.sourceArrived(1),
+      () => u.zeroArrived(2),
+      () => u.guestWrote(3, false),
+      () => u.guestZeroed(1),
+      () => u.invalidated(2),
+    ].map((fn) => refused(fn).message);
+    expect(messages).toEqual([
+      'illegal state transition: block 0: urgent fetch refused in state fetching',
+      "illegal state transition: block 1: S's bytes refused in state source",
+      "illegal state transition: block 2: S's zeroes refused in state guest",
+      'illegal state transition: block 3: partial guest write refused in state missing',
+      'illegal state transition: block 1: guest zeroes refused in state source',
+      'illegal state transition: block 2: invalidate refused in state guest',
+    ]);
+  });
+
   it('nextMissing scans from a block; blocks outside the table are missing and never present', () => {
     const t = new BlockTable(10, (b) => b < 4 || b === 5);
     expect([t.nextMissing(0), t.nextMissing(4), t.nextMissing(5), t.nextMissing(7), t.nextMissing(10), t.nextMissing(-1)]).toEqual([4, 4, 6, 7, -1, -1]);
