@@ -165,7 +165,7 @@ const N = 12;
 type Op =
   | { op: 'fetch' | 'settle'; b: number; urgent: boolean }
   | { op: 'data'; b: number; crc: number | undefined }
-  | { op: 'zero'; b: number; crc: number }
+  | { op: 'zero'; b: number; crc: number | undefined }
   | { op: 'write'; b: number; whole: boolean }
   | { op: 'zeroes' | 'write-failed' | 'invalidate' | 'sync-lost'; b: number };
 
@@ -173,7 +173,7 @@ const block = fc.nat({ max: N - 1 });
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ op: fc.constantFrom('fetch' as const, 'settle' as const), b: block, urgent: fc.boolean() }),
   fc.record({ op: fc.constant('data' as const), b: block, crc: fc.option(fc.nat(), { nil: undefined }) }),
-  fc.record({ op: fc.constant('zero' as const), b: block, crc: fc.nat() }),
+  fc.record({ op: fc.constant('zero' as const), b: block, crc: fc.option(fc.nat(), { nil: undefined }) }),
   fc.record({ op: fc.constant('write' as const), b: block, whole: fc.boolean() }),
   fc.record({ op: fc.constantFrom('zeroes' as const, 'write-failed' as const, 'invalidate' as const, 'sync-lost' as const), b: block }),
 );
@@ -264,6 +264,7 @@ describe('block table against a model', () => {
             const mb = model[b]!;
             expect(t.stateOf(b)).toBe(expectedState(mb));
             expect(t.isTouched(b)).toBe(mb.touched);
+            expect([t.isFetching(b, CLASS_URGENT), t.isFetching(b, CLASS_BULK)]).toEqual([mb.urgent, mb.bulk]);
             expect(t.digestOf(b)).toBe(pristine(mb) ? mb.crc : undefined);
           }
           const presentCount = model.filter(present).length;
