@@ -6,6 +6,7 @@ import type { Link } from '../link/link.js';
 import { CLASS_BULK } from '../protocol/constants.js';
 import type { BlockClass, MessageOf } from '../protocol/messages.js';
 import { isAllZero } from '../common/zero.js';
+import { FALLBACK_CHUNK_BYTES, FETCH_RETRY_BASE_MS, LAST_REQUEST_ID, MAX_FETCH_ERROR_RETRIES, SINK_FAILURE_LOG_MS } from './store-constants.js';
 
 export interface FetchSink {
   onData(offset: number, data: Buffer): void;
@@ -34,11 +35,6 @@ export interface FallbackSource {
   read(offset: number, length: number): Promise<Buffer>;
 }
 
-const MAX_ERROR_RETRIES = 5;
-/** A local failure to keep fetched data is logged at most this often (it repeats for every part until fixed). */
-const SINK_FAILURE_LOG_MS = 30_000;
-/** Fallback reads go in parts of this size (whole blocks for any block size up to it). */
-const FALLBACK_CHUNK = 256 * 1024;
 
 export class Fetcher {
   readonly #log: Logger;
@@ -160,7 +156,7 @@ export class Fetcher {
     const end = req.offset + req.length;
     try {
       while (req.doneUpTo < end && this.#inflight.get(req.id) === req) {
-        const n = Math.min(FALLBACK_CHUNK, end - req.doneUpTo);
+        const n = Math.min(FALLBACK_CHUNK_BYTES, end - req.doneUpTo);
         const at = req.doneUpTo;
         const data = await source.read(at, n);
         if (this.#inflight.get(req.id) !== req) return;
@@ -230,7 +226,7 @@ export class Fetcher {
 
   #onError(req: InFlight, errno: number, message: string): void {
     req.errors++;
-    if (req.errors > MAX_ERROR_RETRIES) {
+    if (req.errors > MAX_FETCH_ERROR_RETRIES) {
       this.#settle(req);
       req.sink.onError(new BackendError('PC_ERR_BACKEND', `source could not read ${req.offset}+${req.length}: errno ${errno} ${message}`));
       return;
@@ -245,7 +241,7 @@ export class Fetcher {
       this.#inflight.set(req.id, req);
       this.#send(req);
     };
-    setTimeout(retry, 50 * 2 ** req.errors).unref();
+    setTimeout(retry, FETCH_RETRY_BASE_MS * 2 ** req.errors).unref();
   }
 
   #settle(req: InFlight): void {
@@ -267,7 +263,7 @@ export class Fetcher {
 
   #allocId(): number {
     const id = this.#nextId;
-    this.#nextId = this.#nextId >= 0xfffffff0 ? 1 : this.#nextId + 1;
+    this.#nextId = this.#nextId >= LAST_REQUEST_ID ? 1 : this.#nextId + 1;
     return id;
   }
 }

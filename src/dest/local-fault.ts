@@ -2,6 +2,7 @@
 // lasts D stores nothing fetched, says so once and then at a bounded rate, and probes with backoff until the
 // disk takes writes again. Which errors count, the backoff and the report rate live here; the block store acts.
 import { BackendError, systemErrorCode, type PostcopyError } from '../common/errors.js';
+import { FAULT_FLIP_EVERY_MS, FAULT_REPORT_EVERY_MS, FAULT_RETRY_MAX_MS, FAULT_RETRY_MIN_MS } from './store-constants.js';
 
 export type LocalFaultKind = 'disk-full' | 'image-io-error';
 
@@ -27,10 +28,6 @@ export interface LocalFaultTiming {
   now?: () => number;
 }
 
-const RETRY_MIN_MS = 200;
-const RETRY_MAX_MS = 5_000;
-const REPORT_EVERY_MS = 30_000;
-const FLIP_EVERY_MS = 2_000;
 const DISK_FULL_CODES = new Set(['ENOSPC', 'EDQUOT', 'EFBIG']);
 
 function faultKind(code: string): LocalFaultKind {
@@ -76,10 +73,10 @@ export class LocalFaultGate {
   constructor(probe: () => Promise<void>, report: (r: LocalFaultReport) => void, timing: LocalFaultTiming = {}) {
     this.#probe = probe;
     this.#report = report;
-    this.#retryMinMs = timing.retryMinMs ?? RETRY_MIN_MS;
-    this.#retryMaxMs = timing.retryMaxMs ?? RETRY_MAX_MS;
-    this.#reportEveryMs = timing.reportEveryMs ?? REPORT_EVERY_MS;
-    this.#flipEveryMs = timing.flipEveryMs ?? FLIP_EVERY_MS;
+    this.#retryMinMs = timing.retryMinMs ?? FAULT_RETRY_MIN_MS;
+    this.#retryMaxMs = timing.retryMaxMs ?? FAULT_RETRY_MAX_MS;
+    this.#reportEveryMs = timing.reportEveryMs ?? FAULT_REPORT_EVERY_MS;
+    this.#flipEveryMs = timing.flipEveryMs ?? FAULT_FLIP_EVERY_MS;
     this.#now = timing.now ?? (() => performance.now());
     this.#backoffMs = this.#retryMinMs;
   }

@@ -2,13 +2,19 @@
 // only for blocks whose data was made durable first (data → fsync → bit → bitmap fsync, DESIGN.md §4).
 // A crash can lose bits (the block is fetched again), never set one wrongly.
 import { closeSync, constants, fdatasyncSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
-import { UsageError } from '../common/errors.js';
+import { StateError, UsageError } from '../common/errors.js';
 import { imageWriteIo, type ImageWriteIo } from '../common/file-io.js';
 import { createPrivateFile } from '../common/state-file.js';
+import {
+  BITMAP_BLOCK_COUNT_AT,
+  BITMAP_BLOCK_SIZE_AT,
+  BITMAP_HEADER_BYTES as HEADER_BYTES,
+  BITMAP_MAGIC as MAGIC,
+  BITMAP_VERSION as VERSION,
+  BITMAP_VERSION_AT,
+} from './store-constants.js';
+import { bitBytes, clearBit, clearTail, countSet, hasBit, nextClear, setBit } from '../common/bits.js';
 
-const MAGIC = 'PCBITMAP';
-const HEADER_BYTES = 32; // magic(8) · version u32 · blockSize u32 · blockCount u64 · reserved(8)
-const VERSION = 1;
 
 export class PresentBitmap {
   readonly blockCount: number;
@@ -28,13 +34,13 @@ export class PresentBitmap {
     this.#io = io;
     this.blockSize = blockSize;
     this.blockCount = blockCount;
-    const bytes = Math.ceil(blockCount / 8);
+    const bytes = bitBytes(blockCount);
     this.#present = new Uint8Array(bytes);
     this.#durable = new Uint8Array(bytes);
     if (bits) {
       this.#durable.set(bits);
       this.#present.set(bits);
-      for (let b = 0; b < blockCount; b++) if (this.has(b)) this.#presentCount++;
+      this.#presentCount = countSet(this.#present);
       this.#durableCount = this.#presentCount;
     }
   }
@@ -45,9 +51,9 @@ export class PresentBitmap {
     const bm = new PresentBitmap(fd, blockSize, blockCount, io);
     const header = Buffer.alloc(HEADER_BYTES);
     header.write(MAGIC, 0, 'latin1');
-    header.writeUInt32BE(VERSION, 8);
-    header.writeUInt32BE(blockSize, 12);
-    header.writeBigUInt64BE(BigInt(blockCount), 16);
+    header.writeUInt32BE(VERSION, BITMAP_VERSION_AT);
+    header.writeUInt32BE(blockSize, BITMAP_BLOCK_SIZE_AT);
+    header.writeBigUInt64BE(BigInt(blockCount), BITMAP_BLOCK_COUNT_AT);
     // Written and synced here, not through `io`: the file is durable before anything can rely on it.
     writeSync(fd, header, 0, HEADER_BYTES, 0);
     writeSync(fd, bm.#durable, 0, bm.#durable.length, HEADER_BYTES);
@@ -58,42 +64,39 @@ export class PresentBitmap {
   /** Reload after a restart; every bit in the file stands for durable data. */
   static load(path: string, blockSize: number, blockCount: number, io: ImageWriteIo = imageWriteIo): PresentBitmap {
     const fd = openSync(path, constants.O_RDWR | constants.O_NOFOLLOW);
-    const bytes = Math.ceil(blockCount / 8);
+    const bytes = bitBytes(blockCount);
     if (fstatSync(fd).size < HEADER_BYTES + bytes) {
       closeSync(fd);
       throw new UsageError('PC_ERR_STATE_DIR', `bitmap ${path} is truncated`);
     }
     const header = Buffer.alloc(HEADER_BYTES);
     readSync(fd, header, 0, HEADER_BYTES, 0);
-    if (header.toString('latin1', 0, 8) !== MAGIC || header.readUInt32BE(8) !== VERSION) {
+    if (header.toString('latin1', 0, MAGIC.length) !== MAGIC || header.readUInt32BE(BITMAP_VERSION_AT) !== VERSION) {
       closeSync(fd);
       throw new UsageError('PC_ERR_STATE_DIR', `bitmap ${path} has a bad header`);
     }
-    if (header.readUInt32BE(12) !== blockSize || Number(header.readBigUInt64BE(16)) !== blockCount) {
+    if (header.readUInt32BE(BITMAP_BLOCK_SIZE_AT) !== blockSize || Number(header.readBigUInt64BE(BITMAP_BLOCK_COUNT_AT)) !== blockCount) {
       closeSync(fd);
       throw new UsageError('PC_ERR_STATE_DIR', `bitmap ${path} is for another geometry`);
     }
     const bits = Buffer.alloc(bytes);
     readSync(fd, bits, 0, bytes, HEADER_BYTES);
     // Bits past the last block must be clear.
-    const extra = bytes * 8 - blockCount;
-    if (extra > 0) bits[bytes - 1]! &= 0xff >> extra;
+    clearTail(bits, blockCount);
     return new PresentBitmap(fd, blockSize, blockCount, io, bits);
   }
 
   has(block: number): boolean {
-    return (this.#present[block >> 3]! & (1 << (block & 7))) !== 0;
+    return hasBit(this.#present, block);
   }
 
   isDurable(block: number): boolean {
-    return (this.#durable[block >> 3]! & (1 << (block & 7))) !== 0;
+    return hasBit(this.#durable, block);
   }
 
   /** Mark a block's data as written to the image (page cache); durability comes with commit(). */
   markPresent(block: number): void {
-    if (this.has(block)) return;
-    this.#present[block >> 3]! |= 1 << (block & 7);
-    this.#presentCount++;
+    if (setBit(this.#present, block)) this.#presentCount++;
   }
 
   get presentCount(): number {
@@ -114,11 +117,8 @@ export class PresentBitmap {
   async commit(blocks: readonly number[]): Promise<void> {
     if (blocks.length === 0) return;
     for (const b of blocks) {
-      if (!this.has(b)) throw new UsageError('PC_ERR_STATE', `block ${b} committed but not present`);
-      if (!this.isDurable(b)) {
-        this.#durable[b >> 3]! |= 1 << (b & 7);
-        this.#durableCount++;
-      }
+      if (!this.has(b)) throw new StateError('PC_ERR_STATE', `block ${b} committed but not present`);
+      if (setBit(this.#durable, b)) this.#durableCount++;
     }
     await this.#persist();
   }
@@ -130,14 +130,8 @@ export class PresentBitmap {
   async clear(blocks: readonly number[]): Promise<void> {
     if (blocks.length === 0) return;
     for (const b of blocks) {
-      if (this.isDurable(b)) {
-        this.#durable[b >> 3]! &= ~(1 << (b & 7));
-        this.#durableCount--;
-      }
-      if (this.has(b)) {
-        this.#present[b >> 3]! &= ~(1 << (b & 7));
-        this.#presentCount--;
-      }
+      if (clearBit(this.#durable, b)) this.#durableCount--;
+      if (clearBit(this.#present, b)) this.#presentCount--;
     }
     await this.#persist();
   }
@@ -145,23 +139,13 @@ export class PresentBitmap {
   /** Take back blocks whose data never became durable (the image's sync failed): in memory only, as their bits never reached the file. */
   forget(blocks: readonly number[]): void {
     for (const b of blocks) {
-      if (!this.has(b) || this.isDurable(b)) continue;
-      this.#present[b >> 3]! &= ~(1 << (b & 7));
-      this.#presentCount--;
+      if (!this.isDurable(b) && clearBit(this.#present, b)) this.#presentCount--;
     }
   }
 
   /** First block at or after `from` that is not present, or -1. Skips whole bytes of present blocks. */
   nextMissing(from: number): number {
-    for (let b = from; b < this.blockCount; ) {
-      if ((b & 7) === 0 && this.#present[b >> 3] === 0xff) {
-        b += 8;
-        continue;
-      }
-      if (!this.has(b)) return b;
-      b++;
-    }
-    return -1;
+    return nextClear(this.#present, from, this.blockCount);
   }
 
   close(): void {

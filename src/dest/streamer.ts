@@ -4,6 +4,7 @@
 // data (BENCHMARKS.md), and it grows back once the guest has been quiet a while.
 import type { Fetcher } from './fetcher.js';
 import type { BlockStore } from './block-store.js';
+import { DEMAND_QUIET_MS, DEMAND_WINDOW_BYTES, STREAM_REFILL_FRACTION } from './store-constants.js';
 
 export interface StreamerOptions {
   /** Bulk bytes in flight at most. */
@@ -17,9 +18,6 @@ export interface StreamerOptions {
   /** Clock (tests). */
   now?: () => number;
 }
-
-const DEMAND_WINDOW_BYTES = 512 * 1024;
-const DEMAND_QUIET_MS = 100;
 
 export class Streamer {
   readonly #store: BlockStore;
@@ -69,7 +67,7 @@ export class Streamer {
    */
   fill(): void {
     if (!this.#running || this.#filling || this.#store.writesPaused) return;
-    if (this.#fetcher.bulkBytesInFlight > this.windowBytes / 2) return;
+    if (this.#fetcher.bulkBytesInFlight > this.windowBytes * STREAM_REFILL_FRACTION) return;
     this.#filling = true;
     try {
       this.#fetcher.batch(() => this.#fillWindow());

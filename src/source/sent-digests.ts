@@ -1,6 +1,7 @@
 // What S has sent, block by block: the crc32 of each block's bytes as they left, so the final check compares
 // D's digests without reading the whole image a second time.
 import { crc32 } from '../common/crc32.js';
+import { bitBytes, hasBit, setBit } from '../common/bits.js';
 
 export class SentDigests {
   readonly blockSize: number;
@@ -15,7 +16,7 @@ export class SentDigests {
     this.#size = size;
     const blocks = Math.ceil(size / blockSize);
     this.#crcs = new Uint32Array(blocks);
-    this.#known = new Uint8Array(Math.ceil(blocks / 8));
+    this.#known = new Uint8Array(bitBytes(blocks));
     this.#zeroCrc = crc32(Buffer.alloc(blockSize));
   }
 
@@ -30,7 +31,7 @@ export class SentDigests {
 
   /** The crc of block b as sent, if it was. */
   get(b: number): number | undefined {
-    return (this.#known[b >> 3]! & (1 << (b & 7))) !== 0 ? this.#crcs[b] : undefined;
+    return hasBit(this.#known, b) ? this.#crcs[b] : undefined;
   }
 
   /** Bytes of the blocks recorded so far (each counted once). */
@@ -40,8 +41,7 @@ export class SentDigests {
 
   #set(b: number, crc: number): void {
     this.#crcs[b] = crc;
-    if ((this.#known[b >> 3]! & (1 << (b & 7))) === 0) this.#knownBytes += Math.min(this.blockSize, this.#size - b * this.blockSize);
-    this.#known[b >> 3]! |= 1 << (b & 7);
+    if (setBit(this.#known, b)) this.#knownBytes += Math.min(this.blockSize, this.#size - b * this.blockSize);
   }
 
   /** Call fn for each whole block (the image's short last block counts) inside the range. */

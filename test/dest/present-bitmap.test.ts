@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, realp
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { UsageError } from '../../src/common/errors.js';
+import { StateError, UsageError } from '../../src/common/errors.js';
 import { PresentBitmap } from '../../src/dest/present-bitmap.js';
 import { expectRejects, expectThrows } from '../helpers/errors.js';
 
@@ -116,7 +116,7 @@ describe('present and durable bits', () => {
   it('commit of a block that is not present is refused (PC_ERR_STATE, naming the block), and nothing reaches the file', async () => {
     const bm = track(PresentBitmap.create(path, BS, 20));
     bm.markPresent(2);
-    const err = await expectRejects(bm.commit([2, 11]), UsageError, 'PC_ERR_STATE');
+    const err = await expectRejects(bm.commit([2, 11]), StateError, 'PC_ERR_STATE');
     expect(err.message).toContain('block 11 committed but not present');
     expect(bitsInFile(readFileSync(path), 20)).toEqual([]);
   });
