@@ -58,7 +58,7 @@ export class BlockGeometry {
   checkRange(offset: number, length: number): void {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > this.size) {
       // A backend error, not the peer's protocol error: the guest asked, and the export answers it with an errno.
-      throw new BackendError('PC_ERR_OUT_OF_RANGE', `${offset}+${length} outside 0..${this.size}`);
+      throw new BackendError('PC_ERR_BEYOND_IMAGE', `${offset}+${length} outside 0..${this.size}`);
     }
   }
 

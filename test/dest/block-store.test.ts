@@ -209,7 +209,7 @@ describe('durability ordering', () => {
     const r = store.read(0, BS);
     await tick();
     expect(() => fetcher.requests[0]!.sink.onData(100, Buffer.alloc(10))).toThrow(/whole blocks/);
-    await expect(store.read(SIZE - 10, 20)).rejects.toMatchObject({ code: 'PC_ERR_OUT_OF_RANGE' });
+    await expect(store.read(SIZE - 10, 20)).rejects.toMatchObject({ code: 'PC_ERR_BEYOND_IMAGE' });
     fetcher.answer(0, src);
     await r;
   });
@@ -422,12 +422,12 @@ describe('reads', () => {
       [SIZE - BS, BS + 1],
       [2 ** 60, 1],
     ] as const) {
-      await expectRejects(store.read(o, l), BackendError, 'PC_ERR_OUT_OF_RANGE');
+      await expectRejects(store.read(o, l), BackendError, 'PC_ERR_BEYOND_IMAGE');
     }
-    for (const o of [-1, 0.5, SIZE - BS + 1, 2 ** 60]) await expectRejects(store.write(o, Buffer.alloc(BS)), BackendError, 'PC_ERR_OUT_OF_RANGE');
-    await expectRejects(store.blockStatus(SIZE, 1), BackendError, 'PC_ERR_OUT_OF_RANGE');
-    await expectRejects(store.cache(-BS, BS), BackendError, 'PC_ERR_OUT_OF_RANGE');
-    await expectRejects(store.writeZeroes(SIZE - 1, 2), BackendError, 'PC_ERR_OUT_OF_RANGE');
+    for (const o of [-1, 0.5, SIZE - BS + 1, 2 ** 60]) await expectRejects(store.write(o, Buffer.alloc(BS)), BackendError, 'PC_ERR_BEYOND_IMAGE');
+    await expectRejects(store.blockStatus(SIZE, 1), BackendError, 'PC_ERR_BEYOND_IMAGE');
+    await expectRejects(store.cache(-BS, BS), BackendError, 'PC_ERR_BEYOND_IMAGE');
+    await expectRejects(store.writeZeroes(SIZE - 1, 2), BackendError, 'PC_ERR_BEYOND_IMAGE');
     expect(fetcher.requests).toHaveLength(0);
     const r = store.read(SIZE - BS, BS);
     await tick();
