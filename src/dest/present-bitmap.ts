@@ -22,7 +22,7 @@ export class PresentBitmap {
   /** Bit per block: its data is in the image (readable); may not be durable yet. */
   readonly #present: Uint8Array;
   /** Bit per block as last written to the bitmap file. */
-  readonly #durable: Uint8Array;
+  #durable: Uint8Array;
   #presentCount = 0;
   #durableCount = 0;
   #fd: number;
@@ -116,11 +116,17 @@ export class PresentBitmap {
    */
   async commit(blocks: readonly number[]): Promise<void> {
     if (blocks.length === 0) return;
+    // The bits count as durable only once the file holds them: after a failed write a block is not durable, so
+    // forget() can take it back and a later commit never writes a bit this one could not.
+    const next = this.#durable.slice();
+    let added = 0;
     for (const b of blocks) {
       if (!this.has(b)) throw new StateError('PC_ERR_STATE', `block ${b} committed but not present`);
-      if (setBit(this.#durable, b)) this.#durableCount++;
+      if (setBit(next, b)) added++;
     }
-    await this.#persist();
+    await this.#persist(next);
+    this.#durable = next;
+    this.#durableCount += added;
   }
 
   /**
@@ -154,8 +160,8 @@ export class PresentBitmap {
   }
 
   /** The whole bit array to the file, then fdatasync. */
-  async #persist(): Promise<void> {
-    this.#io.write(this.#fd, Buffer.from(this.#durable.buffer, this.#durable.byteOffset, this.#durable.length), HEADER_BYTES);
+  async #persist(bits: Uint8Array = this.#durable): Promise<void> {
+    this.#io.write(this.#fd, Buffer.from(bits.buffer, bits.byteOffset, bits.length), HEADER_BYTES);
     await this.#io.sync(this.#fd);
   }
 }

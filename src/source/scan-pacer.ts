@@ -2,6 +2,7 @@
 // read-ahead cache, so a data byte is read from the image once, not once by the scan and again to be sent. The
 // scan waits while the cache holds a lead's worth of data not yet asked for; through zeroes it runs freely, and
 // the zero chunks it has found are answered without reading them again (D may ask before it hears of them).
+import { bitBytes, hasBit, setBit } from '../common/bits.js';
 import type { BufferPool } from '../common/buffer-pool.js';
 import { SCAN_CHUNK } from '../image/constants.js';
 import type { ScanHooks } from '../image/extent-scan.js';
@@ -27,7 +28,7 @@ export class ScanPacer implements ScanHooks {
   constructor(pool: BufferPool, cache: ReadAheadCache, imageSize: number, opts: { streamIdleMs?: number } = {}) {
     this.#pool = pool;
     this.#cache = cache;
-    this.#zeroChunks = new Uint8Array(Math.ceil(imageSize / SCAN_CHUNK / 8));
+    this.#zeroChunks = new Uint8Array(bitBytes(Math.ceil(imageSize / SCAN_CHUNK)));
     this.#dataChunks = new Uint8Array(this.#zeroChunks.length);
     this.#idleMs = opts.streamIdleMs ?? STREAM_IDLE_MS;
   }
@@ -45,7 +46,7 @@ export class ScanPacer implements ScanHooks {
   /** The scan found [offset, offset+length) zero (a range inside one scan chunk; false when not known). */
   isKnownZero(offset: number, length: number): boolean {
     const c = Math.floor(offset / SCAN_CHUNK);
-    return Math.floor((offset + length - 1) / SCAN_CHUNK) === c && getBit(this.#zeroChunks, c);
+    return Math.floor((offset + length - 1) / SCAN_CHUNK) === c && hasBit(this.#zeroChunks, c);
   }
 
   /** The block server read a whole scan chunk (aligned, SCAN_CHUNK bytes) before the scan got there. */
@@ -55,8 +56,8 @@ export class ScanPacer implements ScanHooks {
 
   known(offset: number): 'zero' | 'data' | undefined {
     const c = offset / SCAN_CHUNK;
-    if (getBit(this.#zeroChunks, c)) return 'zero';
-    return getBit(this.#dataChunks, c) ? 'data' : undefined;
+    if (hasBit(this.#zeroChunks, c)) return 'zero';
+    return hasBit(this.#dataChunks, c) ? 'data' : undefined;
   }
 
   read(offset: number, data: Buffer, hasData: boolean): void {
@@ -80,11 +81,4 @@ export class ScanPacer implements ScanHooks {
       if (!moved) return;
     }
   }
-}
-
-function getBit(bits: Uint8Array, i: number): boolean {
-  return (bits[i >> 3]! & (1 << (i & 7))) !== 0;
-}
-function setBit(bits: Uint8Array, i: number): void {
-  bits[i >> 3]! |= 1 << (i & 7);
 }

@@ -1,7 +1,7 @@
 // D's present bitmap on its own, through its public API: bits in memory (present) versus bits in the file
 // (durable), what commit / clear / forget do to each, and the file format, read and written byte for byte
 // against a test-only spelling of it (bitmapFile below), never against the code under test.
-import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, fdatasyncSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, realpathSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -99,6 +99,32 @@ describe('present and durable bits', () => {
     bm.markPresent(9);
     expect(bm.complete).toBe(true);
     expect(bm.nextMissing(0)).toBe(-1);
+  });
+
+  it('a commit whose write or sync fails leaves its blocks not durable: forget() takes them back, a later commit writes only its own', async () => {
+    for (const fails of ['write', 'sync'] as const) {
+      let failNext = true;
+      const io = {
+        write: (fd: number, data: Buffer, at: number) => {
+          if (fails === 'write' && failNext) throw Object.assign(new Error('EIO'), { code: 'EIO', syscall: 'write' });
+          writeSync(fd, data, 0, data.length, at);
+        },
+        sync: async (fd: number) => {
+          if (fails === 'sync' && failNext) throw Object.assign(new Error('EIO'), { code: 'EIO', syscall: 'fdatasync' });
+          fdatasyncSync(fd);
+        },
+      };
+      rmSync(path, { force: true });
+      const bm = track(PresentBitmap.create(path, BS, 20, io));
+      for (const b of [3, 4, 5]) bm.markPresent(b);
+      await expect(bm.commit([3, 4])).rejects.toThrow('EIO');
+      failNext = false;
+      expect(state(bm), fails).toMatchObject({ durable: [], durableCount: 0 });
+      bm.forget([3, 4]);
+      await bm.commit([5]);
+      expect(state(bm), fails).toMatchObject({ present: [5], durable: [5], durableCount: 1 });
+      expect(bitsInFile(readFileSync(path), 20), fails).toEqual([5]);
+    }
   });
 
   it('commit writes the bits of the blocks named, and only those, to the file', async () => {
