@@ -35,7 +35,11 @@ export function rollBack(state: DestState, error: Failure, o: { tell: Tell; wait
   // The export serves the image about to go: stopped first (D owns it).
   effects.push({ type: 'stop-export' }, { type: 'discard-created', created: ctx.created });
   if (o.tell === 'refuse') effects.push({ type: 'close-link' });
-  const wait = (o.waitForSource || o.tell === 'FINISH_RESULT' || o.tell === 'ABORT') && ctx.keys !== null;
+  // Once S may have sent its final state it stays paused until it hears D's answer, and an answer in flight is lost
+  // with the link: D then waits the abort grace for S to reconnect and learn it. During Prepare S has sent nothing
+  // final and rolls back by itself when the link goes.
+  const sMayBePaused = o.tell === 'FINISH_RESULT' || (o.tell === 'ABORT' && state.phase !== 'preparing');
+  const wait = (o.waitForSource || sMayBePaused) && ctx.keys !== null;
   if (wait) effects.push({ type: 'arm-timer', name: 'abort-grace' });
   return { state: { phase: 'rolling-back', ctx: { ...ctx, saved: 'aborted' }, error, discarding: 1, graceOver: !wait }, effects };
 }

@@ -7,7 +7,7 @@ import type { Logger } from '../common/logger.js';
 import { MAX_PREAUTH_PAYLOAD } from '../protocol/constants.js';
 import { FrameDecoder } from '../protocol/frame-codec.js';
 import { decodeMessage, encodeMessage, type Message } from '../protocol/messages.js';
-import * as L from './link-constants.js';
+import * as L from './constants.js';
 import { SendQueue, writeParts } from './send-queue.js';
 
 export interface LinkOptions {

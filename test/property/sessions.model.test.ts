@@ -215,8 +215,9 @@ class Joint {
     seen.dPhases.add(r.state.phase);
     this.log.push(`D ${before} --${describeD(e)}--> ${r.state.phase} [${r.effects.filter((f) => f.type !== 'log' && f.type !== 'emit').map(describeDEffect).join(', ')}]`);
     const told = r.effects.some((f) => f.type === 'send' && (f.msg.type === 'ABORT' || (f.msg.type === 'FINISH_RESULT' && !f.msg.running)));
-    if (told && r.state.phase !== before && !r.effects.some((f) => f.type === 'arm-timer' && f.name === 'abort-grace')) {
-      // D rolls back, says so once, and would finish without waiting for S (which may send its final state) to learn it.
+    if (told && r.state.phase !== before && before !== 'preparing' && !r.effects.some((f) => f.type === 'arm-timer' && f.name === 'abort-grace')) {
+      // D rolls back once S may have sent its final state, and would finish without waiting for S to learn it (the
+      // answer may be lost with the link).
       this.fail('D told S of its rollback and does not wait for S to learn it (no abort-grace)');
     }
     for (const f of r.effects) {
