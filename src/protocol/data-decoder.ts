@@ -20,6 +20,7 @@ import {
   BLOCK_CLASS_AT,
   BLOCK_DATA_PREFIX,
   BLOCK_ERR_ERRNO_BYTES,
+  BLOCK_ERR_MAX_MESSAGE,
   BLOCK_LENGTH_AT,
   BLOCK_ZERO_PAYLOAD,
   DIGEST_CRC_AT,
@@ -29,6 +30,9 @@ import {
   RAM_INDEX_BYTES,
 } from './message-layout.js';
 import type { BlockClass, DataMessage, ZeroRun } from './message-types.js';
+
+/** Refuses malformed UTF-8 instead of replacing it (a replaced text would not be what the peer sent). */
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 export function decodeData(name: MsgName, frame: Frame): DataMessage {
   const { type, payload: p, id, flags } = frame;
@@ -100,7 +104,16 @@ export function decodeData(name: MsgName, frame: Frame): DataMessage {
       return { type: 'GUEST_STREAM', data: p };
     case 'BLOCK_ERR': {
       if (p.length < BLOCK_ERR_ERRNO_BYTES) malformed(name, 'short');
-      return { type: 'BLOCK_ERR', id, errno: p.readUInt32BE(0), message: p.subarray(BLOCK_ERR_ERRNO_BYTES).toString('utf8') };
+      // What our encoder sends: at most BLOCK_ERR_MAX_MESSAGE bytes of well-formed UTF-8; anything else is not S's.
+      const text = p.subarray(BLOCK_ERR_ERRNO_BYTES);
+      if (text.length > BLOCK_ERR_MAX_MESSAGE) malformed(name, `message of ${text.length} bytes`);
+      let message: string;
+      try {
+        message = STRICT_UTF8.decode(text);
+      } catch {
+        malformed(name, 'message is not UTF-8');
+      }
+      return { type: 'BLOCK_ERR', id, errno: p.readUInt32BE(0), message };
     }
     default:
       throw new ProtocolError('PC_ERR_UNKNOWN_TYPE', String(type));

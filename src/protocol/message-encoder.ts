@@ -62,7 +62,7 @@ export function encodeMessage(msg: Message): Buffer[] {
       return encodeFrame(type, 0, p);
     }
     case 'BLOCK_ERR': {
-      const m = Buffer.from(msg.message.slice(0, BLOCK_ERR_MAX_MESSAGE), 'utf8');
+      const m = utf8Prefix(msg.message, BLOCK_ERR_MAX_MESSAGE);
       const p = Buffer.allocUnsafe(BLOCK_ERR_ERRNO_BYTES + m.length);
       p.writeUInt32BE(msg.errno, 0);
       m.copy(p, BLOCK_ERR_ERRNO_BYTES);
@@ -86,6 +86,16 @@ function encodeControl(type: number, body: object): Buffer[] {
 }
 
 /** Free text (error messages, reasons) is cut to the field cap the decoder enforces, so it always arrives. */
+/** The longest prefix of `text` that fits `max` UTF-8 bytes without cutting a character. */
+function utf8Prefix(text: string, max: number): Buffer {
+  const bytes = Buffer.from(text, 'utf8');
+  if (bytes.length <= max) return bytes;
+  let end = max;
+  // 10xxxxxx is a continuation byte: the character it belongs to started before `end`, so it goes whole.
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end);
+}
+
 function clip(text: string): string {
   return text.length > MAX_STRING ? `${text.slice(0, MAX_STRING - 1)}…` : text;
 }

@@ -19,7 +19,7 @@ export const BLOCK_ZERO_PAYLOAD = 12;
 export const BLOCK_DATA_PREFIX = 8;
 /** BLOCK_ERR: u32 errno before the message text. */
 export const BLOCK_ERR_ERRNO_BYTES = 4;
-/** BLOCK_ERR's text is a hint for the log, cut so an error frame stays small. */
+/** BLOCK_ERR's text (UTF-8 bytes) is a hint for the log, cut so an error frame stays small; longer is malformed. */
 export const BLOCK_ERR_MAX_MESSAGE = 512;
 
 /** Any string field of a control message: long enough for any path, reason or definition name, yet bounded. */

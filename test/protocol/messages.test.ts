@@ -86,9 +86,12 @@ describe('encoders', () => {
     expect(flagsOf({ type: 'ABORT', reason: 'x' })).toBe(FLAG_URGENT);
   });
 
-  it('a BLOCK_ERR message is cut to 512 characters', () => {
+  it('a BLOCK_ERR message is cut to 512 UTF-8 bytes, never inside a character', () => {
     const m = decodeBytes(encodeBytes({ type: 'BLOCK_ERR', id: 1, errno: 5, message: 'e'.repeat(2000) }));
     expect(m).toEqual({ type: 'BLOCK_ERR', id: 1, errno: 5, message: 'e'.repeat(512) });
+    // 3-byte characters: 170 fit (510 bytes); the 171st would end past 512 and is left out whole.
+    expect(decodeBytes(encodeBytes({ type: 'BLOCK_ERR', id: 1, errno: 5, message: '€'.repeat(200) }))).toMatchObject({ message: '€'.repeat(170) });
+    expect(decodeBytes(encodeBytes({ type: 'BLOCK_ERR', id: 1, errno: 5, message: `e${'😀'.repeat(200)}` }))).toMatchObject({ message: `e${'😀'.repeat(127)}` });
   });
 
   it('a control message is refused at encode time when its JSON exceeds the control cap', () => {
@@ -176,6 +179,8 @@ const MALFORMED: Array<[string, Buffer]> = [
   // BLOCK_ERR: u32 errno · message
   ['BLOCK_ERR empty', frame(T.BLOCK_ERR, Buffer.alloc(0))],
   ['BLOCK_ERR 3 bytes', frame(T.BLOCK_ERR, Buffer.alloc(3))],
+  ['BLOCK_ERR message over 512 bytes', frame(T.BLOCK_ERR, Buffer.concat([u32(5), Buffer.alloc(513, 0x65)]))],
+  ['BLOCK_ERR message not UTF-8', frame(T.BLOCK_ERR, Buffer.concat([u32(5), Buffer.from([0x61, 0xc3])]))],
   // GUEST_STREAM: the hypervisor's bytes, at least one
   ['GUEST_STREAM empty', frame(T.GUEST_STREAM, Buffer.alloc(0), 0)],
   // BLOCK_DIGESTS: whole (u32 block, u32 crc) entries
