@@ -43,7 +43,7 @@ class ManualClock implements DestClock {
   }
 }
 
-function setup(o: { stateDir?: string } = {}) {
+function setup(o: { stateDir?: string; onDispatch?: (e: DestEvent) => void } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'dest-effects-'));
   dirs.push(dir);
   const stateDir = o.stateDir ?? dir;
@@ -77,7 +77,10 @@ function setup(o: { stateDir?: string } = {}) {
         throw new Error('no guest here');
       },
     },
-    { state: () => state, link: () => link, dispatch: (e) => void events.push(e), finish: () => {}, progress: () => ({}), adoptStore: () => {} },
+    { state: () => state, link: () => link, dispatch: (e) => {
+      o.onDispatch?.(e);
+      events.push(e);
+    }, finish: () => {}, progress: () => ({}), adoptStore: () => {} },
   );
   return { dir, fx, events, sent, clock, setState: (s: DestState) => (state = s) };
 }
@@ -119,7 +122,9 @@ describe("D's effect executor", () => {
   });
 
   it('a rollback deletes only what the session created, then says discarded', async () => {
-    const t = setup();
+    // What exists at the moment `discarded` is said: the core reports the rollback on it, so the files must be gone.
+    const atDiscarded: boolean[][] = [];
+    const t = setup({ onDispatch: (e) => void (e.type === 'discarded' && atDiscarded.push([existsSync(image), existsSync(bitmap)])) });
     const image = join(t.dir, 'd.img');
     const bitmap = join(t.dir, BITMAP_FILE);
     writeFileSync(image, Buffer.alloc(65536));
@@ -134,5 +139,6 @@ describe("D's effect executor", () => {
     await t.fx.discarded;
     expect([existsSync(image), existsSync(bitmap)]).toEqual([false, false]);
     expect(t.events.map((e) => e.type)).toEqual(['discarded', 'discarded']);
+    expect(atDiscarded).toEqual([[true, true], [false, false]]);
   });
 });
