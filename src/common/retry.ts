@@ -14,6 +14,8 @@ const MAX_DOUBLINGS = 20;
 /** ±25 % around the base: peers that lost the same link do not retry in lock-step. */
 const JITTER_SPREAD = 0.5;
 const JITTER_LOW = 1 - JITTER_SPREAD / 2;
+/** The middle of the spread: exactly the base delay (a retry against one local resource has no herd to spread). */
+export const NO_JITTER = 0.5;
 
 /**
  * Delay before retry `attempt` (0-based): initialMs doubled per attempt, capped at maxMs, then jittered by ±25 %

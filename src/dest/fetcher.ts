@@ -6,7 +6,8 @@ import type { Link } from '../link/link.js';
 import { CLASS_BULK } from '../protocol/constants.js';
 import type { BlockClass, MessageOf } from '../protocol/messages.js';
 import { isAllZero } from '../common/zero.js';
-import { FALLBACK_CHUNK_BYTES, FETCH_RETRY_BASE_MS, LAST_REQUEST_ID, MAX_FETCH_ERROR_RETRIES, SINK_FAILURE_LOG_MS } from './store-constants.js';
+import { backoffDelay, NO_JITTER } from '../common/retry.js';
+import { FALLBACK_CHUNK_BYTES, FETCH_RETRY_BACKOFF, LAST_REQUEST_ID, MAX_FETCH_ERROR_RETRIES, SINK_FAILURE_LOG_MS } from './store-constants.js';
 
 export interface FetchSink {
   onData(offset: number, data: Buffer): void;
@@ -241,7 +242,7 @@ export class Fetcher {
       this.#inflight.set(req.id, req);
       this.#send(req);
     };
-    setTimeout(retry, FETCH_RETRY_BASE_MS * 2 ** req.errors).unref();
+    setTimeout(retry, backoffDelay(req.errors, FETCH_RETRY_BACKOFF, NO_JITTER)).unref();
   }
 
   #settle(req: InFlight): void {

@@ -2,6 +2,7 @@
 // lasts D stores nothing fetched, says so once and then at a bounded rate, and probes with backoff until the
 // disk takes writes again. Which errors count, the backoff and the report rate live here; the block store acts.
 import { BackendError, systemErrorCode, type PostcopyError } from '../common/errors.js';
+import { backoffDelay, NO_JITTER } from '../common/retry.js';
 import { FAULT_FLIP_EVERY_MS, FAULT_REPORT_EVERY_MS, FAULT_RETRY_MAX_MS, FAULT_RETRY_MIN_MS } from './store-constants.js';
 
 export type LocalFaultKind = 'disk-full' | 'image-io-error';
@@ -58,7 +59,8 @@ export class LocalFaultGate {
   #fault: { code: string; cause: unknown } | null = null;
   /** The code of the latest fault (for the report that it is over). */
   #lastCode = 'EIO';
-  #backoffMs: number;
+  /** Failed probes (or faults back without progress) since the last clear: the retry delay doubles with each. */
+  #attempt = 0;
   #timer: NodeJS.Timeout | null = null;
   #probing = false;
   /** Data was stored since the fault last cleared; when it was not, a fault that comes back waits longer. */
@@ -78,7 +80,6 @@ export class LocalFaultGate {
     this.#reportEveryMs = timing.reportEveryMs ?? FAULT_REPORT_EVERY_MS;
     this.#flipEveryMs = timing.flipEveryMs ?? FAULT_FLIP_EVERY_MS;
     this.#now = timing.now ?? (() => performance.now());
-    this.#backoffMs = this.#retryMinMs;
   }
 
   get active(): boolean {
@@ -94,7 +95,7 @@ export class LocalFaultGate {
   fail(cause: unknown): boolean {
     const code = systemErrorCode(cause);
     if (code === null || this.#closed) return false;
-    if (this.#fault === null && !this.#progressSinceClear) this.#backoffMs = Math.min(this.#retryMaxMs, this.#backoffMs * 2);
+    if (this.#fault === null && !this.#progressSinceClear) this.#attempt++;
     this.#fault = { code, cause };
     this.#lastCode = code;
     this.#sayIfDue();
@@ -106,7 +107,7 @@ export class LocalFaultGate {
   succeeded(): void {
     if (this.#fault !== null) return;
     this.#progressSinceClear = true;
-    this.#backoffMs = this.#retryMinMs;
+    this.#attempt = 0;
     if (this.#saidOn) this.#sayIfDue();
   }
 
@@ -117,7 +118,8 @@ export class LocalFaultGate {
   }
 
   #schedule(): void {
-    this.#timer = setTimeout(() => void this.#retry(), this.#backoffMs);
+    const delay = backoffDelay(this.#attempt, { initialMs: this.#retryMinMs, maxMs: this.#retryMaxMs }, NO_JITTER);
+    this.#timer = setTimeout(() => void this.#retry(), delay);
     this.#timer.unref();
   }
 
@@ -129,7 +131,7 @@ export class LocalFaultGate {
     } catch (e) {
       this.#probing = false;
       if (this.#closed) return;
-      this.#backoffMs = Math.min(this.#retryMaxMs, this.#backoffMs * 2);
+      this.#attempt++;
       // Not a system error (a bug in the probe): keep the fault as it was and try again later all the same.
       if (!this.fail(e) && this.#timer === null) this.#schedule();
       return;

@@ -14,8 +14,8 @@ export const DIGEST_READ_BYTES = 4 * 1024 * 1024;
 
 /** A request S fails (BLOCK_ERR) is asked again this many times before its readers get the error. */
 export const MAX_FETCH_ERROR_RETRIES = 5;
-/** The first retry of a failed block read waits this long ×2, doubling per failure (100 ms … 3.2 s). */
-export const FETCH_RETRY_BASE_MS = 50;
+/** A failed block read is asked again after 100 ms, doubling per failure (100 ms … 1.6 s over the five retries). */
+export const FETCH_RETRY_BACKOFF = { initialMs: 50, maxMs: 50 * 2 ** MAX_FETCH_ERROR_RETRIES };
 /** A local failure to keep fetched data is logged at most this often (it repeats for every part until fixed). */
 export const SINK_FAILURE_LOG_MS = 30_000;
 /** Fallback reads go in parts of one wire chunk (whole blocks for any block size up to it). */

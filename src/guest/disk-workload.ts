@@ -2,10 +2,11 @@
 // flight, never two conflicting ones at once (so the write map always says what the disk holds).
 // Writes carry the self-describing pattern; reads check every unit the guest wrote before.
 import type { BlockDevice } from '../common/block-device.js';
+import { backoffDelay, NO_JITTER } from '../common/retry.js';
 import type { Logger } from '../common/logger.js';
 import {
-  DISK_RETRY_MAX_MS as RETRY_MAX_MS,
-  DISK_RETRY_MIN_MS as RETRY_MIN_MS,
+  DISK_RETRY_MAX_MS,
+  DISK_RETRY_MIN_MS,
   ERROR_LOG_INTERVAL_MS,
   MAX_MISMATCH_LOGS,
   MAX_OP_UNITS,
@@ -15,6 +16,9 @@ import type { SimGuestStats } from './guest-stats.js';
 import { checkPattern, describeFound, fillPattern, PATTERN_MAX_GENERATION } from './pattern.js';
 import type { Prng } from './prng.js';
 import { WRITE_UNIT, type WriteMap } from './write-map.js';
+
+/** A failed write is retried after DISK_RETRY_MIN_MS, doubling per failure up to DISK_RETRY_MAX_MS. */
+const RETRY_BACKOFF = { initialMs: DISK_RETRY_MIN_MS, maxMs: DISK_RETRY_MAX_MS };
 
 
 interface Op {
@@ -49,7 +53,8 @@ export class DiskWorkload {
   readonly #inFlight = new Map<Promise<void>, Op>();
   readonly #retries: Array<[number, number]>;
   #retryTimer: NodeJS.Timeout | undefined;
-  #retryDelay = RETRY_MIN_MS;
+  /** Failed retries in a row: the next retry waits backoffDelay of it. */
+  #retryAttempt = 0;
   #retrying = false;
   #lastErrorLog = 0;
   #suppressedErrors = 0;
@@ -165,7 +170,7 @@ export class DiskWorkload {
       this.#logError('write', op, err);
       if (isRetry) {
         this.#retrying = false;
-        this.#retryDelay = Math.min(this.#retryDelay * 2, RETRY_MAX_MS);
+        this.#retryAttempt++;
       } else {
         this.#retries.push([op.first, op.units]);
       }
@@ -180,7 +185,7 @@ export class DiskWorkload {
     if (isRetry) {
       this.#retries.shift();
       this.#retrying = false;
-      this.#retryDelay = RETRY_MIN_MS;
+      this.#retryAttempt = 0;
     }
   }
 
@@ -189,7 +194,7 @@ export class DiskWorkload {
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
       this.#pump();
-    }, this.#retryDelay);
+    }, backoffDelay(this.#retryAttempt, RETRY_BACKOFF, NO_JITTER));
     this.#retryTimer.unref();
   }
 

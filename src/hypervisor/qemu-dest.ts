@@ -28,6 +28,8 @@ const RESUME_TIMEOUT_MS = 10_000;
 const INCOMING_SOCKET_WAIT_MS = 10_000;
 /** Poll interval for that socket: short, the wait is normally a few milliseconds. */
 const INCOMING_SOCKET_POLL_MS = 20;
+/** How often the incoming migration's status is asked while the stream arrives: short, the guest waits on it. */
+const MIGRATION_POLL_MS = 20;
 
 export interface QemuDestOptions {
   /** Command template to start QEMU with ({export}, {qmp}, {serial}); without it, attach to `qmpPath`. */
@@ -175,7 +177,7 @@ export class QemuDestMigrator implements DestGuestMigrator {
         return;
       }
       if (relayError && info.status !== 'completed') throw new HypervisorError('PC_ERR_HYPERVISOR', `migration stream broken: ${(relayError as Error).message}`);
-      await new Promise((res) => setTimeout(res, 20));
+      await new Promise((res) => setTimeout(res, MIGRATION_POLL_MS));
     }
   }
 

@@ -1,17 +1,18 @@
 // Await the next message on a link during a request/answer exchange (handshake, Begin/Prepare), with a deadline.
 import { LinkClosedError, ProtocolError, TimeoutError } from '../common/errors.js';
 import type { Message, MessageOf } from '../protocol/messages.js';
+import { withTimeout } from '../common/retry.js';
 import type { Link } from './link.js';
 
 /** Resolves with the next message; rejects on close, timeout, an ERROR frame, or a message not in `accept`. */
 export function nextMessage<T extends Message['type']>(link: Link, accept: readonly T[], timeoutMs: number): Promise<MessageOf<T>> {
-  return new Promise((resolve, reject) => {
+  let cleanup = () => {};
+  const answer = new Promise<MessageOf<T>>((resolve, reject) => {
     if (link.closed) {
       reject(link.closeError ?? new LinkClosedError('PC_ERR_LINK_CLOSED'));
       return;
     }
-    const cleanup = () => {
-      clearTimeout(timer);
+    cleanup = () => {
       link.setHandler(null);
       link.off('close', onClose);
     };
@@ -32,11 +33,9 @@ export function nextMessage<T extends Message['type']>(link: Link, accept: reado
       cleanup();
       reject(err ?? new LinkClosedError('PC_ERR_LINK_CLOSED'));
     };
-    const timer = setTimeout(() => {
-      cleanup();
-      reject(new TimeoutError('PC_ERR_TIMEOUT', `waiting for ${accept.join('|')}`));
-    }, timeoutMs);
     link.on('close', onClose);
     link.setHandler(onMessage);
   });
+  // A late answer finds no handler left: the link treats it as any message nobody waits for.
+  return withTimeout(answer, timeoutMs, () => new TimeoutError('PC_ERR_TIMEOUT', `waiting for ${accept.join('|')}`)).finally(() => cleanup());
 }

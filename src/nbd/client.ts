@@ -2,6 +2,7 @@
 // cookie, bounded; splits large reads/writes; clean close() drains then sends NBD_CMD_DISC.
 import type net from 'node:net';
 import { NbdError, StateError } from '../common/errors.js';
+import { withTimeout } from '../common/retry.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { ClientDecoder, DEFAULT_MAX_CHUNK_LENGTH } from './client-decoder.js';
 import { negotiate, type NegotiatedExport } from './client-handshake.js';
@@ -201,17 +202,14 @@ export class NbdClient {
   async close(): Promise<void> {
     if (this.#state === 'ready') {
       this.#transition('closing');
-      let timer: NodeJS.Timeout | undefined;
-      const drained = await Promise.race([
-        this.#slots.idle().then(() => true),
-        new Promise<boolean>((resolve) => {
-          timer = setTimeout(() => resolve(false), this.#drainTimeoutMs);
-        }),
-      ]);
-      clearTimeout(timer);
+      const late = new NbdError('NBD_ERR_CLOSED', `requests still in flight after ${this.#drainTimeoutMs} ms at close`);
+      const drained = await withTimeout(this.#slots.idle(), this.#drainTimeoutMs, () => late).then(
+        () => true,
+        () => false,
+      );
       if (!drained) {
         this.#log.warn({ active: this.#slots.active }, 'NBD requests did not finish before close; dropping the connection');
-        this.#fail(new NbdError('NBD_ERR_CLOSED', `requests still in flight after ${this.#drainTimeoutMs} ms at close`));
+        this.#fail(late);
       }
       if (this.state === 'closing') {
         this.#log.debug('sending NBD_CMD_DISC');

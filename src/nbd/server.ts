@@ -3,7 +3,8 @@
 // abandoned ones make room for a new client at the connection cap.
 import net from 'node:net';
 import type { BlockDevice } from '../common/block-device.js';
-import { UsageError } from '../common/errors.js';
+import { NbdError, UsageError } from '../common/errors.js';
+import { withTimeout } from '../common/retry.js';
 import type { Logger } from '../common/logger.js';
 import type { BlockSizeLimits } from './codec.js';
 import * as C from './constants.js';
@@ -131,15 +132,18 @@ export class NbdServer {
     const stopped = this.#servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     const conns = [...this.#connections];
     const graceful = Promise.all(conns.map((c) => c.shutdown()));
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), this.#opts.closeTimeoutMs);
-    });
-    if ((await Promise.race([graceful, timeout])) === 'timeout') {
+    const late = new NbdError('NBD_ERR_CLOSED', `connections still open after ${this.#opts.closeTimeoutMs} ms at close`);
+    const inTime = await withTimeout(graceful, this.#opts.closeTimeoutMs, () => late).then(
+      () => true,
+      (e: unknown) => {
+        if (e !== late) throw e;
+        return false;
+      },
+    );
+    if (!inTime) {
       this.#log.warn({ connections: this.#connections.size }, 'NBD connections did not drain in time; destroying');
       for (const c of this.#connections) c.destroy();
     }
-    clearTimeout(timer);
     await Promise.all(stopped);
     await Promise.all(this.#socketFiles.map((f) => removeSocketFile(f)));
     this.#log.info('NBD server closed');
