@@ -5,7 +5,7 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['test/protocol/**/*.test.ts', 'test/dest/**/*.test.ts', 'test/source/**/*.test.ts', 'test/common/bits.test.ts'],
+    include: ['test/protocol/**/*.test.ts', 'test/dest/**/*.test.ts', 'test/source/**/*.test.ts', 'test/common/bits.test.ts', 'test/property/sessions.model.test.ts'],
     exclude: ['test/protocol/fuzz.test.ts'],
     testTimeout: 20_000,
     pool: 'forks',
