@@ -6,6 +6,7 @@
 //   PCB_MEM=1          with PCB_STATS: sample process.memoryUsage() every 100 ms and keep the sample of highest RSS
 //                      (where peak memory goes: V8 heap, Buffers outside it, the rest)
 import { writeFileSync } from 'node:fs';
+import type { ReadTrace } from '../src/common/block-device.js';
 import { BlockStore } from '../src/dest/block-store.js';
 import { Streamer } from '../src/dest/streamer.js';
 
@@ -25,10 +26,10 @@ if (process.env.PCB_NO_BULK === '1') {
 
 if (process.env.PCB_READ_LOG === '1') {
   const original = BlockStore.prototype.read;
-  BlockStore.prototype.read = async function read(this: BlockStore, offset: number, length: number): Promise<Buffer> {
+  BlockStore.prototype.read = async function read(this: BlockStore, offset: number, length: number, trace?: ReadTrace): Promise<Buffer> {
     const missing = this.mode === 'copy-on-read' && !this.isPresent(Math.floor(offset / this.blockSize));
     const t0 = performance.now();
-    const data = await original.call(this, offset, length);
+    const data = await original.call(this, offset, length, trace);
     reads.push([offset, missing ? 1 : 0, performance.now() - t0]);
     return data;
   };

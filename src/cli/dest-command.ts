@@ -235,6 +235,8 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
   await nbdHold?.release();
   if ('sig' in outcome) {
     log.warn({ signal: outcome.sig, phase: agent.phase }, 'stopping before the migration finished; state kept');
+    // Where the guest's waits went, even for a run stopped early (the bench's no-stream runs end this way).
+    if (agent.store) events.emit('stages', { demandStages: agent.store.demandStages.summary() });
     await agent.close();
     // Idle (nothing begun) or aborted (rolled back): nothing of a migration is kept here.
     const nothingKept = agent.phase === 'idle' || agent.phase === 'aborted';
@@ -282,6 +284,7 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
     resumes: result.resumes,
     ...store.stats,
     demandLatencyMs: store.demandLatency.summary(),
+    demandStages: store.demandStages.summary(),
     guest: guest
       ? {
           reads: guest.stats.reads,

@@ -187,6 +187,7 @@ export async function runSource(argv: string[]): Promise<number> {
           downtimeMs: result.downtimeMs,
           precopy: result.precopy,
           blocks: result.blocks,
+          urgentStages: result.urgentStages,
           reconnects: result.reconnects,
           guest: guest ? { reads: guest.stats.reads, writes: guest.stats.writes, readMismatches: guest.stats.readMismatches } : null,
           ...(migrator ? { hypervisor: migrator.stats } : {}),
@@ -198,6 +199,7 @@ export async function runSource(argv: string[]): Promise<number> {
       await guest?.pause();
       if ('sig' in outcome) {
         await agent.close();
+        events.emit('stages', { urgentStages: agent.urgentStages });
         return notice.exit(events, `stopped by ${outcome.sig} after cut-over with the migration unfinished`, { signal: outcome.sig });
       }
       const e = outcome.e;

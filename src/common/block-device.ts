@@ -8,11 +8,21 @@ export interface Extent {
   zero: boolean;
 }
 
+/**
+ * A guest read's timing, handed down by whoever received it (the NBD export): when it came in, and, set by a
+ * device that had to fetch for it, what to call once the reply has been handed back (the demand-path stages).
+ */
+export interface ReadTrace {
+  /** performance.now() when the request arrived. */
+  receivedAt: number;
+  answered?: (at: number) => void;
+}
+
 export interface BlockDevice {
   /** Size of the disk in bytes. */
   readonly size: number;
   /** Read exactly `length` bytes at `offset` (caller keeps it inside the disk). */
-  read(offset: number, length: number): Promise<Buffer>;
+  read(offset: number, length: number, trace?: ReadTrace): Promise<Buffer>;
   /** Write `data` at `offset`; with fua, durable before the promise resolves. */
   write(offset: number, data: Buffer, opts?: { fua?: boolean }): Promise<void>;
   /** Make every completed write durable. */

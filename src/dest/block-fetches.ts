@@ -10,6 +10,8 @@ import type { BlockClass } from '../protocol/messages.js';
 import type { BlockGeometry } from './block-geometry.js';
 import type { BlockTable } from './block-table.js';
 import type { Fetcher, FetchSink } from './fetcher.js';
+import { DemandStages, type FetchTiming } from './demand-stages.js';
+import type { ReadTrace } from '../common/block-device.js';
 import type { SourceWriter } from './source-writer.js';
 import type { BlockStoreStats } from './store-types.js';
 
@@ -29,6 +31,10 @@ export interface BlockFetchesOptions {
 export class BlockFetches {
   /** Time from a guest's read or write finding a block missing to the block being present. */
   readonly demandLatency = new LatencyRecorder();
+  /** The stages of each demand miss (request → answer). */
+  readonly stages = new DemandStages();
+  /** The urgent fetch under way for a block, so a read joining it shares its stage times. */
+  readonly #timings = new Map<number, FetchTiming>();
   readonly #o: BlockFetchesOptions;
   readonly #waiters = new Map<number, Deferred<void>>();
 
@@ -36,15 +42,27 @@ export class BlockFetches {
     this.#o = opts;
   }
 
-  /** Resolves once every block the range touches is present (nothing to wait for: undefined). */
-  ensureRange(offset: number, length: number): Promise<void> | void {
+  /**
+   * Resolves once every block the range touches is present (nothing to wait for: undefined). With a trace, a
+   * read that waited has its demand-path stages recorded once it is answered.
+   */
+  ensureRange(offset: number, length: number, trace?: ReadTrace): Promise<void> | void {
     const { geometry, table } = this.#o;
     let waits: Promise<void>[] | null = null;
     const last = geometry.lastBlockOf(offset, length);
     for (let b = geometry.blockOf(offset); b <= last; b++) {
       if (!table.isPresent(b)) (waits ??= []).push(this.ensure(b));
     }
-    if (waits) return Promise.all(waits).then(() => undefined);
+    if (!waits) return;
+    if (trace) {
+      const timings: FetchTiming[] = [];
+      for (let b = geometry.blockOf(offset); b <= last; b++) {
+        const t = this.#timings.get(b);
+        if (t) timings.push(t);
+      }
+      this.stages.track(trace, timings);
+    }
+    return Promise.all(waits).then(() => undefined);
   }
 
   /** Resolves once block b is present; one fetch per block, shared by every waiter. */
@@ -64,7 +82,9 @@ export class BlockFetches {
     // A bulk fetch of b may sit behind megabytes of stream: ask again, urgently; the later copy is dropped.
     if (!table.isFetching(b, CLASS_URGENT)) {
       this.#o.stats.demandMisses++;
-      this.fetch(b, 1, CLASS_URGENT);
+      const timing: FetchTiming = { queuedAt: performance.now() };
+      this.#timings.set(b, timing);
+      this.fetch(b, 1, CLASS_URGENT, timing);
       this.#o.demandMiss(b);
     }
     return d.promise;
@@ -85,14 +105,18 @@ export class BlockFetches {
     this.#waiters.clear();
   }
 
-  /** Ask S for `count` blocks from `first`; what arrives is stored by the writer. */
-  fetch(first: number, count: number, cls: BlockClass): void {
+  /** Ask S for `count` blocks from `first`; what arrives is stored by the writer. `timing`: an urgent fetch's stages. */
+  fetch(first: number, count: number, cls: BlockClass, timing?: FetchTiming): void {
     const { geometry, table, writer, stats } = this.#o;
     for (let b = first; b < first + count; b++) table.fetchIssued(b, cls);
+    const written = () => {
+      if (timing) timing.writtenAt = performance.now();
+    };
     const sink: FetchSink = {
       onData: (off, data) => {
         geometry.checkReplyPart(off, data.length);
         writer.storeFetched(off, data, cls);
+        written();
       },
       onZero: (off, len) => {
         geometry.checkReplyPart(off, len);
@@ -104,13 +128,14 @@ export class BlockFetches {
           }
           if (writer.storeZero(b)) stats.zeroBytesSkipped += geometry.blockLength(b);
         }
+        written();
       },
       onDone: () => {
-        for (let b = first; b < first + count; b++) table.fetchSettled(b, cls);
+        for (let b = first; b < first + count; b++) this.#settled(b, cls, timing);
       },
       onError: (err) => {
         for (let b = first; b < first + count; b++) {
-          table.fetchSettled(b, cls);
+          this.#settled(b, cls, timing);
           if (!table.isPresent(b) && !table.isInflight(b)) {
             this.#waiters.get(b)?.reject(err);
             this.#waiters.delete(b);
@@ -119,6 +144,12 @@ export class BlockFetches {
         this.#o.log.error({ err, first, count }, 'block fetch failed');
       },
     };
-    this.#o.fetcher.request(first * geometry.blockSize, geometry.runLength(first, count), cls, sink);
+    this.#o.fetcher.request(first * geometry.blockSize, geometry.runLength(first, count), cls, sink, timing);
+  }
+
+  #settled(b: number, cls: BlockClass, timing: FetchTiming | undefined): void {
+    this.#o.table.fetchSettled(b, cls);
+    // The stages stay reachable through the waiters' traces; the map only finds the fetch under way.
+    if (timing && this.#timings.get(b) === timing) this.#timings.delete(b);
   }
 }

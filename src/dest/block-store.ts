@@ -4,13 +4,14 @@
 // never overwrites guest data. Before Finish it is a pass-through: reads go to S and nothing is kept.
 // This file composes the parts: the per-block state table, the committer, the digest keeper, fetch orchestration,
 // the writer of S's bytes, pass-through reads and the local-fault gate.
-import type { BlockDevice, Extent } from '../common/block-device.js';
+import type { BlockDevice, Extent, ReadTrace } from '../common/block-device.js';
 import { deferred } from '../common/deferred.js';
 import type { PostcopyError } from '../common/errors.js';
 import type { LatencyRecorder } from '../common/latency-recorder.js';
 import { CLASS_BULK } from '../protocol/constants.js';
 import type { ZeroRun } from '../protocol/messages.js';
 import { BlockFetches } from './block-fetches.js';
+import type { DemandStages } from './demand-stages.js';
 import { BlockGeometry } from './block-geometry.js';
 import { BlockTable } from './block-table.js';
 import { Committer } from './committer.js';
@@ -38,6 +39,8 @@ export class BlockStore implements BlockDevice {
   readonly stats: BlockStoreStats = newStoreStats();
   /** Time from a guest's read or write finding a block missing to the block being present. */
   readonly demandLatency: LatencyRecorder;
+  /** Where each demand miss's time went, stage by stage. */
+  readonly demandStages: DemandStages;
   /** Which file the image is and whether this session created it (a rollback removes only what it created). */
   readonly file: ImageFile;
   /** Told of each demand miss (the streamer continues just past it). */
@@ -107,6 +110,7 @@ export class BlockStore implements BlockDevice {
       demandMiss: (b) => this.onDemandMiss(b),
     });
     this.demandLatency = this.#fetches.demandLatency;
+    this.demandStages = this.#fetches.stages;
     this.#guestWriteParts = { geometry, table, image, fetches: this.#fetches, stats: this.stats, diskFailed, present: (b) => this.#present(b) };
   }
 
@@ -166,20 +170,24 @@ export class BlockStore implements BlockDevice {
 
   // ---- BlockDevice ----
 
-  async read(offset: number, length: number): Promise<Buffer> {
+  /** A read; `trace` (from the NBD export) times a demand miss up to the reply leaving, else to this returning. */
+  async read(offset: number, length: number, trace?: ReadTrace): Promise<Buffer> {
     this.#geometry.checkRange(offset, length);
     this.stats.guestBytesRead += length;
     if (length === 0) return Buffer.alloc(0);
     if (this.#mode === 'pass-through') return readThrough(this.#fetcher, offset, length);
     if (this.#fault.active) return this.#readAround(offset, length);
+    const ours: ReadTrace | undefined = trace ? undefined : { receivedAt: performance.now() };
     try {
-      await this.#fetches.ensureRange(offset, length);
+      await this.#fetches.ensureRange(offset, length, trace ?? ours);
     } catch (e) {
       // The disk failed while this read waited: serve it from S without keeping the bytes.
       if (this.#fault.active) return this.#readAround(offset, length);
       throw e;
     }
-    return this.#image.read(offset, length);
+    const data = this.#image.read(offset, length);
+    ours?.answered?.(performance.now());
+    return data;
   }
 
   async write(offset: number, data: Buffer, opts?: { fua?: boolean }): Promise<void> {

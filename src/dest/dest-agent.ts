@@ -175,6 +175,7 @@ export class DestAgent {
       blocksTotal: s?.blockCount ?? 0,
       bytesOnlyOnSource: s ? s.bytesOnlyOnSource : this.#state.ctx.geometry?.size ?? 0,
       ...(s ? s.stats : {}),
+      ...(s && s.stats.demandMisses > 0 ? { demandStages: s.demandStages.brief() } : {}),
     };
   }
 

@@ -3,6 +3,7 @@
 import { BackendError, ProtocolError, type PostcopyError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Link } from '../link/link.js';
+import type { FetchTiming } from './demand-stages.js';
 import { CLASS_BULK } from '../protocol/constants.js';
 import type { BlockClass, MessageOf } from '../protocol/messages.js';
 import { isAllZero } from '../common/zero.js';
@@ -28,6 +29,8 @@ interface InFlight {
   errors: number;
   /** Being read from the fallback source: it finishes there, not on S. */
   viaFallback: boolean;
+  /** An urgent fetch's stage times (DemandStages). */
+  timing: FetchTiming | undefined;
 }
 
 /** A replica or backup of S's image at cut-over, read when S has been gone too long. */
@@ -89,9 +92,10 @@ export class Fetcher {
     else fn();
   }
 
-  request(offset: number, length: number, cls: BlockClass, sink: FetchSink): void {
+  /** Ask for a range; `timing`, when given, gets the request's queued, sent and first-reply times. */
+  request(offset: number, length: number, cls: BlockClass, sink: FetchSink, timing?: FetchTiming): void {
     const id = this.#allocId();
-    const req: InFlight = { id, offset, length, cls, sink, doneUpTo: offset, errors: 0, viaFallback: false };
+    const req: InFlight = { id, offset, length, cls, sink, doneUpTo: offset, errors: 0, viaFallback: false, timing };
     this.#inflight.set(id, req);
     if (cls === CLASS_BULK) this.#bulkBytes += length;
     else this.#urgentRequests++;
@@ -184,6 +188,7 @@ export class Fetcher {
       this.#onError(req, msg.errno, msg.message);
       return;
     }
+    if (req.timing && req.timing.replyAt === undefined) req.timing.replyAt = performance.now();
     const length = msg.type === 'BLOCK_DATA' ? msg.data.length : msg.length;
     if (msg.offset !== req.doneUpTo || msg.offset + length > req.offset + req.length) {
       throw new ProtocolError('PC_ERR_OUT_OF_RANGE', `${msg.type} id ${msg.id} at ${msg.offset}+${length} for ${req.doneUpTo}..${req.offset + req.length}`);
@@ -259,7 +264,10 @@ export class Fetcher {
     }
     const link = this.#link;
     if (!link || link.closed) return;
-    link.send({ type: 'BLOCK_REQ', id: req.id, offset: req.doneUpTo, length: req.offset + req.length - req.doneUpTo, cls: req.cls });
+    const timing = req.timing;
+    if (timing) timing.queuedAt = performance.now();
+    const sent = timing ? () => void (timing.socketAt = performance.now()) : undefined;
+    link.send({ type: 'BLOCK_REQ', id: req.id, offset: req.doneUpTo, length: req.offset + req.length - req.doneUpTo, cls: req.cls }, sent);
   }
 
   #allocId(): number {

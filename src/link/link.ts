@@ -115,20 +115,21 @@ export class Link extends EventEmitter<LinkEvents> {
     this.#decoder.setPayloadLimit(Infinity);
   }
 
-  /** Send a control or urgent message ahead of all bulk data. */
-  send(msg: Message): void {
-    this.sendFrame(encodeMessage(msg), true);
+  /** Send a control or urgent message ahead of all bulk data; `onSent` as for sendFrame. */
+  send(msg: Message, onSent?: () => void): void {
+    this.sendFrame(encodeMessage(msg), true, undefined, onSent);
   }
 
   /**
    * Queue an encoded frame (header + payload parts). Bulk callers should respect waitBulkSpace().
-   * `onWritten` runs once the socket no longer needs the parts (a pooled buffer may then be reused).
+   * `onWritten` runs once the socket no longer needs the parts (a pooled buffer may then be reused); `onSent` once
+   * the frame has been written to the socket (with the kernel unless the socket was already backed up).
    */
-  sendFrame(parts: Buffer[], urgent: boolean, onWritten?: () => void): void {
+  sendFrame(parts: Buffer[], urgent: boolean, onWritten?: () => void, onSent?: () => void): void {
     if (this.#closed) return;
     let bytes = 0;
     for (const p of parts) bytes += p.length;
-    if (!this.#queue.push({ parts, bytes, onWritten }, urgent)) {
+    if (!this.#queue.push({ parts, bytes, onWritten, onSent }, urgent)) {
       this.close(new ProtocolError('PC_ERR_MALFORMED', 'urgent send queue overflow'));
       return;
     }
@@ -194,6 +195,7 @@ export class Link extends EventEmitter<LinkEvents> {
     const s = this.#socket;
     if (this.#closed || s.destroyed) return;
     let wrote = false;
+    let sent: Array<() => void> | null = null;
     while (s.writableLength < this.#highWater) {
       const f = this.#queue.next();
       if (!f) break;
@@ -202,9 +204,13 @@ export class Link extends EventEmitter<LinkEvents> {
         wrote = true;
       }
       writeParts(s, f);
+      if (f.onSent) (sent ??= []).push(f.onSent);
       this.bytesSent += f.bytes;
     }
-    if (wrote) s.uncork();
+    if (!wrote) return;
+    // Uncorking writes the batch to the socket: only now has it left this process's queues.
+    s.uncork();
+    if (sent) for (const f of sent) f();
   }
 
   #onData(chunk: Buffer): void {

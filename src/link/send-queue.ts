@@ -7,6 +7,8 @@ export interface QueuedFrame {
   bytes: number;
   /** Called once the socket has handed the frame's bytes to the kernel (never, if the link closes first). */
   onWritten?: () => void;
+  /** Called once the frame has been written to the socket (the stage timings' "handed to the socket"). */
+  onSent?: () => void;
 }
 
 export class SendQueue {

@@ -4,6 +4,7 @@ import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { NbdError, ProtocolError, StateError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import type { ReadTrace } from '../common/block-device.js';
 import type { ClientMessage, NbdRequest } from './codec-types.js';
 import * as C from './constants.js';
 import { encodeGreeting } from './handshake-encoder.js';
@@ -217,11 +218,16 @@ export class ServerConnection {
     }
     const bytes = this.#load.begin(req);
     if (this.#load.overloaded) this.#pause();
-    void executeRequest(req, ctx).then(({ replies, failed }) => {
+    // A read's arrival time goes down to the device, which may ask to hear when its reply left (a demand miss).
+    const trace: ReadTrace | undefined = req.command === C.NBD_CMD_READ ? { receivedAt: performance.now() } : undefined;
+    void executeRequest(req, ctx, trace).then(({ replies, failed }) => {
       this.#lastActivity = Date.now();
       this.#load.end(bytes);
       if (failed) this.#errors++;
-      if (this.#state !== 'closed') this.#send(replies);
+      if (this.#state !== 'closed') {
+        this.#send(replies);
+        trace?.answered?.(performance.now());
+      }
       this.#maybeResume();
       if (this.#state === 'draining' && this.#load.requests === 0) this.#close('drained');
     });

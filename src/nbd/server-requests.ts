@@ -1,6 +1,6 @@
 // The server's transmission commands: validate a decoded request against the export (spec errnos),
 // run it on the BlockDevice, and build the reply buffers. No socket here.
-import type { BlockDevice, Extent } from '../common/block-device.js';
+import type { BlockDevice, Extent, ReadTrace } from '../common/block-device.js';
 import { NbdError, isPostcopyError } from '../common/errors.js';
 import * as codec from './codec.js';
 import type { BlockStatusDescriptor, NbdRequest } from './codec.js';
@@ -86,22 +86,22 @@ export function errorReply(req: NbdRequest, ctx: TransmissionContext, errno: num
 }
 
 /** Run a validated request; device errors become error replies, never exceptions. */
-export async function executeRequest(req: NbdRequest, ctx: TransmissionContext): Promise<{ replies: Buffer[]; failed: boolean }> {
+export async function executeRequest(req: NbdRequest, ctx: TransmissionContext, trace?: ReadTrace): Promise<{ replies: Buffer[]; failed: boolean }> {
   try {
-    return { replies: await run(req, ctx), failed: false };
+    return { replies: await run(req, ctx, trace), failed: false };
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     return { replies: errorReply(req, ctx, errnoOf(err), message), failed: true };
   }
 }
 
-async function run(req: NbdRequest, ctx: TransmissionContext): Promise<Buffer[]> {
+async function run(req: NbdRequest, ctx: TransmissionContext, trace: ReadTrace | undefined): Promise<Buffer[]> {
   const { device } = ctx;
   const fua = (req.flags & C.NBD_CMD_FLAG_FUA) !== 0;
   const ok = (): Buffer[] => [codec.encodeSimpleReply(req.cookie, 0)];
   switch (req.command) {
     case C.NBD_CMD_READ:
-      return readReply(req, ctx);
+      return readReply(req, ctx, trace);
     case C.NBD_CMD_WRITE:
       if (req.length > 0) await device.write(req.offset, req.data!, { fua });
       else if (fua) await device.flush();
@@ -131,11 +131,11 @@ async function run(req: NbdRequest, ctx: TransmissionContext): Promise<Buffer[]>
   }
 }
 
-async function readReply(req: NbdRequest, ctx: TransmissionContext): Promise<Buffer[]> {
+async function readReply(req: NbdRequest, ctx: TransmissionContext, trace: ReadTrace | undefined): Promise<Buffer[]> {
   if (req.length === 0) {
     return ctx.structuredReplies ? [codec.encodeNoneChunk(req.cookie)] : [codec.encodeSimpleReply(req.cookie, 0)];
   }
-  const data = await ctx.device.read(req.offset, req.length);
+  const data = await ctx.device.read(req.offset, req.length, trace);
   if (data.length !== req.length) {
     throw new NbdError('NBD_ERR_REQUEST', `device returned ${data.length} of ${req.length} bytes`, { errno: C.NBD_EIO });
   }

@@ -10,6 +10,7 @@ import { isAllZero } from '../common/zero.js';
 import type { BufferPool } from '../common/buffer-pool.js';
 import type { ReadAheadCache } from './read-cache.js';
 import type { SentDigests } from './sent-digests.js';
+import type { UrgentStages } from './urgent-stages.js';
 
 import { BLOCK_READ_AHEAD_BYTES as READ_AHEAD_BYTES, EIO, MAX_OUTSTANDING_REQUESTS } from './constants.js';
 
@@ -31,6 +32,7 @@ export class BlockServer {
   readonly stats: BlockServerStats;
 
   readonly #sent: SentDigests;
+  readonly #urgentStages: UrgentStages;
   /** True once the guest on S is paused for good: only then may bytes be cached or remembered as final. */
   readonly #imageStable: () => boolean;
   /** BULK_CHUNK_BYTES buffers for reads, given back once sent (shared with the zero scan). */
@@ -51,7 +53,9 @@ export class BlockServer {
     sent: SentDigests,
     imageStable: () => boolean,
     readBuffers: BufferPool,
+    urgentStages: UrgentStages,
   ) {
+    this.#urgentStages = urgentStages;
     this.#readBuffers = readBuffers;
     this.#sent = sent;
     this.#imageStable = imageStable;
@@ -64,22 +68,26 @@ export class BlockServer {
 
   /** Validate a request synchronously (throwing cuts the peer off) and serve it in the background. */
   handle(req: MessageOf<'BLOCK_REQ'>): void {
+    const receivedAt = performance.now();
     if (req.offset + req.length > this.#image.size) {
       throw new ProtocolError('PC_ERR_OUT_OF_RANGE', `request ${req.id}: ${req.offset}+${req.length} > ${this.#image.size}`);
     }
     if (this.#outstanding.has(req.id)) throw new ProtocolError('PC_ERR_MALFORMED', `request id ${req.id} already outstanding`);
     if (this.#outstanding.size >= MAX_OUTSTANDING_REQUESTS) throw new ProtocolError('PC_ERR_MALFORMED', 'too many outstanding requests');
     this.#outstanding.add(req.id);
-    void this.#serve(req).finally(() => this.#outstanding.delete(req.id));
+    void this.#serve(req, receivedAt).finally(() => this.#outstanding.delete(req.id));
   }
 
   get outstanding(): number {
     return this.#outstanding.size;
   }
 
-  async #serve(req: MessageOf<'BLOCK_REQ'>): Promise<void> {
+  async #serve(req: MessageOf<'BLOCK_REQ'>, receivedAt: number): Promise<void> {
     const urgent = req.cls === CLASS_URGENT;
     const end = req.offset + req.length;
+    // An urgent request's stages: its last read done, and its last frame taken by the socket.
+    let readAt = receivedAt;
+    const lastSent = (done: boolean) => (urgent && done ? () => this.#urgentStages.served(receivedAt, readAt, performance.now()) : undefined);
     if (urgent) this.stats.urgentRequests++;
     else {
       this.stats.bulkRequests++;
@@ -92,7 +100,7 @@ export class BlockServer {
       let zeroFrom = -1;
       const flushZero = (upTo: number, done: boolean) => {
         if (zeroFrom < 0) return;
-        this.#link.sendFrame(encodeMessage({ type: 'BLOCK_ZERO', id: req.id, offset: zeroFrom, length: upTo - zeroFrom, done, urgent }), urgent);
+        this.#link.sendFrame(encodeMessage({ type: 'BLOCK_ZERO', id: req.id, offset: zeroFrom, length: upTo - zeroFrom, done, urgent }), urgent, undefined, lastSent(done));
         zeroFrom = -1;
       };
       // Chunks end on BULK_CHUNK_BYTES boundaries: the zero scan caches whole chunks of that size.
@@ -120,21 +128,22 @@ export class BlockServer {
           if (pooled) this.#readBuffers.give(pooled);
           throw e;
         }
+        readAt = performance.now();
         // A pooled buffer (ours, or a whole one the scan cached) goes back once the socket is done with it.
         const whole = pooled ?? data;
+        const done = pos + n >= end;
         const release = () => void this.#readBuffers.give(whole);
         if (this.#link.closed) return;
-        const done = pos + n >= end;
         const zero = isAllZero(data);
         if (stable && n === BULK_CHUNK_BYTES && cached === undefined) this.onChunkRead(pos, zero); // a whole, aligned chunk
         if (zero) {
-          release();
+          this.#readBuffers.give(whole);
           zeroChunk(pos, n);
         } else {
           flushZero(pos, false);
           if (stable) this.#sent.recordData(pos, data);
           this.stats.bytesSent += n;
-          this.#link.sendFrame(encodeBlockData(req.id, pos, data, done, urgent), urgent, release);
+          this.#link.sendFrame(encodeBlockData(req.id, pos, data, done, urgent), urgent, release, lastSent(done));
         }
       }
       if (urgent && stable) void this.#readAhead(end);

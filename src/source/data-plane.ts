@@ -16,6 +16,7 @@ import { READ_AHEAD_DEFAULT_BYTES, READ_BUFFERS_KEPT } from './constants.js';
 import { RamCredit, RamSender } from './ram-sender.js';
 import { ReadAheadCache } from './read-cache.js';
 import { ScanPacer, SCAN_LEAD_BYTES } from './scan-pacer.js';
+import { UrgentStages } from './urgent-stages.js';
 import { SentDigests } from './sent-digests.js';
 import { ZeroRuns, type ScannableImage } from './zero-runs.js';
 
@@ -25,6 +26,8 @@ export class SourceDataPlane {
   /** crc32 of every block as it was sent (the final check's reference; unknown blocks are read again). */
   readonly sent: SentDigests;
   readonly zeroRuns = new ZeroRuns();
+  /** Where S's time on D's demand reads goes. */
+  readonly urgentStages = new UrgentStages();
   readonly #image: ScannableImage;
   readonly #log: Logger;
   readonly #cache: ReadAheadCache;
@@ -43,7 +46,7 @@ export class SourceDataPlane {
 
   /** The block server for a new link; `imageStable` says whether what it reads may be cached. */
   serve(link: Link, imageStable: () => boolean): BlockServer {
-    const server = new BlockServer(link, this.#image, this.#cache, this.#log, this.stats, this.sent, imageStable, this.#readBuffers);
+    const server = new BlockServer(link, this.#image, this.#cache, this.#log, this.stats, this.sent, imageStable, this.#readBuffers, this.urgentStages);
     server.onBulkRequest = (end) => this.#scanPacer.noteStream(end);
     server.knownZero = (offset, length) => this.#scanPacer.isKnownZero(offset, length);
     server.onChunkRead = (offset, zero) => this.#scanPacer.noteServed(offset, zero);

@@ -11,6 +11,8 @@ import type { Endpoint, TlsFiles } from '../link/connect.js';
 import type { LinkOptions } from '../link/link.js';
 import type { Ticket } from '../protocol/handshake.js';
 import type { GuestDefinition } from '../protocol/messages.js';
+import type { UrgentStage } from './urgent-stages.js';
+import type { StageStats } from '../common/stage-histograms.js';
 import type { BlockServerStats } from './block-server.js';
 import type { SourcePhase } from './source-core-types.js';
 import type { ScannableImage } from './zero-runs.js';
@@ -59,5 +61,7 @@ export interface SourceResult {
   /** Guest paused on S until D answered "running". */
   downtimeMs: number | null;
   blocks: BlockServerStats;
+  /** Where S's time on D's demand reads went (received → read → handed to the socket). */
+  urgentStages: Record<UrgentStage, StageStats>;
   reconnects: number;
 }

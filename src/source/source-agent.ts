@@ -2,6 +2,8 @@
 // into events, runs `step`, and executes the effects in order; the data plane (block server, read-ahead, zero
 // scan, RAM sender) runs beside it. Adapters are injected: the connector, the guest, the image, the state dir.
 import { randomBytes } from 'node:crypto';
+import type { StageStats } from '../common/stage-histograms.js';
+import type { UrgentStage } from './urgent-stages.js';
 import type { BlockDevice } from '../common/block-device.js';
 import { deferred } from '../common/deferred.js';
 import { BackendError, LinkClosedError, ProtocolError, RolledBackError as CommonRolledBackError, toPostcopyError } from '../common/errors.js';
@@ -57,6 +59,10 @@ export class SourceAgent {
     this.#outcome.promise.catch(() => {});
   }
 
+  /** Where S's time on D's demand reads went so far. */
+  get urgentStages(): Record<UrgentStage, StageStats> {
+    return this.#data.urgentStages.summary();
+  }
   get phase(): SourcePhase {
     return publicPhase(this.#state);
   }
@@ -203,7 +209,7 @@ export class SourceAgent {
       case 'close-image':
         return this.#o.image.close();
       case 'finish':
-        return this.#outcome.resolve({ phase: this.phase, sessionId: f.sessionId, precopy: f.precopy, downtimeMs: f.downtimeMs, blocks: this.#data.stats, reconnects: f.reconnects });
+        return this.#outcome.resolve({ phase: this.phase, sessionId: f.sessionId, precopy: f.precopy, downtimeMs: f.downtimeMs, blocks: this.#data.stats, urgentStages: this.#data.urgentStages.summary(), reconnects: f.reconnects });
       case 'rollback':
         return this.#outcome.reject(new RolledBackError(f.error, f.precopy));
       case 'fail':
