@@ -44,8 +44,13 @@ export interface BlockDevice {
 export interface SourceImage {
   readonly size: number;
   read(offset: number, length: number): Promise<Buffer>;
-  /** Read into the front of the caller's buffer instead (a server reusing its buffers); optional. */
+  /** Read into the front of the caller's buffer instead (a server reusing its buffers), off the event loop; optional. */
   readInto?(buf: Buffer, offset: number, length: number): Promise<Buffer>;
+  /**
+   * The same, synchronously, for a guest's urgent read: a page-cache hit costs less than a hop through the thread
+   * pool, where it would also queue behind bulk reads. Optional (an NBD backend has no such thing).
+   */
+  readIntoNow?(buf: Buffer, offset: number, length: number): Buffer;
   /** Full allocation map, zero/hole runs marked, covering [0, size) in order. */
   extents(): Promise<Extent[]>;
   close(): Promise<void>;

@@ -4,6 +4,7 @@ import { closeSync, fdatasyncSync, fstatSync, openSync, readFileSync, type Stats
 import type { BlockDevice, Extent, SourceImage } from '../common/block-device.js';
 import { BackendError } from '../common/errors.js';
 import { readFully, readIntoFully, writeFully } from '../common/file-io.js';
+import { readIntoFullyOffLoop } from '../common/file-io-async.js';
 import { fdIdentity, type FileIdentity } from '../common/image-identity.js';
 import { SYSFS_SECTOR_BYTES } from './constants.js';
 import { scanZeroRuns, type ScanHooks } from './extent-scan.js';
@@ -50,6 +51,10 @@ export class FileImage implements SourceImage, BlockDevice {
   }
 
   async readInto(buf: Buffer, offset: number, length: number): Promise<Buffer> {
+    return (await readIntoFullyOffLoop(this.#fd, buf, offset, length)).subarray(0, length);
+  }
+
+  readIntoNow(buf: Buffer, offset: number, length: number): Buffer {
     return readIntoFully(this.#fd, buf, offset, length).subarray(0, length);
   }
 

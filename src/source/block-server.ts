@@ -123,7 +123,7 @@ export class BlockServer {
         const pooled = cached === undefined && this.#image.readInto ? this.#readBuffers.take() : undefined;
         let data: Buffer;
         try {
-          data = cached ?? (pooled ? await this.#image.readInto!(pooled, pos, n) : await this.#image.read(pos, n));
+          data = cached ?? (pooled ? await this.#readChunk(pooled, pos, n, urgent) : await this.#image.read(pos, n));
         } catch (e) {
           if (pooled) this.#readBuffers.give(pooled);
           throw e;
@@ -154,14 +154,27 @@ export class BlockServer {
     }
   }
 
-  /** D's bulk cursor jumps just past a demand miss: have those bytes ready. */
+  /**
+   * One chunk into a pooled buffer. An urgent read is done here and now (a page-cache hit is cheaper than a hop
+   * through the thread pool, where it would also queue behind bulk reads); bulk reads go to the thread pool, so
+   * the event loop stays free for the next urgent request.
+   */
+  #readChunk(buf: Buffer, pos: number, n: number, urgent: boolean): Promise<Buffer> | Buffer {
+    const image = this.#image;
+    if (urgent && image.readIntoNow) return image.readIntoNow(buf, pos, n);
+    return image.readInto!(buf, pos, n);
+  }
+
+  /** D's bulk cursor jumps just past a demand miss: have those bytes ready (read off the event loop). */
   async #readAhead(from: number): Promise<void> {
     const grain = this.#cache.grain;
     const start = Math.ceil(from / grain) * grain;
     const end = Math.min(this.#image.size, start + READ_AHEAD_BYTES);
     if (start >= end || this.#cache.has(start)) return;
     try {
-      this.#cache.put(start, await this.#image.read(start, end - start));
+      const length = end - start;
+      const image = this.#image;
+      this.#cache.put(start, image.readInto ? await image.readInto(Buffer.allocUnsafe(length), start, length) : await image.read(start, length));
     } catch {
       // Read-ahead is an optimisation; the real request will report the error.
     }
