@@ -97,13 +97,8 @@ export function renderMarkdown(r: BenchResults, svgPrefix: string): string {
     if (l.bulk.streamDuringReads?.length) {
       L.push('', `Stream rate during the reads: from D's progress events (every 100 ms) ${l.bulk.streamDuringReads.map((w) => `over ${f(w.spanSec)} s of a ${f(w.windowSec)} s read window (${w.basis})`).join('; ')}.`);
     }
-    L.push('', `Head-of-line ratio (stream running ÷ not started, client side): p99 ${f(l.holRatioP99)}×, p50 ${f(l.holRatioP50)}×. D's own summary with the stream running (demandLatencyMs): ${l.bulk.destSummaryDemand.map((d) => `p50 ${d.p50} / p99 ${d.p99} / max ${d.max} ms (${d.count})`).join('; ') || 'n/a'}.`);
+    L.push('', `Head-of-line ratio (stream running ÷ not started, client side): p99 ${f(l.holRatioP99)}×, p50 ${f(l.holRatioP50)}×. D's own demand fetch latency (its summary's demandLatencyMs, all its misses): stream running ${demandLine(l.bulk)}; stream not started ${demandLine(l.idle)}.`);
     L.push('', `![latency](${svgPrefix}latency.svg)`, '');
-    L.push(...renderStageSection([
-      ['stream not started', l.idle.stages],
-      ['stream running', l.bulk.stages],
-      ...(r.demo ? ([['demo', r.demo.stages]] as const) : []),
-    ]));
   }
 
   if (r.demo) {
@@ -114,6 +109,15 @@ export function renderMarkdown(r: BenchResults, svgPrefix: string): string {
     L.push(row(['---:', '---:', '---:', '---:', '---:', '---:', '---:']));
     L.push(row([d.guestReads.join(', ') || 'n/a', fmtSpread(d.guestReadP50Ms), fmtSpread(d.guestReadP99Ms), fmtSpread(d.guestReadMaxMs), fmtSpread(d.demandP99Ms), fmtSpread(d.downtimeMs, 0), fmtSpread(d.wallSec, 1)]));
     L.push('');
+  }
+
+  if (r.latency || r.demo) {
+    L.push(
+      ...renderStageSection([
+        ...(r.latency ? ([['stream not started', r.latency.idle.stages], ['stream running', r.latency.bulk.stages]] as const) : []),
+        ...(r.demo ? ([['demo', r.demo.stages]] as const) : []),
+      ]),
+    );
   }
 
   if (r.downtime) {
@@ -162,6 +166,10 @@ export function renderMarkdown(r: BenchResults, svgPrefix: string): string {
     L.push('');
   }
   return L.join('\n');
+}
+
+function demandLine(m: { destSummaryDemand: Array<Record<string, number>> }): string {
+  return m.destSummaryDemand.map((d) => `p50 ${f(d.p50, 3)} / p99 ${f(d.p99, 3)} / max ${f(d.max, 3)} ms (${d.count})`).join('; ') || 'n/a';
 }
 
 const us = (x: number) => (Number.isFinite(x) ? Math.round(x).toString() : 'n/a');

@@ -60,7 +60,7 @@ function bulkTargets(r: BenchResults, out: TargetCheck[]): void {
   const perGiB = bulk.image.size / GiB;
   out.push({
     id: 'bulk-vs-nbdcopy',
-    target: `goal beyond: 1 GiB mixed image into D's file, whole-process time ≤ ${TARGET.bulkVsNbdcopy}× nbdcopy from nbdkit into a file`,
+    target: `goal beyond: 1 GiB mixed image into D's file, whole-process time ≤ ${TARGET.bulkVsNbdcopy.toFixed(1)}× nbdcopy from nbdkit into a file`,
     measured: `${f2(k?.oursOverThis?.median)}× (rounds ${f2(k?.oursOverThis?.min)}–${f2(k?.oursOverThis?.max)}); ours ${f2(ours?.wallSec.median)} s`,
     baseline: `nbdcopy from nbdkit ${f2(k?.wallSec.median)} s (from qemu-nbd ${f2(q?.wallSec.median)} s)`,
     met: within(k?.oursOverThis?.median, TARGET.bulkVsNbdcopy),
