@@ -2,7 +2,9 @@
 // environment variables (no change to the agents' code):
 //   PCB_STATS=FILE     at exit, write this process's rusage (CPU, peak RSS) as JSON
 //   PCB_READ_LOG=1     with PCB_STATS: record each export read on D (offset, block missing?, ms inside the store)
-//   PCB_NO_BULK=1      D's background stream never starts ("no bulk running": demand fetches alone on the link)
+//   PCB_NO_BULK=1      D's background stream is held ("no bulk running": demand fetches alone on the link) until
+//                      SIGUSR2, when it starts as it would have at cut-over: the migration then completes by itself,
+//                      so D and S still write their summaries (and their stage timings) for the idle run
 //   PCB_MEM=1          with PCB_STATS: sample process.memoryUsage() every 100 ms and keep the sample of highest RSS
 //                      (where peak memory goes: V8 heap, Buffers outside it, the rest)
 import { writeFileSync } from 'node:fs';
@@ -21,7 +23,17 @@ if (process.env.PCB_MEM === '1') {
 }
 
 if (process.env.PCB_NO_BULK === '1') {
-  Streamer.prototype.start = function start(): void {};
+  const original = Streamer.prototype.start;
+  let held: Streamer | null = null;
+  let released = false;
+  Streamer.prototype.start = function start(this: Streamer): void {
+    if (released) original.call(this);
+    else held = this;
+  };
+  process.on('SIGUSR2', () => {
+    released = true;
+    if (held) original.call(held);
+  });
 }
 
 if (process.env.PCB_READ_LOG === '1') {

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { runMicro } from './micro.js';
 import { runBulk } from './macro/bulk.js';
+import { runDemo } from './macro/demo.js';
 import { runDowntime } from './macro/downtime.js';
 import { runLatency } from './macro/latency.js';
 import { runRssSeries, runSparse } from './macro/sparse.js';
@@ -21,7 +22,7 @@ import { evaluateTargets } from './lib/targets.js';
 import { GiB, MiB, sec } from './lib/units.js';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
-const TIERS = ['micro', 'bulk', 'sparse', 'latency', 'downtime', 'rss'] as const;
+const TIERS = ['micro', 'bulk', 'sparse', 'latency', 'demo', 'downtime', 'rss'] as const;
 type Tier = (typeof TIERS)[number];
 
 const HELP = `Usage: npm run bench -- [options]
@@ -111,8 +112,10 @@ async function main(): Promise<number> {
   }
   const tiers = new Set<Tier>(values.only ? (values.only.split(',').map((s) => s.trim()) as Tier[]) : TIERS);
   for (const t of tiers) if (!TIERS.includes(t)) throw new Error(`unknown tier '${t}' (tiers: ${TIERS.join(', ')})`);
-  const missing = ['qemu-nbd', 'nbdkit', 'nbdcopy'].filter((t) => spawnSync(t, ['--version']).error);
-  if (missing.length && (tiers.has('bulk') || tiers.has('sparse'))) {
+  // The external tools each tier's baselines need.
+  const needs: Record<Tier, string[]> = { micro: [], bulk: ['qemu-nbd', 'nbdkit', 'nbdcopy'], sparse: ['nbdkit', 'nbdcopy'], latency: ['qemu-nbd'], demo: [], downtime: [], rss: [] };
+  const missing = [...new Set([...tiers].flatMap((t) => needs[t]))].filter((t) => spawnSync(t, ['--version']).error);
+  if (missing.length) {
     process.stderr.write(`bench: missing ${missing.join(', ')} (Debian: apt-get install qemu-utils nbdkit libnbd-bin)\n`);
     return 2;
   }
@@ -174,6 +177,11 @@ async function main(): Promise<number> {
   if (tiers.has('latency')) {
     await guard('latency', async () => {
       results.latency = await runLatency(getMixed(), { workDir, reps: quick ? 1 : 3, idleReads: 1500 }, say);
+    });
+  }
+  if (tiers.has('demo')) {
+    await guard('demo', async () => {
+      results.demo = await runDemo({ workDir, runs: quick ? 2 : 3 }, say);
     });
   }
   if (tiers.has('downtime')) {

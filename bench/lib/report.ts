@@ -4,7 +4,8 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fmtSize } from '../micro.js';
 import type { BenchResults } from './results.js';
-import { fmtSpread, type Spread } from './stats.js';
+import { DEST_STAGES, SOURCE_STAGES, stageOrder, type PooledStage, type StageTable } from './stages.js';
+import { fmtSpread, spread, type Spread } from './stats.js';
 import { barChart } from './svg.js';
 
 const MiB = 2 ** 20;
@@ -31,9 +32,9 @@ export function renderMarkdown(r: BenchResults, svgPrefix: string): string {
 
   L.push('### Targets');
   L.push('');
-  L.push(row(['target', 'measured', 'status']));
-  L.push(row(['---', '---', '---']));
-  for (const t of r.targets) L.push(row([t.target, t.measured, t.met === null ? 'not measured' : t.met ? '**met**' : '**not met**']));
+  L.push(row(['target', 'measured', 'same-run baseline', 'status']));
+  L.push(row(['---', '---', '---', '---']));
+  for (const t of r.targets) L.push(row([t.target, t.measured, t.baseline ?? '—', t.met === null ? 'not measured' : t.met ? '**met**' : '**not met**']));
   L.push('');
 
   if (r.bulk) {
@@ -42,8 +43,9 @@ export function renderMarkdown(r: BenchResults, svgPrefix: string): string {
     L.push('');
     L.push(`Each round runs every contender once (order rotated), into a new output file after \`rm\` + \`sync\`. Ratios are ours ÷ baseline per round. Ours moved ${mib(b.moved.bulkBytes)} in bulk, ${mib(b.moved.demandBytes)} on demand, and skipped ${mib(b.moved.zeroSkipped)} of zeroes; bulk rate over cut-over→complete ${fmtSpread(b.bulkMiBps, 0)} MiB/s.`);
     L.push('');
-    L.push(row(['contender', 'wall s', 'image MiB/s', 'ours ÷ this', 'CPU s (client+server)', 'CPU s / GiB of image']));
-    L.push(row(['---', '---:', '---:', '---:', '---:', '---:']));
+    L.push(row(['contender', 'wall s', 'image MiB/s', 'ours ÷ this', 'CPU s (client+server)', 'CPU s / GiB of image', 'CPU s / GiB: server (ours S) + client (ours D)']));
+    L.push(row(['---', '---:', '---:', '---:', '---:', '---:', '---:']));
+    const perGiB = b.image.size / GiB;
     for (const c of b.contenders) {
       L.push(
         row([
@@ -52,7 +54,8 @@ export function renderMarkdown(r: BenchResults, svgPrefix: string): string {
           f(b.image.size / MiB / c.wallSec.median, 0),
           c.oursOverThis ? fmtSpread(c.oursOverThis, 2) : '—',
           fmtSpread(c.cpuSec, 2),
-          f(c.cpuSec.median / (b.image.size / GiB), 2),
+          f(c.cpuSec.median / perGiB, 2),
+          c.sideCpuSec ? `${f(c.sideCpuSec.server.median / perGiB)} + ${f(c.sideCpuSec.client.median / perGiB)}` : '—',
         ]),
       );
     }
@@ -79,15 +82,42 @@ export function renderMarkdown(r: BenchResults, svgPrefix: string): string {
     const l = r.latency;
     L.push(`### Demand reads: 4 KiB through D's NBD export (Unix socket) on blocks D does not hold, ${l.reps} rep(s) per mode`);
     L.push('');
-    L.push('"bulk": the background stream runs at full speed (default window). "no bulk": the stream never starts (bench-only switch, same processes and path), so demand fetches travel alone on the link. Only reads D logged as misses count.');
+    L.push('"stream running": the background stream runs at full speed (default window). "stream not started": the stream is held until the reads are done (bench-only switch, same processes and path), so demand fetches travel alone on the link. Only reads D logged as misses count. The local floor: as many 64 KiB reads of the same image, one at a time at random data blocks, from qemu-nbd on a Unix socket with the same client, after each stream run.');
     L.push('');
-    L.push(row(['mode', 'misses (hits)', 'client p50 ms', 'client p99 ms', 'client max ms', "D's store p50 / p99 / max ms", 'bulk MiB/s meanwhile']));
+    L.push(row(['mode', 'misses (hits)', 'client p50 ms', 'client p99 ms', 'client max ms', "D's store p50 / p99 / max ms", 'stream MiB/s during the reads (whole migration)']));
     L.push(row(['---', '---:', '---:', '---:', '---:', '---:', '---:']));
-    for (const [name, x] of [['bulk', l.bulk], ['no bulk', l.idle]] as const) {
-      L.push(row([name, `${x.client.count} (${x.hits})`, f(x.client.p50, 3), f(x.client.p99, 3), f(x.client.max, 3), `${f(x.store.p50, 3)} / ${f(x.store.p99, 3)} / ${f(x.store.max, 3)}`, name === 'bulk' ? fmtSpread(x.bulkMiBps, 0) : '—']));
+    for (const [name, x] of [['stream running', l.bulk], ['stream not started', l.idle]] as const) {
+      const during = x.streamDuringReads ? fmtSpread(spread(x.streamDuringReads.map((w) => w.miBps)), 0) : 'n/a';
+      L.push(row([name, `${x.client.count} (${x.hits})`, f(x.client.p50, 3), f(x.client.p99, 3), f(x.client.max, 3), `${f(x.store.p50, 3)} / ${f(x.store.p99, 3)} / ${f(x.store.max, 3)}`, x === l.bulk ? `${during} (${fmtSpread(x.bulkMiBps, 0)})` : '—']));
     }
-    L.push('', `Head-of-line ratio (bulk ÷ no bulk, client side): p99 ${f(l.holRatioP99)}×, p50 ${f(l.holRatioP50)}×. D's own summary under bulk (demandLatencyMs): ${l.bulk.destSummaryDemand.map((d) => `p50 ${d.p50} / p99 ${d.p99} / max ${d.max} ms (${d.count})`).join('; ') || 'n/a'}.`);
+    if (l.qemuNbd) {
+      const q = l.qemuNbd.client;
+      L.push(row(['local floor: qemu-nbd 64 KiB', `${q.count} reads`, f(q.p50, 3), f(q.p99, 3), f(q.max, 3), '—', '—']));
+    }
+    if (l.bulk.streamDuringReads?.length) {
+      L.push('', `Stream rate during the reads: from D's progress events (every 100 ms) ${l.bulk.streamDuringReads.map((w) => `over ${f(w.spanSec)} s of a ${f(w.windowSec)} s read window (${w.basis})`).join('; ')}.`);
+    }
+    L.push('', `Head-of-line ratio (stream running ÷ not started, client side): p99 ${f(l.holRatioP99)}×, p50 ${f(l.holRatioP50)}×. D's own demand fetch latency (its summary's demandLatencyMs, all its misses): stream running ${demandLine(l.bulk)}; stream not started ${demandLine(l.idle)}.`);
     L.push('', `![latency](${svgPrefix}latency.svg)`, '');
+  }
+
+  if (r.demo) {
+    const d = r.demo;
+    L.push(`### The demo: \`postcopy demo\` (1 GiB image, S's simulated guest moves to D mid-migration), ${d.runs} run(s)${d.failures ? `, ${d.failures} failed` : ''}`);
+    L.push('');
+    L.push(row(['guest reads on D per run', 'guest read p50 ms', 'guest read p99 ms', 'guest read max ms', "D's demand fetch p99 ms", 'downtime ms', 'wall s']));
+    L.push(row(['---:', '---:', '---:', '---:', '---:', '---:', '---:']));
+    L.push(row([d.guestReads.join(', ') || 'n/a', fmtSpread(d.guestReadP50Ms), fmtSpread(d.guestReadP99Ms), fmtSpread(d.guestReadMaxMs), fmtSpread(d.demandP99Ms), fmtSpread(d.downtimeMs, 0), fmtSpread(d.wallSec, 1)]));
+    L.push('');
+  }
+
+  if (r.latency || r.demo) {
+    L.push(
+      ...renderStageSection([
+        ...(r.latency ? ([['stream not started', r.latency.idle.stages], ['stream running', r.latency.bulk.stages]] as const) : []),
+        ...(r.demo ? ([['demo', r.demo.stages]] as const) : []),
+      ]),
+    );
   }
 
   if (r.downtime) {
@@ -138,6 +168,38 @@ export function renderMarkdown(r: BenchResults, svgPrefix: string): string {
   return L.join('\n');
 }
 
+function demandLine(m: { destSummaryDemand: Array<Record<string, number>> }): string {
+  return m.destSummaryDemand.map((d) => `p50 ${f(d.p50, 3)} / p99 ${f(d.p99, 3)} / max ${f(d.max, 3)} ms (${d.count})`).join('; ') || 'n/a';
+}
+
+const us = (x: number) => (Number.isFinite(x) ? Math.round(x).toString() : 'n/a');
+
+/** One cell: "p50 / p99 / max (count)" in µs; p50 and p99 are the median over reps of each run's own figure. */
+function stageCell(s: PooledStage | undefined): string {
+  return s ? `${us(s.p50Us.median)} / ${us(s.p99Us.median)} / ${us(s.maxUs)} (${s.count})` : 'n/a';
+}
+
+/**
+ * The per-stage table of a demand miss, one column per mode: D's stages (export → answered) then S's (received →
+ * reply on the socket). "n/a" where an agent did not report the stage (an agent without stage timings).
+ */
+export function renderStageSection(modes: ReadonlyArray<readonly [string, StageTable | undefined]>): string[] {
+  const L: string[] = [];
+  L.push('### Demand-miss stages (µs: p50 / p99 / max (count); p50 and p99 are the median over reps of each run\'s figure)');
+  L.push('');
+  L.push("D's stages come from its summary (`demandStages`), S's from its summary (`urgentStages`): D: export request received → BLOCK_REQ queued → frame handed to the socket → reply decoded (S's time and the wire both ways) → written → NBD reply handed to the export socket. S: BLOCK_REQ decoded → read done → reply handed to the socket.");
+  L.push('');
+  L.push(row(['agent', 'stage', ...modes.map(([m]) => m)]));
+  L.push(row(['---', '---', ...modes.map(() => '---:')]));
+  const any = modes.some(([, t]) => t && (Object.keys(t.dest).length || Object.keys(t.source).length));
+  for (const [agent, key, known] of [['D', 'dest', DEST_STAGES], ['S', 'source', SOURCE_STAGES]] as const) {
+    for (const stage of stageOrder(known, ...modes.map(([, t]) => t?.[key]))) L.push(row([agent, stage, ...modes.map(([, t]) => stageCell(t?.[key][stage]))]));
+  }
+  if (!any) L.push('', 'No stage timings in this run: the agents\' summaries have no `demandStages` / `urgentStages`.');
+  L.push('');
+  return L;
+}
+
 const val = (s: Spread | undefined) => (s && s.n > 0 ? s.median : null);
 
 export function writeSvgs(r: BenchResults, dir: string): string[] {
@@ -168,8 +230,9 @@ export function writeSvgs(r: BenchResults, dir: string): string[] {
         log: true,
         groups: ['p50', 'p99', 'max'],
         series: [
-          { name: 'no bulk running', values: [l.idle.client.p50, l.idle.client.p99, l.idle.client.max] },
-          { name: 'bulk at full speed', values: [l.bulk.client.p50, l.bulk.client.p99, l.bulk.client.max] },
+          { name: 'stream not started', values: [l.idle.client.p50, l.idle.client.p99, l.idle.client.max] },
+          { name: 'stream running', values: [l.bulk.client.p50, l.bulk.client.p99, l.bulk.client.max] },
+          ...(l.qemuNbd ? [{ name: 'qemu-nbd 64 KiB (local floor)', values: [l.qemuNbd.client.p50, l.qemuNbd.client.p99, l.qemuNbd.client.max] }] : []),
         ],
         refs: [{ value: 1, label: 'target p99 1 ms' }],
       }),

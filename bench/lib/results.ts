@@ -2,6 +2,7 @@
 import type { MicroRow } from '../micro.js';
 import type { BulkResult } from '../macro/bulk.js';
 import type { DowntimeCell } from '../macro/downtime.js';
+import type { DemoResult } from '../macro/demo.js';
 import type { LatencyResult } from '../macro/latency.js';
 import type { RssPoint, SparseResult } from '../macro/sparse.js';
 
@@ -10,6 +11,8 @@ export interface TargetCheck {
   id: string;
   target: string;
   measured: string;
+  /** The same-run baseline the figure is judged against ("—" when the limit is absolute). */
+  baseline?: string;
   met: boolean | null;
 }
 
@@ -40,6 +43,7 @@ export interface BenchResults {
   bulk?: BulkResult;
   sparse?: SparseResult;
   latency?: LatencyResult;
+  demo?: DemoResult;
   downtime?: DowntimeCell[];
   rss?: RssPoint[];
   targets: TargetCheck[];

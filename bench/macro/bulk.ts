@@ -22,11 +22,15 @@ export interface ContenderResult {
   transferSec?: Spread;
   /** CPU seconds of client + server (ours: S + D). */
   cpuSec: Spread;
+  /** The two sides apart: ours S (server side) and D (client side); a baseline's server and client. */
+  sideCpuSec?: { server: Spread; client: Spread };
   /** Ours only: peak RSS per agent, MiB. */
   rssMiB?: { source: Spread; dest: Spread };
   /** Paired ratio ours / this, per round (whole-process times). */
   oursOverThis?: Spread;
   runs: number[];
+  /** CPU seconds (client + server) per round, aligned with `runs` (NaN where the run failed). */
+  cpuRuns?: number[];
   failures: number;
 }
 
@@ -43,7 +47,18 @@ export interface BulkResult {
 interface Contender {
   id: string;
   label: string;
-  run: (round: number) => Promise<{ wallMs: number; cpuSec: number; ok: boolean; transferMs?: number; mig?: MigrationRun }>;
+  run: (round: number) => Promise<RunRecord>;
+}
+
+interface RunRecord {
+  wallMs: number;
+  cpuSec: number;
+  /** CPU of each side when there are two: ours S and D; a baseline's server and client. */
+  serverCpuSec?: number;
+  clientCpuSec?: number;
+  ok: boolean;
+  transferMs?: number;
+  mig?: MigrationRun;
 }
 
 export async function runBulk(
@@ -63,12 +78,13 @@ export async function runBulk(
   servers.push(qemu, nbdkit, pipeTcp, pipeUnix);
   try {
     await Promise.all([waitConnectable({ port: qPort }), waitConnectable({ port: kPort }), waitConnectable({ port: pPort }), waitConnectable({ path: pSock })]);
-    const withServer = async (server: Server | null, cmd: string, args: string[]) => {
+    const withServer = async (server: Server | null, cmd: string, args: string[]): Promise<RunRecord> => {
       freshOutput(out);
       const s0 = server ? server.cpuSec() : 0;
       const r = await timed(cmd, args, { log: join(dir, `${o.tag}.baseline.log`) });
       const s1 = server ? server.cpuSec() : 0;
-      return { wallMs: r.wallMs, cpuSec: r.cpuSec + (s1 - s0), ok: r.code === 0 };
+      const sides = server ? { serverCpuSec: s1 - s0, clientCpuSec: r.cpuSec } : {};
+      return { wallMs: r.wallMs, cpuSec: r.cpuSec + (s1 - s0), ok: r.code === 0, ...sides };
     };
     const contenders: Contender[] = [
       {
@@ -77,7 +93,15 @@ export async function runBulk(
         run: async () => {
           const m = await migrate({ workDir: dir, image: image.path, label: o.tag });
           cleanRun(dir, o.tag);
-          return { wallMs: m.wholeMs, cpuSec: cpuSec(m.dest) + cpuSec(m.source), ok: m.destCode === 0 && m.sourceCode === 0, transferMs: m.transferMs, mig: m };
+          return {
+            wallMs: m.wholeMs,
+            cpuSec: cpuSec(m.dest) + cpuSec(m.source),
+            serverCpuSec: cpuSec(m.source),
+            clientCpuSec: cpuSec(m.dest),
+            ok: m.destCode === 0 && m.sourceCode === 0,
+            transferMs: m.transferMs,
+            mig: m,
+          };
         },
       },
       { id: 'pipe-tcp', label: 'Node socket pipe, TCP (writeSync)', run: () => withServer(pipeTcp, process.execPath, [RECEIVER, String(pPort), out]) },
@@ -87,7 +111,7 @@ export async function runBulk(
       { id: 'nbdcopy-nbdkit-flush', label: 'nbdcopy --flush from nbdkit', run: () => withServer(nbdkit, 'nbdcopy', ['--flush', `nbd://127.0.0.1:${kPort}/disk`, out]) },
       { id: 'cp', label: 'cp (local, sparse)', run: () => withServer(null, 'cp', [image.path, out]) },
     ];
-    const runs = new Map<string, Array<{ wallMs: number; cpuSec: number; ok: boolean; transferMs?: number; mig?: MigrationRun }>>();
+    const runs = new Map<string, RunRecord[]>();
     for (const c of contenders) runs.set(c.id, []);
     for (let round = 0; round < o.rounds; round++) {
       const order = contenders.map((_, i) => contenders[(i + round) % contenders.length]!);
@@ -110,8 +134,12 @@ export async function runBulk(
         wallSec: spread(ok.map((r) => sec(r.wallMs))),
         cpuSec: spread(ok.map((r) => r.cpuSec)),
         runs: rs.map((r) => sec(r.wallMs)),
+        cpuRuns: rs.map((r) => (r.ok ? r.cpuSec : NaN)),
         failures: rs.length - ok.length,
       };
+      if (ok.some((r) => r.serverCpuSec !== undefined)) {
+        res.sideCpuSec = { server: spread(ok.map((r) => r.serverCpuSec ?? NaN)), client: spread(ok.map((r) => r.clientCpuSec ?? NaN)) };
+      }
       if (c.id === 'postcopy') {
         res.transferSec = spread(ok.map((r) => sec(r.transferMs ?? NaN)));
         res.rssMiB = {
