@@ -1,6 +1,6 @@
-// Latency samples with percentiles, in bounded memory: every sample is kept up to a cap (a long demo
-// stays exact), beyond it a uniform reservoir keeps the percentiles honest; count and max stay exact.
-import { LATENCY_INITIAL_SAMPLES, LATENCY_SAMPLE_CAP } from './constants.js';
+// Latency samples in milliseconds with percentiles, in bounded memory: Node's own HDR histogram (perf_hooks),
+// recorded in nanoseconds so sub-millisecond waits keep their resolution.
+import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 
 export interface LatencySummary {
   count: number;
@@ -9,46 +9,27 @@ export interface LatencySummary {
   max: number;
 }
 
-export class LatencyRecorder {
-  readonly cap: number;
-  #samples: Float64Array;
-  #kept = 0;
-  #count = 0;
-  #max = 0;
-  /** Private LCG for reservoir picks, so stats never draw from the guest's own deterministic PRNG. */
-  #rng = 0x2545f491;
+const NS_PER_MS = 1e6;
 
-  constructor(cap = LATENCY_SAMPLE_CAP) {
-    this.cap = cap;
-    this.#samples = new Float64Array(Math.min(cap, LATENCY_INITIAL_SAMPLES));
-  }
+export class LatencyRecorder {
+  readonly #hdr: RecordableHistogram = createHistogram();
+  /** Exact (the histogram keeps three significant digits). */
+  #max = 0;
 
   get count(): number {
-    return this.#count;
+    return this.#hdr.count;
   }
 
   record(ms: number): void {
-    this.#count++;
     if (ms > this.#max) this.#max = ms;
-    if (this.#kept < this.cap) {
-      if (this.#kept === this.#samples.length) {
-        const grown = new Float64Array(Math.min(this.cap, this.#samples.length * 2));
-        grown.set(this.#samples);
-        this.#samples = grown;
-      }
-      this.#samples[this.#kept++] = ms;
-      return;
-    }
-    this.#rng = (Math.imul(this.#rng, 1664525) + 1013904223) >>> 0;
-    const j = Math.floor((this.#rng / 4294967296) * this.#count);
-    if (j < this.cap) this.#samples[j] = ms;
+    this.#hdr.record(Math.max(1, Math.round(ms * NS_PER_MS)));
   }
 
-  /** Nearest-rank p50/p99 and the exact max, in ms; zeroes when nothing was recorded. */
+  /** p50/p99 (clamped to the exact max: HDR reports a bucket's upper value) and the max, in ms; zeroes when empty. */
   summary(): LatencySummary {
-    if (this.#kept === 0) return { count: 0, p50: 0, p99: 0, max: 0 };
-    const sorted = this.#samples.slice(0, this.#kept).sort();
-    const rank = (p: number) => sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)]!;
-    return { count: this.#count, p50: rank(0.5), p99: rank(0.99), max: this.#max };
+    const h = this.#hdr;
+    if (h.count === 0) return { count: 0, p50: 0, p99: 0, max: 0 };
+    const ms = (ns: number) => Math.min(ns / NS_PER_MS, this.#max);
+    return { count: h.count, p50: ms(h.percentile(50)), p99: ms(h.percentile(99)), max: this.#max };
   }
 }

@@ -23,9 +23,12 @@ const NS_PER_US = 1000;
 class StageHistogram {
   readonly #hdr: RecordableHistogram = createHistogram();
   readonly #buckets = new Float64Array(BUCKETS);
+  /** Exact (the histogram keeps three significant digits). */
+  #maxUs = 0;
 
   record(us: number): void {
     const v = Math.max(0, us);
+    if (v > this.#maxUs) this.#maxUs = v;
     // createHistogram takes integers >= 1: record nanoseconds, so sub-microsecond stages keep their resolution.
     this.#hdr.record(Math.max(1, Math.round(v * NS_PER_US)));
     this.#buckets[bucketOf(v)]!++;
@@ -34,14 +37,13 @@ class StageHistogram {
   stats(): StageStats {
     const h = this.#hdr;
     const count = h.count;
-    const us = (ns: number) => (count === 0 ? 0 : Math.round(ns) / NS_PER_US);
+    const us = (ns: number) => (count === 0 ? 0 : Math.min(Math.round(ns) / NS_PER_US, this.#maxUs));
     const buckets: Array<[number, number]> = [];
     this.#buckets.forEach((n, i) => {
       if (n > 0) buckets.push([2 ** i, n]);
     });
-    // HDR percentiles are a bucket's upper value and may pass the exact max by a little: clamp them to it.
-    const max = h.max;
-    return { count, p50Us: us(Math.min(h.percentile(50), max)), p99Us: us(Math.min(h.percentile(99), max)), maxUs: us(max), buckets };
+    // HDR percentiles are a bucket's upper value and may pass the exact max by a little: clamped to it.
+    return { count, p50Us: us(h.percentile(50)), p99Us: us(h.percentile(99)), maxUs: count === 0 ? 0 : this.#maxUs, buckets };
   }
 }
 

@@ -1,0 +1,29 @@
+import { describe, expect, it } from 'vitest';
+import { LatencyRecorder } from '../../src/common/latency-recorder.js';
+
+describe('LatencyRecorder', () => {
+  it('is all zeroes with no samples', () => {
+    expect(new LatencyRecorder().summary()).toEqual({ count: 0, p50: 0, p99: 0, max: 0 });
+  });
+
+  it('gives p50, p99 and the exact max in ms, keeping sub-millisecond resolution', () => {
+    const r = new LatencyRecorder();
+    for (let i = 1; i <= 1000; i++) r.record(i / 1000); // 1 µs .. 1 ms
+    const s = r.summary();
+    expect(s.count).toBe(1000);
+    expect(s.p50).toBeCloseTo(0.5, 2);
+    expect(s.p99).toBeCloseTo(0.99, 2);
+    expect(s.max).toBeCloseTo(1, 6);
+    expect(s.p99).toBeLessThanOrEqual(s.max);
+  });
+
+  it('keeps a long run in bounded memory with honest percentiles', () => {
+    const r = new LatencyRecorder();
+    for (let i = 0; i < 2_000_000; i++) r.record(i % 100 === 99 ? 50 : 1);
+    const s = r.summary();
+    expect(s.count).toBe(2_000_000);
+    expect(s.p50).toBeCloseTo(1, 2);
+    expect(s.p99).toBeCloseTo(1, 2);
+    expect(s.max).toBeCloseTo(50, 6);
+  });
+});
