@@ -2,6 +2,7 @@
 // packages that bind them build native code at install, so the field tool `qemu-img map` walks them for us. Its
 // output is streamed through a strict parser into one bit per grain; any failure is a reason, never a wrong map.
 import { spawn } from 'node:child_process';
+import { isPostcopyError } from '../common/errors.js';
 import { MAP_STDERR_KEEP_CHARS, MAP_TIMEOUT_MS } from './constants.js';
 import { QemuMapParser } from './qemu-map-parser.js';
 import { ZeroGrains } from './zero-grains.js';
@@ -44,7 +45,7 @@ export function takeZeroMap(req: ZeroMapRequest): Promise<ZeroMapResult> {
       try {
         parser.push(text);
       } catch (e) {
-        finish({ ok: false, reason: (e as Error).message });
+        finish({ ok: false, reason: why(e) });
       }
     });
     child.stderr.setEncoding('utf8');
@@ -62,8 +63,12 @@ export function takeZeroMap(req: ZeroMapRequest): Promise<ZeroMapResult> {
         parser.end();
         finish({ ok: true, map, extents: parser.extents, dataBytes: parser.dataBytes });
       } catch (e) {
-        finish({ ok: false, reason: (e as Error).message });
+        finish({ ok: false, reason: why(e) });
       }
     });
   });
+}
+
+function why(e: unknown): string {
+  return isPostcopyError(e) ? (e.detail ?? e.message) : String(e);
 }
