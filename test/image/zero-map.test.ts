@@ -5,6 +5,7 @@ import { chmodSync, closeSync, openSync, writeFileSync, writeSync, ftruncateSync
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Extent } from '../../src/common/block-device.js';
 import { SCAN_CHUNK, ZERO_SCAN_GRAIN } from '../../src/image/constants.js';
@@ -140,6 +141,29 @@ describe.skipIf(skipWithout(TOOL))('extent map from qemu-img, on a real sparse f
     }
   });
 
+  it('says in a log line which method found the runs and how many bytes were not read', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+    const image = FileImage.open(path, { log });
+    try {
+      const report = await image.scanZeroRuns(() => {}, countingHooks());
+      const line = lines.find((l) => l.method === 'map');
+      expect(line, JSON.stringify(lines)).toMatchObject({ method: 'map', unreadBytes: report.unreadBytes, readBytes: report.readBytes, imageBytes: SIZE });
+      expect(report.unreadBytes).toBeGreaterThan(SIZE / 2);
+    } finally {
+      await image.close();
+    }
+    lines.length = 0;
+    const plain = FileImage.open(path, { log, mapTool: join(dir, 'absent-tool') });
+    try {
+      await plain.scanZeroRuns(() => {}, countingHooks());
+    } finally {
+      await plain.close();
+    }
+    expect(lines.find((l) => l.level === 40)).toMatchObject({ reason: expect.stringMatching(/not installed/) });
+    expect(lines.find((l) => l.method === 'scan')).toMatchObject({ method: 'scan', unreadBytes: 0, readBytes: SIZE });
+  });
+
   it('maps the open file, not whatever the path names by then', async () => {
     const p = join(dir, 'moved.img');
     makeSparse(p);
@@ -207,6 +231,16 @@ describe('no map, or a bad one: the scan reads it all and gives the right answer
       expect(grainsOf(runs)).toEqual(expectedZeroGrains());
     });
   }
+
+  it('anything but a regular file keeps the scan (the map tool is not asked)', async () => {
+    const image = FileImage.open('/dev/null', { mapTool: fakeTool('never', 'exit 3') });
+    try {
+      const report = await image.scanZeroRuns(() => {});
+      expect(report).toMatchObject({ method: 'scan', fallback: 'not a regular file' });
+    } finally {
+      await image.close();
+    }
+  });
 
   it('a tool that hangs is given up after the timeout', async () => {
     const hang = fakeTool('hang', 'exec sleep 30');
