@@ -3,7 +3,7 @@
 // Also the RSS series: peak RSS of each agent migrating sparse images of growing size.
 import { join } from 'node:path';
 import type { BenchImage } from '../lib/images.js';
-import { Server, freePort, freshOutput, start, timed, waitConnectable } from '../lib/proc.js';
+import { Server, freePort, freshOutput, lastEvent, start, timed, waitConnectable } from '../lib/proc.js';
 import { spread, type Spread } from '../lib/stats.js';
 import { cleanRun, cpuSec, migrate } from './migrate.js';
 import { GiB, kibToMiB, sec } from '../lib/units.js';
@@ -19,6 +19,26 @@ export interface SparseResult {
   ratioTransfer: Spread;
   nbdcopyNbdkitSec: Spread;
   cpSec: Spread;
+  /** Per sparse round, how S found the zero runs (its `extents` event): the extent map or a read of it all, and the bytes it did not read. */
+  zeroMap: ZeroMapUse[];
+}
+
+export interface ZeroMapUse {
+  method: string;
+  unreadBytes: number | null;
+  fallback?: string;
+}
+
+/** S's account of its zero scan; 'not reported' from a build whose events lack it. */
+function zeroMapUse(sourceEvents: string): ZeroMapUse {
+  const e = lastEvent(sourceEvents, 'extents') as Record<string, unknown> | undefined;
+  const method = typeof e?.method === 'string' ? e.method : 'not reported';
+  return { method, unreadBytes: typeof e?.unreadBytes === 'number' ? e.unreadBytes : null, ...(typeof e?.fallback === 'string' ? { fallback: e.fallback } : {}) };
+}
+
+function describeUse(u: ZeroMapUse): string {
+  if (u.unreadBytes === null) return u.method;
+  return `${u.method}, ${(u.unreadBytes / GiB).toFixed(2)} GiB not read${u.fallback ? `; no map: ${u.fallback}` : ''}`;
 }
 
 export async function runSparse(sparse: BenchImage, dense: BenchImage, o: { workDir: string; rounds: number }, log: (l: string) => void): Promise<SparseResult> {
@@ -32,6 +52,7 @@ export async function runSparse(sparse: BenchImage, dense: BenchImage, o: { work
     const rd: Array<{ w: number; t: number; c: number }> = [];
     const nk: number[] = [];
     const cp: number[] = [];
+    const uses: ZeroMapUse[] = [];
     for (let round = 0; round < o.rounds; round++) {
       const steps: Array<() => Promise<string>> = [
         async () => {
@@ -39,7 +60,9 @@ export async function runSparse(sparse: BenchImage, dense: BenchImage, o: { work
           cleanRun(dir, 'sparse');
           if (m.destCode !== 0 || m.sourceCode !== 0) throw new Error(`sparse migration failed: ${m.destCode}/${m.sourceCode}`);
           rs.push({ w: sec(m.wholeMs), t: sec(m.transferMs), c: cpuSec(m.dest) + cpuSec(m.source) });
-          return `sparse ${(m.wholeMs / 1000).toFixed(2)}s`;
+          const use = zeroMapUse(m.sourceEvents);
+          uses.push(use);
+          return `sparse ${(m.wholeMs / 1000).toFixed(2)}s (zero runs: ${describeUse(use)})`;
         },
         async () => {
           const m = await migrate({ workDir: dir, image: dense.path, label: 'dense' });
@@ -79,6 +102,7 @@ export async function runSparse(sparse: BenchImage, dense: BenchImage, o: { work
       ratioTransfer: spread(rs.map((x, i) => x.t / rd[i]!.t)),
       nbdcopyNbdkitSec: spread(nk),
       cpSec: spread(cp),
+      zeroMap: uses,
     };
   } finally {
     await nbdkit.stop();

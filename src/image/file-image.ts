@@ -6,22 +6,49 @@ import { BackendError } from '../common/errors.js';
 import { readFully, readIntoFully, writeFully } from '../common/file-io.js';
 import { readIntoFullyOffLoop } from '../common/file-io-async.js';
 import { fdIdentity, type FileIdentity } from '../common/image-identity.js';
-import { SYSFS_SECTOR_BYTES } from './constants.js';
+import type { Logger } from '../common/logger.js';
+import { MAP_ALLOCATED_SLACK_BYTES, MAP_ALLOCATED_SLACK_PER_EXTENT, MAP_TOOL, STAT_BLOCK_BYTES, SYSFS_SECTOR_BYTES, ZERO_SCAN_GRAIN } from './constants.js';
+import { takeZeroMap } from './extent-map.js';
 import { scanZeroRuns, type ScanHooks } from './extent-scan.js';
+import type { ZeroGrains } from './zero-grains.js';
+
+/** How the zero runs were found: an extent map and a read of the rest, or a read of everything; what was not read. */
+export interface ZeroScanReport {
+  method: 'map' | 'scan';
+  /** Why there was no map (method 'scan'). */
+  fallback?: string;
+  readBytes: number;
+  /** Bytes the scan did not read: the map said they are zero. */
+  unreadBytes: number;
+}
+
+export interface FileImageOptions {
+  writable?: boolean;
+  /** Where the zero scan says how it went (which method, what it did not read). */
+  log?: Logger;
+  /** The extent-map tool (default qemu-img); null: always read the whole image. */
+  mapTool?: string | null;
+}
 
 export class FileImage implements SourceImage, BlockDevice {
   readonly size: number;
   readonly multiConnSafe = true;
   #fd: number;
   #readOnly: boolean;
+  readonly #regular: boolean;
+  readonly #log: Logger | undefined;
+  readonly #mapTool: string | null;
 
-  private constructor(fd: number, size: number, readOnly: boolean) {
+  private constructor(fd: number, size: number, readOnly: boolean, regular: boolean, opts: FileImageOptions) {
     this.#fd = fd;
     this.size = size;
     this.#readOnly = readOnly;
+    this.#regular = regular;
+    this.#log = opts.log;
+    this.#mapTool = opts.mapTool === undefined ? MAP_TOOL : opts.mapTool;
   }
 
-  static open(path: string, opts: { writable?: boolean } = {}): FileImage {
+  static open(path: string, opts: FileImageOptions = {}): FileImage {
     let fd: number;
     try {
       fd = openSync(path, opts.writable ? 'r+' : 'r');
@@ -29,7 +56,7 @@ export class FileImage implements SourceImage, BlockDevice {
       throw new BackendError('PC_ERR_BACKEND', `cannot open image ${path}: ${(e as Error).message}`, { cause: e });
     }
     const st = fstatSync(fd);
-    return new FileImage(fd, st.isBlockDevice() ? blockDeviceSize(st) : st.size, !opts.writable);
+    return new FileImage(fd, st.isBlockDevice() ? blockDeviceSize(st) : st.size, !opts.writable, st.isFile(), opts);
   }
 
   /** Device and inode of the file: D refuses to migrate onto this very file. */
@@ -87,31 +114,69 @@ export class FileImage implements SourceImage, BlockDevice {
 
   async cache(): Promise<void> {}
 
-  /** The whole map at once (a full read of the image: prefer scanZeroRuns, which reports as it goes). */
+  /** The whole map at once (prefer scanZeroRuns, which reports as it goes). */
   async extents(): Promise<Extent[]> {
     const zero: Extent[] = [];
     await this.scanZeroRuns((runs) => zero.push(...runs));
+    // The map's runs come first, those found by reading after: in order, adjacent ones joined.
+    zero.sort((a, b) => a.offset - b.offset);
     const out: Extent[] = [];
     let at = 0;
     for (const z of zero) {
       if (z.offset > at) out.push({ offset: at, length: z.offset - at, zero: false });
-      out.push(z);
+      const last = out[out.length - 1];
+      if (last?.zero && last.offset + last.length === z.offset) last.length += z.length;
+      else out.push({ ...z });
       at = z.offset + z.length;
     }
     if (at < this.size) out.push({ offset: at, length: this.size - at, zero: false });
     return out;
   }
 
-  /** Find zero runs by reading ahead of D's stream, reporting them as it goes (no SEEK_HOLE in Node). */
-  scanZeroRuns(onZeroRuns: (runs: Extent[]) => void, hooks?: ScanHooks): Promise<void> {
-    return scanZeroRuns(
+  /**
+   * Find the zero runs, reporting them as it goes. A regular file's holes come from the extent map at once, unread;
+   * what the map calls data (it may hold written zeroes), or everything without a map, is read ahead of D's stream.
+   * Called once the image no longer changes (after cut-over), so the map taken here stays true.
+   */
+  async scanZeroRuns(onZeroRuns: (runs: Extent[]) => void, hooks?: ScanHooks): Promise<ZeroScanReport> {
+    const mapped = await this.#zeroMap();
+    const counts = await scanZeroRuns(
       (buf, offset, length) => {
         readIntoFully(this.#fd, buf, offset, length);
       },
       this.size,
       onZeroRuns,
       hooks,
+      mapped.map ?? undefined,
     );
+    const report: ZeroScanReport = mapped.map ? { method: 'map', ...counts } : { method: 'scan', fallback: mapped.reason, ...counts };
+    this.#log?.info({ ...report, imageBytes: this.size }, mapped.map ? 'zero runs found: holes from the extent map (not read), the rest read' : 'zero runs found by reading the whole image');
+    return report;
+  }
+
+  /** The extent map of a regular file, or why there is none (a failed map is logged and the scan reads it all). */
+  async #zeroMap(): Promise<{ map: ZeroGrains | null; reason: string }> {
+    if (!this.#regular) return { map: null, reason: 'not a regular file' };
+    if (this.#mapTool === null) return { map: null, reason: 'extent map turned off' };
+    const started = performance.now();
+    // The open file itself, through /proc: the path given at start may name another file by now.
+    const r = await takeZeroMap({ tool: this.#mapTool, path: `/proc/${process.pid}/fd/${this.#fd}`, size: this.size, grain: ZERO_SCAN_GRAIN });
+    if (!r.ok) return this.#noMap(r.reason);
+    const st = fstatSync(this.#fd);
+    if (st.size !== this.size) return this.#noMap('the image changed size while it was mapped');
+    // A cross-check the tool cannot fake: the file's allocated blocks must be data to the map. A map that calls
+    // allocated bytes holes is wrong (or the file is preallocated: then reading it all is what it costs anyway).
+    const allocated = st.blocks * STAT_BLOCK_BYTES;
+    if (allocated > r.dataBytes + MAP_ALLOCATED_SLACK_BYTES + r.extents * MAP_ALLOCATED_SLACK_PER_EXTENT) {
+      return this.#noMap(`the file has ${allocated} bytes allocated but the map names only ${r.dataBytes} bytes of data (preallocated, or a wrong map)`);
+    }
+    this.#log?.info({ tool: this.#mapTool, extents: r.extents, zeroBytes: r.map.zeroBytes, ms: Math.round(performance.now() - started) }, 'extent map of the image taken');
+    return { map: r.map, reason: '' };
+  }
+
+  #noMap(reason: string): { map: null; reason: string } {
+    this.#log?.warn({ tool: this.#mapTool, reason }, 'no extent map of the image: reading all of it to find its zero runs');
+    return { map: null, reason };
   }
 
   async close(): Promise<void> {

@@ -1,7 +1,8 @@
 // Keeps S's zero scan just ahead of D's bulk stream and hands the data it reads to the block server through the
 // read-ahead cache, so a data byte is read from the image once, not once by the scan and again to be sent. The
 // scan waits while the cache holds a lead's worth of data not yet asked for; through zeroes it runs freely, and
-// the zero chunks it has found are answered without reading them again (D may ask before it hears of them).
+// the zero chunks it has found (or the extent map has) are answered without reading them (D may ask before it
+// hears of them).
 import { bitBytes, hasBit, setBit } from '../common/bits.js';
 import type { BufferPool } from '../common/buffer-pool.js';
 import { SCAN_CHUNK } from '../image/constants.js';
@@ -58,6 +59,11 @@ export class ScanPacer implements ScanHooks {
     const c = offset / SCAN_CHUNK;
     if (hasBit(this.#zeroChunks, c)) return 'zero';
     return hasBit(this.#dataChunks, c) ? 'data' : undefined;
+  }
+
+  /** The extent map says the chunk is zero: the block server answers it without a read, as for one the scan read. */
+  mapped(offset: number): void {
+    setBit(this.#zeroChunks, offset / SCAN_CHUNK);
   }
 
   read(offset: number, data: Buffer, hasData: boolean): void {

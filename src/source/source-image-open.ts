@@ -26,8 +26,8 @@ function checkImageFile(path: string, opts: { writable: boolean }): void {
   if (size === 0) throw new UsageError('PC_ERR_USAGE', `--image ${path} is empty (0 bytes): there is nothing to migrate`);
 }
 
-/** Check, then open a file image (the simulated guest writes it before cut-over). */
-export function openImageFile(path: string, opts: { writable: boolean }): FileImage {
+/** Check, then open a file image (the simulated guest writes it before cut-over); `log` hears how its zero runs were found. */
+export function openImageFile(path: string, opts: { writable: boolean; log?: Logger }): FileImage {
   checkImageFile(path, opts);
   try {
     return FileImage.open(path, opts);
