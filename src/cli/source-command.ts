@@ -115,7 +115,7 @@ export async function runSource(argv: string[]): Promise<number> {
 
   async function migrate(): Promise<number> {
     // The image is checked (and an NBD export reached) before the destination is contacted.
-    const file = isNbd ? null : openImageFile(imageArg, { writable: guestKind === 'sim' });
+    const file = isNbd ? null : openImageFile(imageArg, { writable: guestKind === 'sim', log });
     const image = file ?? (await openImageNbd(imageArg, log));
 
     // The simulated guest and the QEMU adapter load only when asked for (start-up time).

@@ -36,7 +36,7 @@ const nextTurn = () => new Promise<void>((r) => setImmediate(r));
  * can. A run found by reading stops where a mapped zero run starts (that one was reported already).
  */
 export async function scanZeroRuns(
-  read: (buf: Buffer, offset: number, length: number) => void,
+  read: (buf: Buffer, offset: number, length: number) => Promise<unknown> | void,
   size: number,
   onZeroRuns: (runs: Extent[]) => void,
   hooks?: ScanHooks,
@@ -61,7 +61,7 @@ export async function scanZeroRuns(
     const known = hooks?.known(off);
     const buf = known ? null : (scratch ?? hooks!.buffer());
     if (buf) {
-      read(buf, off, len);
+      await read(buf, off, len);
       counts.readBytes += len;
     }
     let hasData = false;

@@ -141,9 +141,8 @@ export class FileImage implements SourceImage, BlockDevice {
   async scanZeroRuns(onZeroRuns: (runs: Extent[]) => void, hooks?: ScanHooks): Promise<ZeroScanReport> {
     const mapped = await this.#zeroMap();
     const counts = await scanZeroRuns(
-      (buf, offset, length) => {
-        readIntoFully(this.#fd, buf, offset, length);
-      },
+      // Off the event loop: the scan runs beside urgent requests, which must not wait for its reads.
+      (buf, offset, length) => readIntoFullyOffLoop(this.#fd, buf, offset, length),
       this.size,
       onZeroRuns,
       hooks,

@@ -175,7 +175,8 @@ export class SourceAgent {
       case 'start-extent-scan':
         return void this.#data.scanZeroRuns(() => this.#link).then(
           () => {
-            this.#o.events.emit('extents', { zeroRuns: this.#data.zeroRuns.count, zeroBytes: this.#data.zeroRuns.bytes });
+            const z = this.#data.zeroRuns;
+            this.#o.events.emit('extents', { zeroRuns: z.count, zeroBytes: z.bytes, method: z.method, unreadBytes: z.unreadBytes, ...(z.fallback ? { fallback: z.fallback } : {}) });
             this.#dispatch({ type: 'extents-done' });
           },
           (error: unknown) => this.#dispatch({ type: 'extents-failed', error }),
