@@ -43,7 +43,7 @@ class StageHistogram {
       if (n > 0) buckets.push([2 ** i, n]);
     });
     // HDR percentiles are a bucket's upper value and may pass the exact max by a little: clamped to it.
-    return { count, p50Us: us(h.percentile(50)), p99Us: us(h.percentile(99)), maxUs: count === 0 ? 0 : this.#maxUs, buckets };
+    return { count, p50Us: us(h.percentile(50)), p99Us: us(h.percentile(99)), maxUs: count === 0 ? 0 : Math.round(this.#maxUs * NS_PER_US) / NS_PER_US, buckets };
   }
 }
 
