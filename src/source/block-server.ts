@@ -12,7 +12,7 @@ import type { ReadAheadCache } from './read-cache.js';
 import type { SentDigests } from './sent-digests.js';
 import type { UrgentStages } from './urgent-stages.js';
 
-import { BLOCK_READ_AHEAD_BYTES as READ_AHEAD_BYTES, EIO, MAX_OUTSTANDING_REQUESTS } from './constants.js';
+import { EIO, MAX_OUTSTANDING_REQUESTS } from './constants.js';
 
 export { MAX_OUTSTANDING_REQUESTS };
 
@@ -146,7 +146,6 @@ export class BlockServer {
           this.#link.sendFrame(encodeBlockData(req.id, pos, data, done, urgent), urgent, release, lastSent(done));
         }
       }
-      if (urgent && stable) void this.#readAhead(end);
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
       this.#log.warn({ err: e, id: req.id, offset: req.offset }, 'block read failed on source');
@@ -163,20 +162,5 @@ export class BlockServer {
     const image = this.#image;
     if (urgent && image.readIntoNow) return image.readIntoNow(buf, pos, n);
     return image.readInto!(buf, pos, n);
-  }
-
-  /** D's bulk cursor jumps just past a demand miss: have those bytes ready (read off the event loop). */
-  async #readAhead(from: number): Promise<void> {
-    const grain = this.#cache.grain;
-    const start = Math.ceil(from / grain) * grain;
-    const end = Math.min(this.#image.size, start + READ_AHEAD_BYTES);
-    if (start >= end || this.#cache.has(start)) return;
-    try {
-      const length = end - start;
-      const image = this.#image;
-      this.#cache.put(start, image.readInto ? await image.readInto(Buffer.allocUnsafe(length), start, length) : await image.read(start, length));
-    } catch {
-      // Read-ahead is an optimisation; the real request will report the error.
-    }
   }
 }

@@ -23,8 +23,6 @@ export const MISMATCH_LOG_BLOCKS = 16;
 
 /** Most requests D may have outstanding at once; more is a flood and cuts D off. */
 export const MAX_OUTSTANDING_REQUESTS = 4096;
-/** After a bulk request the block server reads this far ahead into the cache: D's stream asks for it next. */
-export const BLOCK_READ_AHEAD_BYTES = 1024 * 1024;
 /** The errno a failed read is reported to D with (BLOCK_ERROR): EIO, what a disk says when a read fails. */
 export const EIO = 5;
 

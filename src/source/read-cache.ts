@@ -1,5 +1,6 @@
-// S's read-ahead cache: after a demand read D's bulk cursor continues just past it, so S reads ahead
-// and keeps those bytes, bounded in bytes, until the bulk request for them arrives.
+// S's read-ahead cache: the zero scan reads just ahead of D's stream and keeps the data it found here, bounded
+// in bytes, until the bulk request for it arrives, so S reads each data byte once. (A read-ahead after each demand
+// miss used to fill it too: a fresh 1 MiB buffer per miss drove S into major GCs of up to 12 ms, BENCHMARKS.md.)
 import { LRUCache } from 'lru-cache';
 
 export class ReadAheadCache {
