@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { BlockStore, FINAL_CHECK_MODES, type FinalCheckMode } from '../../src/dest/block-store.js';
-import type { Fetcher, FetchSink } from '../../src/dest/fetcher.js';
+import type { Fetcher } from '../../src/dest/fetcher.js';
+import { ScriptedFetcher } from '../helpers/scripted-fetcher.js';
 import { PresentBitmap } from '../../src/dest/present-bitmap.js';
 import { silentLogger, type Logger } from '../../src/common/logger.js';
 import { pino } from 'pino';
@@ -21,36 +22,6 @@ import { waitUntil } from '../helpers/wait.js';
 const BS = 4096;
 const BLOCKS = 16;
 const SIZE = BS * BLOCKS;
-
-interface Req {
-  offset: number;
-  length: number;
-  cls: number;
-  sink: FetchSink;
-}
-
-/** Stand-in for the fetcher: records requests; the test answers them with S's "image". */
-class ScriptedFetcher {
-  requests: Req[] = [];
-  request(offset: number, length: number, cls: number, sink: FetchSink): void {
-    this.requests.push({ offset, length, cls, sink });
-  }
-  /** Answer request i with the source image's bytes. */
-  answer(i: number, source: Buffer): void {
-    const r = this.requests[i]!;
-    r.sink.onData(r.offset, source.subarray(r.offset, r.offset + r.length));
-    r.sink.onDone();
-  }
-  /** Answer request i with one zero part. */
-  answerZero(i: number): void {
-    const r = this.requests[i]!;
-    r.sink.onZero(r.offset, r.length);
-    r.sink.onDone();
-  }
-  get last(): Req {
-    return this.requests[this.requests.length - 1]!;
-  }
-}
 
 function sourceImage(): Buffer {
   const b = Buffer.alloc(SIZE);

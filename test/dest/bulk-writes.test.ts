@@ -8,7 +8,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { imageWriteIo, type ImageWriteIo } from '../../src/common/file-io.js';
 import { silentLogger } from '../../src/common/logger.js';
 import { BlockStore } from '../../src/dest/block-store.js';
-import type { Fetcher, FetchSink } from '../../src/dest/fetcher.js';
+import type { Fetcher } from '../../src/dest/fetcher.js';
+import { ScriptedFetcher } from '../helpers/scripted-fetcher.js';
 import { PresentBitmap } from '../../src/dest/present-bitmap.js';
 import { ByteParts } from '../../src/protocol/byte-parts.js';
 import { CLASS_BULK, CLASS_URGENT } from '../../src/protocol/constants.js';
@@ -41,26 +42,10 @@ class HeldDisk implements ImageWriteIo {
   }
 }
 
-interface Req {
-  offset: number;
-  length: number;
-  cls: number;
-  sink: FetchSink;
-}
-
-class ScriptedFetcher {
-  requests: Req[] = [];
-  request(offset: number, length: number, cls: number, sink: FetchSink): void {
-    this.requests.push({ offset, length, cls, sink });
-  }
-  /** Answer request i with S's bytes, delivered in parts cut mid-block (as socket chunks come). */
-  answer(i: number): void {
-    const r = this.requests[i]!;
-    const bytes = src.subarray(r.offset, r.offset + r.length);
-    const cut = Math.min(bytes.length, 1000);
-    r.sink.onData(r.offset, ByteParts.from([bytes.subarray(0, cut), bytes.subarray(cut, cut + BS), bytes.subarray(cut + BS)]));
-    r.sink.onDone();
-  }
+/** S's bytes delivered in parts cut mid-block, as socket chunks come. */
+function asChunks(bytes: Buffer): ByteParts {
+  const cut = Math.min(bytes.length, 1000);
+  return ByteParts.from([bytes.subarray(0, cut), bytes.subarray(cut, cut + BS), bytes.subarray(cut + BS)]);
 }
 
 const src = Buffer.alloc(SIZE);
@@ -79,6 +64,7 @@ beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'pc-bulk-'));
   disk = new HeldDisk();
   fetcher = new ScriptedFetcher();
+  fetcher.shape = asChunks;
   const bitmap = PresentBitmap.create(join(dir, 'bitmap'), BS, BLOCKS);
   store = BlockStore.create(join(dir, 'img'), { size: SIZE, bitmap, fetcher: fetcher as unknown as Fetcher, log: silentLogger(), io: disk });
   store.startCopyOnRead();
@@ -92,7 +78,7 @@ afterEach(async () => {
 describe('a bulk write in flight', () => {
   it('keeps its blocks neither missing nor present: no bit, no commit, nothing fetched again; present once it returned', async () => {
     store.fetchBulk(2, 2);
-    fetcher.answer(0);
+    fetcher.answer(0, src);
     expect(disk.held).toHaveLength(1);
     expect([store.isPresent(2), store.isInflight(2), store.nextMissing(2)]).toEqual([false, true, 2]);
     // A commit now covers nothing of it: the image sync waits for the write, and the bits come with the next one.
@@ -113,7 +99,7 @@ describe('a bulk write in flight', () => {
 
   it('a guest write over it waits for it, and the guest\'s bytes win (partial and whole blocks)', async () => {
     store.fetchBulk(1, 3);
-    fetcher.answer(0);
+    fetcher.answer(0, src);
     expect(disk.held).toHaveLength(1);
     const partial = Buffer.alloc(100, 0xaa);
     const whole = Buffer.alloc(BS, 0xbb);
@@ -136,7 +122,7 @@ describe('a bulk write in flight', () => {
 
   it('a demand read of it waits for that write instead of fetching it again', async () => {
     store.fetchBulk(4, 1);
-    fetcher.answer(0);
+    fetcher.answer(0, src);
     const read = store.read(4 * BS + 10, 20);
     await turns(5);
     expect(fetcher.requests.filter((r) => r.cls === CLASS_URGENT)).toHaveLength(0);
@@ -149,7 +135,7 @@ describe('a bulk write in flight', () => {
     const reports: boolean[] = [];
     store.onLocalFault = (r) => reports.push(r.active);
     store.fetchBulk(5, 2);
-    fetcher.answer(0);
+    fetcher.answer(0, src);
     disk.failNext = 'ENOSPC';
     disk.release();
     await store.writesSettled();
@@ -159,7 +145,7 @@ describe('a bulk write in flight', () => {
     // The probe writes synchronously; the disk takes writes again and the blocks are asked for anew.
     await waitUntil(() => !store.writesPaused, 'the fault to clear');
     store.fetchBulk(5, 2);
-    fetcher.answer(fetcher.requests.length - 1);
+    fetcher.answer(fetcher.requests.length - 1, src);
     disk.release();
     await store.writesSettled();
     expect([store.isPresent(5), store.isPresent(6)]).toEqual([true, true]);
@@ -167,7 +153,7 @@ describe('a bulk write in flight', () => {
 
   it('close waits for it, and its blocks are committed', async () => {
     store.fetchBulk(0, 2);
-    fetcher.answer(0);
+    fetcher.answer(0, src);
     let closed = false;
     const closing = store.close().then(() => (closed = true));
     await turns(5);
@@ -183,7 +169,7 @@ describe('a bulk write in flight', () => {
   it('urgent data is written at once, not held: the guest waiting on it is answered without a turn of the disk', async () => {
     const read = store.read(6 * BS, BS);
     await turns(1);
-    fetcher.answer(0);
+    fetcher.answer(0, src);
     expect(disk.held).toHaveLength(0);
     expect(store.isPresent(6)).toBe(true);
     expect((await read).equals(src.subarray(6 * BS, 7 * BS))).toBe(true);
