@@ -11,6 +11,7 @@ import { BlockStore } from '../../src/dest/block-store.js';
 import type { Fetcher } from '../../src/dest/fetcher.js';
 import { ScriptedFetcher } from '../helpers/scripted-fetcher.js';
 import { PresentBitmap } from '../../src/dest/present-bitmap.js';
+import { WRITE_WINDOW_BYTES } from '../../src/dest/source-writer.js';
 import { ByteParts } from '../../src/protocol/byte-parts.js';
 import { CLASS_BULK, CLASS_URGENT } from '../../src/protocol/constants.js';
 import { systemError } from '../faults/fault-file-io.js';
@@ -173,5 +174,29 @@ describe('a bulk write in flight', () => {
     expect(disk.held).toHaveLength(0);
     expect(store.isPresent(6)).toBe(true);
     expect((await read).equals(src.subarray(6 * BS, 7 * BS))).toBe(true);
+  });
+
+  it('holds at most WRITE_WINDOW_BYTES in flight: past it, bulk data is written at once (the loop waits on the disk)', async () => {
+    const bs = 1024 * 1024;
+    const n = WRITE_WINDOW_BYTES / bs + 3;
+    const big = new ScriptedFetcher();
+    const bitmap = PresentBitmap.create(join(dir, 'bitmap2'), bs, n);
+    const s2 = BlockStore.create(join(dir, 'img2'), { size: n * bs, bitmap, fetcher: big as unknown as Fetcher, log: silentLogger(), io: disk });
+    s2.startCopyOnRead();
+    const image = Buffer.alloc(n * bs, 0x5a);
+    try {
+      for (let b = 0; b < n; b++) {
+        s2.fetchBulk(b, 1);
+        big.answer(b, image);
+      }
+      expect(disk.held).toHaveLength(WRITE_WINDOW_BYTES / bs);
+      expect(Array.from({ length: n }, (_, b) => s2.isPresent(b))).toEqual(Array.from({ length: n }, (_, b) => b >= WRITE_WINDOW_BYTES / bs));
+      disk.release();
+      await s2.writesSettled();
+      expect(s2.presentBlocks).toBe(n);
+    } finally {
+      disk.release();
+      await s2.close();
+    }
   });
 });
