@@ -1,6 +1,7 @@
-// Positional synchronous file I/O done to the end: the fastest pattern for page-cache-resident images on this
-// kind of machine (BASELINES.md), and short reads/writes are finished rather than returned.
-import { fdatasync, readSync, writeSync } from 'node:fs';
+// Positional file I/O done to the end (short reads/writes are finished rather than returned): synchronous for
+// page-cache reads and small urgent writes, vectored and on the threadpool for bulk writes (their page-cache
+// allocation can stall the event loop for milliseconds).
+import { fdatasync, readSync, writeSync, writev, writevSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 /** Read exactly `length` bytes at `offset`; past the end of the file reads as zeroes. */
@@ -27,6 +28,39 @@ export function writeFully(fd: number, data: Buffer, position: number): void {
   while (done < data.length) done += writeSync(fd, data, done, data.length - done, position + done);
 }
 
+/** Write every byte of `parts` at `position` with vectored positional writes (pwritev), finishing short ones. */
+export function writevFully(fd: number, parts: readonly Buffer[], position: number): void {
+  let rest = parts;
+  let at = position;
+  while (rest.length > 0) {
+    const n = writevSync(fd, rest as Buffer[], at);
+    at += n;
+    rest = dropFront(rest, n);
+  }
+}
+
+/**
+ * The same on libuv's threadpool: the event loop goes on while the kernel copies the bytes into the page cache
+ * (which can stall for milliseconds allocating it). The parts must not change until the promise settles.
+ */
+export function writevFullyAsync(fd: number, parts: readonly Buffer[], position: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const step = (rest: readonly Buffer[], at: number) => {
+      if (rest.length === 0) return resolve();
+      writev(fd, rest as Buffer[], at, (err, n) => (err ? reject(err) : step(dropFront(rest, n), at + n)));
+    };
+    step(parts, position);
+  });
+}
+
+/** The parts after the first n bytes (views, no copy). */
+function dropFront(parts: readonly Buffer[], n: number): readonly Buffer[] {
+  let i = 0;
+  while (i < parts.length && n >= parts[i]!.length) n -= parts[i++]!.length;
+  if (i === parts.length) return [];
+  return n === 0 ? parts.slice(i) : [parts[i]!.subarray(n), ...parts.slice(i + 1)];
+}
+
 /**
  * The writes and syncs D makes on its image and its present-bitmap, injectable so tests can make the disk fail
  * (test/faults/fault-file-io.ts) or lose what was not synced (test/faults/crash-disk.ts). Errors are Node's own
@@ -35,6 +69,10 @@ export function writeFully(fd: number, data: Buffer, position: number): void {
 export interface ImageWriteIo {
   write(fd: number, data: Buffer, position: number): void;
   sync(fd: number): Promise<void>;
+  /** Vectored write, synchronous (urgent data: a guest waits). Absent: one `write` per part. */
+  writev?(fd: number, parts: readonly Buffer[], position: number): void;
+  /** Vectored write off the event loop (bulk data). Absent: the parts through `write` after a turn of the loop. */
+  writevAsync?(fd: number, parts: readonly Buffer[], position: number): Promise<void>;
 }
 
 const fdatasyncAsync = promisify(fdatasync);
@@ -42,4 +80,6 @@ const fdatasyncAsync = promisify(fdatasync);
 export const imageWriteIo: ImageWriteIo = {
   write: writeFully,
   sync: (fd) => fdatasyncAsync(fd),
+  writev: writevFully,
+  writevAsync: writevFullyAsync,
 };

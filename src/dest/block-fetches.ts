@@ -80,7 +80,8 @@ export class BlockFetches {
       void d.promise.then(() => this.demandLatency.record(performance.now() - started), () => {});
     }
     // A bulk fetch of b may sit behind megabytes of stream: ask again, urgently; the later copy is dropped.
-    if (!table.isFetching(b, CLASS_URGENT)) {
+    // S's bytes already arrived and are being written: wait for that write, nothing to fetch.
+    if (!table.isFetching(b, CLASS_URGENT) && !table.isWriting(b)) {
       this.#o.stats.demandMisses++;
       const timing: FetchTiming = { queuedAt: performance.now() };
       this.#timings.set(b, timing);

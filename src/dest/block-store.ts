@@ -100,7 +100,7 @@ export class BlockStore implements BlockDevice {
     });
     const digests = (this.#digests = new DigestKeeper(geometry, table, image, opts.finalCheck));
     const writer = (this.#writer = new SourceWriter({
-      geometry, table, image, digests, fault, stats: this.stats, fresh: opts.fresh, diskFailed,
+      geometry, table, image, digests, fault, stats: this.stats, fresh: opts.fresh, diskFailed, log,
       keeping: () => this.#mode === 'copy-on-read',
       present: (b) => this.#present(b),
     }));
@@ -263,9 +263,16 @@ export class BlockStore implements BlockDevice {
     return again.length;
   }
 
+  /** Settles once every write of S's bytes in flight (bulk, off the event loop) has returned and been counted. */
+  writesSettled(): Promise<void> {
+    return this.#image.drain();
+  }
+
   async close(): Promise<void> {
     this.#fault.close();
     this.#committer.stop();
+    // The writes in flight land first, so the last commit makes the blocks they bring durable too.
+    await this.#image.drain();
     await this.#committer.commit();
     this.#bitmap.close();
     this.#image.close();

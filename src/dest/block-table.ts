@@ -1,13 +1,18 @@
 // D's per-block state, all of it in one place: what each block of the image holds (nothing yet, S's bytes, S's
-// zeroes, the guest's writes, what an earlier run left), whether a fetch of it is in flight, whether this run put
+// zeroes, the guest's writes, what an earlier run left), whether a fetch of it or the write of S's bytes into the
+// image is in flight, whether this run put
 // bytes there, and S's crc of it. Pure: no I/O. Each change is a named transition that refuses what the dm-clone
 // rules forbid (DESIGN.md §4): S's bytes never land on a present block, a partial guest write never on a missing one.
 import { StateError } from '../common/errors.js';
 import { CLASS_URGENT } from '../protocol/constants.js';
 import type { BlockClass } from '../protocol/messages.js';
 
-/** A block's state as its name: `fetching` is a missing block with a fetch in flight. */
-export type BlockState = 'missing' | 'fetching' | 'source' | 'source-zero' | 'guest' | 'guest-zero' | 'restored';
+/**
+ * A block's state as its name: `fetching` is a missing block with a fetch in flight; `writing` a missing block whose
+ * bytes from S have arrived and are being written off the event loop: neither missing (nothing is fetched again, a
+ * reader waits for the write) nor present (no bit, no commit, no guest write over it until the write returned).
+ */
+export type BlockState = 'missing' | 'fetching' | 'writing' | 'source' | 'source-zero' | 'guest' | 'guest-zero' | 'restored';
 
 // What a block holds (one byte per block; MISSING is 0 so a scan for the next missing block is indexOf(0)).
 const MISSING = 0;
@@ -31,6 +36,8 @@ const DIGEST = 2;
 /** A fetch of the block is in flight, urgent (a guest waits) or bulk (the stream). */
 const URGENT = 4;
 const BULK = 8;
+/** S's bytes for the (still missing) block are being written into the image asynchronously. */
+const WRITING = 16;
 
 export class BlockTable {
   readonly blockCount: number;
@@ -57,6 +64,7 @@ export class BlockTable {
 
   stateOf(b: number): BlockState {
     const kind = this.#kind[b]!;
+    if (kind === MISSING && this.isWriting(b)) return 'writing';
     if (kind === MISSING && this.isInflight(b)) return 'fetching';
     return KIND_NAMES[kind]!;
   }
@@ -77,8 +85,13 @@ export class BlockTable {
   isTouched(b: number): boolean {
     return (this.#flags[b]! & TOUCHED) !== 0;
   }
+  /** A fetch of b, or the write of the bytes one brought, is in flight: nothing more to ask S for. */
   isInflight(b: number): boolean {
-    return (this.#flags[b]! & (URGENT | BULK)) !== 0;
+    return (this.#flags[b]! & (URGENT | BULK | WRITING)) !== 0;
+  }
+  /** S's bytes for b are being written: b becomes present (or stays missing, if the write fails) when it returns. */
+  isWriting(b: number): boolean {
+    return ((this.#flags[b] ?? 0) & WRITING) !== 0;
   }
   isFetching(b: number, cls: BlockClass): boolean {
     return (this.#flags[b]! & fetchFlag(cls)) !== 0;
@@ -118,15 +131,36 @@ export class BlockTable {
 
   /** S's bytes were written into the missing block b; `crc` when the final check keeps digests. */
   sourceArrived(b: number, crc?: number): void {
+    if (this.isWriting(b)) this.#refuse(b, 'S\'s bytes written beside a write in flight');
     this.#becomePresent(b, SOURCE, 'S\'s bytes');
     this.#flags[b]! |= TOUCHED;
     this.#setDigest(b, crc);
   }
   /** S said the missing block b is zeroes, and it reads so now (a hole, or zeroes written). */
   zeroArrived(b: number, crc?: number): void {
+    if (this.isWriting(b)) this.#refuse(b, 'S\'s zeroes beside a write in flight');
     this.#becomePresent(b, SOURCE_ZERO, 'S\'s zeroes');
     this.#setDigest(b, crc);
   }
+  // ---- S's bytes written off the event loop: missing → writing → present (or missing again) ----
+
+  /** An asynchronous write of S's bytes into the missing block b began. */
+  writeStarted(b: number): void {
+    if (this.isPresent(b) || this.isWriting(b)) this.#refuse(b, 'write start');
+    this.#flags[b]! |= WRITING | TOUCHED;
+  }
+  /** That write returned: b holds S's bytes (present; its bit is set by the next commit). */
+  writeLanded(b: number, crc?: number): void {
+    if (!this.isWriting(b)) this.#refuse(b, 'write landed');
+    this.#flags[b]! &= ~WRITING;
+    this.sourceArrived(b, crc);
+  }
+  /** That write failed (or the image closed under it): b stays missing; its place may hold part of the bytes. */
+  writeFailed(b: number): void {
+    if (!this.isWriting(b)) this.#refuse(b, 'write failed');
+    this.#flags[b] = (this.#flags[b]! & ~WRITING) | TOUCHED;
+  }
+
   /** Writing S's bytes into b failed part way: b stays missing, but its place may no longer be a hole. */
   landedPartly(b: number): void {
     this.#flags[b]! |= TOUCHED;
@@ -137,6 +171,8 @@ export class BlockTable {
   /** The guest wrote b: wholly (any block), or partly (only a present one: a missing one is brought in first). */
   guestWrote(b: number, whole: boolean): void {
     if (!whole && !this.isPresent(b)) this.#refuse(b, 'partial guest write');
+    // The write in flight would land over the guest's bytes: the guest waits for it first.
+    if (this.isWriting(b)) this.#refuse(b, 'guest write');
     if (!this.isPresent(b)) this.#present++;
     this.#kind[b] = GUEST;
     this.#flags[b] = (this.#flags[b]! | TOUCHED) & ~DIGEST;

@@ -26,6 +26,7 @@ export class Committer {
   #pending: number[] = [];
   #chain: Promise<void> = Promise.resolve();
   #timer: NodeJS.Timeout | null = null;
+  #stopped = false;
 
   constructor(opts: CommitterOptions) {
     this.#o = opts;
@@ -40,7 +41,8 @@ export class Committer {
   track(b: number): void {
     this.#o.bitmap.markPresent(b);
     this.#pending.push(b);
-    if (this.#timer === null) {
+    // After stop() a block landing (a write that was in flight) waits for the caller's last commit, or is lost.
+    if (this.#timer === null && !this.#stopped) {
       this.#timer = setTimeout(() => {
         this.#timer = null;
         this.commitInBackground();
@@ -83,6 +85,7 @@ export class Committer {
 
   /** No more background commits (the store closes; its last commit is awaited by the caller). */
   stop(): void {
+    this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
   }

@@ -2,6 +2,7 @@
 // pristine blocks). In digest mode the crc is taken as the block is written, so no extra I/O; in readback mode
 // (and for a block whose crc was not taken) the block is read back from the image, in runs, yielding between them.
 import { crc32 } from '../common/crc32.js';
+import { asParts, type Bytes } from '../protocol/byte-parts.js';
 import type { BlockGeometry } from './block-geometry.js';
 import type { BlockTable } from './block-table.js';
 import type { ImageHandle } from './image-file.js';
@@ -39,9 +40,9 @@ export class DigestKeeper {
     this.#zeroBlockCrc = crc32(Buffer.alloc(geometry.blockSize));
   }
 
-  /** The crc of S's bytes of block b as they are written: in digest mode only (readback reads them later). */
-  ofData(b: number, data: Buffer): number | undefined {
-    return this.#mode === 'digest' ? crc32(data.subarray(0, this.#geometry.blockLength(b))) : undefined;
+  /** The crc of S's bytes of block b (from the front of `data`, which may be in parts) as they are written: in digest mode only (readback reads them later). */
+  ofData(b: number, data: Bytes): number | undefined {
+    return this.#mode === 'digest' ? asParts(data).subarray(0, this.#geometry.blockLength(b)).crc32() : undefined;
   }
 
   /** The crc of block b as zeroes, in digest mode (readback reads zero blocks back too: damage there shows). */

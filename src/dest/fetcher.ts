@@ -5,13 +5,14 @@ import type { Logger } from '../common/logger.js';
 import type { Link } from '../link/link.js';
 import type { FetchTiming } from './demand-stages.js';
 import { CLASS_BULK } from '../protocol/constants.js';
-import type { BlockClass, MessageOf } from '../protocol/messages.js';
+import type { BlockClass, Bytes, MessageOf } from '../protocol/messages.js';
 import { isAllZero } from '../common/zero.js';
 import { backoffDelay, NO_JITTER } from '../common/retry.js';
 import { FALLBACK_CHUNK_BYTES, FETCH_RETRY_BACKOFF, LAST_REQUEST_ID, MAX_FETCH_ERROR_RETRIES, SINK_FAILURE_LOG_MS } from './store-constants.js';
 
 export interface FetchSink {
-  onData(offset: number, data: Buffer): void;
+  /** S's bytes: the chunks they arrived in (ByteParts), or one Buffer (the fallback). */
+  onData(offset: number, data: Bytes): void;
   onZero(offset: number, length: number): void;
   /** Every byte of the request has arrived. */
   onDone(): void;

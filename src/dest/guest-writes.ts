@@ -1,6 +1,7 @@
 // A guest's write into the block store, by the dm-clone rules (DESIGN.md §4): a block the write covers wholly
 // becomes the guest's at once (a fetch in flight for it is dropped when it lands); a missing block it covers only
-// partly (the first or the last) is brought in from S first, so a late fetch never lands over guest data.
+// partly (the first or the last) is brought in from S first, and a write of S's bytes in flight under it is waited
+// for, so a late fetch never lands over guest data.
 import type { BlockFetches } from './block-fetches.js';
 import type { BlockGeometry } from './block-geometry.js';
 import type { BlockTable } from './block-table.js';
@@ -24,11 +25,19 @@ export async function writeGuest(parts: GuestWriteParts, offset: number, data: B
   const { geometry: g, table } = parts;
   const first = g.blockOf(offset);
   const last = g.lastBlockOf(offset, data.length);
-  // Partially covered missing blocks (only the first and last can be) must be brought in first.
+  // Partially covered missing blocks (only the first and last can be) must be brought in first, and S's bytes
+  // being written under the range must have landed: written later, they would land over the guest's. Both
+  // checked again after each wait (another write may have started meanwhile); nothing awaits between the last
+  // check and the write.
   for (;;) {
-    const partial = [first, last].filter((b) => !table.isPresent(b) && !g.covers(b, offset, data.length));
-    if (partial.length === 0) break;
-    await Promise.all(partial.map((b) => parts.fetches.ensure(b)));
+    const partial = [first, last].filter((b) => !table.isPresent(b) && !table.isWriting(b) && !g.covers(b, offset, data.length));
+    if (partial.length > 0) {
+      await Promise.all(partial.map((b) => parts.fetches.ensure(b)));
+      continue;
+    }
+    const writing = parts.image.settled(offset, data.length);
+    if (writing === null) break;
+    await writing;
   }
   try {
     parts.image.write(data, offset);

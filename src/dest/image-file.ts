@@ -6,6 +6,7 @@ import { describeIdentity, fdIdentity, sameFile, type FileIdentity } from '../co
 import { fsyncDir, openPrivate } from '../common/state-file.js';
 import { imageWriteIo, readFully, readIntoFully, type ImageWriteIo } from '../common/file-io.js';
 import { UsageError, type PostcopyError } from '../common/errors.js';
+import type { ByteParts } from '../protocol/byte-parts.js';
 
 /** The image file as this session found or made it. */
 export interface ImageFile {
@@ -22,10 +23,25 @@ export interface ImageCreateOptions {
   notSameAs?: FileIdentity | null;
 }
 
-/** The open image: positional reads, writes through `io` (tests inject a failing disk), and its sync. */
+/** An asynchronous write in flight: its byte range, and its promise (settles once its `landed` callback ran). */
+interface WriteInFlight {
+  start: number;
+  end: number;
+  done: Promise<void>;
+}
+
+/**
+ * The open image: positional reads, writes through `io` (tests inject a failing or slow disk), and its sync.
+ * Bulk writes run off the event loop; the handle tracks them so a writer over the same bytes can wait for them,
+ * a sync covers them, and the descriptor is closed only once none is in flight (a reused fd number must never
+ * receive a late write).
+ */
 export class ImageHandle {
   #fd: number;
   readonly #io: ImageWriteIo;
+  readonly #inflight = new Set<WriteInFlight>();
+  #inflightBytes = 0;
+  #closed = false;
 
   constructor(fd: number, io: ImageWriteIo = imageWriteIo) {
     this.#fd = fd;
@@ -40,14 +56,88 @@ export class ImageHandle {
   write(data: Buffer, position: number): void {
     this.#io.write(this.#fd, data, position);
   }
-  sync(): Promise<void> {
+  /** The parts at `position`, synchronously (vectored when the io can). */
+  writeParts(data: ByteParts, position: number): void {
+    if (data.parts.length === 1) return this.write(data.parts[0]!, position);
+    if (this.#io.writev) return this.#io.writev(this.#fd, data.parts, position);
+    let at = position;
+    for (const p of data.parts) {
+      this.#io.write(this.#fd, p, at);
+      at += p.length;
+    }
+  }
+  /**
+   * The parts at `position`, off the event loop; `landed` is called once every byte is written (err null) or the
+   * write failed (the disk's error), and only then does the write count as settled (settled, drain, sync): a
+   * waiter resumes after the caller's bookkeeping. The parts must stay unchanged meanwhile (socket chunks are never
+   * reused).
+   */
+  writePartsAsync(data: ByteParts, position: number, landed: (err: unknown) => void): void {
+    if (this.#closed) throw new Error('image closed');
+    const fd = this.#fd;
+    const io = this.#io;
+    const write = io.writevAsync
+      ? io.writevAsync(fd, data.parts, position)
+      : // An io without an async write (a test's fault layer): its sync writes after a turn of the loop, so the
+        // block is in flight meanwhile as it would be on the threadpool.
+        new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+          let at = position;
+          for (const p of data.parts) {
+            io.write(fd, p, at);
+            at += p.length;
+          }
+        });
+    const entry: WriteInFlight = {
+      start: position,
+      end: position + data.length,
+      done: write.then(
+        () => landed(null),
+        (e: unknown) => landed(e ?? new Error('write failed')),
+      ),
+    };
+    this.#inflight.add(entry);
+    this.#inflightBytes += data.length;
+    void entry.done.finally(() => {
+      this.#inflight.delete(entry);
+      this.#inflightBytes -= data.length;
+      if (this.#closed && this.#inflight.size === 0) this.#closeFd();
+    });
+  }
+  /** Bytes being written asynchronously now. */
+  get writingBytes(): number {
+    return this.#inflightBytes;
+  }
+  /** Settles once every asynchronous write overlapping [offset, offset+length) has returned; null when none. */
+  settled(offset: number, length: number): Promise<void> | null {
+    const end = offset + length;
+    let waits: Promise<void>[] | null = null;
+    for (const w of this.#inflight) if (w.start < end && offset < w.end) (waits ??= []).push(w.done);
+    return waits ? Promise.allSettled(waits).then(noop) : null;
+  }
+  /** Settles once every asynchronous write issued so far has returned (whether it failed or not). */
+  drain(): Promise<void> {
+    return Promise.allSettled([...this.#inflight].map((w) => w.done)).then(noop);
+  }
+  /** fdatasync, covering every write issued before the call: those in flight are waited for first. */
+  async sync(): Promise<void> {
+    if (this.#inflight.size > 0) await this.drain();
     return this.#io.sync(this.#fd);
   }
+  get closed(): boolean {
+    return this.#closed;
+  }
+  /** No new writes; the descriptor closes now, or once the writes in flight have returned. */
   close(): void {
+    this.#closed = true;
+    if (this.#inflight.size === 0) this.#closeFd();
+  }
+  #closeFd(): void {
     if (this.#fd >= 0) closeSync(this.#fd);
     this.#fd = -1;
   }
 }
+
+function noop(): void {}
 
 /**
  * Create the image: a new sparse file of `size` bytes (0600), or, when `existing` allows, the file already at

@@ -35,7 +35,10 @@ import type { BlockClass, DataMessage, ZeroRun } from './message-types.js';
 const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 export function decodeData(name: MsgName, frame: Frame): DataMessage {
-  const { type, payload: p, id, flags } = frame;
+  // BLOCK_DATA's data stays in the chunks it arrived in (written vectored); the other payloads are small.
+  if (name === 'BLOCK_DATA') return decodeBlockData(frame);
+  const { type, id, flags } = frame;
+  const p = frame.payload.toBuffer();
   switch (name) {
     case 'EXTENTS': {
       if (p.length % EXTENT_RECORD_BYTES !== 0 || p.length / EXTENT_RECORD_BYTES > MAX_EXTENTS_PER_FRAME) malformed(name, 'length');
@@ -67,18 +70,6 @@ export function decodeData(name: MsgName, frame: Frame): DataMessage {
       if (cls !== CLASS_URGENT && cls !== CLASS_BULK) malformed(name, `class ${cls}`);
       if (length === 0 || length > MAX_BLOCK_REQ_BYTES) malformed(name, `length ${length}`);
       return { type: 'BLOCK_REQ', id, offset: safeU64(p, 0, name), length, cls: cls as BlockClass };
-    }
-    case 'BLOCK_DATA': {
-      // At least one data byte after the offset: an empty BLOCK_DATA would answer nothing.
-      if (p.length <= BLOCK_DATA_PREFIX) malformed(name, 'short');
-      return {
-        type: 'BLOCK_DATA',
-        id,
-        offset: safeU64(p, 0, name),
-        data: p.subarray(BLOCK_DATA_PREFIX),
-        done: (flags & FLAG_DONE) !== 0,
-        urgent: (flags & FLAG_URGENT) !== 0,
-      };
     }
     case 'BLOCK_ZERO': {
       if (p.length !== BLOCK_ZERO_PAYLOAD) malformed(name, 'length');
@@ -118,6 +109,20 @@ export function decodeData(name: MsgName, frame: Frame): DataMessage {
     default:
       throw new ProtocolError('PC_ERR_UNKNOWN_TYPE', String(type));
   }
+}
+
+function decodeBlockData(frame: Frame): DataMessage {
+  const p = frame.payload;
+  // At least one data byte after the offset: an empty BLOCK_DATA would answer nothing.
+  if (p.length <= BLOCK_DATA_PREFIX) malformed('BLOCK_DATA', 'short');
+  return {
+    type: 'BLOCK_DATA',
+    id: frame.id,
+    offset: safeU64(p.subarray(0, BLOCK_DATA_PREFIX).toBuffer(), 0, 'BLOCK_DATA'),
+    data: p.subarray(BLOCK_DATA_PREFIX),
+    done: (frame.flags & FLAG_DONE) !== 0,
+    urgent: (frame.flags & FLAG_URGENT) !== 0,
+  };
 }
 
 function safeU64(p: Buffer, at: number, msg: string): number {

@@ -17,12 +17,14 @@ import {
   isKnownMsg,
   nameOfMsg,
 } from './constants.js';
+import { ByteParts } from './byte-parts.js';
 
 export interface Frame {
   type: number;
   flags: number;
   id: number;
-  payload: Buffer;
+  /** As the chunks it arrived in: a large payload is never concatenated (toBuffer() for the small ones). */
+  payload: ByteParts;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -92,13 +94,13 @@ export class FrameDecoder {
       for (;;) {
         if (this.#header === null) {
           if (this.#buffered < FRAME_HEADER_SIZE) break;
-          this.#header = parseHeader(this.#take(FRAME_HEADER_SIZE), this.#limit, this.#limitReason);
+          this.#header = parseHeader(this.#take(FRAME_HEADER_SIZE).toBuffer(), this.#limit, this.#limitReason);
         }
         const h = this.#header;
         if (this.#buffered < h.length) break;
-        const payload = h.length === 0 ? EMPTY : this.#take(h.length);
+        const payload = h.length === 0 ? ByteParts.EMPTY : this.#take(h.length);
         this.#header = null;
-        if (crc32(payload) !== h.crc) {
+        if (payload.crc32() !== h.crc) {
           throw new ProtocolError('PC_ERR_CHECKSUM', `${nameOfMsg(h.type)} id ${h.id}`);
         }
         frames.push({ type: h.type, flags: h.flags, id: h.id, payload });
@@ -112,32 +114,33 @@ export class FrameDecoder {
     return frames;
   }
 
-  /** Take exactly n bytes off the front, zero-copy when they sit in one chunk. */
-  #take(n: number): Buffer {
+  /** Take exactly n bytes off the front as views of the chunks they sit in: no copy. */
+  #take(n: number): ByteParts {
     const first = this.#chunks[0]!;
-    let out: Buffer;
+    let out: ByteParts;
     if (first.length >= n) {
-      out = first.subarray(0, n);
+      out = ByteParts.of(first.subarray(0, n));
       if (first.length === n) this.#chunks.shift();
       else this.#chunks[0] = first.subarray(n);
     } else {
-      out = Buffer.allocUnsafe(n);
+      const parts: Buffer[] = [];
       let filled = 0;
       let used = 0; // whole chunks consumed, dropped in one splice: a shift per chunk is quadratic in tiny chunks
       while (filled < n) {
         const c = this.#chunks[used]!;
         const want = n - filled;
         if (c.length <= want) {
-          c.copy(out, filled);
+          parts.push(c);
           filled += c.length;
           used++;
         } else {
-          c.copy(out, filled, 0, want);
+          parts.push(c.subarray(0, want));
           this.#chunks[used] = c.subarray(want);
           filled += want;
         }
       }
       this.#chunks.splice(0, used);
+      out = ByteParts.from(parts);
     }
     this.#buffered -= n;
     return out;

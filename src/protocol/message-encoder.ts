@@ -16,6 +16,7 @@ import {
   RAM_INDEX_BYTES,
 } from './message-layout.js';
 import type { Message } from './message-types.js';
+import { ByteParts, type Bytes } from './byte-parts.js';
 
 /** Encode any message as [header, payload] (payload may be a zero-copy view of the caller's data). */
 export function encodeMessage(msg: Message): Buffer[] {
@@ -104,9 +105,11 @@ function clip(text: string): string {
  * BLOCK_DATA is the hot path: the payload is an 8-byte offset prefix plus the caller's data,
  * returned as separate buffers so the data is never copied before the socket's writev.
  */
-export function encodeBlockData(id: number, offset: number, data: Buffer, done: boolean, urgent: boolean): Buffer[] {
+export function encodeBlockData(id: number, offset: number, data: Bytes, done: boolean, urgent: boolean): Buffer[] {
   const prefix = Buffer.allocUnsafe(BLOCK_DATA_PREFIX);
   prefix.writeBigUInt64BE(BigInt(offset), 0);
   const flags = (done ? FLAG_DONE : 0) | (urgent ? FLAG_URGENT : 0);
-  return [encodeHeader(MSG.BLOCK_DATA, id, [prefix, data], flags), prefix, data];
+  // Data decoded elsewhere (a relay, a test) comes as parts: sent as they are.
+  const parts = data instanceof ByteParts ? data.parts : [data];
+  return [encodeHeader(MSG.BLOCK_DATA, id, [prefix, ...parts], flags), prefix, ...parts];
 }

@@ -1,5 +1,6 @@
 // The migration wire's messages as values: a union on `type`, control (JSON) and data (binary) messages.
 import type { ImageIdentity } from '../common/image-identity.js';
+import type { Bytes } from './byte-parts.js';
 import type { CLASS_BULK, CLASS_URGENT } from './constants.js';
 
 export type BlockClass = typeof CLASS_URGENT | typeof CLASS_BULK;
@@ -45,7 +46,8 @@ export type DataMessage =
   /** indices: page numbers, bit 31 set for an all-zero page that carries no data; data: the other pages in order. */
   | { type: 'RAM_PAGES'; indices: number[]; data: Buffer }
   | { type: 'BLOCK_REQ'; id: number; offset: number; length: number; cls: BlockClass }
-  | { type: 'BLOCK_DATA'; id: number; offset: number; data: Buffer; done: boolean; urgent: boolean }
+  /** data: S encodes a Buffer; D decodes the chunks it arrived in (ByteParts), never concatenated. */
+  | { type: 'BLOCK_DATA'; id: number; offset: number; data: Bytes; done: boolean; urgent: boolean }
   | { type: 'BLOCK_ZERO'; id: number; offset: number; length: number; done: boolean; urgent: boolean }
   | { type: 'BLOCK_ERR'; id: number; errno: number; message: string }
   | { type: 'GUEST_STREAM'; data: Buffer }

@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { BlockStore, FINAL_CHECK_MODES, type FinalCheckMode } from '../../src/dest/block-store.js';
-import type { Fetcher, FetchSink } from '../../src/dest/fetcher.js';
+import type { Fetcher } from '../../src/dest/fetcher.js';
+import { ScriptedFetcher } from '../helpers/scripted-fetcher.js';
 import { PresentBitmap } from '../../src/dest/present-bitmap.js';
 import { silentLogger, type Logger } from '../../src/common/logger.js';
 import { pino } from 'pino';
@@ -21,36 +22,6 @@ import { waitUntil } from '../helpers/wait.js';
 const BS = 4096;
 const BLOCKS = 16;
 const SIZE = BS * BLOCKS;
-
-interface Req {
-  offset: number;
-  length: number;
-  cls: number;
-  sink: FetchSink;
-}
-
-/** Stand-in for the fetcher: records requests; the test answers them with S's "image". */
-class ScriptedFetcher {
-  requests: Req[] = [];
-  request(offset: number, length: number, cls: number, sink: FetchSink): void {
-    this.requests.push({ offset, length, cls, sink });
-  }
-  /** Answer request i with the source image's bytes. */
-  answer(i: number, source: Buffer): void {
-    const r = this.requests[i]!;
-    r.sink.onData(r.offset, source.subarray(r.offset, r.offset + r.length));
-    r.sink.onDone();
-  }
-  /** Answer request i with one zero part. */
-  answerZero(i: number): void {
-    const r = this.requests[i]!;
-    r.sink.onZero(r.offset, r.length);
-    r.sink.onDone();
-  }
-  get last(): Req {
-    return this.requests[this.requests.length - 1]!;
-  }
-}
 
 function sourceImage(): Buffer {
   const b = Buffer.alloc(SIZE);
@@ -759,6 +730,7 @@ describe('fetched data', () => {
     sink.onData(14 * BS, src.subarray(14 * BS, 15 * BS));
     sink.onData(15 * BS, src.subarray(15 * BS, size));
     sink.onDone();
+    await store.writesSettled(); // bulk data is written off the event loop
     expect(store.presentBlocks).toBe(2);
     const d = await store.pristineDigests();
     expect(d.crcs[1]).toBe(crc32(src.subarray(15 * BS, size)) >>> 0);
@@ -895,6 +867,7 @@ describe('final-check digests over several read runs', () => {
     store.fetchBulk(4, 6);
     fetcher.requests[0]!.sink.onData(4 * bs, data.subarray(4 * bs));
     fetcher.requests[0]!.sink.onDone();
+    await store.writesSettled(); // bulk data is written off the event loop
     const d = await store.pristineDigests();
     expect([...d.blocks]).toEqual([4, 5, 6, 7, 8, 9]);
     expect([...d.crcs]).toEqual([4, 5, 6, 7, 8, 9].map((b) => crc32(data.subarray(b * bs, Math.min(size, (b + 1) * bs))) >>> 0));
@@ -910,6 +883,7 @@ describe('final-check digests over several read runs', () => {
     store.fetchBulk(0, 9);
     fetcher.requests[0]!.sink.onData(0, data);
     fetcher.requests[0]!.sink.onDone();
+    await store.writesSettled(); // bulk data is written off the event loop
     // Damage on disk does not show in digest mode: the digest was taken as the block was written.
     const fd = openSync(join(dir, `img${storeSeq}`), 'r+');
     writeSync(fd, Buffer.alloc(8, 0xff), 0, 8, 6 * bs);
@@ -944,6 +918,7 @@ describe('more of the final check and closing', () => {
     store.fetchBulk(0, 2);
     fetcher.requests[0]!.sink.onData(0, data);
     fetcher.requests[0]!.sink.onDone();
+    await store.writesSettled(); // bulk data is written off the event loop
     let yielded = false;
     setImmediate(() => (yielded = true));
     const d = await store.pristineDigests();
@@ -1081,6 +1056,7 @@ describe('edges the mutation run found untested', () => {
     store.startCopyOnRead();
     store.fetchBulk(0, 2);
     fetcher.answer(0, src);
+    await store.writesSettled(); // bulk data is written off the event loop
     expect(await store.invalidate([1 - 2 ** 32, 2 ** 32 + 1, -1, BLOCKS])).toBe(0);
     expect([store.isPresent(0), store.isPresent(1)]).toEqual([true, true]);
     expect(await store.invalidate([0])).toBe(1);
@@ -1096,6 +1072,7 @@ describe('edges the mutation run found untested', () => {
     store.fetchBulk(2, 2);
     store.fetchBulk(4, 2);
     fetcher.answer(0, src);
+    await store.writesSettled(); // bulk data is written off the event loop
     expect([1, 2].map((b) => store.isInflight(b))).toEqual([false, true]);
     fetcher.requests[1]!.sink.onError(new BackendError('PC_ERR_BACKEND', 'S failed'));
     expect([3, 4].map((b) => store.isInflight(b))).toEqual([false, true]);
@@ -1108,6 +1085,7 @@ describe('edges the mutation run found untested', () => {
     await store.write(2 * BS, guest);
     await store.write(3 * BS, guest);
     fetcher.answer(0, src);
+    await store.writesSettled(); // bulk data is written off the event loop
     expect([0, 1, 2, 3, 4, 5].map((b) => store.isPresent(b))).toEqual([false, false, true, true, true, false]);
     expect(store.presentBlocks).toBe(3);
     expect(store.stats.lateFetchesDropped).toBe(2);

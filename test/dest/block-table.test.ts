@@ -11,6 +11,43 @@ import { fcParams } from '../helpers/fc.js';
 const refused = (fn: () => void) => expectThrows(fn, StateError, 'PC_ERR_STATE');
 
 describe('block table transitions', () => {
+  it('missing → writing → S\'s bytes: neither missing nor present while written; the guest, S\'s other copies and zeroes refused meanwhile', () => {
+    const t = new BlockTable(4);
+    t.fetchIssued(1, CLASS_BULK);
+    t.writeStarted(1);
+    t.fetchSettled(1, CLASS_BULK);
+    expect(t.stateOf(1)).toBe('writing');
+    // Not present (no bit, no reads from the image) and not to be fetched again (in flight).
+    expect([t.isPresent(1), t.isWriting(1), t.isInflight(1), t.isTouched(1), t.presentCount]).toEqual([false, true, true, true, 0]);
+    expect(t.nextMissing(0)).toBe(0);
+    refused(() => t.writeStarted(1));
+    refused(() => t.sourceArrived(1, 5));
+    refused(() => t.zeroArrived(1));
+    refused(() => t.guestWrote(1, true));
+    expect(t.stateOf(1)).toBe('writing');
+    // An urgent fetch may still be asked (by a reader that came before the bytes); its copy is dropped later.
+    t.fetchIssued(1, CLASS_URGENT);
+    t.fetchSettled(1, CLASS_URGENT);
+    t.writeLanded(1, 0x77);
+    expect([t.stateOf(1), t.isInflight(1), t.digestOf(1), t.presentCount]).toEqual(['source', false, 0x77, 1]);
+    refused(() => t.writeLanded(1));
+    refused(() => t.writeStarted(1));
+    t.guestWrote(1, false);
+    expect(t.stateOf(1)).toBe('guest');
+  });
+
+  it('a failed write leaves the block missing (its place touched), to be fetched again; nothing else is refused', () => {
+    const t = new BlockTable(2);
+    refused(() => t.writeFailed(0));
+    t.writeStarted(0);
+    t.writeFailed(0);
+    expect([t.stateOf(0), t.isPresent(0), t.isInflight(0), t.isTouched(0), t.presentCount]).toEqual(['missing', false, false, true, 0]);
+    t.writeStarted(0);
+    t.writeLanded(0);
+    expect(t.stateOf(0)).toBe('source');
+  });
+
+
   it('missing → fetching → S\'s bytes: present, touched, its digest kept; an urgent fetch only once and only of a missing block', () => {
     const t = new BlockTable(4);
     expect(t.stateOf(1)).toBe('missing');
@@ -157,6 +194,8 @@ interface ModelBlock {
   crc?: number;
   urgent: boolean;
   bulk: boolean;
+  /** S's bytes for it are being written off the event loop. */
+  writing: boolean;
   /** Who last put bytes there: the property's own record, independent of the kinds. */
   content: 'S' | 'guest' | null;
 }
@@ -167,6 +206,8 @@ type Op =
   | { op: 'data'; b: number; crc: number | undefined }
   | { op: 'zero'; b: number; crc: number | undefined }
   | { op: 'write'; b: number; whole: boolean }
+  | { op: 'write-start' | 'write-fail'; b: number }
+  | { op: 'write-landed'; b: number; crc: number | undefined }
   | { op: 'zeroes' | 'write-failed' | 'invalidate' | 'sync-lost'; b: number };
 
 const block = fc.nat({ max: N - 1 });
@@ -175,6 +216,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ op: fc.constant('data' as const), b: block, crc: fc.option(fc.nat(), { nil: undefined }) }),
   fc.record({ op: fc.constant('zero' as const), b: block, crc: fc.option(fc.nat(), { nil: undefined }) }),
   fc.record({ op: fc.constant('write' as const), b: block, whole: fc.boolean() }),
+  fc.record({ op: fc.constantFrom('write-start' as const, 'write-fail' as const), b: block }),
+  fc.record({ op: fc.constant('write-landed' as const), b: block, crc: fc.option(fc.nat(), { nil: undefined }) }),
   fc.record({ op: fc.constantFrom('zeroes' as const, 'write-failed' as const, 'invalidate' as const, 'sync-lost' as const), b: block }),
 );
 
@@ -195,14 +238,27 @@ function applyModel(m: ModelBlock, o: Op): boolean {
       return true;
     case 'data':
     case 'zero':
-      if (present(m)) return false;
+      if (present(m) || m.writing) return false;
       m.kind = o.op === 'data' ? 'source' : 'source-zero';
       if (o.op === 'data') m.touched = true;
       m.crc = o.crc;
       m.content = 'S';
       return true;
+    case 'write-start':
+      if (present(m) || m.writing) return false;
+      Object.assign(m, { writing: true, touched: true });
+      return true;
+    case 'write-landed':
+      if (!m.writing) return false;
+      Object.assign(m, { writing: false, kind: 'source', touched: true, crc: o.crc, content: 'S' });
+      return true;
+    case 'write-fail':
+      if (!m.writing) return false;
+      Object.assign(m, { writing: false, touched: true });
+      return true;
     case 'write':
-      if (!o.whole && !present(m)) return false;
+      // A guest write waits for a write of S's bytes in flight: over one, it is refused.
+      if ((!o.whole && !present(m)) || m.writing) return false;
       Object.assign(m, { kind: 'guest', touched: true, crc: undefined, content: 'guest' });
       return true;
     case 'zeroes':
@@ -231,6 +287,9 @@ function applyTable(t: BlockTable, o: Op): void {
     case 'data': return t.sourceArrived(o.b, o.crc);
     case 'zero': return t.zeroArrived(o.b, o.crc);
     case 'write': return t.guestWrote(o.b, o.whole);
+    case 'write-start': return t.writeStarted(o.b);
+    case 'write-landed': return t.writeLanded(o.b, o.crc);
+    case 'write-fail': return t.writeFailed(o.b);
     case 'zeroes': return t.guestZeroed(o.b);
     case 'write-failed': return t.guestWriteFailed(o.b);
     case 'invalidate': return t.invalidated(o.b);
@@ -239,6 +298,7 @@ function applyTable(t: BlockTable, o: Op): void {
 }
 
 function expectedState(m: ModelBlock): BlockState {
+  if (m.kind === 'missing' && m.writing) return 'writing';
   return m.kind === 'missing' && (m.urgent || m.bulk) ? 'fetching' : m.kind;
 }
 
@@ -247,7 +307,7 @@ describe('block table against a model', () => {
     fc.assert(
       fc.property(fc.array(opArb, { maxLength: 120 }), (ops) => {
         const t = new BlockTable(N);
-        const model: ModelBlock[] = Array.from({ length: N }, () => ({ kind: 'missing', touched: false, urgent: false, bulk: false, content: null }));
+        const model: ModelBlock[] = Array.from({ length: N }, () => ({ kind: 'missing', touched: false, urgent: false, bulk: false, writing: false, content: null }));
         for (const o of ops) {
           const m = model[o.b]!;
           const before = { state: t.stateOf(o.b), content: m.content };
@@ -259,12 +319,15 @@ describe('block table against a model', () => {
           }
           // A late fetch never lands on a present block; S's bytes never replace the guest's.
           if ((o.op === 'data' || o.op === 'zero') && before.state !== 'missing' && before.state !== 'fetching') expect(legal).toBe(false);
+          // The guest never writes over a block whose write of S's bytes is in flight (it would land over the guest's).
+          if (o.op === 'write' && before.state === 'writing') expect(legal).toBe(false);
           if (before.content === 'guest' && (o.op === 'data' || o.op === 'zero')) expect(m.content).toBe('guest');
           for (let b = 0; b < N; b++) {
             const mb = model[b]!;
             expect(t.stateOf(b)).toBe(expectedState(mb));
             expect(t.isTouched(b)).toBe(mb.touched);
             expect([t.isFetching(b, CLASS_URGENT), t.isFetching(b, CLASS_BULK)]).toEqual([mb.urgent, mb.bulk]);
+            expect([t.isWriting(b), t.isInflight(b)]).toEqual([mb.writing, mb.urgent || mb.bulk || mb.writing]);
             expect(t.digestOf(b)).toBe(pristine(mb) ? mb.crc : undefined);
           }
           const presentCount = model.filter(present).length;

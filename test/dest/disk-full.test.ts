@@ -88,6 +88,7 @@ describe('the disk under D\'s image fills up', () => {
     store.fetchBulk(0, 4);
     io.failWrites = 'ENOSPC';
     expect(() => fetcher.answer(0)).not.toThrow();
+    await store.writesSettled();
     for (let b = 0; b < 4; b++) expect(store.isPresent(b)).toBe(false);
     expect(store.writesPaused).toBe(true);
     expect(reports).toEqual([expect.objectContaining({ kind: 'disk-full', code: 'ENOSPC', active: true, bytesToCome: SIZE })]);
@@ -95,6 +96,7 @@ describe('the disk under D\'s image fills up', () => {
     store.fetchBulk(4, 2);
     const tried = io.failedWrites;
     fetcher.answer(1);
+    await store.writesSettled();
     expect(io.failedWrites).toBe(tried);
     expect(reports).toHaveLength(1);
     await store.flush();
@@ -109,6 +111,7 @@ describe('the disk under D\'s image fills up', () => {
     store.fetchBulk(0, 2);
     io.failWrites = 'ENOSPC';
     fetcher.answer(0);
+    await store.writesSettled();
     // Probes keep failing (every 5..20 ms) but say nothing more until the report interval has passed.
     await waitUntil(() => io.failedWrites >= 5, 'several failed probes');
     expect(reports).toHaveLength(1);
@@ -123,6 +126,7 @@ describe('the disk under D\'s image fills up', () => {
     clock += 5000;
     store.fetchBulk(0, 2);
     fetcher.answer(1);
+    await store.writesSettled();
     expect(store.isPresent(0) && store.isPresent(1)).toBe(true);
     expect(reports[2]).toMatchObject({ kind: 'disk-full', active: false });
   });
@@ -131,6 +135,7 @@ describe('the disk under D\'s image fills up', () => {
     store.fetchBulk(0, 1);
     io.failWrites = 'ENOSPC';
     fetcher.answer(0);
+    await store.writesSettled();
     const t0 = Date.now();
     // Each probe passes but the first real write fails again: no data stored, so no "resumed", and the wait grows.
     let flips = 0;
@@ -157,11 +162,13 @@ describe('the disk under D\'s image fills up', () => {
     expect(fetcher.requests).toHaveLength(1);
     io.failWrites = 'ENOSPC';
     fetcher.answer(0);
+    await store.writesSettled();
     await tick();
     // The read goes around the store: one more (urgent) request, answered, nothing kept.
     expect(fetcher.requests).toHaveLength(2);
     expect(fetcher.requests[1]).toMatchObject({ offset: BS * 3 + 10, length: 100, cls: CLASS_URGENT });
     fetcher.answer(1);
+    await store.writesSettled();
     expect(await read).toEqual(src.subarray(BS * 3 + 10, BS * 3 + 110));
     expect(store.isPresent(3)).toBe(false);
     // A partial write to a missing block cannot bring it in; a full-block write fails on the disk itself.
@@ -175,6 +182,7 @@ describe('the disk under D\'s image fills up', () => {
     await waitUntil(() => !store.writesPaused, 'the fault to clear');
     store.fetchBulk(7, 1);
     fetcher.answer(fetcher.requests.length - 1);
+    await store.writesSettled();
     io.failWrites = 'ENOSPC';
     await store.write(BS * 9, Buffer.alloc(BS, 3)).catch(() => {});
     const span = store.read(BS * 7, BS * 2);
@@ -182,6 +190,7 @@ describe('the disk under D\'s image fills up', () => {
     const last = fetcher.requests[fetcher.requests.length - 1]!;
     expect(last).toMatchObject({ offset: BS * 8, length: BS });
     fetcher.answer(fetcher.requests.length - 1);
+    await store.writesSettled();
     expect(await span).toEqual(src.subarray(BS * 7, BS * 9));
   });
 
@@ -191,6 +200,7 @@ describe('the disk under D\'s image fills up', () => {
     store.fetchBulk(5, 1);
     io.failWrites = 'ENOSPC';
     fetcher.answer(0);
+    await store.writesSettled();
     expect(store.writesPaused).toBe(true);
     const n = fetcher.requests.length;
     const r = store.read(0, 4 * BS);
@@ -200,7 +210,9 @@ describe('the disk under D\'s image fills up', () => {
       [3 * BS, BS],
     ]);
     fetcher.answer(n);
+    await store.writesSettled();
     fetcher.answer(n + 1);
+    await store.writesSettled();
     expect(await r).toEqual(Buffer.concat([src.subarray(0, 2 * BS), guest, src.subarray(3 * BS, 4 * BS)]));
     // A range ending on a block boundary asks nothing for the missing block after it.
     expect(await store.read(2 * BS, BS)).toEqual(guest);
@@ -210,6 +222,7 @@ describe('the disk under D\'s image fills up', () => {
   it('a failed sync (EIO) takes back the fetched blocks it covered, keeps guest-written ones, and sets no bit on disk', async () => {
     store.fetchBulk(0, 2);
     fetcher.answer(0);
+    await store.writesSettled();
     await store.write(BS * 5, Buffer.alloc(BS, 9));
     expect(store.isPresent(0) && store.isPresent(5)).toBe(true);
     io.failSyncs = 'EIO';
@@ -237,6 +250,7 @@ describe('which local errors are which', () => {
     store.fetchBulk(0, 1);
     io.failWrites = code;
     fetcher.answer(0);
+    await store.writesSettled();
     expect(store.writesPaused).toBe(true);
     expect(reports).toEqual([expect.objectContaining({ kind, code, active: true })]);
     expect(errnoOf(await store.write(BS * 2 + 1, Buffer.alloc(1)).catch((e: unknown) => e))).toBe(errno);
@@ -308,6 +322,7 @@ describe('the probe while the disk fails', () => {
     io.failWrites = 'ENOSPC';
     store.fetchBulk(1, 3);
     fetcher.answer(0); // blocks 1..3: the write failed, part of it may be on disk
+    await store.writesSettled();
     await store.write(6 * BS, Buffer.alloc(BS, 2)).catch(() => {}); // block 6: the same
     const before = rio.tried.length;
     await waitUntil(() => rio.tried.length > before, 'a probe');
@@ -330,6 +345,7 @@ describe('the probe while the disk fails', () => {
     io.failWrites = 'ENOSPC';
     store.fetchBulk(0, 1);
     answerFrom(0, Buffer.alloc(8 * bs, 7));
+    await store.writesSettled();
     await waitUntil(() => rio.tried.length > 1, 'a probe');
     expect(rio.tried[1]).toEqual([bs, 2 * bs]);
     io.failWrites = null;
@@ -340,6 +356,7 @@ describe('the probe while the disk fails', () => {
     io.failWrites = 'ENOSPC';
     store.fetchBulk(0, 15);
     answerFrom(1, src);
+    await store.writesSettled();
     await waitUntil(() => rio2.tried.length > 1, 'a probe');
     expect(rio2.tried[1]).toEqual([15 * BS, size - 15 * BS]);
   });
@@ -349,6 +366,7 @@ describe('the probe while the disk fails', () => {
     io.failWrites = 'ENOSPC';
     store.fetchBulk(0, BLOCKS);
     fetcher.answer(fetcher.requests.length - 1); // every block: no hole is known any more
+    await store.writesSettled();
     const before = rio.tried.length;
     await waitUntil(() => rio.tried.length > before, 'a probe that writes');
     expect(rio.tried[before]).toEqual([0, BS]);
@@ -360,6 +378,7 @@ describe('the probe while the disk fails', () => {
     const name = `img${storeSeq}`;
     store.fetchBulk(1, 1);
     fetcher.answer(fetcher.requests.length - 1);
+    await store.writesSettled();
     await store.flush();
     const file = store.file;
     await store.close();
@@ -376,6 +395,7 @@ describe('the probe while the disk fails', () => {
     io.failWrites = 'ENOSPC';
     store.fetchBulk(0, 1);
     fetcher.answer(fetcher.requests.length - 1); // block 0: the write failed
+    await store.writesSettled();
     const before = rio.tried.length;
     await waitUntil(() => rio.tried.length > before, 'a probe');
     // Block 1 holds S's bytes: the probe stops before it.
@@ -410,6 +430,7 @@ describe('the probe while the disk fails', () => {
     store.fetchBulk(0, 1);
     io.failWrites = 'ENOSPC';
     fetcher.answer(0);
+    await store.writesSettled();
     io.failWrites = null;
     await waitUntil(() => !store.writesPaused, 'the fault to clear');
     expect(store.stats.commits).toBe(0);
@@ -420,6 +441,7 @@ describe('a guest write the disk refuses', () => {
   it('takes a fetched block out of the final check and out of the known zeroes; its errno is the disk\'s', async () => {
     store.fetchBulk(0, 2);
     fetcher.answer(0);
+    await store.writesSettled();
     store.applyZeroRuns([{ offset: 4 * BS, length: BS }]);
     io.failWrites = 'EIO';
     const e1 = await store.write(0, Buffer.alloc(BS, 1)).catch((e: unknown) => e);
@@ -443,6 +465,7 @@ describe('a guest write the disk refuses', () => {
     // On a fetched part it reaches the fetcher (which logs it); the block stays missing.
     store.fetchBulk(2, 1);
     expect(() => fetcher.answer(0)).not.toThrow();
+    await store.writesSettled();
     expect(store.isPresent(2)).toBe(false);
     expect(store.writesPaused).toBe(false);
     expect(reports).toEqual([]);
@@ -454,6 +477,7 @@ describe('a failed sync', () => {
     store.applyZeroRuns([{ offset: 0, length: 2 * BS }]);
     store.fetchBulk(2, 1);
     fetcher.answer(0);
+    await store.writesSettled();
     io.failSyncs = 'EIO';
     await expect(store.flush()).rejects.toMatchObject({ code: 'EIO' });
     expect([0, 1, 2].map((b) => store.isPresent(b))).toEqual([true, true, false]);

@@ -2,6 +2,7 @@
 // a buffer at given points.
 import { FrameDecoder, type Frame } from '../../src/protocol/frame-codec.js';
 import { decodeMessage, encodeMessage, type Message } from '../../src/protocol/messages.js';
+import { ByteParts } from '../../src/protocol/byte-parts.js';
 
 /** The bytes encodeMessage produces for `msg`, concatenated. */
 export function encodeBytes(msg: Message): Buffer {
@@ -41,13 +42,18 @@ export function byteByByte(buf: Buffer): Buffer[] {
 }
 
 /** A frame with its payload as hex: deep equality on big Buffers is slow in vitest, strings are not. */
-export function showFrame(f: Frame): { type: number; flags: number; id: number; payload: string } {
-  return { type: f.type, flags: f.flags, id: f.id, payload: f.payload.toString('hex') };
+export function showFrame(f: Omit<Frame, 'payload'> & { payload: Buffer | ByteParts }): { type: number; flags: number; id: number; payload: string } {
+  const p = f.payload instanceof ByteParts ? f.payload.toBuffer() : f.payload;
+  return { type: f.type, flags: f.flags, id: f.id, payload: p.toString('hex') };
 }
 
 /** A message with every Buffer field as hex, for fast deep equality. */
 export function showMessage(m: Message): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(m)) out[k] = Buffer.isBuffer(v) ? `hex:${v.toString('hex')}` : v;
+  // A decoded BLOCK_DATA's data is parts (ByteParts): shown as the same hex as the Buffer it was encoded from.
+  for (const [k, v] of Object.entries(m)) {
+    const buf = v instanceof ByteParts ? v.toBuffer() : v;
+    out[k] = Buffer.isBuffer(buf) ? `hex:${buf.toString('hex')}` : v;
+  }
   return out;
 }

@@ -13,6 +13,7 @@ import {
   isKnownMsg,
   nameOfMsg,
 } from '../../src/protocol/constants.js';
+import { ByteParts } from '../../src/protocol/byte-parts.js';
 import { FrameDecoder, encodeFrame, encodeHeader, readFrameHeader, type Frame } from '../../src/protocol/frame-codec.js';
 import { expectError, expectThrows } from '../helpers/errors.js';
 import { fcParams, fcRuns } from '../helpers/fc.js';
@@ -21,7 +22,14 @@ import { byteByByte, cutAt, framesOf, showFrame } from '../helpers/wire.js';
 
 /** What the decoder must yield for a vector, read straight from the vector's bytes. */
 function expectedFrame(bytes: Buffer): Frame {
-  return { type: bytes[4]!, flags: bytes[5]!, id: bytes.readUInt32BE(8), payload: bytes.subarray(HEADER_BYTES) };
+  return { type: bytes[4]!, flags: bytes[5]!, id: bytes.readUInt32BE(8), payload: ByteParts.of(bytes.subarray(HEADER_BYTES)) };
+}
+
+/** A copy in memory of its own (small Buffer.from copies share Node's pool, where every copy has the same .buffer). */
+function ownCopy(b: Buffer): Buffer {
+  const out = Buffer.alloc(b.length);
+  b.copy(out);
+  return out;
 }
 
 /** Frames in a shape that compares fast (payload as hex). */
@@ -62,16 +70,17 @@ describe.each(GOLDEN.map((v) => [v.name, v] as const))('golden frame %s', (_n, v
   });
 
   it('generates', () => {
-    const [header, payload] = encodeFrame(want.type, want.id, Buffer.from(want.payload), want.flags);
+    const [header, payload] = encodeFrame(want.type, want.id, Buffer.from(want.payload.toBuffer()), want.flags);
     expect(Buffer.concat([header!, payload!]).toString('hex')).toBe(v.bytes.toString('hex'));
     // encodeHeader over the payload in two parts gives the same header (crc chained across parts).
-    const mid = want.payload.length >> 1;
-    const parts = [want.payload.subarray(0, mid), want.payload.subarray(mid)];
+    const wantBytes = want.payload.toBuffer();
+    const mid = wantBytes.length >> 1;
+    const parts = [wantBytes.subarray(0, mid), wantBytes.subarray(mid)];
     expect(encodeHeader(want.type, want.id, parts, want.flags).toString('hex')).toBe(v.bytes.subarray(0, HEADER_BYTES).toString('hex'));
   });
 
   it('round-trips', () => {
-    const [header, payload] = encodeFrame(want.type, want.id, want.payload, want.flags);
+    const [header, payload] = encodeFrame(want.type, want.id, want.payload.toBuffer(), want.flags);
     expect(show(new FrameDecoder().push(Buffer.concat([header!, payload!])))).toEqual(wantShown);
   });
 
@@ -138,15 +147,51 @@ describe('FrameDecoder streaming', () => {
   it('a payload inside one chunk is a zero-copy view of it', () => {
     const bytes = GOLDEN[0]!.bytes;
     const [f] = new FrameDecoder().push(bytes);
-    expect(f!.payload.buffer).toBe(bytes.buffer);
+    expect(f!.payload.parts).toHaveLength(1);
+    expect(f!.payload.parts[0]!.buffer).toBe(bytes.buffer);
   });
 
-  it('a payload spread over chunks is assembled intact', () => {
+  it('a payload spread over chunks comes as views of them, never assembled', () => {
     const payload = Buffer.from(Array.from({ length: 5000 }, (_, i) => i & 0xff));
     const bytes = buildFrame({ type: T.BLOCK_DATA, id: 3, payload });
-    const frames = framesOf(cutAt(bytes, [10, 21, 22, 999, 4000]));
+    const chunks = cutAt(bytes, [10, 21, 22, 999, 4000]).map(ownCopy);
+    const frames = framesOf(chunks);
     expect(frames).toHaveLength(1);
-    expect(frames[0]!.payload.equals(payload)).toBe(true);
+    const got = frames[0]!.payload;
+    expect(got.equals(payload)).toBe(true);
+    expect(got.crc32()).toBe(crc32(payload) >>> 0);
+    // The header ends inside the second chunk: the payload is the rest of it and the four chunks after, as views.
+    expect(HEADER_BYTES).toBeGreaterThan(10);
+    expect(HEADER_BYTES).toBeLessThan(21);
+    expect(got.parts.map((p) => p.buffer)).toEqual(chunks.slice(1).map((c) => c.buffer));
+  });
+
+  it('a BLOCK_DATA frame cut once at every byte, and in three at every pair of points: the same frame, its payload in views', () => {
+    const payload = Buffer.from(Array.from({ length: 300 }, (_, i) => (i * 7) & 0xff));
+    const bytes = buildFrame({ type: T.BLOCK_DATA, id: 5, payload });
+    const want = show([expectedFrame(bytes)]);
+    for (let i = 0; i <= bytes.length; i++) {
+      const chunks = [ownCopy(bytes.subarray(0, i)), ownCopy(bytes.subarray(i))];
+      const d = new FrameDecoder();
+      const frames = framesOf(chunks, d);
+      expect(show(frames), `cut at ${i}`).toEqual(want);
+      expect(d.buffered).toBe(0);
+      // Every part is a view of a chunk pushed (no part is a fresh copy).
+      for (const p of frames[0]!.payload.parts) expect(chunks.some((c) => c.buffer === p.buffer), `cut at ${i}`).toBe(true);
+    }
+    for (let i = 0; i <= bytes.length; i += 7) {
+      for (let j = i; j <= bytes.length; j += 5) {
+        expect(show(framesOf(cutAt(bytes, [i, j]))), `cut at ${i}, ${j}`).toEqual(want);
+      }
+    }
+  });
+
+  it('a payload with a bad checksum is refused however it is split (the crc runs over the parts)', () => {
+    const bytes = buildFrame({ type: T.BLOCK_DATA, id: 5, payload: Buffer.alloc(100, 1) });
+    bytes[bytes.length - 1] ^= 1;
+    for (let i = HEADER_BYTES; i <= bytes.length; i++) {
+      expectThrows(() => framesOf([bytes.subarray(0, i), bytes.subarray(i)]), ProtocolError, 'PC_ERR_CHECKSUM');
+    }
   });
 
   it('a big frame trickling in one byte per chunk costs linear time (a hostile peer cannot stall the event loop)', () => {
@@ -187,7 +232,9 @@ describe('FrameDecoder zero-copy across chunk boundaries', () => {
     return out;
   };
   /** `view` is `chunk` itself, not a copy of it. */
-  const expectView = (view: Buffer, chunk: Buffer) => {
+  const expectView = (parts: ByteParts, chunk: Buffer) => {
+    expect(parts.parts).toHaveLength(1);
+    const view = parts.parts[0]!;
     expect(view.buffer).toBe(chunk.buffer);
     expect(view.byteOffset).toBe(chunk.byteOffset);
   };
@@ -484,7 +531,7 @@ function referenceParse(bytes: Buffer): { frames: Frame[]; refusal: string | nul
     if (bytes.length - at - HEADER_BYTES < length) return { frames, refusal: null, rest: bytes.length - at - HEADER_BYTES };
     const payload = bytes.subarray(at + HEADER_BYTES, at + HEADER_BYTES + length);
     if (crc32(payload) >>> 0 !== h.readUInt32BE(16)) return { frames, refusal: 'PC_ERR_CHECKSUM', rest: 0 };
-    frames.push({ type: h[4]!, flags: h[5]!, id: h.readUInt32BE(8), payload });
+    frames.push({ type: h[4]!, flags: h[5]!, id: h.readUInt32BE(8), payload: ByteParts.of(payload) });
     at += HEADER_BYTES + length;
   }
   return { frames, refusal: null, rest: bytes.length - at };

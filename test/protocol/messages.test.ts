@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { ProtocolError } from '../../src/common/errors.js';
 import { FLAG_DONE, FLAG_URGENT, MAX_EXTENTS_PER_FRAME, MSG, isControlMsg, isKnownMsg, nameOfMsg } from '../../src/protocol/constants.js';
 import { FrameDecoder, type Frame } from '../../src/protocol/frame-codec.js';
+import { ByteParts } from '../../src/protocol/byte-parts.js';
 import { decodeMessage, encodeBlockData, encodeMessage, type Message } from '../../src/protocol/messages.js';
 import { expectError, expectThrows } from '../helpers/errors.js';
 import { fcParams, fcRuns } from '../helpers/fc.js';
@@ -389,7 +390,10 @@ describe('hostile input: refused with the right ProtocolError, or decoded to a v
           fc.tuple(fc.uint8Array({ minLength: 4, maxLength: 4 }), fc.string({ maxLength: 100 })).map(([head, text]) => Buffer.concat([head, Buffer.from(text)])),
         ),
         (type, flags, id, payload) => {
-          const f: Frame = { type, flags, id, payload: Buffer.from(payload) };
+          // Cut in two at a point the id picks: payloads arrive as chunk views (ByteParts), split anywhere.
+          const b = Buffer.from(payload);
+          const cut = id % (b.length + 1);
+          const f: Frame = { type, flags, id, payload: ByteParts.from([b.subarray(0, cut), b.subarray(cut)]) };
           seen[refusedOrValid(f) ? 'refused' : 'valid']++;
         },
       ),
@@ -403,7 +407,7 @@ describe('hostile input: refused with the right ProtocolError, or decoded to a v
     const controlTypes = knownTypes.filter(isControlMsg);
     fc.assert(
       fc.property(fc.constantFrom(...controlTypes), fc.jsonValue(), (type, value) => {
-        refusedOrValid({ type, flags: 0, id: 0, payload: Buffer.from(JSON.stringify(value) ?? '') });
+        refusedOrValid({ type, flags: 0, id: 0, payload: ByteParts.of(Buffer.from(JSON.stringify(value) ?? '')) });
       }),
       fcParams(),
     );
@@ -413,7 +417,7 @@ describe('hostile input: refused with the right ProtocolError, or decoded to a v
         const { type: _t, ...body } = m as Record<string, unknown>;
         const keys = Object.keys(body);
         if (keys.length > 0) body[keys[which % keys.length]!] = value;
-        refusedOrValid({ type: header![4]!, flags: 0, id: 0, payload: Buffer.from(JSON.stringify(body)) });
+        refusedOrValid({ type: header![4]!, flags: 0, id: 0, payload: ByteParts.of(Buffer.from(JSON.stringify(body))) });
       }),
       fcParams(),
     );
@@ -475,7 +479,7 @@ describe('hostile input: refused with the right ProtocolError, or decoded to a v
       const payload = v.bytes.subarray(HEADER_BYTES);
       for (let n = 0; n <= Math.min(payload.length + 20, 200); n++) {
         const p = n <= payload.length ? payload.subarray(0, n) : Buffer.concat([payload, Buffer.alloc(n - payload.length, 0x41)]);
-        const f: Frame = { type: v.bytes[4]!, flags: v.bytes[5]!, id: v.bytes.readUInt32BE(8), payload: p };
+        const f: Frame = { type: v.bytes[4]!, flags: v.bytes[5]!, id: v.bytes.readUInt32BE(8), payload: ByteParts.of(p) };
         const what = `${v.name} with ${n} of ${payload.length} payload bytes`;
         if (!stillValid[v.name]!(n, payload.length)) {
           expectThrows(() => decodeMessage(f), ProtocolError, 'PC_ERR_MALFORMED');
