@@ -1,7 +1,7 @@
 // Process plumbing for the macro tier: spawn with wall-clock timing, CPU from /proc (a reaped child's CPU
 // lands in our cutime/cstime; a running server's in its own utime/stime), event files, ports, page-cache hygiene.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 
 let clkTck = 100;
@@ -109,6 +109,49 @@ export function readEvents(path: string): BenchEvent[] {
     }
   }
   return out;
+}
+
+/**
+ * Follows an events file by reading only what was appended since the last poll: for polling while latency is
+ * measured in this process (re-reading and parsing the whole growing file every few ms blocked the reads' client).
+ */
+export class EventTail {
+  readonly #path: string;
+  #offset = 0;
+  #partial = '';
+  readonly #seen = new Set<string>();
+
+  constructor(path: string) {
+    this.#path = path;
+  }
+
+  /** Whether an event of this name has been written so far. */
+  has(name: string): boolean {
+    this.#poll();
+    return this.#seen.has(name);
+  }
+
+  #poll(): void {
+    if (!existsSync(this.#path)) return;
+    const fd = openSync(this.#path, 'r');
+    try {
+      const chunk = Buffer.alloc(64 * 1024);
+      for (let n = readSync(fd, chunk, 0, chunk.length, this.#offset); n > 0; n = readSync(fd, chunk, 0, chunk.length, this.#offset)) {
+        this.#offset += n;
+        const lines = (this.#partial + chunk.toString('utf8', 0, n)).split('\n');
+        this.#partial = lines.pop()!;
+        for (const line of lines) {
+          try {
+            this.#seen.add((JSON.parse(line) as BenchEvent).event);
+          } catch {
+            // Not an event line.
+          }
+        }
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
 }
 
 export function lastEvent(path: string, name: string): BenchEvent | undefined {

@@ -14,7 +14,7 @@
 import { join } from 'node:path';
 import { NbdClient } from '../../src/nbd/client.js';
 import type { BenchImage } from '../lib/images.js';
-import { Server, freshOutput, lastEvent, readEvents, sleep, start, waitConnectable } from '../lib/proc.js';
+import { EventTail, Server, freshOutput, lastEvent, readEvents, sleep, start, waitConnectable } from '../lib/proc.js';
 import { poolStages, readStages, type StageStats, type StageTable } from '../lib/stages.js';
 import { latencySummary, spread, type LatencySummary, type Spread } from '../lib/stats.js';
 import { bulkSamples, windowRate, type WindowRate } from '../lib/window-rate.js';
@@ -137,8 +137,10 @@ async function oneRun(image: BenchImage, mode: 'bulk' | 'idle', rep: number, o: 
     afterCutover: async ({ dest, destEvents }) => {
       const nbd = await NbdClient.connect({ socketPath: sock }, 'disk');
       let complete = false;
+      // Only the new bytes of D's events are read per poll: this process is the client being timed.
+      const tail = new EventTail(destEvents);
       const watch = setInterval(() => {
-        if (lastEvent(destEvents, 'complete')) complete = true;
+        if (tail.has('complete')) complete = true;
       }, 20);
       try {
         const list = missTargets(image, 1000 + rep);

@@ -282,6 +282,9 @@ describe('case 11: Ctrl-C / SIGTERM on S', () => {
     const s = await exitWithin(p.source, 20_000);
     expect(s.code, p.source.stderr()).toBe(5);
     expect(exitEvent(p.sEvents)?.code).toBe(5);
+    // A run stopped early still says where its demand reads' time went.
+    const stages = readEvents(p.sEvents).find((e) => e.event === 'stages')?.urgentStages as Record<string, { count: number }> | undefined;
+    expect(Object.keys(stages ?? {})).toEqual(['received-to-read', 'read-to-socket', 'total']);
     const last = p.source.stderr().slice(stderrBefore).trim().split('\n').filter((l) => l.startsWith('postcopy source:'));
     expect(last).toHaveLength(1);
     expect(last[0]).toMatch(/stopped by SIGTERM after cut-over.*the guest runs on the destination.*exist only here.*state kept in .*resume with: /);
