@@ -7,12 +7,30 @@
 //                      so D and S still write their summaries (and their stage timings) for the idle run
 //   PCB_MEM=1          with PCB_STATS: sample process.memoryUsage() every 100 ms and keep the sample of highest RSS
 //                      (where peak memory goes: V8 heap, Buffers outside it, the rest)
+//   PCB_LOOP_DELAY=1   with PCB_STATS: the event loop's delay (perf_hooks, 1 ms resolution: it wakes the loop every
+//                      millisecond, so not for runs whose timings are reported)
+// Garbage collections (count, major ones, pauses) go into PCB_STATS always: observing them costs nothing measurable.
 import { writeFileSync } from 'node:fs';
+import { constants as perfConstants, createHistogram, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import type { ReadTrace } from '../src/common/block-device.js';
 import { BlockStore } from '../src/dest/block-store.js';
 import { Streamer } from '../src/dest/streamer.js';
 
 const statsFile = process.env.PCB_STATS;
+/** GC pauses in µs, and how many were major (mark-sweep-compact, incremental marking included). */
+const gcPauses = createHistogram();
+let gcMajor = 0;
+let gcTotalMs = 0;
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    gcPauses.record(Math.max(1, Math.round(e.duration * 1000)));
+    gcTotalMs += e.duration;
+    const kind = (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind ?? 0;
+    if (kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR || kind === perfConstants.NODE_PERFORMANCE_GC_INCREMENTAL) gcMajor++;
+  }
+}).observe({ entryTypes: ['gc'] });
+const loopDelay = process.env.PCB_LOOP_DELAY === '1' ? monitorEventLoopDelay({ resolution: 1 }) : null;
+loopDelay?.enable();
 const reads: Array<[number, number, number]> = [];
 let peakMemory: NodeJS.MemoryUsage | null = null;
 if (process.env.PCB_MEM === '1') {
@@ -59,6 +77,8 @@ if (statsFile) {
         cpuSysSec: ru.systemCPUTime / 1e6,
         maxRssKiB: ru.maxRSS,
         reads,
+        gc: { count: gcPauses.count, major: gcMajor, totalMs: gcTotalMs, p99Ms: gcPauses.count ? gcPauses.percentile(99) / 1000 : 0, maxMs: gcPauses.count ? gcPauses.max / 1000 : 0 },
+        ...(loopDelay ? { loopDelayMs: { p50: loopDelay.percentile(50) / 1e6, p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 } } : {}),
         ...(peakMemory ? { peakMemory } : {}),
       }),
     );

@@ -18,7 +18,7 @@ import { EventTail, Server, freshOutput, lastEvent, readEvents, sleep, start, wa
 import { poolStages, readStages, type StageStats, type StageTable } from '../lib/stages.js';
 import { latencySummary, spread, type LatencySummary, type Spread } from '../lib/stats.js';
 import { bulkSamples, windowRate, type WindowRate } from '../lib/window-rate.js';
-import { cleanRun, migrate } from './migrate.js';
+import { cleanRun, migrate, type AgentStats } from './migrate.js';
 import { KiB, mib, sec } from '../lib/units.js';
 
 const READ = 4096;
@@ -43,6 +43,8 @@ export interface LatencyMode {
   streamDuringReads?: WindowRate[];
   /** Per-stage timings from D's and S's summaries, pooled over reps (absent stages: the agents do not report them). */
   stages?: StageTable;
+  /** Each rep's garbage collections per agent: the pauses an urgent reply can wait through. */
+  gc?: Array<RunOut['gc']>;
 }
 
 export interface LocalFloor {
@@ -121,6 +123,8 @@ interface RunOut {
   window: WindowRate | null;
   destStages: Record<string, StageStats> | null;
   sourceStages: Record<string, StageStats> | null;
+  /** Each agent's garbage collections during the run (bench/agent.ts). */
+  gc: { dest: AgentStats['gc'] | null; source: AgentStats['gc'] | null };
 }
 
 async function oneRun(image: BenchImage, mode: 'bulk' | 'idle', rep: number, o: { workDir: string; idleReads: number }): Promise<RunOut> {
@@ -189,7 +193,14 @@ async function oneRun(image: BenchImage, mode: 'bulk' | 'idle', rep: number, o: 
     window: mode === 'bulk' ? windowRate(bulkSamples(readEvents(m.destEvents)), windowMs[0], windowMs[1]) : null,
     destStages: readStages(m.destSummary, 'demandStages'),
     sourceStages: readStages(m.sourceSummary, 'urgentStages'),
+    gc: { dest: m.dest?.gc ?? null, source: m.source?.gc ?? null },
   };
+}
+
+/** "D 14 GCs (3 major, p99 5.1 ms)" for a rep's log line: pauses the urgent path waits through. */
+function gcLine(gc: { dest: AgentStats['gc'] | null; source: AgentStats['gc'] | null }): string {
+  const one = (who: string, g: AgentStats['gc'] | null | undefined) => (g ? `${who} ${g.count} GCs (${g.major} major, p99 ${g.p99Ms.toFixed(1)} ms, max ${g.maxMs.toFixed(1)} ms)` : `${who} GCs n/a`);
+  return `${one('D', gc.dest)}, ${one('S', gc.source)}`;
 }
 
 export async function runLatency(image: BenchImage, o: { workDir: string; reps: number; idleReads: number }, log: (l: string) => void): Promise<LatencyResult> {
@@ -206,7 +217,7 @@ export async function runLatency(image: BenchImage, o: { workDir: string; reps: 
         acc[mode].runs.push(r);
         const s = latencySummary(r.client);
         const w = r.window ? `, stream ${r.window.miBps.toFixed(0)} MiB/s over the ${r.window.windowSec.toFixed(2)} s of reads (whole migration ${r.bulkMiBps.toFixed(0)} MiB/s)` : '';
-        log(`  ${mode === 'bulk' ? 'stream' : 'idle'} rep ${rep + 1}: ${r.client.length} misses (${r.hits} hits) p50 ${s.p50.toFixed(3)} p99 ${s.p99.toFixed(3)} max ${s.max.toFixed(3)} ms${w}; stages: D ${r.destStages ? 'yes' : 'n/a'}, S ${r.sourceStages ? 'yes' : 'n/a'}`);
+        log(`  ${mode === 'bulk' ? 'stream' : 'idle'} rep ${rep + 1}: ${r.client.length} misses (${r.hits} hits) p50 ${s.p50.toFixed(3)} p99 ${s.p99.toFixed(3)} max ${s.max.toFixed(3)} ms${w}; stages: D ${r.destStages ? 'yes' : 'n/a'}, S ${r.sourceStages ? 'yes' : 'n/a'}; ${gcLine(r.gc)}`);
         if (mode === 'bulk' && r.client.length > 0) {
           // The floor: as many local reads as this rep's misses, after the run's writeback (sync), so it is not in them.
           freshOutput();
@@ -230,6 +241,7 @@ export async function runLatency(image: BenchImage, o: { workDir: string; reps: 
     bulkMiBps: spread(runs.map((r) => r.bulkMiBps)),
     ...(runs.some((r) => r.window) ? { streamDuringReads: runs.flatMap((r) => (r.window ? [r.window] : [])) } : {}),
     stages: { dest: poolStages(runs.map((r) => r.destStages)), source: poolStages(runs.map((r) => r.sourceStages)) },
+    gc: runs.map((r) => r.gc),
   });
   const bulk = mk(acc.bulk.runs);
   const idle = mk(acc.idle.runs);

@@ -14,6 +14,10 @@ export interface AgentStats {
   cpuSysSec: number;
   maxRssKiB: number;
   reads: Array<[number, number, number]>;
+  /** Garbage collections: count, major ones, total and p99/max pause (ms). */
+  gc?: { count: number; major: number; totalMs: number; p99Ms: number; maxMs: number };
+  /** With PCB_LOOP_DELAY=1: the event loop's delay (ms). */
+  loopDelayMs?: { p50: number; p99: number; max: number };
 }
 
 export interface MigrationRun {
