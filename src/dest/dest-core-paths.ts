@@ -30,7 +30,9 @@ export function rollBack(state: DestState, error: Failure, o: { tell: Tell; wait
   if (ctx.guest) effects.push({ type: 'abort-guest' });
   effects.push({ type: 'fail-fetches', error }, { type: 'stop-stream' });
   // A state dir that cannot be written must not stop the rollback: a restart finds an earlier phase, before cut-over too.
-  if (ctx.keys && ctx.geometry) effects.push({ type: 'persist', phase: 'aborted', bestEffort: true });
+  // Except postcopy, recorded before a guest start that then failed: a restart would resume a session whose guest never
+  // ran here (and S would finish, the guest lost). That record is removed instead when the aborted one cannot be written.
+  if (ctx.keys && ctx.geometry) effects.push({ type: 'persist', phase: 'aborted', bestEffort: true, ...(ctx.saved === 'postcopy' ? { forgetOnFailure: true } : {}) });
   effects.push({ type: 'emit', event: 'phase', fields: { phase: 'aborted', error: error.message, code: error.code } });
   // The export serves the image about to go: stopped first (D owns it).
   effects.push({ type: 'stop-export' }, { type: 'discard-created', created: ctx.created });

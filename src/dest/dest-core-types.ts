@@ -124,7 +124,7 @@ export type DestEvent =
 export type DestEffect =
   | { type: 'send'; msg: Message }
   /** Durable before the next effect runs; `bestEffort`: a failure is logged and the rest goes on. */
-  | { type: 'persist'; phase: DestPhase; syncDir?: boolean; bestEffort?: boolean }
+  | { type: 'persist'; phase: DestPhase; syncDir?: boolean; bestEffort?: boolean; forgetOnFailure?: boolean }
   | { type: 'prepare-store'; size: number; blockSize: number; begin: MessageOf<'BEGIN'> }
   | { type: 'start-export'; restart: boolean }
   | { type: 'stop-export' }

@@ -11,7 +11,7 @@ import type { Link } from '../link/link.js';
 import { LinkStreamChannel } from '../link/stream-channel.js';
 import type { BlockStore } from './block-store.js';
 import type { Created, DestEffect, DestEvent, DestOutcome, DestState, TimerName } from './dest-core-types.js';
-import { discardImage, removeSessionFiles, saveSession } from './dest-session.js';
+import { discardImage, forgetSession, removeSessionFiles, saveSession } from './dest-session.js';
 import type { DestStoreFactory, StoreSetup } from './dest-store.js';
 import type { ExportOwner } from './export-owner.js';
 import type { Fetcher } from './fetcher.js';
@@ -103,7 +103,7 @@ export class DestEffects {
       case 'send':
         return this.#send(e.msg);
       case 'persist':
-        return this.#persist(e.phase, e.syncDir === true, e.bestEffort === true);
+        return this.#persist(e.phase, e.syncDir === true, e.bestEffort === true, e.forgetOnFailure === true);
       case 'prepare-store':
         return this.#prepareStore(e);
       case 'start-export':
@@ -205,7 +205,7 @@ export class DestEffects {
     if (link && !link.closed) link.send(msg);
   }
 
-  #persist(phase: DestState['ctx']['saved'], syncDir: boolean, bestEffort: boolean): void {
+  #persist(phase: DestState['ctx']['saved'], syncDir: boolean, bestEffort: boolean, forgetOnFailure: boolean): void {
     const { keys, geometry, created, stateDirCreated } = this.#host.state().ctx;
     if (!keys || !geometry) return;
     try {
@@ -213,6 +213,12 @@ export class DestEffects {
       if (syncDir) fsyncDir(this.#d.stateDir);
     } catch (err) {
       if (!bestEffort) throw errorFor('PC_ERR_STATE_DIR', `recording phase ${phase} in ${this.#d.stateDir} failed: ${(err as Error).message}`, { cause: err });
+      if (forgetOnFailure) {
+        // The record before must not be resumed: without it a restart starts afresh and refuses S's resume.
+        const left = forgetSession(this.#d.stateDir);
+        this.#d.log.error({ err, phase, recordRemoved: left === null, removeError: left?.message }, `could not record phase ${phase} in the state dir; removed the session record instead`);
+        return;
+      }
       this.#d.log.error({ err, phase }, `could not record phase ${phase} in the state dir; going on (a restart finds the phase before)`);
     }
   }

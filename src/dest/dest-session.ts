@@ -86,6 +86,16 @@ export function discardImage(imagePath: string, file: ImageFile | null, size: nu
   else if (file.priorSize < size) truncateSync(imagePath, file.priorSize);
 }
 
+/** Remove only the session record (its phase and keys), so nothing resumes it; the error when it could not go, else null. */
+export function forgetSession(stateDir: string): Error | null {
+  try {
+    rmSync(statePath(stateDir, SESSION_FILE), { force: true });
+    return null;
+  } catch (e) {
+    return e as Error;
+  }
+}
+
 /**
  * Remove the session's own files from the state dir, and the dir itself when this session made it and it is now
  * empty. Each file is tried (one that cannot go does not keep the others); returns the errors for the caller to log.

@@ -225,7 +225,11 @@ class Joint {
         // The state dir fails this write: a best-effort record leaves the one before and the batch goes on;
         // any other stops the batch there and comes back as a local fault.
         this.dFailNextPersist = false;
-        this.log.push(`  (D: persist ${f.phase} failed${f.bestEffort ? ', best effort' : '; the rest of the batch did not run'})`);
+        this.log.push(`  (D: persist ${f.phase} failed${f.bestEffort ? ', best effort' : '; the rest of the batch did not run'}${f.forgetOnFailure ? '; record removed instead' : ''})`);
+        if (f.forgetOnFailure) {
+          this.dPersisted = null;
+          this.causes.add('forgotten-record');
+        }
         if (f.bestEffort) continue;
         this.#dQueue.push({ type: 'local-fault', error: { code: 'PC_ERR_STATE_DIR', message: 'state dir unwritable' } });
         break;
@@ -786,11 +790,15 @@ function describeDEffect(f: DestEffect): string {
  * - aborted-record: D crashed mid-rollback; its record says aborted and a restart refuses it (the operator is told
  *   to remove the state dir), so S, paused after its final state, learns only from the operator. Left open: a
  *   restart that finishes the rollback and tells S would change what the operator sees (test/e2e/operator-mistakes).
+ * - forgotten-record: D's finish failed after postcopy was recorded and the state dir refused the aborted record, so
+ *   D removed its record (a restart must not resume a session whose guest never ran here); S, paused after its final
+ *   state, learns only from the operator (found by seed 481901248: before, the restart resumed postcopy without a
+ *   guest and S finished: the guest lost).
  * Fixed since, now failures (each pinned by a scripted run below): D's WELCOME said postcopy before its guest had
  * started; a rollback told to S was not waited for; D's own I/O fault after cut-over left nothing watching the store.
  */
 type Gap = (typeof KNOWN_GAPS)[number];
-export const KNOWN_GAPS = ['grace', 'stop', 'aborted-record'] as const;
+export const KNOWN_GAPS = ['grace', 'stop', 'aborted-record', 'forgotten-record'] as const;
 
 /** Runs that ended with S stranded for a reason the heal check exempts (counted, printed). */
 const strandings: string[] = [];
@@ -898,6 +906,20 @@ describe('both session cores together, against a model of the link, the adapters
       expect(strandings.slice(before), w.log.join('\n')).toEqual([]);
     });
   }
+
+  // Found by seed 481901248: the finish fails after postcopy was recorded, the aborted record cannot be written, the
+  // operator stops D; the restart resumed postcopy without a guest and S finished: the guest was lost. Now the record
+  // is removed instead, and S (paused) is stranded at worst, never finished.
+  it('fixed: a failed finish whose aborted record cannot be written is never resumed as postcopy', () => {
+    const w = new Joint(true);
+    w.start();
+    while (!w.dPending.has('start-guest')) w.healStep();
+    w.dFailNextPersist = true;
+    w.answerD('start-guest', false);
+    w.stopD();
+    w.heal();
+    expect(w.sOutcome, w.log.join('\n')).not.toBe('done');
+  });
 
   it('a migration with nothing going wrong ends confirmed on both sides', () => {
     for (const withGuest of [true, false]) {
