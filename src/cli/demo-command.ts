@@ -126,6 +126,7 @@ export async function runDemo(argv: string[]): Promise<number> {
   out(`  bytes moved in bulk                              ${formatBytes(Number(blocks.bytesFetchedBulk ?? 0))}`);
   out(`  zero bytes skipped (never sent)                  ${formatBytes(Number(blocks.zeroBytesSkipped ?? 0))}`);
   out(`  demand fetch latency p50 / p99 / max             ${ms(lat.p50)} / ${ms(lat.p99)} / ${ms(lat.max)} ms (${lat.count ?? 0} misses)`);
+  out(`  miss p99: S + wire seen by D / S alone           ${stageP99(blocks.demandStages, 'socket-to-reply')} / ${stageP99(srcSummary?.urgentStages, 'total')} ms (every stage: summaries' demandStages, urgentStages)`);
   out(`  guest on D: reads / writes / read mismatches     ${guest.reads ?? '?'} / ${guest.writes ?? '?'} / ${guest.readMismatches ?? '?'} (read p50/p99 ${ms(guestLat.p50)} / ${ms(guestLat.p99)} ms)`);
   out(`  wall time (both agents, start to exit)           ${(wallMs / 1000).toFixed(2)} s`);
   out(
@@ -193,4 +194,10 @@ function watchEvents(files: string[], out: (line: string) => void): { stop(): vo
       tick();
     },
   };
+}
+
+/** A stage's p99 in ms from a summary's stage table (demandStages / urgentStages), or '?'. */
+function stageP99(stages: unknown, stage: string): string {
+  const us = (stages as Record<string, { p99Us?: number }> | undefined)?.[stage]?.p99Us;
+  return typeof us === 'number' ? (us / 1000).toFixed(2) : '?';
 }
