@@ -2,19 +2,15 @@
 // `demandStages`, S's `urgentStages`, each Record<stage, StageStats>. Read defensively (an agent without them
 // gives null: the report prints "n/a"), pooled over reps, and laid out as one table for the report.
 
-/** One stage as an agent reports it: microseconds, power-of-two buckets [upper bound µs, count]. */
-export interface StageStats {
-  count: number;
-  p50Us: number;
-  p99Us: number;
-  maxUs: number;
-  buckets: Array<[number, number]>;
-}
+import type { StageStats } from '../../src/common/stage-histograms.js';
+import { DEMAND_STAGES } from '../../src/dest/demand-stages.js';
+import { URGENT_STAGES } from '../../src/source/urgent-stages.js';
 
-/** D's stages of a demand fetch, in path order. */
-export const DEST_STAGES = ['export-to-queued', 'queued-to-socket', 'socket-to-reply', 'reply-to-written', 'written-to-answered', 'total'] as const;
+export type { StageStats };
+/** D's stages of a demand fetch, in path order (the agents' own list). */
+export const DEST_STAGES = DEMAND_STAGES;
 /** S's stages of an urgent request, in path order. */
-export const SOURCE_STAGES = ['received-to-read', 'read-to-socket', 'total'] as const;
+export const SOURCE_STAGES = URGENT_STAGES;
 
 /** One stage pooled over reps: counts summed, buckets merged, max of maxima; p50/p99 as median (min–max) of the reps' own. */
 export interface PooledStage {
