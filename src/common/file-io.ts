@@ -1,7 +1,7 @@
 // Positional file I/O done to the end (short reads/writes are finished rather than returned): synchronous for
-// page-cache reads and small urgent writes, vectored and on the threadpool for bulk writes (their page-cache
-// allocation can stall the event loop for milliseconds).
-import { fdatasync, readSync, writeSync, writev, writevSync } from 'node:fs';
+// urgent page-cache reads and small urgent writes, on the threadpool for bulk reads and (vectored) bulk writes
+// (their page-cache work can stall the event loop for milliseconds).
+import { fdatasync, read, readSync, writeSync, writev, writevSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 /** Read exactly `length` bytes at `offset`; past the end of the file reads as zeroes. */
@@ -16,6 +16,23 @@ export function readIntoFully(fd: number, buf: Buffer, offset: number, length: n
     const n = readSync(fd, buf, done, length - done, offset + done);
     if (n === 0) {
       buf.fill(0, done);
+      break;
+    }
+    done += n;
+  }
+  return buf;
+}
+
+/**
+ * The same on libuv's threadpool, for bulk reads that must not hold the event loop that serves urgent requests
+ * (a page-cache miss or a large copy would stall every frame behind it).
+ */
+export async function readIntoFullyOffLoop(fd: number, buf: Buffer, offset: number, length: number): Promise<Buffer> {
+  let done = 0;
+  while (done < length) {
+    const n = await new Promise<number>((resolve, reject) => read(fd, buf, done, length - done, offset + done, (err, got) => (err ? reject(err) : resolve(got))));
+    if (n === 0) {
+      buf.fill(0, done, length);
       break;
     }
     done += n;

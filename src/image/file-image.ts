@@ -3,8 +3,7 @@
 import { closeSync, fdatasyncSync, fstatSync, openSync, readFileSync, type Stats } from 'node:fs';
 import type { BlockDevice, Extent, SourceImage } from '../common/block-device.js';
 import { BackendError } from '../common/errors.js';
-import { readFully, readIntoFully, writeFully } from '../common/file-io.js';
-import { readIntoFullyOffLoop } from '../common/file-io-async.js';
+import { readFully, readIntoFully, readIntoFullyOffLoop, writeFully } from '../common/file-io.js';
 import { fdIdentity, type FileIdentity } from '../common/image-identity.js';
 import type { Logger } from '../common/logger.js';
 import { MAP_ALLOCATED_SLACK_BYTES, MAP_ALLOCATED_SLACK_PER_EXTENT, MAP_TOOL, STAT_BLOCK_BYTES, SYSFS_SECTOR_BYTES, ZERO_SCAN_GRAIN } from './constants.js';
