@@ -60,11 +60,7 @@ export class ImageHandle {
   writeParts(data: ByteParts, position: number): void {
     if (data.parts.length === 1) return this.write(data.parts[0]!, position);
     if (this.#io.writev) return this.#io.writev(this.#fd, data.parts, position);
-    let at = position;
-    for (const p of data.parts) {
-      this.#io.write(this.#fd, p, at);
-      at += p.length;
-    }
+    writeEach(this.#io, this.#fd, data.parts, position);
   }
   /**
    * The parts at `position`, off the event loop; `landed` is called once every byte is written (err null) or the
@@ -80,13 +76,7 @@ export class ImageHandle {
       ? io.writevAsync(fd, data.parts, position)
       : // An io without an async write (a test's fault layer): its sync writes after a turn of the loop, so the
         // block is in flight meanwhile as it would be on the threadpool.
-        new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
-          let at = position;
-          for (const p of data.parts) {
-            io.write(fd, p, at);
-            at += p.length;
-          }
-        });
+        new Promise<void>((resolve) => setImmediate(resolve)).then(() => writeEach(io, fd, data.parts, position));
     const entry: WriteInFlight = {
       start: position,
       end: position + data.length,
@@ -138,6 +128,15 @@ export class ImageHandle {
 }
 
 function noop(): void {}
+
+/** The parts one `write` each, back to back from `position` (an io without a vectored write). */
+function writeEach(io: ImageWriteIo, fd: number, parts: readonly Buffer[], position: number): void {
+  let at = position;
+  for (const p of parts) {
+    io.write(fd, p, at);
+    at += p.length;
+  }
+}
 
 /**
  * Create the image: a new sparse file of `size` bytes (0600), or, when `existing` allows, the file already at

@@ -6,16 +6,10 @@ import { LRUCache } from 'lru-cache';
 export class ReadAheadCache {
   readonly #grain: number;
   readonly #cache: LRUCache<number, Buffer>;
-  hits = 0;
-  misses = 0;
 
   constructor(opts: { maxBytes: number; grain: number }) {
     this.#grain = opts.grain;
     this.#cache = new LRUCache<number, Buffer>({ maxSize: Math.max(opts.maxBytes, opts.grain), sizeCalculation: (b) => b.length });
-  }
-
-  get grain(): number {
-    return this.#grain;
   }
 
   /** The cached bytes for [offset, offset+length) if every grain is present; consumed (a range is read once). */
@@ -24,20 +18,12 @@ export class ReadAheadCache {
     const parts: Buffer[] = [];
     for (let at = offset; at < offset + length; at += this.#grain) {
       const part = this.#cache.peek(at);
-      if (!part) {
-        this.misses++;
-        return undefined;
-      }
+      if (!part) return undefined;
       parts.push(part);
     }
     for (let at = offset; at < offset + length; at += this.#grain) this.#cache.delete(at);
-    this.hits++;
     const all = parts.length === 1 ? parts[0]! : (adjacentView(parts) ?? Buffer.concat(parts));
     return all.length === length ? all : all.subarray(0, length);
-  }
-
-  has(offset: number): boolean {
-    return this.#cache.has(offset);
   }
 
   /** Store bytes read at a grain-aligned offset, split by grain. */
