@@ -1,6 +1,6 @@
-// Latency samples in milliseconds with percentiles, in bounded memory: Node's own HDR histogram (perf_hooks),
-// recorded in nanoseconds so sub-millisecond waits keep their resolution.
-import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
+// Latency samples in milliseconds with percentiles, in bounded memory: the stage timings' histogram (perf_hooks'
+// HDR histogram, sub-millisecond resolution, exact max), read back in milliseconds.
+import { LatencyHistogram } from './stage-histograms.js';
 
 export interface LatencySummary {
   count: number;
@@ -9,27 +9,22 @@ export interface LatencySummary {
   max: number;
 }
 
-const NS_PER_MS = 1e6;
+const US_PER_MS = 1000;
 
 export class LatencyRecorder {
-  readonly #hdr: RecordableHistogram = createHistogram();
-  /** Exact (the histogram keeps three significant digits). */
-  #max = 0;
+  readonly #h = new LatencyHistogram();
 
   get count(): number {
-    return this.#hdr.count;
+    return this.#h.count;
   }
 
   record(ms: number): void {
-    if (ms > this.#max) this.#max = ms;
-    this.#hdr.record(Math.max(1, Math.round(ms * NS_PER_MS)));
+    this.#h.record(ms * US_PER_MS);
   }
 
-  /** p50/p99 (clamped to the exact max: HDR reports a bucket's upper value) and the max, in ms; zeroes when empty. */
+  /** p50/p99 (never past the max) and the max, in ms; zeroes when empty. */
   summary(): LatencySummary {
-    const h = this.#hdr;
-    if (h.count === 0) return { count: 0, p50: 0, p99: 0, max: 0 };
-    const ms = (ns: number) => Math.min(ns / NS_PER_MS, this.#max);
-    return { count: h.count, p50: ms(h.percentile(50)), p99: ms(h.percentile(99)), max: this.#max };
+    const s = this.#h.stats();
+    return { count: s.count, p50: s.p50Us / US_PER_MS, p99: s.p99Us / US_PER_MS, max: s.maxUs / US_PER_MS };
   }
 }

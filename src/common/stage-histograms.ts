@@ -20,11 +20,16 @@ export type StageBrief = Pick<StageStats, 'count' | 'p50Us' | 'p99Us'>;
 const BUCKETS = 32;
 const NS_PER_US = 1000;
 
-class StageHistogram {
+/** One latency distribution in microseconds: HDR percentiles, the exact max, power-of-two buckets. */
+export class LatencyHistogram {
   readonly #hdr: RecordableHistogram = createHistogram();
   readonly #buckets = new Float64Array(BUCKETS);
   /** Exact (the histogram keeps three significant digits). */
   #maxUs = 0;
+
+  get count(): number {
+    return this.#hdr.count;
+  }
 
   record(us: number): void {
     const v = Math.max(0, us);
@@ -56,10 +61,10 @@ export function bucketOf(us: number): number {
 
 /** Histograms for a fixed, ordered list of stages. */
 export class StageHistograms<S extends string> {
-  readonly #stages: Map<S, StageHistogram>;
+  readonly #stages: Map<S, LatencyHistogram>;
 
   constructor(stages: readonly S[]) {
-    this.#stages = new Map(stages.map((s) => [s, new StageHistogram()]));
+    this.#stages = new Map(stages.map((s) => [s, new LatencyHistogram()]));
   }
 
   /** A stage that took `ms` milliseconds (performance.now() differences). */
