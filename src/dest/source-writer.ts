@@ -10,13 +10,7 @@ import type { ImageHandle } from './image-file.js';
 import type { BlockStoreStats } from './store-types.js';
 import { CLASS_URGENT } from '../protocol/constants.js';
 import { asParts, type ByteParts, type BlockClass, type Bytes, type ZeroRun } from '../protocol/messages.js';
-import { PROBE_BYTES } from './store-constants.js';
-
-/**
- * Bytes of bulk writes in flight at most (kept beside RSS: the parts stay referenced until written). The stream's
- * window releases a request once its bytes arrived, not once written: this bounds what a slow disk lets pile up.
- */
-export const WRITE_WINDOW_BYTES = 8 * 1024 * 1024;
+import { PROBE_BYTES, WRITE_WINDOW_BYTES } from './store-constants.js';
 
 export interface SourceWriterOptions {
   geometry: BlockGeometry;

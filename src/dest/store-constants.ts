@@ -54,3 +54,9 @@ export const BITMAP_BLOCK_COUNT_AT = 16;
 
 /** The streamer tops its window up once at most this fraction of it is in flight (one batch, not one per reply). */
 export const STREAM_REFILL_FRACTION = 0.5;
+
+/**
+ * Bytes of bulk writes in flight at most (kept beside RSS: the parts stay referenced until written). The stream's
+ * window releases a request once its bytes arrived, not once written: this bounds what a slow disk lets pile up.
+ */
+export const WRITE_WINDOW_BYTES = 8 * 1024 * 1024;

@@ -11,7 +11,7 @@ import { BlockStore } from '../../src/dest/block-store.js';
 import type { Fetcher } from '../../src/dest/fetcher.js';
 import { ScriptedFetcher } from '../helpers/scripted-fetcher.js';
 import { PresentBitmap } from '../../src/dest/present-bitmap.js';
-import { WRITE_WINDOW_BYTES } from '../../src/dest/source-writer.js';
+import { WRITE_WINDOW_BYTES } from '../../src/dest/store-constants.js';
 import { ByteParts } from '../../src/protocol/byte-parts.js';
 import { CLASS_BULK, CLASS_URGENT } from '../../src/protocol/constants.js';
 import { systemError } from '../faults/fault-file-io.js';
