@@ -12,6 +12,7 @@ import { UsageError } from '../common/errors.js';
 import { parseHostPort, type TlsFiles } from '../link/connect.js';
 import { DestAgent, DestRolledBackError } from '../dest/dest-agent.js';
 import { planStart } from '../dest/dest-session.js';
+import { DEFAULT_MAX_STREAM_WINDOW_BYTES } from '../dest/constants.js';
 import { FINAL_CHECK_MODES, type FinalCheckMode } from '../dest/block-store.js';
 import type { SimGuest } from '../guest/sim-guest.js';
 import { AGENT_OPTIONS, parseCommandArgs, optional, readTicket, required } from './args.js';
@@ -52,10 +53,9 @@ ${NBD_EXPORT_HELP}
                           on it and what to do, this often (default 30000)
   --confirm-timeout SEC   complete but the source did not confirm (link lost): finish anyway after this
                           long (default 60); every block is durable here by then
-  --bulk-window SIZE      background-stream bytes in flight (4K..1G, default 1M): larger streams
-                          faster on a long link, smaller keeps demand reads from waiting behind bulk
-                          data; while the guest waits on demand reads (until 100 ms after the last)
-                          it is 512K at most
+  --bulk-window SIZE      background-stream bytes in flight at most (4K..1G, default ${DEFAULT_MAX_STREAM_WINDOW_BYTES / 2 ** 20}M). Below it D
+                          sizes the window to the path it measures (round trip x bottleneck rate) and
+                          paces requests at the bottleneck's rate: nothing to set for a long link
   --final-check MODE      what D's side of the check before S retires compares: 'digest' (default), the
                           crc32 of each block as it was written; 'readback', every block read back from
                           the image once all are durable (finds later damage too; costs a full read)
@@ -146,7 +146,8 @@ async function checkDestOptions(values: Values) {
   const serialLog = optional(values, 'serial-log');
   if (serialLog !== undefined) checkWritableFile(serialLog, '--serial-log');
   const confirmGraceMs = parseIntArg(optional(values, 'confirm-timeout') ?? '60', '--confirm-timeout', 0, 86_400) * 1000;
-  const windowBytes = parseSize(optional(values, 'bulk-window') ?? '1M', '--bulk-window');
+  const bulkWindow = optional(values, 'bulk-window');
+  const windowBytes = bulkWindow === undefined ? DEFAULT_MAX_STREAM_WINDOW_BYTES : parseSize(bulkWindow, '--bulk-window');
   if (windowBytes < MIN_BULK_WINDOW || windowBytes > MAX_BULK_WINDOW) throw new UsageError('PC_ERR_USAGE', `--bulk-window must be from 4K to 1G, got '${optional(values, 'bulk-window')}'`);
   const progressMs = parseIntArg(optional(values, 'progress-interval') ?? '500', '--progress-interval', 10, 3_600_000);
   const awayReportMs = parseIntArg(optional(values, 'away-report-interval') ?? '30000', '--away-report-interval', 10, 3_600_000);
@@ -285,6 +286,7 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
     ...store.stats,
     demandLatencyMs: store.demandLatency.summary(),
     demandStages: store.demandStages.summary(),
+    path: agent.pathReport(),
     guest: guest
       ? {
           reads: guest.stats.reads,

@@ -15,8 +15,11 @@ export const DEFAULT_ABORT_GRACE_MS = 30_000;
 /** Complete but the link lost before CONFIRM: wait this long for S to come back before finishing anyway. */
 export const DEFAULT_CONFIRM_GRACE_MS = 60_000;
 
-/** Background-stream bytes in flight by default: enough to fill a LAN link, small enough that demand fetches stay quick. */
-export const DEFAULT_STREAM_WINDOW_BYTES = 1024 * 1024;
+/**
+ * Background-stream bytes in flight at most by default (--bulk-window): the path model sizes the window below it.
+ * 64 MiB fills 80 ms of round trip at 800 MiB/s; the bytes are on the wire or in S's bounded queues, not in D's memory.
+ */
+export const DEFAULT_MAX_STREAM_WINDOW_BYTES = 64 * 1024 * 1024;
 
 /** RAM bytes S may have in flight to a simulated guest at once: enough to keep a fast link busy during pre-copy. */
 export const RAM_CREDIT_WINDOW = 32 * 1024 * 1024;

@@ -16,7 +16,7 @@ import { BULK_CHUNK_BYTES } from '../protocol/constants.js';
 import { AwayReporter } from './away-reporter.js';
 import type { BlockStore } from './block-store.js';
 import { FILE_STORES } from './dest-store.js';
-import { DEFAULT_ABORT_GRACE_MS, DEFAULT_CONFIRM_GRACE_MS, DEFAULT_STREAM_WINDOW_BYTES, SEEN_NONCES_CAP } from './constants.js';
+import { DEFAULT_ABORT_GRACE_MS, DEFAULT_CONFIRM_GRACE_MS, SEEN_NONCES_CAP } from './constants.js';
 import { initialState, shownPhase, step } from './dest-core.js';
 import type { DestEvent, DestOutcome, DestState, ShownPhase } from './dest-core-types.js';
 import { SYSTEM_CLOCK, type DestClock } from './dest-clock.js';
@@ -27,6 +27,8 @@ import { BITMAP_FILE, planStart, removeDirIfEmpty, removeSessionFiles } from './
 import { ExportOwner, NO_EXPORT } from './export-owner.js';
 import { Fetcher } from './fetcher.js';
 import { Streamer } from './streamer.js';
+import { pathLimitsUpTo } from './path-constants.js';
+import type { PathReport } from './path-estimator.js';
 
 export type { DestPhase, ShownPhase } from './dest-core-types.js';
 export type { DestAgentOptions, DestResult } from './dest-options.js';
@@ -55,7 +57,7 @@ export class DestAgent {
     this.#o = opts;
     this.#log = opts.log.child({ role: 'dest' });
     this.#clock = opts.clock ?? SYSTEM_CLOCK;
-    this.#fetcher = new Fetcher(this.#log);
+    this.#fetcher = new Fetcher(this.#log, { path: pathLimitsUpTo(opts.streamer?.windowBytes) });
     this.#away = new AwayReporter(this.#log, opts.events, () => ({ bytesOnlyOnSource: this.store?.bytesOnlyOnSource ?? 0, fallback: !opts.fallback ? 'none' : this.#fetcher.fallbackActive ? 'active' : 'armed' }), opts.awayReportMs);
     this.#fetcher.onSettled = () => this.#fx.streamer?.fill();
     if (opts.fallback) {
@@ -176,7 +178,13 @@ export class DestAgent {
       bytesOnlyOnSource: s ? s.bytesOnlyOnSource : this.#state.ctx.geometry?.size ?? 0,
       ...(s ? s.stats : {}),
       ...(s && s.stats.demandMisses > 0 ? { demandStages: s.demandStages.brief() } : {}),
+      ...(this.linkUp ? { path: this.pathReport() } : {}),
     };
+  }
+
+  /** The path to S as the current (or last) link measured it: round trips, bottleneck rate, window, pacing. */
+  pathReport(): PathReport {
+    return this.#fetcher.path.report(performance.now());
   }
 
   // ---- the one place events enter the core ----
@@ -209,6 +217,10 @@ export class DestAgent {
     link.on('close', (err) => {
       this.#fetcher.detach(link);
       if (link === this.#link) this.#dispatch({ type: 'link-down', error: failureOf(err ?? new LinkClosedError('PC_ERR_LINK_CLOSED', 'link lost'), 'PC_ERR_LINK_CLOSED') });
+    });
+    // PING round trips measure the path too (the stream's own requests do most of it).
+    link.on('rtt', (ms) => {
+      if (link === this.#link) this.#fetcher.path.onRtt(ms, performance.now());
     });
     if (this.#seenNonces.size > SEEN_NONCES_CAP) this.#seenNonces.clear();
     const keys = this.#state.ctx.keys;
@@ -253,10 +265,8 @@ export class DestAgent {
   }
 
   #adoptStore(store: BlockStore): void {
-    this.#fx.streamer = new Streamer(store, this.#fetcher, {
-      windowBytes: this.#o.streamer?.windowBytes ?? DEFAULT_STREAM_WINDOW_BYTES,
-      batchBytes: this.#o.streamer?.batchBytes ?? BULK_CHUNK_BYTES,
-    });
+    const { windowBytes: _max, ...streamer } = this.#o.streamer ?? {};
+    this.#fx.streamer = new Streamer(store, this.#fetcher, { ...streamer, batchBytes: streamer.batchBytes ?? BULK_CHUNK_BYTES });
     store.onDemandMiss = (b) => this.#fx.streamer?.hint(b);
     store.onLocalFault = (f) => {
       // D's own disk under the image failed or recovered: said plainly, never blamed on S; the link stays up.

@@ -148,7 +148,11 @@ export class DestEffects {
         return this.streamer?.fill();
       case 'attach-fetches': {
         const link = this.#host.link();
-        if (store && link && !link.closed) d.fetcher.attach(link);
+        if (store && link && !link.closed) {
+          d.fetcher.attach(link);
+          // The new link's path is measured from its first round trip on.
+          link.ping();
+        }
         return;
       }
       case 'source-gone':

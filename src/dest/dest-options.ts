@@ -35,7 +35,8 @@ export interface DestAgentOptions {
   onStoreReady?: (store: BlockStore) => Promise<string[]> | void;
   /** Runs a real hypervisor's guest here (QEMU), fed its own migration stream. */
   migrator?: DestGuestMigrator;
-  streamer?: Partial<StreamerOptions>;
+  /** windowBytes: bulk bytes in flight at most (--bulk-window); the path model sizes the window below it. */
+  streamer?: Partial<StreamerOptions> & { windowBytes?: number };
   /** How the final check learns D's digests (default digest: as written). */
   finalCheck?: FinalCheckMode;
   link?: Omit<LinkOptions, 'log'>;

@@ -4,10 +4,12 @@ import { BackendError, ProtocolError, type PostcopyError } from '../common/error
 import type { Logger } from '../common/logger.js';
 import type { Link } from '../link/link.js';
 import type { FetchTiming } from './demand-stages.js';
+import { PathEstimator, type SendStamp } from './path-estimator.js';
 import { CLASS_BULK } from '../protocol/constants.js';
 import type { BlockClass, Bytes, MessageOf } from '../protocol/messages.js';
 import { isAllZero } from '../common/zero.js';
 import { backoffDelay, NO_JITTER } from '../common/retry.js';
+import { DEFAULT_PATH_LIMITS, type PathLimits } from './path-constants.js';
 import { FALLBACK_CHUNK_BYTES, FETCH_RETRY_BACKOFF, LAST_REQUEST_ID, MAX_FETCH_ERROR_RETRIES, SINK_FAILURE_LOG_MS } from './store-constants.js';
 
 export interface FetchSink {
@@ -32,6 +34,11 @@ interface InFlight {
   viaFallback: boolean;
   /** An urgent fetch's stage times (DemandStages). */
   timing: FetchTiming | undefined;
+  /** When this request (its latest issue) reached the socket, and the path's state then; null: no sample from it. */
+  sentAt: number;
+  stamp: (SendStamp & { offsetAtSend: number }) | null;
+  /** Reply bytes still owed on the current link (counted out of the path's in-flight as they arrive). */
+  owed: number;
 }
 
 /** A replica or backup of S's image at cut-over, read when S has been gone too long. */
@@ -48,6 +55,10 @@ export class Fetcher {
   readonly #inflight = new Map<number, InFlight>();
   #bulkBytes = 0;
   #urgentRequests = 0;
+  /** Reply bytes owed by S for every request on the current link: the path's bytes in flight. */
+  #owedBytes = 0;
+  readonly #pathLimits: PathLimits;
+  #path: PathEstimator;
   /** Called whenever a request finishes (the streamer refills its window). */
   onSettled: () => void = () => {};
 
@@ -61,10 +72,21 @@ export class Fetcher {
   #sinkFailures = 0;
   #sinkFailureLoggedAt = -Infinity;
 
-  /** `firstId`: where request ids start (tests start near the wrap). */
-  constructor(log: Logger, opts: { firstId?: number } = {}) {
+  /** `firstId`: where request ids start (tests start near the wrap); `path`: the bulk window's bounds. */
+  constructor(log: Logger, opts: { firstId?: number; path?: PathLimits } = {}) {
     this.#log = log;
     this.#nextId = opts.firstId ?? 1;
+    this.#pathLimits = opts.path ?? DEFAULT_PATH_LIMITS;
+    this.#path = this.#newPath();
+  }
+
+  /** The path to S as measured on the current link (a new link starts a new measurement). */
+  get path(): PathEstimator {
+    return this.#path;
+  }
+
+  #newPath(): PathEstimator {
+    return new PathEstimator(this.#pathLimits, () => this.#bulkBytes, performance.now());
   }
 
   /** Serve missing blocks from `source` once S has been unreachable for `afterMs`. */
@@ -96,7 +118,7 @@ export class Fetcher {
   /** Ask for a range; `timing`, when given, gets the request's queued, sent and first-reply times. */
   request(offset: number, length: number, cls: BlockClass, sink: FetchSink, timing?: FetchTiming): void {
     const id = this.#allocId();
-    const req: InFlight = { id, offset, length, cls, sink, doneUpTo: offset, errors: 0, viaFallback: false, timing };
+    const req: InFlight = { id, offset, length, cls, sink, doneUpTo: offset, errors: 0, viaFallback: false, timing, sentAt: 0, stamp: null, owed: 0 };
     this.#inflight.set(id, req);
     if (cls === CLASS_BULK) this.#bulkBytes += length;
     else this.#urgentRequests++;
@@ -106,6 +128,13 @@ export class Fetcher {
   /** Use a new link; everything unanswered is asked for again on it, urgent first. */
   attach(link: Link): void {
     this.#link = link;
+    // Another connection may take another route: the path is measured afresh (the agent PINGs it at once).
+    this.#path = this.#newPath();
+    this.#owedBytes = 0;
+    for (const r of this.#inflight.values()) {
+      r.owed = 0;
+      r.stamp = null;
+    }
     this.#stopFallbackTimer();
     if (this.#fallbackActive) {
       this.#fallbackActive = false;
@@ -189,7 +218,8 @@ export class Fetcher {
       this.#onError(req, msg.errno, msg.message);
       return;
     }
-    if (req.timing && req.timing.replyAt === undefined) req.timing.replyAt = performance.now();
+    const now = performance.now();
+    if (req.timing && req.timing.replyAt === undefined) req.timing.replyAt = now;
     const length = msg.type === 'BLOCK_DATA' ? msg.data.length : msg.length;
     if (msg.offset !== req.doneUpTo || msg.offset + length > req.offset + req.length) {
       throw new ProtocolError('PC_ERR_OUT_OF_RANGE', `${msg.type} id ${msg.id} at ${msg.offset}+${length} for ${req.doneUpTo}..${req.offset + req.length}`);
@@ -197,6 +227,7 @@ export class Fetcher {
     const doneUpTo = req.doneUpTo + length;
     const done = doneUpTo === req.offset + req.length;
     if (msg.done !== done) throw new ProtocolError('PC_ERR_MALFORMED', `${msg.type} id ${msg.id}: done flag disagrees with length`);
+    this.#observeReply(req, msg.type === 'BLOCK_DATA' ? length : 0, length, now);
     // The sink may refuse the part (not whole blocks): the request is advanced only once it took it, so a
     // re-issue after the cut-off asks again for exactly what is missing.
     try {
@@ -213,6 +244,21 @@ export class Fetcher {
       this.#settle(req);
       req.sink.onDone();
     }
+  }
+
+  /** A reply part, for the path: its round trip (the first part), the bytes that crossed the link, the owed bytes it paid. */
+  #observeReply(req: InFlight, wireBytes: number, length: number, now: number): void {
+    const path = this.#path;
+    if (req.stamp !== null && req.doneUpTo === req.stamp.offsetAtSend) {
+      // The first part arrived whole before it was decoded: its own transfer at the bottleneck is not the path's
+      // delay. Taken out only once the rate is known (startup's estimate is low, and would take out too much).
+      const rate = path.phase === 'startup' ? 0 : path.bottleneckRate;
+      path.onRtt(now - req.sentAt - (rate > 0 ? wireBytes / rate : 0), now);
+    }
+    if (wireBytes > 0) path.onDelivered(wireBytes, now);
+    const paid = Math.min(req.owed, length);
+    req.owed -= paid;
+    this.#owedBytes -= paid;
   }
 
   #sinkFailed(offset: number, length: number, err: unknown): void {
@@ -253,6 +299,10 @@ export class Fetcher {
 
   #settle(req: InFlight): void {
     this.#inflight.delete(req.id);
+    this.#owedBytes -= req.owed;
+    req.owed = 0;
+    if (req.stamp !== null && req.doneUpTo === req.offset + req.length) this.#path.onDone(req.stamp, performance.now());
+    req.stamp = null;
     if (req.cls === CLASS_BULK) this.#bulkBytes -= req.length;
     else this.#urgentRequests--;
     this.onSettled();
@@ -265,10 +315,19 @@ export class Fetcher {
     }
     const link = this.#link;
     if (!link || link.closed) return;
+    const now = performance.now();
     const timing = req.timing;
-    if (timing) timing.queuedAt = performance.now();
-    const sent = timing ? () => void (timing.socketAt = performance.now()) : undefined;
-    link.send({ type: 'BLOCK_REQ', id: req.id, offset: req.doneUpTo, length: req.offset + req.length - req.doneUpTo, cls: req.cls }, sent);
+    if (timing) timing.queuedAt = now;
+    const length = req.offset + req.length - req.doneUpTo;
+    req.stamp = { ...this.#path.onSend(now, this.#owedBytes), offsetAtSend: req.doneUpTo };
+    req.sentAt = now;
+    this.#owedBytes += length - req.owed;
+    req.owed = length;
+    const sent = () => {
+      req.sentAt = performance.now();
+      if (timing) timing.socketAt = req.sentAt;
+    };
+    link.send({ type: 'BLOCK_REQ', id: req.id, offset: req.doneUpTo, length, cls: req.cls }, sent);
   }
 
   #allocId(): number {

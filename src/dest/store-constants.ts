@@ -23,7 +23,7 @@ export const FALLBACK_CHUNK_BYTES = BULK_CHUNK_BYTES;
 /** Request ids wrap below 2^32 with room to spare: an id is a u32 on the wire, and 0 is never used. */
 export const LAST_REQUEST_ID = 0xfffffff0;
 
-/** The streamer's window while demand reads are recent: a demand reply queues behind little bulk data. */
+/** The window's floor while demand reads are recent on a short path: a demand reply queues behind little bulk data. */
 export const DEMAND_WINDOW_BYTES = 512 * 1024;
 /** How long after the last demand miss the smaller window holds. */
 export const DEMAND_QUIET_MS = 100;
@@ -54,6 +54,8 @@ export const BITMAP_BLOCK_COUNT_AT = 16;
 
 /** The streamer tops its window up once at most this fraction of it is in flight (one batch, not one per reply). */
 export const STREAM_REFILL_FRACTION = 0.5;
+/** … or once this much is free, whichever is less: a large window is not refilled in one burst. */
+export const STREAM_REFILL_MAX_BYTES = 1024 * 1024;
 
 /**
  * Bytes of bulk writes in flight at most (kept beside RSS: the parts stay referenced until written). The stream's

@@ -1,39 +1,51 @@
-// D's background streamer: keeps a window of bulk requests in flight for the blocks still missing,
-// contiguous blocks batched into one request, continuing just past the latest demand miss (locality).
-// While the guest is waiting on demand reads the window shrinks, so a demand reply queues behind little bulk
-// data (BENCHMARKS.md), and it grows back once the guest has been quiet a while.
+// D's background streamer: keeps bulk requests in flight for the blocks still missing, contiguous blocks batched
+// into one request, continuing just past the latest demand miss (locality). How much is in flight and how fast
+// requests go out follow the path model (path-estimator.ts): the window is about the bandwidth-delay product and
+// requests are paced at the bottleneck's rate, so a long link is filled and no standing queue builds ahead of demand
+// replies. While the guest waits on demand reads, bulk leaves headroom (BENCHMARKS.md, "WAN").
 import type { Fetcher } from './fetcher.js';
 import type { BlockStore } from './block-store.js';
-import { DEMAND_QUIET_MS, DEMAND_WINDOW_BYTES, STREAM_REFILL_FRACTION } from './store-constants.js';
+import type { PathEstimator } from './path-estimator.js';
+import { PACED_REQUEST_MS, PACING_BURST_MS } from './path-constants.js';
+import { DEMAND_QUIET_MS, STREAM_REFILL_FRACTION, STREAM_REFILL_MAX_BYTES } from './store-constants.js';
 
 export interface StreamerOptions {
-  /** Bulk bytes in flight at most. */
-  windowBytes: number;
   /** Largest single bulk request. */
   batchBytes: number;
-  /** The window while demand reads are recent (default: min(window, 512 KiB)). */
-  demandWindowBytes?: number;
-  /** How long after the last demand miss the smaller window holds (default 100 ms). */
+  /** How long after the last demand miss the guest counts as waiting (default 100 ms, at least two round trips). */
   demandQuietMs?: number;
-  /** Clock (tests). */
+  /** Clock and timer (tests). */
   now?: () => number;
+  setTimer?: (fn: () => void, ms: number) => { cancel(): void };
+}
+
+function systemTimer(fn: () => void, ms: number): { cancel(): void } {
+  const t = setTimeout(fn, ms);
+  t.unref();
+  return { cancel: () => clearTimeout(t) };
 }
 
 export class Streamer {
   readonly #store: BlockStore;
   readonly #fetcher: Fetcher;
   readonly #opts: StreamerOptions;
+  readonly #now: () => number;
+  readonly #setTimer: NonNullable<StreamerOptions['setTimer']>;
   #cursor = 0;
   #running = false;
   #filling = false;
   #lastDemandAt = -Infinity;
-  readonly #now: () => number;
+  /** Pacing: bytes that may go out now (a token bucket refilled at the pacing rate). */
+  #tokens = 0;
+  #tokensAt: number | null = null;
+  #timer: { cancel(): void } | null = null;
 
   constructor(store: BlockStore, fetcher: Fetcher, opts: StreamerOptions) {
     this.#store = store;
     this.#fetcher = fetcher;
     this.#opts = opts;
     this.#now = opts.now ?? (() => performance.now());
+    this.#setTimer = opts.setTimer ?? systemTimer;
     // Paused while the image's disk fails (nothing fetched could be kept); the store says when it takes writes again.
     store.onWritable = () => this.fill();
   }
@@ -45,6 +57,8 @@ export class Streamer {
 
   stop(): void {
     this.#running = false;
+    this.#timer?.cancel();
+    this.#timer = null;
   }
 
   /** After a demand miss at `block`, the guest will likely read on from there. */
@@ -53,38 +67,56 @@ export class Streamer {
     this.#lastDemandAt = this.#now();
   }
 
-  /** The window now: smaller while the guest has recently waited on a demand read. */
+  /** The guest waited on a demand read lately (within two round trips, and at least the quiet time). */
+  get guestWaiting(): boolean {
+    const rtt = this.#fetcher.path.srttMs ?? 0;
+    return this.#now() - this.#lastDemandAt < Math.max(this.#opts.demandQuietMs ?? DEMAND_QUIET_MS, 2 * rtt);
+  }
+
+  /** The window now (the path model's, with headroom while the guest waits). */
   get windowBytes(): number {
-    const { windowBytes, demandWindowBytes, demandQuietMs } = this.#opts;
-    const demandRecent = this.#now() - this.#lastDemandAt < (demandQuietMs ?? DEMAND_QUIET_MS);
-    return demandRecent ? Math.min(windowBytes, demandWindowBytes ?? DEMAND_WINDOW_BYTES) : windowBytes;
+    const path = this.#fetcher.path;
+    path.setHeadroom(this.guestWaiting);
+    return path.windowBytes(this.#now());
   }
 
   /**
-   * Top the window up. Called on start, after each finished request, and after a reconnect. It waits until
-   * half the window is free and then sends the requests together: a request per reply would cost a system
-   * call on each side for a few dozen bytes.
+   * Top the window up. Called on start, after each finished request, when pacing lets more go, and after a
+   * reconnect. Unpaced, it waits until a good part of the window is free and sends the requests together (a
+   * request per reply would cost a system call on each side for a few dozen bytes); paced, the bucket sets the batch.
    */
   fill(): void {
     if (!this.#running || this.#filling || this.#store.writesPaused) return;
-    if (this.#fetcher.bulkBytesInFlight > this.windowBytes * STREAM_REFILL_FRACTION) return;
+    const window = this.windowBytes;
+    const rate = this.#fetcher.path.pacingRate(this.#now());
+    const requestBytes = this.#requestBytes(rate);
+    const free = window - this.#fetcher.bulkBytesInFlight;
+    if (free < (rate === null ? Math.min(window * (1 - STREAM_REFILL_FRACTION), STREAM_REFILL_MAX_BYTES) : Math.min(window, requestBytes))) return;
     this.#filling = true;
     try {
-      this.#fetcher.batch(() => this.#fillWindow());
+      this.#fetcher.batch(() => this.#fillWindow(window, rate, requestBytes));
     } finally {
       this.#filling = false;
     }
   }
 
-  #fillWindow(): void {
+  #fillWindow(window: number, rate: number | null, requestBytes: number): void {
     const store = this.#store;
-    const maxBlocks = Math.max(1, Math.floor(this.#opts.batchBytes / store.blockSize));
-    const windowBytes = this.windowBytes;
+    const maxBlocks = Math.max(1, Math.floor(requestBytes / store.blockSize));
+    this.#refillTokens(rate, requestBytes, this.#now());
     let wrapped = false;
-    while (this.#fetcher.serving && this.#fetcher.bulkBytesInFlight < windowBytes) {
+    while (this.#fetcher.serving && this.#fetcher.bulkBytesInFlight < window) {
+      if (rate !== null && this.#tokens <= 0) {
+        this.#wakeWhenPaced(rate);
+        return;
+      }
       const b = this.#nextCandidate(this.#cursor);
       if (b < 0) {
-        if (wrapped || this.#cursor === 0) break;
+        if (wrapped || this.#cursor === 0) {
+          // Room in the window and nothing to ask for: what is measured now says nothing of the path's limit.
+          this.#fetcher.path.markAppLimited();
+          return;
+        }
         wrapped = true;
         this.#cursor = 0;
         continue;
@@ -93,7 +125,35 @@ export class Streamer {
       while (n < maxBlocks && b + n < store.blockCount && !store.isPresent(b + n) && !store.isInflight(b + n)) n++;
       store.fetchBulk(b, n);
       this.#cursor = b + n;
+      this.#tokens -= n * store.blockSize;
     }
+  }
+
+  /** Paced, a request carries a couple of milliseconds of the rate (small bursts at the bottleneck); unpaced, a batch. */
+  #requestBytes(rate: number | null): number {
+    const { batchBytes } = this.#opts;
+    if (rate === null) return batchBytes;
+    return Math.min(batchBytes, Math.max(this.#store.blockSize, rate * PACED_REQUEST_MS));
+  }
+
+  #refillTokens(rate: number | null, requestBytes: number, now: number): void {
+    if (rate === null) {
+      this.#tokensAt = null;
+      return;
+    }
+    const cap = Math.max(2 * requestBytes, rate * PACING_BURST_MS);
+    this.#tokens = this.#tokensAt === null ? cap : Math.min(cap, this.#tokens + rate * (now - this.#tokensAt));
+    this.#tokensAt = now;
+  }
+
+  /** The bucket is empty: come back when a request's worth has accrued (timers run late; the bucket allows for it). */
+  #wakeWhenPaced(rate: number): void {
+    if (this.#timer) return;
+    const ms = Math.max(1, (this.#store.blockSize - this.#tokens) / rate);
+    this.#timer = this.#setTimer(() => {
+      this.#timer = null;
+      this.fill();
+    }, ms);
   }
 
   #nextCandidate(from: number): number {

@@ -33,6 +33,8 @@ export interface LinkOptions {
 
 export interface LinkEvents {
   close: [PostcopyError | undefined];
+  /** A PING's round trip (ms): the path's delay as the peer's event loop sees it. */
+  rtt: [number];
 }
 
 /** Takes each message in order; throwing from it cuts the peer off with an error frame. */
@@ -50,6 +52,8 @@ export class Link extends EventEmitter<LinkEvents> {
   #closeError: PostcopyError | undefined;
   #lastReceived = Date.now();
   #pingSeq = 0;
+  /** The latest PING not answered yet: its sequence number and when it was handed to the socket. */
+  #pingOut: { seq: number; at: number } | null = null;
   #keepalive: NodeJS.Timeout | undefined;
   readonly #highWater: number;
   readonly #interval: number;
@@ -239,7 +243,11 @@ export class Link extends EventEmitter<LinkEvents> {
         this.send({ type: 'PONG', seq: msg.seq });
         continue;
       }
-      if (msg.type === 'PONG') continue;
+      if (msg.type === 'PONG') {
+        if (this.#pingOut?.seq === msg.seq) this.emit('rtt', performance.now() - this.#pingOut.at);
+        this.#pingOut = null;
+        continue;
+      }
       if (this.#handler === null) {
         this.#backlog.push(msg);
         this.#socket.pause();
@@ -273,7 +281,16 @@ export class Link extends EventEmitter<LinkEvents> {
       this.destroy(new TimeoutError('PC_ERR_TIMEOUT', `no data from peer for ${silent} ms`));
       return;
     }
-    if (silent >= this.#interval) this.send({ type: 'PING', seq: this.#pingSeq++ & L.PING_SEQ_MASK });
+    if (silent >= this.#interval) this.ping();
+  }
+
+  /** Send a PING now; its PONG reports the round trip as an 'rtt' event. */
+  ping(): void {
+    if (this.#closed) return;
+    const seq = this.#pingSeq++ & L.PING_SEQ_MASK;
+    const out = { seq, at: performance.now() };
+    this.#pingOut = out;
+    this.send({ type: 'PING', seq }, () => void (out.at = performance.now()));
   }
 
   #finish(err: PostcopyError | undefined): void {

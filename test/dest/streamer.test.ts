@@ -4,11 +4,14 @@ import { describe, expect, it } from 'vitest';
 import { Streamer } from '../../src/dest/streamer.js';
 import type { BlockStore } from '../../src/dest/block-store.js';
 import type { Fetcher } from '../../src/dest/fetcher.js';
+import { PathEstimator } from '../../src/dest/path-estimator.js';
+import { pathLimitsUpTo } from '../../src/dest/path-constants.js';
 
 const BS = 64 * 1024;
 const KiB = 1024;
 
-function setup(blocks: number) {
+/** `maxWindow`: --bulk-window. With nothing measured yet the path model gives its floors: 1 MiB, 512 KiB for a waiting guest. */
+function setup(blocks: number, maxWindow = 64 * 1024 * KiB) {
   const present = new Set<number>();
   const inflight = new Set<number>();
   const requests: Array<{ first: number; count: number }> = [];
@@ -31,6 +34,7 @@ function setup(blocks: number) {
   };
   const fetcher = {
     serving: true,
+    path: new PathEstimator(pathLimitsUpTo(maxWindow), () => bytes, 0),
     get bulkBytesInFlight() {
       return bytes;
     },
@@ -54,7 +58,7 @@ function setup(blocks: number) {
 describe('streamer', () => {
   it('fills the window with batch-sized requests in one batch, and refills only once half of it is free', () => {
     const t = setup(64);
-    const s = new Streamer(t.store, t.fetcher, { windowBytes: 1024 * KiB, batchBytes: 256 * KiB });
+    const s = new Streamer(t.store, t.fetcher, { batchBytes: 256 * KiB });
     s.start();
     expect(t.requests).toEqual([0, 4, 8, 12].map((first) => ({ first, count: 4 })));
     expect(t.batches()).toBe(1);
@@ -68,8 +72,8 @@ describe('streamer', () => {
   });
 
   it('a window smaller than a batch still streams, one request at a time, to the last block', () => {
-    const t = setup(10);
-    const s = new Streamer(t.store, t.fetcher, { windowBytes: 128 * KiB, batchBytes: 256 * KiB });
+    const t = setup(10, 128 * KiB);
+    const s = new Streamer(t.store, t.fetcher, { batchBytes: 256 * KiB });
     s.start();
     for (let i = 0; i < 3; i++) {
       expect(t.requests).toHaveLength(i + 1);
@@ -82,7 +86,7 @@ describe('streamer', () => {
   it('shrinks the window while demand reads are recent, and grows it back once the guest is quiet', () => {
     const t = setup(64);
     let now = 0;
-    const s = new Streamer(t.store, t.fetcher, { windowBytes: 1024 * KiB, batchBytes: 256 * KiB, demandQuietMs: 100, now: () => now });
+    const s = new Streamer(t.store, t.fetcher, { batchBytes: 256 * KiB, demandQuietMs: 100, now: () => now });
     s.hint(-1); // a demand miss just before the stream starts (cursor stays at block 0)
     s.start();
     expect(t.requests).toHaveLength(2);

@@ -1,0 +1,307 @@
+// What D knows of the path from S: the round trip with no queue in it (min RTT), the bottleneck's rate (the highest
+// delivery rate seen), and from the two the bulk window and pacing rate that keep the link full without a standing
+// queue ahead of demand replies. BBR's model applied to a pull protocol: D's requests are the sends, S's replies
+// the acknowledgements that carry data. Pure: the caller passes the time (ms), nothing here sets a timer.
+import {
+  BW_FILTER_MIN_MS, BW_FILTER_ROUNDS, DRAIN_MAX_ROUNDS, HEADROOM_PACING_GAIN, HEADROOM_WINDOW_GAIN, MIN_RTT_WINDOW_MS, PROBE_BW_FIRST_PHASE, QUEUE_ALLOWANCE_FRACTION, QUEUE_ALLOWANCE_MAX_MS, QUEUE_ALLOWANCE_MIN_MS, QUEUE_DRAIN_GAIN, PROBE_BW_GAINS,
+  PROBE_BW_WINDOW_GAIN, PROBE_RTT_MS, PROBE_RTT_WINDOW_BYTES, SRTT_ALPHA, STARTUP_FULL_ROUNDS, STARTUP_WINDOW_GAIN, HEADROOM_STARTUP_WINDOW_GAIN, STARTUP_QUEUE_SAMPLES, STARTUP_GAIN, STARTUP_GROWTH,
+  type PathLimits,
+} from './path-constants.js';
+
+/** startup: double the rate each round trip until it stops growing; drain: empty what startup queued;
+ * probe-bw: cruise at the estimate, probing above it now and then; probe-rtt: hold the window down to see the min RTT. */
+export type PathPhase = 'startup' | 'drain' | 'probe-bw' | 'probe-rtt';
+
+/** What a request carries from its send to its completion: the delivery-rate sample is taken over that span. */
+export interface SendStamp {
+  readonly sentAt: number;
+  /** Reply bytes delivered before the send, and when the last of them arrived. */
+  readonly delivered: number;
+  readonly deliveredAt: number;
+  /** Sent while D did not use the path fully: its sample may raise the rate estimate, never lower it. */
+  readonly appLimited: boolean;
+}
+
+/** The path as events and the summary report it. */
+export interface PathReport {
+  phase: PathPhase;
+  minRttMs: number | null;
+  rttMs: number | null;
+  bottleneckBytesPerSec: number | null;
+  windowBytes: number;
+  /** null: not paced (no estimate yet). */
+  pacingBytesPerSec: number | null;
+  headroom: boolean;
+  rounds: number;
+}
+
+interface RateSample {
+  round: number;
+  at: number;
+  bytesPerMs: number;
+}
+
+export class PathEstimator {
+  readonly #limits: PathLimits;
+  readonly #inflight: () => number;
+  #phase: PathPhase = 'startup';
+  #phaseAt: number;
+  #phaseRound = 0;
+  #minRtt = Infinity;
+  #minRttAt = -Infinity;
+  #srtt: number | null = null;
+  /** The lowest RTT sample of the round trip under way and of the last whole one: above the min RTT, a queue stands. */
+  #roundMinRtt = Infinity;
+  #lastRoundMinRtt = Infinity;
+  #roundRttSamples = 0;
+  /** Rate samples still inside the filter's span, each larger than every later one (a running max). */
+  #samples: RateSample[] = [];
+  #delivered = 0;
+  #deliveredAt: number;
+  #round = 0;
+  /** A round trip ends when a request sent after this many bytes were delivered completes. */
+  #roundEndsAfter = 0;
+  #fullBw = 0;
+  #fullBwRounds = 0;
+  #pipeFull = false;
+  #cycle = PROBE_BW_FIRST_PHASE;
+  #cycleAt = 0;
+  #probeRttRound = -1;
+  #appLimitedUntil = 0;
+  #headroom = false;
+  /** Startup's pacing never goes down (BBR): an early low sample must not slow the climb. */
+  #startupPacing = 0;
+
+  constructor(limits: PathLimits, inflight: () => number, now: number) {
+    this.#limits = limits;
+    this.#inflight = inflight;
+    this.#phaseAt = now;
+    this.#deliveredAt = now;
+  }
+
+  get phase(): PathPhase {
+    return this.#phase;
+  }
+  /** Bytes per ms; 0 until the first sample. */
+  get bottleneckRate(): number {
+    return this.#samples[0]?.bytesPerMs ?? 0;
+  }
+  get minRttMs(): number | null {
+    return Number.isFinite(this.#minRtt) ? this.#minRtt : null;
+  }
+  get srttMs(): number | null {
+    return this.#srtt;
+  }
+
+  /** Bandwidth-delay product in bytes, or null while either is unknown. */
+  get bdp(): number | null {
+    const bw = this.bottleneckRate;
+    return bw > 0 && Number.isFinite(this.#minRtt) ? bw * this.#minRtt : null;
+  }
+
+  /** The guest waits on demand reads: bulk leaves headroom (its samples then cannot lower the estimate). */
+  setHeadroom(on: boolean): void {
+    this.#headroom = on;
+  }
+
+  /** A request goes out; `inflightBefore`: bytes of replies still owed before it (all classes). */
+  onSend(now: number, inflightBefore: number): SendStamp {
+    // With nothing owed, the last delivery is no reference: the sample's span starts now.
+    if (inflightBefore === 0) this.#deliveredAt = now;
+    return { sentAt: now, delivered: this.#delivered, deliveredAt: this.#deliveredAt, appLimited: this.#appLimitedUntil > this.#delivered || this.#headroomActive() };
+  }
+
+  /** Reply bytes arrived (data bytes: what crosses the bottleneck). */
+  onDelivered(bytes: number, now: number): void {
+    this.#delivered += bytes;
+    this.#deliveredAt = now;
+  }
+
+  /** A round-trip time: a request's first reply part (minus its own transfer time), or a PING's PONG. */
+  onRtt(ms: number, now: number): void {
+    if (!(ms >= 0)) return;
+    const expired = now - this.#minRttAt > MIN_RTT_WINDOW_MS;
+    if (ms <= this.#minRtt || expired) {
+      this.#minRtt = ms;
+      this.#minRttAt = now;
+    }
+    this.#srtt = this.#srtt === null ? ms : this.#srtt + SRTT_ALPHA * (ms - this.#srtt);
+    this.#roundMinRtt = Math.min(this.#roundMinRtt, ms);
+    this.#roundRttSamples++;
+    // Startup leaves as soon as a queue shows, within the round (HyStart++ looks at a round's first samples):
+    // waiting for the round's end lets the window double once more into the queue.
+    if (this.#phase === 'startup' && this.#roundRttSamples >= STARTUP_QUEUE_SAMPLES && this.#queueAbove(this.#roundMinRtt)) {
+      this.#pipeFull = true;
+      this.#enter('drain', now);
+    }
+    if (expired && this.#phase !== 'probe-rtt' && this.#pipeFull) this.#enter('probe-rtt', now);
+  }
+
+  /** D had room in the window but nothing to ask for: samples until what is owed now arrives are app-limited. */
+  markAppLimited(): void {
+    this.#appLimitedUntil = this.#delivered + Math.max(1, this.#inflight());
+  }
+
+  /** A request's last reply part arrived: one delivery-rate sample, and maybe a round trip ended. */
+  onDone(stamp: SendStamp, now: number): void {
+    const roundStart = stamp.delivered >= this.#roundEndsAfter;
+    if (roundStart) {
+      this.#round++;
+      this.#roundEndsAfter = this.#delivered;
+      this.#lastRoundMinRtt = this.#roundMinRtt;
+      this.#roundMinRtt = Infinity;
+      this.#roundRttSamples = 0;
+    }
+    const span = now - stamp.deliveredAt;
+    // Spans shorter than the path's round trip are replies bunched up on the way: no rate can be read from them.
+    if (span > 0 && span >= (Number.isFinite(this.#minRtt) ? this.#minRtt : 0)) {
+      const rate = (this.#delivered - stamp.delivered) / span;
+      if (!stamp.appLimited || rate >= this.bottleneckRate) this.#addSample({ round: this.#round, at: now, bytesPerMs: rate });
+    }
+    if (roundStart) this.#onRound(stamp.appLimited, now);
+    this.#advance(now);
+  }
+
+  /** Bytes in flight allowed now. */
+  windowBytes(now: number): number {
+    this.#advance(now);
+    const { minWindowBytes, maxWindowBytes, headroomFloorBytes } = this.#limits;
+    const bdp = this.bdp;
+    // A waiting guest lowers the floor at once (on a short path the floor is the whole window); the gains only
+    // once the pipe's size is known.
+    const floor = this.#headroom ? headroomFloorBytes : minWindowBytes;
+    let w: number;
+    if (this.#phase === 'probe-rtt') w = PROBE_RTT_WINDOW_BYTES;
+    else if (bdp === null) w = floor;
+    else if (this.#phase !== 'probe-bw') w = Math.max(floor, bdp * (this.#headroom ? HEADROOM_STARTUP_WINDOW_GAIN : STARTUP_WINDOW_GAIN));
+    else w = Math.max(floor, bdp * (this.#headroomActive() ? HEADROOM_WINDOW_GAIN : PROBE_BW_WINDOW_GAIN));
+    return Math.max(1, Math.min(maxWindowBytes, Math.round(w)));
+  }
+
+  /** Bulk bytes per ms to pace at, or null: not paced (nothing measured yet). */
+  pacingRate(now: number): number | null {
+    this.#advance(now);
+    const bw = this.bottleneckRate;
+    if (this.#phase === 'startup') {
+      // Before any rate sample, the opening window once per min RTT (as BBR paces from cwnd/srtt).
+      const fromWindow = Number.isFinite(this.#minRtt) && this.#minRtt > 0 ? (STARTUP_GAIN * this.#limits.minWindowBytes) / this.#minRtt : 0;
+      this.#startupPacing = Math.max(this.#startupPacing, fromWindow, STARTUP_GAIN * bw);
+      return this.#startupPacing > 0 ? this.#startupPacing : null;
+    }
+    if (bw <= 0) return null;
+    if (this.#phase === 'drain') return bw / STARTUP_GAIN;
+    if (this.#phase === 'probe-rtt') return bw;
+    // A standing queue is drained before anything else: no probing above the estimate while one is seen.
+    const gain = this.queueing ? QUEUE_DRAIN_GAIN : PROBE_BW_GAINS[this.#cycle]!;
+    return bw * (this.#headroomActive() ? Math.min(gain, HEADROOM_PACING_GAIN) : gain);
+  }
+
+  report(now: number): PathReport {
+    const pacing = this.pacingRate(now);
+    return {
+      phase: this.#phase,
+      minRttMs: this.minRttMs,
+      rttMs: this.#srtt,
+      bottleneckBytesPerSec: this.bottleneckRate > 0 ? Math.round(this.bottleneckRate * 1000) : null,
+      windowBytes: this.windowBytes(now),
+      pacingBytesPerSec: pacing === null ? null : Math.round(pacing * 1000),
+      headroom: this.#headroomActive(),
+      rounds: this.#round,
+    };
+  }
+
+  /** Headroom applies once the pipe's size is known: startup must climb even while the guest reads. */
+  #headroomActive(): boolean {
+    return this.#headroom && this.#pipeFull;
+  }
+
+  #addSample(s: RateSample): void {
+    // A running max: samples no larger than the new one can never be the max again.
+    while (this.#samples.length > 0 && this.#samples[this.#samples.length - 1]!.bytesPerMs <= s.bytesPerMs) this.#samples.pop();
+    this.#samples.push(s);
+    this.#expireSamples(s.at);
+  }
+
+  #expireSamples(now: number): void {
+    // Keep the newest sample always: an estimate ages out only when a newer one replaces it.
+    while (this.#samples.length > 1) {
+      const head = this.#samples[0]!;
+      if (this.#round - head.round < BW_FILTER_ROUNDS || now - head.at < BW_FILTER_MIN_MS) break;
+      this.#samples.shift();
+    }
+  }
+
+  /**
+   * Even the best round trip of the last round was well above the min RTT: a queue stands at the bottleneck, ours.
+   * "Well above" as HyStart reads it (an eighth of the min RTT, within 2..16 ms): noise stays under it.
+   */
+  get queueing(): boolean {
+    return this.#queueAbove(this.#lastRoundMinRtt);
+  }
+
+  #queueAbove(rtt: number): boolean {
+    if (!Number.isFinite(this.#minRtt) || !Number.isFinite(rtt)) return false;
+    const allowance = Math.min(QUEUE_ALLOWANCE_MAX_MS, Math.max(QUEUE_ALLOWANCE_MIN_MS, this.#minRtt * QUEUE_ALLOWANCE_FRACTION));
+    return rtt > this.#minRtt + allowance;
+  }
+
+  #onRound(appLimited: boolean, now: number): void {
+    if (this.#phase === 'probe-rtt' && this.#probeRttRound < 0 && this.#inflight() <= PROBE_RTT_WINDOW_BYTES) this.#probeRttRound = this.#round;
+    if (this.#pipeFull) return;
+    // A queue building in startup: the pipe is full already (the rate samples may not have levelled off yet).
+    if (this.queueing) {
+      this.#pipeFull = true;
+      if (this.#phase === 'startup') this.#enter('drain', now);
+      return;
+    }
+    if (appLimited) return;
+    const bw = this.bottleneckRate;
+    if (bw >= this.#fullBw * STARTUP_GROWTH) {
+      this.#fullBw = bw;
+      this.#fullBwRounds = 0;
+      return;
+    }
+    if (++this.#fullBwRounds >= STARTUP_FULL_ROUNDS) {
+      this.#pipeFull = true;
+      if (this.#phase === 'startup') this.#enter('drain', now);
+    }
+  }
+
+  /** Time-driven moves between phases. */
+  #advance(now: number): void {
+    const bdp = this.bdp;
+    switch (this.#phase) {
+      case 'drain':
+        // Until what startup queued has gone: in flight down to the pipe's size (or the window floor, on a short
+        // path), or a few round trips at most.
+        if (bdp === null || this.#inflight() <= Math.max(bdp, this.#limits.headroomFloorBytes) || this.#round - this.#phaseRound >= DRAIN_MAX_ROUNDS) this.#enter('probe-bw', now);
+        return;
+      case 'probe-bw':
+        if (now - this.#cycleAt >= (Number.isFinite(this.#minRtt) ? this.#minRtt : 0)) {
+          this.#cycle = (this.#cycle + 1) % PROBE_BW_GAINS.length;
+          this.#cycleAt = now;
+        }
+        return;
+      case 'probe-rtt':
+        // Held down at least PROBE_RTT_MS and one whole round trip at the small window; the min RTT is fresh then.
+        if (this.#probeRttRound >= 0 && this.#round > this.#probeRttRound && now - this.#phaseAt >= PROBE_RTT_MS) {
+          this.#minRttAt = now;
+          this.#enter(this.#pipeFull ? 'probe-bw' : 'startup', now);
+        }
+        return;
+      case 'startup':
+        return;
+    }
+  }
+
+  #enter(phase: PathPhase, now: number): void {
+    this.#phase = phase;
+    this.#phaseAt = now;
+    this.#phaseRound = this.#round;
+    if (phase === 'probe-bw') {
+      this.#cycle = PROBE_BW_FIRST_PHASE;
+      this.#cycleAt = now;
+    }
+    if (phase === 'probe-rtt') this.#probeRttRound = -1;
+  }
+}
