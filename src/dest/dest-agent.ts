@@ -255,7 +255,7 @@ export class DestAgent {
     if (msg.type === 'BLOCK_DATA' || msg.type === 'BLOCK_ZERO' || msg.type === 'BLOCK_ERR') {
       // The data plane: each block reply goes straight to the fetcher, never through the core.
       try {
-        this.#fetcher.onReply(msg);
+        this.#fetcher.onReply(msg, link.frameStartedAt);
       } catch (e) {
         this.#dispatch({ type: 'peer-violation', error: failureOf(e, 'PC_ERR_MALFORMED') });
       }

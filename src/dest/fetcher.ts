@@ -211,7 +211,8 @@ export class Fetcher {
   }
 
   /** A reply part from S. Anything not matching an outstanding request is a protocol error. */
-  onReply(msg: MessageOf<'BLOCK_DATA'> | MessageOf<'BLOCK_ZERO'> | MessageOf<'BLOCK_ERR'>): void {
+  /** `startedAt`: when the reply frame's first byte arrived (default: now, a frame that came whole). */
+  onReply(msg: MessageOf<'BLOCK_DATA'> | MessageOf<'BLOCK_ZERO'> | MessageOf<'BLOCK_ERR'>, startedAt?: number): void {
     const req = this.#inflight.get(msg.id);
     if (!req) throw new ProtocolError('PC_ERR_UNKNOWN_REQUEST', `${msg.type} id ${msg.id}`);
     if (msg.type === 'BLOCK_ERR') {
@@ -227,7 +228,7 @@ export class Fetcher {
     const doneUpTo = req.doneUpTo + length;
     const done = doneUpTo === req.offset + req.length;
     if (msg.done !== done) throw new ProtocolError('PC_ERR_MALFORMED', `${msg.type} id ${msg.id}: done flag disagrees with length`);
-    this.#observeReply(req, msg.type === 'BLOCK_DATA' ? length : 0, length, now);
+    this.#observeReply(req, msg.type === 'BLOCK_DATA' ? length : 0, length, startedAt ?? now, now);
     // The sink may refuse the part (not whole blocks): the request is advanced only once it took it, so a
     // re-issue after the cut-off asks again for exactly what is missing.
     try {
@@ -246,15 +247,10 @@ export class Fetcher {
     }
   }
 
-  /** A reply part, for the path: its round trip (the first part), the bytes that crossed the link, the owed bytes it paid. */
-  #observeReply(req: InFlight, wireBytes: number, length: number, now: number): void {
+  /** A reply part, for the path: its round trip (the first part, to its first byte), the bytes that crossed the link, the owed bytes it paid. */
+  #observeReply(req: InFlight, wireBytes: number, length: number, startedAt: number, now: number): void {
     const path = this.#path;
-    if (req.stamp !== null && req.doneUpTo === req.stamp.offsetAtSend) {
-      // The first part arrived whole before it was decoded: its own transfer at the bottleneck is not the path's
-      // delay. Taken out only once the rate is known (startup's estimate is low, and would take out too much).
-      const rate = path.phase === 'startup' ? 0 : path.bottleneckRate;
-      path.onRtt(now - req.sentAt - (rate > 0 ? wireBytes / rate : 0), now);
-    }
+    if (req.stamp !== null && req.doneUpTo === req.stamp.offsetAtSend) path.onRtt(startedAt - req.sentAt, now);
     if (wireBytes > 0) path.onDelivered(wireBytes, now);
     const paid = Math.min(req.owed, length);
     req.owed -= paid;
@@ -319,7 +315,7 @@ export class Fetcher {
     const timing = req.timing;
     if (timing) timing.queuedAt = now;
     const length = req.offset + req.length - req.doneUpTo;
-    req.stamp = { ...this.#path.onSend(now, this.#owedBytes), offsetAtSend: req.doneUpTo };
+    req.stamp = { ...this.#path.onSend(now, this.#owedBytes, length), offsetAtSend: req.doneUpTo };
     req.sentAt = now;
     this.#owedBytes += length - req.owed;
     req.owed = length;

@@ -40,8 +40,13 @@ export const STARTUP_GAIN = 2 / Math.LN2;
  * trip, and the round in which the rate reaches the bottleneck queues at most one BDP before the queue shows …
  */
 export const STARTUP_WINDOW_GAIN = 2;
-/** … and one and a half while the guest waits on demand reads: the climb is slower, the queue it may see half that. */
-export const HEADROOM_STARTUP_WINDOW_GAIN = 1.5;
+/**
+ * While the guest waits on demand reads, startup paces and sizes its window at one and a half times the estimate:
+ * the climb is slower (x1.5 a round trip), smooth instead of bursty, and the queue it can build half a BDP at most.
+ */
+export const HEADROOM_STARTUP_GAIN = 1.25;
+/** … and its rate counts as still growing above this factor a round trip (BBR's 1.25 assumes doubling). */
+export const HEADROOM_STARTUP_GROWTH = 1.05;
 /** Startup ends once the rate estimate grew by less than this factor … */
 export const STARTUP_GROWTH = 1.25;
 /** … for this many round trips in a row: the pipe is full. */
@@ -62,6 +67,8 @@ export const PROBE_BW_WINDOW_GAIN = 2;
  * ahead of a demand reply drains instead of standing; 5 % of the link is the price of a guest that does not wait.
  */
 export const HEADROOM_PACING_GAIN = 0.95;
+/** … probing above the estimate by this much instead of 1.25 (a tenth of a round trip of queue at most) … */
+export const HEADROOM_PROBE_GAIN = 1.1;
 /** … and no more than this many bandwidth-delay products in flight. */
 export const HEADROOM_WINDOW_GAIN = 1.5;
 

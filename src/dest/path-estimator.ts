@@ -3,8 +3,8 @@
 // queue ahead of demand replies. BBR's model applied to a pull protocol: D's requests are the sends, S's replies
 // the acknowledgements that carry data. Pure: the caller passes the time (ms), nothing here sets a timer.
 import {
-  BW_FILTER_MIN_MS, BW_FILTER_ROUNDS, DRAIN_MAX_ROUNDS, HEADROOM_PACING_GAIN, HEADROOM_WINDOW_GAIN, MIN_RTT_WINDOW_MS, PROBE_BW_FIRST_PHASE, QUEUE_ALLOWANCE_FRACTION, QUEUE_ALLOWANCE_MAX_MS, QUEUE_ALLOWANCE_MIN_MS, QUEUE_DRAIN_GAIN, PROBE_BW_GAINS,
-  PROBE_BW_WINDOW_GAIN, PROBE_RTT_MS, PROBE_RTT_WINDOW_BYTES, SRTT_ALPHA, STARTUP_FULL_ROUNDS, STARTUP_WINDOW_GAIN, HEADROOM_STARTUP_WINDOW_GAIN, STARTUP_QUEUE_SAMPLES, STARTUP_GAIN, STARTUP_GROWTH,
+  BW_FILTER_MIN_MS, BW_FILTER_ROUNDS, DRAIN_MAX_ROUNDS, HEADROOM_PACING_GAIN, HEADROOM_STARTUP_GROWTH, HEADROOM_PROBE_GAIN, HEADROOM_WINDOW_GAIN, MIN_RTT_WINDOW_MS, PACING_BURST_MS, PROBE_BW_FIRST_PHASE, QUEUE_ALLOWANCE_FRACTION, QUEUE_ALLOWANCE_MAX_MS, QUEUE_ALLOWANCE_MIN_MS, QUEUE_DRAIN_GAIN, PROBE_BW_GAINS,
+  PROBE_BW_WINDOW_GAIN, PROBE_RTT_MS, PROBE_RTT_WINDOW_BYTES, SRTT_ALPHA, STARTUP_FULL_ROUNDS, STARTUP_WINDOW_GAIN, HEADROOM_STARTUP_GAIN, STARTUP_QUEUE_SAMPLES, STARTUP_GAIN, STARTUP_GROWTH,
   type PathLimits,
 } from './path-constants.js';
 
@@ -53,7 +53,12 @@ export class PathEstimator {
   /** The lowest RTT sample of the round trip under way and of the last whole one: above the min RTT, a queue stands. */
   #roundMinRtt = Infinity;
   #lastRoundMinRtt = Infinity;
-  #roundRttSamples = 0;
+  /** The latest RTT samples (startup's exit looks at them). */
+  readonly #recentRtts: number[] = [];
+  #recentCount = 0;
+  /** Bytes delivered when the round under way began, and when. */
+  #roundStartDelivered = 0;
+  #roundStartAt = 0;
   /** Rate samples still inside the filter's span, each larger than every later one (a running max). */
   #samples: RateSample[] = [];
   #delivered = 0;
@@ -69,8 +74,11 @@ export class PathEstimator {
   #probeRttRound = -1;
   #appLimitedUntil = 0;
   #headroom = false;
-  /** Startup's pacing never goes down (BBR): an early low sample must not slow the climb. */
-  #startupPacing = 0;
+  /** Pacing: bytes that may be asked for now, refilled at the pacing rate (null: not paced). */
+  #tokens = 0;
+  #tokensAt: number | null = null;
+  /** Bytes startup has added to the window's floor so far. */
+  #startupGrowth = 0;
 
   constructor(limits: PathLimits, inflight: () => number, now: number) {
     this.#limits = limits;
@@ -104,10 +112,17 @@ export class PathEstimator {
     this.#headroom = on;
   }
 
-  /** A request goes out; `inflightBefore`: bytes of replies still owed before it (all classes). */
-  onSend(now: number, inflightBefore: number): SendStamp {
+  /**
+   * A request of `bytes` goes out; `inflightBefore`: bytes of replies still owed before it (all classes). Every
+   * request spends from the pacing allowance, a demand read too (it never waits for it): the bottleneck carries both.
+   */
+  onSend(now: number, inflightBefore: number, bytes: number): SendStamp {
     // With nothing owed, the last delivery is no reference: the sample's span starts now.
     if (inflightBefore === 0) this.#deliveredAt = now;
+    if (this.#tokensAt !== null) {
+      this.allowance(now, 0);
+      this.#tokens -= bytes;
+    }
     return { sentAt: now, delivered: this.#delivered, deliveredAt: this.#deliveredAt, appLimited: this.#appLimitedUntil > this.#delivered || this.#headroomActive() };
   }
 
@@ -115,6 +130,9 @@ export class PathEstimator {
   onDelivered(bytes: number, now: number): void {
     this.#delivered += bytes;
     this.#deliveredAt = now;
+    // Startup's window grows with what arrives, as TCP's slow start does (doubling a round trip, x1.5 for a waiting
+    // guest): rate samples lag a round or more behind, and a window sized from them alone would climb that slowly.
+    if (this.#phase === 'startup') this.#startupGrowth += bytes * (this.#headroom ? HEADROOM_STARTUP_GAIN - 1 : 1);
   }
 
   /** A round-trip time: a request's first reply part (minus its own transfer time), or a PING's PONG. */
@@ -127,10 +145,10 @@ export class PathEstimator {
     }
     this.#srtt = this.#srtt === null ? ms : this.#srtt + SRTT_ALPHA * (ms - this.#srtt);
     this.#roundMinRtt = Math.min(this.#roundMinRtt, ms);
-    this.#roundRttSamples++;
-    // Startup leaves as soon as a queue shows, within the round (HyStart++ looks at a round's first samples):
-    // waiting for the round's end lets the window double once more into the queue.
-    if (this.#phase === 'startup' && this.#roundRttSamples >= STARTUP_QUEUE_SAMPLES && this.#queueAbove(this.#roundMinRtt)) {
+    this.#recentRtts[this.#recentCount++ % STARTUP_QUEUE_SAMPLES] = ms;
+    // Startup leaves as soon as the latest samples all show a queue (HyStart++ looks at a round's first samples;
+    // the latest ones see a queue sooner): waiting for the round's end lets the window grow on into the queue.
+    if (this.#phase === 'startup' && this.#recentCount >= STARTUP_QUEUE_SAMPLES && this.#queueAbove(Math.min(...this.#recentRtts))) {
       this.#pipeFull = true;
       this.#enter('drain', now);
     }
@@ -145,12 +163,15 @@ export class PathEstimator {
   /** A request's last reply part arrived: one delivery-rate sample, and maybe a round trip ended. */
   onDone(stamp: SendStamp, now: number): void {
     const roundStart = stamp.delivered >= this.#roundEndsAfter;
+    let roundRate = 0;
     if (roundStart) {
       this.#round++;
       this.#roundEndsAfter = this.#delivered;
       this.#lastRoundMinRtt = this.#roundMinRtt;
       this.#roundMinRtt = Infinity;
-      this.#roundRttSamples = 0;
+      if (now > this.#roundStartAt) roundRate = (this.#delivered - this.#roundStartDelivered) / (now - this.#roundStartAt);
+      this.#roundStartAt = now;
+      this.#roundStartDelivered = this.#delivered;
     }
     const span = now - stamp.deliveredAt;
     // Spans shorter than the path's round trip are replies bunched up on the way: no rate can be read from them.
@@ -158,7 +179,13 @@ export class PathEstimator {
       const rate = (this.#delivered - stamp.delivered) / span;
       if (!stamp.appLimited || rate >= this.bottleneckRate) this.#addSample({ round: this.#round, at: now, bytesPerMs: rate });
     }
-    if (roundStart) this.#onRound(stamp.appLimited, now);
+    if (roundStart) {
+      // A queue stood through the whole round: the link was busy all of it, so what it delivered is its rate, however
+      // little D meant to send. An estimate above that (a lucky sample in the max filter) would keep the queue
+      // standing: it goes.
+      if (this.queueing && roundRate > 0 && roundRate < this.bottleneckRate) this.#samples = [{ round: this.#round, at: now, bytesPerMs: roundRate }];
+      this.#onRound(stamp.appLimited, now);
+    }
     this.#advance(now);
   }
 
@@ -172,10 +199,16 @@ export class PathEstimator {
     const floor = this.#headroom ? headroomFloorBytes : minWindowBytes;
     let w: number;
     if (this.#phase === 'probe-rtt') w = PROBE_RTT_WINDOW_BYTES;
+    else if (this.#phase === 'startup') w = this.#startupWindow(floor, bdp ?? 0);
     else if (bdp === null) w = floor;
-    else if (this.#phase !== 'probe-bw') w = Math.max(floor, bdp * (this.#headroom ? HEADROOM_STARTUP_WINDOW_GAIN : STARTUP_WINDOW_GAIN));
+    else if (this.#phase === 'drain') w = Math.max(floor, bdp * STARTUP_WINDOW_GAIN);
     else w = Math.max(floor, bdp * (this.#headroomActive() ? HEADROOM_WINDOW_GAIN : PROBE_BW_WINDOW_GAIN));
     return Math.max(1, Math.min(maxWindowBytes, Math.round(w)));
+  }
+
+  /** Startup's window: the floor plus what startup has grown it by, or the estimates' own if that is larger. */
+  #startupWindow(floor: number, bdp: number): number {
+    return Math.max(floor + this.#startupGrowth, bdp * (this.#headroom ? HEADROOM_STARTUP_GAIN : STARTUP_WINDOW_GAIN));
   }
 
   /** Bulk bytes per ms to pace at, or null: not paced (nothing measured yet). */
@@ -183,17 +216,39 @@ export class PathEstimator {
     this.#advance(now);
     const bw = this.bottleneckRate;
     if (this.#phase === 'startup') {
-      // Before any rate sample, the opening window once per min RTT (as BBR paces from cwnd/srtt).
-      const fromWindow = Number.isFinite(this.#minRtt) && this.#minRtt > 0 ? (STARTUP_GAIN * this.#limits.minWindowBytes) / this.#minRtt : 0;
-      this.#startupPacing = Math.max(this.#startupPacing, fromWindow, STARTUP_GAIN * bw);
-      return this.#startupPacing > 0 ? this.#startupPacing : null;
+      // Above the estimate by startup's gain (gentler for a waiting guest), and at least the window once per min
+      // RTT: sends spread over the round trip instead of going in a burst (BBR paces from cwnd/srtt before it has a rate).
+      const floor = this.#headroom ? this.#limits.headroomFloorBytes : this.#limits.minWindowBytes;
+      const fromWindow = Number.isFinite(this.#minRtt) && this.#minRtt > 0 ? this.#startupWindow(floor, this.bdp ?? 0) / this.#minRtt : 0;
+      const rate = Math.max(bw * (this.#headroom ? HEADROOM_STARTUP_GAIN : STARTUP_GAIN), fromWindow);
+      return rate > 0 ? rate : null;
     }
     if (bw <= 0) return null;
     if (this.#phase === 'drain') return bw / STARTUP_GAIN;
     if (this.#phase === 'probe-rtt') return bw;
     // A standing queue is drained before anything else: no probing above the estimate while one is seen.
-    const gain = this.queueing ? QUEUE_DRAIN_GAIN : PROBE_BW_GAINS[this.#cycle]!;
-    return bw * (this.#headroomActive() ? Math.min(gain, HEADROOM_PACING_GAIN) : gain);
+    if (this.queueing) return bw * QUEUE_DRAIN_GAIN;
+    const gain = PROBE_BW_GAINS[this.#cycle]!;
+    if (!this.#headroomActive()) return bw * gain;
+    // A waiting guest: below the estimate, but still probing a little above it now and then (an estimate that
+    // startup left low must be able to grow while a guest reads for minutes).
+    return bw * (gain > 1 ? HEADROOM_PROBE_GAIN : Math.min(gain, HEADROOM_PACING_GAIN));
+  }
+
+  /**
+   * Bytes of bulk requests that may go now (Infinity: not paced). The allowance refills at the pacing rate up to a
+   * few milliseconds of it (`burstBytes` at least), so a late timer sends what came due without a burst beyond that.
+   */
+  allowance(now: number, burstBytes: number): number {
+    const rate = this.pacingRate(now);
+    if (rate === null) {
+      this.#tokensAt = null;
+      return Infinity;
+    }
+    const cap = Math.max(burstBytes, rate * PACING_BURST_MS);
+    this.#tokens = this.#tokensAt === null ? cap : Math.min(cap, this.#tokens + rate * (now - this.#tokensAt));
+    this.#tokensAt = now;
+    return this.#tokens;
   }
 
   report(now: number): PathReport {
@@ -241,7 +296,9 @@ export class PathEstimator {
 
   #queueAbove(rtt: number): boolean {
     if (!Number.isFinite(this.#minRtt) || !Number.isFinite(rtt)) return false;
-    const allowance = Math.min(QUEUE_ALLOWANCE_MAX_MS, Math.max(QUEUE_ALLOWANCE_MIN_MS, this.#minRtt * QUEUE_ALLOWANCE_FRACTION));
+    // A waiting guest feels every millisecond of queue: half the allowance then.
+    const fraction = this.#headroom ? QUEUE_ALLOWANCE_FRACTION / 2 : QUEUE_ALLOWANCE_FRACTION;
+    const allowance = Math.min(QUEUE_ALLOWANCE_MAX_MS, Math.max(QUEUE_ALLOWANCE_MIN_MS, this.#minRtt * fraction));
     return rtt > this.#minRtt + allowance;
   }
 
@@ -256,7 +313,8 @@ export class PathEstimator {
     }
     if (appLimited) return;
     const bw = this.bottleneckRate;
-    if (bw >= this.#fullBw * STARTUP_GROWTH) {
+    // The gentler climb for a waiting guest grows less a round: a smaller step still counts as growth.
+    if (bw >= this.#fullBw * (this.#headroom ? HEADROOM_STARTUP_GROWTH : STARTUP_GROWTH)) {
       this.#fullBw = bw;
       this.#fullBwRounds = 0;
       return;

@@ -5,8 +5,7 @@
 // replies. While the guest waits on demand reads, bulk leaves headroom (BENCHMARKS.md, "WAN").
 import type { Fetcher } from './fetcher.js';
 import type { BlockStore } from './block-store.js';
-import type { PathEstimator } from './path-estimator.js';
-import { PACED_REQUEST_MS, PACING_BURST_MS } from './path-constants.js';
+import { PACED_REQUEST_MS } from './path-constants.js';
 import { DEMAND_QUIET_MS, STREAM_REFILL_FRACTION, STREAM_REFILL_MAX_BYTES } from './store-constants.js';
 
 export interface StreamerOptions {
@@ -35,9 +34,6 @@ export class Streamer {
   #running = false;
   #filling = false;
   #lastDemandAt = -Infinity;
-  /** Pacing: bytes that may go out now (a token bucket refilled at the pacing rate). */
-  #tokens = 0;
-  #tokensAt: number | null = null;
   #timer: { cancel(): void } | null = null;
 
   constructor(store: BlockStore, fetcher: Fetcher, opts: StreamerOptions) {
@@ -102,19 +98,20 @@ export class Streamer {
 
   #fillWindow(window: number, rate: number | null, requestBytes: number): void {
     const store = this.#store;
+    const path = this.#fetcher.path;
     const maxBlocks = Math.max(1, Math.floor(requestBytes / store.blockSize));
-    this.#refillTokens(rate, requestBytes, this.#now());
     let wrapped = false;
     while (this.#fetcher.serving && this.#fetcher.bulkBytesInFlight < window) {
-      if (rate !== null && this.#tokens <= 0) {
-        this.#wakeWhenPaced(rate);
+      const allowance = path.allowance(this.#now(), 2 * requestBytes);
+      if (rate !== null && allowance <= 0) {
+        this.#wakeWhenPaced(rate, allowance);
         return;
       }
       const b = this.#nextCandidate(this.#cursor);
       if (b < 0) {
         if (wrapped || this.#cursor === 0) {
           // Room in the window and nothing to ask for: what is measured now says nothing of the path's limit.
-          this.#fetcher.path.markAppLimited();
+          path.markAppLimited();
           return;
         }
         wrapped = true;
@@ -125,7 +122,6 @@ export class Streamer {
       while (n < maxBlocks && b + n < store.blockCount && !store.isPresent(b + n) && !store.isInflight(b + n)) n++;
       store.fetchBulk(b, n);
       this.#cursor = b + n;
-      this.#tokens -= n * store.blockSize;
     }
   }
 
@@ -136,20 +132,10 @@ export class Streamer {
     return Math.min(batchBytes, Math.max(this.#store.blockSize, rate * PACED_REQUEST_MS));
   }
 
-  #refillTokens(rate: number | null, requestBytes: number, now: number): void {
-    if (rate === null) {
-      this.#tokensAt = null;
-      return;
-    }
-    const cap = Math.max(2 * requestBytes, rate * PACING_BURST_MS);
-    this.#tokens = this.#tokensAt === null ? cap : Math.min(cap, this.#tokens + rate * (now - this.#tokensAt));
-    this.#tokensAt = now;
-  }
-
-  /** The bucket is empty: come back when a request's worth has accrued (timers run late; the bucket allows for it). */
-  #wakeWhenPaced(rate: number): void {
+  /** The allowance is spent: come back when a block's worth has accrued (timers run late; the allowance allows for it). */
+  #wakeWhenPaced(rate: number, allowance: number): void {
     if (this.#timer) return;
-    const ms = Math.max(1, (this.#store.blockSize - this.#tokens) / rate);
+    const ms = Math.max(1, (this.#store.blockSize - allowance) / rate);
     this.#timer = this.#setTimer(() => {
       this.#timer = null;
       this.fill();

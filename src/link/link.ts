@@ -59,6 +59,9 @@ export class Link extends EventEmitter<LinkEvents> {
   readonly #interval: number;
   readonly #timeout: number;
   readonly handshakeTimeoutMs: number;
+  /** When the first byte of a frame still being assembled arrived (null: none is). */
+  #partialSince: number | null = null;
+  #frameStartedAt = 0;
   /** Counters for progress and benchmarks. */
   bytesSent = 0;
   bytesReceived = 0;
@@ -217,9 +220,21 @@ export class Link extends EventEmitter<LinkEvents> {
     if (sent) for (const f of sent) f();
   }
 
+  /**
+   * When the first byte of the frame now being handled arrived (valid while its message is handled): a round trip
+   * read from it does not include the frame's own transfer, which on a slow link is longer than the queue it measures.
+   */
+  get frameStartedAt(): number {
+    return this.#frameStartedAt;
+  }
+
   #onData(chunk: Buffer): void {
     if (this.#closed) return;
     this.bytesReceived += chunk.length;
+    const now = performance.now();
+    // The first frame this chunk completes began with the partial one held before it (or in this chunk); the rest
+    // began in this chunk.
+    const firstStartedAt = this.#partialSince ?? now;
     let frames;
     try {
       frames = this.#decoder.push(chunk);
@@ -227,11 +242,14 @@ export class Link extends EventEmitter<LinkEvents> {
       this.close(asProtocolError(e));
       return;
     }
+    this.#partialSince = this.#decoder.buffered === 0 ? null : frames.length === 0 ? firstStartedAt : now;
+    let index = 0;
     // The peer is heard when a whole frame arrives, not a byte: a length field corrupted upward makes the decoder
     // swallow everything after it (PINGs too) into one frame that never ends, and bytes alone kept that link up.
     if (frames.length > 0) this.#lastReceived = Date.now();
     for (const f of frames) {
       if (this.#closed) return;
+      this.#frameStartedAt = index++ === 0 ? firstStartedAt : now;
       let msg: Message;
       try {
         msg = decodeMessage(f);
@@ -244,8 +262,11 @@ export class Link extends EventEmitter<LinkEvents> {
         continue;
       }
       if (msg.type === 'PONG') {
-        if (this.#pingOut?.seq === msg.seq) this.emit('rtt', performance.now() - this.#pingOut.at);
-        this.#pingOut = null;
+        // Only the latest PING is timed: an answer to an older one says nothing about it.
+        if (this.#pingOut?.seq === msg.seq) {
+          this.emit('rtt', performance.now() - this.#pingOut.at);
+          this.#pingOut = null;
+        }
         continue;
       }
       if (this.#handler === null) {

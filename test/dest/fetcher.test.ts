@@ -538,3 +538,50 @@ describe('fallback: S gone too long', () => {
     expect(source.reads).toHaveLength(1);
   });
 });
+
+describe('the path to S, measured from the requests', () => {
+  it('a request\'s first reply part gives the round trip to its first byte; later parts and re-asked parts give none', () => {
+    const sink = new Recorder();
+    fetcher.request(0, 128 * KIB, CLASS_BULK, sink);
+    const req = link.last;
+    vi.advanceTimersByTime(30);
+    // The frame's first byte arrived 5 ms before it was whole (a slow link): the round trip is 25 ms, not 30.
+    fetcher.onReply(dataMsg(req, 0, pattern(0, 64 * KIB), false), performance.now() - 5);
+    expect(fetcher.path.minRttMs).toBe(25);
+    vi.advanceTimersByTime(10);
+    fetcher.onReply(dataMsg(req, 64 * KIB, pattern(64 * KIB, 64 * KIB), true), performance.now() - 1);
+    expect(fetcher.path.minRttMs).toBe(25);
+    expect(fetcher.path.srttMs).toBe(25);
+  });
+
+  it('data bytes delivered over at least a round trip give the bottleneck\'s rate; zero parts carry no bytes over the link', () => {
+    const data = new Recorder();
+    fetcher.request(0, 256 * KIB, CLASS_BULK, data);
+    const req = link.last;
+    vi.advanceTimersByTime(20);
+    fetcher.onReply(dataMsg(req, 0, pattern(0, 256 * KIB), true));
+    // 256 KiB in the 20 ms since the request went out (nothing was owed before it).
+    expect(fetcher.path.bottleneckRate).toBeCloseTo((256 * KIB) / 20, 5);
+    const zero = new Recorder();
+    fetcher.request(1024 * KIB, 1024 * KIB, CLASS_BULK, zero);
+    vi.advanceTimersByTime(20);
+    fetcher.onReply(zeroMsg(link.last, 1024 * KIB, 1024 * KIB, true));
+    expect(fetcher.path.bottleneckRate).toBeCloseTo((256 * KIB) / 20, 5);
+  });
+
+  it('a new link is a new path: measured afresh, nothing owed on it until requests are re-issued', () => {
+    fetcher.request(0, 64 * KIB, CLASS_BULK, new Recorder());
+    vi.advanceTimersByTime(10);
+    fetcher.onReply(dataMsg(link.last, 0, pattern(0, 32 * KIB), false));
+    const before = fetcher.path;
+    expect(before.minRttMs).toBe(10);
+    const next = new FakeLink();
+    fetcher.attach(next.asLink());
+    expect(fetcher.path).not.toBe(before);
+    expect(fetcher.path.minRttMs).toBeNull();
+    // The re-issued remainder is timed from its own send on the new link.
+    vi.advanceTimersByTime(40);
+    fetcher.onReply(dataMsg(next.last, 32 * KIB, pattern(32 * KIB, 32 * KIB), true));
+    expect(fetcher.path.minRttMs).toBe(40);
+  });
+});

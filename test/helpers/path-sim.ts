@@ -45,8 +45,8 @@ export interface SimResult {
   queueDelays: Array<[number, number]>;
   /** Each demand read: [issued at, latency ms]. */
   demand: Array<[number, number]>;
-  /** The window and pacing rate the path model gave, sampled every 10 ms: [ms, window, pacing bytes/ms or null]. */
-  trace: Array<[number, number, number | null, string]>;
+  /** Every 10 ms: [ms, window, pacing bytes/ms or null, phase, bytes present]. */
+  trace: Array<[number, number, number | null, string, number]>;
   maxWindowSeen: number;
   fetcher: Fetcher;
 }
@@ -108,8 +108,8 @@ class SimLink {
   path: SimPath;
   #lastDeparture = 0;
   readonly queueDelays: Array<[number, number]> = [];
-  readonly #deliver: (msg: Message) => void;
-  constructor(path: SimPath, deliver: (msg: Message) => void) {
+  readonly #deliver: (msg: Message, firstByteAt: number) => void;
+  constructor(path: SimPath, deliver: (msg: Message, firstByteAt: number) => void) {
     this.path = path;
     this.#deliver = deliver;
   }
@@ -134,7 +134,9 @@ class SimLink {
       const done = at + len >= req.offset + req.length;
       // The payload's length is what the fetcher checks and counts; a shared zero buffer of that length stands in.
       const frame: Message = { type: 'BLOCK_DATA', id: req.id, offset: at, data: zeros(len), done, urgent: req.cls === CLASS_URGENT };
-      setTimeout(() => this.#deliver(frame), departure + this.path.rttMs / 2 - now);
+      // Its first byte left the bottleneck at `start` and arrives half a round trip later (what the real link reads).
+      const firstByteAt = start + this.path.rttMs / 2;
+      setTimeout(() => this.#deliver(frame, firstByteAt), departure + this.path.rttMs / 2 - now);
     }
   }
 }
@@ -150,8 +152,8 @@ function zeros(n: number): Buffer {
 export function simulate(o: SimOptions): SimResult {
   const fetcher = new Fetcher(silent, { path: pathLimitsUpTo(o.maxWindowBytes) });
   const store = new SimStore(o.blocks, fetcher);
-  const link = new SimLink(o.path, (msg) => {
-    if (msg.type === 'BLOCK_DATA' || msg.type === 'BLOCK_ZERO' || msg.type === 'BLOCK_ERR') fetcher.onReply(msg);
+  const link = new SimLink(o.path, (msg, firstByteAt) => {
+    if (msg.type === 'BLOCK_DATA' || msg.type === 'BLOCK_ZERO' || msg.type === 'BLOCK_ERR') fetcher.onReply(msg, firstByteAt);
   });
   const streamer = new Streamer(store as unknown as BlockStore, fetcher, { batchBytes: BULK_CHUNK_BYTES });
   fetcher.onSettled = () => streamer.fill();
@@ -176,7 +178,7 @@ export function simulate(o: SimOptions): SimResult {
     if (t % 10 === 0) {
       const w = streamer.windowBytes;
       maxWindowSeen = Math.max(maxWindowSeen, w);
-      trace.push([now, w, fetcher.path.pacingRate(performance.now()), fetcher.path.phase]);
+      trace.push([now, w, fetcher.path.pacingRate(performance.now()), fetcher.path.phase, store.presentCount * SIM_BLOCK]);
     }
     if (!demandBusy && now >= demandNext) {
       // The guest reads the last missing block not in flight (far from the stream, which runs from the start).
@@ -202,6 +204,14 @@ export function simulate(o: SimOptions): SimResult {
   const bytes = store.presentCount * SIM_BLOCK;
   const span = Number.isNaN(bulkDone) ? limit : bulkDone;
   return { doneMs: bulkDone, goodput: bytes / span, queueDelays: link.queueDelays, demand, trace, maxWindowSeen, fetcher };
+}
+
+/** Bytes per ms that arrived between two times of the run (from the 10 ms trace). */
+export function goodputBetween(r: SimResult, fromMs: number, toMs: number): number {
+  const at = (ms: number) => r.trace.find(([t]) => t >= ms) ?? r.trace[r.trace.length - 1]!;
+  const a = at(fromMs);
+  const b = at(toMs);
+  return (b[4] - a[4]) / (b[0] - a[0]);
 }
 
 /** The q-quantile (0..1) of a list of numbers. */

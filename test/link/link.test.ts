@@ -186,6 +186,47 @@ describe('Link: keepalive', () => {
     expect(atLink).toEqual([{ type: 'CONFIRM' }]);
   });
 
+  it('ping() sends a PING whose PONG reports the round trip as an rtt event; a PONG for an older PING reports nothing', async () => {
+    const { link, raw } = linkAndRaw();
+    collect(link);
+    const back = readMessages(raw);
+    const rtts: number[] = [];
+    link.on('rtt', (ms) => rtts.push(ms));
+    link.ping();
+    link.ping();
+    await waitFor(() => back.length === 2, 'two PINGs');
+    const [first, second] = back as Array<Extract<Message, { type: 'PING' }>>;
+    for (const p of encodeMessage({ type: 'PONG', seq: first!.seq })) raw.write(p);
+    for (const p of encodeMessage({ type: 'PONG', seq: second!.seq })) raw.write(p);
+    for (const p of encodeMessage({ type: 'CONFIRM' })) raw.write(p);
+    await waitFor(() => rtts.length === 1, 'rtt');
+    await turns(5);
+    expect(rtts).toHaveLength(1);
+    expect(rtts[0]).toBeGreaterThanOrEqual(0);
+  });
+
+  it('frameStartedAt is when the first byte of the frame being handled arrived, for a frame spread over chunks', async () => {
+    const { link, raw } = linkAndRaw();
+    const starts: Array<[string, number]> = [];
+    link.setHandler((m) => void starts.push([m.type, link.frameStartedAt]));
+    const big = Buffer.concat(encodeBlockData(1, 0, Buffer.alloc(64 * 1024, 7), true, false));
+    const small = Buffer.concat(encodeMessage({ type: 'CONFIRM' }));
+    const t0 = performance.now();
+    raw.write(big.subarray(0, 1000));
+    await turns(5);
+    // Time passes before the rest of the frame comes, and a whole small frame with its last bytes.
+    const waited = performance.now();
+    while (performance.now() - waited < 5) await turns(1);
+    const t1 = performance.now();
+    raw.write(Buffer.concat([big.subarray(1000), small]));
+    await waitFor(() => starts.length === 2, 'two frames');
+    expect(starts[0]![0]).toBe('BLOCK_DATA');
+    expect(starts[0]![1]).toBeGreaterThanOrEqual(t0);
+    expect(starts[0]![1]).toBeLessThan(t1);
+    expect(starts[1]![0]).toBe('CONFIRM');
+    expect(starts[1]![1]).toBeGreaterThanOrEqual(t1);
+  });
+
   it('two idle links keep each other alive well past the timeout', async () => {
     // The keepalive's clock is fake (its interval and Date.now); the streams between the links run for real.
     vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval', 'Date'] });
