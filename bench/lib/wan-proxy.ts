@@ -150,7 +150,7 @@ class Lane {
       this.#stats.pauses++;
       this.#from.pause();
     }
-    this.#arm(now);
+    this.#arm();
   }
 
   /** Move the pieces whose departure time has passed from the bottleneck's queue onto the wire. */
@@ -167,9 +167,9 @@ class Lane {
     return this.#waitingBytes > this.#proxy.queueBytes || this.#wireBytes > this.#proxy.wireBytes;
   }
 
-  #arm(now: number): void {
+  #arm(): void {
     if (this.#dead || this.#blocked || this.#timer || this.#immediate || this.#head >= this.#q.length) return;
-    const wait = this.#q[this.#head]!.deliverAt - now;
+    const wait = this.#q[this.#head]!.deliverAt - performance.now();
     if (wait <= 0) this.#immediate = setImmediate(() => this.#deliver());
     else this.#timer = setTimeout(() => this.#deliver(), Math.ceil(wait));
   }
@@ -207,7 +207,7 @@ class Lane {
       this.#from.resume();
     }
     this.#finishIfDone();
-    this.#arm(now);
+    this.#arm();
   }
 
   /** The sender's FIN follows its last byte: passed on once everything before it was delivered. */
