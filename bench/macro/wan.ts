@@ -185,6 +185,7 @@ async function pathFloor(sc: WanScenario, pings: number, log: string): Promise<n
   return out;
 }
 
+const exitText = (code: number | null) => (code === null ? 'killed' : `exited ${code}`);
 const alive = (c: ChildProcess) => c.exitCode === null && c.signalCode === null;
 
 async function oneRun(image: BenchImage, sc: WanScenario, rep: number, o: { workDir: string; timeoutMs: number }): Promise<WanRun> {
@@ -250,10 +251,11 @@ async function oneRun(image: BenchImage, sc: WanScenario, rep: number, o: { work
       bulkBytes,
       goodputMiBps: ok ? mib(bulkBytes) / sec(m.transferMs) : NaN,
       misses,
-      hits: timed.length - misses.length,
+      // Without D's read log (D killed by the timeout) nothing is known to be a miss or a hit.
+      hits: m.dest ? timed.length - misses.length : 0,
       maxQueueBytes: stats?.toTarget.maxQueueBytes ?? NaN,
       path: (ds.path as PathEstimate | undefined) ?? null,
-      ...(ok ? {} : { failure: `S exited ${m.sourceCode}, D exited ${m.destCode}${m.destSummary ? '' : ', no summary'} (timeout ${sec(o.timeoutMs)} s)` }),
+      ...(ok ? {} : { failure: `S ${exitText(m.sourceCode)}, D ${exitText(m.destCode)}${m.destSummary ? '' : ', no summary'} (timeout ${sec(o.timeoutMs)} s)` }),
     };
   } finally {
     await (proxy as ProxyProcess | null)?.stop();
