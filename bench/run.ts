@@ -14,6 +14,7 @@ import { runDemo } from './macro/demo.js';
 import { runDowntime } from './macro/downtime.js';
 import { runLatency } from './macro/latency.js';
 import { runRssSeries, runSparse } from './macro/sparse.js';
+import { runWan } from './macro/wan.js';
 import { denseOfSparse, mixedImage, sparseImage, type BenchImage } from './lib/images.js';
 import { sh } from './lib/proc.js';
 import { renderMarkdown, writeBenchmarksMd, writeSvgs } from './lib/report.js';
@@ -22,7 +23,7 @@ import { evaluateTargets } from './lib/targets.js';
 import { GiB, MiB, sec } from './lib/units.js';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
-const TIERS = ['micro', 'bulk', 'sparse', 'latency', 'demo', 'downtime', 'rss'] as const;
+const TIERS = ['micro', 'bulk', 'sparse', 'latency', 'demo', 'downtime', 'rss', 'wan'] as const;
 type Tier = (typeof TIERS)[number];
 
 const HELP = `Usage: npm run bench -- [options]
@@ -113,7 +114,7 @@ async function main(): Promise<number> {
   const tiers = new Set<Tier>(values.only ? (values.only.split(',').map((s) => s.trim()) as Tier[]) : TIERS);
   for (const t of tiers) if (!TIERS.includes(t)) throw new Error(`unknown tier '${t}' (tiers: ${TIERS.join(', ')})`);
   // The external tools each tier's baselines need.
-  const needs: Record<Tier, string[]> = { micro: [], bulk: ['qemu-nbd', 'nbdkit', 'nbdcopy'], sparse: ['nbdkit', 'nbdcopy'], latency: ['qemu-nbd'], demo: [], downtime: [], rss: [] };
+  const needs: Record<Tier, string[]> = { micro: [], bulk: ['qemu-nbd', 'nbdkit', 'nbdcopy'], sparse: ['nbdkit', 'nbdcopy'], latency: ['qemu-nbd'], demo: [], downtime: [], rss: [], wan: ['openssl'] };
   const missing = [...new Set([...tiers].flatMap((t) => needs[t]))].filter((t) => spawnSync(t, ['--version']).error);
   if (missing.length) {
     process.stderr.write(`bench: missing ${missing.join(', ')} (Debian: apt-get install qemu-utils nbdkit libnbd-bin)\n`);
@@ -197,6 +198,13 @@ async function main(): Promise<number> {
       const series = [img('sparse 1 GiB', () => sparseImage(join(workDir, 'sparse10-1g.img'), GiB)), getSparse4()];
       if (values.big) series.push(img('sparse 16 GiB', () => sparseImage(join(workDir, 'sparse10-16g.img'), 16 * GiB)));
       results.rss = await runRssSeries(series, { workDir }, say);
+    });
+  }
+  if (tiers.has('wan')) {
+    await guard('wan', async () => {
+      const image = img('mixed 512 MiB', () => mixedImage(join(workDir, 'mixed-512m.img'), 512 * MiB));
+      // Each migration is capped (the slowest path with a fixed 1 MiB window takes about 30 s).
+      results.wan = await runWan(image, { workDir, reps: quick ? 1 : 3, timeoutMs: 120_000, floorPings: quick ? 50 : 100 }, say);
     });
   }
 

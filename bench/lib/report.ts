@@ -7,6 +7,7 @@ import type { BenchResults } from './results.js';
 import { DEST_STAGES, SOURCE_STAGES, stageOrder, type PooledStage, type StageTable } from './stages.js';
 import { fmtSpread, spread, type Spread } from './stats.js';
 import { barChart } from './svg.js';
+import { pathLine, type WanResult } from '../macro/wan.js';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -140,6 +141,8 @@ export function renderMarkdown(r: BenchResults, svgPrefix: string): string {
     L.push('', `![rss](${svgPrefix}rss.svg)`, '');
   }
 
+  if (r.wan) L.push(...renderWanSection(r.wan));
+
   if (r.micro) {
     L.push('### Micro tier (one process; MiB/s, median (min–max) of the samples)');
     L.push('');
@@ -166,6 +169,30 @@ export function renderMarkdown(r: BenchResults, svgPrefix: string): string {
     L.push('');
   }
   return L.join('\n');
+}
+
+/** The WAN tier's table: one row per path, then D's path estimate per run where its summary had one. */
+export function renderWanSection(w: WanResult): string[] {
+  const L: string[] = [];
+  L.push(`### WAN: ${gib(w.image.size)} mixed image (${mib(w.image.dataBytes)} non-zero) through a loopback WAN emulator in its own process, ${w.reps} rep(s) per path`);
+  L.push('');
+  L.push("S connects to D through `bench/wan-proxy-main.ts`: each direction delayed by RTT/2, and on capped paths a FIFO bottleneck of that rate with an 8 MiB buffer. D and S run with default options. Goodput: D's `bytesFetchedBulk` ÷ cut-over→complete. Demand: 4 KiB reads through D's NBD export, one at a time while the stream runs, as in the demand tier; only misses count. Path floor: a 64 B request and a 64 KiB reply, one at a time, through the same emulator on the same path with nothing else on it (the RTT, the reply's time through the bottleneck and the emulator's ~1 ms timer granularity: what no miss can beat). Max queue: the largest backlog at the emulated bottleneck (S → D).");
+  L.push('');
+  L.push(row(['path', 'whole-process s', 'cut-over→complete s', 'bulk goodput MiB/s', 'demand misses (hits)', 'miss p50 ms', 'miss p99 ms', 'miss max ms', 'path floor p50 / p99 ms', 'max queue MiB']));
+  L.push(row(['---', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:']));
+  for (const s of w.scenarios) {
+    const hits = s.runs.reduce((a, x) => a + x.hits, 0);
+    const name = s.label + (s.failures ? ` (${s.failures} of ${s.runs.length} failed)` : '');
+    L.push(row([name, fmtSpread(s.wholeSec), fmtSpread(s.transferSec), fmtSpread(s.goodputMiBps, 1), `${s.demand.count} (${hits})`, f(s.demand.p50), f(s.demand.p99), f(s.demand.max), `${f(s.floor?.p50)} / ${f(s.floor?.p99)}`, fmtSpread(s.maxQueueMiB)]));
+  }
+  L.push('', `Whole migration at 20 ms RTT ÷ no delay, paired per rep: ${fmtSpread(w.rtt20OverNone)}×.`);
+  const estimates = w.scenarios.flatMap((s) => s.runs.map((x, i) => [s, i, x] as const)).filter(([, , x]) => x.path);
+  if (estimates.length) {
+    L.push('', "D's path estimate (its summary's `path`), per run:", '');
+    for (const [s, i, x] of estimates) L.push(`- ${s.label}, rep ${i + 1}: ${pathLine(x.path)}`);
+  } else L.push('', "D's summaries have no path estimate (`path`) in this run.");
+  L.push('');
+  return L;
 }
 
 function demandLine(m: { destSummaryDemand: Array<Record<string, number>> }): string {

@@ -5,6 +5,7 @@ import type { DowntimeCell } from '../macro/downtime.js';
 import type { DemoResult } from '../macro/demo.js';
 import type { LatencyResult } from '../macro/latency.js';
 import type { RssPoint, SparseResult } from '../macro/sparse.js';
+import type { WanResult } from '../macro/wan.js';
 
 /** One of the targets as evaluated by targets.ts: met, not met, or null when its tier did not run. */
 export interface TargetCheck {
@@ -46,6 +47,7 @@ export interface BenchResults {
   demo?: DemoResult;
   downtime?: DowntimeCell[];
   rss?: RssPoint[];
+  wan?: WanResult;
   targets: TargetCheck[];
   errors: string[];
 }

@@ -1,9 +1,10 @@
-// The issue's targets (issue 12), evaluated from one run's figures (ratios within the run). Each says met / not
-// met, the measured value, and the same-run baseline it is judged against; null ("not measured") when its tier did
-// not run or the figure is missing (an older results file).
+// The issues' targets (issue 12; the WAN tier's: issue 15), evaluated from one run's figures (ratios within the run).
+// Each says met / not met, the measured value, and the same-run baseline it is judged against; null ("not measured")
+// when its tier did not run or the figure is missing (an older results file).
 import type { BenchResults, TargetCheck } from './results.js';
 import { spread, type Spread } from './stats.js';
-import { GiB } from './units.js';
+import type { WanScenario } from '../macro/wan.js';
+import { GiB, MiB } from './units.js';
 
 /** The issue's targets, each a limit on a ratio or figure measured in the same run. */
 export const TARGET = {
@@ -33,6 +34,18 @@ export const TARGET = {
   rssMiB: 128,
   /** Peak RSS growth from the smallest to the largest image. */
   rssGrowth: 1.15,
+  /** WAN (issue 15): whole migration at 20 ms RTT, no rate cap, against the no-delay path of the same run. */
+  wanRtt20VsNone: 1.2,
+  /** WAN, 20 ms RTT through 100 MiB/s: bulk goodput at least this, MiB/s (90 % of the link). */
+  wan100GoodputMiBps: 90,
+  /** WAN, 20 ms RTT through 100 MiB/s: demand miss p99 at most RTT + this, ms (no standing queue ahead of it). */
+  wan100P99OverRttMs: 10,
+  /** ...and p50 at most RTT + this, ms. */
+  wan100P50OverRttMs: 2,
+  /** WAN, 80 ms RTT through 50 MiB/s: bulk goodput at least this, MiB/s. */
+  wan50GoodputMiBps: 45,
+  /** WAN, 80 ms RTT through 50 MiB/s: demand miss p99 at most RTT + this, ms. */
+  wan50P99OverRttMs: 20,
 } as const;
 
 /** The downtime target's reference cell: 1 GiB of RAM dirtied at 1 000 pages/s. */
@@ -147,6 +160,57 @@ function demoTargets(r: BenchResults, out: TargetCheck[]): void {
   });
 }
 
+/** The paths' goodput and demand targets: at least `goodput` MiB/s; p99 (and p50 when given) within RTT + the margins. */
+function wanPathTargets(r: BenchResults, out: TargetCheck[], id: WanScenario['id'], lim: { goodput: number; p99: number; p50?: number }): void {
+  const sc = r.wan!.scenarios.find((s) => s.id === id);
+  const none = r.wan!.scenarios.find((s) => s.id === 'none');
+  if (!sc) return;
+  const plain = sc.tls ? r.wan!.scenarios.find((s) => s.id === id.replace(/-tls$/, '')) : undefined;
+  const vsPlain = (fig: string) => (plain ? `; without TLS ${fig}` : '');
+  const g = sc.goodputMiBps;
+  const link = sc.rateBytesPerSec ? `${fx(sc.rateBytesPerSec / MiB, 0)} MiB/s bottleneck` : 'no cap';
+  out.push({
+    id: `wan-${id}-goodput`,
+    target: `WAN ${sc.label}: bulk goodput (bytes streamed ÷ cut-over→complete) ≥ ${lim.goodput} MiB/s`,
+    measured: `${sp(g, 1)} MiB/s over ${g.n} run(s)${sc.failures ? ` (${sc.failures} failed)` : ''}`,
+    baseline: `the link's ${link}; no delay ${sp(none?.goodputMiBps, 1)} MiB/s${vsPlain(`${sp(plain?.goodputMiBps, 1)} MiB/s`)}`,
+    met: g.n > 0 && !sc.failures ? g.median >= lim.goodput : sc.failures ? false : null,
+  });
+  const d = sc.demand;
+  const enough = d.count > 0;
+  const fl = sc.floor;
+  const demandBase = `the path idle (64 B there, 64 KiB back, same emulator) p50 ${f2(fl?.p50)} / p99 ${f2(fl?.p99)} ms; no delay p50 ${f2(none?.demand.p50)} / p99 ${f2(none?.demand.p99)} ms`;
+  const quantiles: Array<['p99' | 'p50', number | undefined]> = [['p99', lim.p99], ['p50', lim.p50]];
+  for (const [q, margin] of quantiles) {
+    if (margin === undefined) continue;
+    out.push({
+      id: `wan-${id}-demand-${q}`,
+      target: `WAN ${sc.label}: demand miss (4 KiB through D's export) while the stream runs, ${q} ≤ RTT + ${margin} ms = ${sc.rttMs + margin} ms`,
+      measured: `${q} ${f2(d[q])} ms (${d.count} misses; p50 ${f2(d.p50)}, p99 ${f2(d.p99)}, max ${f2(d.max)} ms)`,
+      baseline: demandBase + vsPlain(`${q} ${f2(plain?.demand[q])} ms`),
+      met: enough ? d[q] <= sc.rttMs + margin : null,
+    });
+  }
+}
+
+function wanTargets(r: BenchResults, out: TargetCheck[]): void {
+  const w = r.wan;
+  if (!w) return;
+  const none = w.scenarios.find((s) => s.id === 'none');
+  const rtt20 = w.scenarios.find((s) => s.id === 'rtt20');
+  out.push({
+    id: 'wan-rtt20-whole',
+    target: `WAN 20 ms RTT, no rate cap, default options: whole migration ≤ ${TARGET.wanRtt20VsNone}× the no-delay path's (paired per rep)`,
+    measured: `${sp(w.rtt20OverNone)}×; 20 ms RTT ${sp(rtt20?.wholeSec)} s${rtt20?.failures ? ` (${rtt20.failures} failed)` : ''}`,
+    baseline: `no delay (through the same proxy) ${sp(none?.wholeSec)} s`,
+    met: rtt20?.failures ? false : w.rtt20OverNone.n > 0 ? within(w.rtt20OverNone.median, TARGET.wanRtt20VsNone) : null,
+  });
+  const at100 = { goodput: TARGET.wan100GoodputMiBps, p99: TARGET.wan100P99OverRttMs, p50: TARGET.wan100P50OverRttMs };
+  wanPathTargets(r, out, 'rtt20-100', at100);
+  wanPathTargets(r, out, 'rtt80-50', { goodput: TARGET.wan50GoodputMiBps, p99: TARGET.wan50P99OverRttMs });
+  wanPathTargets(r, out, 'rtt20-100-tls', at100);
+}
+
 export function evaluateTargets(r: BenchResults): TargetCheck[] {
   const out: TargetCheck[] = [];
   latencyTargets(r, out);
@@ -197,5 +261,6 @@ export function evaluateTargets(r: BenchResults): TargetCheck[] {
       met: growth(first.sourceMiB, last.sourceMiB) <= TARGET.rssGrowth && growth(first.destMiB, last.destMiB) <= TARGET.rssGrowth ? (has16 ? true : null) : false,
     });
   }
+  wanTargets(r, out);
   return out;
 }

@@ -21,7 +21,7 @@ import { bulkSamples, windowRate, type WindowRate } from '../lib/window-rate.js'
 import { cleanRun, migrate, type AgentStats } from './migrate.js';
 import { KiB, mib, sec } from '../lib/units.js';
 
-const READ = 4096;
+export const READ = 4096;
 const BLOCK = 64 * KiB;
 /** D's progress events every this many ms: the stream rate over the reads' window is taken from them. */
 const PROGRESS_MS = 100;
@@ -86,7 +86,7 @@ function dataBlocks(image: BenchImage): number[] {
 }
 
 /** 4 KiB read offsets in data blocks, descending from the image's end, skipping 0–2 blocks between reads. */
-function missTargets(image: BenchImage, seed: number): number[] {
+export function missTargets(image: BenchImage, seed: number): number[] {
   const blocks = dataBlocks(image).sort((a, b) => b - a);
   const rnd = rng(seed);
   const out: number[] = [];

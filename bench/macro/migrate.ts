@@ -49,6 +49,8 @@ export interface MigrationOptions {
   nodeArgs?: string[];
   /** Runs once D reports the cut-over; the run ends when both agents exit (the hook may stop them). */
   afterCutover?: (ctx: { dest: Spawned; source: Spawned; destEvents: string }) => Promise<void>;
+  /** Given D's listening port, the port S connects to instead (a proxy in front of D); default: D's own. */
+  connectVia?: (destPort: number) => Promise<number>;
   timeoutMs?: number;
 }
 
@@ -99,9 +101,10 @@ export async function migrate(o: MigrationOptions): Promise<MigrationRun> {
   }, o.timeoutMs ?? 300_000);
   try {
     const listening = await waitForEvent(p.dEvents, 'listening', { exited: dest.exited, pollMs: 2 });
+    const port = o.connectVia ? await o.connectVia(Number(listening.port)) : Number(listening.port);
     source = start(
       node,
-      [...AGENT_NODE_FLAGS, ...(o.nodeArgs ?? []), AGENT, 'source', '--connect', `127.0.0.1:${String(listening.port)}`, '--image', o.image, '--state-dir', p.sState, '--ticket-file', ticket, '--events', p.sEvents, ...(o.sourceArgs ?? [])],
+      [...AGENT_NODE_FLAGS, ...(o.nodeArgs ?? []), AGENT, 'source', '--connect', `127.0.0.1:${port}`, '--image', o.image, '--state-dir', p.sState, '--ticket-file', ticket, '--events', p.sEvents, ...(o.sourceArgs ?? [])],
       { log: p.sLog, env: { ...process.env, PCB_STATS: p.sStats } },
     );
     if (o.afterCutover) {
