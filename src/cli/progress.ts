@@ -1,4 +1,5 @@
 // A one-line progress bar on a terminal (stderr): blocks present, demand vs bulk rate, ETA, bytes only on S.
+// The ETA comes from D's path model when it has one.
 import { PROGRESS_BAR_WIDTH } from './constants.js';
 import { formatBytes } from './sizes.js';
 
@@ -10,6 +11,18 @@ export interface ProgressSample {
   bytesOnlyOnSource: number;
   link: string;
   phase: string;
+  /** D's model of the path to S (PathReport), while the link is up. */
+  path?: { bottleneckBytesPerSec: number | null; minRttMs: number | null };
+}
+
+/**
+ * Seconds until the bytes only on S are here: at the bottleneck's rate once D has measured it (the stream is paced
+ * to it, and a rate averaged over the last interval says little on a long link), else at the rate just seen.
+ */
+export function etaSeconds(s: ProgressSample, recentRate: number): number | null {
+  const bottleneck = s.path?.bottleneckBytesPerSec ?? null;
+  if (bottleneck !== null && bottleneck > 0) return s.bytesOnlyOnSource / bottleneck + (s.path?.minRttMs ?? 0) / 1000;
+  return recentRate > 0 ? s.bytesOnlyOnSource / recentRate : null;
 }
 
 export class ProgressBar {
@@ -40,7 +53,8 @@ export class ProgressBar {
     const width = PROGRESS_BAR_WIDTH;
     const filled = Math.round(frac * width);
     const rate = demandRate + bulkRate;
-    const eta = rate > 0 ? `${Math.ceil(s.bytesOnlyOnSource / rate)}s` : '--';
+    const etaS = etaSeconds(s, rate);
+    const eta = etaS === null ? '--' : `${Math.ceil(etaS)}s`;
     const line =
       `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(frac * 100).toFixed(1)}% ` +
       `${s.phase} link=${s.link} demand ${formatBytes(demandRate)}/s bulk ${formatBytes(bulkRate)}/s ` +

@@ -55,8 +55,17 @@ export const STARTUP_FULL_ROUNDS = 3;
 export const STARTUP_QUEUE_SAMPLES = 8;
 /** Drain lasts at most this many round trips (startup queued at most about one BDP too many). */
 export const DRAIN_MAX_ROUNDS = 3;
-/** Probe-bw cycles through these pacing gains, one min-RTT each: probe for more, drain what that queued, cruise. */
+/** Startup heeds a queue from this round on (the opening burst queues for a moment on any path). */
+export const STARTUP_MIN_ROUNDS = 2;
+/**
+ * Probe-bw cycles through these pacing gains, one min-RTT each: probe for more, drain what that queued, cruise.
+ * The probe itself lasts as long as the rate follows it, its gain compounding each round trip (the link had room).
+ */
 export const PROBE_BW_GAINS: readonly number[] = [1.25, 0.75, 1, 1, 1, 1, 1, 1];
+/** A probe compounds while each round trip's rate estimate grew by this factor at least. */
+export const PROBE_UP_GROWTH = 1.1;
+/** … and ends after this many round trips without (rate samples lag a round trip behind what was sent). */
+export const PROBE_UP_STALL_ROUNDS = 2;
 /** The cruise phase the cycle starts in (not the drain right after a probe that never happened). */
 export const PROBE_BW_FIRST_PHASE = 2;
 /** In probe-bw, bytes in flight at most this many bandwidth-delay products (room for delayed and bunched replies). */
@@ -67,7 +76,7 @@ export const PROBE_BW_WINDOW_GAIN = 2;
  * ahead of a demand reply drains instead of standing; 5 % of the link is the price of a guest that does not wait.
  */
 export const HEADROOM_PACING_GAIN = 0.95;
-/** … probing above the estimate by this much instead of 1.25 (a tenth of a round trip of queue at most) … */
+/** … probing above the estimate by this much instead of 1.25 (a tenth of a round trip of queue per probe round) … */
 export const HEADROOM_PROBE_GAIN = 1.1;
 /** … and no more than this many bandwidth-delay products in flight. */
 export const HEADROOM_WINDOW_GAIN = 1.5;

@@ -4,7 +4,7 @@
 // the acknowledgements that carry data. Pure: the caller passes the time (ms), nothing here sets a timer.
 import {
   BW_FILTER_MIN_MS, BW_FILTER_ROUNDS, DRAIN_MAX_ROUNDS, HEADROOM_PACING_GAIN, HEADROOM_STARTUP_GROWTH, HEADROOM_PROBE_GAIN, HEADROOM_WINDOW_GAIN, MIN_RTT_WINDOW_MS, PACING_BURST_MS, PROBE_BW_FIRST_PHASE, QUEUE_ALLOWANCE_FRACTION, QUEUE_ALLOWANCE_MAX_MS, QUEUE_ALLOWANCE_MIN_MS, QUEUE_DRAIN_GAIN, PROBE_BW_GAINS,
-  PROBE_BW_WINDOW_GAIN, PROBE_RTT_MS, PROBE_RTT_WINDOW_BYTES, SRTT_ALPHA, STARTUP_FULL_ROUNDS, STARTUP_WINDOW_GAIN, HEADROOM_STARTUP_GAIN, STARTUP_QUEUE_SAMPLES, STARTUP_GAIN, STARTUP_GROWTH,
+  PROBE_BW_WINDOW_GAIN, PROBE_RTT_MS, PROBE_UP_GROWTH, PROBE_UP_STALL_ROUNDS, STARTUP_MIN_ROUNDS, PROBE_RTT_WINDOW_BYTES, SRTT_ALPHA, STARTUP_FULL_ROUNDS, STARTUP_WINDOW_GAIN, HEADROOM_STARTUP_GAIN, STARTUP_QUEUE_SAMPLES, STARTUP_GAIN, STARTUP_GROWTH,
   type PathLimits,
 } from './path-constants.js';
 
@@ -70,6 +70,10 @@ export class PathEstimator {
   #fullBwRounds = 0;
   #pipeFull = false;
   #cycle = PROBE_BW_FIRST_PHASE;
+  /** How far the probe under way has compounded its gain, and the rate it started its last round from. */
+  #probeUp = 1;
+  #probeFromRate = 0;
+  #probeStalls = 0;
   #cycleAt = 0;
   #probeRttRound = -1;
   #appLimitedUntil = 0;
@@ -148,10 +152,13 @@ export class PathEstimator {
     this.#recentRtts[this.#recentCount++ % STARTUP_QUEUE_SAMPLES] = ms;
     // Startup leaves as soon as the latest samples all show a queue (HyStart++ looks at a round's first samples;
     // the latest ones see a queue sooner): waiting for the round's end lets the window grow on into the queue.
-    if (this.#phase === 'startup' && this.#recentCount >= STARTUP_QUEUE_SAMPLES && this.#queueAbove(Math.min(...this.#recentRtts))) {
+    if (this.#recentCount < STARTUP_QUEUE_SAMPLES || !this.#queueAbove(Math.min(...this.#recentRtts))) return;
+    // The opening burst queues for a moment whatever the path: startup heeds a queue from its second round on, and
+    // only once the rate has stopped growing for a round (a busy host delays replies too, without a queue at the link).
+    if (this.#phase === 'startup' && this.#round >= STARTUP_MIN_ROUNDS && this.#fullBwRounds >= 1) {
       this.#pipeFull = true;
       this.#enter('drain', now);
-    }
+    } else if (this.#probing) this.#endProbe(now);
     if (expired && this.#phase !== 'probe-rtt' && this.#pipeFull) this.#enter('probe-rtt', now);
   }
 
@@ -202,7 +209,7 @@ export class PathEstimator {
     else if (this.#phase === 'startup') w = this.#startupWindow(floor, bdp ?? 0);
     else if (bdp === null) w = floor;
     else if (this.#phase === 'drain') w = Math.max(floor, bdp * STARTUP_WINDOW_GAIN);
-    else w = Math.max(floor, bdp * (this.#headroomActive() ? HEADROOM_WINDOW_GAIN : PROBE_BW_WINDOW_GAIN));
+    else w = Math.max(floor, bdp * this.#probeUp * (this.#headroomActive() ? HEADROOM_WINDOW_GAIN : PROBE_BW_WINDOW_GAIN));
     return Math.max(1, Math.min(maxWindowBytes, Math.round(w)));
   }
 
@@ -226,13 +233,12 @@ export class PathEstimator {
     if (bw <= 0) return null;
     if (this.#phase === 'drain') return bw / STARTUP_GAIN;
     if (this.#phase === 'probe-rtt') return bw;
-    // A standing queue is drained before anything else: no probing above the estimate while one is seen.
+    if (this.#probing) return bw * this.#probeUp * (this.#headroomActive() ? HEADROOM_PROBE_GAIN : PROBE_BW_GAINS[0]!);
+    // A standing queue is drained before anything else.
     if (this.queueing) return bw * QUEUE_DRAIN_GAIN;
     const gain = PROBE_BW_GAINS[this.#cycle]!;
-    if (!this.#headroomActive()) return bw * gain;
-    // A waiting guest: below the estimate, but still probing a little above it now and then (an estimate that
-    // startup left low must be able to grow while a guest reads for minutes).
-    return bw * (gain > 1 ? HEADROOM_PROBE_GAIN : Math.min(gain, HEADROOM_PACING_GAIN));
+    // A waiting guest: below the estimate between probes.
+    return bw * (this.#headroomActive() ? Math.min(gain, HEADROOM_PACING_GAIN) : gain);
   }
 
   /**
@@ -302,8 +308,39 @@ export class PathEstimator {
     return rtt > this.#minRtt + allowance;
   }
 
+  /** In probe-bw's probing phase: above the estimate, by more each round while the rate keeps up. */
+  get #probing(): boolean {
+    return this.#phase === 'probe-bw' && this.#cycle === 0;
+  }
+
+  #startProbe(now: number): void {
+    this.#cycle = 0;
+    this.#cycleAt = now;
+    this.#probeUp = 1;
+    this.#probeFromRate = this.bottleneckRate;
+    this.#probeStalls = 0;
+  }
+
+  /** The probe is over (a queue showed, or the rate stopped following): drain what it queued, then cruise. */
+  #endProbe(now: number): void {
+    this.#cycle = 1;
+    this.#cycleAt = now;
+    this.#probeUp = 1;
+  }
+
   #onRound(appLimited: boolean, now: number): void {
     if (this.#phase === 'probe-rtt' && this.#probeRttRound < 0 && this.#inflight() <= PROBE_RTT_WINDOW_BYTES) this.#probeRttRound = this.#round;
+    if (this.#probing && now - this.#cycleAt >= this.#minRtt) {
+      // The rate followed the probe: the link had room, so probe higher (BBRv2's growing probe). Rate samples lag a
+      // round trip behind what was sent, so the probe ends after two rounds without growth (one while the guest
+      // waits: the probe's queue is what it would wait behind), or at once on a queue.
+      const bw = this.bottleneckRate;
+      if (bw >= this.#probeFromRate * PROBE_UP_GROWTH) {
+        this.#probeUp = Math.min(STARTUP_GAIN, this.#probeUp * (this.#headroomActive() ? HEADROOM_PROBE_GAIN : PROBE_BW_GAINS[0]!));
+        this.#probeFromRate = bw;
+        this.#probeStalls = 0;
+      } else if (++this.#probeStalls >= (this.#headroomActive() ? 1 : PROBE_UP_STALL_ROUNDS)) this.#endProbe(now);
+    }
     if (this.#pipeFull) return;
     // A queue building in startup: the pipe is full already (the rate samples may not have levelled off yet).
     if (this.queueing) {
@@ -335,9 +372,13 @@ export class PathEstimator {
         if (bdp === null || this.#inflight() <= Math.max(bdp, this.#limits.headroomFloorBytes) || this.#round - this.#phaseRound >= DRAIN_MAX_ROUNDS) this.#enter('probe-bw', now);
         return;
       case 'probe-bw':
-        if (now - this.#cycleAt >= (Number.isFinite(this.#minRtt) ? this.#minRtt : 0)) {
-          this.#cycle = (this.#cycle + 1) % PROBE_BW_GAINS.length;
-          this.#cycleAt = now;
+        // Each phase lasts a min RTT; the probing phase ends by what it sees (#onRound, onRtt), not by time.
+        if (!this.#probing && now - this.#cycleAt >= (Number.isFinite(this.#minRtt) ? this.#minRtt : 0)) {
+          if (this.#cycle + 1 === PROBE_BW_GAINS.length) this.#startProbe(now);
+          else {
+            this.#cycle++;
+            this.#cycleAt = now;
+          }
         }
         return;
       case 'probe-rtt':

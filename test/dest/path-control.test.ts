@@ -48,8 +48,11 @@ describe('the stream over a long path (simulated bottleneck, default options)', 
 
   it('follows the path when it changes: a halved bottleneck stops queueing within a second, a doubled one is used', () => {
     const halved = simulate({ blocks: blocksOf(512 * MiB), path: { rttMs: 20, rate: rate(100) }, changes: [{ atMs: 1500, path: { rttMs: 20, rate: rate(50) } }] });
+    // No standing queue a second after the change (a few ms: the sim's whole-ms timers overstate the rate a little);
+    // what is left are the probes' short ones (a quarter RTT each).
     const queueAfter = halved.queueDelays.filter(([at]) => at > 2500).map(([, d]) => d);
-    expect(quantile(queueAfter, 0.99)).toBeLessThanOrEqual(10);
+    expect(quantile(queueAfter, 0.5)).toBeLessThanOrEqual(5);
+    expect(quantile(queueAfter, 0.99)).toBeLessThanOrEqual(15);
     expect(mibps(goodputBetween(halved, 3000, 5000))).toBeGreaterThanOrEqual(45);
     const doubled = simulate({ blocks: blocksOf(512 * MiB), path: { rttMs: 20, rate: rate(50) }, changes: [{ atMs: 1500, path: { rttMs: 20, rate: rate(100) } }] });
     expect(mibps(goodputBetween(doubled, 3000, 4500))).toBeGreaterThanOrEqual(90);

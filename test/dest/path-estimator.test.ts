@@ -109,11 +109,20 @@ describe('path model', () => {
     expect(m.path.pacingRate(t)!).toBeLessThan(m.path.bottleneckRate);
   });
 
-  it('startup leaves at once when the latest RTT samples all show a queue', () => {
+  it('startup leaves at once when the latest RTT samples all show a queue, from its second round on', () => {
     const m = model();
     m.path.onRtt(20, 0);
-    expect(m.path.phase).toBe('startup');
+    // Round one: the opening burst queues for a moment whatever the path; startup stays.
+    const stamp = m.path.onSend(0, 0, 64 * KiB);
     for (let i = 0; i < 8; i++) m.path.onRtt(20 + 2 + 3, 10 + i);
+    expect(m.path.phase).toBe('startup');
+    m.path.onDelivered(64 * KiB, 20);
+    m.path.onDone(stamp, 20);
+    const t = steadyRounds(m, 20, 1, 20, 256 * KiB);
+    expect(m.path.phase).toBe('startup');
+    for (let i = 0; i < 7; i++) m.path.onRtt(25, t + i);
+    expect(m.path.phase).toBe('startup');
+    m.path.onRtt(25, t + 7);
     expect(m.path.phase).toBe('drain');
   });
 
