@@ -5,7 +5,8 @@
 // most PIECE_BYTES (packets, roughly); each piece leaves the bottleneck at max(arrival, previous departure) + its
 // serialisation time (len ÷ rate) and is delivered one-way delay (RTT ÷ 2) later. Pieces wait in one FIFO per lane
 // with one timer for its head; a timer that fires early (Node's timers have ~1 ms granularity and run off a cached
-// loop clock) delivers nothing before its time and re-arms, one that fires late delivers everything then due.
+// loop clock) delivers nothing before its time and re-arms, one that fires late delivers everything then due; a lane
+// holding little polls its last millisecond instead, so a lone message is not held up by the timer's granularity.
 // Bounded both ways, like TCP: above the bottleneck buffer (queueBytes) or the bytes on the wire (wireBytes) the lane
 // stops reading from its sender (whose socket buffers then fill and push back on the writer) and reads again once
 // back under; a receiver that does not drain stops deliveries, so what it has not taken waits here, inside the bound.
@@ -30,6 +31,8 @@ export const DEFAULT_QUEUE_BYTES = 8 * MiB;
 export const DEFAULT_WIRE_BYTES = 64 * MiB;
 
 const MS_PER_S = 1000;
+/** A lane holding at most this much polls the last millisecond before its head is due (see Lane.#arm). */
+const POLL_MAX_HELD_BYTES = 256 * 1024;
 
 /** The emulated path: round-trip time, and the bottleneck's rate (absent, null or 0: no cap). */
 export interface WanPath {
@@ -167,11 +170,18 @@ class Lane {
     return this.#waitingBytes > this.#proxy.queueBytes || this.#wireBytes > this.#proxy.wireBytes;
   }
 
+  /**
+   * One wake-up for the head. A lane holding a lot (a stream) sleeps on a timer rounded up and delivers in batches.
+   * A lane holding little (requests, a lone reply, pings) sleeps to the last whole millisecond and polls the rest
+   * (setImmediate), so a message is not held up to a millisecond more per direction; the polling lasts under 1 ms
+   * per message and never runs while a stream fills the lane.
+   */
   #arm(): void {
     if (this.#dead || this.#blocked || this.#timer || this.#immediate || this.#head >= this.#q.length) return;
     const wait = this.#q[this.#head]!.deliverAt - performance.now();
-    if (wait <= 0) this.#immediate = setImmediate(() => this.#deliver());
-    else this.#timer = setTimeout(() => this.#deliver(), Math.ceil(wait));
+    const little = this.#waitingBytes + this.#wireBytes <= POLL_MAX_HELD_BYTES;
+    if (wait <= 0 || (little && wait < 1)) this.#immediate = setImmediate(() => this.#deliver());
+    else this.#timer = setTimeout(() => this.#deliver(), little ? Math.floor(wait) : Math.ceil(wait));
   }
 
   #disarm(): void {
