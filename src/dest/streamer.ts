@@ -5,7 +5,7 @@
 // replies. While the guest waits on demand reads, bulk leaves headroom (BENCHMARKS.md, "WAN").
 import type { Fetcher } from './fetcher.js';
 import type { BlockStore } from './block-store.js';
-import { PACED_REQUEST_MS } from './path-constants.js';
+import { PACED_REQUEST_MS, PACING_BURST_MS } from './path-constants.js';
 import { DEMAND_QUIET_MS, STREAM_REFILL_FRACTION, STREAM_REFILL_MAX_BYTES } from './store-constants.js';
 
 export interface StreamerOptions {
@@ -76,18 +76,16 @@ export class Streamer {
     return path.windowBytes(this.#now());
   }
 
-  /**
-   * Top the window up. Called on start, after each finished request, when pacing lets more go, and after a
-   * reconnect. Unpaced, it waits until a good part of the window is free and sends the requests together (a
-   * request per reply would cost a system call on each side for a few dozen bytes); paced, the bucket sets the batch.
-   */
+  /** Top the window up. Called on start, after each finished request, when pacing lets more go, and after a reconnect. */
   fill(): void {
     if (!this.#running || this.#filling || this.#store.writesPaused) return;
     const window = this.windowBytes;
     const rate = this.#fetcher.path.pacingRate(this.#now());
     const requestBytes = this.#requestBytes(rate);
-    const free = window - this.#fetcher.bulkBytesInFlight;
-    if (free < (rate === null ? Math.min(window * (1 - STREAM_REFILL_FRACTION), STREAM_REFILL_MAX_BYTES) : Math.min(window, requestBytes))) return;
+    // Requests go in batches (a request per reply would cost a system call on each side for a few dozen bytes): once
+    // half the window is free, at most 1 MiB, and when paced no more than the pacing lets go at once.
+    const batch = Math.min(window * (1 - STREAM_REFILL_FRACTION), STREAM_REFILL_MAX_BYTES, rate === null ? Infinity : Math.max(requestBytes, rate * PACING_BURST_MS));
+    if (window - this.#fetcher.bulkBytesInFlight < batch) return;
     this.#filling = true;
     try {
       this.#fetcher.batch(() => this.#fillWindow(window, rate, requestBytes));

@@ -29,7 +29,8 @@ describe('the stream over a long path (simulated bottleneck, default options)', 
   });
 
   it('20 ms RTT, 100 MiB/s: goodput >= 90 MiB/s; demand reads p50 <= RTT + 3 ms, p99 <= RTT + 12 ms while it streams', () => {
-    const r = simulate({ blocks: blocksOf(512 * MiB), path: { rttMs: 20, rate: rate(100) }, demandEveryMs: 5 });
+    // 1 GiB: some 400 reads, so the p99 is not the one or two that fall in startup.
+    const r = simulate({ blocks: blocksOf(1024 * MiB), path: { rttMs: 20, rate: rate(100) }, demandEveryMs: 5 });
     expect(mibps(r.goodput)).toBeGreaterThanOrEqual(90);
     expect(r.demand.length).toBeGreaterThan(100);
     expect(quantile(demandMs(r), 0.5)).toBeLessThanOrEqual(23);
