@@ -356,7 +356,9 @@ export class PathEstimator {
       this.#fullBwRounds = 0;
       return;
     }
-    if (++this.#fullBwRounds >= STARTUP_FULL_ROUNDS) {
+    // While the guest waits, only a queue ends startup (onRtt): a host busy for a few round trips (S's zero map at
+    // cut-over, the guest's reads) looks like a plateau, and an estimate taken then would be climbed out of slowly.
+    if (++this.#fullBwRounds >= STARTUP_FULL_ROUNDS && !this.#headroom) {
       this.#pipeFull = true;
       if (this.#phase === 'startup') this.#enter('drain', now);
     }
