@@ -252,6 +252,7 @@ export class Fetcher {
     const path = this.#path;
     if (req.stamp !== null && req.doneUpTo === req.stamp.offsetAtSend) path.onRtt(startedAt - req.sentAt, now);
     if (wireBytes > 0) path.onDelivered(wireBytes, now);
+    else path.onZeroReply(length);
     const paid = Math.min(req.owed, length);
     req.owed -= paid;
     this.#owedBytes -= paid;

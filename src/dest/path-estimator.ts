@@ -59,6 +59,8 @@ export class PathEstimator {
   /** Bytes delivered when the round under way began, and when. */
   #roundStartDelivered = 0;
   #roundStartAt = 0;
+  /** Bytes answered as zero in the round under way. */
+  #roundZeroBytes = 0;
   /** Rate samples still inside the filter's span, each larger than every later one (a running max). */
   #samples: RateSample[] = [];
   #delivered = 0;
@@ -131,6 +133,11 @@ export class PathEstimator {
   }
 
   /** Reply bytes arrived (data bytes: what crosses the bottleneck). */
+  /** A reply said `bytes` are zero: nothing crossed the link for them (the zero map had not told D yet). */
+  onZeroReply(bytes: number): void {
+    this.#roundZeroBytes += bytes;
+  }
+
   onDelivered(bytes: number, now: number): void {
     this.#delivered += bytes;
     this.#deliveredAt = now;
@@ -171,12 +178,16 @@ export class PathEstimator {
   onDone(stamp: SendStamp, now: number): void {
     const roundStart = stamp.delivered >= this.#roundEndsAfter;
     let roundRate = 0;
+    let mostlyZero = false;
     if (roundStart) {
       this.#round++;
       this.#roundEndsAfter = this.#delivered;
       this.#lastRoundMinRtt = this.#roundMinRtt;
       this.#roundMinRtt = Infinity;
       if (now > this.#roundStartAt) roundRate = (this.#delivered - this.#roundStartDelivered) / (now - this.#roundStartAt);
+      // A round that asked mostly for zeroes moved few bytes whatever the link: it says nothing of a plateau.
+      mostlyZero = this.#roundZeroBytes > this.#delivered - this.#roundStartDelivered;
+      this.#roundZeroBytes = 0;
       this.#roundStartAt = now;
       this.#roundStartDelivered = this.#delivered;
     }
@@ -191,7 +202,7 @@ export class PathEstimator {
       // little D meant to send. An estimate above that (a lucky sample in the max filter) would keep the queue
       // standing: it goes.
       if (this.queueing && roundRate > 0 && roundRate < this.bottleneckRate) this.#samples = [{ round: this.#round, at: now, bytesPerMs: roundRate }];
-      this.#onRound(stamp.appLimited, now);
+      this.#onRound(stamp.appLimited || mostlyZero, now);
     }
     this.#advance(now);
   }
@@ -341,14 +352,8 @@ export class PathEstimator {
         this.#probeStalls = 0;
       } else if (++this.#probeStalls >= (this.#headroomActive() ? 1 : PROBE_UP_STALL_ROUNDS)) this.#endProbe(now);
     }
-    if (this.#pipeFull) return;
-    // A queue building in startup: the pipe is full already (the rate samples may not have levelled off yet).
-    if (this.queueing) {
-      this.#pipeFull = true;
-      if (this.#phase === 'startup') this.#enter('drain', now);
-      return;
-    }
-    if (appLimited) return;
+    // Startup also ends on a queue (onRtt), under the same conditions whatever the round says.
+    if (this.#pipeFull || appLimited) return;
     const bw = this.bottleneckRate;
     // The gentler climb for a waiting guest grows less a round: a smaller step still counts as growth.
     if (bw >= this.#fullBw * (this.#headroom ? HEADROOM_STARTUP_GROWTH : STARTUP_GROWTH)) {
