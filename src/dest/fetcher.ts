@@ -210,8 +210,10 @@ export class Fetcher {
     }
   }
 
-  /** A reply part from S. Anything not matching an outstanding request is a protocol error. */
-  /** `startedAt`: when the reply frame's first byte arrived (default: now, a frame that came whole). */
+  /**
+   * A reply part from S. Anything not matching an outstanding request is a protocol error. `startedAt`: when the
+   * reply frame's first byte arrived (default: now, a frame that came whole).
+   */
   onReply(msg: MessageOf<'BLOCK_DATA'> | MessageOf<'BLOCK_ZERO'> | MessageOf<'BLOCK_ERR'>, startedAt?: number): void {
     const req = this.#inflight.get(msg.id);
     if (!req) throw new ProtocolError('PC_ERR_UNKNOWN_REQUEST', `${msg.type} id ${msg.id}`);

@@ -40,6 +40,14 @@ export const STARTUP_GAIN = 2 / Math.LN2;
  * trip, and the round in which the rate reaches the bottleneck queues at most one BDP before the queue shows …
  */
 export const STARTUP_WINDOW_GAIN = 2;
+/** Startup ends once the rate estimate grew by less than this factor … */
+export const STARTUP_GROWTH = 1.25;
+/** … for this many round trips in a row: the pipe is full (not while the guest waits: only a queue ends it then) … */
+export const STARTUP_FULL_ROUNDS = 3;
+/** … or once the latest this many RTT samples all show a queue (HyStart++'s N_RTT_SAMPLE, RFC 9406) … */
+export const STARTUP_QUEUE_SAMPLES = 8;
+/** … from this round on (the opening burst queues for a moment on any path), after a round without growth. */
+export const STARTUP_MIN_ROUNDS = 2;
 /**
  * While the guest waits on demand reads, startup paces and grows its window by a quarter a round trip: the climb is
  * slower, smooth instead of bursty, and the queue it can build before it shows a quarter of a BDP (a guest reading
@@ -48,16 +56,8 @@ export const STARTUP_WINDOW_GAIN = 2;
 export const HEADROOM_STARTUP_GAIN = 1.25;
 /** … and its rate counts as still growing above this factor a round trip (BBR's 1.25 assumes doubling). */
 export const HEADROOM_STARTUP_GROWTH = 1.05;
-/** Startup ends once the rate estimate grew by less than this factor … */
-export const STARTUP_GROWTH = 1.25;
-/** … for this many round trips in a row: the pipe is full. */
-export const STARTUP_FULL_ROUNDS = 3;
-/** … or once this many RTT samples of a round all show a queue (HyStart++'s N_RTT_SAMPLE, RFC 9406). */
-export const STARTUP_QUEUE_SAMPLES = 8;
 /** Drain lasts at most this many round trips (startup queued at most about one BDP too many). */
 export const DRAIN_MAX_ROUNDS = 3;
-/** Startup heeds a queue from this round on (the opening burst queues for a moment on any path). */
-export const STARTUP_MIN_ROUNDS = 2;
 /**
  * Probe-bw cycles through these pacing gains, one min-RTT each: probe for more, drain what that queued, cruise.
  * The probe itself lasts as long as the rate follows it, its gain compounding each round trip (the link had room).
@@ -86,7 +86,7 @@ export const HEADROOM_WINDOW_GAIN = 1.5;
 export const QUEUE_ALLOWANCE_FRACTION = 1 / 8;
 /**
  * … but at least 4 ms: on two shared vCPUs a busy S or D delays every reply of a round by a few ms with no queue at
- * the link (2 ms here drained the stream to 70-80 % of the link, TLS worst; BENCHMARKS.md, "WAN") …
+ * the link (with 2 ms the stream drained itself to 65–75 % of the link, TLS worst; BENCHMARKS.md, issue 15) …
  */
 export const QUEUE_ALLOWANCE_MIN_MS = 4;
 /** … and at most 16 ms (HyStart's upper bound, RFC 9406). */

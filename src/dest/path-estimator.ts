@@ -3,8 +3,12 @@
 // queue ahead of demand replies. BBR's model applied to a pull protocol: D's requests are the sends, S's replies
 // the acknowledgements that carry data. Pure: the caller passes the time (ms), nothing here sets a timer.
 import {
-  BW_FILTER_MIN_MS, BW_FILTER_ROUNDS, DRAIN_MAX_ROUNDS, HEADROOM_PACING_GAIN, HEADROOM_STARTUP_GROWTH, HEADROOM_PROBE_GAIN, HEADROOM_WINDOW_GAIN, MIN_RTT_WINDOW_MS, PACING_BURST_MS, PROBE_BW_FIRST_PHASE, QUEUE_ALLOWANCE_FRACTION, QUEUE_ALLOWANCE_MAX_MS, QUEUE_ALLOWANCE_MIN_MS, QUEUE_DRAIN_GAIN, PROBE_BW_GAINS,
-  PROBE_BW_WINDOW_GAIN, PROBE_RTT_MS, PROBE_UP_GROWTH, PROBE_UP_STALL_ROUNDS, STARTUP_MIN_ROUNDS, PROBE_RTT_WINDOW_BYTES, SRTT_ALPHA, STARTUP_FULL_ROUNDS, STARTUP_WINDOW_GAIN, HEADROOM_STARTUP_GAIN, STARTUP_QUEUE_SAMPLES, STARTUP_GAIN, STARTUP_GROWTH,
+  BW_FILTER_MIN_MS, BW_FILTER_ROUNDS, DRAIN_MAX_ROUNDS, HEADROOM_PACING_GAIN, HEADROOM_PROBE_GAIN,
+  HEADROOM_STARTUP_GAIN, HEADROOM_STARTUP_GROWTH, HEADROOM_WINDOW_GAIN, MIN_RTT_WINDOW_MS, PACING_BURST_MS,
+  PROBE_BW_FIRST_PHASE, PROBE_BW_GAINS, PROBE_BW_WINDOW_GAIN, PROBE_RTT_MS, PROBE_RTT_WINDOW_BYTES, PROBE_UP_GROWTH,
+  PROBE_UP_STALL_ROUNDS, QUEUE_ALLOWANCE_FRACTION, QUEUE_ALLOWANCE_MAX_MS, QUEUE_ALLOWANCE_MIN_MS, QUEUE_DRAIN_GAIN,
+  SRTT_ALPHA, STARTUP_FULL_ROUNDS, STARTUP_GAIN, STARTUP_GROWTH, STARTUP_MIN_ROUNDS, STARTUP_QUEUE_SAMPLES,
+  STARTUP_WINDOW_GAIN,
   type PathLimits,
 } from './path-constants.js';
 
@@ -132,18 +136,20 @@ export class PathEstimator {
     return { sentAt: now, delivered: this.#delivered, deliveredAt: this.#deliveredAt, appLimited: this.#appLimitedUntil > this.#delivered || this.#headroomActive() };
   }
 
-  /** Reply bytes arrived (data bytes: what crosses the bottleneck). */
   /** A reply said `bytes` are zero: nothing crossed the link for them (the zero map had not told D yet). */
   onZeroReply(bytes: number): void {
     this.#roundZeroBytes += bytes;
   }
 
+  /** Reply bytes arrived (data bytes: what crosses the bottleneck). */
   onDelivered(bytes: number, now: number): void {
     this.#delivered += bytes;
     this.#deliveredAt = now;
-    // Startup's window grows with what arrives, as TCP's slow start does (doubling a round trip, x1.5 for a waiting
+    // Startup's window grows with what arrives, as TCP's slow start does (doubling a round trip, x1.25 for a waiting
     // guest): rate samples lag a round or more behind, and a window sized from them alone would climb that slowly.
-    if (this.#phase === 'startup') this.#startupGrowth += bytes * (this.#headroom ? HEADROOM_STARTUP_GAIN - 1 : 1);
+    // It grows only while below startup's gain times the BDP measured so far (BBR's rule): on a short path that
+    // target is below the floor, and S would otherwise be asked for tens of MiB it holds in memory to serve.
+    if (this.#phase === 'startup' && this.#belowStartupTarget()) this.#startupGrowth += bytes * (this.#headroom ? HEADROOM_STARTUP_GAIN - 1 : 1);
   }
 
   /** A round-trip time: a request's first reply part (minus its own transfer time), or a PING's PONG. */
@@ -222,6 +228,13 @@ export class PathEstimator {
     else if (this.#phase === 'drain') w = Math.max(floor, bdp * STARTUP_WINDOW_GAIN);
     else w = Math.max(floor, bdp * this.#probeUp * (this.#headroomActive() ? HEADROOM_WINDOW_GAIN : PROBE_BW_WINDOW_GAIN));
     return Math.max(1, Math.min(maxWindowBytes, Math.round(w)));
+  }
+
+  #belowStartupTarget(): boolean {
+    const bdp = this.bdp;
+    if (bdp === null) return true;
+    const floor = this.#headroom ? this.#limits.headroomFloorBytes : this.#limits.minWindowBytes;
+    return floor + this.#startupGrowth < bdp * STARTUP_GAIN;
   }
 
   /** Startup's window: the floor plus what startup has grown it by, or the estimates' own if that is larger. */
