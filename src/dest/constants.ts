@@ -17,7 +17,8 @@ export const DEFAULT_CONFIRM_GRACE_MS = 60_000;
 
 /**
  * Background-stream bytes in flight at most by default (--bulk-window): the path model sizes the window below it.
- * 64 MiB fills 80 ms of round trip at 800 MiB/s; the bytes are on the wire or in S's bounded queues, not in D's memory.
+ * The model keeps about twice the bandwidth-delay product in flight, so 64 MiB serves 80 ms of round trip at 400 MiB/s;
+ * those bytes are requests S has yet to answer or data on the wire, not D's memory.
  */
 export const DEFAULT_MAX_STREAM_WINDOW_BYTES = 64 * 1024 * 1024;
 
