@@ -18,7 +18,6 @@ export type PathPhase = 'startup' | 'drain' | 'probe-bw' | 'probe-rtt';
 
 /** What a request carries from its send to its completion: the delivery-rate sample is taken over that span. */
 export interface SendStamp {
-  readonly sentAt: number;
   /** Reply bytes delivered before the send, and when the last of them arrived. */
   readonly delivered: number;
   readonly deliveredAt: number;
@@ -133,7 +132,7 @@ export class PathEstimator {
       this.allowance(now, 0);
       this.#tokens -= bytes;
     }
-    return { sentAt: now, delivered: this.#delivered, deliveredAt: this.#deliveredAt, appLimited: this.#appLimitedUntil > this.#delivered || this.#headroomActive() };
+    return { delivered: this.#delivered, deliveredAt: this.#deliveredAt, appLimited: this.#appLimitedUntil > this.#delivered || this.#headroomActive() };
   }
 
   /** A reply said `bytes` are zero: nothing crossed the link for them (the zero map had not told D yet). */

@@ -5,6 +5,7 @@
 // replies. While the guest waits on demand reads, bulk leaves headroom (BENCHMARKS.md, "WAN").
 import type { Fetcher } from './fetcher.js';
 import type { BlockStore } from './block-store.js';
+import { SYSTEM_CLOCK, type DestClock } from './dest-clock.js';
 import { PACED_REQUEST_MS, PACING_BURST_MS } from './path-constants.js';
 import { DEMAND_QUIET_MS, STREAM_REFILL_FRACTION, STREAM_REFILL_MAX_BYTES } from './store-constants.js';
 
@@ -13,35 +14,26 @@ export interface StreamerOptions {
   batchBytes: number;
   /** How long after the last demand miss the guest counts as waiting (default 100 ms, at least two round trips). */
   demandQuietMs?: number;
-  /** Clock and timer (tests). */
-  now?: () => number;
-  setTimer?: (fn: () => void, ms: number) => { cancel(): void };
-}
-
-function systemTimer(fn: () => void, ms: number): { cancel(): void } {
-  const t = setTimeout(fn, ms);
-  t.unref();
-  return { cancel: () => clearTimeout(t) };
+  /** The clock and the pacing timer (default: the system's; tests bring their own). */
+  clock?: DestClock;
 }
 
 export class Streamer {
   readonly #store: BlockStore;
   readonly #fetcher: Fetcher;
   readonly #opts: StreamerOptions;
-  readonly #now: () => number;
-  readonly #setTimer: NonNullable<StreamerOptions['setTimer']>;
+  readonly #clock: DestClock;
   #cursor = 0;
   #running = false;
   #filling = false;
   #lastDemandAt = -Infinity;
-  #timer: { cancel(): void } | null = null;
+  #timer: unknown = null;
 
   constructor(store: BlockStore, fetcher: Fetcher, opts: StreamerOptions) {
     this.#store = store;
     this.#fetcher = fetcher;
     this.#opts = opts;
-    this.#now = opts.now ?? (() => performance.now());
-    this.#setTimer = opts.setTimer ?? systemTimer;
+    this.#clock = opts.clock ?? SYSTEM_CLOCK;
     // Paused while the image's disk fails (nothing fetched could be kept); the store says when it takes writes again.
     store.onWritable = () => this.fill();
   }
@@ -53,34 +45,34 @@ export class Streamer {
 
   stop(): void {
     this.#running = false;
-    this.#timer?.cancel();
+    if (this.#timer !== null) this.#clock.clearTimer(this.#timer);
     this.#timer = null;
   }
 
   /** After a demand miss at `block`, the guest will likely read on from there. */
   hint(block: number): void {
     this.#cursor = block + 1;
-    this.#lastDemandAt = this.#now();
+    this.#lastDemandAt = this.#clock.now();
   }
 
   /** The guest waited on a demand read lately (within two round trips, and at least the quiet time). */
   get guestWaiting(): boolean {
     const rtt = this.#fetcher.path.srttMs ?? 0;
-    return this.#now() - this.#lastDemandAt < Math.max(this.#opts.demandQuietMs ?? DEMAND_QUIET_MS, 2 * rtt);
+    return this.#clock.now() - this.#lastDemandAt < Math.max(this.#opts.demandQuietMs ?? DEMAND_QUIET_MS, 2 * rtt);
   }
 
   /** The window now (the path model's, with headroom while the guest waits). */
   get windowBytes(): number {
     const path = this.#fetcher.path;
     path.setHeadroom(this.guestWaiting);
-    return path.windowBytes(this.#now());
+    return path.windowBytes(this.#clock.now());
   }
 
   /** Top the window up. Called on start, after each finished request, when pacing lets more go, and after a reconnect. */
   fill(): void {
     if (!this.#running || this.#filling || this.#store.writesPaused) return;
     const window = this.windowBytes;
-    const rate = this.#fetcher.path.pacingRate(this.#now());
+    const rate = this.#fetcher.path.pacingRate(this.#clock.now());
     const requestBytes = this.#requestBytes(rate);
     // Requests go in batches (a request per reply would cost a system call on each side for a few dozen bytes): once
     // half the window is free, at most 1 MiB, and when paced no more than the pacing lets go at once.
@@ -100,7 +92,7 @@ export class Streamer {
     const maxBlocks = Math.max(1, Math.floor(requestBytes / store.blockSize));
     let wrapped = false;
     while (this.#fetcher.serving && this.#fetcher.bulkBytesInFlight < window) {
-      const allowance = path.allowance(this.#now(), 2 * requestBytes);
+      const allowance = path.allowance(this.#clock.now(), 2 * requestBytes);
       if (rate !== null && allowance <= 0) {
         this.#wakeWhenPaced(rate, allowance);
         return;
@@ -132,12 +124,12 @@ export class Streamer {
 
   /** The allowance is spent: come back when a block's worth has accrued (timers run late; the allowance allows for it). */
   #wakeWhenPaced(rate: number, allowance: number): void {
-    if (this.#timer) return;
+    if (this.#timer !== null) return;
     const ms = Math.max(1, (this.#store.blockSize - allowance) / rate);
-    this.#timer = this.#setTimer(() => {
+    this.#timer = this.#clock.setTimer(ms, () => {
       this.#timer = null;
       this.fill();
-    }, ms);
+    });
   }
 
   #nextCandidate(from: number): number {

@@ -2,6 +2,7 @@
 // (which blocks are missing) and the fetcher (bytes in flight).
 import { describe, expect, it } from 'vitest';
 import { Streamer } from '../../src/dest/streamer.js';
+import { SYSTEM_CLOCK } from '../../src/dest/dest-clock.js';
 import type { BlockStore } from '../../src/dest/block-store.js';
 import type { Fetcher } from '../../src/dest/fetcher.js';
 import { PathEstimator } from '../../src/dest/path-estimator.js';
@@ -86,7 +87,7 @@ describe('streamer', () => {
   it('shrinks the window while demand reads are recent, and grows it back once the guest is quiet', () => {
     const t = setup(64);
     let now = 0;
-    const s = new Streamer(t.store, t.fetcher, { batchBytes: 256 * KiB, demandQuietMs: 100, now: () => now });
+    const s = new Streamer(t.store, t.fetcher, { batchBytes: 256 * KiB, demandQuietMs: 100, clock: { ...SYSTEM_CLOCK, now: () => now } });
     s.hint(-1); // a demand miss just before the stream starts (cursor stays at block 0)
     s.start();
     expect(t.requests).toHaveLength(2);
