@@ -195,6 +195,7 @@ async function oneRun(image: BenchImage, sc: WanScenario, rep: number, o: { work
   const timed: Array<[offset: number, ms: number]> = [];
   let proxy: ProxyProcess | null = null;
   let stats: WanProxyStats | null = null;
+  let readError: string | null = null;
   try {
     const m = await migrate({
       workDir: o.workDir,
@@ -228,8 +229,9 @@ async function oneRun(image: BenchImage, sc: WanScenario, rep: number, o: { work
           } finally {
             await nbd.close().catch(() => undefined);
           }
-        } catch {
-          // D went away (the run's timeout): the run is reported as failed below.
+        } catch (e) {
+          // D went away (the run's timeout: reported as failed below), or a read failed while D ran: that is said too.
+          readError = e instanceof Error ? e.message : String(e);
         }
         while (!done && alive(dest.child)) {
           done = tail.has('complete');
@@ -244,7 +246,7 @@ async function oneRun(image: BenchImage, sc: WanScenario, rep: number, o: { work
     const misses = timed.filter(([off]) => missed.has(off)).map(([, ms]) => ms);
     const ds = m.destSummary ?? {};
     const bulkBytes = Number(ds.bytesFetchedBulk ?? NaN);
-    const ok = m.sourceCode === 0 && m.destCode === 0 && m.destSummary !== null;
+    const ok = m.sourceCode === 0 && m.destCode === 0 && m.destSummary !== null && readError === null;
     return {
       wholeMs: ok ? m.wholeMs : NaN,
       transferMs: ok ? m.transferMs : NaN,
@@ -255,7 +257,7 @@ async function oneRun(image: BenchImage, sc: WanScenario, rep: number, o: { work
       hits: m.dest ? timed.length - misses.length : 0,
       maxQueueBytes: stats?.toTarget.maxQueueBytes ?? NaN,
       path: (ds.path as PathEstimate | undefined) ?? null,
-      ...(ok ? {} : { failure: `S ${exitText(m.sourceCode)}, D ${exitText(m.destCode)}${m.destSummary ? '' : ', no summary'} (timeout ${sec(o.timeoutMs)} s)` }),
+      ...(ok ? {} : { failure: `S ${exitText(m.sourceCode)}, D ${exitText(m.destCode)}${m.destSummary ? '' : ', no summary'}${readError === null ? '' : `, a demand read failed: ${readError}`} (timeout ${sec(o.timeoutMs)} s)` }),
     };
   } finally {
     await (proxy as ProxyProcess | null)?.stop();
