@@ -49,19 +49,17 @@ export class BlockFetches {
   ensureRange(offset: number, length: number, trace?: ReadTrace): Promise<void> | void {
     const { geometry, table } = this.#o;
     let waits: Promise<void>[] | null = null;
+    const timings: FetchTiming[] = [];
     const last = geometry.lastBlockOf(offset, length);
     for (let b = geometry.blockOf(offset); b <= last; b++) {
-      if (!table.isPresent(b)) (waits ??= []).push(this.ensure(b));
+      if (table.isPresent(b)) continue;
+      (waits ??= []).push(this.ensure(b));
+      // The urgent fetch this read waits for (started now, or by an earlier read of the block).
+      const t = trace ? this.#timings.get(b) : undefined;
+      if (t) timings.push(t);
     }
     if (!waits) return;
-    if (trace) {
-      const timings: FetchTiming[] = [];
-      for (let b = geometry.blockOf(offset); b <= last; b++) {
-        const t = this.#timings.get(b);
-        if (t) timings.push(t);
-      }
-      this.stages.track(trace, timings);
-    }
+    if (trace) this.stages.track(trace, timings);
     return Promise.all(waits).then(() => undefined);
   }
 

@@ -93,24 +93,30 @@ export class SourceWriter {
     const { geometry, table, image } = this.#o;
     for (let b = start; b < end; b++) table.writeStarted(b);
     image.writePartsAsync(run, start * geometry.blockSize, (err) => {
-      if (err !== null || image.closed) {
-        // Failed, or the store closed meanwhile (nothing commits it any more; a restart fetches it again).
-        for (let b = start; b < end; b++) table.writeFailed(b);
-        if (err === null) return;
-        try {
-          this.#o.diskFailed(err);
-        } catch (bug) {
-          // Not the disk's error (or the store is closing): as the fetcher does for a sync write, logged.
-          this.#o.log.error({ err: bug, offset: start * geometry.blockSize, length: run.length }, 'could not keep a fetched part here; its blocks stay missing');
-        }
-        return;
-      }
-      this.#o.fault.succeeded();
-      for (let b = start; b < end; b++) {
-        table.writeLanded(b, this.#digestOf(run, start, b));
-        this.#o.present(b);
+      // Whatever fails here (not the disk's error, a store closing, a bug in the bookkeeping) is logged, as the fetcher
+      // does for a sync write: thrown from this callback it would be a rejection nobody handles, and end the process.
+      try {
+        this.#landed(err, run, start, end);
+      } catch (bug) {
+        this.#o.log.error({ err: bug, offset: start * geometry.blockSize, length: run.length }, 'could not keep a fetched part here; its blocks stay missing');
       }
     });
+  }
+
+  /** An asynchronous write of blocks [start, end) returned (err: null) or failed. */
+  #landed(err: unknown, run: ByteParts, start: number, end: number): void {
+    const { table } = this.#o;
+    if (err !== null || this.#o.image.closed) {
+      // Failed, or the store closed meanwhile (nothing commits it any more; a restart fetches it again).
+      for (let b = start; b < end; b++) table.writeFailed(b);
+      if (err !== null) this.#o.diskFailed(err);
+      return;
+    }
+    this.#o.fault.succeeded();
+    for (let b = start; b < end; b++) {
+      table.writeLanded(b, this.#digestOf(run, start, b));
+      this.#o.present(b);
+    }
   }
 
   /** The crc of block b of a run that starts at block `start` (a block may straddle the run's parts). */

@@ -128,7 +128,7 @@ export class BlockServer {
           if (pooled) this.#readBuffers.give(pooled);
           throw e;
         }
-        readAt = performance.now();
+        if (urgent) readAt = performance.now();
         // A pooled buffer (ours, or a whole one the scan cached) goes back once the socket is done with it.
         const whole = pooled ?? data;
         const done = pos + n >= end;
