@@ -42,13 +42,15 @@ export class LatencyHistogram {
   stats(): StageStats {
     const h = this.#hdr;
     const count = h.count;
-    const us = (ns: number) => (count === 0 ? 0 : Math.min(Math.round(ns) / NS_PER_US, this.#maxUs));
+    // The max as reported (whole ns); percentiles are clamped to that figure, not to the unrounded one above it.
+    const maxUs = count === 0 ? 0 : Math.round(this.#maxUs * NS_PER_US) / NS_PER_US;
+    const us = (ns: number) => (count === 0 ? 0 : Math.min(Math.round(ns) / NS_PER_US, maxUs));
     const buckets: Array<[number, number]> = [];
     this.#buckets.forEach((n, i) => {
       if (n > 0) buckets.push([2 ** i, n]);
     });
     // HDR percentiles are a bucket's upper value and may pass the exact max by a little: clamped to it.
-    return { count, p50Us: us(h.percentile(50)), p99Us: us(h.percentile(99)), maxUs: count === 0 ? 0 : Math.round(this.#maxUs * NS_PER_US) / NS_PER_US, buckets };
+    return { count, p50Us: us(h.percentile(50)), p99Us: us(h.percentile(99)), maxUs, buckets };
   }
 }
 
