@@ -91,6 +91,12 @@ export const QUEUE_ALLOWANCE_FRACTION = 1 / 8;
 export const QUEUE_ALLOWANCE_MIN_MS = 4;
 /** … and at most 16 ms (HyStart's upper bound, RFC 9406). */
 export const QUEUE_ALLOWANCE_MAX_MS = 16;
+/**
+ * A round whose replies brought less than this share of what it asked for fell behind: with a standing queue, that
+ * is the path's limit, and the estimate comes down to what was delivered. A slow disk under S delays replies just
+ * as a queue does, but all that was asked still arrives: lowering the estimate then would only ratchet it to zero.
+ */
+export const FELL_BEHIND_FRACTION = 0.9;
 /** While a standing queue is seen in probe-bw, bulk is paced this far below the estimate until it drains. */
 export const QUEUE_DRAIN_GAIN = 0.9;
 

@@ -3,7 +3,7 @@
 // queue ahead of demand replies. BBR's model applied to a pull protocol: D's requests are the sends, S's replies
 // the acknowledgements that carry data. Pure: the caller passes the time (ms), nothing here sets a timer.
 import {
-  BW_FILTER_MIN_MS, BW_FILTER_ROUNDS, DRAIN_MAX_ROUNDS, HEADROOM_PACING_GAIN, HEADROOM_PROBE_GAIN,
+  BW_FILTER_MIN_MS, BW_FILTER_ROUNDS, DRAIN_MAX_ROUNDS, FELL_BEHIND_FRACTION, HEADROOM_PACING_GAIN, HEADROOM_PROBE_GAIN,
   HEADROOM_STARTUP_GAIN, HEADROOM_STARTUP_GROWTH, HEADROOM_WINDOW_GAIN, MIN_RTT_WINDOW_MS, PACING_BURST_MS,
   PROBE_BW_FIRST_PHASE, PROBE_BW_GAINS, PROBE_BW_WINDOW_GAIN, PROBE_RTT_MS, PROBE_RTT_WINDOW_BYTES, PROBE_UP_GROWTH,
   PROBE_UP_STALL_ROUNDS, QUEUE_ALLOWANCE_FRACTION, QUEUE_ALLOWANCE_MAX_MS, QUEUE_ALLOWANCE_MIN_MS, QUEUE_DRAIN_GAIN,
@@ -62,8 +62,9 @@ export class PathEstimator {
   /** Bytes delivered when the round under way began, and when. */
   #roundStartDelivered = 0;
   #roundStartAt = 0;
-  /** Bytes answered as zero in the round under way. */
+  /** Bytes answered as zero, and bytes asked for (all requests), in the round under way. */
   #roundZeroBytes = 0;
+  #roundAskedBytes = 0;
   /** Rate samples still inside the filter's span, each larger than every later one (a running max). */
   #samples: RateSample[] = [];
   #delivered = 0;
@@ -128,6 +129,7 @@ export class PathEstimator {
   onSend(now: number, inflightBefore: number, bytes: number): SendStamp {
     // With nothing owed, the last delivery is no reference: the sample's span starts now.
     if (inflightBefore === 0) this.#deliveredAt = now;
+    this.#roundAskedBytes += bytes;
     if (this.#tokensAt !== null) {
       this.allowance(now, 0);
       this.#tokens -= bytes;
@@ -184,6 +186,7 @@ export class PathEstimator {
     const roundStart = stamp.delivered >= this.#roundEndsAfter;
     let roundRate = 0;
     let mostlyZero = false;
+    let fellBehind = false;
     if (roundStart) {
       this.#round++;
       this.#roundEndsAfter = this.#delivered;
@@ -192,7 +195,11 @@ export class PathEstimator {
       if (now > this.#roundStartAt) roundRate = (this.#delivered - this.#roundStartDelivered) / (now - this.#roundStartAt);
       // A round that asked mostly for zeroes moved few bytes whatever the link: it says nothing of a plateau.
       mostlyZero = this.#roundZeroBytes > this.#delivered - this.#roundStartDelivered;
+      // Less arrived than was asked for: the path fell behind (a queue of ours grew). When as much arrived as was
+      // asked, a late reply is S's (a slow disk under it) or a busy host: no reason to lower the estimate.
+      fellBehind = this.#delivered - this.#roundStartDelivered + this.#roundZeroBytes < this.#roundAskedBytes * FELL_BEHIND_FRACTION;
       this.#roundZeroBytes = 0;
+      this.#roundAskedBytes = 0;
       this.#roundStartAt = now;
       this.#roundStartDelivered = this.#delivered;
     }
@@ -206,7 +213,7 @@ export class PathEstimator {
       // A queue stood through the whole round: the link was busy all of it, so what it delivered is its rate, however
       // little D meant to send. An estimate above that (a lucky sample in the max filter) would keep the queue
       // standing: it goes.
-      if (this.queueing && roundRate > 0 && roundRate < this.bottleneckRate) this.#samples = [{ round: this.#round, at: now, bytesPerMs: roundRate }];
+      if (this.queueing && fellBehind && roundRate > 0 && roundRate < this.bottleneckRate) this.#samples = [{ round: this.#round, at: now, bytesPerMs: roundRate }];
       this.#onRound(stamp.appLimited || mostlyZero, now);
     }
     this.#advance(now);

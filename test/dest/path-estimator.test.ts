@@ -110,17 +110,31 @@ describe('path model', () => {
     expect(m.path.bottleneckRate).toBeGreaterThanOrEqual(before);
   });
 
-  it('a queue that stands through a round (every RTT sample above the min) pulls the estimate down to what was delivered', () => {
+  it('a queue that stands through a round while less arrives than was asked pulls the estimate down to what was delivered', () => {
     const m = model();
     m.path.onRtt(20, 0);
     let t = steadyRounds(m, 0, 30, 20, 2 * MiB);
     const high = m.path.bottleneckRate;
-    // The path halves: each round still carries 1 MiB per 20 ms of path, but every sample now sees a 10 ms queue.
-    t = steadyRounds(m, t, 3, 20, MiB, 64 * KiB, 30);
+    // The path halves: each round asks for 2 MiB but carries 1 MiB per 20 ms, and every sample sees a 10 ms queue.
+    for (let r = 0; r < 3; r++) {
+      m.path.onSend(t, 1, MiB);
+      t = steadyRounds(m, t, 1, 20, MiB, 64 * KiB, 30);
+    }
     expect(m.path.queueing).toBe(true);
     expect(m.path.bottleneckRate).toBeLessThan(high * 0.75);
     // While the queue stands, bulk is paced below the estimate.
     expect(m.path.pacingRate(t)!).toBeLessThan(m.path.bottleneckRate);
+  });
+
+  it('replies late because S is slow (all that was asked still arrives) leave the estimate where it is', () => {
+    const m = model();
+    m.path.onRtt(20, 0);
+    let t = steadyRounds(m, 0, 30, 20, 2 * MiB);
+    const high = m.path.bottleneckRate;
+    // A slow disk under S: every reply 15 ms late, and the rounds carry what they asked for.
+    t = steadyRounds(m, t, 20, 20, MiB, 64 * KiB, 35);
+    expect(m.path.queueing).toBe(true);
+    expect(m.path.bottleneckRate).toBe(high);
   });
 
   it('startup leaves at once when the latest RTT samples all show a queue, from its second round on', () => {
