@@ -265,9 +265,10 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
     const rolledBack = outcome.e instanceof DestRolledBackError;
     const code = rolledBack ? EXIT.ROLLED_BACK : EXIT.INTERNAL;
     events.emit('exit', { code, error: msg, phase: agent.phase });
+    const logs = migrator?.keptLogs.length ? `; the destination QEMU's logs are kept: ${migrator.keptLogs.join(', ')}` : '';
     process.stderr.write(
       rolledBack
-        ? `postcopy dest: migration rolled back (${msg}); nothing kept here, the guest stays on the source\n`
+        ? `postcopy dest: migration rolled back (${msg}); nothing kept here, the guest stays on the source${logs}\n`
         : `postcopy dest: internal error in phase ${agent.phase} (${msg}); state kept in ${stateDir}\n`,
     );
     return code;

@@ -1,6 +1,8 @@
 #!/usr/bin/env -S node --max-semi-space-size=2
 // The `postcopy` command: dispatches to dest, source, demo, verify; turns failures into one line and an exit code.
+import { readFileSync } from 'node:fs';
 import { UsageError } from '../common/errors.js';
+import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from '../protocol/constants.js';
 import { EXIT_GRACE_MS } from './constants.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
 import { exitCodeFor, failureLine, wantsStack } from './failure.js';
@@ -15,7 +17,7 @@ Commands:
   demo     the whole job on an embedded default: two processes, a simulated guest, verification, summary
   verify   check a destination image against the source image (and the guest's writes)
 
-Run 'postcopy <command> --help' for its options.
+Run 'postcopy <command> --help' for its options; 'postcopy --version' prints the version.
 
 ${EXIT_HELP}`;
 
@@ -33,6 +35,11 @@ async function main(argv: string[]): Promise<number> {
   if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     process.stdout.write(HELP + '\n');
     return cmd ? EXIT.OK : EXIT.USAGE;
+  }
+  if (cmd === '--version' || cmd === '-V' || cmd === 'version') {
+    // The wire versions too: two hosts on different releases interoperate when their ranges overlap.
+    process.stdout.write(`postcopy ${packageVersion()} (migration protocol ${PROTOCOL_VERSION_MIN}..${PROTOCOL_VERSION_MAX})\n`);
+    return EXIT.OK;
   }
   const load = COMMANDS[cmd];
   if (!load) {
@@ -55,6 +62,12 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     return fail(e);
   }
+}
+
+/** The version as released: package.json sits two levels above dist/cli/ in the repo and in the installed package. */
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
 }
 
 main(process.argv.slice(2)).then(

@@ -8,6 +8,7 @@ import type { Logger } from '../common/logger.js';
 import { MAX_SOCKET_PATH, SOCKET_NAME_BUDGET } from './constants.js';
 import { QemuDestMigrator } from './qemu-dest.js';
 import { QemuSourceMigrator } from './qemu-source.js';
+import { checkTemplate } from './qemu-process.js';
 
 /**
  * The state dir, or a private (0700) temp dir when the state dir's path is too long for a socket path (sun_path):
@@ -51,6 +52,7 @@ export function destQemu(o: {
 }): QemuDestMigrator {
   if (!o.qemuCmd && !o.qmp) throw new UsageError('PC_ERR_USAGE', '--guest qemu needs --qemu-cmd TEMPLATE (start QEMU here) or --qmp PATH (attach to one started with -incoming defer)');
   if (o.qemuCmd && !o.hasExport) throw new UsageError('PC_ERR_USAGE', '--qemu-cmd needs an NBD export for the guest disk: --nbd-socket PATH or --nbd-listen HOST:PORT');
+  if (o.qemuCmd) checkTemplate(o.qemuCmd);
   const runDir = socketDir(o.stateDir, SOCKET_NAME_BUDGET).dir;
   return new QemuDestMigrator({
     ...(o.qemuCmd ? { command: o.qemuCmd } : {}),

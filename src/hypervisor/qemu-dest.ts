@@ -1,8 +1,8 @@
 // D's side of a QEMU guest: starts the destination QEMU (or attaches to one waiting with -incoming defer),
 // feeds it the stream with migrate-incoming, and keeps its guest paused until Finish says `cont`.
 import type { Socket } from 'node:net';
-import { closeSync, constants, lstatSync, openSync, rmSync, unlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, constants, lstatSync, openSync, renameSync, rmSync, unlinkSync } from 'node:fs';
+import { basename, dirname, extname, join } from 'node:path';
 import type { EventSink } from '../common/events.js';
 import { fdIdentity, sameFile, type FileIdentity } from '../common/image-identity.js';
 import type { Logger } from '../common/logger.js';
@@ -15,7 +15,7 @@ import { UsageError } from '../common/errors.js';
 import { PRIVATE_FILE_MODE } from '../common/constants.js';
 import { QmpClient } from './qmp-client.js';
 import { MIGRATION_FAILED, migrationCapabilities, queryMigrate } from './qemu-migration.js';
-import { expandTemplate, spawnQemu, type QemuProcess } from './qemu-process.js';
+import { expandTemplate, lastLines, spawnQemu, type QemuProcess } from './qemu-process.js';
 import { relay, type Relay } from './stream-relay.js';
 
 /** A QEMU just started needs a few seconds to open its QMP socket; longer means it is not coming. */
@@ -57,6 +57,10 @@ export class QemuDestMigrator implements DestGuestMigrator {
   #serialCreated: FileIdentity | null = null;
   /** The QMP socket path was free or held a stale socket when QEMU was started: a rollback may remove what QEMU left. */
   #qmpOurs = false;
+  /** QEMU's own stderr log (the started QEMU's), kept after a rollback. */
+  #logPath: string | null = null;
+  /** Where a rollback left QEMU's logs, for the operator (empty until a rollback). */
+  #keptLogs: string[] = [];
 
   constructor(opts: QemuDestOptions) {
     this.#o = opts;
@@ -81,6 +85,7 @@ export class QemuDestMigrator implements DestGuestMigrator {
       this.#qmpOurs = true;
       const cmd = expandTemplate(this.#o.command, { export: uri, qmp: this.#o.qmpPath, serial: this.#o.serialPath });
       const logPath = join(this.#o.runDir, 'qemu-dest.log');
+      this.#logPath = logPath;
       this.#createSerialLog();
       this.#proc = spawnQemu(cmd, logPath);
       this.#log.info({ pid: this.#proc.pid, cmd, log: logPath }, 'destination QEMU started');
@@ -130,13 +135,27 @@ export class QemuDestMigrator implements DestGuestMigrator {
     try {
       this.#qmp = await QmpClient.connect(this.#o.qmpPath, { timeoutMs: QMP_CONNECT_TIMEOUT_MS, alive: () => proc?.alive ?? true });
     } catch (e) {
-      if (proc && !proc.alive) throw new HypervisorError('PC_ERR_HYPERVISOR', `the destination QEMU exited at start: ${proc.lastError() || 'no message'}`);
+      if (proc && !proc.alive) {
+        const { code, signal } = await proc.exited;
+        throw new HypervisorError('PC_ERR_HYPERVISOR', `the destination QEMU exited at start (${signal ? `killed by ${signal}` : `exit code ${code}`}): ${this.#lastWords(proc)}`);
+      }
       throw e;
     }
     this.#qmp.on('close', (err) => {
       if (!this.#started) this.#log.warn({ err: err?.message }, 'QMP connection to the destination QEMU closed');
     });
     return this.#qmp;
+  }
+
+  /**
+   * QEMU's last words: its stderr, else the guest console's last lines (a QEMU that booted without its disk exits
+   * quietly; the guest said so on its console).
+   */
+  #lastWords(proc: QemuProcess, none = 'no message'): string {
+    const own = proc.lastError();
+    if (own) return own;
+    const console = lastLines(this.#o.serialPath);
+    return console ? `guest console: ${console}` : none;
   }
 
   async receive(channel: GuestStreamChannel): Promise<void> {
@@ -154,7 +173,8 @@ export class QemuDestMigrator implements DestGuestMigrator {
     const exit = await hypervisorWait(proc.exited, EXIT_GRACE_MS, 'QEMU still running').catch(() => null);
     if (!exit) return e;
     const how = exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code}`;
-    return new HypervisorError('PC_ERR_HYPERVISOR', `the destination QEMU exited (${how})${proc.lastError() ? `: ${proc.lastError()}` : ''}`, { cause: e });
+    const words = this.#lastWords(proc, '');
+    return new HypervisorError('PC_ERR_HYPERVISOR', `the destination QEMU exited (${how})${words ? `: ${words}` : ''}`, { cause: e });
   }
 
   async #receive(channel: GuestStreamChannel): Promise<void> {
@@ -164,10 +184,10 @@ export class QemuDestMigrator implements DestGuestMigrator {
     let relayError: Error | null = null;
     this.#relay.done.catch((e: Error) => (relayError = e));
     for (;;) {
-      if (this.#proc && !this.#proc.alive) throw new HypervisorError('PC_ERR_HYPERVISOR', `the destination QEMU exited: ${this.#proc.lastError() || 'no message'}`);
+      if (this.#proc && !this.#proc.alive) throw new HypervisorError('PC_ERR_HYPERVISOR', `the destination QEMU exited: ${this.#lastWords(this.#proc)}`);
       const info = await queryMigrate(qmp);
       if (MIGRATION_FAILED.has(info.status ?? '')) {
-        throw new HypervisorError('PC_ERR_HYPERVISOR', `destination QEMU could not load the guest: ${this.#proc?.lastError() || info.status}`);
+        throw new HypervisorError('PC_ERR_HYPERVISOR', `destination QEMU could not load the guest: ${(this.#proc && this.#lastWords(this.#proc, '')) || info.status}`);
       }
       const run = await qmp.execute<{ status: string }>('query-status');
       // Loaded and paused: `completed` means all of RAM and the device state are in (post-copy RAM too).
@@ -208,10 +228,42 @@ export class QemuDestMigrator implements DestGuestMigrator {
     }
     this.#qmp?.close();
     rmSync(this.#incoming || join(this.#o.runDir, 'none'), { force: true });
-    // Only what this session made: the serial log it created (still that file), the socket QEMU left (if stale).
-    if (this.#serialCreated && sameFile(lstatIdentity(this.#o.serialPath), this.#serialCreated)) rmSync(this.#o.serialPath, { force: true });
     if (this.#qmpOurs && (await checkSocketPath(this.#o.qmpPath, '--qmp').catch(() => 'kept')) === 'stale') rmSync(this.#o.qmpPath, { force: true });
-    this.#o.events.emit('hypervisor', { side: 'dest', state: 'killed' });
+    this.#keepLogs();
+    this.#o.events.emit('hypervisor', { side: 'dest', state: 'killed', logs: this.#keptLogs });
+  }
+
+  /**
+   * Why QEMU failed is in its logs (a guest that found no disk says so only on its console): a rollback keeps them.
+   * The ones this session created are renamed aside with the time, so the next attempt neither appends to them nor
+   * takes the console log for the operator's; the operator's own --serial-log stays where it is.
+   */
+  #keepLogs(): void {
+    const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+    const aside = (path: string): string => join(dirname(path), `${basename(path, extname(path))}.rolled-back-${stamp}${extname(path)}`);
+    const kept: string[] = [];
+    const serialOurs = this.#serialCreated !== null && sameFile(lstatIdentity(this.#o.serialPath), this.#serialCreated);
+    for (const [path, ours] of [[this.#logPath, true], [this.#o.serialPath, serialOurs]] as const) {
+      if (!path || !lstatIdentity(path)) continue;
+      if (!ours) {
+        kept.push(path);
+        continue;
+      }
+      try {
+        renameSync(path, aside(path));
+        kept.push(aside(path));
+      } catch (e) {
+        this.#log.warn({ err: (e as Error).message, path }, 'could not rename the log aside; it stays where it is');
+        kept.push(path);
+      }
+    }
+    this.#keptLogs = kept;
+    if (kept.length > 0) this.#log.warn({ logs: kept }, "the destination QEMU's logs are kept");
+  }
+
+  /** Where the last rollback left QEMU's logs (QEMU's stderr, the guest console), to name in its message. */
+  get keptLogs(): readonly string[] {
+    return this.#keptLogs;
   }
 
   /** Detach at exit: the guest keeps running; QEMU keeps its own QMP socket. */

@@ -1,16 +1,19 @@
 // The QMP client against a scripted QMP server (no QEMU needed): greeting and capabilities, replies matched by
 // id out of order, events, QEMU errors and dead peers as one-line HypervisorErrors; and the command template.
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/common/errors.js';
 import { HypervisorError } from '../../src/hypervisor/errors.js';
 import { shellQuote } from '../../src/common/shell.js';
-import { expandTemplate } from '../../src/hypervisor/qemu-process.js';
+import { expandTemplate, joinLines } from '../../src/hypervisor/qemu-process.js';
 import { QmpClient } from '../../src/hypervisor/qmp-client.js';
 import { expectThrows } from '../helpers/errors.js';
+import { fcParams } from '../helpers/fc.js';
 
 const GREETING = { QMP: { version: { qemu: { micro: 0, minor: 2, major: 7 } }, capabilities: ['oob'] } };
 
@@ -130,6 +133,36 @@ describe('destination QEMU command template', () => {
     expect(() => expandTemplate('qemu -incoming tcp:0:4444 -drive file={export}', v)).toThrow(/-incoming defer/);
     expectThrows(() => expandTemplate('qemu -drive file=/x.img', v), UsageError, 'PC_ERR_USAGE');
     expectThrows(() => expandTemplate('qemu -incoming tcp:0:4444 -drive file={export}', v), UsageError, 'PC_ERR_USAGE');
+  });
+
+  it('a template over several lines is one command: line breaks (with or without a backslash) separate arguments', () => {
+    const multi = 'qemu-system-x86_64 -m 256 \\\n    -serial file:{serial}\n    -drive file={export},format=raw,if=none,id=d0\r\n  -device virtio-blk-pci,drive=d0\n';
+    expect(expandTemplate(multi, v)).toBe(
+      "qemu-system-x86_64 -m 256      -serial file:/var/log/s.log     -drive file='nbd+unix:///disk?socket=/run/vm 1.sock',format=raw,if=none,id=d0   -device virtio-blk-pci,drive=d0" +
+        ' -qmp unix:/run/q.sock,server=on,wait=off -incoming defer -S',
+    );
+  });
+
+  // What sh makes of the joined line is what the operator meant line by line: every word arrives whole, in order.
+  it('property: the words sh passes to the command are the template\'s words, however the lines are broken', () => {
+    const word = fc.string({ minLength: 1, maxLength: 8, unit: fc.constantFrom('a', 'Z', '9', '-', '=', ',', ' ', "'", '"', '$', '\\', '\n', '#', '*') });
+    const gap = fc.constantFrom(' ', '\n', ' \\\n', '\n    ', '\t\\\n  ', '\r\n');
+    fc.assert(
+      fc.property(fc.array(fc.tuple(word, gap), { minLength: 1, maxLength: 6 }), (parts) => {
+        const template = 'printf %s\\\\0' + parts.map(([w, g]) => g + shellQuote(w)).join('');
+        const out = execFileSync('/bin/sh', ['-c', `exec ${joinLines(template)}`], { encoding: 'utf8' });
+        expect(out.split('\0').slice(0, -1)).toEqual(parts.map(([w]) => w));
+      }),
+      fcParams(40),
+    );
+  });
+
+  it("refuses what joining lines would change: a '#' comment, an unterminated quote", () => {
+    expectThrows(() => expandTemplate('qemu -m 256 # memory\n -drive file={export}', v), UsageError, 'PC_ERR_USAGE');
+    expect(() => expandTemplate('qemu -m 256\n# the disk\n -drive file={export}', v)).toThrow(/'#' comment .*line 2/);
+    expect(() => expandTemplate("qemu -append 'console=ttyS0 -drive file={export}", v)).toThrow(/unterminated single quote/);
+    // Not a comment: a '#' inside a word or in quotes.
+    expect(expandTemplate("qemu -name vm#1 -append '# x' -drive file={export}", v)).toMatch(/^qemu -name vm#1 -append '# x' /);
   });
 
   it('quotes what the shell would expand', () => {
