@@ -8,7 +8,7 @@ import { FileImage } from '../image/file-image.js';
 import { isNbdUri } from '../nbd/uri.js';
 import { NBD_MAX_STRING } from '../nbd/constants.js';
 import { JsonLinesEvents } from '../common/events.js';
-import { UsageError } from '../common/errors.js';
+import { PostcopyError, UsageError } from '../common/errors.js';
 import { parseHostPort, type TlsFiles } from '../link/connect.js';
 import { DestAgent, DestRolledBackError } from '../dest/dest-agent.js';
 import { planStart } from '../dest/dest-session.js';
@@ -24,6 +24,7 @@ import { ProgressBar } from './progress.js';
 import { parseIntArg, parseSize } from './sizes.js';
 import { NBD_EXPORT_HELP, NBD_EXPORT_OPTIONS, ownedExport, parseExportOptions } from './nbd-export.js';
 import { destQemu } from '../hypervisor/cli-options.js';
+import type { QemuDestMigrator } from '../hypervisor/qemu-dest.js';
 
 type Values = Record<string, string | boolean | undefined>;
 
@@ -63,7 +64,8 @@ ${NBD_EXPORT_HELP}
                           destination QEMU that stays paused until Finish, then runs here
   --qemu-cmd TEMPLATE     --guest qemu: start the destination QEMU at Prepare with this shell command;
                           {export} is the NBD URI of the disk, {qmp} the QMP socket, {serial} the
-                          serial log path; '-incoming defer', '-S' and a QMP socket are added if missing
+                          serial log path; '-incoming defer', '-S' and a QMP socket are added if missing;
+                          it may span lines (line breaks outside quotes separate arguments)
   --qmp PATH              --guest qemu: the QMP socket of a QEMU the operator started with
                           '-incoming defer' (attach instead of start), or where {qmp} is made
   --serial-log PATH       --guest qemu: value of {serial} (default: STATE-DIR/qemu-serial.log)
@@ -76,7 +78,10 @@ ${NBD_EXPORT_HELP}
 
 Every option is checked before anything listens: a mistake is one line on stderr and exit 2.
 Without an export it exits 0 once the migration is complete; with one it keeps serving the (now local)
-image until SIGTERM, then flushes and exits 0.
+image until SIGTERM, then flushes and exits 0. With --qemu-cmd, once the image is complete and durable
+D moves the guest's disk from the export to the image over QMP (blockdev-mirror, then job-complete) and
+exits 0 with QEMU running on; if the move fails the guest stays on the export, D says why and serves
+on, and each SIGTERM tries the move again.
 
 ${EXIT_HELP}`;
 
@@ -301,7 +306,8 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
   };
   events.emit('summary', summary);
   log.info(summary, 'migration complete');
-  if (nbdExport) {
+  if (migrator?.guestOnExport) await moveGuestToImage(migrator, imagePath, log);
+  else if (nbdExport) {
     log.info('migration complete; serving the local image until SIGTERM');
     await stop;
   }
@@ -309,6 +315,46 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
   events.emit('exit', { code: EXIT.OK });
   events.close();
   return EXIT.OK;
+}
+
+/**
+ * The QEMU D started ends on the local image, not on the export (which would tie the guest to this agent for its
+ * whole life). A failed move leaves the guest on the export and D serving it: said plainly, and each SIGTERM or
+ * SIGINT tries again; D stops only once the guest is off the export (moved, or shut down).
+ */
+async function moveGuestToImage(migrator: QemuDestMigrator, imagePath: string, log: Logger): Promise<void> {
+  for (;;) {
+    try {
+      const moved = await migrator.pivot(imagePath);
+      process.stderr.write(`postcopy dest: the guest runs on ${moved.file} now (moved off the export in ${moved.durationMs} ms); QEMU runs on without this agent\n`);
+      return;
+    } catch (e) {
+      const msg = e instanceof PostcopyError ? (e.detail ?? e.message) : e instanceof Error ? e.message : String(e);
+      log.error({ err: msg }, 'the guest could not move to the local image; it stays on the export');
+      process.stderr.write(
+        `postcopy dest: ${msg}. The guest runs on from this export, which stays up: fix the cause, then send SIGTERM to try the move ` +
+          `again (this agent exits only once the guest is off the export; SIGKILL would leave the guest without its disk)\n`,
+      );
+    }
+    const sig = await nextSignal();
+    if (!migrator.guestOnExport) {
+      log.info({ signal: sig }, 'the guest is no longer on the export (QEMU exited); stopping');
+      return;
+    }
+    log.info({ signal: sig }, 'trying the move to the local image again');
+  }
+}
+
+function nextSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (sig: NodeJS.Signals) => {
+      process.off('SIGTERM', on);
+      process.off('SIGINT', on);
+      resolve(sig);
+    };
+    process.on('SIGTERM', on);
+    process.on('SIGINT', on);
+  });
 }
 
 async function openFallback(where: string, log: Logger): Promise<FallbackSource> {

@@ -21,3 +21,11 @@ export const SOCKET_NAME_BUDGET = 32;
 export const QEMU_LOG_QUOTE_CHARS = 400;
 /** Lines of QEMU's serial log quoted when it exits early (the error is usually the last one or two). */
 export const QEMU_LOG_QUOTE_LINES = 2;
+
+/** The local image's node and the mirror job of the pivot: fixed names, so a retry after a failure finds them. */
+export const PIVOT_NODE_NAME = 'postcopy-local';
+export const PIVOT_JOB_ID = 'postcopy-pivot';
+/** A `sync: none` mirror has nothing to copy: ready as soon as the guest's in-flight requests drain (6 ms measured). */
+export const PIVOT_READY_TIMEOUT_MS = 30_000;
+/** job-complete swaps the nodes in one drained step (50 ms measured); a guest stuck on a slow disk can stretch it. */
+export const PIVOT_COMPLETE_TIMEOUT_MS = 60_000;

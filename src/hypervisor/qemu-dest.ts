@@ -17,6 +17,7 @@ import { QmpClient } from './qmp-client.js';
 import { MIGRATION_FAILED, migrationCapabilities, queryMigrate } from './qemu-migration.js';
 import { expandTemplate, lastLines, spawnQemu, type QemuProcess } from './qemu-process.js';
 import { relay, type Relay } from './stream-relay.js';
+import { pivotToLocal, type PivotResult } from './qemu-pivot.js';
 
 /** A QEMU just started needs a few seconds to open its QMP socket; longer means it is not coming. */
 const QMP_CONNECT_TIMEOUT_MS = 15_000;
@@ -59,6 +60,8 @@ export class QemuDestMigrator implements DestGuestMigrator {
   #qmpOurs = false;
   /** QEMU's own stderr log (the started QEMU's), kept after a rollback. */
   #logPath: string | null = null;
+  /** The export URI the started QEMU was given as its disk. */
+  #exportUri = '';
   /** Where a rollback left QEMU's logs, for the operator (empty until a rollback). */
   #keptLogs: string[] = [];
 
@@ -83,6 +86,7 @@ export class QemuDestMigrator implements DestGuestMigrator {
       // Only nothing or a stale socket (no one answers) is replaced; anything else at --qmp is the operator's.
       if ((await checkSocketPath(this.#o.qmpPath, '--qmp')) === 'stale') unlinkSync(this.#o.qmpPath);
       this.#qmpOurs = true;
+      this.#exportUri = uri;
       const cmd = expandTemplate(this.#o.command, { export: uri, qmp: this.#o.qmpPath, serial: this.#o.serialPath });
       const logPath = join(this.#o.runDir, 'qemu-dest.log');
       this.#logPath = logPath;
@@ -264,6 +268,31 @@ export class QemuDestMigrator implements DestGuestMigrator {
   /** Where the last rollback left QEMU's logs (QEMU's stderr, the guest console), to name in its message. */
   get keptLogs(): readonly string[] {
     return this.#keptLogs;
+  }
+
+  /**
+   * Whether the guest still needs a pivot: the QEMU this agent started is running the guest on the export. An
+   * attached QEMU (--qmp) is the operator's to move (README); a guest that shut down needs no disk.
+   */
+  get guestOnExport(): boolean {
+    return this.#started && this.#proc !== null && this.#proc.alive && this.#qmp !== null && !this.#qmp.closed && !this.#pivoted;
+  }
+
+  #pivoted = false;
+
+  /** Move the guest's disk from the export to the completed local image (qemu-pivot.ts); on failure it stays on the export. */
+  async pivot(imagePath: string): Promise<PivotResult> {
+    this.#o.events.emit('hypervisor', { side: 'dest', state: 'pivoting', image: imagePath });
+    try {
+      const done = await pivotToLocal(this.#qmp!, { exportUri: this.#exportUri, imagePath, log: this.#log });
+      this.#pivoted = true;
+      this.#o.events.emit('hypervisor', { side: 'dest', state: 'pivoted', device: done.device, image: done.file, durationMs: done.durationMs });
+      return done;
+    } catch (e) {
+      const err = await this.#explain(e);
+      this.#o.events.emit('hypervisor', { side: 'dest', state: 'pivot-failed', error: (err as Error).message });
+      throw err;
+    }
   }
 
   /** Detach at exit: the guest keeps running; QEMU keeps its own QMP socket. */

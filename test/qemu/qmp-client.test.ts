@@ -1,10 +1,8 @@
 // The QMP client against a scripted QMP server (no QEMU needed): greeting and capabilities, replies matched by
 // id out of order, events, QEMU errors and dead peers as one-line HypervisorErrors; and the command template.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import type { Socket } from 'node:net';
+import { dirname, join } from 'node:path';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/common/errors.js';
@@ -12,44 +10,11 @@ import { HypervisorError } from '../../src/hypervisor/errors.js';
 import { shellQuote } from '../../src/common/shell.js';
 import { expandTemplate, joinLines } from '../../src/hypervisor/qemu-process.js';
 import { QmpClient } from '../../src/hypervisor/qmp-client.js';
+import { closeFakeQmps, fakeQmp } from './helpers/fake-qmp.js';
 import { expectThrows } from '../helpers/errors.js';
 import { fcParams } from '../helpers/fc.js';
 
-const GREETING = { QMP: { version: { qemu: { micro: 0, minor: 2, major: 7 } }, capabilities: ['oob'] } };
-
-let servers: Server[] = [];
-let dirs: string[] = [];
-afterEach(() => {
-  for (const s of servers) s.close();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-  servers = [];
-  dirs = [];
-});
-
-/** A QMP server that greets, accepts qmp_capabilities, and hands every later command to `onCommand`. */
-async function fakeQmp(onCommand: (cmd: { execute: string; id: number; arguments?: unknown }, sock: Socket) => void, greet = true): Promise<string> {
-  const dir = mkdtempSync(join(tmpdir(), 'pc-qmp-'));
-  dirs.push(dir);
-  const path = join(dir, 'qmp.sock');
-  const server = createServer((sock) => {
-    sock.on('error', () => {}); // the client may cut us off (that is the point of some tests)
-    if (greet) sock.write(JSON.stringify(GREETING) + '\r\n');
-    let buf = '';
-    sock.on('data', (d) => {
-      buf += d.toString();
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const cmd = JSON.parse(buf.slice(0, nl)) as { execute: string; id: number };
-        buf = buf.slice(nl + 1);
-        if (cmd.execute === 'qmp_capabilities') sock.write(JSON.stringify({ return: {}, id: cmd.id }) + '\r\n');
-        else onCommand(cmd, sock);
-      }
-    });
-  });
-  servers.push(server);
-  await new Promise<void>((r) => server.listen(path, () => r()));
-  return path;
-}
+afterEach(closeFakeQmps);
 
 describe('QmpClient', () => {
   it('matches replies by id, even out of order, and delivers events with their timestamps', async () => {
@@ -98,10 +63,8 @@ describe('QmpClient', () => {
   it('a socket that is not QMP, or not there, is a one-line error after the timeout', async () => {
     const silent = await fakeQmp(() => {}, false);
     await expect(QmpClient.connect(silent, { timeoutMs: 300 })).rejects.toThrow(/no greeting within/);
-    const dir = mkdtempSync(join(tmpdir(), 'pc-qmp-'));
-    dirs.push(dir);
     const started = Date.now();
-    await expect(QmpClient.connect(join(dir, 'none.sock'), { timeoutMs: 300 })).rejects.toThrow(/^hypervisor \(QEMU\) failed: QMP .*none\.sock: .*ENOENT/);
+    await expect(QmpClient.connect(join(dirname(silent), 'none.sock'), { timeoutMs: 300 })).rejects.toThrow(/^hypervisor \(QEMU\) failed: QMP .*none\.sock: .*ENOENT/);
     expect(Date.now() - started).toBeLessThan(3000);
   });
 

@@ -3,6 +3,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { shellQuote } from '../../../src/common/shell.js';
 import { IN_CI, assertTools, skipWithout } from '../../nbd/helpers/tools.js';
 
 /** QEMU, and what builds the guest from Debian packages. */
@@ -36,6 +37,8 @@ export interface GuestParams {
   flag: number;
   iters: number;
   delay: number;
+  /** Fresh-read timing (init's READ lines): the top block, the step down between reads, reads per iteration. */
+  fresh?: { top: number; stride: number; perLoop: number };
 }
 
 /** The machine both sides run; explicit disk geometry keeps QEMU from reading block 0 while it probes. */
@@ -43,7 +46,9 @@ export function machineArgs(g: TestGuest, p: GuestParams): string[] {
   return [
     '-machine', 'q35,accel=tcg', '-m', '256', '-nodefaults', '-display', 'none', '-monitor', 'none',
     '-kernel', g.kernel, '-initrd', g.initrd,
-    '-append', `console=ttyS0 quiet iters=${p.iters} blocks=${p.blocks} base=${p.base} flag=${p.flag} delay=${p.delay}`,
+    '-append',
+    `console=ttyS0 quiet iters=${p.iters} blocks=${p.blocks} base=${p.base} flag=${p.flag} delay=${p.delay}` +
+      (p.fresh ? ` fresh=${p.fresh.top} fstride=${p.fresh.stride} freads=${p.fresh.perLoop}` : ''),
   ];
 }
 
@@ -70,10 +75,20 @@ export function startSourceQemu(g: TestGuest, p: GuestParams, o: { image: string
   return { child, exit, stderr: () => err };
 }
 
-/** `postcopy dest --qemu-cmd`: the same machine, its disk on D's export, its console in {serial}. */
-export function destTemplate(g: TestGuest, p: GuestParams): string {
-  const quote = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
-  return ['qemu-system-x86_64', ...machineArgs(g, p).map(quote), '-serial', 'file:{serial}', '-drive', 'file={export},format=raw,if=none,id=d0', ...DISK_DEVICE].join(' ');
+/**
+ * `postcopy dest --qemu-cmd`: the same machine, its disk on D's export, its console in {serial}; written over
+ * several lines as an operator would (README), each option on its own line, `\` continuations or none.
+ */
+export function destTemplate(g: TestGuest, p: GuestParams, lineEnd: ' \\\n    ' | '\n' = ' \\\n    '): string {
+  const args = machineArgs(g, p).map(shellQuote);
+  const lines = ['qemu-system-x86_64'];
+  // One option per line with its value, as written by hand.
+  for (const a of args) {
+    if (a.startsWith('-')) lines.push(a);
+    else lines[lines.length - 1] += ` ${a}`;
+  }
+  lines.push('-serial file:{serial}', '-drive file={export},format=raw,if=none,id=d0', DISK_DEVICE.join(' '));
+  return lines.join(lineEnd);
 }
 
 export interface SerialLine {
@@ -152,7 +167,7 @@ export class SerialWatcher {
       this.poll();
       const hit = this.lines.find(pred);
       if (hit) return hit;
-      if (Date.now() > deadline) throw new Error(`serial console: no ${what} within ${timeoutMs} ms; last lines: ${this.lines.slice(-3).map((l) => l.text).join(' | ')}`);
+      if (Date.now() > deadline) throw new Error(`serial console: no ${what} within ${timeoutMs} ms; last lines: ${this.lines.slice(-12).map((l) => l.text).join(' | ')}`);
       await new Promise((r) => setTimeout(r, 25));
     }
   }
