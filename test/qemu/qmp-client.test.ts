@@ -1,6 +1,7 @@
 // The QMP client against a scripted QMP server (no QEMU needed): greeting and capabilities, replies matched by
 // id out of order, events, QEMU errors and dead peers as one-line HypervisorErrors; and the command template.
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import fc from 'fast-check';
@@ -126,6 +127,21 @@ describe('destination QEMU command template', () => {
     expect(() => expandTemplate("qemu -append 'console=ttyS0 -drive file={export}", v)).toThrow(/unterminated single quote/);
     // Not a comment: a '#' inside a word or in quotes.
     expect(expandTemplate("qemu -name vm#1 -append '# x' -drive file={export}", v)).toMatch(/^qemu -name vm#1 -append '# x' /);
+  });
+
+  it("the README's multi-line --qemu-cmd, pasted into a shell, gives QEMU the arguments it shows", () => {
+    const readme = readFileSync(join(__dirname, '../../README.md'), 'utf8');
+    const pasted = /--qemu-cmd '([^']*)'/.exec(readme.slice(readme.indexOf('## Migrating a QEMU guest')))![1]!;
+    expect(pasted.split('\n').length).toBeGreaterThan(2);
+    const cmd = expandTemplate(pasted, v);
+    const args = execFileSync('/bin/sh', ['-c', `exec ${cmd.replace(/^qemu-system-x86_64/, 'printf %s\\\\0')}`], { encoding: 'utf8' }).split('\0').slice(0, -1);
+    expect(args).toEqual([
+      '-machine', 'q35,accel=kvm', '-m', '4096', '-display', 'none', '-monitor', 'none',
+      '-serial', 'file:/var/log/s.log',
+      '-drive', 'file=nbd+unix:///disk?socket=/run/vm 1.sock,format=raw,if=none,id=d0',
+      '-device', 'virtio-blk-pci,drive=d0,cyls=32,heads=16,secs=63',
+      '-qmp', 'unix:/run/q.sock,server=on,wait=off', '-incoming', 'defer', '-S',
+    ]);
   });
 
   it('quotes what the shell would expand', () => {
