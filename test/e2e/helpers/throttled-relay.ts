@@ -2,7 +2,7 @@
 // lasts long enough for what it does meanwhile (a kill at a given fraction, a second source). D's replies pass freely.
 import { connect, createServer, type Socket } from 'node:net';
 
-export async function throttledRelay(target: number, bytesPerSec: number): Promise<{ port: number; close: () => void }> {
+export async function throttledRelay(target: number, bytesPerSec: number): Promise<{ port: number; close: () => void; setRate: (bytesPerSec: number) => void }> {
   const sockets = new Set<Socket>();
   const server = createServer((down) => {
     const up = connect(target, '127.0.0.1');
@@ -15,13 +15,17 @@ export async function throttledRelay(target: number, bytesPerSec: number): Promi
     down.on('data', (chunk: Buffer) => {
       up.write(chunk);
       down.pause();
-      setTimeout(() => down.resume(), (chunk.length / bytesPerSec) * 1000);
+      setTimeout(() => down.resume(), Number.isFinite(bytesPerSec) ? (chunk.length / bytesPerSec) * 1000 : 0);
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   const port = (server.address() as { port: number }).port;
   return {
     port,
+    /** From now on (Infinity: no cap). */
+    setRate: (rate: number) => {
+      bytesPerSec = rate;
+    },
     close: () => {
       server.close();
       for (const s of sockets) s.destroy();
