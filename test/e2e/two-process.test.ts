@@ -46,6 +46,15 @@ describe('two processes over TCP', () => {
     expect(Date.parse(sConfirmed.ts)).toBeGreaterThanOrEqual(Date.parse(dComplete.ts));
     const summary = readEvents(t.dstEvents).find((e) => e.event === 'summary')!;
     expect(Number(summary.zeroBytesSkipped)).toBeGreaterThan(0);
+    // One session id on both sides from the handshake on; null only before it (D listening, S connecting).
+    const dLines = readEvents(t.dstEvents);
+    const sLines = readEvents(t.srcEvents);
+    const dUp = dLines.findIndex((e) => e.event === 'link' && e.state === 'up');
+    expect(dLines.slice(0, dUp).map((e) => e.sessionId)).toEqual(dLines.slice(0, dUp).map(() => null));
+    expect(sLines[0]).toMatchObject({ event: 'phase', phase: 'connecting', sessionId: null });
+    const ids = new Set([...dLines.slice(dUp), ...sLines.filter((e) => e.sessionId !== null)].map((e) => e.sessionId));
+    expect([...ids]).toEqual([expect.stringMatching(/^[0-9a-f]{16,}$/)]);
+    expect(sLines.at(-1)).toMatchObject({ event: 'exit', sessionId: [...ids][0] });
   });
 
   it('migrates a running simulated guest; D = S at cut-over overlaid with the guest writes', async () => {
