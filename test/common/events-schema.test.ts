@@ -1,6 +1,7 @@
 // schema/events.v1.json itself: a sample of every event passes, and what a reader must be able to rely on fails
 // when it is missing or wrong (envelope, types, names). The e2e tests validate the agents' real lines against it.
 import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { eventErrors, eventSchemaPath } from '../../bench/lib/event-schema.js';
 
@@ -54,6 +55,13 @@ describe('schema/events.v1.json', () => {
     expect(eventErrors({ ...envelope('dest'), event: 'ram-round', round: 1, pages: 100, dirtyRemaining: 3 })).toEqual([]);
     // A restarted D's first phase line carries its progress figures.
     expect(eventErrors({ ...envelope('dest'), event: 'phase', restarted: true, ...progress })).toEqual([]);
+  });
+
+  it('passes the sample lines EVENTS.md shows', () => {
+    const doc = readFileSync(join(dirname(eventSchemaPath()), '..', 'EVENTS.md'), 'utf8');
+    const lines = [...doc.matchAll(/^\{"schemaVersion".*\}$/gm)].map((m) => JSON.parse(m[0]) as unknown);
+    expect(lines.length).toBeGreaterThan(0);
+    for (const l of lines) expect(eventErrors(l)).toEqual([]);
   });
 
   it.each(['schemaVersion', 'ts', 'role', 'sessionId', 'event'])('refuses a line without %s', (field) => {
