@@ -3,6 +3,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
+import { assertValidEvent } from './event-schema.js';
 
 let clkTck = 100;
 try {
@@ -91,8 +92,10 @@ export function freshOutput(...paths: string[]): void {
 }
 
 export interface BenchEvent {
+  schemaVersion: number;
   ts: string;
   role: string;
+  sessionId: string | null;
   event: string;
   [k: string]: unknown;
 }
@@ -154,8 +157,11 @@ export class EventTail {
   }
 }
 
+/** The last event of this name, checked against schema/events.v1.json: the bench reads its fields as the schema names them. */
 export function lastEvent(path: string, name: string): BenchEvent | undefined {
-  return readEvents(path).filter((e) => e.event === name).pop();
+  const e = readEvents(path).filter((x) => x.event === name).pop();
+  if (e) assertValidEvent(e, path);
+  return e;
 }
 
 /** Poll an events file until an event matches (or the process exits, or time runs out). */

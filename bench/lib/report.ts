@@ -98,7 +98,7 @@ export function renderMarkdown(r: BenchResults, svgPrefix: string): string {
     if (l.bulk.streamDuringReads?.length) {
       L.push('', `Stream rate during the reads: from D's progress events (every 100 ms) ${l.bulk.streamDuringReads.map((w) => `over ${f(w.spanSec)} s of a ${f(w.windowSec)} s read window (${w.basis})`).join('; ')}.`);
     }
-    L.push('', `Head-of-line ratio (stream running ÷ not started, client side): p99 ${f(l.holRatioP99)}×, p50 ${f(l.holRatioP50)}×. D's own demand fetch latency (its summary's demandLatencyMs, all its misses): stream running ${demandLine(l.bulk)}; stream not started ${demandLine(l.idle)}.`);
+    L.push('', `Head-of-line ratio (stream running ÷ not started, client side): p99 ${f(l.holRatioP99)}×, p50 ${f(l.holRatioP50)}×. D's own demand fetch latency (its summary's demandLatency, all its misses): stream running ${demandLine(l.bulk)}; stream not started ${demandLine(l.idle)}.`);
     L.push('', `![latency](${svgPrefix}latency.svg)`, '');
   }
 
@@ -196,14 +196,15 @@ export function renderWanSection(w: WanResult): string[] {
 }
 
 function demandLine(m: { destSummaryDemand: Array<Record<string, number>> }): string {
-  return m.destSummaryDemand.map((d) => `p50 ${f(d.p50, 3)} / p99 ${f(d.p99, 3)} / max ${f(d.max, 3)} ms (${d.count})`).join('; ') || 'n/a';
+  return m.destSummaryDemand.map((d) => `p50 ${f(d.p50Ms, 3)} / p99 ${f(d.p99Ms, 3)} / max ${f(d.maxMs, 3)} ms (${d.count})`).join('; ') || 'n/a';
 }
 
-const us = (x: number) => (Number.isFinite(x) ? Math.round(x).toString() : 'n/a');
+/** The agents report stages in ms; the table says µs, where a demand miss's stages differ. */
+const us = (ms: number) => (Number.isFinite(ms) ? Math.round(ms * 1000).toString() : 'n/a');
 
 /** One cell: "p50 / p99 / max (count)" in µs; p50 and p99 are the median over reps of each run's own figure. */
 function stageCell(s: PooledStage | undefined): string {
-  return s ? `${us(s.p50Us.median)} / ${us(s.p99Us.median)} / ${us(s.maxUs)} (${s.count})` : 'n/a';
+  return s ? `${us(s.p50Ms.median)} / ${us(s.p99Ms.median)} / ${us(s.maxMs)} (${s.count})` : 'n/a';
 }
 
 /**

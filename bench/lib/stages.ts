@@ -15,9 +15,9 @@ export const SOURCE_STAGES = URGENT_STAGES;
 /** One stage pooled over reps: counts summed, buckets merged, max of maxima; p50/p99 as median (min–max) of the reps' own. */
 export interface PooledStage {
   count: number;
-  maxUs: number;
-  p50Us: { median: number; min: number; max: number };
-  p99Us: { median: number; min: number; max: number };
+  maxMs: number;
+  p50Ms: { median: number; min: number; max: number };
+  p99Ms: { median: number; min: number; max: number };
   buckets: Array<[number, number]>;
   reps: number;
 }
@@ -33,7 +33,7 @@ const isNum = (x: unknown): x is number => typeof x === 'number' && Number.isFin
 function isStageStats(x: unknown): x is StageStats {
   if (typeof x !== 'object' || x === null) return false;
   const s = x as Record<string, unknown>;
-  return isNum(s.count) && isNum(s.p50Us) && isNum(s.p99Us) && isNum(s.maxUs) && Array.isArray(s.buckets);
+  return isNum(s.count) && isNum(s.p50Ms) && isNum(s.p99Ms) && isNum(s.maxMs) && Array.isArray(s.buckets);
 }
 
 /** The stages under `key` of an agent's summary, or null when the summary has none (an agent before issue 12). */
@@ -63,9 +63,9 @@ export function poolStages(reps: ReadonlyArray<Record<string, StageStats> | null
     for (const s of xs) for (const [ub, c] of s.buckets) buckets.set(ub, (buckets.get(ub) ?? 0) + c);
     out[name] = {
       count: xs.reduce((a, s) => a + s.count, 0),
-      maxUs: Math.max(...xs.map((s) => s.maxUs)),
-      p50Us: medianMinMax(xs.map((s) => s.p50Us)),
-      p99Us: medianMinMax(xs.map((s) => s.p99Us)),
+      maxMs: Math.max(...xs.map((s) => s.maxMs)),
+      p50Ms: medianMinMax(xs.map((s) => s.p50Ms)),
+      p99Ms: medianMinMax(xs.map((s) => s.p99Ms)),
       buckets: [...buckets.entries()].sort((a, b) => a[0] - b[0]),
       reps: xs.length,
     };

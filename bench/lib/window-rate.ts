@@ -1,5 +1,7 @@
 // The bulk stream's rate over a time window (the demand reads' window, not the whole migration), from D's
-// periodic `progress` events (cumulative bytesFetchedBulk, wall-clock timestamps at 1 ms).
+// `progress` events (cumulative bytesFetchedBulk, wall-clock timestamps at 1 ms; written on each tick the stream
+// moved, so a stall reads as a gap between samples).
+import { assertValidEvent } from './event-schema.js';
 import type { BenchEvent } from './proc.js';
 import { MS_PER_S, mib } from './units.js';
 
@@ -19,6 +21,7 @@ export function bulkSamples(events: readonly BenchEvent[]): Array<[number, numbe
   const out: Array<[number, number]> = [];
   for (const e of events) {
     if (e.event !== 'progress') continue;
+    assertValidEvent(e, 'progress samples');
     const t = Date.parse(e.ts);
     const b = Number(e.bytesFetchedBulk);
     if (Number.isFinite(t) && Number.isFinite(b)) out.push([t, b]);

@@ -1,6 +1,6 @@
 // Demo tier: `postcopy demo` as a user runs it (1 GiB image, S's simulated guest moving to D mid-migration),
 // a few times. The figure is the guest's own read latency on D while its disk is still arriving (D's summary
-// `guest.readLatencyMs`, read from the events file the demo keeps in its --dir), beside D's demand fetch
+// `guest.readLatency`, read from the events file the demo keeps in its --dir), beside D's demand fetch
 // latency and stage timings from the same summary.
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -50,22 +50,22 @@ export async function runDemo(o: { workDir: string; runs: number }, log: (l: str
     const ss = (lastEvent(join(dir, 'source-events.jsonl'), 'summary') ?? null) as Record<string, unknown> | null;
     rmSync(dir, { recursive: true, force: true });
     const guest = (ds?.guest ?? {}) as Record<string, unknown>;
-    const lat = (guest.readLatencyMs ?? {}) as Record<string, unknown>;
+    const lat = (guest.readLatency ?? {}) as Record<string, unknown>;
     if (r.code !== 0 || !ds || !(num(lat.count) > 0)) {
       failures++;
       log(`  demo ${i + 1}: FAILED (exit ${r.code}${ds ? ', no guest reads in D\'s summary' : ', no summary from D'}); log ${join(o.workDir, `demo-${i + 1}.log`)}`);
       continue;
     }
-    p50.push(num(lat.p50));
-    p99.push(num(lat.p99));
-    max.push(num(lat.max));
+    p50.push(num(lat.p50Ms));
+    p99.push(num(lat.p99Ms));
+    max.push(num(lat.maxMs));
     reads.push(num(lat.count));
-    demand.push(num((ds.demandLatencyMs as Record<string, unknown> | undefined)?.p99));
+    demand.push(num((ds.demandLatency as Record<string, unknown> | undefined)?.p99Ms));
     downtime.push(num(ss?.downtimeMs));
     wall.push(sec(r.wallMs));
     dStages.push(readStages(ds, 'demandStages'));
     sStages.push(readStages(ss, 'urgentStages'));
-    log(`  demo ${i + 1}: guest reads on D ${num(lat.count)}: p50 ${num(lat.p50).toFixed(2)} p99 ${num(lat.p99).toFixed(2)} max ${num(lat.max).toFixed(2)} ms; D's demand p99 ${demand[demand.length - 1]!.toFixed(2)} ms; ${sec(r.wallMs).toFixed(1)} s`);
+    log(`  demo ${i + 1}: guest reads on D ${num(lat.count)}: p50 ${num(lat.p50Ms).toFixed(2)} p99 ${num(lat.p99Ms).toFixed(2)} max ${num(lat.maxMs).toFixed(2)} ms; D's demand p99 ${demand[demand.length - 1]!.toFixed(2)} ms; ${sec(r.wallMs).toFixed(1)} s`);
   }
   return {
     runs: o.runs,

@@ -35,7 +35,7 @@ export interface LatencyMode {
   p99PerRep: Spread;
   reads: number;
   hits: number;
-  /** D's own demandLatencyMs from its summary. */
+  /** D's own demandLatency (count, p50Ms, p99Ms, maxMs) from its summary. */
   destSummaryDemand: Array<Record<string, number>>;
   /** Bulk bytes / (cut-over → complete) over the whole migration, bulk mode only. */
   bulkMiBps: Spread;
@@ -188,7 +188,7 @@ async function oneRun(image: BenchImage, mode: 'bulk' | 'idle', rep: number, o: 
     store: st,
     hits,
     reads: client.length,
-    demand: (ds.demandLatencyMs as Record<string, number> | undefined) ?? null,
+    demand: (ds.demandLatency as Record<string, number> | undefined) ?? null,
     bulkMiBps: mode === 'bulk' ? mib(Number(ds.bytesFetchedBulk ?? NaN)) / sec(m.transferMs) : NaN,
     window: mode === 'bulk' ? windowRate(bulkSamples(readEvents(m.destEvents)), windowMs[0], windowMs[1]) : null,
     destStages: readStages(m.destSummary, 'demandStages'),

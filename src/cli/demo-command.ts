@@ -115,9 +115,9 @@ export async function runDemo(argv: string[]): Promise<number> {
 
   const pre = (srcSummary?.precopy ?? {}) as Record<string, number>;
   const blocks = (dstSummary ?? {}) as Record<string, unknown>;
-  const lat = (blocks.demandLatencyMs ?? {}) as Record<string, number>;
+  const lat = (blocks.demandLatency ?? {}) as Record<string, number>;
   const guest = (blocks.guest ?? {}) as Record<string, unknown>;
-  const guestLat = (guest.readLatencyMs ?? {}) as Record<string, number>;
+  const guestLat = (guest.readLatency ?? {}) as Record<string, number>;
   out('');
   out('Summary');
   out(`  downtime (guest paused on S until running on D)  ${srcSummary?.downtimeMs ?? '?'} ms`);
@@ -125,9 +125,9 @@ export async function runDemo(argv: string[]): Promise<number> {
   out(`  bytes moved on demand (urgent)                   ${formatBytes(Number(blocks.bytesFetchedDemand ?? 0))}`);
   out(`  bytes moved in bulk                              ${formatBytes(Number(blocks.bytesFetchedBulk ?? 0))}`);
   out(`  zero bytes skipped (never sent)                  ${formatBytes(Number(blocks.zeroBytesSkipped ?? 0))}`);
-  out(`  demand fetch latency p50 / p99 / max             ${ms(lat.p50)} / ${ms(lat.p99)} / ${ms(lat.max)} ms (${lat.count ?? 0} misses)`);
+  out(`  demand fetch latency p50 / p99 / max             ${ms(lat.p50Ms)} / ${ms(lat.p99Ms)} / ${ms(lat.maxMs)} ms (${lat.count ?? 0} misses)`);
   out(`  miss p99: S + wire seen by D / S alone           ${stageP99(blocks.demandStages, 'socket-to-reply')} / ${stageP99(srcSummary?.urgentStages, 'total')} ms (every stage: summaries' demandStages, urgentStages)`);
-  out(`  guest on D: reads / writes / read mismatches     ${guest.reads ?? '?'} / ${guest.writes ?? '?'} / ${guest.readMismatches ?? '?'} (read p50/p99 ${ms(guestLat.p50)} / ${ms(guestLat.p99)} ms)`);
+  out(`  guest on D: reads / writes / read mismatches     ${guest.reads ?? '?'} / ${guest.writes ?? '?'} / ${guest.readMismatches ?? '?'} (read p50/p99 ${ms(guestLat.p50Ms)} / ${ms(guestLat.p99Ms)} ms)`);
   out(`  wall time (both agents, start to exit)           ${(wallMs / 1000).toFixed(2)} s`);
   out(
     `  verification                                     ${verify.ok ? 'PASSED' : 'FAILED'}: ${verify.blocksChecked} blocks, ` +
@@ -198,6 +198,6 @@ function watchEvents(files: string[], out: (line: string) => void): { stop(): vo
 
 /** A stage's p99 in ms from a summary's stage table (demandStages / urgentStages), or '?'. */
 function stageP99(stages: unknown, stage: string): string {
-  const us = (stages as Record<string, { p99Us?: number }> | undefined)?.[stage]?.p99Us;
-  return typeof us === 'number' ? (us / 1000).toFixed(2) : '?';
+  const p99 = (stages as Record<string, { p99Ms?: number }> | undefined)?.[stage]?.p99Ms;
+  return typeof p99 === 'number' ? p99.toFixed(2) : '?';
 }

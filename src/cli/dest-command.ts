@@ -290,7 +290,7 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
     finishMs: result.finishMs,
     resumes: result.resumes,
     ...store.stats,
-    demandLatencyMs: store.demandLatency.summary(),
+    demandLatency: store.demandLatency.summary(),
     demandStages: store.demandStages.summary(),
     path: agent.pathReport(),
     guest: guest
@@ -299,7 +299,7 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
           writes: guest.stats.writes,
           readMismatches: guest.stats.readMismatches,
           diskErrors: guest.stats.readErrors + guest.stats.writeErrors,
-          readLatencyMs: guest.latencyPercentiles(),
+          readLatency: guest.latencyPercentiles(),
           writeMapEntries: guest.writeMapEntries().length,
         }
       : null,

@@ -1,13 +1,9 @@
 // Latency samples in milliseconds with percentiles, in bounded memory: the stage timings' histogram (perf_hooks'
 // HDR histogram, sub-millisecond resolution, exact max), read back in milliseconds.
-import { LatencyHistogram } from './stage-histograms.js';
+import { LatencyHistogram, type StageStats } from './stage-histograms.js';
 
-export interface LatencySummary {
-  count: number;
-  p50: number;
-  p99: number;
-  max: number;
-}
+/** count, p50Ms, p99Ms, maxMs: a stage's figures without its buckets. */
+export type LatencySummary = Omit<StageStats, 'buckets'>;
 
 const US_PER_MS = 1000;
 
@@ -24,7 +20,7 @@ export class LatencyRecorder {
 
   /** p50/p99 (never past the max) and the max, in ms; zeroes when empty. */
   summary(): LatencySummary {
-    const s = this.#h.stats();
-    return { count: s.count, p50: s.p50Us / US_PER_MS, p99: s.p99Us / US_PER_MS, max: s.maxUs / US_PER_MS };
+    const { buckets: _buckets, ...summary } = this.#h.stats();
+    return summary;
   }
 }

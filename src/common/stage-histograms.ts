@@ -3,24 +3,26 @@
 // shape of QEMU's postcopy-latency-dist), so a summary shows both the tail and the distribution.
 import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 
-/** One stage's figures, in microseconds. */
+/** One stage's figures, in milliseconds (to the nanosecond: sub-millisecond stages keep their resolution). */
 export interface StageStats {
   count: number;
-  p50Us: number;
-  p99Us: number;
-  maxUs: number;
-  /** [upper bound in µs (a power of two), samples below it and at or above the previous bound]. Empty buckets left out. */
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  /** [upper bound in ms (a power of two of µs), samples below it and at or above the previous bound]. Empty buckets left out. */
   buckets: Array<[number, number]>;
 }
 
 /** The per-stage figures without buckets, for periodic events. */
-export type StageBrief = Pick<StageStats, 'count' | 'p50Us' | 'p99Us'>;
+export type StageBrief = Pick<StageStats, 'count' | 'p50Ms' | 'p99Ms'>;
 
 /** Buckets up to 2^31 µs (about 36 minutes): anything longer counts in the last one. */
 const BUCKETS = 32;
 const NS_PER_US = 1000;
+const US_PER_MS = 1000;
+const NS_PER_MS = NS_PER_US * US_PER_MS;
 
-/** One latency distribution in microseconds: HDR percentiles, the exact max, power-of-two buckets. */
+/** One latency distribution, recorded in microseconds and reported in milliseconds: HDR percentiles, the exact max, power-of-two buckets. */
 export class LatencyHistogram {
   readonly #hdr: RecordableHistogram = createHistogram();
   readonly #buckets = new Float64Array(BUCKETS);
@@ -42,15 +44,15 @@ export class LatencyHistogram {
   stats(): StageStats {
     const h = this.#hdr;
     const count = h.count;
-    // The max as reported (whole ns); percentiles are clamped to that figure, not to the unrounded one above it.
-    const maxUs = count === 0 ? 0 : Math.round(this.#maxUs * NS_PER_US) / NS_PER_US;
-    const us = (ns: number) => (count === 0 ? 0 : Math.min(Math.round(ns) / NS_PER_US, maxUs));
+    // Whole nanoseconds: the max as reported, and percentiles clamped to that figure, not to the unrounded one above it.
+    const maxNs = count === 0 ? 0 : Math.round(this.#maxUs * NS_PER_US);
+    const ms = (ns: number) => (count === 0 ? 0 : Math.min(Math.round(ns), maxNs) / NS_PER_MS);
     const buckets: Array<[number, number]> = [];
     this.#buckets.forEach((n, i) => {
-      if (n > 0) buckets.push([2 ** i, n]);
+      if (n > 0) buckets.push([2 ** i / US_PER_MS, n]);
     });
     // HDR percentiles are a bucket's upper value and may pass the exact max by a little: clamped to it.
-    return { count, p50Us: us(h.percentile(50)), p99Us: us(h.percentile(99)), maxUs, buckets };
+    return { count, p50Ms: ms(h.percentile(50)), p99Ms: ms(h.percentile(99)), maxMs: maxNs / NS_PER_MS, buckets };
   }
 }
 
@@ -83,8 +85,8 @@ export class StageHistograms<S extends string> {
   brief(): Record<S, StageBrief> {
     const out = {} as Record<S, StageBrief>;
     for (const [s, h] of this.#stages) {
-      const { count, p50Us, p99Us } = h.stats();
-      out[s] = { count, p50Us, p99Us };
+      const { count, p50Ms, p99Ms } = h.stats();
+      out[s] = { count, p50Ms, p99Ms };
     }
     return out;
   }

@@ -40,14 +40,14 @@ export class AwayReporter {
 
   #report(): void {
     const { bytesOnlyOnSource, fallback } = this.#figures();
-    const awaySec = Math.round((Date.now() - this.#since) / 1000);
+    const awayMs = Date.now() - this.#since;
     const todo =
       fallback === 'active'
         ? 'the fallback is serving them; restarting the source with its --state-dir also resumes'
         : fallback === 'armed'
           ? 'restart the source with its --state-dir to resume; the --fallback takes over when its wait is up'
           : 'restart the source with its --state-dir to resume, or restart this destination with --fallback (a replica of the source image as of cut-over)';
-    this.#log.warn({ awaySec, bytesOnlyOnSource, fallback }, `source away for ${awaySec}s: ${bytesOnlyOnSource} bytes exist only on the source; ${todo}`);
-    this.#events.emit('source-away', { awaySec, bytesOnlyOnSource, fallback });
+    this.#log.warn({ awayMs, bytesOnlyOnSource, fallback }, `source away for ${Math.round(awayMs / 1000)}s: ${bytesOnlyOnSource} bytes exist only on the source; ${todo}`);
+    this.#events.emit('source-away', { awayMs, bytesOnlyOnSource, fallback });
   }
 }

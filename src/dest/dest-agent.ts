@@ -131,6 +131,7 @@ export class DestAgent {
         this.#adoptStore(store);
       }
       const keys = { sessionId: s.sessionId, resumeKey: s.resumeKey };
+      this.#o.events.setSession(s.sessionId);
       this.#dispatch({ type: 'restarted', restart: { kind: plan.kind, phase: s.phase, keys, geometry: { size: s.size, blockSize: s.blockSize }, image: s.image, stateDirCreated: s.stateDirCreated } });
       // A restarted D serves its export again before it listens: an export that cannot start is said now, in one line.
       await this.#fx.exportRestarted;
@@ -235,6 +236,7 @@ export class DestAgent {
       .then((hs) => {
         if (!hs.resumed && this.#state.ctx.keys !== null) throw new ProtocolError('PC_ERR_UNEXPECTED', 'a migration session is already in progress');
         log.info({ sessionId: hs.sessionId, resumed: hs.resumed, phase: this.phase }, 'source authenticated');
+        this.#o.events.setSession(hs.sessionId);
         const old = this.#link;
         this.#link = link;
         if (old && old !== link && !old.closed) old.destroy();

@@ -10,11 +10,11 @@ export interface PrecopyResult {
   pagesSent: number;
   bytesSent: number;
   finalPages: number;
-  /** Measured transfer rate of the last full round, bytes/s. */
-  bandwidth: number;
+  /** Measured transfer rate of the last full round. */
+  bandwidthBytesPerSec: number;
   converged: boolean;
-  /** Wall-clock ms at which the guest was paused. */
-  pausedAt: number;
+  /** When the guest was paused: wall clock, ms since the Unix epoch. */
+  pausedAtEpochMs: number;
 }
 
 /** What the agent lends a guest for its pre-copy: the link, as each kind of guest uses it. */
@@ -101,7 +101,7 @@ class HypervisorSourceGuest implements SourceGuest {
 
   async transfer(port: PrecopyPort): Promise<FinalState> {
     const { pausedAt } = await this.#migrator.transfer(port.stream());
-    const precopy = { rounds: 0, pagesSent: 0, bytesSent: 0, finalPages: 0, bandwidth: 0, converged: true, pausedAt };
+    const precopy = { rounds: 0, pagesSent: 0, bytesSent: 0, finalPages: 0, bandwidthBytesPerSec: 0, converged: true, pausedAtEpochMs: pausedAt };
     return { precopy, state: { hypervisorStream: true }, ramDigest: '' };
   }
 

@@ -104,7 +104,7 @@ export class RamSender {
     const last = this.#guest.takeDirtyPages();
     // The final pass goes urgent: DEVICE_STATE (urgent) follows it, and must not overtake any of its pages.
     const lastBytes = await this.#sendPages(last, true);
-    return { rounds, pagesSent: pagesSent + last.length, bytesSent: bytesSent + lastBytes, finalPages: last.length, bandwidth, converged, pausedAt };
+    return { rounds, pagesSent: pagesSent + last.length, bytesSent: bytesSent + lastBytes, finalPages: last.length, bandwidthBytesPerSec: bandwidth, converged, pausedAtEpochMs: pausedAt };
   }
 
   ramDigest(): string {

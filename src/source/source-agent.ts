@@ -104,8 +104,10 @@ export class SourceAgent {
     const label = this.#o.imageLabel;
     const saved = this.#stateDir?.load({ ...(label ?? {}), size: this.#o.image.size }) ?? null;
     // Restarted after cut-over: the guest is (or may be) on D; only D can tell. Serve until COMPLETE.
-    if (saved) this.#dispatch({ type: 'restarted', saved: { sessionId: saved.sessionId, resumeKey: saved.resumeKey, phase: saved.phase as 'awaiting-finish' | 'postcopy' } });
-    else this.#dispatch({ type: 'start' });
+    if (saved) {
+      this.#o.events.setSession(saved.sessionId);
+      this.#dispatch({ type: 'restarted', saved: { sessionId: saved.sessionId, resumeKey: saved.resumeKey, phase: saved.phase as 'awaiting-finish' | 'postcopy' } });
+    } else this.#dispatch({ type: 'start' });
     return this.#outcome.promise;
   }
 
@@ -227,6 +229,7 @@ export class SourceAgent {
       const accept = this.#attach(link);
       // Closed by what D sent behind its WELCOME (a BLOCK_REQ before BEGIN): this attempt failed.
       if (link.closed) throw new ConnectAttemptError('handshake', link.closeError ?? new LinkClosedError('PC_ERR_LINK_CLOSED'));
+      this.#o.events.setSession(hs.sessionId);
       this.#dispatch({ type: 'connected', sessionId: hs.sessionId, resumeKey: hs.resumeKey.toString('hex'), destPhase: hs.destPhase, version: hs.version });
       accept();
     } catch (e) {

@@ -69,7 +69,7 @@ export function linkLost(cfg: SourceConfig, s: Extract<SourceState, { phase: 'aw
 export function cutOver(s: Extract<SourceState, { phase: 'precopy' }>, final: { precopy: SourceState['ctx']['precopy']; state: Record<string, unknown>; ramDigest: string }, now: number): Step {
   const ctx = { ...s.ctx, precopy: final.precopy };
   return {
-    state: { phase: 'awaiting-finish', keys: s.keys, pausedAt: final.precopy?.pausedAt ?? now, link: 'up', ctx },
+    state: { phase: 'awaiting-finish', keys: s.keys, pausedAt: final.precopy?.pausedAtEpochMs ?? now, link: 'up', ctx },
     effects: [{ type: 'clear-read-cache' }, ...enter('awaiting-finish', s.keys), { type: 'send-device-state', state: final.state, ramDigest: final.ramDigest }],
   };
 }

@@ -20,8 +20,8 @@ const machine: MachineFacts = {
   tools: {}, workDir: '/tmp', workDirFs: 'tmpfs', gitCommit: 'abc', gitDirtyFiles: 0, loadAvgStart: [0, 0, 0], loadAvgEnd: [0, 0, 0], durationSec: 1, options: {},
 };
 
-function stage(p50Us: number, p99Us: number, count = 10): StageStats {
-  return { count, p50Us, p99Us, maxUs: p99Us * 2, buckets: [[64, count - 1], [128, 1]] };
+function stage(p50Ms: number, p99Ms: number, count = 10): StageStats {
+  return { count, p50Ms, p99Ms, maxMs: p99Ms * 2, buckets: [[0.064, count - 1], [0.128, 1]] };
 }
 
 function mode(samplesMs: number[], o: Partial<LatencyMode> = {}): LatencyMode {
@@ -119,13 +119,13 @@ describe('stage timings', () => {
 
   it('pools reps: counts summed, buckets merged, max of maxima, p50/p99 the median of the reps', () => {
     const p = poolStages([{ total: stage(100, 900) }, null, { total: stage(300, 500) }, { total: stage(200, 700) }]);
-    expect(p.total).toMatchObject({ count: 30, maxUs: 1800, reps: 3, p50Us: { median: 200, min: 100, max: 300 }, p99Us: { median: 700, min: 500, max: 900 } });
-    expect(p.total!.buckets).toEqual([[64, 27], [128, 3]]);
+    expect(p.total).toMatchObject({ count: 30, maxMs: 1800, reps: 3, p50Ms: { median: 200, min: 100, max: 300 }, p99Ms: { median: 700, min: 500, max: 900 } });
+    expect(p.total!.buckets).toEqual([[0.064, 27], [0.128, 3]]);
   });
 
   it('the table lists every stage per mode in path order and n/a where a mode has none', () => {
     const table = renderStageSection([
-      ['stream not started', { dest: poolStages([{ 'export-to-queued': stage(12, 40), total: stage(300, 900) }]), source: {} }],
+      ['stream not started', { dest: poolStages([{ 'export-to-queued': stage(0.012, 0.04), total: stage(0.3, 0.9) }]), source: {} }],
       ['stream running', undefined],
     ]).join('\n');
     expect(table).toContain('| D | export-to-queued | 12 / 40 / 80 (10) | n/a |');

@@ -15,26 +15,26 @@ describe('stage histograms', () => {
     expect(bucketOf(Number.NaN)).toBe(0);
   });
 
-  it('reports count, percentiles, max and the buckets in microseconds', () => {
+  it('reports count, percentiles, max and the buckets in milliseconds', () => {
     const h = new StageHistograms(['a', 'b'] as const);
     for (let i = 1; i <= 100; i++) h.record('a', i / 1000); // 1..100 µs
     const s = h.summary();
     expect(s.a.count).toBe(100);
-    expect(s.a.p50Us).toBeCloseTo(50, 0);
-    expect(s.a.p99Us).toBeCloseTo(99, 0);
-    expect(s.a.maxUs).toBeCloseTo(100, 0);
-    // 1 → [1,2); 2,3 → [2,4); 4..7; 8..15; 16..31; 32..63; 64..100 → [64,128)
+    expect(s.a.p50Ms).toBeCloseTo(0.05, 3);
+    expect(s.a.p99Ms).toBeCloseTo(0.099, 3);
+    expect(s.a.maxMs).toBeCloseTo(0.1, 4);
+    // µs: 1 → [1,2); 2,3 → [2,4); 4..7; 8..15; 16..31; 32..63; 64..100 → [64,128), bounds said in ms
     expect(s.a.buckets).toEqual([
-      [2, 1],
-      [4, 2],
-      [8, 4],
-      [16, 8],
-      [32, 16],
-      [64, 32],
-      [128, 37],
+      [0.002, 1],
+      [0.004, 2],
+      [0.008, 4],
+      [0.016, 8],
+      [0.032, 16],
+      [0.064, 32],
+      [0.128, 37],
     ]);
-    expect(s.b).toEqual({ count: 0, p50Us: 0, p99Us: 0, maxUs: 0, buckets: [] });
-    expect(h.brief().a).toEqual({ count: 100, p50Us: s.a.p50Us, p99Us: s.a.p99Us });
+    expect(s.b).toEqual({ count: 0, p50Ms: 0, p99Ms: 0, maxMs: 0, buckets: [] });
+    expect(h.brief().a).toEqual({ count: 100, p50Ms: s.a.p50Ms, p99Ms: s.a.p99Ms });
   });
 });
 
@@ -47,13 +47,13 @@ describe('demand stages', () => {
     d.track(trace, [early, late]);
     trace.answered!(11.5);
     const s = d.summary();
-    const us = (stage: keyof typeof s) => s[stage].maxUs;
-    expect(us('total')).toBeCloseTo(1500, 0);
-    expect(us('export-to-queued')).toBeCloseTo(100, 0);
-    expect(us('queued-to-socket')).toBeCloseTo(200, 0);
-    expect(us('socket-to-reply')).toBeCloseTo(700, 0);
-    expect(us('reply-to-written')).toBeCloseTo(200, 0);
-    expect(us('written-to-answered')).toBeCloseTo(300, 0);
+    const ms = (stage: keyof typeof s) => s[stage].maxMs;
+    expect(ms('total')).toBeCloseTo(1.5, 3);
+    expect(ms('export-to-queued')).toBeCloseTo(0.1, 3);
+    expect(ms('queued-to-socket')).toBeCloseTo(0.2, 3);
+    expect(ms('socket-to-reply')).toBeCloseTo(0.7, 3);
+    expect(ms('reply-to-written')).toBeCloseTo(0.2, 3);
+    expect(ms('written-to-answered')).toBeCloseTo(0.3, 3);
   });
 
   it('counts a read that joined a fetch queued before it as zero wait to queue', () => {
@@ -61,7 +61,7 @@ describe('demand stages', () => {
     const trace: { receivedAt: number; answered?: (at: number) => void } = { receivedAt: 20 };
     d.track(trace, [{ queuedAt: 19, socketAt: 19.1, replyAt: 20.5, writtenAt: 20.6 }]);
     trace.answered!(20.7);
-    expect(d.summary()['export-to-queued'].maxUs).toBeLessThan(1);
+    expect(d.summary()['export-to-queued'].maxMs).toBeLessThan(0.001);
     expect(d.summary().total.count).toBe(1);
   });
 

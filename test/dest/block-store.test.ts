@@ -936,8 +936,8 @@ describe('more of the final check and closing', () => {
     const elapsed = performance.now() - t0;
     const s = store.demandLatency.summary();
     expect(s.count).toBe(1);
-    expect(s.max).toBeGreaterThanOrEqual(0);
-    expect(s.max).toBeLessThanOrEqual(elapsed);
+    expect(s.maxMs).toBeGreaterThanOrEqual(0);
+    expect(s.maxMs).toBeLessThanOrEqual(elapsed);
   });
 
   it('close commits, leaves no commit timer behind, and closes the image and the bitmap', async () => {

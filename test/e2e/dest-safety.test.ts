@@ -304,7 +304,7 @@ describe('while S is away after cut-over, D says what exists only on S (case 12)
     source.child.kill('SIGKILL');
     const killedAt = Date.now();
     await source.exit;
-    await waitForEvent(dEvents, (e) => e.event === 'source-away' && Number(e.awaySec) >= 1, 10_000);
+    await waitForEvent(dEvents, (e) => e.event === 'source-away' && Number(e.awayMs) >= 1000, 10_000);
     const reports = readEvents(dEvents).filter((e) => e.event === 'source-away');
     // Bounded: about one per 200 ms (the first one interval after the loss), never a flood.
     expect(reports.length).toBeGreaterThanOrEqual(3);

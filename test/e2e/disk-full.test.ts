@@ -104,9 +104,10 @@ describe("D's disk fills up mid-migration", () => {
       await nbd.close();
     }
 
-    // Stay full a while (two dozen progress ticks): no link rebuilt, nothing more said, stderr small.
+    // Stay full a while (two idle progress heartbeats, 2 × PROGRESS_IDLE_SAMPLES ticks): no link rebuilt, nothing
+    // more said, stderr small.
     const ticksAtFull = readEvents(dEvents).filter((e) => e.event === 'progress').length;
-    await waitForEvent(dEvents, () => readEvents(dEvents).filter((e) => e.event === 'progress').length >= ticksAtFull + 25, 30_000);
+    await waitForEvent(dEvents, () => readEvents(dEvents).filter((e) => e.event === 'progress').length >= ticksAtFull + 2, 30_000);
     const events = readEvents(dEvents);
     expect(events.filter((e) => e.event === 'link')).toEqual([expect.objectContaining({ state: 'up', resumed: false })]);
     expect(events.filter((e) => e.event === 'disk-full')).toHaveLength(1);

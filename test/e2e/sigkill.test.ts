@@ -56,7 +56,13 @@ async function scenario(victim: 'dest' | 'source', atFraction: number): Promise<
   const [s, d] = await Promise.all([source.exit, dest.exit]);
   expect(s.code, source.stderr()).toBe(0);
   expect(d.code, dest.stderr()).toBe(0);
-  expect(readEvents(victim === 'dest' ? dEvents : sEvents).some((e) => e.event === 'phase' && e.restarted === true)).toBe(true);
+  const victimLines = readEvents(victim === 'dest' ? dEvents : sEvents);
+  const restartAt = victimLines.findIndex((e) => e.event === 'phase' && e.restarted === true);
+  expect(restartAt).toBeGreaterThan(0);
+  // The restarted agent resumes the session: every line from its restart on names the survivor's session.
+  const sessionId = readEvents(victim === 'dest' ? sEvents : dEvents).at(-1)!.sessionId;
+  expect(sessionId).toEqual(expect.any(String));
+  expect(new Set(victimLines.slice(restartAt).map((e) => e.sessionId))).toEqual(new Set([sessionId]));
   const cmp = await compareImages(src, dst);
   expect(cmp.firstDifference).toBeUndefined();
   expect(cmp.ok).toBe(true);

@@ -46,6 +46,15 @@ describe('two processes over TCP', () => {
     expect(Date.parse(sConfirmed.ts)).toBeGreaterThanOrEqual(Date.parse(dComplete.ts));
     const summary = readEvents(t.dstEvents).find((e) => e.event === 'summary')!;
     expect(Number(summary.zeroBytesSkipped)).toBeGreaterThan(0);
+    // One session id on both sides from the handshake on; null only before it (D listening, S connecting).
+    const dLines = readEvents(t.dstEvents);
+    const sLines = readEvents(t.srcEvents);
+    const dUp = dLines.findIndex((e) => e.event === 'link' && e.state === 'up');
+    expect(dLines.slice(0, dUp).map((e) => e.sessionId)).toEqual(dLines.slice(0, dUp).map(() => null));
+    expect(sLines[0]).toMatchObject({ event: 'phase', phase: 'connecting', sessionId: null });
+    const ids = new Set([...dLines.slice(dUp), ...sLines.filter((e) => e.sessionId !== null)].map((e) => e.sessionId));
+    expect([...ids]).toEqual([expect.stringMatching(/^[0-9a-f]{16,}$/)]);
+    expect(sLines.at(-1)).toMatchObject({ event: 'exit', sessionId: [...ids][0] });
   });
 
   it('migrates a running simulated guest; D = S at cut-over overlaid with the guest writes', async () => {
@@ -72,7 +81,7 @@ describe('two processes over TCP', () => {
     expect((summary.guest as { readMismatches: number }).readMismatches).toBe(0);
     // Every demand miss the guest waited for is split into its stages on D, and every urgent request S served
     // into S's; each histogram's buckets hold all of its samples.
-    type Stages = Record<string, { count: number; p50Us: number; p99Us: number; maxUs: number; buckets: Array<[number, number]> }>;
+    type Stages = Record<string, { count: number; p50Ms: number; p99Ms: number; maxMs: number; buckets: Array<[number, number]> }>;
     const dStages = summary.demandStages as Stages;
     expect(Number(summary.demandMisses)).toBeGreaterThan(0);
     expect(Object.keys(dStages)).toEqual(['export-to-queued', 'queued-to-socket', 'socket-to-reply', 'reply-to-written', 'written-to-answered', 'total']);
@@ -82,8 +91,8 @@ describe('two processes over TCP', () => {
     expect(sStages.total!.count).toBe((sSummary.blocks as { urgentRequests: number }).urgentRequests);
     for (const st of [...Object.values(dStages), ...Object.values(sStages)]) {
       expect(st.buckets.reduce((a, [, n]) => a + n, 0)).toBe(st.count);
-      expect(st.p50Us).toBeLessThanOrEqual(st.p99Us);
-      expect(st.p99Us).toBeLessThanOrEqual(st.maxUs);
+      expect(st.p50Ms).toBeLessThanOrEqual(st.p99Ms);
+      expect(st.p99Ms).toBeLessThanOrEqual(st.maxMs);
     }
     const cut = readEvents(t.srcEvents).find((e) => e.event === 'cutover')!;
     expect(typeof cut.downtimeMs).toBe('number');

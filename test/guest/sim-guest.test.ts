@@ -118,8 +118,8 @@ describe('SimGuest', () => {
     expect(diskMatchesWriteMap(disk, g.writeMapEntries())).toBe(true);
     const lat = g.latencyPercentiles();
     expect(lat.count).toBe(s.reads);
-    expect(lat.p50).toBeLessThanOrEqual(lat.p99);
-    expect(lat.p99).toBeLessThanOrEqual(lat.max);
+    expect(lat.p50Ms).toBeLessThanOrEqual(lat.p99Ms);
+    expect(lat.p99Ms).toBeLessThanOrEqual(lat.maxMs);
   });
 
   it('keeps up with a high op rate on a fast disk', async () => {

@@ -17,6 +17,8 @@ import { parseTicket, type Ticket } from '../../src/protocol/handshake.js';
 import { decodeMessage, encodeMessage, type Message } from '../../src/protocol/messages.js';
 import { captureLogger } from '../guest/helpers/capture-logger.js';
 import { nullEvents } from '../../src/common/events.js';
+import { EVENTS_SCHEMA_VERSION } from '../../src/common/constants.js';
+import { assertValidEvent } from '../../bench/lib/event-schema.js';
 import type { DestResult } from '../../src/dest/dest-agent.js';
 import { generateDemoImage } from '../../src/guest/image-gen.js';
 import { compareImages } from '../../src/guest/verify.js';
@@ -57,10 +59,17 @@ export function decodeAll(buf: Buffer): Message[] {
 
 // ---------------------------------------------------------------- events and logs
 
+/** D's events in memory, each checked against schema/events.v1.json as the file would hold it. */
 export class RecordingEvents implements EventSink {
   readonly events: Array<{ event: string; fields: EventFields }> = [];
+  #sessionId: string | null = null;
   emit(event: string, fields: EventFields = {}): void {
+    const line = { ...fields, schemaVersion: EVENTS_SCHEMA_VERSION, ts: new Date().toISOString(), role: 'dest', sessionId: this.#sessionId, event };
+    assertValidEvent(JSON.parse(JSON.stringify(line)), 'RecordingEvents');
     this.events.push({ event, fields });
+  }
+  setSession(id: string): void {
+    this.#sessionId = id;
   }
   close(): void {}
   named(event: string): EventFields[] {

@@ -183,6 +183,7 @@ async function runScenario(s: Scenario): Promise<Outcome> {
     emit: (event, fields) => {
       if (s.point?.kind === 'complete' && event === 'phase' && fields?.phase === 'complete') disk.crash('at COMPLETE');
     },
+    setSession: () => {},
     close: () => {},
   };
   const dest = makeDest(dir, disk, atComplete);

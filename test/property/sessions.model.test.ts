@@ -29,7 +29,7 @@ const BLOCK = 65536;
 const CFG: SourceConfig = { size: 16 * BLOCK, blockSize: BLOCK, connectTimeoutMs: 5000, resumeTimeoutMs: Infinity, backoff: { initialMs: 100, maxMs: 2000 }, preparedWaitMs: 60_000 };
 const IMAGE: ImageFile = { created: true, identity: { dev: '1', ino: '2' }, priorSize: 0 };
 const SIM = { persistent: { kind: 'sim' }, transient: {} };
-const PRECOPY = { rounds: 1, pagesSent: 1, bytesSent: 4096, finalPages: 0, bandwidth: 0, converged: true, pausedAt: 0 };
+const PRECOPY = { rounds: 1, pagesSent: 1, bytesSent: 4096, finalPages: 0, bandwidthBytesPerSec: 0, converged: true, pausedAtEpochMs: 0 };
 const BOOM: Failure = { code: 'PC_ERR_BACKEND', message: 'injected failure' };
 
 /** D's core phases in which a local fault goes down persistFailedAfterCutover. */

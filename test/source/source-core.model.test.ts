@@ -12,7 +12,7 @@ import { fcParams } from '../helpers/fc.js';
 const BLOCK = 4096;
 const CFG: SourceConfig = { size: 8 * BLOCK, blockSize: BLOCK, connectTimeoutMs: 5000, resumeTimeoutMs: 60_000, backoff: { initialMs: 100, maxMs: 5000 }, preparedWaitMs: 60_000 };
 const PHASE_RANK: Record<string, number> = { begin: 1, perform: 2, 'awaiting-finish': 3, postcopy: 4 };
-const PRECOPY = { rounds: 1, pagesSent: 1, bytesSent: 4096, finalPages: 0, bandwidth: 0, converged: true, pausedAt: 0 };
+const PRECOPY = { rounds: 1, pagesSent: 1, bytesSent: 4096, finalPages: 0, bandwidthBytesPerSec: 0, converged: true, pausedAtEpochMs: 0 };
 
 /** S's core inside a world that remembers what S did and what D said, and checks the invariants as it goes. */
 class World {

@@ -5,6 +5,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, wri
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { expect } from 'vitest';
+import { assertValidEvent } from '../../../bench/lib/event-schema.js';
 import { AGENT_NODE_FLAGS } from '../../../src/cli/node-flags.js';
 import { waitUntil } from '../../helpers/wait.js';
 
@@ -42,18 +43,33 @@ export function startAgent(args: string[], env: NodeJS.ProcessEnv = {}): Agent {
 }
 
 export interface EventLine {
+  schemaVersion: number;
   ts: string;
-  role: string;
+  role: 'source' | 'dest';
+  sessionId: string | null;
   event: string;
   [k: string]: unknown;
 }
 
+/** Lines already found valid (the files are polled whole, again and again). */
+const validLines = new Set<string>();
+
+/** Every whole line of an events file, each checked against schema/events.v1.json: a mismatch fails the test. */
 export function readEvents(path: string): EventLine[] {
   if (!existsSync(path)) return [];
   // Only whole lines: a writer may be in the middle of the last one while we read.
   const lines = readFileSync(path, 'utf8').split('\n');
   lines.pop();
-  return lines.filter((l) => l.length > 0).map((l) => JSON.parse(l) as EventLine);
+  return lines
+    .filter((l) => l.length > 0)
+    .map((l) => {
+      const e = JSON.parse(l) as EventLine;
+      if (!validLines.has(l)) {
+        assertValidEvent(e, path);
+        validLines.add(l);
+      }
+      return e;
+    });
 }
 
 /** Resolves with the first event matching `pred` (polling the file), or rejects after timeoutMs. */
