@@ -200,7 +200,7 @@ async function migrateGuest(opts: { postcopyRam: boolean; cutLinkAfterCutover?: 
   const sSummary = readEvents(sEvents).find((e) => e.event === 'summary')!;
   const dSummary = readEvents(dEvents).find((e) => e.event === 'summary')!;
   const hv = sSummary.hypervisor as { qemu: Record<string, unknown>; relay: Record<string, unknown> };
-  const demand = dSummary.demandLatencyMs as { p50: number; p99: number; count: number };
+  const demand = dSummary.demandLatency as { p50Ms: number; p99Ms: number; count: number };
   const outcome: Outcome = {
     guestPauseMs: firstOnD.at - lastOnS.at,
     downtimeMs: Number(sSummary.downtimeMs),
@@ -212,7 +212,7 @@ async function migrateGuest(opts: { postcopyRam: boolean; cutLinkAfterCutover?: 
     sourceReconnects: Number(sSummary.reconnects),
     pivotMs: Number(pivoted.durationMs),
     guestReads: guestReadFigures(serial, pivotAt),
-    agentDemandMs: { p50: demand.p50, p99: demand.p99, count: demand.count },
+    agentDemandMs: { p50: demand.p50Ms, p99: demand.p99Ms, count: demand.count },
   };
   console.log(`qemu migration (postcopy-ram ${opts.postcopyRam}${proxy ? ', link cut' : ''}${throttle ? ', S→D at 40 MiB/s after cut-over' : ''}${holder ? ', first move blocked' : ''}): ${JSON.stringify(outcome)}`);
   return outcome;
