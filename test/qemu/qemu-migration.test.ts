@@ -31,14 +31,9 @@ const IMAGE_BYTES = 160 * MiB;
  * are demand fetches; it polls a flag block at 150 MiB. Below 119 MiB it times reads of blocks it never read,
  * stepping down 256 KiB each (away from where D's stream goes on after a miss), 3 per iteration.
  */
-const PARAMS: GuestParams = {
-  base: (120 * MiB) / BLOCK,
-  blocks: 1024,
-  flag: (150 * MiB) / BLOCK,
-  iters: 3000,
-  delay: 0.02,
-  fresh: { top: (119 * MiB) / BLOCK, stride: (256 * 1024) / BLOCK, perLoop: 3 },
-};
+const PARAMS: GuestParams = { base: (120 * MiB) / BLOCK, blocks: 1024, flag: (150 * MiB) / BLOCK, iters: 3000, delay: 0.02 };
+/** The same guest, also timing its reads (only where the figures are reported: the extra work per loop is not free under TCG). */
+const TIMED: GuestParams = { ...PARAMS, fresh: { top: (119 * MiB) / BLOCK, stride: (256 * 1024) / BLOCK, perLoop: 3 } };
 /** Loop iterations on D, after the guest's disk moved to D's image, before the host ends the loop. */
 const LOOPS_AFTER_PIVOT = 8;
 /**
@@ -67,7 +62,7 @@ interface Outcome {
   sourceReconnects: number;
   pivotMs: number;
   /** The guest's own timed reads (its READ lines), where its disk was when it made them. */
-  guestReads: Record<'onSource' | 'onExport' | 'onImage', ReadFigures>;
+  guestReads: Record<'onSource' | 'onExport' | 'onImage', ReadFigures> | null;
   /** D's own figure for the same misses. */
   agentDemandMs: { p50: number; p99: number; count: number };
 }
@@ -79,7 +74,17 @@ interface ReadFigures {
   writtenMs: { n: number; p50: number };
 }
 
-async function migrateGuest(opts: { postcopyRam: boolean; cutLinkAfterCutover?: boolean; throttle?: boolean; blockPivotOnce?: boolean; lineEnd?: '\n' }): Promise<Outcome> {
+interface MigrateOptions {
+  postcopyRam: boolean;
+  cutLinkAfterCutover?: boolean;
+  /** Cap S→D from cut-over on, and have the guest time its reads. */
+  timed?: boolean;
+  blockPivotOnce?: boolean;
+  lineEnd?: '\n';
+}
+
+async function migrateGuest(opts: MigrateOptions): Promise<Outcome> {
+  const params = opts.timed ? TIMED : PARAMS;
   const t = workDir('qemu');
   cleanups.push(t.cleanup);
   const src = join(t.dir, 'src.img');
@@ -89,24 +94,40 @@ async function migrateGuest(opts: { postcopyRam: boolean; cutLinkAfterCutover?: 
   makeImage(src);
 
   // S's guest: boots on its own image and runs its loop before anything else starts.
-  const sq = startSourceQemu(guest, PARAMS, { image: src, qmp: join(t.dir, 'src.qmp'), serial: join(t.dir, 'src-serial.log') });
+  const sq = startSourceQemu(guest, params, { image: src, qmp: join(t.dir, 'src.qmp'), serial: join(t.dir, 'src-serial.log') });
   cleanups.push(() => kill(sq));
   const serial = new SerialWatcher(join(t.dir, 'src-serial.log'));
   cleanups.push(() => serial.stop());
+  try {
+    return await migrateRunningGuest(opts, params, t, serial, sq, { src, dst, sEvents, dEvents });
+  } catch (e) {
+    throw guestCrashOr(e, serial, dEvents);
+  }
+}
+
+async function migrateRunningGuest(
+  opts: MigrateOptions,
+  params: GuestParams,
+  t: { dir: string; ticket: string },
+  serial: SerialWatcher,
+  sq: RunningQemu,
+  f: { src: string; dst: string; sEvents: string; dEvents: string },
+): Promise<Outcome> {
+  const { src, dst, sEvents, dEvents } = f;
   await serial.waitFor((l) => l.text.startsWith('LOOP i=3 '), 60_000, 'LOOP on the source');
 
   const port = await freePort();
   const nbdSocket = join(t.dir, 'nbd.sock');
   const dest = startAgent([
     'dest', '--listen', `127.0.0.1:${port}`, '--image', dst, '--ticket-file', t.ticket, '--events', dEvents,
-    '--nbd-socket', nbdSocket, '--bulk-window', '256K', '--guest', 'qemu', '--qemu-cmd', destTemplate(guest, PARAMS, opts.lineEnd),
+    '--nbd-socket', nbdSocket, '--bulk-window', '256K', '--guest', 'qemu', '--qemu-cmd', destTemplate(guest, params, opts.lineEnd),
   ]);
   cleanups.push(() => killAgent(dest));
   await waitForEvent(dEvents, (e) => e.event === 'listening');
   const proxy = opts.cutLinkAfterCutover ? await TcpProxy.start({ host: '127.0.0.1', port }) : null;
   if (proxy) cleanups.push(() => proxy.close());
   // Uncapped until cut-over: QEMU's RAM pre-copy runs as in the other tests (a longer one meets the TCG flake more).
-  const throttle = opts.throttle ? await throttledRelay(port, Infinity) : null;
+  const throttle = opts.timed ? await throttledRelay(port, Infinity) : null;
   if (throttle) cleanups.push(() => throttle.close());
 
   const started = Date.now();
@@ -168,12 +189,7 @@ async function migrateGuest(opts: { postcopyRam: boolean; cutLinkAfterCutover?: 
   expect(disk.otherSockets, 'QEMU has no socket but its QMP listener (no NBD connection)').toBe(0);
 
   // The guest goes on writing and checking its disk, now its local image; then the host ends its loop in the image.
-  await serial.waitFor(() => serial.loops('dest').filter((l) => l.at > d.at).length >= LOOPS_AFTER_PIVOT, 60_000, `${LOOPS_AFTER_PIVOT} LOOPs after the move`).catch((e: Error) => {
-    // When the guest died (a TCG flake, see the retry below) matters: before or after its disk moved.
-    const last = serial.loops().at(-1);
-    const cutover = readEvents(dEvents).find((x) => x.event === 'cutover');
-    throw new Error(`${e.message}; the guest's last LOOP was seen ${last ? last.at - pivotAt : '?'} ms after the move (${last ? last.at - Date.parse(String(cutover?.ts)) : '?'} ms after cut-over)`);
-  });
+  await serial.waitFor(() => serial.loops('dest').filter((l) => l.at > d.at).length >= LOOPS_AFTER_PIVOT, 60_000, `${LOOPS_AFTER_PIVOT} LOOPs after the move`);
   setStopFlag(dst);
   const done = await serial.waitFor((l) => l.text.startsWith('DONE '), 60_000, 'DONE');
   // The guest powers off: QEMU exits by itself, cleanly.
@@ -211,10 +227,10 @@ async function migrateGuest(opts: { postcopyRam: boolean; cutLinkAfterCutover?: 
     wallMs,
     sourceReconnects: Number(sSummary.reconnects),
     pivotMs: Number(pivoted.durationMs),
-    guestReads: guestReadFigures(serial, pivotAt),
+    guestReads: opts.timed ? guestReadFigures(serial, pivotAt) : null,
     agentDemandMs: { p50: demand.p50Ms, p99: demand.p99Ms, count: demand.count },
   };
-  console.log(`qemu migration (postcopy-ram ${opts.postcopyRam}${proxy ? ', link cut' : ''}${throttle ? ', S→D at 40 MiB/s after cut-over' : ''}${holder ? ', first move blocked' : ''}): ${JSON.stringify(outcome)}`);
+  console.log(`qemu migration (postcopy-ram ${opts.postcopyRam}${proxy ? ', link cut' : ''}${throttle ? ', S→D at 40 MiB/s after cut-over, guest timing its reads' : ''}${holder ? ', first move blocked' : ''}): ${JSON.stringify(outcome)}`);
   return outcome;
 }
 
@@ -229,8 +245,10 @@ function guestReadFigures(serial: SerialWatcher, pivotAt: number): Outcome['gues
     else if (l.at > pivotAt + 100) groups.onImage.push(l);
   }
   const figures = (lines: SerialLine[]): ReadFigures => {
-    const fresh = lines.flatMap((l) => /fresh_us=([\d,]*)/.exec(l.text)![1]!.split(',').filter(Boolean).map((us) => Number(us) / 1000));
-    const written = lines.map((l) => Number(/written_us=(\d+)/.exec(l.text)![1]) / 1000);
+    // A line the kernel's own console output broke into is left out rather than misread.
+    const whole = lines.map((l) => /^READ i=\d+ fresh_us=([\d,]*) written_us=(\d+)$/.exec(l.text)).filter((m) => m !== null);
+    const fresh = whole.flatMap((m) => m[1]!.split(',').filter(Boolean).map((us) => Number(us) / 1000));
+    const written = whole.map((m) => Number(m[2]) / 1000);
     return {
       freshMs: { n: fresh.length, p50: percentile(fresh, 0.5), p90: percentile(fresh, 0.9), max: Math.max(0, ...fresh) },
       writtenMs: { n: written.length, p50: percentile(written, 0.5) },
@@ -294,36 +312,74 @@ async function holdImage(path: string): Promise<{ release: () => void }> {
   };
 }
 
-// A retry, measured not guessed: the destination guest's kernel sometimes panics right after QEMU's own RAM
-// pre-copy under TCG on this 2-vCPU machine (general protection fault in kmem_cache_alloc, "Oops" in an interrupt),
-// before it touched its disk: 1 of 9 runs of the "precopy RAM" test on 744877c, 2 of 10 on this tree, side by side
-// under the same load. QEMU's stream crosses our link in CRC-checked frames, in order; a failure that repeats still fails.
-describe.skipIf(skipQemu())('a QEMU guest migrated through postcopy', { retry: Number(process.env.QEMU_TEST_RETRY ?? 2) }, () => {
+/** The TCG flake's signature on the guest's console (see the note below): its kernel faulted. */
+const GUEST_KERNEL_FAULT = /Kernel panic|Oops|general protection fault|BUG: |Fixing recursive fault|Attempted to kill init/;
+/** Attempts of a case whose guest kernel faulted; any other failure fails at once. */
+const GUEST_CRASH_ATTEMPTS = 4;
+
+class GuestKernelFault extends Error {}
+
+/**
+ * A failure whose guest console shows a kernel fault becomes a GuestKernelFault (retried); any failure gets where
+ * the guest's loop last was, relative to cut-over, for the next reader of a CI log.
+ */
+function guestCrashOr(e: unknown, serial: SerialWatcher, dEvents: string): unknown {
+  serial.poll();
+  const last = serial.loops().at(-1);
+  const cutover = readEvents(dEvents).find((x) => x.event === 'cutover');
+  const where = last ? `; the guest's last LOOP (${last.text}) was on ${last.log}, ${cutover ? `${last.at - Date.parse(cutover.ts)} ms after cut-over` : 'before any cut-over'}` : '';
+  const fault = serial.lines.find((l) => GUEST_KERNEL_FAULT.test(l.text));
+  const message = `${(e as Error).message}${where}`;
+  return fault ? new GuestKernelFault(`the guest's kernel faulted on ${fault.log} (${fault.text.slice(0, 100)}): ${message}`, { cause: e }) : Object.assign(e as Error, { message });
+}
+
+/** One migration case, run again only when the guest's kernel faulted (the TCG flake below). */
+async function retryOnGuestFault<T>(run: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await run();
+    } catch (e) {
+      if (!(e instanceof GuestKernelFault) || attempt >= GUEST_CRASH_ATTEMPTS) throw e;
+      console.log(`attempt ${attempt} of ${GUEST_CRASH_ATTEMPTS}: ${e.message.slice(0, 300)}; running the case again`);
+      for (const c of cleanups.reverse()) await c();
+      cleanups = [];
+    }
+  }
+}
+
+// A retry, measured not guessed, and only for that signature: the destination guest's kernel sometimes faults right
+// after QEMU's own RAM pre-copy under TCG on this 2-vCPU machine (general protection fault in kmem_cache_alloc, an
+// "Oops" in an interrupt, init killed by SIGSEGV), before it touched its disk: 1 of 9 runs of the "precopy RAM" test
+// on 744877c, 2 of 10 on the tree after it, side by side under the same load; this round, with the guest also timing
+// its reads and other tests running beside it, 5 to 6 of 23 migrations (the one whose timing was recorded faulted
+// 0.3 s before cut-over was reported, 4.6 s before the move to D's image). QEMU's stream crosses our link in CRC-checked frames, in order. A case whose
+// guest faults runs again (up to GUEST_CRASH_ATTEMPTS); any other failure fails at once.
+describe.skipIf(skipQemu())('a QEMU guest migrated through postcopy', () => {
   beforeAll(() => {
     assertQemu();
     guest = buildTestGuest();
   }, 300_000);
 
   it('precopy RAM: the guest keeps writing on D, its disk moves to D\'s image, D exits 0 and QEMU runs on; S quits QEMU and exits 0', async () => {
-    const o = await migrateGuest({ postcopyRam: false, throttle: true });
+    const o = await retryOnGuestFault(() => migrateGuest({ postcopyRam: false, timed: true }));
     expect(o.qemu.status).toBe('completed');
     expect(o.qemu.postcopyStarted).toBe(false);
     // The guest timed its reads in all three places (the figures are printed above and in the README).
-    expect(o.guestReads.onSource.freshMs.n).toBeGreaterThan(0);
-    expect(o.guestReads.onExport.freshMs.n).toBeGreaterThan(0);
-    expect(o.guestReads.onImage.freshMs.n).toBeGreaterThan(0);
+    expect(o.guestReads!.onSource.freshMs.n).toBeGreaterThan(0);
+    expect(o.guestReads!.onExport.freshMs.n).toBeGreaterThan(0);
+    expect(o.guestReads!.onImage.freshMs.n).toBeGreaterThan(0);
     expect(o.agentDemandMs.count).toBeGreaterThan(0);
-  }, 240_000);
+  }, 600_000);
 
   it("QEMU's postcopy-ram: same checks, RAM sent after the switch (template lines without backslashes)", async () => {
-    const o = await migrateGuest({ postcopyRam: true, lineEnd: '\n' });
+    const o = await retryOnGuestFault(() => migrateGuest({ postcopyRam: true, lineEnd: '\n' }));
     expect(o.qemu.postcopyStarted).toBe(true);
     expect(Number(o.qemu.postcopyBytes)).toBeGreaterThan(0);
-  }, 240_000);
+  }, 600_000);
 
   it('the destination QEMU dies before Finish: S rolls back and its guest runs on; D kept nothing', async () => {
     await rollbackWhenDestQemuDies();
-  }, 240_000);
+  }, 600_000);
 
   it('a QMP socket that is not there: one clear line, exit 4, nothing started', async () => {
     const t = workDir('qemu-qmp');
@@ -340,13 +396,13 @@ describe.skipIf(skipQemu())('a QEMU guest migrated through postcopy', { retry: N
   });
 
   it('the link is cut once after cut-over: S reconnects and the migration still completes intact', async () => {
-    const o = await migrateGuest({ postcopyRam: false, cutLinkAfterCutover: true });
+    const o = await retryOnGuestFault(() => migrateGuest({ postcopyRam: false, cutLinkAfterCutover: true }));
     expect(o.sourceReconnects).toBeGreaterThanOrEqual(1);
-  }, 240_000);
+  }, 600_000);
 
   it('the move to the image fails (another process holds it): the guest runs on from the export, D serves on; the next SIGTERM moves it', async () => {
-    await migrateGuest({ postcopyRam: false, throttle: true, blockPivotOnce: true });
-  }, 240_000);
+    await retryOnGuestFault(() => migrateGuest({ postcopyRam: false, timed: true, blockPivotOnce: true }));
+  }, 600_000);
 });
 
 /** The destination QEMU dies while the stream flows: S rolls back, its guest runs on; D keeps nothing. */
