@@ -195,7 +195,7 @@ export async function runSource(argv: string[]): Promise<number> {
       const outcome = await Promise.race([agent.run().then((r) => ({ r }), (e: unknown) => ({ e })), stopped.promise.then((sig) => ({ sig }))]);
       clearInterval(timer);
       // The state it ended in, drawn before the line ends (D's COMPLETE: nothing is only here any more).
-      view.finish(sample(), 'r' in outcome ? 'complete' : 'sig' in outcome ? 'stopped' : 'failed');
+      view.finish(sample(), 'r' in outcome ? 'complete' : 'sig' in outcome || abortedBy ? 'stopped' : 'failed');
       if ('r' in outcome) {
         const result = outcome.r;
         const summary = {

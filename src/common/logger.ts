@@ -32,11 +32,11 @@ export function createRootLogger(opts: { level?: string; name?: string; above?: 
 /**
  * Records as one readable line each: time, level, message, then the other fields inline. The process's name, pid and
  * role are the command's own, said once by the prompt; an error is its type, message and code, with its stack only at
- * debug level (where it is asked for). Colour unless NO_COLOR is set.
+ * debug level (where it is asked for). Colour unless NO_COLOR is set (and not empty).
  */
 function readableLines(above: (text: string) => void, withStack: boolean): DestinationStream {
   const format = prettyFactory({
-    colorize: process.env.NO_COLOR === undefined,
+    colorize: !process.env.NO_COLOR,
     translateTime: 'SYS:HH:MM:ss.l',
     ignore: ['pid', 'hostname', 'name', 'role', ...(withStack ? [] : ['err.stack'])].join(','),
     singleLine: true,
