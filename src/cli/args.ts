@@ -3,7 +3,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from '../common/errors.js';
 import { parseTicket, type Ticket } from '../protocol/handshake.js';
-import { DEFAULT_PROGRESS_INTERVAL_MS } from './constants.js';
+import { DEFAULT_PROGRESS_INTERVAL_MS, PROGRESS_QUIET_LINE_MS } from './constants.js';
 import { parseIntArg } from './sizes.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
@@ -34,7 +34,7 @@ export const AGENT_OPTIONS = {
 export const PROGRESS_HELP = `  --progress-interval MS  how often progress is sampled: a progress event written, the bar redrawn
                           (10..3600000, default ${DEFAULT_PROGRESS_INTERVAL_MS})
   --progress              off a terminal: a plain progress line on stderr per step (each whole percent,
-                          phase, link change or RAM round, at least every 30 s when nothing moves, and
+                          phase, link change or RAM round, at least every ${PROGRESS_QUIET_LINE_MS / 1000} s when nothing moves, and
                           the final state). On a terminal the bar is drawn without it, except with
                           CI=true: --progress draws it even then`;
 
