@@ -3,6 +3,8 @@ import { readFileSync, statSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from '../common/errors.js';
 import { parseTicket, type Ticket } from '../protocol/handshake.js';
+import { DEFAULT_PROGRESS_INTERVAL_MS, PROGRESS_QUIET_LINE_MS } from './constants.js';
+import { parseIntArg } from './sizes.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -15,16 +17,31 @@ export function parseCommandArgs<O extends Options>(argv: string[], options: O):
   }
 }
 
-/** Options both agents take: the ticket, the state dir, events, logs and mutual TLS. */
+/** Options both agents take: the ticket, the state dir, events, progress, logs and mutual TLS. */
 export const AGENT_OPTIONS = {
   'ticket-file': { type: 'string' },
   'state-dir': { type: 'string' },
   events: { type: 'string' },
+  progress: { type: 'boolean' },
+  'progress-interval': { type: 'string' },
   'log-level': { type: 'string' },
   'tls-cert': { type: 'string' },
   'tls-key': { type: 'string' },
   'tls-ca': { type: 'string' },
 } as const;
+
+/** Both agents' help for --progress-interval and --progress. */
+export const PROGRESS_HELP = `  --progress-interval MS  how often progress is sampled: a progress event written, the bar redrawn
+                          (10..3600000, default ${DEFAULT_PROGRESS_INTERVAL_MS})
+  --progress              off a terminal: a plain progress line on stderr per step (each whole percent,
+                          phase, link change or RAM round, at least every ${PROGRESS_QUIET_LINE_MS / 1000} s when nothing moves, and
+                          the final state). On a terminal the bar is drawn without it, except with
+                          CI=true: --progress draws it even then`;
+
+/** --progress-interval, checked: how often each agent samples its progress. */
+export function progressInterval(values: Record<string, string | boolean | undefined>): number {
+  return parseIntArg(optional(values, 'progress-interval') ?? String(DEFAULT_PROGRESS_INTERVAL_MS), '--progress-interval', 10, 3_600_000);
+}
 
 export function required(values: Record<string, string | boolean | undefined>, name: string): string {
   const v = values[name];

@@ -16,6 +16,8 @@ import { loadWriteMap } from '../guest/write-map.js';
 import { parseCommandArgs, optional } from './args.js';
 import { EXIT } from './exit-codes.js';
 import { formatBytes, parseIntArg, parseSize } from './sizes.js';
+import { DEST_SIDE, type DestSample, type RamRound } from './progress.js';
+import { progressMode, ProgressView } from './terminal.js';
 
 export const DEMO_HELP = `Usage: postcopy demo [options]
 
@@ -60,7 +62,13 @@ export async function runDemo(argv: string[]): Promise<number> {
   const dirArg = optional(values, 'dir');
   const dir = dirArg ?? mkdtempSync(join(tmpdir(), 'postcopy-demo-'));
   mkdirSync(dir, { recursive: true });
-  const out = (line: string) => process.stdout.write(line + '\n');
+  // On a terminal, D's bar (from its progress events) at the bottom, every other line above it; elsewhere lines only.
+  const view = new ProgressView(DEST_SIDE, progressMode({ flag: false, isTTY: process.stdout.isTTY === true, env: process.env }) === 'bar' ? 'bar' : 'off', {
+    write: (t) => void process.stdout.write(t),
+    columns: () => process.stdout.columns,
+    now: () => performance.now(),
+  });
+  const out = (line: string) => view.say(line);
   const paths = {
     src: join(dir, 'source.img'),
     dst: join(dir, 'dest.img'),
@@ -98,9 +106,11 @@ export async function runDemo(argv: string[]): Promise<number> {
     paths.srcLog,
   );
   out(`  started destination (pid ${dest.pid}) and source (pid ${source.pid}) on 127.0.0.1:${port}`);
-  const watcher = watchEvents([paths.srcEvents, paths.dstEvents], out);
+  const watcher = watchEvents([paths.srcEvents, paths.dstEvents], out, view);
   const [srcCode, dstCode] = await Promise.all([exitCode(source), exitCode(dest)]);
   watcher.stop();
+  const lastProgress = lastEvent(paths.dstEvents, 'progress');
+  view.finish(lastProgress ? (lastProgress as unknown as DestSample) : null, srcCode === 0 && dstCode === 0 ? 'complete' : 'failed');
   const wallMs = performance.now() - wallStart;
   if (srcCode !== 0 || dstCode !== 0) {
     out(`demo FAILED: source exited ${srcCode}, destination exited ${dstCode}; logs: ${paths.srcLog}, ${paths.dstLog}`);
@@ -167,8 +177,8 @@ function lastEvent(path: string, name: string): Record<string, unknown> | undefi
   return readEvents(path).filter((e) => e.event === name).pop();
 }
 
-/** Print phase changes and a progress line every few seconds as the agents write their events. */
-function watchEvents(files: string[], out: (line: string) => void): { stop(): void } {
+/** Print phase changes, and D's progress (its bar on a terminal, else a line every few seconds), as the agents write their events. */
+function watchEvents(files: string[], out: (line: string) => void, view: ProgressView<DestSample>): { stop(): void } {
   const seen = new Map<string, number>();
   let lastProgress = 0;
   const tick = () => {
@@ -179,7 +189,9 @@ function watchEvents(files: string[], out: (line: string) => void): { stop(): vo
         if (e.event === 'phase') out(`  [${e.role}] phase ${String(e.phase)}${e.error ? ` (${String(e.error)})` : ''}`);
         else if (e.event === 'cutover' && e.role === 'source') out(`  [source] cut-over: downtime ${String(e.downtimeMs)} ms`);
         else if (e.event === 'link' && e.state !== 'up') out(`  [${e.role}] link ${String(e.state)}`);
-        else if (e.event === 'progress' && Date.now() - lastProgress > DEMO_PROGRESS_EVERY_MS && e.phase === 'postcopy') {
+        else if (e.event === 'ram-round' && e.role === 'source') view.ramRound(e as unknown as RamRound);
+        else if (e.event === 'progress' && e.role === 'dest' && view.mode === 'bar') view.update(e as unknown as DestSample);
+        else if (e.event === 'progress' && e.role === 'dest' && Date.now() - lastProgress > DEMO_PROGRESS_EVERY_MS && e.phase === 'postcopy') {
           lastProgress = Date.now();
           out(`  [dest] ${e.blocksPresent}/${e.blocksTotal} blocks present, ${formatBytes(Number(e.bytesOnlyOnSource))} only on the source`);
         }

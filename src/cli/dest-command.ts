@@ -15,12 +15,13 @@ import { planStart } from '../dest/dest-session.js';
 import { DEFAULT_MAX_STREAM_WINDOW_BYTES } from '../dest/constants.js';
 import { FINAL_CHECK_MODES, type FinalCheckMode } from '../dest/block-store.js';
 import type { SimGuest } from '../guest/sim-guest.js';
-import { AGENT_OPTIONS, parseCommandArgs, optional, readTicket, required } from './args.js';
+import { AGENT_OPTIONS, PROGRESS_HELP, parseCommandArgs, progressInterval, optional, readTicket, required } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
 import { exitCodeFor } from './failure.js';
 import { checkAgentOptions, checkExistingSocket, checkImagePath, checkPortFree, checkReadableImage, checkSocketPath, checkStateDir, checkWritableFile, holdPort, listenFailure } from './preflight.js';
 import { restoreGuest } from './guest-factory.js';
-import { ProgressBar } from './progress.js';
+import { DEST_SIDE, type DestSample } from './progress.js';
+import { openProgressView, type ProgressView } from './terminal.js';
 import { parseIntArg, parseSize } from './sizes.js';
 import { NBD_EXPORT_HELP, NBD_EXPORT_OPTIONS, ownedExport, parseExportOptions } from './nbd-export.js';
 import { destQemu } from '../hypervisor/cli-options.js';
@@ -73,7 +74,7 @@ ${NBD_EXPORT_HELP}
                           mutual TLS on the migration socket: our certificate and key, and the CA
                           that must have signed the peer's (all three, on both sides)
   --events FILE           append JSON-lines events (phases, progress, completion, errors)
-  --progress-interval MS  how often a progress event is written (10..3600000, default 500)
+${PROGRESS_HELP}
   --log-level LEVEL       pino level for stderr logs (default: info)
 
 Every option is checked before anything listens: a mistake is one line on stderr and exit 2.
@@ -103,7 +104,6 @@ export async function runDest(argv: string[]): Promise<number> {
     fallback: { type: 'string' },
     'confirm-timeout': { type: 'string' },
     'fallback-after': { type: 'string' },
-    'progress-interval': { type: 'string' },
     force: { type: 'boolean' },
     'away-report-interval': { type: 'string' },
   });
@@ -113,11 +113,13 @@ export async function runDest(argv: string[]): Promise<number> {
   }
   // Every option is checked before a file is written or a port bound; from here on each path emits its exit code.
   const { logLevel, tls } = checkAgentOptions(values);
-  const log = createRootLogger({ level: logLevel, name: 'postcopy-dest' });
   const events = new JsonLinesEvents(optional(values, 'events'), 'dest');
+  const view = openProgressView(DEST_SIDE, values.progress === true, events);
+  const log = createRootLogger({ level: logLevel, name: 'postcopy-dest', above: view.logAbove });
   try {
-    return await serveDest(values, await checkDestOptions(values), { log, events, tls });
+    return await serveDest(values, await checkDestOptions(values), { log, events, tls, view });
   } catch (e) {
+    view.finish(null, 'failed');
     events.emit('exit', { code: exitCodeFor('dest', e), error: e instanceof Error ? e.message : String(e) });
     throw e;
   } finally {
@@ -154,7 +156,7 @@ async function checkDestOptions(values: Values) {
   const bulkWindow = optional(values, 'bulk-window');
   const windowBytes = bulkWindow === undefined ? DEFAULT_MAX_STREAM_WINDOW_BYTES : parseSize(bulkWindow, '--bulk-window');
   if (windowBytes < MIN_BULK_WINDOW || windowBytes > MAX_BULK_WINDOW) throw new UsageError('PC_ERR_USAGE', `--bulk-window must be from 4K to 1G, got '${optional(values, 'bulk-window')}'`);
-  const progressMs = parseIntArg(optional(values, 'progress-interval') ?? '500', '--progress-interval', 10, 3_600_000);
+  const progressMs = progressInterval(values);
   const awayReportMs = parseIntArg(optional(values, 'away-report-interval') ?? '30000', '--away-report-interval', 10, 3_600_000);
   const force = values.force === true;
   const fallback = optional(values, 'fallback');
@@ -182,11 +184,10 @@ function checkFallback(where: string): void {
   }
 }
 
-async function serveDest(values: Values, o: DestOptions, io: { log: Logger; events: JsonLinesEvents; tls: TlsFiles | undefined }): Promise<number> {
+async function serveDest(values: Values, o: DestOptions, io: { log: Logger; events: JsonLinesEvents; tls: TlsFiles | undefined; view: ProgressView<DestSample> }): Promise<number> {
   const { listen, imagePath, ticket, stateDir, nbdExport, finalCheck } = o;
-  const { log, events } = io;
+  const { log, events, view } = io;
   const started = performance.now();
-  const bar = new ProgressBar();
   const migrator =
     o.guestKind === 'qemu'
       ? destQemu({ qemuCmd: optional(values, 'qemu-cmd'), qmp: optional(values, 'qmp'), serialLog: o.serialLog, stateDir, hasExport: nbdExport !== undefined, log, events })
@@ -228,16 +229,18 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
     await agent.close();
     throw listenFailure(e, listen, '--listen');
   }
-  const timer = setInterval(() => {
+  const sample = () => {
     const p = agent.progress();
     events.emit('progress', p);
-    bar.update(p as never);
-  }, o.progressMs);
+    return p as unknown as DestSample;
+  };
+  const timer = setInterval(() => view.update(sample()), o.progressMs);
   timer.unref();
 
   const outcome = await Promise.race([agent.done.then((r) => ({ r }), (e: unknown) => ({ e })), stop.then((sig) => ({ sig }))]);
   clearInterval(timer);
-  bar.done();
+  // The state it ended in, drawn before the line ends: the last tick may be from just before the last blocks.
+  view.finish(sample(), 'r' in outcome ? 'complete' : 'sig' in outcome ? 'stopped' : 'failed');
   await nbdHold?.release();
   if ('sig' in outcome) {
     log.warn({ signal: outcome.sig, phase: agent.phase }, 'stopping before the migration finished; state kept');

@@ -6,6 +6,7 @@ import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from '../protocol/constant
 import { EXIT_GRACE_MS } from './constants.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
 import { exitCodeFor, failureLine, wantsStack } from './failure.js';
+import { writeLastLines } from './terminal.js';
 
 const HELP = `Usage: postcopy <command> [options]
 
@@ -47,12 +48,12 @@ async function main(argv: string[]): Promise<number> {
     return EXIT.USAGE;
   }
   const fail = (e: unknown): number => {
-    process.stderr.write(failureLine(cmd, e, wantsStack(rest)));
+    writeLastLines(failureLine(cmd, e, wantsStack(rest)));
     return exitCodeFor(cmd, e);
   };
   // Whatever escapes from a callback ends as one line too; it may come mid-migration, so only a mistake is not a bug.
   const crash = (e: unknown): never => {
-    process.stderr.write(failureLine(cmd, e, wantsStack(rest)));
+    writeLastLines(failureLine(cmd, e, wantsStack(rest)));
     process.exit(e instanceof UsageError ? EXIT.USAGE : EXIT.INTERNAL);
   };
   process.on('uncaughtException', crash);

@@ -13,11 +13,13 @@ import { RolledBackError, SourceAgent } from '../source/source-agent.js';
 import type { SimGuest } from '../guest/sim-guest.js';
 import type { SimGuestSpec } from '../guest/types.js';
 import type { GuestDefinition } from '../protocol/messages.js';
-import { AGENT_OPTIONS, parseCommandArgs, optional, readTicket, required } from './args.js';
+import { AGENT_OPTIONS, PROGRESS_HELP, parseCommandArgs, optional, progressInterval, readTicket, required } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
 import { exitCodeFor } from './failure.js';
 import { checkAgentOptions, checkStateDir } from './preflight.js';
 import { formatBytes, parseFloatArg, parseIntArg, parseSize } from './sizes.js';
+import { SOURCE_SIDE } from './progress.js';
+import { openProgressView } from './terminal.js';
 
 export const SOURCE_HELP = `Usage: postcopy source --connect HOST:PORT --image PATH|nbd://HOST:PORT/NAME --ticket-file F [options]
 
@@ -50,6 +52,7 @@ Hand the guest and its disk over to a waiting destination, then serve the blocks
                           mutual TLS on the migration socket: our certificate and key, and the CA
                           that must have signed the peer's (all three, on both sides)
   --events FILE           append JSON-lines events
+${PROGRESS_HELP}
   --log-level LEVEL       pino level for stderr logs (default: info)
 
 Exits 0 only after the destination said COMPLETE (image durable there) and was confirmed.
@@ -92,6 +95,7 @@ export async function runSource(argv: string[]): Promise<number> {
   }
   const maxDowntimeMs = parseIntArg(optional(values, 'max-downtime') ?? '50', '--max-downtime', 1, 600_000);
   const connectTimeoutMs = parseIntArg(optional(values, 'connect-timeout') ?? '60', '--connect-timeout', 0, 86_400) * 1000;
+  const progressMs = progressInterval(values);
   const guestKind = optional(values, 'guest');
   if (guestKind !== undefined && guestKind !== 'sim' && guestKind !== 'qemu') throw new UsageError('PC_ERR_USAGE', `--guest must be 'sim' or 'qemu', got '${guestKind}'`);
   if (guestKind !== 'qemu' && (values.qmp !== undefined || values['postcopy-ram'] !== undefined)) throw new UsageError('PC_ERR_USAGE', '--qmp and --postcopy-ram go with --guest qemu');
@@ -101,11 +105,13 @@ export async function runSource(argv: string[]): Promise<number> {
   const stateDirArg = optional(values, 'state-dir');
   const stateDir = stateDirArg ?? defaultSourceStateDir(imageArg, isNbd);
   checkStateDir(stateDir, stateDirArg !== undefined ? '--state-dir' : 'state dir (default)');
-  const log = createRootLogger({ level: logLevel, name: 'postcopy-source' });
   const events = new JsonLinesEvents(optional(values, 'events'), 'source');
+  const view = openProgressView(SOURCE_SIDE, values.progress === true, events);
+  const log = createRootLogger({ level: logLevel, name: 'postcopy-source', above: view.logAbove });
   try {
     return await migrate();
   } catch (e) {
+    view.finish(null, 'failed');
     // Whatever reaches main is reported there; the event says the same code the process exits with.
     events.emit('exit', { code: exitCodeFor('source', e), error: e instanceof Error ? e.message : String(e) });
     throw e;
@@ -172,14 +178,24 @@ export async function runSource(argv: string[]): Promise<number> {
       const bytes = agent.bytesOnlyHere;
       log.warn({ signal: sig, phase: agent.phase, bytesOnlySource: bytes }, 'stop refused after cut-over');
       events.emit('signal', { signal: sig, action: 'refused', phase: agent.phase, bytesOnlySource: bytes });
-      process.stderr.write(`postcopy source: ${sig} refused: ${notice.where()}; send it again to stop anyway (state kept for a resume)\n`);
+      view.say(`postcopy source: ${sig} refused: ${notice.where()}; send it again to stop anyway (state kept for a resume)`);
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
 
     const started = performance.now();
+    const sample = () => {
+      const p = agent.progress();
+      events.emit('progress', p);
+      return p;
+    };
+    const timer = setInterval(() => view.update(sample()), progressMs);
+    timer.unref();
     try {
       const outcome = await Promise.race([agent.run().then((r) => ({ r }), (e: unknown) => ({ e })), stopped.promise.then((sig) => ({ sig }))]);
+      clearInterval(timer);
+      // The state it ended in, drawn before the line ends (D's COMPLETE: nothing is only here any more).
+      view.finish(sample(), 'r' in outcome ? 'complete' : 'sig' in outcome || abortedBy ? 'stopped' : 'failed');
       if ('r' in outcome) {
         const result = outcome.r;
         const summary = {
@@ -231,6 +247,7 @@ export async function runSource(argv: string[]): Promise<number> {
       }
       throw e;
     } finally {
+      clearInterval(timer);
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
       migrator?.close();

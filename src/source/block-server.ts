@@ -43,6 +43,8 @@ export class BlockServer {
   knownZero: (offset: number, length: number) => boolean = () => false;
   /** Told of each whole BULK_CHUNK_BYTES chunk read from the image once it no longer changes (the scan skips it). */
   onChunkRead: (offset: number, zero: boolean) => void = () => {};
+  /** Told of the data bytes of each reply frame sent, by class (S's progress view: demand vs bulk). */
+  onDataSent: (bytes: number, urgent: boolean) => void = () => {};
 
   constructor(
     link: Link,
@@ -143,6 +145,7 @@ export class BlockServer {
           flushZero(pos, false);
           if (stable) this.#sent.recordData(pos, data);
           this.stats.bytesSent += n;
+          this.onDataSent(n, urgent);
           this.#link.sendFrame(encodeBlockData(req.id, pos, data, done, urgent), urgent, release, lastSent(done));
         }
       }

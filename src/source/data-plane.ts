@@ -22,6 +22,8 @@ import { ZeroRuns, type ScannableImage } from './zero-runs.js';
 
 export class SourceDataPlane {
   readonly stats: BlockServerStats = { urgentRequests: 0, bulkRequests: 0, bytesSent: 0, zeroBytesSkipped: 0 };
+  /** Data bytes sent by class, across links (for progress; the summary's stats keep their fields). */
+  readonly served = { demand: 0, bulk: 0 };
   readonly credit = new RamCredit();
   /** crc32 of every block as it was sent (the final check's reference; unknown blocks are read again). */
   readonly sent: SentDigests;
@@ -50,6 +52,7 @@ export class SourceDataPlane {
     server.onBulkRequest = (end) => this.#scanPacer.noteStream(end);
     server.knownZero = (offset, length) => this.#scanPacer.isKnownZero(offset, length);
     server.onChunkRead = (offset, zero) => this.#scanPacer.noteServed(offset, zero);
+    server.onDataSent = (bytes, urgent) => void (urgent ? (this.served.demand += bytes) : (this.served.bulk += bytes));
     return server;
   }
 

@@ -84,6 +84,22 @@ export class SourceAgent {
   }
 
   /**
+   * Where the migration stands, for progress views and events (names as in D's): the phase, the link, the image's
+   * size, what may exist only here (0 once D said COMPLETE), and the data served by class.
+   */
+  progress(): { phase: SourcePhase; link: 'up' | 'down'; bytesTotal: number; bytesOnlyOnSource: number; bytesServedDemand: number; bytesServedBulk: number } {
+    const phase = this.phase;
+    return {
+      phase,
+      link: this.#link && !this.#link.closed ? 'up' : 'down',
+      bytesTotal: this.#o.image.size,
+      bytesOnlyOnSource: phase === 'confirmed' ? 0 : this.bytesOnlyHere,
+      bytesServedDemand: this.#data.served.demand,
+      bytesServedBulk: this.#data.served.bulk,
+    };
+  }
+
+  /**
    * A stop request (Ctrl-C, SIGTERM). Before cut-over: abort, roll back (D is told, the guest goes on here),
    * and run() rejects with RolledBackError; returns true. After it: refused (false), the caller decides.
    */

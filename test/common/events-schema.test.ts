@@ -53,6 +53,9 @@ describe('schema/events.v1.json', () => {
     const { schemaVersion: _v, ts: _t, role: _r, sessionId: _s, event: _e, ...blocks } = SAMPLES.complete!;
     expect(eventErrors({ ...s, blocks })).toEqual([]);
     expect(eventErrors({ ...envelope('dest'), event: 'ram-round', round: 1, pages: 100, dirtyRemaining: 3 })).toEqual([]);
+    expect(eventErrors({ ...envelope('source'), event: 'progress', phase: 'postcopy', link: 'up', bytesTotal: 1 << 26, bytesOnlyOnSource: 1 << 20, bytesServedDemand: 4096, bytesServedBulk: 1 << 22 })).toEqual([]);
+    // Each role's progress needs its own figures.
+    expect(eventErrors({ ...envelope('source'), event: 'progress', ...progress })).not.toEqual([]);
     // A restarted D's first phase line carries its progress figures.
     expect(eventErrors({ ...envelope('dest'), event: 'phase', restarted: true, ...progress })).toEqual([]);
   });

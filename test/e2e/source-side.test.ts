@@ -210,6 +210,8 @@ describe('case 10: S has a default state dir and resumes after a crash', () => {
     expect(s.code, again.stderr()).toBe(0);
     expect(d.code, p.dest.stderr()).toBe(0);
     expect(readEvents(p.sEvents).some((e) => e.event === 'phase' && e.restarted === true)).toBe(true);
+    // The restarted S counts every block it has not sent itself as unsent; D's COMPLETE says it lacks nothing.
+    expect(readEvents(p.sEvents).filter((e) => e.event === 'progress').at(-1)).toMatchObject({ phase: 'confirmed', bytesOnlyOnSource: 0 });
     expect((await compareImages(p.src, p.dst)).ok).toBe(true);
     // Nothing left to resume: the default dir goes once the destination confirmed.
     expect(existsSync(stateDir)).toBe(false);

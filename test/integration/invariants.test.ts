@@ -53,6 +53,15 @@ describe('DESIGN §1 invariants', () => {
     await verifyFinal(h);
   });
 
+  it("S's progress after D's COMPLETE: nothing is only on S, and its bytes served by class add up to what it sent", async () => {
+    h = await startHarness();
+    expect(h.source.progress()).toMatchObject({ phase: 'connecting', link: 'down', bytesServedDemand: 0, bytesServedBulk: 0 });
+    const [s] = await Promise.all([h.source.run(), h.dest.done]);
+    const p = h.source.progress();
+    expect(p).toMatchObject({ phase: 'confirmed', bytesTotal: h.dest.store!.size, bytesOnlyOnSource: 0 });
+    expect(p.bytesServedDemand + p.bytesServedBulk).toBe(s.blocks.bytesSent);
+  });
+
   it('D failing Finish answers "not running" first; only then S resumes its guest; D keeps nothing', async () => {
     h = await startHarness({
       createGuest: () => {
