@@ -1,6 +1,7 @@
 // Command-line parsing shared by the subcommands: node's parseArgs, with its errors turned into one-line usage errors.
 import { readFileSync, statSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { PROGRESS_IDLE_SAMPLES } from '../common/constants.js';
 import { UsageError } from '../common/errors.js';
 import { parseTicket, type Ticket } from '../protocol/handshake.js';
 import { DEFAULT_PROGRESS_INTERVAL_MS, PROGRESS_QUIET_LINE_MS } from './constants.js';
@@ -31,12 +32,12 @@ export const AGENT_OPTIONS = {
 } as const;
 
 /** Both agents' help for --progress-interval and --progress. */
-export const PROGRESS_HELP = `  --progress-interval MS  how often progress is sampled: a progress event written, the bar redrawn
-                          (10..3600000, default ${DEFAULT_PROGRESS_INTERVAL_MS})
+export const PROGRESS_HELP = `  --progress-interval MS  how often progress is sampled and the bar redrawn; a progress event is written
+                          when it moved, else every ${PROGRESS_IDLE_SAMPLES}th sample (10..3600000, default ${DEFAULT_PROGRESS_INTERVAL_MS})
   --progress              off a terminal: a plain progress line on stderr per step (each whole percent,
                           phase, link change or RAM round, at least every ${PROGRESS_QUIET_LINE_MS / 1000} s when nothing moves, and
-                          the final state). On a terminal the bar is drawn without it, except with
-                          CI=true: --progress draws it even then`;
+                          the final state), among the JSON logs (programs should read --events). On a
+                          terminal the bar is drawn without it, except with CI=true: --progress draws it then`;
 
 /** --progress-interval, checked: how often each agent samples its progress. */
 export function progressInterval(values: Record<string, string | boolean | undefined>): number {

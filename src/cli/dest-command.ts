@@ -323,41 +323,47 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
 /**
  * The QEMU D started ends on the local image, not on the export (which would tie the guest to this agent for its
  * whole life). A failed move leaves the guest on the export and D serving it: said plainly, and each SIGTERM or
- * SIGINT tries again; D stops only once the guest is off the export (moved, or shut down).
+ * SIGINT tries again; D stops only once the guest is off the export (moved, or QEMU gone). One handler holds both
+ * signals for the whole time, so neither can end D while a move runs (a signal then asks for another try if it fails).
  */
 async function moveGuestToImage(migrator: QemuDestMigrator, imagePath: string, log: Logger): Promise<void> {
-  for (;;) {
-    try {
-      const moved = await migrator.pivot(imagePath);
-      process.stderr.write(`postcopy dest: the guest runs on ${moved.file} now (moved off the export in ${moved.durationMs} ms); QEMU runs on without this agent\n`);
-      return;
-    } catch (e) {
-      const msg = e instanceof PostcopyError ? (e.detail ?? e.message) : e instanceof Error ? e.message : String(e);
-      log.error({ err: msg }, 'the guest could not move to the local image; it stays on the export');
-      process.stderr.write(
-        `postcopy dest: ${msg}. The guest runs on from this export, which stays up: fix the cause, then send SIGTERM to try the move ` +
-          `again (this agent exits only once the guest is off the export; SIGKILL would leave the guest without its disk)\n`,
-      );
+  let asked: NodeJS.Signals | null = null;
+  let wake: (() => void) | null = null;
+  const onSignal = (sig: NodeJS.Signals) => {
+    asked = sig;
+    if (wake) wake();
+    else log.info({ signal: sig }, 'the guest is being moved to the local image; this agent stops once it is off the export');
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  try {
+    for (;;) {
+      try {
+        const moved = await migrator.pivot(imagePath);
+        process.stderr.write(`postcopy dest: the guest runs on ${moved.file} now (moved off the export in ${moved.durationMs} ms); QEMU runs on without this agent\n`);
+        return;
+      } catch (e) {
+        const msg = e instanceof PostcopyError ? (e.detail ?? e.message) : e instanceof Error ? e.message : String(e);
+        log.error({ err: msg }, 'the guest could not move to the local image; it stays on the export');
+        process.stderr.write(
+          `postcopy dest: ${msg}. The guest runs on from this export, which stays up: fix the cause, then send SIGTERM to try the move ` +
+            `again (this agent exits only once the guest is off the export; SIGKILL would leave the guest without its disk)\n`,
+        );
+      }
+      if (asked === null) await new Promise<void>((resolve) => (wake = resolve));
+      wake = null;
+      const sig = asked;
+      asked = null;
+      if (!migrator.guestOnExport) {
+        log.info({ signal: sig }, 'the guest is no longer on the export (QEMU exited); stopping');
+        return;
+      }
+      log.info({ signal: sig }, 'trying the move to the local image again');
     }
-    const sig = await nextSignal();
-    if (!migrator.guestOnExport) {
-      log.info({ signal: sig }, 'the guest is no longer on the export (QEMU exited); stopping');
-      return;
-    }
-    log.info({ signal: sig }, 'trying the move to the local image again');
+  } finally {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
   }
-}
-
-function nextSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const on = (sig: NodeJS.Signals) => {
-      process.off('SIGTERM', on);
-      process.off('SIGINT', on);
-      resolve(sig);
-    };
-    process.on('SIGTERM', on);
-    process.on('SIGINT', on);
-  });
 }
 
 async function openFallback(where: string, log: Logger): Promise<FallbackSource> {

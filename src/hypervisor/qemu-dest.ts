@@ -275,7 +275,8 @@ export class QemuDestMigrator implements DestGuestMigrator {
    * attached QEMU (--qmp) is the operator's to move (README); a guest that shut down needs no disk.
    */
   get guestOnExport(): boolean {
-    return this.#started && this.#proc !== null && this.#proc.alive && this.#qmp !== null && !this.#qmp.closed && !this.#pivoted;
+    // The process, not the QMP connection, says whether QEMU is there: a dropped QMP connection is reopened to move it.
+    return this.#started && this.#proc !== null && this.#proc.alive && !this.#pivoted;
   }
 
   #pivoted = false;
@@ -284,7 +285,8 @@ export class QemuDestMigrator implements DestGuestMigrator {
   async pivot(imagePath: string): Promise<PivotResult> {
     this.#o.events.emit('hypervisor', { side: 'dest', state: 'pivoting', image: imagePath });
     try {
-      const done = await pivotToLocal(this.#qmp!, { exportUri: this.#exportUri, imagePath, log: this.#log });
+      if (!this.#qmp || this.#qmp.closed) this.#qmp = await QmpClient.connect(this.#o.qmpPath, { timeoutMs: QMP_CONNECT_TIMEOUT_MS });
+      const done = await pivotToLocal(this.#qmp, { exportUri: this.#exportUri, imagePath, log: this.#log });
       this.#pivoted = true;
       this.#o.events.emit('hypervisor', { side: 'dest', state: 'pivoted', device: done.device, image: done.file, durationMs: done.durationMs });
       return done;

@@ -41,18 +41,42 @@ export interface PivotOptions {
 export interface PivotResult {
   /** The guest device (its -drive id, or its qdev path for a -blockdev disk). */
   device: string;
-  /** The node the device was on (the export's) and the one it is on now (the image's). */
-  fromNode: string;
+  /** The node the device was on (the export's; null when an earlier attempt had moved it) and the one it is on now. */
+  fromNode: string | null;
   toNode: string;
   file: string;
   durationMs: number;
 }
 
 /** The guest's disks that are D's export: QEMU names a device's image by the URI it was given, decoded its own way. */
-async function exportDevices(qmp: QmpClient, exportUri: string): Promise<BlockInfo[]> {
+async function exportDevices(qmp: QmpClient, exportUri: string, blocks?: BlockInfo[]): Promise<BlockInfo[]> {
   const ours = nbdTarget(exportUri);
-  const blocks = await qmp.execute<BlockInfo[]>('query-block');
-  return blocks.filter((b) => b.inserted !== undefined && ours !== null && nbdTarget(b.inserted.image.filename) === ours);
+  return (blocks ?? (await qmp.execute<BlockInfo[]>('query-block'))).filter((b) => b.inserted !== undefined && ours !== null && nbdTarget(b.inserted.image.filename) === ours);
+}
+
+/**
+ * What an earlier attempt may have left in QEMU (its reply lost to a timeout or a dropped QMP connection): a job
+ * still running is cancelled (it never pivots then), an image node no disk uses is removed; else the fixed names
+ * would make every retry fail.
+ */
+async function clearLeftovers(qmp: QmpClient, o: PivotOptions): Promise<void> {
+  const jobs = await qmp.execute<Array<{ id: string; status: string }>>('query-jobs');
+  const job = jobs.find((j) => j.id === PIVOT_JOB_ID);
+  if (job && job.status !== 'concluded' && job.status !== 'null') {
+    const watch = new JobWatch(qmp, PIVOT_JOB_ID);
+    try {
+      await qmp.execute('job-cancel', { id: PIVOT_JOB_ID });
+      await hypervisorWait(watch.ended, o.completeTimeoutMs ?? PIVOT_COMPLETE_TIMEOUT_MS, "an earlier attempt's mirror did not stop").catch(() => {});
+    } finally {
+      watch.stop();
+    }
+  }
+  if (job?.status === 'concluded') await qmp.execute('job-dismiss', { id: PIVOT_JOB_ID });
+  const nodes = await qmp.execute<Array<{ 'node-name': string }>>('query-named-block-nodes', { flat: true });
+  if (nodes.some((n) => n['node-name'] === PIVOT_NODE_NAME)) {
+    o.log.warn({ node: PIVOT_NODE_NAME }, 'removing the image node an earlier attempt left');
+    await qmp.execute('blockdev-del', { 'node-name': PIVOT_NODE_NAME });
+  }
 }
 
 /**
@@ -87,13 +111,22 @@ function nbdTarget(filename: string): string | null {
 export async function pivotToLocal(qmp: QmpClient, o: PivotOptions): Promise<PivotResult> {
   const started = performance.now();
   const file = resolve(o.imagePath);
-  const on = await exportDevices(qmp, o.exportUri);
+  const blocks = await qmp.execute<BlockInfo[]>('query-block');
+  // An earlier attempt's swap that landed after it gave up: the disk is on the image already.
+  const moved = blocks.find((b) => b.inserted?.['node-name'] === PIVOT_NODE_NAME);
+  if (moved) {
+    const device = moved.device || moved.qdev || PIVOT_NODE_NAME;
+    o.log.info({ device }, 'the guest disk is on the local image already (an earlier attempt completed late)');
+    return { device, fromNode: null, toNode: PIVOT_NODE_NAME, file, durationMs: Math.round(performance.now() - started) };
+  }
+  const on = await exportDevices(qmp, o.exportUri, blocks);
   if (on.length !== 1) {
     throw new HypervisorError('PC_ERR_HYPERVISOR', `${on.length === 0 ? 'no' : on.length} guest disks are on the export ${o.exportUri} (query-block); expected one`);
   }
   const disk = on[0]!;
   const inserted = disk.inserted!;
   const device = disk.device || disk.qdev || inserted['node-name'];
+  await clearLeftovers(qmp, o);
   const job = new JobWatch(qmp, PIVOT_JOB_ID);
   let nodeAdded = false;
   try {

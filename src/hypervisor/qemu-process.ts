@@ -51,6 +51,8 @@ export function joinLines(template: string): string {
   for (let i = 0; i < template.length; i++) {
     const c = template[i]!;
     if (quote) {
+      // A CRLF-saved template keeps a quoted line break as the newline sh would see, not as CR LF.
+      if (c === '\r' && template[i + 1] === '\n') continue;
       if (c === quote) quote = null;
       else if (c === '\\' && quote === '"') {
         out += c + (template[++i] ?? '');
@@ -71,7 +73,7 @@ export function joinLines(template: string): string {
       if (c === '\r' && template[i + 1] === '\n') i++;
       out += ' ';
       continue;
-    } else if (c === '#' && (out.length === 0 || /\s$/.test(out))) {
+    } else if (c === '#' && (out.length === 0 || /[\s;&|()]$/.test(out))) {
       throw new UsageError('PC_ERR_USAGE', `--qemu-cmd: a '#' comment is not allowed (line ${lineOf(template, i)}): the lines are joined into one command, so it would drop everything after it`);
     }
     out += c;

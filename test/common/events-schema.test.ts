@@ -81,7 +81,7 @@ describe('schema/events.v1.json', () => {
     expect(bad({ ts: 'yesterday' })).not.toEqual([]);
     expect(bad({ event: 'progres' })).not.toEqual([]);
     expect(bad({ etaSec: 3 })).not.toEqual([]);
-    expect(bad({ role: 'source' })).not.toEqual([]); // progress is D's (until S has one in the schema)
+    expect(bad({ role: 'source' })).not.toEqual([]); // S's progress has its own fields: D's sample is not one
     expect(bad({ awaySec: 30 }, SAMPLES['source-away'])).not.toEqual([]);
     const { awayMs: _ms, ...withoutMs } = SAMPLES['source-away']!;
     expect(eventErrors({ ...withoutMs, awaySec: 30 })).not.toEqual([]);

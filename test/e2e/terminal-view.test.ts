@@ -26,8 +26,9 @@ afterEach(() => teardown.run());
 /** `postcopy ARGS` on a new pty whose output `script` copies, raw, into `rawPath`. */
 function onPty(args: string[], rawPath: string): Agent {
   const command = [process.execPath, ...AGENT_NODE_FLAGS, CLI, ...args].map(shellQuote).join(' ');
-  // The pty starts 0x0 (script's stdin is no terminal): give it a size, as a terminal window has.
-  const child = spawn('script', ['-qfec', `stty cols ${COLUMNS} rows 50; exec ${command}`, rawPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // The pty starts 0x0 (script's stdin is no terminal): give it a size, as a terminal window has. CI=true as in CI,
+  // where only --progress draws the bar.
+  const child = spawn('script', ['-qfec', `stty cols ${COLUMNS} rows 50; exec ${command}`, rawPath], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, CI: 'true' } });
   let err = '';
   child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((res) => child.once('exit', (code, signal) => res({ code, signal, at: Date.now() })));

@@ -29,10 +29,15 @@ interface Faults {
 }
 
 /** A block layer with guest disks and the pivot's commands; records every command it was sent. */
-async function scriptedQemu(disks: Disk[], faults: Faults = {}): Promise<{ qmp: QmpClient; sent: QmpCommand[]; disks: Disk[]; nodes: Set<string> }> {
+async function scriptedQemu(
+  disks: Disk[],
+  faults: Faults = {},
+  left: { node?: boolean; job?: boolean } = {},
+): Promise<{ qmp: QmpClient; sent: QmpCommand[]; disks: Disk[]; nodes: Set<string> }> {
   const sent: QmpCommand[] = [];
   const nodes = new Set(disks.map((d) => d.node));
-  let job: { target: string; source: string; ready: boolean } | null = null;
+  if (left.node) nodes.add('postcopy-local');
+  let job: { target: string; source: string; ready: boolean } | null = left.job ? { target: 'postcopy-local', source: disks[0]!.node, ready: true } : null;
   const on = (cmd: QmpCommand, sock: Socket) => {
     sent.push(cmd);
     const a = (cmd.arguments ?? {}) as Record<string, string>;
@@ -43,6 +48,10 @@ async function scriptedQemu(disks: Disk[], faults: Faults = {}): Promise<{ qmp: 
           cmd.id,
           disks.map((d) => ({ device: d.device, qdev: d.qdev, inserted: { 'node-name': d.node, ro: false, cache: { writeback: true, direct: true, 'no-flush': false }, image: { filename: d.filename } } })),
         );
+      case 'query-jobs':
+        return reply(sock, cmd.id, job ? [{ id: 'postcopy-pivot', type: 'mirror', status: job.ready ? 'ready' : 'running' }] : []);
+      case 'query-named-block-nodes':
+        return reply(sock, cmd.id, [...nodes].map((n) => ({ 'node-name': n })));
       case 'blockdev-add':
         if (nodes.has(a['node-name']!)) return reply(sock, cmd.id, {}, `Duplicate nodes with node-name='${a['node-name']}'`);
         nodes.add(a['node-name']!);
@@ -85,6 +94,8 @@ async function scriptedQemu(disks: Disk[], faults: Faults = {}): Promise<{ qmp: 
 
 const guestDisk = (over: Partial<Disk> = {}): Disk => ({ device: 'd0', qdev: '/machine/peripheral-anon/device[0]/virtio-backend', node: '#block159', filename: QEMU_FILENAME, ...over });
 const localDisk: Disk = { device: 'd1', qdev: '', node: '#block300', filename: '/var/lib/images/scratch.img' };
+/** The commands every attempt starts with: the disks, then what an earlier attempt may have left. */
+const LOOK = ['query-block', 'query-jobs', 'query-named-block-nodes'];
 const pivot = (qmp: QmpClient, extra = {}) => pivotToLocal(qmp, { exportUri: EXPORT_URI, imagePath: '/var/lib/images/vm1.img', log: silentLogger(), ...extra });
 
 describe('pivot to the local image (scripted QEMU)', () => {
@@ -92,10 +103,10 @@ describe('pivot to the local image (scripted QEMU)', () => {
     const q = await scriptedQemu([localDisk, guestDisk()]);
     const done = await pivot(q.qmp);
     expect(done).toMatchObject({ device: 'd0', fromNode: '#block159', toNode: 'postcopy-local', file: '/var/lib/images/vm1.img' });
-    expect(q.sent.map((c) => c.execute)).toEqual(['query-block', 'blockdev-add', 'blockdev-mirror', 'job-complete', 'query-block']);
+    expect(q.sent.map((c) => c.execute)).toEqual([...LOOK, 'blockdev-add', 'blockdev-mirror', 'job-complete', 'query-block']);
     // The image opened as the export's node was: raw over the file, same cache mode.
-    expect(q.sent[1]!.arguments).toEqual({ driver: 'raw', 'node-name': 'postcopy-local', 'read-only': false, cache: { direct: true, 'no-flush': false }, file: { driver: 'file', filename: '/var/lib/images/vm1.img' } });
-    expect(q.sent[2]!.arguments).toEqual({ 'job-id': 'postcopy-pivot', device: '#block159', target: 'postcopy-local', sync: 'none', 'copy-mode': 'write-blocking' });
+    expect(q.sent[3]!.arguments).toEqual({ driver: 'raw', 'node-name': 'postcopy-local', 'read-only': false, cache: { direct: true, 'no-flush': false }, file: { driver: 'file', filename: '/var/lib/images/vm1.img' } });
+    expect(q.sent[4]!.arguments).toEqual({ 'job-id': 'postcopy-pivot', device: '#block159', target: 'postcopy-local', sync: 'none', 'copy-mode': 'write-blocking' });
     expect(q.disks[0]!.node).toBe('#block300');
     expect(q.disks[1]!.node).toBe('postcopy-local');
   });
@@ -116,20 +127,34 @@ describe('pivot to the local image (scripted QEMU)', () => {
   it('the mirror refused (the image locked by another process): the image node is removed, the disk is still on the export, a retry works', async () => {
     const q = await scriptedQemu([guestDisk()], { mirrorError: 'Failed to get shared "consistent read" lock' });
     await expect(pivot(q.qmp)).rejects.toThrow(/moving the guest disk to \/var\/lib\/images\/vm1\.img failed: QMP blockdev-mirror: Failed to get shared "consistent read" lock.*; d0 is still on the export$/);
-    expect(q.sent.map((c) => c.execute)).toEqual(['query-block', 'blockdev-add', 'blockdev-mirror', 'blockdev-del', 'query-block']);
+    expect(q.sent.map((c) => c.execute)).toEqual([...LOOK, 'blockdev-add', 'blockdev-mirror', 'blockdev-del', 'query-block']);
     expect([...q.nodes]).toEqual(['#block159']);
   });
 
   it('a mirror that never becomes ready is cancelled (no pivot) and its node removed', async () => {
     const q = await scriptedQemu([guestDisk()], { neverReady: true });
     await expect(pivot(q.qmp, { readyTimeoutMs: 100 })).rejects.toThrow(/did not become ready within 100 ms; d0 is still on the export/);
-    expect(q.sent.map((c) => c.execute)).toEqual(['query-block', 'blockdev-add', 'blockdev-mirror', 'job-cancel', 'blockdev-del', 'query-block']);
+    expect(q.sent.map((c) => c.execute)).toEqual([...LOOK, 'blockdev-add', 'blockdev-mirror', 'job-cancel', 'blockdev-del', 'query-block']);
     expect(q.disks[0]!.node).toBe('#block159');
   });
 
   it('a job that ends in error at completion: no cancel of a job that is gone, node removed, disk on the export', async () => {
     const q = await scriptedQemu([guestDisk()], { completeError: 'Input/output error' });
     await expect(pivot(q.qmp)).rejects.toThrow(/the pivot mirror failed: Input\/output error; d0 is still on the export/);
-    expect(q.sent.map((c) => c.execute)).toEqual(['query-block', 'blockdev-add', 'blockdev-mirror', 'job-complete', 'blockdev-del', 'query-block']);
+    expect(q.sent.map((c) => c.execute)).toEqual([...LOOK, 'blockdev-add', 'blockdev-mirror', 'job-complete', 'blockdev-del', 'query-block']);
+  });
+
+  it('an earlier attempt whose swap landed late: the disk is on the image already, reported moved, nothing sent', async () => {
+    const q = await scriptedQemu([guestDisk({ node: 'postcopy-local', filename: '/var/lib/images/vm1.img' })]);
+    const done = await pivot(q.qmp);
+    expect(done).toMatchObject({ device: 'd0', fromNode: null, toNode: 'postcopy-local' });
+    expect(q.sent.map((c) => c.execute)).toEqual(['query-block']);
+  });
+
+  it("an earlier attempt's leftovers (its mirror still running, its image node) are cleared first, then the move runs", async () => {
+    const q = await scriptedQemu([guestDisk()], {}, { node: true, job: true });
+    await pivot(q.qmp);
+    expect(q.sent.map((c) => c.execute)).toEqual([...LOOK.slice(0, 2), 'job-cancel', 'query-named-block-nodes', 'blockdev-del', 'blockdev-add', 'blockdev-mirror', 'job-complete', 'query-block']);
+    expect(q.disks[0]!.node).toBe('postcopy-local');
   });
 });

@@ -125,6 +125,9 @@ describe('destination QEMU command template', () => {
     expectThrows(() => expandTemplate('qemu -m 256 # memory\n -drive file={export}', v), UsageError, 'PC_ERR_USAGE');
     expect(() => expandTemplate('qemu -m 256\n# the disk\n -drive file={export}', v)).toThrow(/'#' comment .*line 2/);
     expect(() => expandTemplate("qemu -append 'console=ttyS0 -drive file={export}", v)).toThrow(/unterminated single quote/);
+    expect(() => expandTemplate('qemu -drive file={export};# the rest\n -m 256', v)).toThrow(/'#' comment/);
+    // A quoted line break saved with CRLF reaches QEMU as the newline sh would pass, without the CR.
+    expect(expandTemplate("qemu -append 'a\r\nb' -drive file={export}", v)).toMatch(/^qemu -append 'a\nb' /);
     // Not a comment: a '#' inside a word or in quotes.
     expect(expandTemplate("qemu -name vm#1 -append '# x' -drive file={export}", v)).toMatch(/^qemu -name vm#1 -append '# x' /);
   });
