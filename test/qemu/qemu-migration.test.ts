@@ -21,6 +21,7 @@ import {
   type RunningQemu,
   type SerialLine,
   type TestGuest,
+  GUEST_KERNEL_FAULT,
 } from './helpers/qemu.js';
 
 const MiB = 1024 * 1024;
@@ -323,10 +324,12 @@ async function holdImage(path: string): Promise<{ release: () => void }> {
   };
 }
 
-/** The TCG flake's signature on the guest's console (see the note below): its kernel faulted. */
-const GUEST_KERNEL_FAULT = /Kernel panic|Oops|general protection fault|BUG: |Fixing recursive fault|Attempted to kill init/;
-/** Attempts of a case whose guest kernel faulted; any other failure fails at once. */
-const GUEST_CRASH_ATTEMPTS = 4;
+/**
+ * Attempts of a case whose guest kernel faulted; any other failure fails at once. A faulted attempt ends as soon as
+ * the console shows it (20–30 s); at the rate measured below for the timed workload (5 in 12) all 8 attempts fault
+ * about once in 1 100 runs of a case; for the plain workload (3 in 12) once in 65 000.
+ */
+const GUEST_CRASH_ATTEMPTS = 8;
 
 class GuestKernelFault extends Error {}
 
@@ -359,12 +362,12 @@ async function retryOnGuestFault<T>(run: () => Promise<T>): Promise<T> {
 }
 
 // A retry, measured not guessed, and only for that signature: the destination guest's kernel sometimes faults right
-// after QEMU's own RAM pre-copy under TCG on this 2-vCPU machine (general protection fault in kmem_cache_alloc, an
-// "Oops" in an interrupt, init killed by SIGSEGV), before it touched its disk: 1 of 9 runs of the "precopy RAM" test
-// on 744877c, 2 of 10 on the tree after it, side by side under the same load; this round, with the guest also timing
-// its reads and other tests running beside it, 5 to 6 of 23 migrations (the one whose timing was recorded faulted
-// 0.3 s before cut-over was reported, 4.6 s before the move to D's image). QEMU's stream crosses our link in CRC-checked frames, in order. A case whose
-// guest faults runs again (up to GUEST_CRASH_ATTEMPTS); any other failure fails at once.
+// after QEMU's own RAM migration under TCG on this 2-vCPU machine (an Oops, a general protection fault, a NULL
+// dereference, init killed by SIGSEGV), in its first second on D, before it touched its disk. It is QEMU's, not
+// ours: plain QEMU-to-QEMU migrations of this guest over a Unix socket, no postcopy involved, faulted the same way in
+// 5 of 12 runs with the guest timing its reads and 3 of 12 without (2026-12-03, 22:00 UTC, one migration at a time,
+// a test run beside them). Through postcopy: 1 of 9 and 2 of 10 in an earlier round, 5 to 6 of 23 this round.
+// A case whose guest faults runs again (up to GUEST_CRASH_ATTEMPTS); any other failure fails at once.
 describe.skipIf(skipQemu())('a QEMU guest migrated through postcopy', () => {
   beforeAll(() => {
     assertQemu();

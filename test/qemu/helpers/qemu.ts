@@ -91,6 +91,9 @@ export function destTemplate(g: TestGuest, p: GuestParams, lineEnd: ' \\\n    ' 
   return lines.join(lineEnd);
 }
 
+/** A guest kernel fault on the console (panic, oops, GPF, BUG, init killed): the TCG flake (qemu-migration.test.ts). */
+export const GUEST_KERNEL_FAULT = /Kernel panic|Oops|general protection fault|BUG: |Fixing recursive fault|Attempted to kill init/;
+
 export interface SerialLine {
   text: string;
   /** Host time the watcher first saw the line complete. */
@@ -161,12 +164,15 @@ export class SerialWatcher {
     return this.lines.find((l) => l.text.startsWith(prefix));
   }
 
+  /** A waiter gives up at once when the guest's kernel faulted: nothing it waits for can come any more. */
   async waitFor(pred: (l: SerialLine) => boolean, timeoutMs: number, what: string): Promise<SerialLine> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       this.poll();
       const hit = this.lines.find(pred);
       if (hit) return hit;
+      const fault = this.lines.find((l) => GUEST_KERNEL_FAULT.test(l.text));
+      if (fault) throw new Error(`serial console: the guest's kernel faulted (${fault.text}) while waiting for ${what}`);
       if (Date.now() > deadline) throw new Error(`serial console: no ${what} within ${timeoutMs} ms; last lines: ${this.lines.slice(-12).map((l) => l.text).join(' | ')}`);
       await new Promise((r) => setTimeout(r, 25));
     }
