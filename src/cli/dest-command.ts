@@ -344,11 +344,17 @@ async function moveGuestToImage(migrator: QemuDestMigrator, imagePath: string, l
         return;
       } catch (e) {
         const msg = e instanceof PostcopyError ? (e.detail ?? e.message) : e instanceof Error ? e.message : String(e);
-        log.error({ err: msg }, 'the guest could not move to the local image; it stays on the export');
-        process.stderr.write(
-          `postcopy dest: ${msg}. The guest runs on from this export, which stays up: fix the cause, then send SIGTERM to try the move ` +
-            `again (this agent exits only once the guest is off the export; SIGKILL would leave the guest without its disk)\n`,
-        );
+        if (!migrator.guestOnExport) {
+          // Nothing of the guest is on the export (or QEMU is gone): served until SIGTERM, as for any client.
+          log.warn({ err: msg }, 'the guest is not on the export; serving it until SIGTERM');
+          process.stderr.write(`postcopy dest: ${msg}; the export is served until SIGTERM\n`);
+        } else {
+          log.error({ err: msg }, 'the guest could not move to the local image; it stays on the export');
+          process.stderr.write(
+            `postcopy dest: ${msg}. The guest runs on from this export, which stays up: fix the cause, then send SIGTERM to try the move ` +
+              `again (this agent exits only once the guest is off the export; SIGKILL would leave the guest without its disk)\n`,
+          );
+        }
       }
       if (asked === null) await new Promise<void>((resolve) => (wake = resolve));
       wake = null;

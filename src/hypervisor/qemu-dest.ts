@@ -17,7 +17,7 @@ import { QmpClient } from './qmp-client.js';
 import { MIGRATION_FAILED, migrationCapabilities, queryMigrate } from './qemu-migration.js';
 import { expandTemplate, lastLines, spawnQemu, type QemuProcess } from './qemu-process.js';
 import { relay, type Relay } from './stream-relay.js';
-import { pivotToLocal, type PivotResult } from './qemu-pivot.js';
+import { NotOnExportError, pivotToLocal, type PivotResult } from './qemu-pivot.js';
 
 /** A QEMU just started needs a few seconds to open its QMP socket; longer means it is not coming. */
 const QMP_CONNECT_TIMEOUT_MS = 15_000;
@@ -276,10 +276,12 @@ export class QemuDestMigrator implements DestGuestMigrator {
    */
   get guestOnExport(): boolean {
     // The process, not the QMP connection, says whether QEMU is there: a dropped QMP connection is reopened to move it.
-    return this.#started && this.#proc !== null && this.#proc.alive && !this.#pivoted;
+    return this.#started && this.#proc !== null && this.#proc.alive && !this.#pivoted && !this.#notOnExport;
   }
 
   #pivoted = false;
+  /** QEMU showed no disk on the export: nothing to move, and D may stop at SIGTERM as for any other client. */
+  #notOnExport = false;
 
   /** Move the guest's disk from the export to the completed local image (qemu-pivot.ts); on failure it stays on the export. */
   async pivot(imagePath: string): Promise<PivotResult> {
@@ -291,6 +293,7 @@ export class QemuDestMigrator implements DestGuestMigrator {
       this.#o.events.emit('hypervisor', { side: 'dest', state: 'pivoted', device: done.device, image: done.file, durationMs: done.durationMs });
       return done;
     } catch (e) {
+      if (e instanceof NotOnExportError) this.#notOnExport = true;
       const err = await this.#explain(e);
       this.#o.events.emit('hypervisor', { side: 'dest', state: 'pivot-failed', error: (err as Error).message });
       throw err;

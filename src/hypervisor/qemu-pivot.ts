@@ -15,6 +15,9 @@ import { PIVOT_COMPLETE_TIMEOUT_MS, PIVOT_JOB_ID, PIVOT_NODE_NAME, PIVOT_READY_T
 import { HypervisorError, hypervisorWait } from './errors.js';
 import type { QmpClient, QmpEvent } from './qmp-client.js';
 
+/** QEMU has no disk on the export (the template gave {export} to something else): the guest does not depend on it. */
+export class NotOnExportError extends HypervisorError {}
+
 /** `query-block`'s reply, the fields we read (qapi/block.json). */
 interface BlockInfo {
   device: string;
@@ -120,9 +123,8 @@ export async function pivotToLocal(qmp: QmpClient, o: PivotOptions): Promise<Piv
     return { device, fromNode: null, toNode: PIVOT_NODE_NAME, file, durationMs: Math.round(performance.now() - started) };
   }
   const on = await exportDevices(qmp, o.exportUri, blocks);
-  if (on.length !== 1) {
-    throw new HypervisorError('PC_ERR_HYPERVISOR', `${on.length === 0 ? 'no' : on.length} guest disks are on the export ${o.exportUri} (query-block); expected one`);
-  }
+  if (on.length === 0) throw new NotOnExportError('PC_ERR_HYPERVISOR', `no disk of the guest is on the export ${o.exportUri} (query-block): nothing to move`);
+  if (on.length > 1) throw new HypervisorError('PC_ERR_HYPERVISOR', `${on.length} guest disks are on the export ${o.exportUri} (query-block); expected one`);
   const disk = on[0]!;
   const inserted = disk.inserted!;
   const device = disk.device || disk.qdev || inserted['node-name'];
