@@ -181,7 +181,7 @@ async function migrateRunningGuest(
     const retriedAt = Date.now();
     await serial.waitFor(() => serial.loops('dest').some((l) => l.at > retriedAt), 30_000, 'a LOOP on the export after the retries');
     // Cause fixed: the next SIGTERM tries again, and this time the guest moves.
-    holder.release();
+    await holder.release();
     dest.child.kill('SIGTERM');
   }
 
@@ -309,8 +309,9 @@ function alive(pid: number): boolean {
 }
 
 /** `qemu-io` with the image open read-write holds QEMU's image locks: a QEMU cannot open it for its guest meanwhile. */
-async function holdImage(path: string): Promise<{ release: () => void }> {
+async function holdImage(path: string): Promise<{ release: () => Promise<void> }> {
   const child = spawn('qemu-io', ['-f', 'raw', path], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
@@ -318,8 +319,10 @@ async function holdImage(path: string): Promise<{ release: () => void }> {
   await waitUntil(() => out.includes('qemu-io>') || child.exitCode !== null, 'qemu-io to open the image', 10_000);
   if (child.exitCode !== null) throw new Error(`qemu-io could not open ${path}: ${out}`);
   return {
-    release: () => {
+    /** Resolves once qemu-io is gone: its locks go with the process, not with the signal. */
+    release: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
     },
   };
 }
