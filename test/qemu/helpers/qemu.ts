@@ -41,10 +41,19 @@ export interface GuestParams {
   fresh?: { top: number; stride: number; perLoop: number };
 }
 
+/**
+ * Guest RAM: 256 MiB and one 4 KiB page. QEMU 7.2 under TCG loses guest writes during live migration when RAM is a
+ * multiple of 256 KiB: its fast dirty-bitmap sync does not reset TCG's TLB, so later writes go unmarked and are never
+ * sent (fixed upstream in 9.0, commit 03bfc2188f06 "physmem: Fix migration dirty bitmap coherency with TCG memory
+ * access"). Measured on this machine with plain QEMU-to-QEMU migrations of this guest: 12 of 48 destination kernels
+ * faulted at 256 MiB, 0 of 24 at this size (the slow sync path resets the TLB). KVM is not affected.
+ */
+const GUEST_RAM = '262148K';
+
 /** The machine both sides run; explicit disk geometry keeps QEMU from reading block 0 while it probes. */
 export function machineArgs(g: TestGuest, p: GuestParams): string[] {
   return [
-    '-machine', 'q35,accel=tcg', '-m', '256', '-nodefaults', '-display', 'none', '-monitor', 'none',
+    '-machine', 'q35,accel=tcg', '-m', GUEST_RAM, '-nodefaults', '-display', 'none', '-monitor', 'none',
     '-kernel', g.kernel, '-initrd', g.initrd,
     '-append',
     `console=ttyS0 quiet iters=${p.iters} blocks=${p.blocks} base=${p.base} flag=${p.flag} delay=${p.delay}` +
@@ -92,7 +101,8 @@ export function destTemplate(g: TestGuest, p: GuestParams, lineEnd: ' \\\n    ' 
 }
 
 /** A guest kernel fault on the console (panic, oops, GPF, BUG, init killed): the TCG flake (qemu-migration.test.ts). */
-export const GUEST_KERNEL_FAULT = /Kernel panic|Oops|general protection fault|BUG: |Fixing recursive fault|Attempted to kill init/;
+export const GUEST_KERNEL_FAULT =
+  /Kernel panic|Oops|general protection fault|BUG: |kernel BUG at|invalid opcode|Bad pagetable|Corrupted page table|Fixing recursive fault|Attempted to kill init|segfault at|double free or corruption/;
 
 export interface SerialLine {
   text: string;
