@@ -68,8 +68,7 @@ async function clearLeftovers(qmp: QmpClient, o: PivotOptions): Promise<void> {
   if (job && job.status !== 'concluded' && job.status !== 'null') {
     const watch = new JobWatch(qmp, PIVOT_JOB_ID);
     try {
-      await qmp.execute('job-cancel', { id: PIVOT_JOB_ID });
-      await hypervisorWait(watch.ended, o.completeTimeoutMs ?? PIVOT_COMPLETE_TIMEOUT_MS, "an earlier attempt's mirror did not stop").catch(() => {});
+      await cancelJob(qmp, watch, o);
     } finally {
       watch.stop();
     }
@@ -118,7 +117,7 @@ export async function pivotToLocal(qmp: QmpClient, o: PivotOptions): Promise<Piv
   // An earlier attempt's swap that landed after it gave up: the disk is on the image already.
   const moved = blocks.find((b) => b.inserted?.['node-name'] === PIVOT_NODE_NAME);
   if (moved) {
-    const device = moved.device || moved.qdev || PIVOT_NODE_NAME;
+    const device = deviceName(moved);
     o.log.info({ device }, 'the guest disk is on the local image already (an earlier attempt completed late)');
     return { device, fromNode: null, toNode: PIVOT_NODE_NAME, file, durationMs: Math.round(performance.now() - started) };
   }
@@ -127,7 +126,7 @@ export async function pivotToLocal(qmp: QmpClient, o: PivotOptions): Promise<Piv
   if (on.length > 1) throw new HypervisorError('PC_ERR_HYPERVISOR', `${on.length} guest disks are on the export ${o.exportUri} (query-block); expected one`);
   const disk = on[0]!;
   const inserted = disk.inserted!;
-  const device = disk.device || disk.qdev || inserted['node-name'];
+  const device = deviceName(disk);
   await clearLeftovers(qmp, o);
   const job = new JobWatch(qmp, PIVOT_JOB_ID);
   let nodeAdded = false;
@@ -146,7 +145,7 @@ export async function pivotToLocal(qmp: QmpClient, o: PivotOptions): Promise<Piv
     await hypervisorWait(job.ready, o.readyTimeoutMs ?? PIVOT_READY_TIMEOUT_MS, 'the pivot mirror did not become ready');
     await qmp.execute('job-complete', { id: PIVOT_JOB_ID });
     await hypervisorWait(job.ended, o.completeTimeoutMs ?? PIVOT_COMPLETE_TIMEOUT_MS, 'the pivot mirror did not complete');
-    const now = (await qmp.execute<BlockInfo[]>('query-block')).find((b) => (b.device || b.qdev) === (disk.device || disk.qdev));
+    const now = (await qmp.execute<BlockInfo[]>('query-block')).find((b) => deviceName(b) === device);
     if (now?.inserted?.['node-name'] !== PIVOT_NODE_NAME) {
       throw new HypervisorError('PC_ERR_HYPERVISOR', `the mirror completed but ${device} is on ${now?.inserted?.image.filename ?? 'nothing'}, not ${file}`);
     }
@@ -199,6 +198,11 @@ class JobWatch {
     qmp.on('event', this.#listener);
   }
 
+  /** QEMU said the job ended (completed, failed or cancelled). */
+  get over(): boolean {
+    return this.#over;
+  }
+
   /** Started and not yet ended: a cancel is needed to stop it. */
   get running(): boolean {
     return this.started && !this.#over;
@@ -209,23 +213,32 @@ class JobWatch {
   }
 }
 
+/** A guest disk's name: its -drive id, else its qdev path (a -blockdev disk), else its node. */
+function deviceName(b: BlockInfo): string {
+  return b.device || b.qdev || b.inserted?.['node-name'] || PIVOT_NODE_NAME;
+}
+
+/**
+ * Cancel the mirror and wait for its end (a mirror cancelled never switches the disk). Its end rejects with "was
+ * cancelled", which is what was asked for; only a job that does not stop in time is worth a word.
+ */
+async function cancelJob(qmp: QmpClient, watch: JobWatch, o: PivotOptions): Promise<void> {
+  await qmp.execute('job-cancel', { id: PIVOT_JOB_ID });
+  await hypervisorWait(watch.ended, o.completeTimeoutMs ?? PIVOT_COMPLETE_TIMEOUT_MS, 'the pivot mirror did not stop').catch((e: Error) => {
+    if (!watch.over) o.log.warn({ err: e.message }, 'the cancelled pivot mirror has not ended; it cannot switch the disk any more');
+  });
+}
+
 /** After a failure: cancel the job (a ready mirror cancelled stays on its source), drop the image's node, say where the disk is. */
 async function putBack(qmp: QmpClient, o: PivotOptions, at: { device: string; job: JobWatch; nodeAdded: boolean }, cause: unknown): Promise<HypervisorError> {
   const why = cause instanceof HypervisorError ? cause.detail : (cause as Error).message;
-  if (at.job.running) {
-    try {
-      await qmp.execute('job-cancel', { id: PIVOT_JOB_ID });
-      await hypervisorWait(at.job.ended, o.completeTimeoutMs ?? PIVOT_COMPLETE_TIMEOUT_MS, 'the pivot mirror did not stop').catch(() => {});
-    } catch (e) {
-      o.log.warn({ err: (e as Error).message }, 'cancelling the pivot mirror failed');
-    }
-  }
+  if (at.job.running) await cancelJob(qmp, at.job, o).catch((e: Error) => o.log.warn({ err: e.message }, 'cancelling the pivot mirror failed'));
   if (at.nodeAdded) await qmp.execute('blockdev-del', { 'node-name': PIVOT_NODE_NAME }).catch((e: Error) => o.log.warn({ err: e.message }, 'removing the local image node failed'));
   const still = await exportDevices(qmp, o.exportUri).catch(() => null);
   const where =
     still === null
       ? 'where its disk is now could not be checked (QMP failed)'
-      : still.some((b) => (b.device || b.qdev || b.inserted?.['node-name']) === at.device)
+      : still.some((b) => deviceName(b) === at.device)
         ? `${at.device} is still on the export`
         : `${at.device} is not on the export any more`;
   return new HypervisorError('PC_ERR_HYPERVISOR', `moving the guest disk to ${resolve(o.imagePath)} failed: ${why}; ${where}`, { cause });
