@@ -7,9 +7,10 @@ import { parseNbdUri } from '../nbd/uri.js';
 import { FileImage } from '../image/file-image.js';
 import { isNbdUri } from '../nbd/uri.js';
 import { NBD_MAX_STRING } from '../nbd/constants.js';
-import { JsonLinesEvents } from '../common/events.js';
+import { JsonLinesEvents, type EventSink } from '../common/events.js';
 import { PostcopyError, UsageError } from '../common/errors.js';
-import { parseHostPort, type TlsFiles } from '../link/connect.js';
+import { parseHostPort, type Endpoint, type TlsFiles } from '../link/connect.js';
+import type { ListenerFactory } from '../link/listener.js';
 import { DestAgent, DestRolledBackError } from '../dest/dest-agent.js';
 import { planStart } from '../dest/dest-session.js';
 import { DEFAULT_MAX_STREAM_WINDOW_BYTES } from '../dest/constants.js';
@@ -18,7 +19,7 @@ import type { SimGuest } from '../guest/sim-guest.js';
 import { AGENT_OPTIONS, PROGRESS_HELP, parseCommandArgs, progressInterval, optional, readTicket, required } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
 import { exitCodeFor } from './failure.js';
-import { checkAgentOptions, checkExistingSocket, checkImagePath, checkPortFree, checkReadableImage, checkSocketPath, checkStateDir, checkWritableFile, holdPort, listenFailure } from './preflight.js';
+import { checkAgentOptions, checkExistingSocket, checkImagePath, checkPortFree, checkReadableImage, checkSocketPath, checkStateDir, checkWritableFile, holdPort, listenFailure, type PortHold } from './preflight.js';
 import { restoreGuest } from './guest-factory.js';
 import { DEST_SIDE, type DestSample } from './progress.js';
 import { openProgressView, type ProgressView } from './terminal.js';
@@ -86,8 +87,8 @@ on, and each SIGTERM tries the move again.
 
 ${EXIT_HELP}`;
 
-export async function runDest(argv: string[]): Promise<number> {
-  const { values } = parseCommandArgs(argv, {
+/** The options of `postcopy dest` (a dest job of the host service takes the same, but those the service gives). */
+export const DEST_OPTIONS = {
     ...AGENT_OPTIONS,
     ...NBD_EXPORT_OPTIONS,
     listen: { type: 'string' },
@@ -106,7 +107,10 @@ export async function runDest(argv: string[]): Promise<number> {
     'fallback-after': { type: 'string' },
     force: { type: 'boolean' },
     'away-report-interval': { type: 'string' },
-  });
+} as const;
+
+export async function runDest(argv: string[]): Promise<number> {
+  const { values } = parseCommandArgs(argv, DEST_OPTIONS);
   if (values.help) {
     process.stdout.write(DEST_HELP + '\n');
     return EXIT.OK;
@@ -117,7 +121,8 @@ export async function runDest(argv: string[]): Promise<number> {
   const view = openProgressView(DEST_SIDE, values.progress === true, events);
   const log = createRootLogger({ level: logLevel, name: 'postcopy-dest', above: view.logAbove });
   try {
-    return await serveDest(values, await checkDestOptions(values), { log, events, tls, view });
+    const listen = parseHostPort(required(values, 'listen'), '--listen');
+    return await serveDest(values, { ...(await checkDestOptions(values)), listen }, { log, events, tls, view });
   } catch (e) {
     view.finish(null, 'failed');
     events.emit('exit', { code: exitCodeFor('dest', e), error: e instanceof Error ? e.message : String(e) });
@@ -127,14 +132,16 @@ export async function runDest(argv: string[]): Promise<number> {
   }
 }
 
-type DestOptions = Awaited<ReturnType<typeof checkDestOptions>>;
+export type DestOptions = Awaited<ReturnType<typeof checkDestOptions>>;
 
-/** The command line of `dest`, parsed and checked against this host (no side effects; ports are checked last, later). */
-async function checkDestOptions(values: Values) {
-  const listen = parseHostPort(required(values, 'listen'), '--listen');
+/**
+ * The options of `dest` but its migration port, parsed and checked against this host (no side effects; ports are
+ * checked last, later). The host service checks a dest job's options here too, with the state dir it gives the job.
+ */
+export async function checkDestOptions(values: Values, serviceStateDir?: string) {
   const imagePath = required(values, 'image');
   const ticket = readTicket(required(values, 'ticket-file'));
-  const stateDir = optional(values, 'state-dir') ?? `${imagePath}.state`;
+  const stateDir = serviceStateDir ?? optional(values, 'state-dir') ?? `${imagePath}.state`;
   if (Buffer.byteLength(optional(values, 'nbd-name') ?? '') > NBD_MAX_STRING) throw new UsageError('PC_ERR_USAGE', '--nbd-name is too long');
   const nbdExport = await parseExportOptions(values);
   const finalCheck = (optional(values, 'final-check') ?? 'digest') as FinalCheckMode;
@@ -168,7 +175,7 @@ async function checkDestOptions(values: Values) {
   // The state dir and --image must belong together (no stale or foreign session, no file of the operator's): found
   // now, before any port is bound; the agent checks again when it starts.
   planStart({ imagePath, stateDir, force });
-  return { listen, imagePath, ticket, stateDir, nbdExport, finalCheck, guestKind, serialLog, confirmGraceMs, windowBytes, progressMs, awayReportMs, force, fallback, fallbackAfterMs };
+  return { imagePath, ticket, stateDir, nbdExport, finalCheck, guestKind, serialLog, confirmGraceMs, windowBytes, progressMs, awayReportMs, force, fallback, fallbackAfterMs };
 }
 
 /** A fallback that cannot be used is found now, not when S is gone and it is needed. */
@@ -184,10 +191,21 @@ function checkFallback(where: string): void {
   }
 }
 
-async function serveDest(values: Values, o: DestOptions, io: { log: Logger; events: JsonLinesEvents; tls: TlsFiles | undefined; view: ProgressView<DestSample> }): Promise<number> {
+/** What a dest agent is built with besides its options: where it logs, and the host service's parts when it runs one. */
+export interface DestWiring {
+  log: Logger;
+  events: EventSink;
+  tls?: TlsFiles | undefined;
+  /** The host service's shared migration port (standalone: the agent's own listener on `listen`). */
+  listener?: ListenerFactory;
+  /** Checks the ports before anything binds them (standalone); the service's port is bound already. */
+  checkPorts: boolean;
+}
+
+/** D's agent from its checked options: the same for `postcopy dest` and a dest job of the host service. */
+export async function createDestAgent(values: Values, o: DestOptions & { listen: Endpoint }, io: DestWiring): Promise<{ agent: DestAgent; migrator: QemuDestMigrator | undefined; nbdHold: PortHold | null }> {
   const { listen, imagePath, ticket, stateDir, nbdExport, finalCheck } = o;
-  const { log, events, view } = io;
-  const started = performance.now();
+  const { log, events } = io;
   const migrator =
     o.guestKind === 'qemu'
       ? destQemu({ qemuCmd: optional(values, 'qemu-cmd'), qmp: optional(values, 'qmp'), serialLog: o.serialLog, stateDir, hasExport: nbdExport !== undefined, log, events })
@@ -196,7 +214,7 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
 
   // Ports last, once nothing else can fail. The agent binds the migration port itself a moment later (a lost race is
   // the same one-line mistake, below); the export's port is held from now until the export binds it at Prepare.
-  await checkPortFree(listen, '--listen');
+  if (io.checkPorts) await checkPortFree(listen, '--listen');
   const nbdHold = nbdExport?.tcp ? await holdPort(nbdExport.tcp, '--nbd-listen') : null;
 
   const agent: DestAgent = new DestAgent({
@@ -208,6 +226,7 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
     log,
     events,
     ...(io.tls ? { tls: io.tls } : {}),
+    ...(io.listener ? { listener: io.listener } : {}),
     force: o.force,
     awayReportMs: o.awayReportMs,
     confirmGraceMs: o.confirmGraceMs,
@@ -217,6 +236,14 @@ async function serveDest(values: Values, o: DestOptions, io: { log: Logger; even
     createGuest: (def, ram, state) => restoreGuest(def, ram, state, agent.store!.size, log),
     ...(nbdExport ? { export: ownedExport(nbdExport, nbdHold, log, events) } : {}),
   });
+  return { agent, migrator, nbdHold };
+}
+
+async function serveDest(values: Values, o: DestOptions & { listen: Endpoint }, io: { log: Logger; events: JsonLinesEvents; tls: TlsFiles | undefined; view: ProgressView<DestSample> }): Promise<number> {
+  const { listen, imagePath, stateDir, nbdExport } = o;
+  const { log, events, view } = io;
+  const started = performance.now();
+  const { agent, migrator, nbdHold } = await createDestAgent(values, o, { ...io, checkPorts: true });
 
   const stop = new Promise<string>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));

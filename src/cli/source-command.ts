@@ -1,8 +1,9 @@
 // `postcopy source`: connect to the destination, hand over the guest, serve the disk until D is complete.
-import { createRootLogger } from '../common/logger.js';
-import { JsonLinesEvents } from '../common/events.js';
+import { createRootLogger, type Logger } from '../common/logger.js';
+import { JsonLinesEvents, type EventSink } from '../common/events.js';
+import type { QemuSourceMigrator } from '../hypervisor/qemu-source.js';
 import { UsageError, isPostcopyError } from '../common/errors.js';
-import { parseHostPort } from '../link/connect.js';
+import { parseHostPort, type TlsFiles } from '../link/connect.js';
 import { deferred } from '../common/deferred.js';
 import { imageIdentity, defaultSourceStateDir } from '../source/source-state.js';
 import { openImageFile, openImageNbd } from '../source/source-image-open.js';
@@ -62,8 +63,8 @@ signal is refused (said on stderr) and a second one exits 5, keeping the state d
 
 ${EXIT_HELP}`;
 
-export async function runSource(argv: string[]): Promise<number> {
-  const { values } = parseCommandArgs(argv, {
+/** The options of `postcopy source` (a source job of the host service takes the same, but those the service gives). */
+export const SOURCE_OPTIONS = {
     ...AGENT_OPTIONS,
     connect: { type: 'string' },
     image: { type: 'string' },
@@ -79,32 +80,19 @@ export async function runSource(argv: string[]): Promise<number> {
     'write-ratio': { type: 'string' },
     'ram-used': { type: 'string' },
     seed: { type: 'string' },
-  });
+} as const;
+
+export async function runSource(argv: string[]): Promise<number> {
+  const { values } = parseCommandArgs(argv, SOURCE_OPTIONS);
   if (values.help) {
     process.stdout.write(SOURCE_HELP + '\n');
     return EXIT.OK;
   }
   // Every option is checked before anything is opened or reached (one line, exit 2).
   const { logLevel, tls } = checkAgentOptions(values);
-  const connect = parseHostPort(required(values, 'connect'), '--connect');
-  const imageArg = required(values, 'image');
-  const ticket = readTicket(required(values, 'ticket-file'));
-  const blockSize = parseSize(optional(values, 'block-size') ?? '64K', '--block-size');
-  if (!isValidBlockSize(blockSize)) {
-    throw new UsageError('PC_ERR_USAGE', '--block-size must be a power of two from 4K to 256K');
-  }
-  const maxDowntimeMs = parseIntArg(optional(values, 'max-downtime') ?? '50', '--max-downtime', 1, 600_000);
-  const connectTimeoutMs = parseIntArg(optional(values, 'connect-timeout') ?? '60', '--connect-timeout', 0, 86_400) * 1000;
+  const o = checkSourceOptions(values);
+  const { imageArg, stateDir, stateDirArg } = o;
   const progressMs = progressInterval(values);
-  const guestKind = optional(values, 'guest');
-  if (guestKind !== undefined && guestKind !== 'sim' && guestKind !== 'qemu') throw new UsageError('PC_ERR_USAGE', `--guest must be 'sim' or 'qemu', got '${guestKind}'`);
-  if (guestKind !== 'qemu' && (values.qmp !== undefined || values['postcopy-ram'] !== undefined)) throw new UsageError('PC_ERR_USAGE', '--qmp and --postcopy-ram go with --guest qemu');
-  const isNbd = isNbdUri(imageArg);
-  if (isNbd && guestKind === 'sim') throw new UsageError('PC_ERR_USAGE', '--guest sim needs a file image (its writes go to the image before cut-over)');
-  const spec: SimGuestSpec | null = guestKind === 'sim' ? simSpec(values) : null;
-  const stateDirArg = optional(values, 'state-dir');
-  const stateDir = stateDirArg ?? defaultSourceStateDir(imageArg, isNbd);
-  checkStateDir(stateDir, stateDirArg !== undefined ? '--state-dir' : 'state dir (default)');
   const events = new JsonLinesEvents(optional(values, 'events'), 'source');
   const view = openProgressView(SOURCE_SIDE, values.progress === true, events);
   const log = createRootLogger({ level: logLevel, name: 'postcopy-source', above: view.logAbove });
@@ -120,43 +108,7 @@ export async function runSource(argv: string[]): Promise<number> {
   }
 
   async function migrate(): Promise<number> {
-    // The image is checked (and an NBD export reached) before the destination is contacted.
-    const file = isNbd ? null : openImageFile(imageArg, { writable: guestKind === 'sim', log });
-    const image = file ?? (await openImageNbd(imageArg, log));
-
-    // The simulated guest and the QEMU adapter load only when asked for (start-up time).
-    let guest: SimGuest | null = null;
-    let guestDefinition: GuestDefinition | null = null;
-    if (spec) {
-      const { SimGuest } = await import('../guest/sim-guest.js');
-      guest = new SimGuest(spec, { diskSize: image.size, log });
-      guestDefinition = (await import('./guest-factory.js')).simGuestDefinition(spec);
-    }
-
-    // A QEMU guest writes its own image until the switch: S only reads it, after that only D's copy changes.
-    const migrator =
-      guestKind === 'qemu'
-        ? await (await import('../hypervisor/cli-options.js')).openSourceQemu({ qmp: required(values, 'qmp'), postcopyRam: values['postcopy-ram'] === true, stateDir: stateDirArg, maxDowntimeMs: optional(values, 'max-downtime') ? maxDowntimeMs : undefined, log, events })
-        : undefined;
-
-    const agent = new SourceAgent({
-      connect,
-      ...(migrator ? { migrator } : {}),
-      image,
-      ...(file ? { guestDisk: file } : {}),
-      guest,
-      guestDefinition,
-      ticket,
-      stateDir,
-      stateDirIsDefault: stateDirArg === undefined,
-      imageLabel: imageIdentity(imageArg, isNbd),
-      blockSize,
-      maxDowntimeMs,
-      connectTimeoutMs,
-      log,
-      events,
-      ...(tls ? { tls } : {}),
-    });
+    const { agent, guest, migrator } = await createSourceAgent(values, o, { log, events, tls });
     const notice = new AfterCutoverNotice(agent, stateDir, stateDirArg === undefined);
     const stopped = deferred<NodeJS.Signals>();
     let abortedBy: NodeJS.Signals | null = null;
@@ -253,6 +205,80 @@ export async function runSource(argv: string[]): Promise<number> {
       migrator?.close();
     }
   }
+}
+
+type Values = Record<string, string | boolean | undefined>;
+
+export type SourceOptions = ReturnType<typeof checkSourceOptions>;
+
+/**
+ * The options of `source`, parsed and checked against this host (nothing opened or reached yet). The host service
+ * checks a source job's options here too, with the state dir it gives the job.
+ */
+export function checkSourceOptions(values: Values, serviceStateDir?: string) {
+  const connect = parseHostPort(required(values, 'connect'), '--connect');
+  const imageArg = required(values, 'image');
+  const ticket = readTicket(required(values, 'ticket-file'));
+  const blockSize = parseSize(optional(values, 'block-size') ?? '64K', '--block-size');
+  if (!isValidBlockSize(blockSize)) {
+    throw new UsageError('PC_ERR_USAGE', '--block-size must be a power of two from 4K to 256K');
+  }
+  const maxDowntimeMs = parseIntArg(optional(values, 'max-downtime') ?? '50', '--max-downtime', 1, 600_000);
+  const connectTimeoutMs = parseIntArg(optional(values, 'connect-timeout') ?? '60', '--connect-timeout', 0, 86_400) * 1000;
+  const guestKind = optional(values, 'guest');
+  if (guestKind !== undefined && guestKind !== 'sim' && guestKind !== 'qemu') throw new UsageError('PC_ERR_USAGE', `--guest must be 'sim' or 'qemu', got '${guestKind}'`);
+  if (guestKind !== 'qemu' && (values.qmp !== undefined || values['postcopy-ram'] !== undefined)) throw new UsageError('PC_ERR_USAGE', '--qmp and --postcopy-ram go with --guest qemu');
+  const isNbd = isNbdUri(imageArg);
+  if (isNbd && guestKind === 'sim') throw new UsageError('PC_ERR_USAGE', '--guest sim needs a file image (its writes go to the image before cut-over)');
+  const spec: SimGuestSpec | null = guestKind === 'sim' ? simSpec(values) : null;
+  const stateDirArg = serviceStateDir ?? optional(values, 'state-dir');
+  const stateDir = stateDirArg ?? defaultSourceStateDir(imageArg, isNbd);
+  checkStateDir(stateDir, serviceStateDir !== undefined ? 'the job\'s state dir' : stateDirArg !== undefined ? '--state-dir' : 'state dir (default)');
+  return { connect, imageArg, ticket, blockSize, maxDowntimeMs, connectTimeoutMs, guestKind, isNbd, spec, stateDirArg, stateDir };
+}
+
+/** S's agent from its checked options, its image opened (an NBD one reached): the same for `source` and a source job. */
+export async function createSourceAgent(values: Values, o: SourceOptions, io: { log: Logger; events: EventSink; tls?: TlsFiles | undefined }): Promise<{ agent: SourceAgent; guest: SimGuest | null; migrator: QemuSourceMigrator | undefined }> {
+  const { imageArg, isNbd, guestKind, spec, stateDirArg, stateDir, maxDowntimeMs } = o;
+  const { log, events, tls } = io;
+  // The image is checked (and an NBD export reached) before the destination is contacted.
+  const file = isNbd ? null : openImageFile(imageArg, { writable: guestKind === 'sim', log });
+  const image = file ?? (await openImageNbd(imageArg, log));
+
+  // The simulated guest and the QEMU adapter load only when asked for (start-up time).
+  let guest: SimGuest | null = null;
+  let guestDefinition: GuestDefinition | null = null;
+  if (spec) {
+    const { SimGuest } = await import('../guest/sim-guest.js');
+    guest = new SimGuest(spec, { diskSize: image.size, log });
+    guestDefinition = (await import('./guest-factory.js')).simGuestDefinition(spec);
+  }
+
+  // A QEMU guest writes its own image until the switch: S only reads it, after that only D's copy changes.
+  const migrator =
+    guestKind === 'qemu'
+      ? await (await import('../hypervisor/cli-options.js')).openSourceQemu({ qmp: required(values, 'qmp'), postcopyRam: values['postcopy-ram'] === true, stateDir: stateDirArg, maxDowntimeMs: optional(values, 'max-downtime') ? maxDowntimeMs : undefined, log, events })
+      : undefined;
+
+  const agent = new SourceAgent({
+    connect: o.connect,
+    ...(migrator ? { migrator } : {}),
+    image,
+    ...(file ? { guestDisk: file } : {}),
+    guest,
+    guestDefinition,
+    ticket: o.ticket,
+    stateDir,
+    stateDirIsDefault: stateDirArg === undefined,
+    imageLabel: imageIdentity(imageArg, isNbd),
+    blockSize: o.blockSize,
+    maxDowntimeMs,
+    connectTimeoutMs: o.connectTimeoutMs,
+    log,
+    events,
+    ...(tls ? { tls } : {}),
+  });
+  return { agent, guest, migrator };
 }
 
 /** The truth after cut-over, said the same way in every message: where the guest runs, what only S has, how to go on. */

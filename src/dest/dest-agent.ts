@@ -112,6 +112,29 @@ export class DestAgent {
   get done(): Promise<DestResult> {
     return this.#done.promise;
   }
+  /** The session issued to S (null until a source's handshake). */
+  get sessionId(): string | null {
+    return this.#state.ctx.keys?.sessionId ?? null;
+  }
+  /** Links S resumed after a loss. */
+  get resumes(): number {
+    return this.#state.ctx.resumes;
+  }
+
+  /**
+   * An operator's abort (the host service's API). 'idle': no source came yet, nothing to undo (the caller closes
+   * the agent). 'rolling-back': the migration was being set up here, the guest still runs on S: it is rolled back
+   * as for a local fault (S is told ABORT) and `done` rejects with RolledBackError. 'refused': the guest's final
+   * state has come (or the guest runs here): only the migration's end frees this disk from S.
+   */
+  abort(reason: string): 'idle' | 'rolling-back' | 'refused' {
+    const s = this.#state;
+    if (s.phase === 'listening' && s.ctx.keys === null) return 'idle';
+    if (s.phase !== 'preparing' && s.phase !== 'receiving') return 'refused';
+    this.#dispatch({ type: 'local-fault', error: { code: 'PC_ERR_ROLLBACK', message: `aborted on the destination: ${reason}` } });
+    return 'rolling-back';
+  }
+
   get linkUp(): boolean {
     return this.#link !== null && !this.#link.closed;
   }

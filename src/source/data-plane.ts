@@ -85,7 +85,7 @@ export class SourceDataPlane {
   }
 
   /** The guest's pre-copy over `link`: a hypervisor's stream, or the simulated guest's RAM rounds. */
-  precopyPort(link: Link, opts: { log: Logger; events: EventSink; maxDowntimeMs: number }): PrecopyPort {
+  precopyPort(link: Link, opts: { log: Logger; events: EventSink; maxDowntimeMs: () => number }): PrecopyPort {
     return {
       stream: () => (this.#stream = new LinkStreamChannel(link, this.credit)),
       ramRounds: (guest: MigratableGuest) => new RamSender({ link, guest, credit: this.credit, ...opts }),

@@ -49,9 +49,10 @@ export class RamSender {
   readonly #digest: PageDigest;
   readonly #log: Logger;
   readonly #events: EventSink;
-  readonly #maxDowntimeMs: number;
+  /** Read at each round: the service changes it live (max-downtime). */
+  readonly #maxDowntimeMs: () => number;
 
-  constructor(opts: { link: Link; guest: MigratableGuest; credit: RamCredit; log: Logger; events: EventSink; maxDowntimeMs: number }) {
+  constructor(opts: { link: Link; guest: MigratableGuest; credit: RamCredit; log: Logger; events: EventSink; maxDowntimeMs: () => number }) {
     this.#link = opts.link;
     this.#guest = opts.guest;
     this.#credit = opts.credit;
@@ -90,7 +91,7 @@ export class RamSender {
       // The rest of the budget is the cut-over's own cost (device state, D loading the last pages and checking the
       // RAM digest, the Finish round trip). After the first round (all of RAM, long, so many pages dirtied
       // meanwhile) the pages get a quarter of it; after later, short rounds half, or a fast dirtier never converges.
-      if (expectedMs <= this.#maxDowntimeMs * (rounds === 1 ? FIRST_ROUND_DATA_SHARE : DATA_SHARE_OF_DOWNTIME)) {
+      if (expectedMs <= this.#maxDowntimeMs() * (rounds === 1 ? FIRST_ROUND_DATA_SHARE : DATA_SHARE_OF_DOWNTIME)) {
         converged = true;
         break;
       }

@@ -38,9 +38,11 @@ export class SourceAgent {
   readonly #stateDir: SourceStateDir | null;
   #link: Link | null = null;
   readonly #data: SourceDataPlane;
+  #maxDowntimeMs: number;
 
   constructor(opts: SourceAgentOptions) {
     this.#o = opts;
+    this.#maxDowntimeMs = opts.maxDowntimeMs;
     this.#log = opts.log.child({ role: 'source' });
     this.#now = opts.now ?? Date.now;
     this.#cfg = {
@@ -62,6 +64,32 @@ export class SourceAgent {
   /** Where S's time on D's demand reads went so far. */
   get urgentStages(): Record<UrgentStage, StageStats> {
     return this.#data.urgentStages.summary();
+  }
+  /** The session D issued (null before the handshake, or after a rollback). */
+  get sessionId(): string | null {
+    const s = this.#state;
+    return 'keys' in s ? s.keys.sessionId : null;
+  }
+  /** Links lost and regained after cut-over. */
+  get reconnects(): number {
+    return this.#state.ctx.reconnects;
+  }
+  /** The guest's pause on the way over, once it is known. */
+  get downtimeMs(): number | null {
+    const s = this.#state;
+    return 'downtimeMs' in s ? s.downtimeMs : null;
+  }
+  get maxDowntimeMs(): number {
+    return this.#maxDowntimeMs;
+  }
+  /**
+   * The RAM cut-over budget, live: the next pre-copy round reads it. False once the guest's final state went out
+   * (nothing left to budget) or when a hypervisor runs the pre-copy (QEMU keeps its own limit).
+   */
+  setMaxDowntime(ms: number): boolean {
+    if (this.#o.migrator || this.pastCutover || this.phase === 'confirmed' || this.phase === 'rolled-back') return false;
+    this.#maxDowntimeMs = ms;
+    return true;
   }
   get phase(): SourcePhase {
     return publicPhase(this.#state);
@@ -284,7 +312,7 @@ export class SourceAgent {
 
   #startPrecopy(): void {
     const link = this.#link!;
-    this.#guest.transfer(this.#data.precopyPort(link, { log: this.#log, events: this.#o.events, maxDowntimeMs: this.#o.maxDowntimeMs })).then(
+    this.#guest.transfer(this.#data.precopyPort(link, { log: this.#log, events: this.#o.events, maxDowntimeMs: () => this.#maxDowntimeMs })).then(
       (final) => this.#dispatch(link.closed ? { type: 'precopy-failed', error: link.closeError ?? new LinkClosedError('PC_ERR_LINK_CLOSED') } : { type: 'precopy-done', final }),
       (e: unknown) => this.#dispatch({ type: 'precopy-failed', error: toPostcopyError(e, (d, o) => new CommonRolledBackError('PC_ERR_ROLLBACK', d, o)) }),
     );

@@ -1,0 +1,363 @@
+// The host service: every migration of the host as a job, with its record on disk, admitted up to --max-jobs per
+// role (the rest queued in order), each running the same agents the standalone commands run, its bulk traffic
+// within its share of the host's --max-bandwidth. A restart with the same root picks every job up where it was.
+import { BusyError, isPostcopyError } from '../common/errors.js';
+import { JsonLinesEvents } from '../common/events.js';
+import type { Logger } from '../common/logger.js';
+import { join } from 'node:path';
+import { refuseConnection } from '../link/link.js';
+import type { DestListener, ListenerFactory } from '../link/listener.js';
+import type { BandwidthPool, PoolShare } from './bandwidth-pool.js';
+import type { JobLauncher, JobProgress, RunningJob } from './job-launcher.js';
+import { etaSeconds, RateWindow } from './job-rate.js';
+import { JOB_ID_PATTERN, JobStore, type JobRecord } from './job-store.js';
+import { ApiError, FINISHED_STATES, type JobRole, type JobService, type JobStatus, type ServiceObserver, type SubmitRequest } from './job-types.js';
+
+/** The host's one migration port, as the service uses it. */
+export interface MigrationPortRoutes {
+  listenerFor(ticketId: string): ListenerFactory;
+}
+
+export interface HostServiceOptions {
+  root: string;
+  maxJobs: number;
+  pool: BandwidthPool;
+  launcher: JobLauncher;
+  port: MigrationPortRoutes;
+  log: Logger;
+  observer: ServiceObserver;
+  /** How often running jobs are sampled for rate and ETA. */
+  sampleMs?: number;
+}
+
+/** What the service knows of a job beyond its record. */
+interface Job {
+  record: Omit<JobRecord, 'kind'>;
+  /** D: its ticket's id (routes its source to it); both: the image, which one unfinished job at a time may use. */
+  ticketId: string | null;
+  image: string;
+  running: RunningJob | null;
+  share: PoolShare | null;
+  /** A queued dest job holds its ticket on the port: its source is told "busy" and retries, not "unknown". */
+  hold: DestListener | null;
+  rate: RateWindow;
+  /** Launching (its agent is being built): an abort waits for it. */
+  starting: Promise<void> | null;
+  abortRequested: boolean;
+}
+
+const DEFAULT_SAMPLE_MS = 1_000;
+
+export class HostService implements JobService {
+  readonly #o: HostServiceOptions;
+  readonly #store: JobStore;
+  readonly #jobs = new Map<string, Job>();
+  readonly #log: Logger;
+  #timer: NodeJS.Timeout | null = null;
+  #closing = false;
+
+  constructor(opts: HostServiceOptions) {
+    this.#o = opts;
+    this.#log = opts.log;
+    this.#store = new JobStore(opts.root);
+  }
+
+  /** Read the jobs of a previous run: the running ones start again (first, in their order), the queued ones queue. */
+  async start(): Promise<void> {
+    const records = this.#store.load((dir, why) => this.#log.warn({ dir, why }, 'skipped a directory under jobs/'));
+    for (const record of records) {
+      const job = this.#newJob(record);
+      this.#jobs.set(record.id, job);
+      if (FINISHED_STATES.includes(record.state)) continue;
+      try {
+        const found = await this.#o.launcher.check(record.role, this.#optionsOf(record), this.#stateDirOf(record.id));
+        job.ticketId = found.ticketId;
+        job.image = found.image;
+      } catch (e) {
+        this.#end(job, { state: 'failed', error: errorOf(e) });
+        continue;
+      }
+      if (record.state === 'queued') await this.#holdTicket(job);
+    }
+    const resumed = records.filter((r) => r.state === 'running').length;
+    this.#log.info({ jobs: records.length, resumed }, 'jobs loaded');
+    for (const job of this.#jobs.values()) if (job.record.state === 'running') this.#launch(job);
+    for (const role of ['source', 'dest'] as const) this.#admit(role);
+    this.#timer = setInterval(() => this.#sample(), this.#o.sampleMs ?? DEFAULT_SAMPLE_MS);
+    this.#timer.unref();
+  }
+
+  async submit(req: SubmitRequest): Promise<JobStatus> {
+    if (this.#closing) throw new ApiError(503, 'SHUTTING_DOWN', 'the service is stopping');
+    const id = req.id ?? this.#newId();
+    if (!JOB_ID_PATTERN.test(id)) throw new ApiError(400, 'BAD_ID', `job id '${id}' must match ${JOB_ID_PATTERN.source}`);
+    if (this.#jobs.has(id)) throw new ApiError(409, 'ID_TAKEN', `a job '${id}' exists already`);
+    let found: { ticketId: string | null; image: string };
+    try {
+      found = await this.#o.launcher.check(req.role, req.options, this.#stateDirOf(id));
+    } catch (e) {
+      throw new ApiError(400, isPostcopyError(e) ? e.code : 'BAD_OPTIONS', e instanceof Error ? e.message : String(e));
+    }
+    for (const other of this.#jobs.values()) {
+      if (FINISHED_STATES.includes(other.record.state)) continue;
+      if (other.image === found.image && other.record.role === req.role) {
+        throw new ApiError(409, 'IMAGE_BUSY', `job '${other.record.id}' (${other.record.state}) migrates ${found.image} already`);
+      }
+      if (found.ticketId !== null && other.ticketId === found.ticketId) {
+        throw new ApiError(409, 'TICKET_BUSY', `job '${other.record.id}' (${other.record.state}) has the same ticket: each migration needs its own`);
+      }
+    }
+    const record: JobRecord = {
+      kind: 'postcopy-job/1',
+      id,
+      role: req.role,
+      options: req.options,
+      state: 'queued',
+      createdAt: new Date().toISOString(),
+      startedAt: null,
+      endedAt: null,
+      error: null,
+      speedLimitBytesPerSecond: null,
+      maxDowntimeMs: null,
+      last: null,
+    };
+    if (!this.#store.create(record)) throw new ApiError(409, 'ID_TAKEN', `${this.#store.dirOf(id)} exists already`);
+    const job = this.#newJob(record);
+    job.ticketId = found.ticketId;
+    job.image = found.image;
+    this.#jobs.set(id, job);
+    this.#log.info({ job: id, role: req.role }, 'job submitted');
+    await this.#holdTicket(job);
+    this.#admit(req.role);
+    return this.#status(job);
+  }
+
+  list(): JobStatus[] {
+    return [...this.#jobs.values()].map((j) => this.#status(j));
+  }
+
+  get(id: string): JobStatus {
+    return this.#status(this.#job(id));
+  }
+
+  async abort(id: string): Promise<JobStatus> {
+    const job = this.#job(id);
+    const { state } = job.record;
+    if (FINISHED_STATES.includes(state)) throw new ApiError(409, 'FINISHED', `job '${id}' is ${state} already`);
+    if (state === 'queued') {
+      this.#end(job, { state: 'aborted', error: { code: 'ABORTED', message: 'aborted while queued; nothing was started' } });
+      return this.#status(job);
+    }
+    await job.starting;
+    if (!job.running) return this.#status(job);
+    const answer = job.running.abort('aborted through the control API');
+    if (!answer.accepted) throw new ApiError(409, 'PAST_CUTOVER', answer.reason);
+    job.abortRequested = true;
+    this.#log.warn({ job: id }, 'aborting: rolling back');
+    await job.running.done;
+    await this.#settled(job);
+    return this.#status(job);
+  }
+
+  setSpeed(id: string, bytesPerSecond: number | null): JobStatus {
+    const job = this.#job(id);
+    if (FINISHED_STATES.includes(job.record.state)) throw new ApiError(409, 'FINISHED', `job '${id}' is ${job.record.state}`);
+    job.record.speedLimitBytesPerSecond = bytesPerSecond;
+    this.#store.save(job.record);
+    job.share?.setOwnCap(bytesPerSecond);
+    this.#log.info({ job: id, bytesPerSecond }, 'speed set');
+    return this.#status(job);
+  }
+
+  setMaxDowntime(id: string, ms: number): JobStatus {
+    const job = this.#job(id);
+    if (job.record.role !== 'source') throw new ApiError(409, 'NOT_SOURCE', 'the RAM cut-over budget is the source\'s: set it on the source\'s job');
+    if (FINISHED_STATES.includes(job.record.state)) throw new ApiError(409, 'FINISHED', `job '${id}' is ${job.record.state}`);
+    if (job.running && !job.running.setMaxDowntime(ms)) {
+      throw new ApiError(409, 'PAST_CUTOVER', 'the guest\'s final state has gone to the destination (or a hypervisor runs the pre-copy): there is no budget left to change');
+    }
+    job.record.maxDowntimeMs = ms;
+    this.#store.save(job.record);
+    return this.#status(job);
+  }
+
+  remove(id: string): void {
+    const job = this.#job(id);
+    if (!FINISHED_STATES.includes(job.record.state)) throw new ApiError(409, 'NOT_FINISHED', `job '${id}' is ${job.record.state}: abort it first`);
+    const running = job.running;
+    job.running = null;
+    void running?.close();
+    this.#jobs.delete(id);
+    this.#store.remove(id);
+    this.#log.info({ job: id }, 'job record removed');
+  }
+
+  /** Stop every agent, keeping every job's state for the next start (a service restart resumes them). */
+  async close(): Promise<void> {
+    this.#closing = true;
+    if (this.#timer) clearInterval(this.#timer);
+    for (const job of this.#jobs.values()) job.hold?.close();
+    await Promise.all([...this.#jobs.values()].map(async (j) => j.running?.close()));
+  }
+
+  #newJob(record: Omit<JobRecord, 'kind'>): Job {
+    return { record, ticketId: null, image: '', running: null, share: null, hold: null, rate: new RateWindow(), starting: null, abortRequested: false };
+  }
+
+  #newId(): string {
+    for (let n = this.#jobs.size + 1; ; n++) {
+      const id = `job-${n}`;
+      if (!this.#jobs.has(id)) return id;
+    }
+  }
+
+  #job(id: string): Job {
+    const job = this.#jobs.get(id);
+    if (!job) throw new ApiError(404, 'NO_SUCH_JOB', `no job '${id}'`);
+    return job;
+  }
+
+  #stateDirOf(id: string): string {
+    return join(this.#store.dirOf(id), 'state');
+  }
+
+  #optionsOf(record: Omit<JobRecord, 'kind'>) {
+    return record.maxDowntimeMs === null ? record.options : { ...record.options, 'max-downtime': String(record.maxDowntimeMs) };
+  }
+
+  /** Queued jobs start, oldest first, while their role has a free slot. */
+  #admit(role: JobRole): void {
+    if (this.#closing) return;
+    const jobs = [...this.#jobs.values()].filter((j) => j.record.role === role);
+    let running = jobs.filter((j) => j.record.state === 'running').length;
+    for (const job of jobs) {
+      if (running >= this.#o.maxJobs) return;
+      if (job.record.state !== 'queued') continue;
+      job.record.state = 'running';
+      job.record.startedAt = new Date().toISOString();
+      this.#store.save(job.record);
+      running++;
+      this.#launch(job);
+    }
+  }
+
+  #launch(job: Job): void {
+    const { record } = job;
+    const log = this.#log.child({ job: record.id });
+    const stateDir = this.#stateDirOf(record.id);
+    job.hold?.close();
+    job.hold = null;
+    job.share = this.#o.pool.join(record.speedLimitBytesPerSecond);
+    const events = new JsonLinesEvents(join(this.#store.dirOf(record.id), 'events.jsonl'), record.role);
+    const observer = this.#o.observer;
+    log.info({ role: record.role }, 'job starting');
+    job.starting = (async () => {
+      try {
+        job.running = await this.#o.launcher.start(record.role, this.#optionsOf(record), {
+          id: record.id,
+          jobDir: this.#store.dirOf(record.id),
+          stateDir,
+          log,
+          events,
+          bulkRate: job.share!.limit,
+          migrationPort: (ticketId) => this.#o.port.listenerFor(ticketId),
+          onDemandLatency: (ms) => observer.demandFetch(record.role, ms / 1000),
+        });
+      } catch (e) {
+        events.close();
+        this.#end(job, { state: 'failed', error: errorOf(e) });
+        return;
+      } finally {
+        job.starting = null;
+      }
+      void job.running.done.then((outcome) => {
+        events.close();
+        this.#end(job, job.abortRequested && outcome.state === 'failed' ? { ...outcome, state: 'aborted' } : outcome);
+      });
+    })();
+  }
+
+  /** Resolves once the job's end is recorded (its `done` handler has run). */
+  async #settled(job: Job): Promise<void> {
+    while (!FINISHED_STATES.includes(job.record.state)) await new Promise((r) => setImmediate(r));
+  }
+
+  #end(job: Job, outcome: { state: 'completed' | 'failed' | 'aborted'; error: JobRecord['error'] }): void {
+    const { record } = job;
+    if (FINISHED_STATES.includes(record.state)) return;
+    const wasRunning = record.state === 'running';
+    if (job.running) record.last = job.running.progress();
+    record.state = outcome.state;
+    record.error = outcome.error;
+    record.endedAt = new Date().toISOString();
+    this.#store.save(record);
+    job.hold?.close();
+    job.hold = null;
+    job.share?.leave();
+    job.share = null;
+    // An export of the finished image keeps serving until the record is removed; anything else lets go now.
+    if (job.running && !hasExport(record.options)) void job.running.close();
+    (outcome.state === 'completed' ? this.#log.info.bind(this.#log) : this.#log.warn.bind(this.#log))({ job: record.id, state: outcome.state, error: outcome.error }, 'job ended');
+    if (wasRunning) this.#admit(record.role);
+  }
+
+  /** A queued dest job's ticket answers "busy, retry" on the port, so its source waits for it instead of failing. */
+  async #holdTicket(job: Job): Promise<void> {
+    if (job.record.role !== 'dest' || job.ticketId === null || job.record.state !== 'queued') return;
+    const id = job.record.id;
+    const listener = this.#o.port.listenerFor(job.ticketId)({ listen: { host: '', port: 0 }, log: this.#log, events: { emit() {}, setSession() {}, close() {} } }, (socket, _peer, settled) => {
+      refuseConnection(socket, new BusyError('PC_ERR_BUSY', `migration job '${id}' is queued on the destination; retry`));
+      settled();
+    });
+    await listener.listen();
+    job.hold = listener;
+  }
+
+  #sample(): void {
+    const now = performance.now();
+    for (const job of this.#jobs.values()) if (job.running && job.record.state === 'running') job.rate.add(now, job.running.progress().dataProcessedBytes);
+  }
+
+  #status(job: Job): JobStatus {
+    const { record } = job;
+    const p: JobProgress | null = record.state === 'running' && job.running ? job.running.progress() : record.last;
+    const total = p?.dataTotalBytes ?? 0;
+    const processed = p?.dataProcessedBytes ?? 0;
+    const remaining = Math.max(0, total - processed);
+    const rate = record.state === 'running' ? job.rate.bytesPerSecond : null;
+    return {
+      id: record.id,
+      role: record.role,
+      state: record.state,
+      phase: record.state === 'running' ? (p?.phase ?? 'starting') : record.state,
+      sessionId: p?.sessionId ?? null,
+      createdAt: record.createdAt,
+      startedAt: record.startedAt,
+      endedAt: record.endedAt,
+      dataTotalBytes: total,
+      dataProcessedBytes: processed,
+      dataRemainingBytes: remaining,
+      bytesOnlyOnSource: p?.bytesOnlyOnSource ?? 0,
+      rateBytesPerSecond: rate,
+      etaSeconds: record.state === 'running' && total > 0 ? etaSeconds(remaining, rate) : null,
+      downtimeMs: p?.downtimeMs ?? null,
+      demandLatency: p?.demandLatency ?? { count: 0, p50Ms: null, p99Ms: null },
+      reconnects: p?.reconnects ?? 0,
+      bytesByClass: p?.bytesByClass ?? { urgent: 0, bulk: 0 },
+      speedLimitBytesPerSecond: record.speedLimitBytesPerSecond,
+      effectiveLimitBytesPerSecond: job.share ? job.share.effective : null,
+      maxDowntimeMs: record.role === 'source' ? (p?.maxDowntimeMs ?? record.maxDowntimeMs) : null,
+      pastCutover: p?.pastCutover ?? false,
+      error: record.error,
+      options: record.options,
+    };
+  }
+}
+
+function hasExport(options: Record<string, string | boolean>): boolean {
+  return options['nbd-listen'] !== undefined || options['nbd-socket'] !== undefined;
+}
+
+function errorOf(e: unknown): { code: string; message: string } {
+  return { code: isPostcopyError(e) ? e.code : 'PC_ERR_INTERNAL', message: e instanceof Error ? e.message : String(e) };
+}
