@@ -1,5 +1,8 @@
 // Test inputs for the metrics tests: a JobStatus with every field filled, and the Prometheus text format read back
 // into samples (a reader of our own, so a test never checks the exposition with the code that wrote it).
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { JobStatus } from '../../src/service/job-types.js';
 
 export function jobStatus(over: Partial<JobStatus> & Pick<JobStatus, 'id'>): JobStatus {
@@ -61,4 +64,23 @@ export function valueOf(samples: Sample[], name: string, labels: Record<string, 
   const found = pick(samples, name, labels);
   if (found.length !== 1) throw new Error(`${found.length} samples of ${name} ${JSON.stringify(labels)}`);
   return found[0]!.value;
+}
+
+/** A CA, a server certificate for 127.0.0.1 and a client certificate it signed, plus a stranger CA's client: PEM files in dir. */
+export function makeTestPki(dir: string): { file: (name: string) => string } {
+  const file = (name: string) => join(dir, name);
+  const openssl = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+  const key = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  const ca = (name: string) => openssl(['req', '-x509', ...key, '-keyout', `${name}.key`, '-out', `${name}.crt`, '-days', '2', '-subj', `/CN=${name}`]);
+  const leaf = (name: string, caName: string, ext: string) => {
+    writeFileSync(file(`${name}.ext`), ext);
+    openssl(['req', ...key, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`]);
+    openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', `${caName}.crt`, '-CAkey', `${caName}.key`, '-CAcreateserial', '-out', `${name}.crt`, '-days', '2', '-extfile', `${name}.ext`]);
+  };
+  ca('ca');
+  ca('otherca');
+  leaf('server', 'ca', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+  leaf('client', 'ca', 'extendedKeyUsage=clientAuth\n');
+  leaf('stranger', 'otherca', 'extendedKeyUsage=clientAuth\n');
+  return { file };
 }
