@@ -1,11 +1,11 @@
 // The service's Prometheus endpoint: GET /metrics over HTTP on loopback, or over mutual TLS (the service's own
 // certificate, client certificates from its CA) anywhere else; a socket systemd passes in is held to the same rule.
-import { lookup } from 'node:dns/promises';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import net from 'node:net';
 import { UsageError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { isLoopback, onlyLoopback } from '../common/loopback.js';
 import type { Endpoint, TlsFiles } from '../link/connect.js';
 import type { ServiceMetrics } from './metrics.js';
 
@@ -111,15 +111,7 @@ function listenFailure(err: NodeJS.ErrnoException, opts: MetricsServerOptions): 
 
 /** The metrics name every job and their sizes: outside this host only over mutual TLS. */
 async function refuseOffLoopback(ep: Endpoint): Promise<void> {
-  const addresses = net.isIP(ep.host)
-    ? [ep.host]
-    : await lookup(ep.host, { all: true }).then(
-        (list) => list.map((a) => a.address),
-        (e: Error) => {
-          throw new UsageError('PC_ERR_USAGE', `--metrics-listen ${ep.host}: cannot resolve it (${e.message})`);
-        },
-      );
-  if (addresses.length > 0 && addresses.every(isLoopback)) return;
+  if (await onlyLoopback(ep.host, '--metrics-listen')) return;
   throw offLoopback(`--metrics-listen ${hostPort(ep)}`);
 }
 
@@ -128,12 +120,6 @@ function offLoopback(what: string): UsageError {
     'PC_ERR_USAGE',
     `${what} is reachable from other hosts: metrics off loopback are served only over TLS (add --tls-cert, --tls-key and --tls-ca; Prometheus then scrapes with a client certificate from that CA), or listen on 127.0.0.1; nothing was started`,
   );
-}
-
-function isLoopback(address: string): boolean {
-  if (net.isIPv4(address)) return address.startsWith('127.');
-  const a = address.toLowerCase();
-  return a === '::1' || a.startsWith('::ffff:127.');
 }
 
 function hostPort(ep: Endpoint): string {
