@@ -77,6 +77,7 @@ export interface TargetState {
 
 const SCRAPE_JOB = 'postcopy';
 const LOG_KEEP_CHARS = 50_000;
+const SCRAPE_STAMP_SLACK_MS = 10;
 
 export async function startPrometheus(target: ScrapeTarget, opts: PrometheusOptions = {}): Promise<RunningPrometheus> {
   const binary = toolPath(PROMETHEUS);
@@ -222,8 +223,9 @@ async function ready(server: SpawnedPrometheus, dir: string, port: number, timeo
       return r[0]?.value ?? null;
     },
     waitForScrape: async (waitMs = 10_000) => {
-      // `up` is stored with the scrape's other samples, stamped with the scrape's start.
-      const since = Date.now() / 1000;
+      // `up` is stored with the scrape's other samples, stamped with the scrape's start, which Prometheus may move
+      // by up to 2 ms to align with the interval: a stamp 10 ms past this call is a scrape begun after it.
+      const since = (Date.now() + SCRAPE_STAMP_SLACK_MS) / 1000;
       const until = Date.now() + waitMs;
       for (;;) {
         const [up] = await query(`timestamp(up{job="${SCRAPE_JOB}"})`);
