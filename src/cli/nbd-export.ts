@@ -1,13 +1,13 @@
 // D's NBD export of the migrating disk: the block store (copy-on-read underneath) served over TCP and/or a Unix socket.
 // Its options are all checked at start, before anything listens: a writable disk is not offered to the network by mistake.
 import { readFileSync } from 'node:fs';
-import { lookup } from 'node:dns/promises';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { BlockDevice } from '../common/block-device.js';
 import { UsageError } from '../common/errors.js';
 import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
+import { onlyLoopback } from '../common/loopback.js';
 import type { DestExport } from '../dest/export-owner.js';
 import { parseHostPort, type Endpoint } from '../link/connect.js';
 import { ReadOnlyDevice } from '../nbd/read-only-device.js';
@@ -150,15 +150,7 @@ function loadTlsCredentials(cert: string | undefined, key: string | undefined, c
 /** A plain-text writable disk is offered to loopback only, unless the operator says the network is trusted. */
 async function checkExposure(ep: Endpoint, tlsOn: boolean, insecure: boolean): Promise<void> {
   if (tlsOn && insecure) throw new UsageError('PC_ERR_USAGE', '--nbd-insecure and --nbd-tls-cert contradict each other: choose one');
-  const addresses = net.isIP(ep.host)
-    ? [ep.host]
-    : await lookup(ep.host, { all: true }).then(
-        (list) => list.map((a) => a.address),
-        (e: Error) => {
-          throw new UsageError('PC_ERR_USAGE', `--nbd-listen ${ep.host}: cannot resolve it (${e.message})`);
-        },
-      );
-  if (tlsOn || insecure || addresses.every(isLoopback)) return;
+  if (tlsOn || insecure || (await onlyLoopback(ep.host, '--nbd-listen'))) return;
   throw new UsageError(
     'PC_ERR_USAGE',
     `--nbd-listen ${ep.host}:${ep.port} is reachable from other hosts and the export is the guest's writable disk: add --nbd-tls-cert and --nbd-tls-key (and --nbd-tls-ca to require client certificates), or --nbd-insecure if this network is trusted; nothing was started`,
@@ -173,12 +165,6 @@ function checkNotMigrationPort(ep: Endpoint, listen: string | undefined): void {
   if (m.port === ep.port && (m.host === ep.host || wildcard(m.host) || wildcard(ep.host))) {
     throw new UsageError('PC_ERR_USAGE', `--nbd-listen ${ep.host}:${ep.port} and --listen ${listen} are the same port: give the export another one`);
   }
-}
-
-function isLoopback(address: string): boolean {
-  if (net.isIPv4(address)) return address.startsWith('127.');
-  const a = address.toLowerCase();
-  return a === '::1' || a.startsWith('::ffff:127.');
 }
 
 /** D's export as D owns it: the held port handed over at Prepare (its number too, when port 0 picked it at start). */

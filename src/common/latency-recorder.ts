@@ -9,6 +9,8 @@ const US_PER_MS = 1000;
 
 export class LatencyRecorder {
   readonly #h = new LatencyHistogram();
+  /** Told of each sample as it is recorded (the host service's metrics histogram); optional. */
+  onRecord: ((ms: number) => void) | null = null;
 
   get count(): number {
     return this.#h.count;
@@ -16,6 +18,7 @@ export class LatencyRecorder {
 
   record(ms: number): void {
     this.#h.record(ms * US_PER_MS);
+    this.onRecord?.(ms);
   }
 
   /** p50/p99 (never past the max) and the max, in ms; zeroes when empty. */

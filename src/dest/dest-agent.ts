@@ -293,6 +293,7 @@ export class DestAgent {
     const { windowBytes: _max, ...streamer } = this.#o.streamer ?? {};
     this.#fx.streamer = new Streamer(store, this.#fetcher, { ...streamer, batchBytes: streamer.batchBytes ?? BULK_CHUNK_BYTES });
     store.onDemandMiss = (b) => this.#fx.streamer?.hint(b);
+    store.demandLatency.onRecord = this.#o.onDemandLatency ?? null;
     store.onLocalFault = (f) => {
       // D's own disk under the image failed or recovered: said plainly, never blamed on S; the link stays up.
       const image = this.#o.imagePath;

@@ -54,6 +54,8 @@ export interface DestAgentOptions {
   force?: boolean;
   /** While S is away after cut-over, say how much exists only on S this often (default 30 s). */
   awayReportMs?: number;
+  /** Told of each demand fetch's latency (a guest's access finding a block missing to the block present), in ms. */
+  onDemandLatency?: (ms: number) => void;
   /** The writes and syncs of the image and the present-bitmap (tests inject a disk that fails or loses unsynced writes). */
   io?: ImageWriteIo;
   /** The clock and timers of the session (default: the system's). */

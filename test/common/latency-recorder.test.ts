@@ -27,3 +27,16 @@ describe('LatencyRecorder', () => {
     expect(s.maxMs).toBeCloseTo(50, 6);
   });
 });
+
+describe('LatencyRecorder.onRecord', () => {
+  it('hands each sample on in ms as it is recorded, beside the summary', () => {
+    const r = new LatencyRecorder();
+    const seen: number[] = [];
+    r.record(1);
+    r.onRecord = (ms) => seen.push(ms);
+    r.record(0.25);
+    r.record(7);
+    expect(seen).toEqual([0.25, 7]);
+    expect(r.count).toBe(3);
+  });
+});

@@ -48,6 +48,8 @@ export interface HarnessOptions {
   finalCheck?: FinalCheckMode;
   /** S's block size (default 64 KiB). */
   blockSize?: number;
+  /** D's demand-latency hook (DestAgentOptions.onDemandLatency). */
+  onDemandLatency?: (ms: number) => void;
 }
 
 export interface Harness {
@@ -103,6 +105,7 @@ export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {
     confirmGraceMs: 1000,
     ...(o.destMigrator ? { migrator: o.destMigrator } : {}),
     ...(o.finalCheck ? { finalCheck: o.finalCheck } : {}),
+    ...(o.onDemandLatency ? { onDemandLatency: o.onDemandLatency } : {}),
     ...(o.wrapDest ? { wrapSocket: (s: Socket) => o.wrapDest!(s, destConn++) } : {}),
   }));
   const endpoint = await dest.start();
