@@ -200,6 +200,8 @@ export interface DestWiring {
   listener?: ListenerFactory;
   /** Checks the ports before anything binds them (standalone); the service's port is bound already. */
   checkPorts: boolean;
+  /** Each demand fetch's latency in ms (the service's histogram). */
+  onDemandLatency?: (ms: number) => void;
 }
 
 /** D's agent from its checked options: the same for `postcopy dest` and a dest job of the host service. */
@@ -227,6 +229,7 @@ export async function createDestAgent(values: Values, o: DestOptions & { listen:
     events,
     ...(io.tls ? { tls: io.tls } : {}),
     ...(io.listener ? { listener: io.listener } : {}),
+    ...(io.onDemandLatency ? { onDemandLatency: io.onDemandLatency } : {}),
     force: o.force,
     awayReportMs: o.awayReportMs,
     confirmGraceMs: o.confirmGraceMs,

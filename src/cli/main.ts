@@ -1,5 +1,5 @@
 #!/usr/bin/env -S node --max-semi-space-size=2
-// The `postcopy` command: dispatches to dest, source, demo, verify; turns failures into one line and an exit code.
+// The `postcopy` command: dispatches to dest, source, demo, verify, the service and its clients; turns failures into one line and an exit code.
 import { readFileSync } from 'node:fs';
 import { UsageError } from '../common/errors.js';
 import { PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from '../protocol/constants.js';
@@ -18,6 +18,14 @@ Commands:
   demo     the whole job on an embedded default: two processes, a simulated guest, verification, summary
   verify   check a destination image against the source image (and the guest's writes)
 
+The host service (many migrations per host, as jobs; see 'Running as a service' in the README):
+  serve      run the service: one migration port, a control API on a Unix socket, metrics
+  submit     submit a job: 'postcopy submit source|dest' with the standalone command's flags
+  jobs       list the jobs
+  status     one job's status ('--watch' follows it to its end)
+  abort      abort a job (queued, or before cut-over; refused after it, with the reason)
+  set-speed  cap a job's bulk rate, live ('none' lifts it)
+
 Run 'postcopy <command> --help' for its options; 'postcopy --version' prints the version.
 
 ${EXIT_HELP}`;
@@ -29,6 +37,12 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   source: async () => (await import('./source-command.js')).runSource,
   demo: async () => (await import('./demo-command.js')).runDemo,
   verify: async () => (await import('./verify-command.js')).runVerify,
+  serve: async () => (await import('./serve-command.js')).runServe,
+  submit: async () => (await import('./client-commands.js')).runSubmit,
+  jobs: async () => (await import('./client-commands.js')).runJobs,
+  status: async () => (await import('./client-commands.js')).runStatus,
+  abort: async () => (await import('./client-commands.js')).runAbort,
+  'set-speed': async () => (await import('./client-commands.js')).runSetSpeed,
 };
 
 async function main(argv: string[]): Promise<number> {

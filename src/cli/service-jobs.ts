@@ -89,6 +89,7 @@ async function startDestJob(values: Values, ctx: JobContext): Promise<RunningJob
     events: ctx.events,
     listener: ctx.migrationPort(ticketId(o.ticket)),
     checkPorts: false,
+    onDemandLatency: ctx.onDemandLatency,
   });
   try {
     await agent.start();
