@@ -17,7 +17,8 @@ import { AGENT_OPTIONS, PROGRESS_HELP, parseCommandArgs, optional, progressInter
 import { EXIT, EXIT_HELP } from './exit-codes.js';
 import { exitCodeFor } from './failure.js';
 import { checkAgentOptions, checkStateDir } from './preflight.js';
-import { formatBytes, parseFloatArg, parseIntArg, parseSize } from './sizes.js';
+import { formatBytes, parseFloatArg, parseIntArg, parseRate, parseSize } from './sizes.js';
+import { TokenBucket } from '../common/token-bucket.js';
 import { SOURCE_SIDE } from './progress.js';
 import { openProgressView } from './terminal.js';
 
@@ -35,6 +36,8 @@ Hand the guest and its disk over to a waiting destination, then serve the blocks
   --block-size SIZE       migration block size, power of two 4K..256K (default 64K)
   --max-downtime MS       cut over once the remaining dirty RAM fits this budget (default 50)
   --connect-timeout SEC   give up reaching the destination before anything started (default 60)
+  --max-bandwidth RATE    cap the background stream's data at RATE bytes per second (50M or 50M/s =
+                          50 MiB/s); zero runs and the guest's demand reads are never held by it
   --guest sim             run the built-in simulated guest here (default: none; a real hypervisor's
                           guest reaches its disk through the destination's NBD export)
   --guest qemu            migrate the running QEMU guest whose disk is --image: its own migration
@@ -70,6 +73,7 @@ export async function runSource(argv: string[]): Promise<number> {
     'block-size': { type: 'string' },
     'max-downtime': { type: 'string' },
     'connect-timeout': { type: 'string' },
+    'max-bandwidth': { type: 'string' },
     guest: { type: 'string' },
     qmp: { type: 'string' },
     'postcopy-ram': { type: 'boolean' },
@@ -96,6 +100,8 @@ export async function runSource(argv: string[]): Promise<number> {
   const maxDowntimeMs = parseIntArg(optional(values, 'max-downtime') ?? '50', '--max-downtime', 1, 600_000);
   const connectTimeoutMs = parseIntArg(optional(values, 'connect-timeout') ?? '60', '--connect-timeout', 0, 86_400) * 1000;
   const progressMs = progressInterval(values);
+  const maxBandwidth = optional(values, 'max-bandwidth');
+  const bulkRate = maxBandwidth === undefined ? undefined : new TokenBucket(parseRate(maxBandwidth, '--max-bandwidth'));
   const guestKind = optional(values, 'guest');
   if (guestKind !== undefined && guestKind !== 'sim' && guestKind !== 'qemu') throw new UsageError('PC_ERR_USAGE', `--guest must be 'sim' or 'qemu', got '${guestKind}'`);
   if (guestKind !== 'qemu' && (values.qmp !== undefined || values['postcopy-ram'] !== undefined)) throw new UsageError('PC_ERR_USAGE', '--qmp and --postcopy-ram go with --guest qemu');
@@ -153,6 +159,7 @@ export async function runSource(argv: string[]): Promise<number> {
       blockSize,
       maxDowntimeMs,
       connectTimeoutMs,
+      ...(bulkRate ? { bulkRate } : {}),
       log,
       events,
       ...(tls ? { tls } : {}),
