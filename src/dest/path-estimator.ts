@@ -150,6 +150,9 @@ export class PathEstimator {
   /** A reply said `bytes` are zero: nothing crossed the link for them (the zero map had not told D yet). */
   onZeroReply(bytes: number): void {
     this.#roundZeroBytes += bytes;
+    // Under the operator's cap, zeroes cost no wire bytes: what their request spent is given back (up to the burst,
+    // at the next refill), so a hole S had not yet told D of is crossed at the link's pace, not the cap's.
+    if (this.#tokensAt !== null && this.#capPerMs() !== null) this.#tokens += bytes;
   }
 
   /** Reply bytes arrived (data bytes: what crosses the bottleneck). */

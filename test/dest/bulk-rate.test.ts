@@ -5,6 +5,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import { TokenBucket } from '../../src/common/token-bucket.js';
+import { PathEstimator } from '../../src/dest/path-estimator.js';
+import { pathLimitsUpTo } from '../../src/dest/path-constants.js';
 import { fcParams } from '../helpers/fc.js';
 import { goodputBetween, quantile, simulate, SIM_BLOCK } from '../helpers/path-sim.js';
 
@@ -78,5 +80,22 @@ describe("D's bulk cap over a simulated path", () => {
       }),
       fcParams(12),
     );
+  });
+});
+
+describe("D's bulk cap in the path model", () => {
+  it('a request answered as zeroes gives back what it spent of the cap (no wire bytes crossed); uncapped, nothing changes', () => {
+    const capped = new PathEstimator(pathLimitsUpTo(), () => 0, 0, new TokenBucket(MiB));
+    const burst = 128 * 1024;
+    expect(capped.allowance(0, burst)).toBe(burst);
+    capped.onSend(0, 0, 256 * 1024);
+    expect(capped.allowance(0, burst)).toBe(burst - 256 * 1024);
+    capped.onZeroReply(256 * 1024);
+    expect(capped.allowance(1, burst)).toBeCloseTo(burst, -2);
+    expect(capped.pacingRate(1)).toBeCloseTo(MiB / 1000);
+    const free = new PathEstimator(pathLimitsUpTo(), () => 0, 0);
+    expect(free.allowance(0, burst)).toBe(Infinity);
+    free.onZeroReply(256 * 1024);
+    expect(free.allowance(0, burst)).toBe(Infinity);
   });
 });
