@@ -94,7 +94,7 @@ describe('--max-bandwidth (two processes over TCP)', () => {
   it("a tiny cap on both sides never holds the guest's demand reads: each waits far less than a block takes at the cap", async () => {
     const t = setup('cap-demand');
     writeRandomImage(t.src, 32 * MiB);
-    const cap = 128 * KiB; // a 64 KiB block takes 500 ms at this rate
+    const cap = 64 * KiB; // a 64 KiB block takes a second at this rate
     const port = await freePort();
     const state = join(t.dir, 'dstate');
     const common = ['--ticket-file', t.ticket, '--progress-interval', '100', '--max-bandwidth', `${cap / KiB}K`];
