@@ -1,6 +1,7 @@
 // `postcopy dest`: listen for the source, receive the guest, pull the disk, serve it as an NBD export if asked.
 import { join } from 'node:path';
 import { createRootLogger, type Logger } from '../common/logger.js';
+import { TokenBucket, type BulkRateLimit } from '../common/token-bucket.js';
 import type { FallbackSource } from '../dest/fetcher.js';
 import { NbdSourceImage } from '../nbd/nbd-source-image.js';
 import { parseNbdUri } from '../nbd/uri.js';
@@ -23,7 +24,7 @@ import { checkAgentOptions, checkExistingSocket, checkImagePath, checkPortFree, 
 import { restoreGuest } from './guest-factory.js';
 import { DEST_SIDE, type DestSample } from './progress.js';
 import { openProgressView, type ProgressView } from './terminal.js';
-import { parseIntArg, parseSize } from './sizes.js';
+import { parseIntArg, parseRate, parseSize } from './sizes.js';
 import { NBD_EXPORT_HELP, NBD_EXPORT_OPTIONS, ownedExport, parseExportOptions } from './nbd-export.js';
 import { destQemu } from '../hypervisor/cli-options.js';
 import type { QemuDestMigrator } from '../hypervisor/qemu-dest.js';
@@ -59,6 +60,8 @@ ${NBD_EXPORT_HELP}
   --bulk-window SIZE      background-stream bytes in flight at most (4K..1G, default ${DEFAULT_MAX_STREAM_WINDOW_BYTES / 2 ** 20}M). Below it D
                           sizes the window to the path it measures (round trip x bottleneck rate) and
                           paces requests at the bottleneck's rate: nothing to set for a long link
+  --max-bandwidth RATE    cap the background stream at RATE bytes per second (50M or 50M/s = 50 MiB/s):
+                          bulk requests are paced under it; the guest's demand reads never wait on it
   --final-check MODE      what D's side of the check before S retires compares: 'digest' (default), the
                           crc32 of each block as it was written; 'readback', every block read back from
                           the image once all are durable (finds later damage too; costs a full read)
@@ -97,6 +100,7 @@ export const DEST_OPTIONS = {
     'nbd-socket': { type: 'string' },
     'nbd-name': { type: 'string' },
     'bulk-window': { type: 'string' },
+    'max-bandwidth': { type: 'string' },
     'final-check': { type: 'string' },
     guest: { type: 'string' },
     'qemu-cmd': { type: 'string' },
@@ -164,6 +168,8 @@ export async function checkDestOptions(values: Values, serviceStateDir?: string)
   const windowBytes = bulkWindow === undefined ? DEFAULT_MAX_STREAM_WINDOW_BYTES : parseSize(bulkWindow, '--bulk-window');
   if (windowBytes < MIN_BULK_WINDOW || windowBytes > MAX_BULK_WINDOW) throw new UsageError('PC_ERR_USAGE', `--bulk-window must be from 4K to 1G, got '${optional(values, 'bulk-window')}'`);
   const progressMs = progressInterval(values);
+  const maxBandwidth = optional(values, 'max-bandwidth');
+  const bulkBytesPerSecond = maxBandwidth === undefined ? null : parseRate(maxBandwidth, '--max-bandwidth');
   const awayReportMs = parseIntArg(optional(values, 'away-report-interval') ?? '30000', '--away-report-interval', 10, 3_600_000);
   const force = values.force === true;
   const fallback = optional(values, 'fallback');
@@ -175,7 +181,7 @@ export async function checkDestOptions(values: Values, serviceStateDir?: string)
   // The state dir and --image must belong together (no stale or foreign session, no file of the operator's): found
   // now, before any port is bound; the agent checks again when it starts.
   planStart({ imagePath, stateDir, force });
-  return { imagePath, ticket, stateDir, nbdExport, finalCheck, guestKind, serialLog, confirmGraceMs, windowBytes, progressMs, awayReportMs, force, fallback, fallbackAfterMs };
+  return { imagePath, ticket, stateDir, nbdExport, finalCheck, guestKind, serialLog, confirmGraceMs, windowBytes, bulkBytesPerSecond, progressMs, awayReportMs, force, fallback, fallbackAfterMs };
 }
 
 /** A fallback that cannot be used is found now, not when S is gone and it is needed. */
@@ -202,6 +208,8 @@ export interface DestWiring {
   checkPorts: boolean;
   /** Each demand fetch's latency in ms (the service's histogram). */
   onDemandLatency?: (ms: number) => void;
+  /** The service's share of the host's bandwidth for this job. */
+  bulkRate?: BulkRateLimit;
 }
 
 /** D's agent from its checked options: the same for `postcopy dest` and a dest job of the host service. */
@@ -235,6 +243,8 @@ export async function createDestAgent(values: Values, o: DestOptions & { listen:
     confirmGraceMs: o.confirmGraceMs,
     ...(fallback ? { fallback } : {}),
     streamer: { windowBytes: o.windowBytes },
+    // The service gives its share of the host's cap (the job's own cap within it); standalone, --max-bandwidth.
+    ...(io.bulkRate ? { bulkRate: io.bulkRate } : o.bulkBytesPerSecond !== null ? { bulkRate: new TokenBucket(o.bulkBytesPerSecond) } : {}),
     finalCheck,
     createGuest: (def, ram, state) => restoreGuest(def, ram, state, agent.store!.size, log),
     ...(nbdExport ? { export: ownedExport(nbdExport, nbdHold, log, events) } : {}),

@@ -19,8 +19,7 @@ import { optional, parseCommandArgs } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
 import { checkAgentOptions, checkSocketPath, checkStateDir } from './preflight.js';
 import { serviceJobLauncher } from './service-jobs.js';
-import { parseIntArg } from './sizes.js';
-import { parseRate } from './rates.js';
+import { parseIntArg, parseRate } from './sizes.js';
 
 export const DEFAULT_CONTROL_PATH = '/run/postcopy/control.sock';
 const DEFAULT_MAX_JOBS = 2;

@@ -46,13 +46,13 @@ export function serviceJobLauncher(host: { tls: TlsFiles | undefined }): JobLaun
       const values = jobValues(role, options);
       if (role === 'source') {
         const o = checkSourceOptions(values, stateDir);
-        return { ticketId: null, image: o.isNbd ? o.imageArg : resolve(o.imageArg) };
+        return { ticketId: null, image: o.isNbd ? o.imageArg : resolve(o.imageArg), bulkBytesPerSecond: o.bulkBytesPerSecond };
       }
       const image = resolve(String(values.image ?? ''));
       // A dest job that confirmed before the service was killed (its record not yet saved) has nothing to check.
-      if (savedDestPhase(stateDir) === 'confirmed') return { ticketId: null, image };
+      if (savedDestPhase(stateDir) === 'confirmed') return { ticketId: null, image, bulkBytesPerSecond: null };
       const o = await checkDestOptions(values, stateDir);
-      return { ticketId: ticketId(o.ticket), image: resolve(o.imagePath) };
+      return { ticketId: ticketId(o.ticket), image: resolve(o.imagePath), bulkBytesPerSecond: o.bulkBytesPerSecond };
     },
 
     async start(role: JobRole, options: JobOptions, ctx: JobContext): Promise<RunningJob> {
@@ -90,6 +90,7 @@ async function startDestJob(values: Values, ctx: JobContext): Promise<RunningJob
     listener: ctx.migrationPort(ticketId(o.ticket)),
     checkPorts: false,
     onDemandLatency: ctx.onDemandLatency,
+    bulkRate: ctx.bulkRate,
   });
   try {
     await agent.start();
@@ -164,7 +165,7 @@ function destProgress(agent: DestAgent): JobProgress {
 
 async function startSourceJob(values: Values, ctx: JobContext, tls: TlsFiles | undefined): Promise<RunningJob> {
   const o = checkSourceOptions(values, ctx.stateDir);
-  const { agent, guest, migrator } = await createSourceAgent(values, o, { log: ctx.log, events: ctx.events, tls });
+  const { agent, guest, migrator } = await createSourceAgent(values, o, { log: ctx.log, events: ctx.events, tls, bulkRate: ctx.bulkRate });
   const done = agent.run().then(
     (): JobOutcome => ({ state: 'completed', error: null }),
     (e: unknown) => outcomeOf(e),

@@ -11,6 +11,11 @@ export function parseSize(text: string, what: string): number {
   return bytes;
 }
 
+/** A rate in bytes per second: a size per second (50M, 50M/s, 1.5GiB/s = binary units). */
+export function parseRate(text: string, what: string): number {
+  return parseSize(text.trim().replace(/\/s$/i, ''), what);
+}
+
 export function formatBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let v = n;

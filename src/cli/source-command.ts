@@ -18,7 +18,8 @@ import { AGENT_OPTIONS, PROGRESS_HELP, parseCommandArgs, optional, progressInter
 import { EXIT, EXIT_HELP } from './exit-codes.js';
 import { exitCodeFor } from './failure.js';
 import { checkAgentOptions, checkStateDir } from './preflight.js';
-import { formatBytes, parseFloatArg, parseIntArg, parseSize } from './sizes.js';
+import { formatBytes, parseFloatArg, parseIntArg, parseRate, parseSize } from './sizes.js';
+import { TokenBucket, type BulkRateLimit } from '../common/token-bucket.js';
 import { SOURCE_SIDE } from './progress.js';
 import { openProgressView } from './terminal.js';
 
@@ -36,6 +37,8 @@ Hand the guest and its disk over to a waiting destination, then serve the blocks
   --block-size SIZE       migration block size, power of two 4K..256K (default 64K)
   --max-downtime MS       cut over once the remaining dirty RAM fits this budget (default 50)
   --connect-timeout SEC   give up reaching the destination before anything started (default 60)
+  --max-bandwidth RATE    cap the background stream's data at RATE bytes per second (50M or 50M/s =
+                          50 MiB/s); zero runs and the guest's demand reads are never held by it
   --guest sim             run the built-in simulated guest here (default: none; a real hypervisor's
                           guest reaches its disk through the destination's NBD export)
   --guest qemu            migrate the running QEMU guest whose disk is --image: its own migration
@@ -71,6 +74,7 @@ export const SOURCE_OPTIONS = {
     'block-size': { type: 'string' },
     'max-downtime': { type: 'string' },
     'connect-timeout': { type: 'string' },
+    'max-bandwidth': { type: 'string' },
     guest: { type: 'string' },
     qmp: { type: 'string' },
     'postcopy-ram': { type: 'boolean' },
@@ -225,6 +229,8 @@ export function checkSourceOptions(values: Values, serviceStateDir?: string) {
   }
   const maxDowntimeMs = parseIntArg(optional(values, 'max-downtime') ?? '50', '--max-downtime', 1, 600_000);
   const connectTimeoutMs = parseIntArg(optional(values, 'connect-timeout') ?? '60', '--connect-timeout', 0, 86_400) * 1000;
+  const maxBandwidth = optional(values, 'max-bandwidth');
+  const bulkBytesPerSecond = maxBandwidth === undefined ? null : parseRate(maxBandwidth, '--max-bandwidth');
   const guestKind = optional(values, 'guest');
   if (guestKind !== undefined && guestKind !== 'sim' && guestKind !== 'qemu') throw new UsageError('PC_ERR_USAGE', `--guest must be 'sim' or 'qemu', got '${guestKind}'`);
   if (guestKind !== 'qemu' && (values.qmp !== undefined || values['postcopy-ram'] !== undefined)) throw new UsageError('PC_ERR_USAGE', '--qmp and --postcopy-ram go with --guest qemu');
@@ -234,11 +240,11 @@ export function checkSourceOptions(values: Values, serviceStateDir?: string) {
   const stateDirArg = serviceStateDir ?? optional(values, 'state-dir');
   const stateDir = stateDirArg ?? defaultSourceStateDir(imageArg, isNbd);
   checkStateDir(stateDir, serviceStateDir !== undefined ? 'the job\'s state dir' : stateDirArg !== undefined ? '--state-dir' : 'state dir (default)');
-  return { connect, imageArg, ticket, blockSize, maxDowntimeMs, connectTimeoutMs, guestKind, isNbd, spec, stateDirArg, stateDir };
+  return { connect, imageArg, ticket, blockSize, maxDowntimeMs, connectTimeoutMs, bulkBytesPerSecond, guestKind, isNbd, spec, stateDirArg, stateDir };
 }
 
 /** S's agent from its checked options, its image opened (an NBD one reached): the same for `source` and a source job. */
-export async function createSourceAgent(values: Values, o: SourceOptions, io: { log: Logger; events: EventSink; tls?: TlsFiles | undefined }): Promise<{ agent: SourceAgent; guest: SimGuest | null; migrator: QemuSourceMigrator | undefined }> {
+export async function createSourceAgent(values: Values, o: SourceOptions, io: { log: Logger; events: EventSink; tls?: TlsFiles | undefined; bulkRate?: BulkRateLimit }): Promise<{ agent: SourceAgent; guest: SimGuest | null; migrator: QemuSourceMigrator | undefined }> {
   const { imageArg, isNbd, guestKind, spec, stateDirArg, stateDir, maxDowntimeMs } = o;
   const { log, events, tls } = io;
   // The image is checked (and an NBD export reached) before the destination is contacted.
@@ -274,6 +280,8 @@ export async function createSourceAgent(values: Values, o: SourceOptions, io: { 
     blockSize: o.blockSize,
     maxDowntimeMs,
     connectTimeoutMs: o.connectTimeoutMs,
+    // The service gives its share of the host's cap (the job's own cap within it); standalone, --max-bandwidth.
+    ...(io.bulkRate ? { bulkRate: io.bulkRate } : o.bulkBytesPerSecond !== null ? { bulkRate: new TokenBucket(o.bulkBytesPerSecond) } : {}),
     log,
     events,
     ...(tls ? { tls } : {}),

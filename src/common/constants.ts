@@ -20,3 +20,14 @@ export const EVENTS_SCHEMA_VERSION = 1;
  * orchestrator can time out on (10 s at the default --progress-interval of 500 ms) instead of a line per tick.
  */
 export const PROGRESS_IDLE_SAMPLES = 20;
+
+/**
+ * A bulk rate cap lets this long of its rate go at once (timers fire late: one wake-up sends what came due), so a
+ * rate measured over a second or more is within a fraction of a percent of the cap …
+ */
+export const RATE_BURST_MS = 5;
+/**
+ * … and at least this many bytes: one bulk chunk (protocol BULK_CHUNK_BYTES, which common may not import; a test
+ * checks they agree), so a tiny cap still lets a whole chunk go instead of waiting forever for it.
+ */
+export const RATE_MIN_BURST_BYTES = 256 * 1024;

@@ -57,7 +57,7 @@ export class DestAgent {
     this.#o = opts;
     this.#log = opts.log.child({ role: 'dest' });
     this.#clock = opts.clock ?? SYSTEM_CLOCK;
-    this.#fetcher = new Fetcher(this.#log, { path: pathLimitsUpTo(opts.streamer?.windowBytes) });
+    this.#fetcher = new Fetcher(this.#log, { path: pathLimitsUpTo(opts.streamer?.windowBytes), ...(opts.bulkRate ? { bulkRate: opts.bulkRate } : {}) });
     this.#away = new AwayReporter(this.#log, opts.events, () => ({ bytesOnlyOnSource: this.store?.bytesOnlyOnSource ?? 0, fallback: !opts.fallback ? 'none' : this.#fetcher.fallbackActive ? 'active' : 'armed' }), opts.awayReportMs);
     this.#fetcher.onSettled = () => this.#fx.streamer?.fill();
     if (opts.fallback) {
@@ -291,7 +291,7 @@ export class DestAgent {
 
   #adoptStore(store: BlockStore): void {
     const { windowBytes: _max, ...streamer } = this.#o.streamer ?? {};
-    this.#fx.streamer = new Streamer(store, this.#fetcher, { ...streamer, batchBytes: streamer.batchBytes ?? BULK_CHUNK_BYTES });
+    this.#fx.streamer = new Streamer(store, this.#fetcher, { ...streamer, batchBytes: streamer.batchBytes ?? BULK_CHUNK_BYTES, ...(this.#o.bulkRate ? { bulkRate: this.#o.bulkRate } : {}) });
     store.onDemandMiss = (b) => this.#fx.streamer?.hint(b);
     store.demandLatency.onRecord = this.#o.onDemandLatency ?? null;
     store.onLocalFault = (f) => {

@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import type { EventSink } from '../common/events.js';
 import type { ImageWriteIo } from '../common/file-io.js';
 import type { Logger } from '../common/logger.js';
+import type { BulkRateLimit } from '../common/token-bucket.js';
 import type { DestGuestMigrator } from '../guest/migrator.js';
 import type { MigratableGuest } from '../guest/types.js';
 import type { Endpoint, TlsFiles } from '../link/connect.js';
@@ -37,6 +38,8 @@ export interface DestAgentOptions {
   migrator?: DestGuestMigrator;
   /** windowBytes: bulk bytes in flight at most (--bulk-window); the path model sizes the window below it. */
   streamer?: Partial<StreamerOptions> & { windowBytes?: number };
+  /** A cap on bulk fetching (--max-bandwidth, or the host service's share): the path's pacing stays under it; demand reads never wait on it (they spend from the same allowance, so bulk leaves them room). */
+  bulkRate?: BulkRateLimit;
   /** How the final check learns D's digests (default digest: as written). */
   finalCheck?: FinalCheckMode;
   link?: Omit<LinkOptions, 'log'>;

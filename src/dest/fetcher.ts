@@ -2,6 +2,7 @@
 // and checked against the request, and everything unanswered re-issued on the next link after a reconnect.
 import { BackendError, ProtocolError, type PostcopyError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import type { BulkRateLimit } from '../common/token-bucket.js';
 import type { Link } from '../link/link.js';
 import type { FetchTiming } from './demand-stages.js';
 import { PathEstimator, type SendStamp } from './path-estimator.js';
@@ -58,6 +59,7 @@ export class Fetcher {
   /** Reply bytes owed by S for every request on the current link: the path's bytes in flight. */
   #owedBytes = 0;
   readonly #pathLimits: PathLimits;
+  readonly #bulkRate: BulkRateLimit | null;
   #path: PathEstimator;
   /** Called whenever a request finishes (the streamer refills its window). */
   onSettled: () => void = () => {};
@@ -72,9 +74,10 @@ export class Fetcher {
   #sinkFailures = 0;
   #sinkFailureLoggedAt = -Infinity;
 
-  /** `firstId`: where request ids start (tests start near the wrap); `path`: the bulk window's bounds. */
-  constructor(log: Logger, opts: { firstId?: number; path?: PathLimits } = {}) {
+  /** `firstId`: where request ids start (tests start near the wrap); `path`: the bulk window's bounds; `bulkRate`: the pacing's cap. */
+  constructor(log: Logger, opts: { firstId?: number; path?: PathLimits; bulkRate?: BulkRateLimit } = {}) {
     this.#log = log;
+    this.#bulkRate = opts.bulkRate ?? null;
     this.#nextId = opts.firstId ?? 1;
     this.#pathLimits = opts.path ?? DEFAULT_PATH_LIMITS;
     this.#path = this.#newPath();
@@ -86,7 +89,7 @@ export class Fetcher {
   }
 
   #newPath(): PathEstimator {
-    return new PathEstimator(this.#pathLimits, () => this.#bulkBytes, performance.now());
+    return new PathEstimator(this.#pathLimits, () => this.#bulkBytes, performance.now(), this.#bulkRate);
   }
 
   /** Serve missing blocks from `source` once S has been unreachable for `afterMs`. */

@@ -11,6 +11,7 @@ import {
   STARTUP_WINDOW_GAIN,
   type PathLimits,
 } from './path-constants.js';
+import type { BulkRateLimit } from '../common/token-bucket.js';
 
 /** startup: double the rate each round trip until it stops growing; drain: empty what startup queued;
  * probe-bw: cruise at the estimate, probing above it now and then; probe-rtt: hold the window down to see the min RTT. */
@@ -87,10 +88,17 @@ export class PathEstimator {
   /** Pacing: bytes that may be asked for now, refilled at the pacing rate (null: not paced). */
   #tokens = 0;
   #tokensAt: number | null = null;
+  /** The burst the streamer last allowed: under the operator's cap a send refills up to the same (a smaller one, at a
+   * low cap, would drop tokens the cap grants: 4 ms of 5 MiB/s is less than a block). */
+  #burstBytes = 0;
   /** Bytes startup has added to the window's floor so far. */
   #startupGrowth = 0;
 
-  constructor(limits: PathLimits, inflight: () => number, now: number) {
+  /** The operator's cap on bulk bytes (--max-bandwidth): pacing never goes above it, read afresh at each use. */
+  readonly #bulkRate: BulkRateLimit | null;
+
+  constructor(limits: PathLimits, inflight: () => number, now: number, bulkRate: BulkRateLimit | null = null) {
+    this.#bulkRate = bulkRate;
     this.#limits = limits;
     this.#inflight = inflight;
     this.#phaseAt = now;
@@ -131,15 +139,20 @@ export class PathEstimator {
     if (inflightBefore === 0) this.#deliveredAt = now;
     this.#roundAskedBytes += bytes;
     if (this.#tokensAt !== null) {
-      this.allowance(now, 0);
+      this.allowance(now, this.#capHolds(now) ? this.#burstBytes : 0);
       this.#tokens -= bytes;
     }
-    return { delivered: this.#delivered, deliveredAt: this.#deliveredAt, appLimited: this.#appLimitedUntil > this.#delivered || this.#headroomActive() };
+    // Held below the path by the cap, a sample says nothing of the path's limit: it may raise the estimate, never lower it.
+    const appLimited = this.#appLimitedUntil > this.#delivered || this.#headroomActive() || this.#capHolds(now);
+    return { delivered: this.#delivered, deliveredAt: this.#deliveredAt, appLimited };
   }
 
   /** A reply said `bytes` are zero: nothing crossed the link for them (the zero map had not told D yet). */
   onZeroReply(bytes: number): void {
     this.#roundZeroBytes += bytes;
+    // Under the operator's cap, zeroes cost no wire bytes: what their request spent is given back (up to the burst,
+    // at the next refill), so a hole S had not yet told D of is crossed at the link's pace, not the cap's.
+    if (this.#tokensAt !== null && this.#capPerMs() !== null) this.#tokens += bytes;
   }
 
   /** Reply bytes arrived (data bytes: what crosses the bottleneck). */
@@ -248,8 +261,27 @@ export class PathEstimator {
     return Math.max(floor + this.#startupGrowth, bdp * (this.#headroom ? HEADROOM_STARTUP_GAIN : STARTUP_WINDOW_GAIN));
   }
 
-  /** Bulk bytes per ms to pace at, or null: not paced (nothing measured yet). */
+  /** Bulk bytes per ms to pace at, or null: not paced (nothing measured yet, no cap): the model's rate, at most the cap. */
   pacingRate(now: number): number | null {
+    const model = this.#modelRate(now);
+    const cap = this.#capPerMs();
+    return cap === null ? model : model === null ? cap : Math.min(model, cap);
+  }
+
+  /** The cap, not the path, sets the pace now. */
+  #capHolds(now: number): boolean {
+    const cap = this.#capPerMs();
+    if (cap === null) return false;
+    const model = this.#modelRate(now);
+    return model === null || cap < model;
+  }
+
+  #capPerMs(): number | null {
+    const bps = this.#bulkRate?.bytesPerSecond ?? null;
+    return bps === null ? null : bps / 1000;
+  }
+
+  #modelRate(now: number): number | null {
     this.#advance(now);
     const bw = this.bottleneckRate;
     if (this.#phase === 'startup') {
@@ -281,6 +313,7 @@ export class PathEstimator {
       this.#tokensAt = null;
       return Infinity;
     }
+    this.#burstBytes = burstBytes;
     const cap = Math.max(burstBytes, rate * PACING_BURST_MS);
     this.#tokens = this.#tokensAt === null ? cap : Math.min(cap, this.#tokens + rate * (now - this.#tokensAt));
     this.#tokensAt = now;

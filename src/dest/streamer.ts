@@ -5,6 +5,7 @@
 // replies. While the guest waits on demand reads, bulk leaves headroom (BENCHMARKS.md, "WAN").
 import type { Fetcher } from './fetcher.js';
 import type { BlockStore } from './block-store.js';
+import type { BulkRateLimit } from '../common/token-bucket.js';
 import { SYSTEM_CLOCK, type DestClock } from './dest-clock.js';
 import { PACED_REQUEST_MS, PACING_BURST_MS } from './path-constants.js';
 import { DEMAND_QUIET_MS, STREAM_REFILL_FRACTION, STREAM_REFILL_MAX_BYTES } from './store-constants.js';
@@ -16,6 +17,8 @@ export interface StreamerOptions {
   demandQuietMs?: number;
   /** The clock and the pacing timer (default: the system's; tests bring their own). */
   clock?: DestClock;
+  /** The cap the path's pacing keeps under (the fetcher's path reads it): a change re-paces at once. */
+  bulkRate?: BulkRateLimit;
 }
 
 export class Streamer {
@@ -28,6 +31,7 @@ export class Streamer {
   #filling = false;
   #lastDemandAt = -Infinity;
   #timer: unknown = null;
+  #offRate: (() => void) | null = null;
 
   constructor(store: BlockStore, fetcher: Fetcher, opts: StreamerOptions) {
     this.#store = store;
@@ -40,11 +44,22 @@ export class Streamer {
 
   start(): void {
     this.#running = true;
+    // A new cap: a wake-up timed for the old rate is dropped and the window refilled at the new one.
+    this.#offRate ??= this.#opts.bulkRate?.onChange(() => {
+      this.#cancelTimer();
+      this.fill();
+    }) ?? null;
     this.fill();
   }
 
   stop(): void {
     this.#running = false;
+    this.#offRate?.();
+    this.#offRate = null;
+    this.#cancelTimer();
+  }
+
+  #cancelTimer(): void {
     if (this.#timer !== null) this.#clock.clearTimer(this.#timer);
     this.#timer = null;
   }

@@ -61,6 +61,8 @@ export interface RunningJob {
 export interface JobCheck {
   ticketId: string | null;
   image: string;
+  /** The job's own --max-bandwidth, if its options give one: its cap within the host's share until set-speed. */
+  bulkBytesPerSecond: number | null;
 }
 
 export interface JobLauncher {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { refuseConnection } from '../link/link.js';
 import type { DestListener, ListenerFactory } from '../link/listener.js';
 import type { BandwidthPool, PoolShare } from './bandwidth-pool.js';
-import type { JobLauncher, JobProgress, RunningJob } from './job-launcher.js';
+import type { JobCheck, JobLauncher, JobProgress, RunningJob } from './job-launcher.js';
 import { etaSeconds, RateWindow } from './job-rate.js';
 import { JOB_ID_PATTERN, JobStore, type JobRecord } from './job-store.js';
 import { ApiError, FINISHED_STATES, type JobRole, type JobService, type JobStatus, type ServiceObserver, type SubmitRequest } from './job-types.js';
@@ -36,6 +36,8 @@ interface Job {
   /** D: its ticket's id (routes its source to it); both: the image, which one unfinished job at a time may use. */
   ticketId: string | null;
   image: string;
+  /** The options' own cap (--max-bandwidth); set-speed overrides it. */
+  optionsCap: number | null;
   running: RunningJob | null;
   share: PoolShare | null;
   /** A queued dest job holds its ticket on the port: its source is told "busy" and retries, not "unknown". */
@@ -71,8 +73,7 @@ export class HostService implements JobService {
       if (FINISHED_STATES.includes(record.state)) continue;
       try {
         const found = await this.#o.launcher.check(record.role, this.#optionsOf(record), this.#stateDirOf(record.id));
-        job.ticketId = found.ticketId;
-        job.image = found.image;
+        Object.assign(job, { ticketId: found.ticketId, image: found.image, optionsCap: found.bulkBytesPerSecond });
       } catch (e) {
         this.#end(job, { state: 'failed', error: errorOf(e) });
         continue;
@@ -92,7 +93,7 @@ export class HostService implements JobService {
     const id = req.id ?? this.#newId();
     if (!JOB_ID_PATTERN.test(id)) throw new ApiError(400, 'BAD_ID', `job id '${id}' must match ${JOB_ID_PATTERN.source}`);
     if (this.#jobs.has(id)) throw new ApiError(409, 'ID_TAKEN', `a job '${id}' exists already`);
-    let found: { ticketId: string | null; image: string };
+    let found: JobCheck;
     try {
       found = await this.#o.launcher.check(req.role, req.options, this.#stateDirOf(id));
     } catch (e) {
@@ -123,8 +124,7 @@ export class HostService implements JobService {
     };
     if (!this.#store.create(record)) throw new ApiError(409, 'ID_TAKEN', `${this.#store.dirOf(id)} exists already`);
     const job = this.#newJob(record);
-    job.ticketId = found.ticketId;
-    job.image = found.image;
+    Object.assign(job, { ticketId: found.ticketId, image: found.image, optionsCap: found.bulkBytesPerSecond });
     this.#jobs.set(id, job);
     this.#log.info({ job: id, role: req.role }, 'job submitted');
     await this.#holdTicket(job);
@@ -164,7 +164,7 @@ export class HostService implements JobService {
     if (FINISHED_STATES.includes(job.record.state)) throw new ApiError(409, 'FINISHED', `job '${id}' is ${job.record.state}`);
     job.record.speedLimitBytesPerSecond = bytesPerSecond;
     this.#store.save(job.record);
-    job.share?.setOwnCap(bytesPerSecond);
+    job.share?.setOwnCap(bytesPerSecond ?? job.optionsCap);
     this.#log.info({ job: id, bytesPerSecond }, 'speed set');
     return this.#status(job);
   }
@@ -201,7 +201,7 @@ export class HostService implements JobService {
   }
 
   #newJob(record: Omit<JobRecord, 'kind'>): Job {
-    return { record, ticketId: null, image: '', running: null, share: null, hold: null, rate: new RateWindow(), starting: null, abortRequested: false };
+    return { record, ticketId: null, image: '', optionsCap: null, running: null, share: null, hold: null, rate: new RateWindow(), starting: null, abortRequested: false };
   }
 
   #newId(): string {
@@ -247,7 +247,7 @@ export class HostService implements JobService {
     const stateDir = this.#stateDirOf(record.id);
     job.hold?.close();
     job.hold = null;
-    job.share = this.#o.pool.join(record.speedLimitBytesPerSecond);
+    job.share = this.#o.pool.join(record.speedLimitBytesPerSecond ?? job.optionsCap);
     const events = new JsonLinesEvents(join(this.#store.dirOf(record.id), 'events.jsonl'), record.role);
     const observer = this.#o.observer;
     log.info({ role: record.role }, 'job starting');
@@ -344,7 +344,7 @@ export class HostService implements JobService {
       demandLatency: p?.demandLatency ?? { count: 0, p50Ms: null, p99Ms: null },
       reconnects: p?.reconnects ?? 0,
       bytesByClass: p?.bytesByClass ?? { urgent: 0, bulk: 0 },
-      speedLimitBytesPerSecond: record.speedLimitBytesPerSecond,
+      speedLimitBytesPerSecond: record.speedLimitBytesPerSecond ?? job.optionsCap,
       effectiveLimitBytesPerSecond: job.share ? job.share.effective : null,
       maxDowntimeMs: record.role === 'source' ? (p?.maxDowntimeMs ?? record.maxDowntimeMs) : null,
       pastCutover: p?.pastCutover ?? false,

@@ -8,6 +8,7 @@ import { BULK_CHUNK_BYTES, CLASS_URGENT } from '../protocol/constants.js';
 import { encodeBlockData, encodeMessage, type MessageOf } from '../protocol/messages.js';
 import { isAllZero } from '../common/zero.js';
 import type { BufferPool } from '../common/buffer-pool.js';
+import type { BulkRateLimit } from '../common/token-bucket.js';
 import type { ReadAheadCache } from './read-cache.js';
 import type { SentDigests } from './sent-digests.js';
 import type { UrgentStages } from './urgent-stages.js';
@@ -45,6 +46,8 @@ export class BlockServer {
   onChunkRead: (offset: number, zero: boolean) => void = () => {};
   /** Told of the data bytes of each reply frame sent, by class (S's progress view: demand vs bulk). */
   onDataSent: (bytes: number, urgent: boolean) => void = () => {};
+  /** The operator's cap on bulk data bytes (--max-bandwidth, the service's share); urgent replies never wait on it. */
+  bulkRate: BulkRateLimit | null = null;
 
   constructor(
     link: Link,
@@ -142,6 +145,12 @@ export class BlockServer {
           this.#readBuffers.give(whole);
           zeroChunk(pos, n);
         } else {
+          // Only data costs the cap: a zero run goes as one small BLOCK_ZERO frame.
+          const wait = urgent ? undefined : this.bulkRate?.take(n);
+          if (wait) {
+            await wait;
+            if (this.#link.closed) return void this.#readBuffers.give(whole);
+          }
           flushZero(pos, false);
           if (stable) this.#sent.recordData(pos, data);
           this.stats.bytesSent += n;

@@ -5,6 +5,7 @@ import { BufferPool } from '../common/buffer-pool.js';
 import { ProtocolError, type PostcopyError } from '../common/errors.js';
 import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
+import type { BulkRateLimit } from '../common/token-bucket.js';
 import type { PrecopyPort } from '../guest/source-guest.js';
 import type { MigratableGuest } from '../guest/types.js';
 import type { Link } from '../link/link.js';
@@ -37,8 +38,10 @@ export class SourceDataPlane {
   readonly #readBuffers = new BufferPool(BULK_CHUNK_BYTES, READ_BUFFERS_KEPT);
   readonly #scanPacer: ScanPacer;
   #stream: LinkStreamChannel | null = null;
+  readonly #bulkRate: BulkRateLimit | null;
 
-  constructor(image: ScannableImage, blockSize: number, readAheadBytes: number | undefined, log: Logger) {
+  constructor(image: ScannableImage, blockSize: number, readAheadBytes: number | undefined, log: Logger, bulkRate?: BulkRateLimit) {
+    this.#bulkRate = bulkRate ?? null;
     this.#image = image;
     this.#log = log;
     this.sent = new SentDigests(image.size, blockSize);
@@ -53,6 +56,7 @@ export class SourceDataPlane {
     server.knownZero = (offset, length) => this.#scanPacer.isKnownZero(offset, length);
     server.onChunkRead = (offset, zero) => this.#scanPacer.noteServed(offset, zero);
     server.onDataSent = (bytes, urgent) => void (urgent ? (this.served.demand += bytes) : (this.served.bulk += bytes));
+    server.bulkRate = this.#bulkRate;
     return server;
   }
 

@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { BlockDevice } from '../common/block-device.js';
 import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
+import type { BulkRateLimit } from '../common/token-bucket.js';
 import type { Backoff } from '../common/retry.js';
 import type { SourceGuestMigrator } from '../guest/migrator.js';
 import type { PrecopyResult, SourceGuest } from '../guest/source-guest.js';
@@ -43,6 +44,8 @@ export interface SourceAgentOptions {
   resumeTimeoutMs?: number;
   reconnectBackoff?: Backoff;
   readAheadBytes?: number;
+  /** A cap on the bulk data S sends (--max-bandwidth, or the host service's share); demand replies never wait on it. */
+  bulkRate?: BulkRateLimit;
   link?: Omit<LinkOptions, 'log'>;
   /** Mutual TLS on the migration socket. */
   tls?: TlsFiles;

@@ -56,7 +56,7 @@ export class SourceAgent {
     this.#stateDir = opts.stateDir ? new SourceStateDir(opts.stateDir, opts.stateDirIsDefault ?? false) : null;
     const disk = opts.guestDisk ?? (opts.image as unknown as BlockDevice);
     this.#guest = opts.sourceGuest ?? sourceGuest({ migrator: opts.migrator, guest: opts.guest, disk, definition: opts.guestDefinition });
-    this.#data = new SourceDataPlane(opts.image, opts.blockSize, opts.readAheadBytes, this.#log);
+    this.#data = new SourceDataPlane(opts.image, opts.blockSize, opts.readAheadBytes, this.#log, opts.bulkRate);
     // Settled before run() is called (a stop request first): run() hands it on; nobody else must see it unhandled.
     this.#outcome.promise.catch(() => {});
   }

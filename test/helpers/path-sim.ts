@@ -13,6 +13,7 @@ import { pathLimitsUpTo } from '../../src/dest/path-constants.js';
 import { BULK_CHUNK_BYTES, CLASS_BULK, CLASS_URGENT } from '../../src/protocol/constants.js';
 import type { BlockClass, Message } from '../../src/protocol/messages.js';
 import type { Logger } from '../../src/common/logger.js';
+import type { BulkRateLimit } from '../../src/common/token-bucket.js';
 import { pino } from 'pino';
 
 export const SIM_BLOCK = 64 * 1024;
@@ -34,6 +35,8 @@ export interface SimOptions {
   changes?: Array<{ atMs: number; path: SimPath }>;
   /** Give up after this long (simulated). */
   limitMs?: number;
+  /** D's cap on bulk (--max-bandwidth). */
+  bulkRate?: BulkRateLimit;
 }
 
 export interface SimResult {
@@ -150,12 +153,13 @@ function zeros(n: number): Buffer {
 
 /** Run one simulated migration to the end (or the limit) and say what the path saw. */
 export function simulate(o: SimOptions): SimResult {
-  const fetcher = new Fetcher(silent, { path: pathLimitsUpTo(o.maxWindowBytes) });
+  const rate = o.bulkRate ? { bulkRate: o.bulkRate } : {};
+  const fetcher = new Fetcher(silent, { path: pathLimitsUpTo(o.maxWindowBytes), ...rate });
   const store = new SimStore(o.blocks, fetcher);
   const link = new SimLink(o.path, (msg, firstByteAt) => {
     if (msg.type === 'BLOCK_DATA' || msg.type === 'BLOCK_ZERO' || msg.type === 'BLOCK_ERR') fetcher.onReply(msg, firstByteAt);
   });
-  const streamer = new Streamer(store as unknown as BlockStore, fetcher, { batchBytes: BULK_CHUNK_BYTES });
+  const streamer = new Streamer(store as unknown as BlockStore, fetcher, { batchBytes: BULK_CHUNK_BYTES, ...rate });
   fetcher.onSettled = () => streamer.fill();
   fetcher.attach(link as unknown as Link);
   const t0 = performance.now();

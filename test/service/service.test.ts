@@ -54,7 +54,7 @@ class FakeLauncher implements JobLauncher {
   readonly started: FakeJob[] = [];
   async check(role: JobRole, options: JobOptions): Promise<JobCheck> {
     if (options.bad) throw new UsageError('PC_ERR_USAGE', '--bad is not an option');
-    return { ticketId: role === 'dest' ? String(options.ticket ?? options.image) : null, image: String(options.image) };
+    return { ticketId: role === 'dest' ? String(options.ticket ?? options.image) : null, image: String(options.image), bulkBytesPerSecond: null };
   }
   async start(_role: JobRole, _options: JobOptions, ctx: JobContext): Promise<RunningJob> {
     const job = new FakeJob(ctx.id);

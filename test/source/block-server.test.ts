@@ -12,6 +12,9 @@ import { ReadAheadCache } from '../../src/source/read-cache.js';
 import { SentDigests } from '../../src/source/sent-digests.js';
 import { UrgentStages } from '../../src/source/urgent-stages.js';
 import { autoCleanup, collect, linkPair, waitFor } from '../helpers/link-harness.js';
+import { TokenBucket } from '../../src/common/token-bucket.js';
+import { ManualClock } from '../helpers/manual-clock.js';
+import { turns } from '../helpers/wait.js';
 
 autoCleanup();
 
@@ -48,12 +51,19 @@ class HeldImage implements SourceImage {
   async close() {}
 }
 
-function setup() {
+/** Reads answer at once; the second half of the image reads as zeroes. */
+class FreeImage extends HeldImage {
+  override async readInto(buf: Buffer, offset: number, length: number): Promise<Buffer> {
+    return offset >= SIZE / 2 ? buf.fill(0, 0, length).subarray(0, length) : fill(buf, offset, length);
+  }
+}
+
+function setup(image = new HeldImage(), bulkRate?: TokenBucket) {
   const { a, b } = linkPair();
-  const image = new HeldImage();
   const stages = new UrgentStages();
   const stats = { urgentRequests: 0, bulkRequests: 0, bytesSent: 0, zeroBytesSkipped: 0 };
   const server = new BlockServer(a, image, new ReadAheadCache({ maxBytes: 16 << 20, grain: BLOCK }), silentLogger(), stats, new SentDigests(SIZE, BLOCK), () => true, new BufferPool(BULK_CHUNK_BYTES, 8), stages);
+  if (bulkRate) server.bulkRate = bulkRate;
   a.setHandler((m) => {
     if (m.type === 'BLOCK_REQ') server.handle(m);
   });
@@ -95,5 +105,33 @@ describe('BlockServer: urgent before bulk', () => {
     }
     expect(image.nowReads).toBe(3);
     expect(image.held).toHaveLength(0);
+  });
+});
+
+describe('BlockServer: the bulk rate cap', () => {
+  it('holds bulk data chunks to the cap; zero runs and urgent replies never wait on it', async () => {
+    const clock = new ManualClock();
+    // One chunk a second: the full bucket lets the first chunk go, the next waits a second.
+    const cap = new TokenBucket(BULK_CHUNK_BYTES, clock);
+    const { d, atD } = setup(new FreeImage(), cap);
+    const zeroFor = (id: number) => atD.filter((m) => m.type === 'BLOCK_ZERO' && m.id === id);
+    d.send({ type: 'BLOCK_REQ', id: 1, offset: 0, length: 4 * BULK_CHUNK_BYTES, cls: CLASS_BULK });
+    await waitFor(() => dataFor(atD, 1).length === 1, 'the first chunk (the burst)');
+    // A zero run costs no wire bytes: answered while the data request waits for its tokens.
+    d.send({ type: 'BLOCK_REQ', id: 2, offset: SIZE / 2, length: 8 * BULK_CHUNK_BYTES, cls: CLASS_BULK });
+    d.send({ type: 'BLOCK_REQ', id: 3, offset: 200 * BLOCK, length: BLOCK, cls: CLASS_URGENT });
+    await waitFor(() => zeroFor(2).length === 1 && dataFor(atD, 3).length === 1, 'the zero run and the urgent reply');
+    await turns(20);
+    expect(dataFor(atD, 1)).toHaveLength(1);
+    expect(cap.waiting).toBe(1);
+    await clock.advance(999);
+    await turns(20);
+    expect(dataFor(atD, 1)).toHaveLength(1);
+    await clock.advance(1);
+    await waitFor(() => dataFor(atD, 1).length === 2, 'the second chunk, a second later');
+    // Lifted live: the rest goes at once.
+    cap.setRate(null);
+    await waitFor(() => dataFor(atD, 1).length === 4, 'the rest once the cap is lifted');
+    expect(dataFor(atD, 1).map((p) => p.offset)).toEqual([0, 1, 2, 3].map((c) => c * BULK_CHUNK_BYTES));
   });
 });
