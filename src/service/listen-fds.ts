@@ -8,6 +8,13 @@ export const SD_LISTEN_FDS_START = 3;
 /** The name sd_listen_fds_with_names gives an fd the unit did not name. */
 export const SD_UNNAMED_FD = 'unknown';
 
+/** The names our socket units give their fds (FileDescriptorName=, see systemd/): what the service asks fdNamed for. */
+export const FD_NAMES = {
+  migration: 'migration',
+  control: 'control',
+  metrics: 'metrics',
+} as const;
+
 export interface ActivatedSocket {
   fd: number;
   name: string;
