@@ -2,7 +2,10 @@
 // loopback TCP. Two migrations with different tickets through the same port both complete byte-exact; strangers
 // (unknown ticket, garbage, silence, an oversized frame, a frame that is not HELLO) are cut off with an ERROR frame,
 // one log line and a `refused` event, and never disturb the jobs; a resume after a cut reaches its own job.
+import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FileImage } from '../../src/image/file-image.js';
 import { MAX_PREAUTH_CONNECTIONS } from '../../src/protocol/constants.js';
@@ -10,7 +13,7 @@ import { newNonce, ticketId } from '../../src/protocol/handshake.js';
 import type { Message } from '../../src/protocol/messages.js';
 import { buildHeader, T } from '../helpers/frame-builder.js';
 import { LINK_OPTS, WatchedImage, bytesOf, refusedLines, stranger, waitFor, type Exchange, type LogLines, type RecordingEvents } from '../hostile/hostile-harness.js';
-import { CuttableRelay, finished, newTicket, sourceFor, startJob, startPort, type PortJob } from './port-harness.js';
+import { CuttableRelay, finished, newTicket, portPki, sourceFor, startJob, startPort, type PortJob } from './port-harness.js';
 
 const hello = (extra: { ticketId?: string; resumeSession?: string } = {}): Message => ({
   type: 'HELLO',
@@ -62,6 +65,24 @@ describe('SharedMigrationPort', () => {
     await a.dest.close();
     await b.dest.close();
     expect(port.registeredTickets).toBe(0);
+  });
+
+  it('over mutual TLS: two sources reach their jobs byte-exact; a plain-TCP stranger is refused at the TLS layer', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pc-port-pki-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const pki = portPki(dir);
+    const p = await startPort({ tls: pki.port });
+    cleanups.push(() => p.port.close());
+    const jobs = await Promise.all(['ta', 'tb'].map((name, i) => startJob(p.port, name, 200 + i)));
+    for (const j of jobs) cleanups.push(() => j.cleanup());
+    const before = p.events.named('refused').length;
+    const x = await stranger(p.endpoint, ({ socket }) => void socket.write(bytesOf(hello({ ticketId: ticketId(jobs[0]!.ticket) }))));
+    expect(x.closed).toBe(true);
+    expect(x.messages).toEqual([]);
+    await waitFor(() => p.events.named('refused').length > before, 'the TLS refusal');
+    expect(p.events.named('refused').at(-1)!.code).toBe('TLS');
+    const results = await Promise.all(jobs.map((j) => finished(j, sourceFor(j, p.endpoint, undefined, pki.source).run)));
+    expect(results.map((r) => r.identical)).toEqual([true, true]);
   });
 
   it('strangers are refused while two migrations sit in post-copy, which then complete undisturbed', async () => {

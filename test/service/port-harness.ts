@@ -1,6 +1,7 @@
 // Dest jobs behind one SharedMigrationPort, and real sources that reach them through a relay the test can cut:
 // what the port tests build their migrations from (real agents, real TCP on loopback).
 import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
@@ -10,7 +11,7 @@ import { DestAgent, type DestResult } from '../../src/dest/dest-agent.js';
 import { generateDemoImage } from '../../src/guest/image-gen.js';
 import { compareImages } from '../../src/guest/verify.js';
 import { FileImage } from '../../src/image/file-image.js';
-import type { Endpoint } from '../../src/link/connect.js';
+import { loadTlsFiles, type Endpoint, type TlsFiles } from '../../src/link/connect.js';
 import { parseTicket, ticketId, type Ticket } from '../../src/protocol/handshake.js';
 import { SharedMigrationPort } from '../../src/service/migration-port.js';
 import { SourceAgent, type SourceResult } from '../../src/source/source-agent.js';
@@ -20,10 +21,10 @@ import { LINK_OPTS, MiB, RecordingEvents, WatchedImage, decodeAll, type LogLines
 export const IMAGE_BYTES = 2 * MiB;
 
 /** A port on 127.0.0.1:0 with its log lines and refusal events recorded. */
-export async function startPort(extra: { handshakeTimeoutMs?: number } = {}): Promise<{ port: SharedMigrationPort; endpoint: Endpoint; lines: LogLines; events: RecordingEvents }> {
+export async function startPort(extra: { tls?: TlsFiles } = {}): Promise<{ port: SharedMigrationPort; endpoint: Endpoint; lines: LogLines; events: RecordingEvents }> {
   const { log, lines } = captureLogger('info');
   const events = new RecordingEvents();
-  const port = new SharedMigrationPort({ listen: { host: '127.0.0.1', port: 0 }, log, events, handshakeTimeoutMs: extra.handshakeTimeoutMs ?? LINK_OPTS.handshakeTimeoutMs });
+  const port = new SharedMigrationPort({ listen: { host: '127.0.0.1', port: 0 }, log, events, handshakeTimeoutMs: LINK_OPTS.handshakeTimeoutMs, ...extra });
   const endpoint = await port.listen();
   return { port, endpoint, lines, events };
 }
@@ -80,7 +81,12 @@ export async function startJob(port: SharedMigrationPort, name: string, seed: nu
 }
 
 /** A real source (no guest) of `job`'s image, connecting to `ep`; `image` lets a test hold its reads. */
-export function sourceFor(job: PortJob, ep: Endpoint, image: WatchedImage = new WatchedImage(FileImage.open(job.src))): { run: Promise<SourceResult>; image: WatchedImage } {
+export function sourceFor(
+  job: PortJob,
+  ep: Endpoint,
+  image: WatchedImage = new WatchedImage(FileImage.open(job.src)),
+  tls?: TlsFiles,
+): { run: Promise<SourceResult>; image: WatchedImage } {
   const { log } = captureLogger('silent');
   const agent = new SourceAgent({
     connect: ep,
@@ -94,6 +100,7 @@ export function sourceFor(job: PortJob, ep: Endpoint, image: WatchedImage = new 
     log,
     events: nullEvents,
     link: LINK_OPTS,
+    ...(tls ? { tls } : {}),
   });
   const run = agent.run();
   run.catch(() => {});
@@ -154,4 +161,21 @@ export class CuttableRelay {
     this.#server.close();
     this.cut();
   }
+}
+
+/** A CA and two leaves it signed, made with openssl in `dir`: the port's (for 127.0.0.1) and a source's (a client). */
+export function portPki(dir: string): { port: TlsFiles; source: TlsFiles } {
+  const script = `
+    set -e
+    key() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 "$@" 2>/dev/null; }
+    key -x509 -keyout ca.key -out ca.crt -subj /CN=port-test-ca
+    printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > port.ext
+    printf 'extendedKeyUsage=clientAuth\\n' > source.ext
+    for leaf in port source; do
+      key -keyout $leaf.key -out $leaf.csr -subj /CN=$leaf
+      openssl x509 -req -in $leaf.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out $leaf.crt -days 2 -extfile $leaf.ext 2>/dev/null
+    done`;
+  execFileSync('sh', ['-c', script], { cwd: dir });
+  const files = (leaf: string) => loadTlsFiles(join(dir, `${leaf}.crt`), join(dir, `${leaf}.key`), join(dir, 'ca.crt'))!;
+  return { port: files('port'), source: files('source') };
 }
