@@ -164,6 +164,25 @@ describe('SharedMigrationPort', () => {
     expect(jobs[0]!.dest.phase).toBe('idle');
   });
 
+  it('with one job on the port, an unknown ticket is still refused at the port, not handed to that job', async () => {
+    const { endpoint, lines, events } = await portWithJobs(['only']);
+    const before = { lines: refusedLines(lines).length, events: events.named('refused').length };
+    const x = await stranger(endpoint, ({ socket }) => void socket.write(bytesOf(hello({ ticketId: ticketId(newTicket('nobody')) }))));
+    expectRefused(x, 'PC_ERR_BUSY', lines, events, before);
+    expect(x.messages.map((m) => m.type)).not.toContain('CHALLENGE');
+  });
+
+  it('each refusal gives its pre-authentication slot back: after more refusals than the cap, a real source still gets in', async () => {
+    const { endpoint, jobs, events } = await portWithJobs(['a']);
+    for (let i = 0; i < MAX_PREAUTH_CONNECTIONS + 4; i++) {
+      const x = await stranger(endpoint, ({ socket }) => void socket.write('garbage, not a frame, long enough to hold a header'));
+      expect(x.error?.code, `stranger ${i}`).toBe('PC_ERR_BAD_MAGIC');
+    }
+    expect(events.named('refused').filter((e) => e.code === 'PC_ERR_BUSY')).toEqual([]);
+    const r = await finished(jobs[0]!, sourceFor(jobs[0]!, endpoint).run);
+    expect(r.identical).toBe(true);
+  });
+
   it('a ticket registered twice is refused; a closed job leaves the port to the next holder of its ticket', async () => {
     const { port, jobs } = await portWithJobs(['same']);
     await expect(startJob(port, 'same', 7)).rejects.toThrow(/already holds ticket/);
