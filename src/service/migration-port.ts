@@ -33,6 +33,7 @@ export class SharedMigrationPort {
   readonly #server: MigrationListener;
   readonly #jobs = new Map<string, Registration>();
   #address: Endpoint | null = null;
+  #closed = false;
 
   constructor(opts: MigrationPortOptions) {
     this.#o = opts;
@@ -52,6 +53,7 @@ export class SharedMigrationPort {
 
   /** Stop listening and drop every connection, the jobs' included. */
   close(): void {
+    this.#closed = true;
     this.#server.close();
     this.#jobs.clear();
     this.#address = null;
@@ -108,7 +110,9 @@ export class SharedMigrationPort {
   }
 
   #refuse(socket: Socket, peer: string, err: PostcopyError, settled: () => void): void {
-    refuseStranger(this.#o, socket, peer, err);
+    // Connections the port's own close cut are nobody's refusal.
+    if (this.#closed) socket.destroy();
+    else refuseStranger(this.#o, socket, peer, err);
     settled();
   }
 }
