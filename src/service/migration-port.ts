@@ -59,7 +59,11 @@ export class SharedMigrationPort {
     this.#address = null;
   }
 
-  /** A DestAgentOptions.listener for the dest job with this ticket: its listen() registers, close() unregisters. */
+  /**
+   * A DestAgentOptions.listener for the dest job with this ticket: its listen() registers (and resolves with the
+   * port's address), close() unregisters and drops the connections it was given. The agent's own `listen` and
+   * `tls` are not used: the port's are.
+   */
   listenerFor(ticketId: string): ListenerFactory {
     return (_opts, onConnection): DestListener => {
       const reg: Registration = { onConnection, sockets: new Set() };
