@@ -98,7 +98,12 @@ export class SharedMigrationPort {
         reg.onConnection(socket, peer, settled);
       },
       (err: PostcopyError) => this.#refuse(socket, peer, err, settled),
-    );
+    ).catch((e: unknown) => {
+      // A handover that threw (settled is idempotent): the peer goes, the port goes on.
+      this.#o.log.child({ peer }).error({ err: e }, 'could not hand a connection to its job');
+      socket.destroy();
+      settled();
+    });
   }
 
   /** The job this HELLO is for, or why there is none. */
