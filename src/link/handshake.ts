@@ -10,6 +10,7 @@ import {
   deriveResumeKey,
   newNonce,
   resumeProofKey,
+  ticketId,
   verifyProof,
   type Ticket,
 } from '../protocol/handshake.js';
@@ -45,6 +46,8 @@ export async function handshakeAsSource(link: Link, ticket: Ticket | null, resum
     caps: [...CAPABILITIES],
     nonce: sourceNonce,
     ...(resume ? { resumeSession: resume.sessionId } : {}),
+    // Always sent: a resume reaches its job through a shared port by the ticket, as a new session does.
+    ticketId: ticketId(ticket),
   });
   const ch = await nextMessage(link, ['CHALLENGE'], remaining(deadline));
   const version = chooseVersion([ch.version, ch.version]);

@@ -2,7 +2,7 @@
 // cap on connections still authenticating, so strangers cost at most a few small handshakes at once.
 import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
-import { BusyError } from '../common/errors.js';
+import { BusyError, type PostcopyError } from '../common/errors.js';
 import type { EventSink } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import { MAX_PREAUTH_CONNECTIONS } from '../protocol/constants.js';
@@ -17,6 +17,9 @@ export interface ListenerOptions {
   events: EventSink;
 }
 
+/** Where a MigrationListener takes connections: an address to bind, or a listening socket it is handed (systemd's). */
+export type ServerOptions = Omit<ListenerOptions, 'listen'> & ({ listen: Endpoint; fd?: undefined } | { fd: number; listen?: Endpoint });
+
 /** A connection let in: `authenticated()` must be called once its handshake settled (either way). */
 export type OnConnection = (socket: Socket, peer: string, authenticated: () => void) => void;
 
@@ -29,18 +32,18 @@ export interface DestListener {
 export type ListenerFactory = (opts: ListenerOptions, onConnection: OnConnection) => DestListener;
 
 export class MigrationListener implements DestListener {
-  readonly #o: ListenerOptions;
+  readonly #o: ServerOptions;
   readonly #onConnection: OnConnection;
   readonly #sockets = new Set<Socket>();
   #server: Server | null = null;
   #authenticating = 0;
 
-  constructor(opts: ListenerOptions, onConnection: OnConnection) {
+  constructor(opts: ServerOptions, onConnection: OnConnection) {
     this.#o = opts;
     this.#onConnection = onConnection;
   }
 
-  /** Bind and listen; resolves with the bound address (port 0 picks one). */
+  /** Bind and listen (or adopt the listening fd); resolves with the bound address (port 0 picks one). */
   async listen(): Promise<Endpoint> {
     const tls = this.#o.tls;
     const server = tls
@@ -56,14 +59,18 @@ export class MigrationListener implements DestListener {
     this.#server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.#o.listen.port, this.#o.listen.host, () => {
+      const listening = () => {
         server.off('error', reject);
         resolve();
-      });
+      };
+      if (this.#o.fd !== undefined) server.listen({ fd: this.#o.fd }, listening);
+      else server.listen(this.#o.listen.port, this.#o.listen.host, listening);
     });
     server.on('error', (err) => this.#o.log.error({ err }, 'listener error'));
     const addr = server.address();
-    return typeof addr === 'object' && addr ? { host: addr.address, port: addr.port } : this.#o.listen;
+    if (typeof addr === 'object' && addr) return { host: addr.address, port: addr.port };
+    // An adopted Unix socket has a path for an address, and no port.
+    return this.#o.listen ?? { host: addr ?? '', port: 0 };
   }
 
   /** Stop listening and drop every connection. */
@@ -79,9 +86,7 @@ export class MigrationListener implements DestListener {
     if (this.#authenticating >= MAX_PREAUTH_CONNECTIONS) {
       // The real source retries; a flood of strangers gets no more than this.
       const err = new BusyError('PC_ERR_BUSY', `${this.#authenticating} connections are already authenticating; try again`);
-      this.#o.log.child({ peer }).warn({ code: err.code }, 'refused a connection: too many authenticating');
-      this.#o.events.emit('refused', { peer, code: err.code, message: err.message });
-      refuseConnection(socket, err);
+      refuseStranger(this.#o, socket, peer, err, 'refused a connection: too many authenticating');
       return;
     }
     this.#authenticating++;
@@ -92,4 +97,11 @@ export class MigrationListener implements DestListener {
       this.#authenticating--;
     });
   }
+}
+
+/** Cut a peer off before it authenticated: an ERROR frame, one log line and a `refused` event. */
+export function refuseStranger(o: { log: Logger; events: EventSink }, socket: Socket, peer: string, err: PostcopyError, msg = 'refused a connection'): void {
+  o.log.child({ peer }).warn({ code: err.code, err: err.message }, msg);
+  o.events.emit('refused', { peer, code: err.code, message: err.message });
+  refuseConnection(socket, err);
 }

@@ -35,7 +35,7 @@ export const FLAG_DONE = 0x02; // last data frame of a block request's reply
 
 /** Frame types. 1..63 control (JSON payload), 64..127 binary data. */
 export const MSG = {
-  HELLO: 1, // S→D: versions, capabilities, S's nonce, optional resume request
+  HELLO: 1, // S→D: versions, capabilities, S's nonce, optional resume request, optional ticket id (a host's shared port routes by it)
   CHALLENGE: 2, // D→S: chosen version, D's nonce, D's proof of the key
   AUTH: 3, // S→D: S's proof of the key
   WELCOME: 4, // D→S: session id, whether resumed, D's phase
@@ -91,6 +91,10 @@ export const RAM_ZERO_PAGE_BIT = 0x80000000;
 export const NONCE_BYTES = 32;
 /** A nonce on the wire: lower-case hex, two characters a byte. The handshake takes no other length. */
 export const NONCE_HEX_CHARS = NONCE_BYTES * 2;
+/** Bytes of HELLO's ticket id (a truncated HMAC of the ticket): enough that two tickets never collide on one host. */
+export const TICKET_ID_BYTES = 16;
+/** A ticket id on the wire: lower-case hex, two characters a byte; the decoder takes no other length. */
+export const TICKET_ID_HEX_CHARS = TICKET_ID_BYTES * 2;
 /** BLOCK_REQ payload: u64 offset (8) · u32 length (4) · u8 class (1). */
 export const BLOCK_REQ_PAYLOAD = 13;
 /** Largest data part S puts in one BLOCK_DATA frame: an urgent frame waits behind one of these at most. */

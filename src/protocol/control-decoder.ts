@@ -1,7 +1,7 @@
 // Decode and validate a control message's JSON payload, field by field. Malformed raises ProtocolError.
 import { ProtocolError } from '../common/errors.js';
 import type { ImageIdentity } from '../common/image-identity.js';
-import { MAX_MISMATCH_BLOCKS, type MsgName } from './constants.js';
+import { MAX_MISMATCH_BLOCKS, TICKET_ID_HEX_CHARS, type MsgName } from './constants.js';
 import { Fields, isPlainObject, isU32, malformed } from './message-fields.js';
 import { MAX_IMAGE_HOST, MAX_U64_DIGITS } from './message-layout.js';
 import type { ControlMessage, GuestDefinition } from './message-types.js';
@@ -21,12 +21,15 @@ export function decodeControl(name: MsgName, p: Buffer): ControlMessage {
       // [lowest, highest] version the peer speaks.
       if (versions.length !== 2 || !versions.every(isU32)) malformed(name, 'versions');
       const resume = b.optString('resumeSession');
+      const ticket = b.optHex('ticketId');
+      if (ticket !== undefined && ticket.length !== TICKET_ID_HEX_CHARS) malformed(name, `ticketId of ${ticket.length} hex characters, must be ${TICKET_ID_HEX_CHARS}`);
       return {
         type: 'HELLO',
         versions: [versions[0] as number, versions[1] as number],
         caps: b.stringArray('caps'),
         nonce: b.hex('nonce'),
         ...(resume !== undefined ? { resumeSession: resume } : {}),
+        ...(ticket !== undefined ? { ticketId: ticket } : {}),
       };
     }
     case 'CHALLENGE':

@@ -2,7 +2,7 @@
 // The ticket never crosses the wire: each side proves it holds the key by an HMAC over both sides' nonces.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { AuthError, ProtocolError, UsageError } from '../common/errors.js';
-import { MIN_SECRET_BYTES, NONCE_BYTES, NONCE_HEX_CHARS, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from './constants.js';
+import { MIN_SECRET_BYTES, NONCE_BYTES, NONCE_HEX_CHARS, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, TICKET_ID_BYTES } from './constants.js';
 
 export interface Ticket {
   secret: Buffer;
@@ -34,6 +34,15 @@ export function checkTicketValid(ticket: Ticket, now: number): void {
   if (ticket.expiresAt !== undefined && now > ticket.expiresAt) {
     throw new AuthError('PC_ERR_TICKET_EXPIRED', new Date(ticket.expiresAt).toISOString());
   }
+}
+
+/**
+ * The ticket's public name, sent in HELLO so a host's one migration port can hand the connection to the job that
+ * holds this ticket. An HMAC under the secret of a fixed label: it names the ticket without revealing it (and
+ * proves nothing: the handshake's proofs still decide).
+ */
+export function ticketId(ticket: Ticket): string {
+  return createHmac('sha256', ticket.secret).update('postcopy ticket id v1').digest().subarray(0, TICKET_ID_BYTES).toString('hex');
 }
 
 export function newNonce(): string {

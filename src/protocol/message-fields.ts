@@ -25,6 +25,9 @@ export class Fields {
     if (!/^[0-9a-f]*$/.test(v) || v.length % 2 !== 0) malformed(this.msg, `${k} is not hex`);
     return v;
   }
+  optHex(k: string): string | undefined {
+    return k in this.body ? this.hex(k) : undefined;
+  }
   bool(k: string): boolean {
     const v = this.raw(k);
     if (typeof v !== 'boolean') malformed(this.msg, k);

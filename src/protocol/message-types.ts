@@ -13,7 +13,8 @@ export interface GuestDefinition {
 }
 
 export type ControlMessage =
-  | { type: 'HELLO'; versions: [number, number]; caps: string[]; nonce: string; resumeSession?: string }
+  /** ticketId: which ticket S holds (ticketId()), so a host's shared migration port can route; older sources omit it. */
+  | { type: 'HELLO'; versions: [number, number]; caps: string[]; nonce: string; resumeSession?: string; ticketId?: string }
   | { type: 'CHALLENGE'; version: number; caps: string[]; nonce: string; proof: string }
   | { type: 'AUTH'; proof: string }
   | { type: 'WELCOME'; sessionId: string; resumed: boolean; phase: string }

@@ -303,6 +303,34 @@ export const GOLDEN: readonly GoldenVector[] = [
     built: buildFrame({ type: T.GUEST_STREAM, payload: Buffer.from('5145564d00000003', 'hex') }),
     message: { type: 'GUEST_STREAM', data: Buffer.from('5145564d00000003', 'hex') },
   },
+  {
+    name: 'HELLO resuming, with a ticket id',
+    bytes: hex`
+      50435931 01 01 0000   # magic · type 1 HELLO · URGENT · reserved
+      00000000              # id 0
+      00000092              # payload length 146
+      3bb1f427              # crc32
+      ${ascii('{"versions":[1,1],"caps":["resume"],')}                 # versions 1..1, capabilities
+      ${ascii('"nonce":"00112233445566778899aabbccddeeff",')}          # S's nonce (hex)
+      ${ascii('"resumeSession":"s1",')}                                # the session to resume
+      ${ascii('"ticketId":"0123456789abcdef0123456789abcdef"}')}       # the ticket's id: 16 bytes in hex
+    `,
+    built: buildControl(T.HELLO, {
+      versions: [1, 1],
+      caps: ['resume'],
+      nonce: '00112233445566778899aabbccddeeff',
+      resumeSession: 's1',
+      ticketId: '0123456789abcdef0123456789abcdef',
+    }),
+    message: {
+      type: 'HELLO',
+      versions: [1, 1],
+      caps: ['resume'],
+      nonce: '00112233445566778899aabbccddeeff',
+      resumeSession: 's1',
+      ticketId: '0123456789abcdef0123456789abcdef',
+    },
+  },
 ];
 
 /** Recompute the header's length and crc fields after a payload mutation, so decodeMessage's checks are reached. */

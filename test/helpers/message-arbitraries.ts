@@ -31,7 +31,12 @@ export const controlMessage: fc.Arbitrary<Message> = fc.oneof(
     caps,
     nonce: hexString,
     resumeSession: fc.option(text, { nil: undefined }),
-  }).map(({ resumeSession, ...m }) => (resumeSession === undefined ? m : { ...m, resumeSession })),
+    ticketId: fc.option(fc.uint8Array({ minLength: 16, maxLength: 16 }).map((b) => Buffer.from(b).toString('hex')), { nil: undefined }),
+  }).map(({ resumeSession, ticketId, ...m }) => ({
+    ...m,
+    ...(resumeSession === undefined ? {} : { resumeSession }),
+    ...(ticketId === undefined ? {} : { ticketId }),
+  })),
   fc.record({ type: fc.constant('CHALLENGE' as const), version: u32, caps, nonce: hexString, proof: hexString }),
   fc.record({ type: fc.constant('AUTH' as const), proof: hexString }),
   fc.record({ type: fc.constant('WELCOME' as const), sessionId: text, resumed: bool, phase: text }),

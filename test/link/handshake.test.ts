@@ -8,7 +8,8 @@ import { nextMessage } from '../../src/link/next-message.js';
 import { CAPABILITIES, NONCE_BYTES, PROTOCOL_VERSION_MAX } from '../../src/protocol/constants.js';
 import { computeProof, deriveResumeKey, newNonce, resumeProofKey, type Ticket } from '../../src/protocol/handshake.js';
 import { expectError } from '../helpers/errors.js';
-import { autoCleanup, closed, collect, linkAndRaw, linkPair, newLink, track, turns } from '../helpers/link-harness.js';
+import { autoCleanup, closed, collect, linkAndRaw, linkPair, newLink, track, turns, waitFor } from '../helpers/link-harness.js';
+import type { Message } from '../../src/protocol/messages.js';
 import { tcpPair } from '../helpers/tcp.js';
 import { turnsUntil } from '../helpers/wait.js';
 
@@ -167,6 +168,28 @@ describe('new session', () => {
     const destP = closingOnError(dest, handshakeAsDest(dest, destOpts()));
     source.send({ type: 'BEGIN', guest: null, size: 4096, blockSize: 4096, cookie: '' });
     expectError(await destP.catch((e: unknown) => e), ProtocolError, 'PC_ERR_UNEXPECTED');
+  });
+});
+
+describe('HELLO names the ticket (a shared port routes by it)', () => {
+  /** The HELLO the source sends, read off a link whose peer never answers. */
+  async function helloSent(resume: SessionKeys | null): Promise<Extract<Message, { type: 'HELLO' }>> {
+    const { source, dest } = await tcpLinks();
+    const inbox = collect(dest);
+    handshakeAsSource(source, ticket(), resume).catch(() => {});
+    await waitFor(() => inbox.length > 0, 'the HELLO');
+    const hello = inbox[0]!;
+    if (hello.type !== 'HELLO') throw new Error(`got ${hello.type}`);
+    return hello;
+  }
+
+  it('a new session and a resume both carry ticketId(ticket)', async () => {
+    // HMAC-SHA256(secret, 'postcopy ticket id v1'), first 16 bytes, computed apart with Python's hmac.
+    const want = '839ab3f6cd9e17369b0faafb1324471d';
+    expect((await helloSent(null)).ticketId).toBe(want);
+    const resumed = await helloSent({ sessionId: 'ab'.repeat(16), resumeKey: Buffer.alloc(32, 1) });
+    expect(resumed.ticketId).toBe(want);
+    expect(resumed.resumeSession).toBe('ab'.repeat(16));
   });
 });
 

@@ -2,7 +2,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { AuthError, ProtocolError, UsageError } from '../../src/common/errors.js';
-import { NONCE_BYTES, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from '../../src/protocol/constants.js';
+import { NONCE_BYTES, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, TICKET_ID_HEX_CHARS } from '../../src/protocol/constants.js';
 import {
   checkNonce,
   checkTicketValid,
@@ -12,6 +12,7 @@ import {
   newNonce,
   parseTicket,
   resumeProofKey,
+  ticketId,
   verifyProof,
 } from '../../src/protocol/handshake.js';
 import { expectThrows } from '../helpers/errors.js';
@@ -208,5 +209,26 @@ describe('resumeProofKey (a resume proves the ticket as well as the resume key)'
     const other = Buffer.from(rk);
     other[0]! ^= 1;
     expect(resumeProofKey(secret, other).equals(k)).toBe(false);
+  });
+});
+
+describe('ticketId (the ticket\'s public name in HELLO)', () => {
+  it('is HMAC-SHA256(secret, "postcopy ticket id v1") cut to 16 bytes, in lower-case hex', () => {
+    // Computed apart with Python's hmac module.
+    expect(ticketId(parseTicket(SECRET))).toBe('7c55bf74cf3b16aab6b6f3d9948b3c09');
+    expect(ticketId(parseTicket(SECRET))).toHaveLength(TICKET_ID_HEX_CHARS);
+  });
+
+  it('depends on the secret only (not the expiry), and never shows the secret', () => {
+    fc.assert(
+      fc.property(fc.string({ minLength: 16, maxLength: 64 }).filter((s) => s.trim() === s && !s.includes('\n') && !s.startsWith('#') && !s.startsWith('expires=')), (secret) => {
+        const id = ticketId({ secret: Buffer.from(secret) });
+        expect(id).toMatch(/^[0-9a-f]{32}$/);
+        expect(ticketId({ secret: Buffer.from(secret), expiresAt: 1 })).toBe(id);
+        expect(ticketId({ secret: Buffer.from(`${secret}x`) })).not.toBe(id);
+        expect(id).not.toContain(Buffer.from(secret).toString('hex').slice(0, 8));
+      }),
+      fcParams(),
+    );
   });
 });
