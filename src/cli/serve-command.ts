@@ -10,7 +10,7 @@ import { checkPrivateDir } from '../common/private-dir.js';
 import { parseHostPort, type Endpoint } from '../link/connect.js';
 import { BandwidthPool } from '../service/bandwidth-pool.js';
 import { startControlApi } from '../service/control-api.js';
-import { listenFds } from '../service/listen-fds.js';
+import { FD_NAMES, fdNamed, takeListenFds } from '../service/listen-fds.js';
 import { ServiceMetrics } from '../service/metrics.js';
 import { startMetricsServer } from '../service/metrics-server.js';
 import { SharedMigrationPort } from '../service/migration-port.js';
@@ -75,7 +75,8 @@ export async function runServe(argv: string[]): Promise<number> {
   }
   // Everything is checked before anything listens: one line and exit 2 for a mistake.
   const { logLevel, tls } = checkAgentOptions(values);
-  const fds = listenFds();
+  const activated = takeListenFds();
+  const fds = { migration: fdNamed(activated, FD_NAMES.migration), control: fdNamed(activated, FD_NAMES.control), metrics: fdNamed(activated, FD_NAMES.metrics) };
   const root = resolve(required(values, 'root'));
   checkStateDir(root, '--root');
   if (statSync(root, { throwIfNoEntry: false })) checkPrivateDir(root, '--root');

@@ -89,8 +89,3 @@ export function deriveResumeKey(ticketSecret: Buffer, sourceNonce: string, destN
 export function resumeProofKey(ticketSecret: Buffer, resumeKey: Buffer): Buffer {
   return createHmac('sha256', ticketSecret).update('postcopy-v1|resume-proof|').update(resumeKey).digest();
 }
-
-/** PLACEHOLDER until wt-port merges (take theirs). */
-export function ticketId(ticket: Ticket): string {
-  return createHmac('sha256', ticket.secret).update('postcopy ticket id v1').digest().subarray(0, 16).toString('hex');
-}
