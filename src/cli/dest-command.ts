@@ -86,8 +86,8 @@ on, and each SIGTERM tries the move again.
 
 ${EXIT_HELP}`;
 
-export async function runDest(argv: string[]): Promise<number> {
-  const { values } = parseCommandArgs(argv, {
+/** `postcopy dest`'s options (the service's `submit dest` takes them too, less those the service provides). */
+export const DEST_OPTIONS = {
     ...AGENT_OPTIONS,
     ...NBD_EXPORT_OPTIONS,
     listen: { type: 'string' },
@@ -106,7 +106,10 @@ export async function runDest(argv: string[]): Promise<number> {
     'fallback-after': { type: 'string' },
     force: { type: 'boolean' },
     'away-report-interval': { type: 'string' },
-  });
+} as const;
+
+export async function runDest(argv: string[]): Promise<number> {
+  const { values } = parseCommandArgs(argv, DEST_OPTIONS);
   if (values.help) {
     process.stdout.write(DEST_HELP + '\n');
     return EXIT.OK;

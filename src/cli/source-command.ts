@@ -62,8 +62,8 @@ signal is refused (said on stderr) and a second one exits 5, keeping the state d
 
 ${EXIT_HELP}`;
 
-export async function runSource(argv: string[]): Promise<number> {
-  const { values } = parseCommandArgs(argv, {
+/** `postcopy source`'s options (the service's `submit source` takes them too, less those the service provides). */
+export const SOURCE_OPTIONS = {
     ...AGENT_OPTIONS,
     connect: { type: 'string' },
     image: { type: 'string' },
@@ -79,7 +79,10 @@ export async function runSource(argv: string[]): Promise<number> {
     'write-ratio': { type: 'string' },
     'ram-used': { type: 'string' },
     seed: { type: 'string' },
-  });
+} as const;
+
+export async function runSource(argv: string[]): Promise<number> {
+  const { values } = parseCommandArgs(argv, SOURCE_OPTIONS);
   if (values.help) {
     process.stdout.write(SOURCE_HELP + '\n');
     return EXIT.OK;

@@ -2,7 +2,8 @@
 // call of the JobService. A route or an operation the document has and this table lacks fails at start-up.
 import type { ValidateFunction } from 'ajv/dist/2020.js';
 import { type JobService, type SubmitRequest } from './job-types.js';
-import { HTTP_METHODS, pointerToken, type OpenApiSchemas } from './openapi.js';
+import { HTTP_METHODS, pointerToken } from './openapi-document.js';
+import type { OpenApiSchemas } from './openapi.js';
 
 /** What a handler answers: a status and a JSON body (none for 204), and headers beyond Content-Type. */
 export interface Answer {

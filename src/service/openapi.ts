@@ -1,11 +1,8 @@
-// The control API's OpenAPI document (schema/openapi.v1.json) compiled by ajv: the one source of truth for the
-// routes, what a request body may hold (control-api.ts checks each) and what each answer is (the conformance test).
-import { readFileSync } from 'node:fs';
+// The control API's OpenAPI document compiled by ajv: the one source of truth for what a request body may hold
+// (control-api.ts checks each) and what each answer is (the conformance test).
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
-
-/** schema/ ships beside dist/ in the package: two levels up from src/service and from dist/service alike. */
-export const OPENAPI_DOCUMENT_URL = new URL('../../schema/openapi.v1.json', import.meta.url);
+import { loadOpenApiDocument, pointerToken, type OpenApiDocument } from './openapi-document.js';
 
 /** The document's own key in ajv: schemas are reached as `openapi.v1#/json/pointer`. */
 const DOCUMENT_KEY = 'openapi.v1';
@@ -13,40 +10,12 @@ const DOCUMENT_KEY = 'openapi.v1';
 /** OpenAPI's top-level fields: not JSON Schema keywords, so ajv's strict mode is told they are known. */
 const OPENAPI_ROOT_FIELDS = ['openapi', 'info', 'jsonSchemaDialect', 'servers', 'paths', 'webhooks', 'components', 'security', 'tags', 'externalDocs'];
 
-export const HTTP_METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'] as const;
-
-export interface OpenApiResponse {
-  $ref?: string;
-  description?: string;
-  headers?: Record<string, unknown>;
-  content?: Record<string, { schema: unknown }>;
-}
-
-export interface OpenApiOperation {
-  operationId: string;
-  requestBody?: { required?: boolean; content: Record<string, { schema: unknown }> };
-  responses: Record<string, OpenApiResponse>;
-}
-
-export type OpenApiPathItem = Partial<Record<(typeof HTTP_METHODS)[number], OpenApiOperation>> & { parameters?: unknown[] };
-
-export interface OpenApiDocument {
-  paths: Record<string, OpenApiPathItem>;
-  components: { schemas: Record<string, unknown>; responses: Record<string, OpenApiResponse> };
-  'x-postcopy-unrouted': { responses: Record<string, OpenApiResponse> };
-}
-
-/** A JSON pointer's token: `/` and `~` escaped (RFC 6901). */
-export function pointerToken(s: string): string {
-  return s.replace(/~/g, '~0').replace(/\//g, '~1');
-}
-
 /** The document and its schemas, each compiled once, on first use. */
 export class OpenApiSchemas {
   readonly document: OpenApiDocument;
   readonly #ajv: Ajv2020;
 
-  constructor(document: OpenApiDocument = JSON.parse(readFileSync(OPENAPI_DOCUMENT_URL, 'utf8')) as OpenApiDocument) {
+  constructor(document: OpenApiDocument = loadOpenApiDocument()) {
     this.document = document;
     // Strict: an unknown keyword or a typo in the document fails here, not silently at a request.
     this.#ajv = new Ajv2020({ strict: true, allowUnionTypes: true });

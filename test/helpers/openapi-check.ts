@@ -3,7 +3,8 @@
 // response without content). Reused by the lead's test against the real service. Route matching is its own here,
 // not the server's: a server that routes wrongly is caught, not agreed with.
 import http from 'node:http';
-import { HTTP_METHODS, OpenApiSchemas, pointerToken, type OpenApiResponse } from '../../src/service/openapi.js';
+import { HTTP_METHODS, pointerToken, type OpenApiResponse } from '../../src/service/openapi-document.js';
+import { OpenApiSchemas } from '../../src/service/openapi.js';
 
 export interface ApiAnswer {
   method: string;
