@@ -39,7 +39,9 @@ export function apiRequest(socketPath: string, method: string, path: string, bod
       res.on('error', reject);
     });
     req.on('error', reject);
-    req.end(payload);
+    // end(payload) alone would make node declare a Content-Length: written first, the body goes chunked.
+    if (o.chunked && payload !== undefined) req.write(payload);
+    req.end(o.chunked ? undefined : payload);
   });
 }
 
