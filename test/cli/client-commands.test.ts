@@ -1,5 +1,6 @@
 // The CLI clients against a real control API (on a temp socket, with the in-memory JobService): what each sends,
 // prints (lines, or the API's JSON with --json) and exits with; --watch until the job ends; no service at all.
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -152,10 +153,31 @@ describe('postcopy jobs, status, abort, set-speed', () => {
 });
 
 describe('no service', () => {
-  it('one clear line naming the socket, exit 1', async () => {
+  it('no socket: one clear line naming it, exit 1', async () => {
     const missing = join(dir, 'none.sock');
     expect(await runJobs(['--control', missing])).toBe(1);
     expect(err).toBe(`postcopy jobs: no control socket at ${missing}: is 'postcopy serve' running? (--control PATH names another socket)\n`);
+  });
+
+  it('a socket nobody answers on (its service killed): one clear line, exit 1', async () => {
+    const stale = join(dir, 'stale.sock');
+    const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+    await new Promise((r) => child.once('exit', r));
+    expect(await runStatus(['a1', '--control', stale])).toBe(1);
+    expect(err).toBe(`postcopy status: nothing answers on ${stale} (a socket left by a service that is gone?): is 'postcopy serve' running?\n`);
+  });
+
+  it('status --watch waits through a restart of the service and sees the job end', async () => {
+    service.jobs.set('a1', jobStatus('a1', 'source', { state: 'running', phase: 'streaming' }));
+    const watching = runStatus(['a1', '--watch', ...C]);
+    await waitUntil(() => service.calls.includes('get a1'), 'the first poll');
+    await api.close();
+    await waitUntil(() => err.includes('waiting up to'), 'the watcher to notice');
+    service.update('a1', { state: 'completed', phase: 'completed' });
+    api = await startControlApi({ path: sock, service, log: silentLogger() });
+    expect(await watching).toBe(0);
+    expect(err).toBe(`postcopy status: no control socket at ${sock}: is 'postcopy serve' running? (--control PATH names another socket); waiting up to 60 s\n`);
+    expect(out.trimEnd().split('\n').at(-1)).toMatch(/^a1 {2}source {2}completed/);
   });
 });
 
