@@ -38,10 +38,9 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
   const server = http.createServer(
     { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS },
     (req, res) => {
-      answerRequest(req, routes, opts.service, log).then(
-        (answer) => send(res, answer),
-        (e: unknown) => send(res, errorAnswer(e, req, log)),
-      );
+      void answerRequest(req, routes, opts.service, log)
+        .catch((e: unknown) => errorAnswer(e, req, log))
+        .then((answer) => send(res, answer, log));
     },
   );
   let socketFile: SocketFile | null = null;
@@ -139,18 +138,25 @@ function errorAnswer(e: unknown, req: http.IncomingMessage, log: Logger): Answer
   return errorBody(500, 'internal', "internal error (the service's log says more)");
 }
 
-function send(res: http.ServerResponse, answer: Answer): void {
+function send(res: http.ServerResponse, answer: Answer, log: Logger): void {
   if (res.headersSent || res.destroyed) return;
+  let text: string | undefined;
+  try {
+    text = answer.body === undefined ? undefined : JSON.stringify(answer.body);
+  } catch (e) {
+    // A status the service cannot have meant (a BigInt, a cycle): our bug, answered like any other.
+    answer = errorAnswer(e, res.req, log);
+    text = JSON.stringify(answer.body);
+  }
   const req = res.req;
   // A body not read (or not read to its end: refused) is drained by node after the answer, within the request
   // timeout, so the connection stays in step and the client reads this answer instead of a reset.
   if (!req.complete) req.resume();
   const headers: Record<string, string | number> = { ...answer.headers };
-  if (answer.body === undefined) {
+  if (text === undefined) {
     res.writeHead(answer.status, headers).end();
     return;
   }
-  const text = JSON.stringify(answer.body);
   headers['Content-Type'] = 'application/json';
   headers['Content-Length'] = Buffer.byteLength(text);
   res.writeHead(answer.status, headers).end(text);
