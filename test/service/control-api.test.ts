@@ -183,6 +183,7 @@ describe('the job routes', () => {
     expect(logLines.filter((l) => /marbles/.test(l))).toHaveLength(ALL_OPERATIONS.length);
     expect(JSON.parse(logLines.find((l) => /marbles/.test(l))!)).toMatchObject({ level: 50, msg: 'control API: request failed', err: { message: expect.stringMatching(/marbles/) } });
   });
+
   it('500 when the service answers with what JSON cannot hold (a BigInt): logged, and the service keeps answering', async () => {
     service.get = (id) => ({ ...jobStatus(id, 'source'), dataTotalBytes: 10n }) as never;
     const r = await call('GET', '/v1/jobs/j1');
