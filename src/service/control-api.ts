@@ -3,6 +3,7 @@
 import http from 'node:http';
 import type { Logger } from '../common/logger.js';
 import { PRIVATE_FILE_MODE } from '../common/constants.js';
+import { UsageError } from '../common/errors.js';
 import { listenUnix, removeSocketFile, type SocketFile } from '../nbd/socket-file.js';
 import { ApiError, type JobService } from './job-types.js';
 import { ControlRoutes, type Answer } from './control-routes.js';
@@ -52,6 +53,13 @@ export async function startControlApi(opts: ControlApiOptions): Promise<ControlA
         resolve();
       });
     });
+    // The socket's file mode is the API's only access control: a TCP socket handed over would let anyone in. (A Unix
+    // socket adopted by fd has no address node can name: null; a TCP one has its host and port.)
+    const address = server.address();
+    if (typeof address === 'object' && address !== null) {
+      server.close();
+      throw new UsageError('PC_ERR_USAGE', `the control socket handed over (fd ${opts.fd}) is not a Unix socket: the control API is served on a Unix socket only (its mode decides who may drive the service)`);
+    }
   } else {
     // Bound in a fresh 0700 directory beside the path, chmod 0600, then linked into place (listenUnix): the socket
     // is never reachable at a wider mode. A umask around listen() would leave no window either, but the umask is
