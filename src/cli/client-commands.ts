@@ -17,6 +17,9 @@ export const WATCH_INTERVAL_MS = 1000;
 /** `status --watch` waits this long for a service that stops answering (a restart) before it gives up. */
 export const WATCH_UNREACHABLE_LIMIT_MS = 60_000;
 
+/** Generated help lines are wrapped at the width of the other commands' help text. */
+const HELP_WIDTH = 104;
+
 /** Options whose value is a file on this host: sent absolute, since the service's working directory is not ours. */
 const PATH_OPTIONS = new Set(['image', 'ticket-file', 'qmp', 'serial-log', 'nbd-socket', 'nbd-tls-cert', 'nbd-tls-key', 'nbd-tls-ca', 'fallback']);
 
@@ -148,7 +151,7 @@ export async function runSubmit(argv: string[]): Promise<number> {
   if (!JOB_ROLES.includes(role as JobRole)) throw new UsageError('PC_ERR_USAGE', `submit takes 'source' or 'dest' first, got '${role}'`);
   const kinds = submitOptionKinds(role as JobRole);
   const jobOptions = Object.fromEntries(Object.entries(kinds).map(([name, type]) => [name, { type }]));
-  const a = parseClientArgs(rest, { ...jobOptions, id: { type: 'string' } }, [], SUBMIT_HELP);
+  const a = parseClientArgs(rest, { ...jobOptions, id: { type: 'string' } }, [], `${SUBMIT_HELP}\n\n${roleOptionsHelp(role, kinds)}`);
   if (!a) return EXIT.OK;
   const options: Record<string, string | boolean> = {};
   for (const name of Object.keys(kinds)) {
@@ -163,6 +166,17 @@ export async function runSubmit(argv: string[]): Promise<number> {
   const job = (reply as { body: JobStatus }).body;
   print(a.json, job, () => [`submitted: ${jobColumns(job).join('  ')}`]);
   return EXIT.OK;
+}
+
+/** The options a role's job takes, from the document, wrapped to the help's width. */
+function roleOptionsHelp(role: string, kinds: Record<string, 'string' | 'boolean'>): string {
+  const words = Object.entries(kinds).map(([name, type]) => (type === 'boolean' ? `--${name}` : `--${name} V`));
+  const lines: string[] = [`A ${role} job takes:`];
+  for (const w of words) {
+    if (lines.length === 1 || lines.at(-1)!.length + w.length + 2 > HELP_WIDTH) lines.push(`  ${w}`);
+    else lines[lines.length - 1] += `, ${w}`;
+  }
+  return lines.join('\n');
 }
 
 export async function runJobs(argv: string[]): Promise<number> {

@@ -182,6 +182,16 @@ describe('no service', () => {
 });
 
 describe('help', () => {
+  it('submit ROLE --help adds the options that role\'s job takes, from the document', async () => {
+    expect(await runSubmit(['source', '--help'])).toBe(0);
+    expect(out.startsWith(SUBMIT_HELP)).toBe(true);
+    const list = out.slice(out.indexOf('A source job takes:'));
+    expect(list).toMatch(/--connect V, --image V, --ticket-file V/);
+    expect(list).toMatch(/--postcopy-ram(,|\n)/);
+    expect(list).not.toMatch(/--events|--state-dir|--tls-cert|--force/);
+    expect(Math.max(...list.split('\n').map((l) => l.length))).toBeLessThanOrEqual(104);
+  });
+
   it.each([
     ['submit', () => runSubmit(['--help']), SUBMIT_HELP],
     ['jobs', () => runJobs(['--help']), JOBS_HELP],
