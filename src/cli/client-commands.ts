@@ -170,13 +170,17 @@ export async function runSubmit(argv: string[]): Promise<number> {
 
 /** The options a role's job takes, from the document, wrapped to the help's width. */
 function roleOptionsHelp(role: string, kinds: Record<string, 'string' | 'boolean'>): string {
-  const words = Object.entries(kinds).map(([name, type]) => (type === 'boolean' ? `--${name}` : `--${name} V`));
-  const lines: string[] = [`A ${role} job takes:`];
-  for (const w of words) {
-    if (lines.length === 1 || lines.at(-1)!.length + w.length + 2 > HELP_WIDTH) lines.push(`  ${w}`);
-    else lines[lines.length - 1] += `, ${w}`;
+  const items = Object.entries(kinds).map(([name, type], i, all) => `--${name}${type === 'boolean' ? '' : ' V'}${i < all.length - 1 ? ',' : ''}`);
+  const lines: string[] = [];
+  let line = '';
+  for (const item of items) {
+    if (line !== '' && line.length + 1 + item.length > HELP_WIDTH) {
+      lines.push(line);
+      line = '';
+    }
+    line = line === '' ? `  ${item}` : `${line} ${item}`;
   }
-  return lines.join('\n');
+  return [`A ${role} job takes:`, ...lines, line].join('\n');
 }
 
 export async function runJobs(argv: string[]): Promise<number> {
