@@ -48,8 +48,8 @@ export async function checkSocketPath(path: string, option = '--nbd-socket'): Pr
  * else can reach the socket there, whatever the umask), chmod it, then hard-link it into place. link(2)
  * fails if anything appeared at path meanwhile, so we never replace what we did not check.
  */
-export async function listenUnix(server: net.Server, path: string, mode: number): Promise<SocketFile> {
-  const state = await checkSocketPath(path);
+export async function listenUnix(server: net.Server, path: string, mode: number, option = '--nbd-socket'): Promise<SocketFile> {
+  const state = await checkSocketPath(path, option);
   const privateDir = await mkdtemp(join(dirname(path), `.${basename(path)}.`));
   const bound = join(privateDir, 's');
   try {
@@ -63,7 +63,7 @@ export async function listenUnix(server: net.Server, path: string, mode: number)
     await chmod(bound, mode);
     if (state === 'stale') await unlink(path).catch(() => undefined);
     await link(bound, path).catch((e: NodeJS.ErrnoException) => {
-      throw new UsageError('PC_ERR_USAGE', `--nbd-socket ${path}: ${e.code === 'EEXIST' ? 'a file appeared there while we started; it is left alone' : e.message}`);
+      throw new UsageError('PC_ERR_USAGE', `${option} ${path}: ${e.code === 'EEXIST' ? 'a file appeared there while we started; it is left alone' : e.message}`);
     });
     const st = await lstat(path);
     return { path, dev: st.dev, ino: st.ino };
