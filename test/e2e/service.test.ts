@@ -2,8 +2,8 @@
 // migrations submitted at once each way with --max-jobs 2, aborts while queued, before cut-over (rolled back) and
 // after it (refused), one job capped live by set-speed, the service on D SIGKILLed mid-way and restarted, every job
 // ending as it must and every completed image byte-exact. A real Prometheus scrapes both services meanwhile.
-import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, randomFillSync, writeFileSync, writeSync } from 'node:fs';
+import { randomBytes, randomFillSync } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateDemoImage } from '../../src/guest/image-gen.js';
@@ -11,7 +11,7 @@ import { compareImages } from '../../src/guest/verify.js';
 import type { JobStatus } from '../../src/service/job-types.js';
 import { startPrometheus } from '../helpers/prometheus.js';
 import { waitUntil } from '../helpers/wait.js';
-import { ControlClient } from './helpers/control.js';
+import { ControlClient, pollUntil } from './helpers/control.js';
 import { freePort, startAgent, Teardown, workDir, type Agent } from './helpers/processes.js';
 
 const MiB = 1024 * 1024;
@@ -158,6 +158,7 @@ describe('host service', () => {
     }
     expect((await a.api.job('ab-3')).state).toBe('completed');
     const rate = measuredRate(samples, 40 * MiB);
+    console.log(`service e2e: ab-3 capped at ${cap / MiB} MiB/s moved at ${(rate / MiB).toFixed(2)} MiB/s over ${samples.length} API samples`);
     expect(rate / cap, `ab-3 moved at ${(rate / MiB).toFixed(2)} MiB/s under a cap of ${cap / MiB} MiB/s`).toBeGreaterThan(0.9);
     expect(rate / cap).toBeLessThan(1.1);
     for (const c of await promChecks) {
@@ -171,6 +172,7 @@ describe('host service', () => {
     const ab5 = await b.api.job('ab-5');
     expect(ab5.phase).toBe('postcopy');
     expect(ab5.dataProcessedBytes).toBeLessThan(ab5.dataTotalBytes * 0.9);
+    console.log(`service e2e: SIGKILL of B with ab-5 at ${((100 * ab5.dataProcessedBytes) / ab5.dataTotalBytes).toFixed(0)} % (${ab5.phase})`);
     b.proc!.child.kill('SIGKILL');
     await b.proc!.exit;
     await startService(b);
@@ -201,14 +203,6 @@ describe('host service', () => {
     expect(await prometheus.value('postcopy_job_data_processed_bytes{job_id="ab-4",role="source"}')).toBe(done.dataProcessedBytes);
   }, 300_000);
 });
-
-async function pollUntil(pred: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await pred())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** Bytes per second between 20 % and 90 % of the image: past the start (before the cap took hold) and the last window. */
 function measuredRate(samples: Array<{ at: number; bytes: number }>, total: number): number {

@@ -1,64 +1,61 @@
-// The control API from a test: JSON over HTTP/1.1 on the service's Unix socket, as any fleet manager would call it.
-import { request } from 'node:http';
+// The control API from a test, as a fleet manager calls it: JSON over HTTP/1.1 on the service's Unix socket. Every
+// answer is held to schema/openapi.v1.json on the way (a route that answers otherwise than documented fails the test).
 import type { JobStatus } from '../../../src/service/job-types.js';
+import { apiRequest, OpenApiChecker } from '../../helpers/openapi-check.js';
 
 export interface ApiAnswer<T = unknown> {
   status: number;
   body: T;
 }
 
-export function callApi<T = unknown>(socketPath: string, method: string, path: string, body?: unknown): Promise<ApiAnswer<T>> {
-  return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const req = request({ socketPath, method, path, headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {} }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString();
-        try {
-          resolve({ status: res.statusCode ?? 0, body: (text ? JSON.parse(text) : null) as T });
-        } catch (e) {
-          reject(new Error(`${method} ${path}: not JSON (${res.statusCode}): ${text.slice(0, 200)}`, { cause: e }));
-        }
-      });
-    });
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
+type ErrorBody = { error: { code: string; message: string } };
 
-/** A service's jobs through its API. */
+/** A service's jobs through its API, every answer checked against the document. */
 export class ControlClient {
   readonly socketPath: string;
-  constructor(socketPath: string) {
+  readonly checker: OpenApiChecker;
+
+  constructor(socketPath: string, checker = new OpenApiChecker()) {
     this.socketPath = socketPath;
+    this.checker = checker;
+  }
+
+  async call<T>(method: string, path: string, body?: unknown): Promise<ApiAnswer<T>> {
+    const answer = await apiRequest(this.socketPath, method, path, body);
+    return { status: answer.status, body: this.checker.check(answer) as T };
   }
 
   async submit(role: 'source' | 'dest', id: string, options: Record<string, string | boolean>): Promise<JobStatus> {
-    const r = await callApi<JobStatus>(this.socketPath, 'POST', '/v1/jobs', { role, id, options });
-    if (r.status !== 201) throw new Error(`submit ${id}: ${r.status} ${JSON.stringify(r.body)}`);
-    return r.body;
+    return this.#ok(await this.call<JobStatus>('POST', '/v1/jobs', { role, id, options }), 201, `submit ${id}`);
   }
 
   async job(id: string): Promise<JobStatus> {
-    const r = await callApi<JobStatus>(this.socketPath, 'GET', `/v1/jobs/${id}`);
-    if (r.status !== 200) throw new Error(`GET ${id}: ${r.status} ${JSON.stringify(r.body)}`);
-    return r.body;
+    return this.#ok(await this.call<JobStatus>('GET', `/v1/jobs/${id}`), 200, `GET ${id}`);
   }
 
   async jobs(): Promise<JobStatus[]> {
-    const r = await callApi<{ jobs: JobStatus[] }>(this.socketPath, 'GET', '/v1/jobs');
-    if (r.status !== 200) throw new Error(`GET /v1/jobs: ${r.status}`);
-    return r.body.jobs;
+    return this.#ok(await this.call<{ jobs: JobStatus[] }>('GET', '/v1/jobs'), 200, 'GET /v1/jobs').jobs;
   }
 
-  abort(id: string): Promise<ApiAnswer<JobStatus & { error: { code: string; message: string } }>> {
-    return callApi(this.socketPath, 'POST', `/v1/jobs/${id}/abort`);
+  abort(id: string): Promise<ApiAnswer<JobStatus & ErrorBody>> {
+    return this.call('POST', `/v1/jobs/${id}/abort`);
   }
 
   async setSpeed(id: string, bytesPerSecond: number | null): Promise<JobStatus> {
-    const r = await callApi<JobStatus>(this.socketPath, 'POST', `/v1/jobs/${id}/speed`, { bytesPerSecond });
-    if (r.status !== 200) throw new Error(`speed ${id}: ${r.status} ${JSON.stringify(r.body)}`);
-    return r.body;
+    return this.#ok(await this.call<JobStatus>('POST', `/v1/jobs/${id}/speed`, { bytesPerSecond }), 200, `speed ${id}`);
+  }
+
+  #ok<T>(a: ApiAnswer<T>, status: number, what: string): T {
+    if (a.status !== status) throw new Error(`${what}: ${a.status} ${JSON.stringify(a.body)}`);
+    return a.body;
+  }
+}
+
+/** Resolves once `pred()` holds (an API call, say), polled every 50 ms; fails naming `what` after `timeoutMs`. */
+export async function pollUntil(pred: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await pred())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
