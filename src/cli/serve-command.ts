@@ -18,10 +18,10 @@ import { HostService } from '../service/service.js';
 import { optional, parseCommandArgs } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
 import { checkAgentOptions, checkSocketPath, checkStateDir } from './preflight.js';
+import { DEFAULT_CONTROL_PATH } from './control-client.js';
 import { serviceJobLauncher } from './service-jobs.js';
 import { parseIntArg, parseRate } from './sizes.js';
 
-export const DEFAULT_CONTROL_PATH = '/run/postcopy/control.sock';
 const DEFAULT_MAX_JOBS = 2;
 
 export const SERVE_HELP = `Usage: postcopy serve --root DIR --listen HOST:PORT [--control PATH] [options]

@@ -101,7 +101,15 @@ describe('host service', () => {
     // All at once: each dest job first (its source finds it queued or waiting, never unknown), then its source.
     for (const p of plans) await p.to.api.submit('dest', p.id, { image: paths.get(p.id)!.dst, 'ticket-file': tickets.get(p.id)!, ...p.dest });
     for (const p of plans) {
-      await p.from.api.submit('source', p.id, { connect: `127.0.0.1:${p.to.port}`, image: paths.get(p.id)!.src, 'ticket-file': tickets.get(p.id)!, 'connect-timeout': '600', ...p.source });
+      const options = { connect: `127.0.0.1:${p.to.port}`, image: paths.get(p.id)!.src, 'ticket-file': tickets.get(p.id)!, 'connect-timeout': '600', ...p.source };
+      if (p.from === a) {
+        await p.from.api.submit('source', p.id, options);
+        continue;
+      }
+      // B's source jobs through the CLI client, as an operator would submit them.
+      const flags = Object.entries(options).flatMap(([k, v]) => (v === true ? [`--${k}`] : [`--${k}`, String(v)]));
+      const submit = startAgent(['submit', 'source', '--control', b.control, '--id', p.id, '--json', ...flags]);
+      expect((await submit.exit).code, submit.stderr()).toBe(0);
     }
     for (const h of [a, b]) {
       const jobs = await h.api.jobs();
@@ -196,6 +204,13 @@ describe('host service', () => {
       }
     }
     expect((await b.api.job('ab-5')).reconnects).toBeGreaterThan(0);
+    // The CLI client lists what the API does.
+    const listing = startAgent(['jobs', '--control', a.control, '--json']);
+    let listed = '';
+    listing.child.stdout!.on('data', (c: Buffer) => (listed += c.toString()));
+    expect((await listing.exit).code, listing.stderr()).toBe(0);
+    const viaCli = (JSON.parse(listed) as { jobs: JobStatus[] }).jobs.map((j) => [j.id, j.role, j.state]);
+    expect(viaCli).toEqual((await a.api.jobs()).map((j) => [j.id, j.role, j.state]));
 
     // A finished job's figure reads the same through Prometheus and the API.
     const done = await a.api.job('ab-4');
