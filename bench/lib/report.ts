@@ -62,6 +62,7 @@ export function renderMarkdown(r: BenchResults, svgPrefix: string): string {
     }
     const ours = b.contenders.find((c) => c.id === 'postcopy');
     if (ours?.transferSec) L.push('', `Ours, cut-over→complete (D's events): ${fmtSpread(ours.transferSec, 2)} s. Peak RSS: S ${fmtSpread(ours.rssMiB?.source, 0)} MiB, D ${fmtSpread(ours.rssMiB?.dest, 0)} MiB.`);
+    if (b.serviceOverNbdkit) L.push('', `Jobs between two running \`postcopy serve\` (submit → both completed, through the control API) ÷ nbdcopy from a running nbdkit, per round: ${fmtSpread(b.serviceOverNbdkit, 2)} (neither pays a process start-up).`);
     L.push('', `![bulk](${svgPrefix}bulk.svg)`, '');
   }
 

@@ -8,6 +8,7 @@ import type { BenchImage } from '../lib/images.js';
 import { Server, freshOutput, start, timed, waitConnectable, freePort } from '../lib/proc.js';
 import { spread, type Spread } from '../lib/stats.js';
 import { cleanRun, cpuSec, migrate, type MigrationRun } from './migrate.js';
+import { ServicePair } from './service.js';
 import { kibToMiB, sec } from '../lib/units.js';
 
 const SENDER = fileURLToPath(new URL('../baselines/pipe-sender.js', import.meta.url));
@@ -42,6 +43,8 @@ export interface BulkResult {
   moved: { bulkBytes: number; demandBytes: number; zeroSkipped: number };
   /** Ours: bytes moved in bulk / (cut-over → complete). */
   bulkMiBps: Spread;
+  /** The same migration as jobs between two running services ÷ nbdcopy from a running nbdkit, per round. */
+  serviceOverNbdkit: Spread;
 }
 
 interface Contender {
@@ -76,7 +79,11 @@ export async function runBulk(
   const pipeTcp = new Server('pipe-sender-tcp', start(process.execPath, [SENDER, image.path, String(pPort)], { log: join(dir, 'pipe-sender.log') }));
   const pipeUnix = new Server('pipe-sender-unix', start(process.execPath, [SENDER, image.path, pSock], { log: join(dir, 'pipe-sender.log') }));
   servers.push(qemu, nbdkit, pipeTcp, pipeUnix);
+  let services: ServicePair | null = null;
   try {
+    // Started once, before the rounds, like the NBD servers: a run pays no process start-up.
+    services = await ServicePair.start(join(dir, `${o.tag}.services`));
+    const pair = services;
     await Promise.all([waitConnectable({ port: qPort }), waitConnectable({ port: kPort }), waitConnectable({ port: pPort }), waitConnectable({ path: pSock })]);
     const withServer = async (server: Server | null, cmd: string, args: string[]): Promise<RunRecord> => {
       freshOutput(out);
@@ -102,6 +109,16 @@ export async function runBulk(
             transferMs: m.transferMs,
             mig: m,
           };
+        },
+      },
+      {
+        id: 'postcopy-service',
+        label: 'postcopy jobs between running services',
+        run: async () => {
+          freshOutput(out);
+          const r = await pair.migrate(image.path, out);
+          if (r.error) log(`  postcopy-service: ${r.error}`);
+          return { wallMs: r.wallMs, cpuSec: r.sourceCpuSec + r.destCpuSec, serverCpuSec: r.sourceCpuSec, clientCpuSec: r.destCpuSec, ok: r.ok };
         },
       },
       { id: 'pipe-tcp', label: 'Node socket pipe, TCP (writeSync)', run: () => withServer(pipeTcp, process.execPath, [RECEIVER, String(pPort), out]) },
@@ -156,6 +173,8 @@ export async function runBulk(
     const bulkMiBps = spread(
       ours.filter((r) => r.ok).map((r) => Number((r.mig?.destSummary as Record<string, number> | null)?.bytesFetchedBulk ?? NaN) / 2 ** 20 / ((r.transferMs ?? NaN) / 1000)),
     );
+    const service = runs.get('postcopy-service')!;
+    const serviceOverNbdkit = spread(runs.get('nbdcopy-nbdkit')!.map((r, i) => (r.ok && service[i]?.ok ? service[i]!.wallMs / r.wallMs : NaN)));
     const { dataRuns: _drop, ...img } = image;
     return {
       image: img,
@@ -163,8 +182,10 @@ export async function runBulk(
       contenders: results,
       moved: { bulkBytes: ds.bytesFetchedBulk ?? NaN, demandBytes: ds.bytesFetchedDemand ?? NaN, zeroSkipped: ds.zeroBytesSkipped ?? NaN },
       bulkMiBps,
+      serviceOverNbdkit,
     };
   } finally {
+    await services?.stop();
     for (const s of servers) await s.stop();
   }
 }

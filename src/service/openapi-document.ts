@@ -1,10 +1,15 @@
 // The control API's OpenAPI document (schema/openapi.v1.json) as data: its shape, where it is, and what a submit's
 // options may be per role. No ajv here: the CLI clients read the option names without paying for a compiler.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { JobRole } from './job-types.js';
 
-/** schema/ ships beside dist/ in the package: two levels up from src/service and from dist/service alike. */
-export const OPENAPI_DOCUMENT_URL = new URL('../../schema/openapi.v1.json', import.meta.url);
+/**
+ * schema/ ships beside dist/ in the package: two levels up from src/service and from dist/service alike; the
+ * benchmarks' build (dist/bench/src/service) finds it four levels up.
+ */
+export const OPENAPI_DOCUMENT_URL = [new URL('../../schema/openapi.v1.json', import.meta.url), new URL('../../../../schema/openapi.v1.json', import.meta.url)].find(
+  (url) => existsSync(url),
+) ?? new URL('../../schema/openapi.v1.json', import.meta.url);
 
 export const HTTP_METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'] as const;
 
