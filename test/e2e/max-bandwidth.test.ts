@@ -3,11 +3,9 @@
 // streaming period, and arrives byte-exact; a guest's demand reads under a tiny cap wait far less than the cap
 // would make a block wait.
 import { join } from 'node:path';
-import { randomFillSync } from 'node:crypto';
-import { closeSync, openSync, writeSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { compareImages } from '../../src/guest/verify.js';
-import { freePort, readEvents, startAgent, waitForEvent, workDir, Teardown, type EventLine } from './helpers/processes.js';
+import { freePort, readEvents, startAgent, waitForEvent, workDir, writeRandomImage, Teardown, type EventLine } from './helpers/processes.js';
 
 const MiB = 1024 * 1024;
 const KiB = 1024;
@@ -21,16 +19,6 @@ function setup(name: string) {
   return { ...w, src: join(w.dir, 'src.img'), dst: join(w.dir, 'dst.img'), dstEvents: join(w.dir, 'dst.jsonl'), srcEvents: join(w.dir, 'src.jsonl') };
 }
 
-/** Random bytes throughout: no hole, no zero run, so every byte of it crosses the link and costs the cap. */
-function writeRandomImage(path: string, size: number): void {
-  const fd = openSync(path, 'w');
-  const buf = Buffer.alloc(MiB);
-  try {
-    for (let at = 0; at < size; at += MiB) writeSync(fd, randomFillSync(buf), 0, Math.min(MiB, size - at), at);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /**
  * Bytes per second of a bulk counter over the streaming period: from the first progress sample past 10 % of the

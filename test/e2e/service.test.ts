@@ -2,8 +2,8 @@
 // migrations submitted at once each way with --max-jobs 2, aborts while queued, before cut-over (rolled back) and
 // after it (refused), one job capped live by set-speed, the service on D SIGKILLed mid-way and restarted, every job
 // ending as it must and every completed image byte-exact. A real Prometheus scrapes both services meanwhile.
-import { randomBytes, randomFillSync } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateDemoImage } from '../../src/guest/image-gen.js';
@@ -12,22 +12,12 @@ import type { JobStatus } from '../../src/service/job-types.js';
 import { startPrometheus } from '../helpers/prometheus.js';
 import { waitUntil } from '../helpers/wait.js';
 import { ControlClient, pollUntil } from './helpers/control.js';
-import { freePort, startAgent, Teardown, workDir, type Agent } from './helpers/processes.js';
+import { freePort, startAgent, Teardown, workDir, writeRandomImage, type Agent } from './helpers/processes.js';
 
 const MiB = 1024 * 1024;
 const teardown = new Teardown();
 afterEach(() => teardown.run());
 
-/** An image of random bytes: nothing for S to skip as zeroes, so the bulk rate is the data rate. */
-function randomImage(path: string, size: number): void {
-  const fd = openSync(path, 'w', 0o600);
-  const buf = Buffer.alloc(MiB);
-  try {
-    for (let off = 0; off < size; off += MiB) writeSync(fd, randomFillSync(buf), 0, MiB, off);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 interface Host {
   name: string;
@@ -85,7 +75,7 @@ describe('host service', () => {
     for (const [i, p] of plans.entries()) {
       const src = join(w.dir, p.from.name, 'images', `${p.id}.src.img`);
       const dst = join(w.dir, p.to.name, 'images', `${p.id}.dst.img`);
-      if (p.random) randomImage(src, p.size);
+      if (p.random) writeRandomImage(src, p.size);
       else generateDemoImage(src, p.size, 100 + i);
       paths.set(p.id, { src, dst });
     }

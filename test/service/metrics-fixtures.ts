@@ -4,34 +4,21 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { JobStatus } from '../../src/service/job-types.js';
+import { jobStatus as fullStatus } from '../helpers/fake-job-service.js';
 
+/** A running dest job's status with every field filled (the fake service's builder), `over` on top. */
 export function jobStatus(over: Partial<JobStatus> & Pick<JobStatus, 'id'>): JobStatus {
-  return {
-    role: 'dest',
+  return fullStatus(over.id, over.role ?? 'dest', {
     state: 'running',
     phase: 'postcopy',
-    sessionId: null,
     createdAt: '2026-01-01T00:00:00.000Z',
-    startedAt: null,
-    endedAt: null,
     dataTotalBytes: 0,
     dataProcessedBytes: 0,
     dataRemainingBytes: 0,
     bytesOnlyOnSource: 0,
-    rateBytesPerSecond: null,
-    etaSeconds: null,
-    downtimeMs: null,
-    demandLatency: { count: 0, p50Ms: null, p99Ms: null },
-    reconnects: 0,
-    bytesByClass: { urgent: 0, bulk: 0 },
-    speedLimitBytesPerSecond: null,
-    effectiveLimitBytesPerSecond: null,
     maxDowntimeMs: null,
-    pastCutover: false,
-    error: null,
-    options: {},
     ...over,
-  };
+  });
 }
 
 export interface Sample {

@@ -1,7 +1,7 @@
 // Start the real `postcopy` CLI (the built dist/) as child processes and read their JSON-lines events.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes, randomFillSync } from 'node:crypto';
+import { chmodSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { expect } from 'vitest';
@@ -126,5 +126,17 @@ export class Teardown {
     for (const a of agents) if (a.child.exitCode === null && a.child.signalCode === null) a.child.kill('SIGKILL');
     await Promise.all(agents.map((a) => a.exit));
     for (const fn of later.reverse()) await fn();
+  }
+}
+
+/** An image of random bytes: nothing for S to skip as zeroes, so a bulk rate measured on it is the data rate. */
+export function writeRandomImage(path: string, size: number): void {
+  const MiB = 1024 * 1024;
+  const fd = openSync(path, 'w', 0o600);
+  const buf = Buffer.alloc(MiB);
+  try {
+    for (let at = 0; at < size; at += MiB) writeSync(fd, randomFillSync(buf), 0, Math.min(MiB, size - at), at);
+  } finally {
+    closeSync(fd);
   }
 }
