@@ -1,12 +1,12 @@
 // `postcopy serve`: the host service. One process per host runs every migration of the host, both roles, as jobs:
 // one migration port for all incoming migrations, a JSON control API on a 0600 Unix socket, Prometheus metrics.
 import { statSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { UsageError } from '../common/errors.js';
 import { nullEvents } from '../common/events.js';
 import { createRootLogger } from '../common/logger.js';
 import { checkPrivateDir } from '../common/private-dir.js';
+import { isLoopback, onlyLoopback } from '../common/loopback.js';
 import { parseHostPort, type Endpoint } from '../link/connect.js';
 import { BandwidthPool } from '../service/bandwidth-pool.js';
 import { startControlApi } from '../service/control-api.js';
@@ -15,9 +15,9 @@ import { ServiceMetrics } from '../service/metrics.js';
 import { startMetricsServer } from '../service/metrics-server.js';
 import { SharedMigrationPort } from '../service/migration-port.js';
 import { HostService } from '../service/service.js';
-import { optional, parseCommandArgs } from './args.js';
+import { optional, parseCommandArgs, required } from './args.js';
 import { EXIT, EXIT_HELP } from './exit-codes.js';
-import { checkAgentOptions, checkSocketPath, checkStateDir } from './preflight.js';
+import { checkAgentOptions, checkSocketPath, checkStateDir, listenFailure } from './preflight.js';
 import { DEFAULT_CONTROL_PATH } from './control-client.js';
 import { serviceJobLauncher } from './service-jobs.js';
 import { parseIntArg, parseRate } from './sizes.js';
@@ -81,17 +81,26 @@ export async function runServe(argv: string[]): Promise<number> {
   checkStateDir(root, '--root');
   if (statSync(root, { throwIfNoEntry: false })) checkPrivateDir(root, '--root');
   const listen = fds.migration === undefined ? parseHostPort(required(values, 'listen'), '--listen') : null;
-  if (listen && !tls && values['insecure-plaintext'] !== true) checkLoopback(listen, '--listen', 'add --tls-cert, --tls-key and --tls-ca, or --insecure-plaintext on a trusted network');
+  const plaintextAllowed = tls !== undefined || values['insecure-plaintext'] === true;
+  const migrationFix = 'add --tls-cert, --tls-key and --tls-ca, or --insecure-plaintext on a trusted network';
+  if (listen && !plaintextAllowed && !(await onlyLoopback(listen.host, '--listen'))) throw offLoopback('--listen', listen, migrationFix);
   const controlPath = optional(values, 'control') ?? DEFAULT_CONTROL_PATH;
   if (fds.control === undefined) await checkSocketPath(controlPath, '--control');
   const metricsListen = fds.metrics === undefined && values['metrics-listen'] !== undefined ? parseHostPort(String(values['metrics-listen']), '--metrics-listen') : null;
-  if (metricsListen && !tls) checkLoopback(metricsListen, '--metrics-listen', 'add --tls-cert, --tls-key and --tls-ca');
+  if (metricsListen && !tls && !(await onlyLoopback(metricsListen.host, '--metrics-listen'))) throw offLoopback('--metrics-listen', metricsListen, 'add --tls-cert, --tls-key and --tls-ca');
   const maxJobs = parseIntArg(optional(values, 'max-jobs') ?? String(DEFAULT_MAX_JOBS), '--max-jobs', 1, 10_000);
   const maxBandwidth = values['max-bandwidth'] === undefined ? null : parseRate(String(values['max-bandwidth']), '--max-bandwidth');
 
   const log = createRootLogger({ level: logLevel, name: 'postcopy-serve' });
   const port = new SharedMigrationPort({ ...(listen ? { listen } : { fd: fds.migration! }), ...(tls ? { tls } : {}), log, events: nullEvents });
-  const bound = await port.listen();
+  const bound = await port.listen().catch((e: unknown) => {
+    throw listen ? listenFailure(e, listen, '--listen') : e;
+  });
+  // A port systemd handed over is held to the same rule, once its address is known (before anything is served).
+  if (!listen && !plaintextAllowed && !isLoopback(bound.host)) {
+    port.close();
+    throw offLoopback('the migration socket systemd passed (migration)', bound, migrationFix);
+  }
   let metrics: ServiceMetrics | null = null;
   const service = new HostService({
     root,
@@ -124,14 +133,7 @@ export async function runServe(argv: string[]): Promise<number> {
   return EXIT.OK;
 }
 
-function required(values: Record<string, string | boolean | undefined>, name: string): string {
-  const v = optional(values, name);
-  if (v === undefined || v === '') throw new UsageError('PC_ERR_USAGE', `--${name} is required`);
-  return v;
-}
-
-/** A plain-text listener is for this host only: a name or address reachable from others is refused. */
-function checkLoopback(ep: Endpoint, what: string, fix: string): void {
-  const loopback = ep.host === 'localhost' || (isIP(ep.host) === 4 ? ep.host.startsWith('127.') : ep.host === '::1');
-  if (!loopback) throw new UsageError('PC_ERR_USAGE', `${what} ${ep.host}:${ep.port} is reachable from other hosts without TLS: ${fix}; nothing was started`);
+/** A plain-text listener is for this host only: an address (or a name resolving to one) others can reach is refused. */
+function offLoopback(what: string, ep: Endpoint, fix: string): UsageError {
+  return new UsageError('PC_ERR_USAGE', `${what} ${ep.host}:${ep.port} is reachable from other hosts without TLS: ${fix}; nothing was started`);
 }
