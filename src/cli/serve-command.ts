@@ -92,6 +92,20 @@ export async function runServe(argv: string[]): Promise<number> {
   const maxBandwidth = values['max-bandwidth'] === undefined ? null : parseRate(String(values['max-bandwidth']), '--max-bandwidth');
 
   const log = createRootLogger({ level: logLevel, name: 'postcopy-serve' });
+  let metrics: ServiceMetrics | null = null;
+  const service = new HostService({
+    root,
+    maxJobs,
+    pool: new BandwidthPool(maxBandwidth),
+    launcher: serviceJobLauncher({ tls }),
+    port: { listenerFor: (ticketId) => port.listenerFor(ticketId) },
+    log,
+    observer: { demandFetch: (role, seconds) => metrics?.demandFetch(role, seconds) },
+  });
+  metrics = new ServiceMetrics(() => service.list());
+  // The root is ours before anything listens; every socket is bound (and refused, if it must be) before any job
+  // of the last run starts again: a mistake never becomes a restart loop that relaunches jobs.
+  service.claimRoot();
   const port = new SharedMigrationPort({ ...(listen ? { listen } : { fd: fds.migration! }), ...(tls ? { tls } : {}), log, events: nullEvents });
   const bound = await port.listen().catch((e: unknown) => {
     throw listen ? listenFailure(e, listen, '--listen') : e;
@@ -101,31 +115,20 @@ export async function runServe(argv: string[]): Promise<number> {
     port.close();
     throw offLoopback('the migration socket systemd passed (migration)', bound, migrationFix);
   }
-  let metrics: ServiceMetrics | null = null;
-  const service = new HostService({
-    root,
-    maxJobs,
-    pool: new BandwidthPool(maxBandwidth),
-    launcher: serviceJobLauncher({ tls }),
-    port,
-    log,
-    observer: { demandFetch: (role, seconds) => metrics?.demandFetch(role, seconds) },
-  });
-  metrics = new ServiceMetrics(() => service.list());
-  const stopped = new Promise<NodeJS.Signals>((resolveStop) => {
-    process.once('SIGTERM', () => resolveStop('SIGTERM'));
-    process.once('SIGINT', () => resolveStop('SIGINT'));
-  });
-  await service.start();
   const control = await startControlApi({ ...(fds.control === undefined ? { path: controlPath } : { fd: fds.control }), service, log });
   const metricsServer =
     fds.metrics !== undefined || metricsListen
       ? await startMetricsServer({ ...(metricsListen ? { listen: metricsListen } : { fd: fds.metrics! }), ...(tls ? { tls } : {}), metrics, log } as Parameters<typeof startMetricsServer>[0])
       : null;
+  const stopped = new Promise<NodeJS.Signals>((resolveStop) => {
+    process.once('SIGTERM', () => resolveStop('SIGTERM'));
+    process.once('SIGINT', () => resolveStop('SIGINT'));
+  });
+  await service.start();
   log.info({ root, migrationPort: bound, control: fds.control === undefined ? controlPath : 'fd', metrics: metricsServer?.address ?? null, maxJobs, maxBandwidth }, 'service ready');
 
   const signal = await stopped;
-  log.info({ signal }, 'stopping; every job\'s state is kept for the next start');
+  log.info({ signal }, 'stopping: running jobs resume at the next start with this root (a source job before cut-over rolls back, its guest stays here)');
   await control.close();
   await metricsServer?.close();
   await service.close();

@@ -131,16 +131,20 @@ async function startDestJob(values: Values, ctx: JobContext): Promise<RunningJob
     abort(reason: string): AbortAnswer {
       const answer = agent.abort(reason);
       if (answer === 'idle') {
-        void agent.close();
+        void agent.close().finally(() => nbdHold?.release());
         idleAbort!({ state: 'aborted', error: { code: 'ABORTED', message: 'aborted before any source came; nothing was started' } });
         return { accepted: true };
       }
       if (answer === 'rolling-back') return { accepted: true };
       const bytes = agent.store?.bytesOnlyOnSource ?? 0;
-      return { accepted: false, reason: `the guest's final state has reached this destination (phase ${agent.phase}): the guest runs here and the source holds ${bytes} bytes of its disk this host lacks; the migration can only finish` };
+      if (!DEST_PAST_CUTOVER.includes(agent.phase)) return { accepted: false, pastCutover: false, reason: `the migration is between steps here (phase ${agent.phase}); abort it on the source` };
+      return { accepted: false, pastCutover: true, reason: `the guest's final state has reached this destination (phase ${agent.phase}): the guest runs here and the source holds ${bytes} bytes of its disk this host lacks; the migration can only finish` };
     },
     setMaxDowntime: () => false,
-    close: () => agent.close(),
+    async close() {
+      await agent.close();
+      await nbdHold?.release();
+    },
   };
 }
 
@@ -197,9 +201,9 @@ async function startSourceJob(values: Values, ctx: JobContext, tls: TlsFiles | u
     abort(reason: string): AbortAnswer {
       if (agent.abort(reason)) return { accepted: true };
       if (agent.pastCutover) {
-        return { accepted: false, reason: `the guest runs on the destination and up to ${agent.bytesOnlyHere} bytes of its disk exist only on this source: the migration can only finish` };
+        return { accepted: false, pastCutover: true, reason: `the guest runs on the destination and up to ${agent.bytesOnlyHere} bytes of its disk exist only on this source: the migration can only finish` };
       }
-      return { accepted: false, reason: `the migration is ending already (phase ${agent.phase})` };
+      return { accepted: false, pastCutover: false, reason: `the migration is ending already (phase ${agent.phase})` };
     },
     setMaxDowntime: (ms: number) => agent.setMaxDowntime(ms),
     close: () => agent.close(),
@@ -212,7 +216,7 @@ function alreadyDone(role: JobRole): RunningJob {
   return {
     done: Promise.resolve({ state: 'completed', error: null }),
     progress: () => ({ phase: 'confirmed', sessionId: null, dataTotalBytes: 0, dataProcessedBytes: 0, bytesOnlyOnSource: 0, downtimeMs: null, demandLatency: none, reconnects: 0, bytesByClass: { urgent: 0, bulk: 0 }, maxDowntimeMs: null, pastCutover: role === 'dest' }),
-    abort: () => ({ accepted: false, reason: 'the migration is complete' }),
+    abort: () => ({ accepted: false, pastCutover: false, reason: 'the migration is complete' }),
     setMaxDowntime: () => false,
     close: async () => {},
   };

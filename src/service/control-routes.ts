@@ -24,13 +24,13 @@ const HANDLERS: Record<string, Handler> = {
   },
   listJobs: (s) => ({ status: 200, body: { jobs: s.list() } }),
   getJob: (s, id) => ({ status: 200, body: s.get(id) }),
-  removeJob: (s, id) => {
-    s.remove(id);
+  removeJob: async (s, id) => {
+    await s.remove(id);
     return { status: 204 };
   },
   abortJob: async (s, id) => ({ status: 200, body: await s.abort(id) }),
   setJobSpeed: (s, id, body) => ({ status: 200, body: s.setSpeed(id, (body as { bytesPerSecond: number | null }).bytesPerSecond) }),
-  setJobMaxDowntime: (s, id, body) => ({ status: 200, body: s.setMaxDowntime(id, (body as { ms: number }).ms) }),
+  setJobMaxDowntime: async (s, id, body) => ({ status: 200, body: await s.setMaxDowntime(id, (body as { ms: number }).ms) }),
 };
 
 export interface Operation {

@@ -43,7 +43,8 @@ export interface JobOutcome {
   error: JobError | null;
 }
 
-export type AbortAnswer = { accepted: true } | { accepted: false; reason: string };
+/** Refused: past cut-over (the guest runs on D, only finishing frees S), or the migration is ending anyway. */
+export type AbortAnswer = { accepted: true } | { accepted: false; pastCutover: boolean; reason: string };
 
 /** A job's agent, running. */
 export interface RunningJob {

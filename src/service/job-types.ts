@@ -89,9 +89,9 @@ export interface JobService {
   /** The job's own cap, live; null lifts it. Demand reads are never throttled. */
   setSpeed(id: string, bytesPerSecond: number | null): JobStatus;
   /** S's RAM cut-over budget, live (409 on D or past cut-over). */
-  setMaxDowntime(id: string, ms: number): JobStatus;
+  setMaxDowntime(id: string, ms: number): Promise<JobStatus>;
   /** A finished job's record and its directory (409 while it is queued or running). */
-  remove(id: string): void;
+  remove(id: string): Promise<void>;
 }
 
 /** What the service tells its metrics beyond the statuses: each demand fetch's latency as it is measured. */

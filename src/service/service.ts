@@ -1,8 +1,9 @@
 // The host service: every migration of the host as a job, with its record on disk, admitted up to --max-jobs per
 // role (the rest queued in order), each running the same agents the standalone commands run, its bulk traffic
 // within its share of the host's --max-bandwidth. A restart with the same root picks every job up where it was.
-import { BusyError, isPostcopyError } from '../common/errors.js';
-import { JsonLinesEvents } from '../common/events.js';
+import { deferred } from '../common/deferred.js';
+import { BusyError, RolledBackError, isPostcopyError, type PostcopyError } from '../common/errors.js';
+import { JsonLinesEvents, nullEvents } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import { join } from 'node:path';
 import { refuseConnection } from '../link/link.js';
@@ -49,6 +50,8 @@ interface Job {
 }
 
 const DEFAULT_SAMPLE_MS = 1_000;
+/** How long a stopping service waits for an agent's rollback (told by its close) to be recorded. */
+const CLOSE_SETTLE_MS = 5_000;
 
 export class HostService implements JobService {
   readonly #o: HostServiceOptions;
@@ -57,6 +60,9 @@ export class HostService implements JobService {
   readonly #log: Logger;
   #timer: NodeJS.Timeout | null = null;
   #closing = false;
+  /** Records of the last run are being read: nothing is admitted yet. */
+  #loading = true;
+  readonly #ready = deferred<void>();
 
   constructor(opts: HostServiceOptions) {
     this.#o = opts;
@@ -64,9 +70,20 @@ export class HostService implements JobService {
     this.#store = new JobStore(opts.root);
   }
 
-  /** Read the jobs of a previous run: the running ones start again (first, in their order), the queued ones queue. */
+  /**
+   * Read the jobs of a previous run: those that were running start again (first, in their order), the queued ones
+   * queue. Nothing is admitted until every record is read, so a slot freed by a job that cannot start again goes to
+   * the oldest queued job once, after the jobs that were running.
+   */
+  /** Take the root for this process (before anything listens): a second service on the same root is refused. */
+  claimRoot(): void {
+    this.#store.lock();
+  }
+
   async start(): Promise<void> {
+    this.claimRoot();
     const records = this.#store.load((dir, why) => this.#log.warn({ dir, why }, 'skipped a directory under jobs/'));
+    const wereRunning: Job[] = [];
     for (const record of records) {
       const job = this.#newJob(record);
       this.#jobs.set(record.id, job);
@@ -78,18 +95,22 @@ export class HostService implements JobService {
         this.#end(job, { state: 'failed', error: errorOf(e) });
         continue;
       }
-      if (record.state === 'queued') await this.#holdTicket(job);
+      if (record.state === 'running') wereRunning.push(job);
+      else await this.#holdTicket(job);
     }
-    const resumed = records.filter((r) => r.state === 'running').length;
-    this.#log.info({ jobs: records.length, resumed }, 'jobs loaded');
-    for (const job of this.#jobs.values()) if (job.record.state === 'running') this.#launch(job);
+    this.#log.info({ jobs: records.length, resumed: wereRunning.length }, 'jobs loaded');
+    this.#loading = false;
+    for (const job of wereRunning) this.#launch(job);
     for (const role of ['source', 'dest'] as const) this.#admit(role);
     this.#timer = setInterval(() => this.#sample(), this.#o.sampleMs ?? DEFAULT_SAMPLE_MS);
     this.#timer.unref();
+    this.#ready.resolve();
   }
 
   async submit(req: SubmitRequest): Promise<JobStatus> {
-    if (this.#closing) throw new ApiError(503, 'SHUTTING_DOWN', 'the service is stopping');
+    // A submit that comes while the jobs of the last run are read waits for them (its id and image are checked against them).
+    await this.#ready.promise;
+    if (this.#closing) throw new ApiError(409, 'SHUTTING_DOWN', 'the service is stopping; submit again once it is back');
     const id = req.id ?? this.#newId();
     if (!JOB_ID_PATTERN.test(id)) throw new ApiError(400, 'BAD_ID', `job id '${id}' must match ${JOB_ID_PATTERN.source}`);
     if (this.#jobs.has(id)) throw new ApiError(409, 'ID_TAKEN', `a job '${id}' exists already`);
@@ -119,6 +140,7 @@ export class HostService implements JobService {
       endedAt: null,
       error: null,
       speedLimitBytesPerSecond: null,
+      speedSet: false,
       maxDowntimeMs: null,
       last: null,
     };
@@ -151,7 +173,7 @@ export class HostService implements JobService {
     await job.starting;
     if (!job.running) return this.#status(job);
     const answer = job.running.abort('aborted through the control API');
-    if (!answer.accepted) throw new ApiError(409, 'PAST_CUTOVER', answer.reason);
+    if (!answer.accepted) throw new ApiError(409, answer.pastCutover ? 'PAST_CUTOVER' : 'ENDING', answer.reason);
     job.abortRequested = true;
     this.#log.warn({ job: id }, 'aborting: rolling back');
     await job.running.done;
@@ -163,14 +185,16 @@ export class HostService implements JobService {
     const job = this.#job(id);
     if (FINISHED_STATES.includes(job.record.state)) throw new ApiError(409, 'FINISHED', `job '${id}' is ${job.record.state}`);
     job.record.speedLimitBytesPerSecond = bytesPerSecond;
+    job.record.speedSet = true;
     this.#store.save(job.record);
-    job.share?.setOwnCap(bytesPerSecond ?? job.optionsCap);
+    job.share?.setOwnCap(bytesPerSecond);
     this.#log.info({ job: id, bytesPerSecond }, 'speed set');
     return this.#status(job);
   }
 
-  setMaxDowntime(id: string, ms: number): JobStatus {
+  async setMaxDowntime(id: string, ms: number): Promise<JobStatus> {
     const job = this.#job(id);
+    await job.starting;
     if (job.record.role !== 'source') throw new ApiError(409, 'NOT_SOURCE', 'the RAM cut-over budget is the source\'s: set it on the source\'s job');
     if (FINISHED_STATES.includes(job.record.state)) throw new ApiError(409, 'FINISHED', `job '${id}' is ${job.record.state}`);
     if (job.running && !job.running.setMaxDowntime(ms)) {
@@ -181,33 +205,62 @@ export class HostService implements JobService {
     return this.#status(job);
   }
 
-  remove(id: string): void {
+  async remove(id: string): Promise<void> {
     const job = this.#job(id);
     if (!FINISHED_STATES.includes(job.record.state)) throw new ApiError(409, 'NOT_FINISHED', `job '${id}' is ${job.record.state}: abort it first`);
+    this.#jobs.delete(id);
+    job.hold?.close();
+    job.hold = null;
+    // Its agent (an export still serving) lets go before its directory goes.
     const running = job.running;
     job.running = null;
-    void running?.close();
-    this.#jobs.delete(id);
+    await this.#closeAgent(job.record.id, running);
     this.#store.remove(id);
     this.#log.info({ job: id }, 'job record removed');
   }
 
-  /** Stop every agent, keeping every job's state for the next start (a service restart resumes them). */
+  /**
+   * The service stops (SIGTERM): every agent is closed and every job's record stays as it is, so the next start
+   * runs again what was running (each agent resumes from its state dir). The one exception is what the stop itself
+   * settles: a source job before cut-over rolls back when its agent closes (the guest goes on on S, D is told), and
+   * is recorded aborted, as a standalone source stopped by SIGTERM before cut-over is.
+   */
   async close(): Promise<void> {
     this.#closing = true;
     if (this.#timer) clearInterval(this.#timer);
     for (const job of this.#jobs.values()) job.hold?.close();
-    await Promise.all([...this.#jobs.values()].map(async (j) => j.running?.close()));
+    await Promise.all([...this.#jobs.values()].map((j) => j.starting));
+    await Promise.all(
+      [...this.#jobs.values()].map(async (job) => {
+        const running = job.running;
+        if (!running) return;
+        await this.#closeAgent(job.record.id, running);
+        // A source's close settles `done` (rolled back, or failed with its state kept): wait for it to be recorded.
+        // A dest agent's close settles nothing (its state dir is its record).
+        if (job.record.role === 'source') await Promise.race([running.done, new Promise((r) => setTimeout(r, CLOSE_SETTLE_MS).unref())]);
+      }),
+    );
+    this.#store.unlock();
+  }
+
+  /** An agent's close, whose failure is logged: one job's trouble never ends the service. */
+  async #closeAgent(id: string, running: RunningJob | null): Promise<void> {
+    try {
+      await running?.close();
+    } catch (e) {
+      this.#log.error({ job: id, err: errorOf(e) }, 'closing the job\'s agent failed');
+    }
   }
 
   #newJob(record: Omit<JobRecord, 'kind'>): Job {
     return { record, ticketId: null, image: '', optionsCap: null, running: null, share: null, hold: null, rate: new RateWindow(), starting: null, abortRequested: false };
   }
 
+  /** The next free `job-N`: neither a job nor a directory of one (a crash may leave one without its record). */
   #newId(): string {
     for (let n = this.#jobs.size + 1; ; n++) {
       const id = `job-${n}`;
-      if (!this.#jobs.has(id)) return id;
+      if (!this.#jobs.has(id) && !this.#store.exists(id)) return id;
     }
   }
 
@@ -227,7 +280,7 @@ export class HostService implements JobService {
 
   /** Queued jobs start, oldest first, while their role has a free slot. */
   #admit(role: JobRole): void {
-    if (this.#closing) return;
+    if (this.#closing || this.#loading) return;
     const jobs = [...this.#jobs.values()].filter((j) => j.record.role === role);
     let running = jobs.filter((j) => j.record.state === 'running').length;
     for (const job of jobs) {
@@ -247,7 +300,7 @@ export class HostService implements JobService {
     const stateDir = this.#stateDirOf(record.id);
     job.hold?.close();
     job.hold = null;
-    job.share = this.#o.pool.join(record.speedLimitBytesPerSecond ?? job.optionsCap);
+    job.share = this.#o.pool.join(this.#ownCap(job));
     const events = new JsonLinesEvents(join(this.#store.dirOf(record.id), 'events.jsonl'), record.role);
     const observer = this.#o.observer;
     log.info({ role: record.role }, 'job starting');
@@ -265,16 +318,24 @@ export class HostService implements JobService {
         });
       } catch (e) {
         events.close();
-        this.#end(job, { state: 'failed', error: errorOf(e) });
+        // The service stopping under a job being built: its record stays running, the next start builds it again.
+        if (!this.#closing) this.#end(job, { state: 'failed', error: errorOf(e) });
         return;
       } finally {
         job.starting = null;
       }
       void job.running.done.then((outcome) => {
         events.close();
+        // Stopped with the service: only a rollback is an end (a source before cut-over); anything else resumes.
+        if (this.#closing && outcome.state !== 'aborted') return;
         this.#end(job, job.abortRequested && outcome.state === 'failed' ? { ...outcome, state: 'aborted' } : outcome);
       });
     })();
+  }
+
+  /** The job's own cap: set-speed's once given (null lifts every cap), else its options' --max-bandwidth. */
+  #ownCap(job: Job): number | null {
+    return job.record.speedSet ? job.record.speedLimitBytesPerSecond : job.optionsCap;
   }
 
   /** Resolves once the job's end is recorded (its `done` handler has run). */
@@ -290,26 +351,55 @@ export class HostService implements JobService {
     record.state = outcome.state;
     record.error = outcome.error;
     record.endedAt = new Date().toISOString();
-    this.#store.save(record);
+    try {
+      this.#store.save(record);
+    } catch (e) {
+      // The end is known here and shown; a restart would find the job running and start it again.
+      this.#log.error({ job: record.id, err: errorOf(e) }, 'could not record the job\'s end');
+    }
     job.hold?.close();
     job.hold = null;
     job.share?.leave();
     job.share = null;
     // An export of the finished image keeps serving until the record is removed; anything else lets go now.
-    if (job.running && !hasExport(record.options)) void job.running.close();
+    if (job.running && !hasExport(record.options)) void this.#closeAgent(record.id, job.running);
+    // A source that comes for a dest job that ended is told so at once, not "busy" until its connect timeout.
+    if (record.role === 'dest' && outcome.state !== 'completed') void this.#refuseTicket(job);
     (outcome.state === 'completed' ? this.#log.info.bind(this.#log) : this.#log.warn.bind(this.#log))({ job: record.id, state: outcome.state, error: outcome.error }, 'job ended');
     if (wasRunning) this.#admit(record.role);
   }
 
   /** A queued dest job's ticket answers "busy, retry" on the port, so its source waits for it instead of failing. */
   async #holdTicket(job: Job): Promise<void> {
-    if (job.record.role !== 'dest' || job.ticketId === null || job.record.state !== 'queued') return;
+    if (job.record.role !== 'dest' || job.record.state !== 'queued') return;
     const id = job.record.id;
-    const listener = this.#o.port.listenerFor(job.ticketId)({ listen: { host: '', port: 0 }, log: this.#log, events: { emit() {}, setSession() {}, close() {} } }, (socket, _peer, settled) => {
-      refuseConnection(socket, new BusyError('PC_ERR_BUSY', `migration job '${id}' is queued on the destination; retry`));
+    await this.#answerTicket(job, () => new BusyError('PC_ERR_BUSY', `migration job '${id}' is queued on the destination; retry`), () => job.record.state === 'queued');
+  }
+
+  /** A dest job that ended without completing: its source is refused for good, until the record is removed. */
+  async #refuseTicket(job: Job): Promise<void> {
+    const { id, state } = job.record;
+    await this.#answerTicket(job, () => new RolledBackError('PC_ERR_ROLLBACK', `migration job '${id}' on the destination is ${state}: nothing to migrate into`), () => this.#jobs.get(id) === job);
+  }
+
+  /** Hold the job's ticket on the port with a refusal, while `stillWanted()` (checked again once registered). */
+  async #answerTicket(job: Job, refusal: () => PostcopyError, stillWanted: () => boolean): Promise<void> {
+    if (job.ticketId === null) return;
+    const listener = this.#o.port.listenerFor(job.ticketId)({ listen: { host: '', port: 0 }, log: this.#log, events: nullEvents }, (socket, _peer, settled) => {
+      refuseConnection(socket, refusal());
       settled();
     });
-    await listener.listen();
+    try {
+      await listener.listen();
+    } catch (e) {
+      this.#log.warn({ job: job.record.id, err: errorOf(e) }, 'could not hold the job\'s ticket on the migration port');
+      return;
+    }
+    // Admitted (or removed) meanwhile: the agent registers the ticket itself now.
+    if (!stillWanted() || this.#closing) {
+      listener.close();
+      return;
+    }
     job.hold = listener;
   }
 
@@ -344,7 +434,7 @@ export class HostService implements JobService {
       demandLatency: p?.demandLatency ?? { count: 0, p50Ms: null, p99Ms: null },
       reconnects: p?.reconnects ?? 0,
       bytesByClass: p?.bytesByClass ?? { urgent: 0, bulk: 0 },
-      speedLimitBytesPerSecond: record.speedLimitBytesPerSecond ?? job.optionsCap,
+      speedLimitBytesPerSecond: this.#ownCap(job),
       effectiveLimitBytesPerSecond: job.share ? job.share.effective : null,
       maxDowntimeMs: record.role === 'source' ? (p?.maxDowntimeMs ?? record.maxDowntimeMs) : null,
       pastCutover: p?.pastCutover ?? false,

@@ -113,7 +113,7 @@ describe('host service', () => {
     for (const h of [a, b]) {
       const r = await h.api.abort('ab-6');
       expect(r.status).toBe(200);
-      expect(r.body.state).toBe('aborted');
+      expect(r.body).toMatchObject({ state: 'aborted', startedAt: null, error: { code: 'ABORTED' } });
     }
 
     // ab-1 during its RAM pre-copy: rolled back, on both sides.
@@ -174,6 +174,18 @@ describe('host service', () => {
     b.proc!.child.kill('SIGKILL');
     await b.proc!.exit;
     await startService(b);
+
+    // Then the service on S (A) stopped by SIGTERM, as a unit restart does, while ab-5 still streams: it exits 0,
+    // keeps the job running in its record, and resumes it when started again.
+    await pollUntil(async () => (await a.api.job('ab-5')).reconnects > 0 || (await b.api.job('ab-5')).reconnects > 0, 'ab-5 resumed after the kill', 60_000);
+    const ab5s = await a.api.job('ab-5');
+    expect(ab5s).toMatchObject({ state: 'running', pastCutover: true });
+    expect(ab5s.dataProcessedBytes).toBeLessThan(ab5s.dataTotalBytes * 0.9);
+    console.log(`service e2e: SIGTERM of A with ab-5 at ${((100 * ab5s.dataProcessedBytes) / ab5s.dataTotalBytes).toFixed(0)} %`);
+    a.proc!.child.kill('SIGTERM');
+    expect((await a.proc!.exit).code, a.proc!.stderr()).toBe(0);
+    await startService(a);
+    expect((await a.api.job('ab-5')).state).toBe('running');
 
     // Every job ends as planned, on both hosts.
     for (const h of [a, b]) await pollUntil(async () => (await h.api.jobs()).every(finished), `every job on ${h.name} finished`, 180_000);

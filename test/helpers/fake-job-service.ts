@@ -81,18 +81,19 @@ export class FakeJobService implements JobService {
 
   setSpeed(id: string, bytesPerSecond: number | null): JobStatus {
     this.#call(`setSpeed ${id} ${bytesPerSecond}`);
-    this.#find(id);
+    const job = this.#find(id);
+    if (FINISHED_STATES.includes(job.state)) throw new ApiError(409, 'FINISHED', `job '${id}' is ${job.state}`);
     return this.update(id, { speedLimitBytesPerSecond: bytesPerSecond, effectiveLimitBytesPerSecond: bytesPerSecond });
   }
 
-  setMaxDowntime(id: string, ms: number): JobStatus {
+  async setMaxDowntime(id: string, ms: number): Promise<JobStatus> {
     this.#call(`setMaxDowntime ${id} ${ms}`);
     const job = this.#find(id);
     if (job.role !== 'source') throw new ApiError(409, 'not_source', `job '${id}' is a dest job: the RAM budget is the source's`);
     return this.update(id, { maxDowntimeMs: ms });
   }
 
-  remove(id: string): void {
+  async remove(id: string): Promise<void> {
     this.#call(`remove ${id}`);
     const job = this.#find(id);
     if (!FINISHED_STATES.includes(job.state)) throw new ApiError(409, 'not_finished', `job '${id}' is ${job.state}: abort it first`);

@@ -142,7 +142,7 @@ describe('the job routes', () => {
     expect((await call('POST', '/v1/jobs/nope/abort')).status).toBe(404);
   });
 
-  it('POST /v1/jobs/ID/speed: 200 capped and lifted (null), 400 for 0 / a string / no field, 404 unknown', async () => {
+  it('POST /v1/jobs/ID/speed: 200 capped and lifted (null), 400 for 0 / a string / no field, 404 unknown, 409 finished', async () => {
     const capped = await call('POST', '/v1/jobs/j1/speed', { bytesPerSecond: 50 * 2 ** 20 });
     expect(capped.status).toBe(200);
     expect(capped.body.speedLimitBytesPerSecond).toBe(50 * 2 ** 20);
@@ -154,6 +154,8 @@ describe('the job routes', () => {
     }
     expect(service.calls).toEqual([]);
     expect((await call('POST', '/v1/jobs/nope/speed', { bytesPerSecond: 1 })).status).toBe(404);
+    service.jobs.set('done', jobStatus('done', 'dest', { state: 'completed', phase: 'completed' }));
+    expect((await call('POST', '/v1/jobs/done/speed', { bytesPerSecond: 1 })).status).toBe(409);
   });
 
   it('POST /v1/jobs/ID/max-downtime: 200, 400 out of range, 404 unknown, 409 on a dest job', async () => {

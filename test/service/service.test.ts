@@ -1,6 +1,6 @@
 // The host service's job bookkeeping with its agents replaced by controllable fakes: admission per role, the queue's
 // order, aborts before and after cut-over, the records on disk and what a restart makes of them.
-import { mkdtempSync, rmSync, statSync, existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -21,13 +21,15 @@ const unlimited: BulkRateLimit = { bytesPerSecond: null, take() {}, onChange: ()
 /** An agent the test finishes by hand; `cutover` decides whether an abort is still accepted. */
 class FakeJob implements RunningJob {
   readonly id: string;
+  readonly role: JobRole;
   cutover = false;
   closed = false;
   maxDowntime: number | null = null;
   #resolve!: (o: JobOutcome) => void;
   readonly done = new Promise<JobOutcome>((r) => (this.#resolve = r));
-  constructor(id: string) {
+  constructor(id: string, role: JobRole) {
     this.id = id;
+    this.role = role;
   }
   finish(outcome: JobOutcome = { state: 'completed', error: null }): void {
     this.#resolve(outcome);
@@ -36,7 +38,7 @@ class FakeJob implements RunningJob {
     return { phase: this.cutover ? 'postcopy' : 'precopy', sessionId: 's-' + this.id, dataTotalBytes: 100, dataProcessedBytes: 40, bytesOnlyOnSource: 60, downtimeMs: null, demandLatency: { count: 0, p50Ms: null, p99Ms: null }, reconnects: 0, bytesByClass: { urgent: 0, bulk: 40 }, maxDowntimeMs: this.maxDowntime, pastCutover: this.cutover };
   }
   abort() {
-    if (this.cutover) return { accepted: false as const, reason: 'the guest runs on the destination' };
+    if (this.cutover) return { accepted: false as const, pastCutover: true, reason: 'the guest runs on the destination' };
     queueMicrotask(() => this.finish({ state: 'aborted', error: { code: 'PC_ERR_ROLLBACK', message: 'aborted' } }));
     return { accepted: true as const };
   }
@@ -45,8 +47,10 @@ class FakeJob implements RunningJob {
     this.maxDowntime = ms;
     return true;
   }
+  /** As the real agents: a source's close rolls back before cut-over and fails (state kept) after; a dest's settles nothing. */
   async close(): Promise<void> {
     this.closed = true;
+    if (this.role === 'source') this.finish(this.cutover ? { state: 'failed', error: { code: 'PC_ERR_LINK_CLOSED', message: 'closed' } } : { state: 'aborted', error: { code: 'PC_ERR_ROLLBACK', message: 'stopped' } });
   }
 }
 
@@ -56,8 +60,8 @@ class FakeLauncher implements JobLauncher {
     if (options.bad) throw new UsageError('PC_ERR_USAGE', '--bad is not an option');
     return { ticketId: role === 'dest' ? String(options.ticket ?? options.image) : null, image: String(options.image), bulkBytesPerSecond: null };
   }
-  async start(_role: JobRole, _options: JobOptions, ctx: JobContext): Promise<RunningJob> {
-    const job = new FakeJob(ctx.id);
+  async start(role: JobRole, _options: JobOptions, ctx: JobContext): Promise<RunningJob> {
+    const job = new FakeJob(ctx.id, role);
     this.started.push(job);
     return job;
   }
@@ -182,14 +186,29 @@ describe('host service jobs', () => {
     await waitUntil(() => launcher.started.length === 2, 'both started');
     expect(service.setSpeed('s', 1_000_000).speedLimitBytesPerSecond).toBe(1_000_000);
     expect([...pool.caps.values()]).toContain(1_000_000);
-    expect(service.setMaxDowntime('s', 300).maxDowntimeMs).toBe(300);
-    expect(() => service.setMaxDowntime('d', 300)).toThrow(expect.objectContaining({ status: 409, code: 'NOT_SOURCE' }));
+    expect((await service.setMaxDowntime('s', 300)).maxDowntimeMs).toBe(300);
+    await expect(service.setMaxDowntime('d', 300)).rejects.toMatchObject({ status: 409, code: 'NOT_SOURCE' });
     launcher.running('s').cutover = true;
-    expect(() => service.setMaxDowntime('s', 10)).toThrow(expect.objectContaining({ status: 409, code: 'PAST_CUTOVER' }));
+    await expect(service.setMaxDowntime('s', 10)).rejects.toMatchObject({ status: 409, code: 'PAST_CUTOVER' });
+    // Stopped past cut-over: the source's record stays running, and the next start runs it again.
     await service.close();
     const again = await newService(root);
     expect(again.service.get('s')).toMatchObject({ state: 'running', speedLimitBytesPerSecond: 1_000_000 });
     expect([...again.pool.caps.values()]).toContain(1_000_000);
+  });
+
+  it('refuses a root another live process holds, and takes over one whose service is gone', async () => {
+    const root = newRoot();
+    const first = await newService(root);
+    await first.service.close();
+    expect(existsSync(join(root, 'service.lock'))).toBe(false);
+    // Held by a live process (our parent stands in for another service): refused before a record is read.
+    writeFileSync(join(root, 'service.lock'), `${process.ppid}\n`, { mode: 0o600 });
+    await expect(newService(root)).rejects.toThrow(/in use by another postcopy serve/);
+    // Left by a process that is gone (a SIGKILL): replaced.
+    writeFileSync(join(root, 'service.lock'), '2147483646\n', { mode: 0o600 });
+    const second = await newService(root);
+    await second.service.close();
   });
 
   it('removes only a finished job, with its directory', async () => {
@@ -197,12 +216,12 @@ describe('host service jobs', () => {
     const { service, launcher } = await newService(root);
     await service.submit({ role: 'source', id: 's', options: { image: '/s' } });
     await waitUntil(() => launcher.started.length === 1, 'started');
-    expect(() => service.remove('s')).toThrow(expect.objectContaining({ status: 409, code: 'NOT_FINISHED' }));
+    await expect(service.remove('s')).rejects.toMatchObject({ status: 409, code: 'NOT_FINISHED' });
     launcher.running('s').finish();
     await waitUntil(() => service.get('s').state === 'completed', 'completed');
     expect(statSync(join(root, 'jobs', 's')).mode & 0o777).toBe(0o700);
     expect(statSync(join(root, 'jobs', 's', 'job.json')).mode & 0o777).toBe(0o600);
-    service.remove('s');
+    await service.remove('s');
     expect(existsSync(join(root, 'jobs', 's'))).toBe(false);
     expect(() => service.get('s')).toThrow(expect.objectContaining({ status: 404 }));
   });
@@ -241,9 +260,12 @@ describe('host service jobs', () => {
             const relaunched = h.launcher.started.map((j) => j.id);
             for (const [id, state] of before) {
               const after = h.service.get(id).state;
-              // A job running before runs again; a queued one may be admitted in the slot a finished one left.
-              if (state === 'running') expect(relaunched).toContain(id);
-              if (state !== 'queued') expect(after).toBe(state);
+              const role = submitted.find((s) => s.id === id)!.role;
+              // A job running before runs again, except a source before cut-over, which the stop rolled back (as
+              // SIGTERM does to a standalone source); a queued one may be admitted in a slot that freed up.
+              if (state === 'running' && role === 'source') expect(after).toBe('aborted');
+              else if (state === 'running') expect(relaunched).toContain(id);
+              else if (state !== 'queued') expect(after).toBe(state);
             }
           } else {
             const live = h.service.list().filter((j) => j.state === 'running' || j.state === 'queued');
