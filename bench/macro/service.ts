@@ -6,6 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { callApi } from '../../src/cli/control-client.js';
+import { AGENT_NODE_FLAGS } from '../../src/cli/node-flags.js';
 import type { JobStatus } from '../../src/service/job-types.js';
 import { freePort, processCpuSec, Server, start, waitConnectable } from '../lib/proc.js';
 
@@ -42,7 +43,7 @@ export class ServicePair {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const [sPort, dPort] = await Promise.all([freePort(), freePort()]);
     const serve = (name: string, port: number) =>
-      new Server(`postcopy serve (${name})`, start(process.execPath, [MAIN, 'serve', '--root', join(dir, `${name}-root`), '--listen', `127.0.0.1:${port}`, '--control', join(dir, `${name}.sock`), '--log-level', 'warn'], { log: join(dir, `${name}-serve.log`) }));
+      new Server(`postcopy serve (${name})`, start(process.execPath, [...AGENT_NODE_FLAGS, MAIN, 'serve', '--root', join(dir, `${name}-root`), '--listen', `127.0.0.1:${port}`, '--control', join(dir, `${name}.sock`), '--log-level', 'warn'], { log: join(dir, `${name}-serve.log`) }));
     const pair = new ServicePair(dir, serve('source', sPort), serve('dest', dPort), dPort);
     await Promise.all([waitConnectable({ path: join(dir, 'source.sock') }), waitConnectable({ path: join(dir, 'dest.sock') })]);
     return pair;
