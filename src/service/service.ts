@@ -326,9 +326,10 @@ export class HostService implements JobService {
       }
       void job.running.done.then((outcome) => {
         events.close();
+        const end = job.abortRequested && outcome.state === 'failed' ? { ...outcome, state: 'aborted' as const } : outcome;
         // Stopped with the service: only a rollback is an end (a source before cut-over); anything else resumes.
-        if (this.#closing && outcome.state !== 'aborted') return;
-        this.#end(job, job.abortRequested && outcome.state === 'failed' ? { ...outcome, state: 'aborted' } : outcome);
+        if (this.#closing && end.state !== 'aborted') return;
+        this.#end(job, end);
       });
     })();
   }
@@ -340,7 +341,7 @@ export class HostService implements JobService {
 
   /** Resolves once the job's end is recorded (its `done` handler has run). */
   async #settled(job: Job): Promise<void> {
-    while (!FINISHED_STATES.includes(job.record.state)) await new Promise((r) => setImmediate(r));
+    while (!FINISHED_STATES.includes(job.record.state) && !this.#closing) await new Promise((r) => setImmediate(r));
   }
 
   #end(job: Job, outcome: { state: 'completed' | 'failed' | 'aborted'; error: JobRecord['error'] }): void {
