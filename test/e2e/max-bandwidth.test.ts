@@ -59,20 +59,13 @@ function report(what: string, cap: number, r: { bytesPerSec: number; seconds: nu
 }
 
 describe('--max-bandwidth (two processes over TCP)', () => {
-  it('on S: the stream runs at the cap within 10 % (both sides measure it), and the image arrives byte-exact', async () => {
-    const r = await cappedMigration('cap-s', 'source', '16M/s', 48 * MiB);
-    report('S capped, measured at D', 16 * MiB, r.atD);
-    report('S capped, measured at S', 16 * MiB, r.atS);
-    for (const m of [r.atD, r.atS]) {
-      expect(m.bytesPerSec).toBeGreaterThan(0.9 * 16 * MiB);
-      expect(m.bytesPerSec).toBeLessThan(1.1 * 16 * MiB);
-    }
-  });
-
-  it('on D: the stream runs at the cap within 10 % (both sides measure it), and the image arrives byte-exact', async () => {
-    const r = await cappedMigration('cap-d', 'dest', '16M', 48 * MiB);
-    report('D capped, measured at D', 16 * MiB, r.atD);
-    report('D capped, measured at S', 16 * MiB, r.atS);
+  it.each([
+    { on: 'S', side: 'source' as const, rate: '16M/s' },
+    { on: 'D', side: 'dest' as const, rate: '16M' },
+  ])('on $on: the stream runs at the cap within 10 % (both sides measure it), and the image arrives byte-exact', async ({ on, side, rate }) => {
+    const r = await cappedMigration(`cap-${on.toLowerCase()}`, side, rate, 48 * MiB);
+    report(`${on} capped, measured at D`, 16 * MiB, r.atD);
+    report(`${on} capped, measured at S`, 16 * MiB, r.atS);
     for (const m of [r.atD, r.atS]) {
       expect(m.bytesPerSec).toBeGreaterThan(0.9 * 16 * MiB);
       expect(m.bytesPerSec).toBeLessThan(1.1 * 16 * MiB);
