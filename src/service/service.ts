@@ -9,8 +9,9 @@ import { join } from 'node:path';
 import { refuseConnection } from '../link/link.js';
 import type { DestListener, ListenerFactory } from '../link/listener.js';
 import type { BandwidthPool, PoolShare } from './bandwidth-pool.js';
-import type { JobCheck, JobLauncher, JobProgress, RunningJob } from './job-launcher.js';
-import { etaSeconds, RateWindow } from './job-rate.js';
+import type { JobCheck, JobLauncher, RunningJob } from './job-launcher.js';
+import { RateWindow } from './job-rate.js';
+import { statusOf } from './job-status.js';
 import { JOB_ID_PATTERN, JobStore, type JobRecord } from './job-store.js';
 import { ApiError, FINISHED_STATES, type JobRole, type JobService, type JobStatus, type ServiceObserver, type SubmitRequest } from './job-types.js';
 
@@ -41,7 +42,7 @@ interface Job {
   optionsCap: number | null;
   running: RunningJob | null;
   share: PoolShare | null;
-  /** A queued dest job holds its ticket on the port: its source is told "busy" and retries, not "unknown". */
+  /** D: its ticket held on the port while queued ("busy": its source retries) or once ended without completing ("gone"). */
   hold: DestListener | null;
   rate: RateWindow;
   /** Launching (its agent is being built): an abort waits for it. */
@@ -411,37 +412,12 @@ export class HostService implements JobService {
 
   #status(job: Job): JobStatus {
     const { record } = job;
-    const p: JobProgress | null = record.state === 'running' && job.running ? job.running.progress() : record.last;
-    const total = p?.dataTotalBytes ?? 0;
-    const processed = p?.dataProcessedBytes ?? 0;
-    const remaining = Math.max(0, total - processed);
-    const rate = record.state === 'running' ? job.rate.bytesPerSecond : null;
-    return {
-      id: record.id,
-      role: record.role,
-      state: record.state,
-      phase: record.state === 'running' ? (p?.phase ?? 'starting') : record.state,
-      sessionId: p?.sessionId ?? null,
-      createdAt: record.createdAt,
-      startedAt: record.startedAt,
-      endedAt: record.endedAt,
-      dataTotalBytes: total,
-      dataProcessedBytes: processed,
-      dataRemainingBytes: remaining,
-      bytesOnlyOnSource: p?.bytesOnlyOnSource ?? 0,
-      rateBytesPerSecond: rate,
-      etaSeconds: record.state === 'running' && total > 0 ? etaSeconds(remaining, rate) : null,
-      downtimeMs: p?.downtimeMs ?? null,
-      demandLatency: p?.demandLatency ?? { count: 0, p50Ms: null, p99Ms: null },
-      reconnects: p?.reconnects ?? 0,
-      bytesByClass: p?.bytesByClass ?? { urgent: 0, bulk: 0 },
-      speedLimitBytesPerSecond: this.#ownCap(job),
-      effectiveLimitBytesPerSecond: job.share ? job.share.effective : null,
-      maxDowntimeMs: record.role === 'source' ? (p?.maxDowntimeMs ?? record.maxDowntimeMs) : null,
-      pastCutover: p?.pastCutover ?? false,
-      error: record.error,
-      options: record.options,
-    };
+    const live = record.state === 'running' && job.running !== null;
+    return statusOf(record, live ? job.running!.progress() : record.last, {
+      rateBytesPerSecond: live ? job.rate.bytesPerSecond : null,
+      ownCap: this.#ownCap(job),
+      effectiveCap: job.share ? job.share.effective : null,
+    });
   }
 }
 
