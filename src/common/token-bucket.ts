@@ -102,7 +102,10 @@ export class TokenBucket implements BulkRateLimit {
 
   #refill(): void {
     const now = this.#clock.now();
-    if (this.#rate !== null) this.#tokens = Math.min(this.burstBytes, this.#tokens + (this.#rate * Math.max(0, now - this.#at)) / 1000);
+    // Idle, tokens stop at one burst. With takes waiting, every token is theirs the moment it accrues: none is cut off
+    // while a timer (whole milliseconds, and late) is due, or a take larger than a burst would get less than the rate.
+    const cap = this.#waiters.length > 0 ? Infinity : this.burstBytes;
+    if (this.#rate !== null) this.#tokens = Math.min(cap, this.#tokens + (this.#rate * Math.max(0, now - this.#at)) / 1000);
     this.#at = now;
   }
 
@@ -121,6 +124,7 @@ export class TokenBucket implements BulkRateLimit {
       this.#waiters.shift();
       w.resolve();
     }
+    if (this.#waiters.length === 0) this.#tokens = Math.min(this.#tokens, this.burstBytes);
     if (this.#waiters.length === 0 || this.#timer !== null || this.#rate === null) return;
     // When the head's next part (what it lacks, at most a burst) has accrued; timers fire late, never early enough to spin.
     const need = Math.min(this.#waiters[0]!.remaining, this.burstBytes) - this.#tokens;
