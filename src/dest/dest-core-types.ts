@@ -115,8 +115,11 @@ export type DestEvent =
   | { type: 'digests-ready'; digests: Digests }
   | { type: 'invalidated'; again: number }
   | { type: 'discarded' }
-  /** D's own I/O failed (state dir unwritable, read-back failed): the effects after it in the batch did not run. */
-  | { type: 'local-fault'; error: Failure }
+  /**
+   * D's own I/O failed (state dir unwritable, read-back failed). `skipped`: a batch stopped at the failing effect, and
+   * these after it did not run. `from`: the asynchronous effect whose work failed.
+   */
+  | { type: 'local-fault'; error: Failure; skipped?: ReadonlyArray<DestEffect['type']>; from?: DestEffect['type'] }
   | { type: 'restarted'; restart: Restart }
   /** The operator stops D (close(), SIGTERM): state kept. */
   | { type: 'stop' };

@@ -150,8 +150,16 @@ function onAdapter(state: DestState, event: Exclude<DestEvent, { type: 'peer' | 
       if (event.type === 'digests-ready') return digestsReady(state, event.digests);
       return event.type === 'local-fault' ? persistFailedAfterCutover(state, event.error) : keep(state);
     case 'invalidating':
-      if (event.type !== 'invalidated') return event.type === 'local-fault' ? persistFailedAfterCutover(state, event.error) : keep(state);
-      return invalidated(state, event.again);
+      if (event.type === 'invalidated') return invalidated(state, event.again);
+      if (event.type !== 'local-fault') return keep(state);
+      // The invalidation will not report (its batch stopped before it, or it failed itself): as any fault after cut-over.
+      if (event.from === 'invalidate' || event.skipped?.includes('invalidate')) return persistFailedAfterCutover(state, event.error);
+      // Another fault while it runs: said, and the phase waits for it. Going back to postcopy now would let a
+      // completion seen before the invalidation stand for the image's: COMPLETE with blocks missing.
+      return keep(state, [
+        { type: 'log', level: 'error', msg: 'a local fault while blocks are invalidated; waiting for the invalidation', fields: { code: event.error.code, error: event.error.message } },
+        { type: 'emit', event: 'error', fields: { code: event.error.code, message: event.error.message } },
+      ]);
     case 'awaiting-confirm':
       if (event.type === 'timer' && event.name === 'confirm-grace') {
         if (state.ctx.link === 'up') return keep({ ...state, confirmGraceArmed: false });

@@ -70,12 +70,12 @@ export class DestEffects {
 
   /** Run a batch in order; the first that fails stops it and is reported as a local fault. */
   run(effects: readonly DestEffect[]): void {
-    for (const effect of effects) {
+    for (const [i, effect] of effects.entries()) {
       try {
         this.#run(effect);
       } catch (e) {
         this.#d.log.error({ err: e, effect: effect.type }, 'a local step failed');
-        this.#host.dispatch({ type: 'local-fault', error: failureOf(e, 'PC_ERR_STATE_DIR') });
+        this.#host.dispatch({ type: 'local-fault', error: failureOf(e, 'PC_ERR_STATE_DIR'), skipped: effects.slice(i + 1).map((f) => f.type) });
         return;
       }
     }
@@ -164,7 +164,7 @@ export class DestEffects {
       case 'compute-digests':
         return this.#task(
           store!.pristineDigests().then((digests) => this.#host.dispatch({ type: 'digests-ready', digests })),
-          (err) => ({ type: 'local-fault', error: failureOf(err, 'PC_ERR_BACKEND') }),
+          (err) => ({ type: 'local-fault', error: failureOf(err, 'PC_ERR_BACKEND'), from: 'invalidate' }),
         );
       case 'invalidate':
         return this.#task(

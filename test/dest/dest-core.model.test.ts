@@ -76,7 +76,7 @@ class World {
     const batch = r.effects;
     for (let i = 0; i < batch.length; i++) {
       if (!this.apply(batch[i]!, batch, i)) {
-        this.#queue.push({ type: 'local-fault', error: { code: 'PC_ERR_STATE_DIR', message: 'state dir unwritable' } });
+        this.#queue.push({ type: 'local-fault', error: { code: 'PC_ERR_STATE_DIR', message: 'state dir unwritable' }, skipped: batch.slice(i + 1).map((e) => e.type) });
         return;
       }
     }

@@ -231,7 +231,7 @@ class Joint {
           this.causes.add('forgotten-record');
         }
         if (f.bestEffort) continue;
-        this.#dQueue.push({ type: 'local-fault', error: { code: 'PC_ERR_STATE_DIR', message: 'state dir unwritable' } });
+        this.#dQueue.push({ type: 'local-fault', error: { code: 'PC_ERR_STATE_DIR', message: 'state dir unwritable' }, skipped: r.effects.slice(r.effects.indexOf(f) + 1).map((e) => e.type) });
         break;
       }
       this.#applyD(f);
