@@ -1,5 +1,6 @@
 // A byte-rate cap for bulk traffic: what S's block server waits on before each bulk chunk and what D's pacing reads
 // (urgent traffic never consults it). Live: a new rate applies at once and wakes the waiters.
+import { SYSTEM_CLOCK, type Clock } from './clock.js';
 import { RATE_BURST_MS, RATE_MIN_BURST_BYTES } from './constants.js';
 
 /** What S's block server and D's streamer consult for bulk bytes (urgent never). */
@@ -12,19 +13,6 @@ export interface BulkRateLimit {
   onChange(listener: () => void): () => void;
 }
 
-/** Milliseconds and timers (tests bring a fake one). */
-export interface RateClock {
-  now(): number;
-  setTimer(ms: number, fire: () => void): unknown;
-  clearTimer(handle: unknown): void;
-}
-
-export const SYSTEM_RATE_CLOCK: RateClock = {
-  now: () => performance.now(),
-  setTimer: (ms, fire) => setTimeout(fire, ms).unref(),
-  clearTimer: (h) => clearTimeout(h as NodeJS.Timeout),
-};
-
 interface Waiter {
   /** Bytes still to be granted: a take larger than the burst is granted in parts as tokens accrue. */
   remaining: number;
@@ -36,7 +24,7 @@ interface Waiter {
  * granted first come, first served. Over any span from the start, bytes granted ≤ ∫ rate + burst.
  */
 export class TokenBucket implements BulkRateLimit {
-  readonly #clock: RateClock;
+  readonly #clock: Clock;
   readonly #minBurst: number;
   readonly #listeners = new Set<() => void>();
   readonly #waiters: Waiter[] = [];
@@ -45,7 +33,7 @@ export class TokenBucket implements BulkRateLimit {
   #at: number;
   #timer: unknown = null;
 
-  constructor(bytesPerSecond: number | null, clock: RateClock = SYSTEM_RATE_CLOCK, minBurstBytes = RATE_MIN_BURST_BYTES) {
+  constructor(bytesPerSecond: number | null, clock: Clock = SYSTEM_CLOCK, minBurstBytes = RATE_MIN_BURST_BYTES) {
     checkRate(bytesPerSecond);
     this.#clock = clock;
     this.#minBurst = minBurstBytes;
