@@ -10,8 +10,6 @@ export const EXIT_GRACE_MS = 200;
 export const PROGRESS_BAR_WIDTH = 30;
 /** Progress sampled (event written, bar redrawn) this often by default: smooth on a terminal, light in an events file. */
 export const DEFAULT_PROGRESS_INTERVAL_MS = 500;
-/** Rates shown are over this much time: a single interval's delta jumps with every burst of the stream. */
-export const RATE_WINDOW_MS = 3000;
 /** Off a terminal, a progress line at least this often even when nothing changed: a stall still shows. */
 export const PROGRESS_QUIET_LINE_MS = 30_000;
 

@@ -1,7 +1,7 @@
 // What the progress views say, as pure functions of the agents' progress samples: the status text of each side (a
 // bar on a terminal, plain lines elsewhere), rates over a short window, the ETA, and when a plain line is due.
 import { RAM_PAGE_SIZE } from '../protocol/constants.js';
-import { PROGRESS_BAR_WIDTH, PROGRESS_QUIET_LINE_MS, RATE_WINDOW_MS } from './constants.js';
+import { PROGRESS_BAR_WIDTH, PROGRESS_QUIET_LINE_MS } from './constants.js';
 import { formatBytes } from './sizes.js';
 
 /** D's `progress()` (the fields the view reads). */
@@ -49,31 +49,6 @@ export function etaSeconds(s: Pick<DestSample, 'bytesOnlyOnSource' | 'path'>, re
   const bottleneck = s.path?.bottleneckBytesPerSec ?? null;
   if (bottleneck !== null && bottleneck > 0) return s.bytesOnlyOnSource / bottleneck + (s.path?.minRttMs ?? 0) / 1000;
   return recentRate > 0 ? s.bytesOnlyOnSource / recentRate : null;
-}
-
-/**
- * Bytes per second of a growing counter over the last RATE_WINDOW_MS: 0 until two samples are apart in time, never
- * negative (a counter that restarts reads as idle, not as a negative rate), never NaN.
- */
-export class RateMeter {
-  readonly #samples: Array<{ t: number; bytes: number }> = [];
-
-  /** Record the counter at time `t` (ms) and return the rate over the window that ends there. */
-  sample(t: number, bytes: number): number {
-    const s = this.#samples;
-    // No counter yet (D before its store exists): nothing to measure from.
-    if (!Number.isFinite(bytes)) {
-      s.length = 0;
-      return 0;
-    }
-    if (s.length > 0 && bytes < s[s.length - 1]!.bytes) s.length = 0;
-    s.push({ t, bytes });
-    // Keep one sample at or before the window's start, so the rate always spans at least the window when it can.
-    while (s.length > 2 && s[1]!.t <= t - RATE_WINDOW_MS) s.shift();
-    const first = s[0]!;
-    const dt = (t - first.t) / 1000;
-    return dt > 0 ? (bytes - first.bytes) / dt : 0;
-  }
 }
 
 /** Bytes (or bytes per second) for a person: anything not a finite, non-negative number reads as 0. */

@@ -1,7 +1,8 @@
 // The operator's view of a migration on stderr: on a terminal a status line redrawn in place with every other line
 // (logs, notices) written whole above it; off a terminal, with --progress, plain progress lines; else nothing.
 import type { JsonLinesEvents } from '../common/events.js';
-import { LineStepper, RateMeter, statusText, type Outcome, type RamRound, type Side } from './progress.js';
+import { RateMeter } from '../common/rate-meter.js';
+import { LineStepper, statusText, type Outcome, type RamRound, type Side } from './progress.js';
 
 export type Write = (text: string) => void;
 

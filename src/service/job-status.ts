@@ -1,7 +1,6 @@
 // A job's status as the API shows it: its record, its agent's figures (live, or the last ones once it ended) and
 // what the service adds (rate and ETA, its caps).
 import type { JobProgress } from './job-launcher.js';
-import { etaSeconds } from './job-rate.js';
 import type { JobRecord } from './job-store.js';
 import type { JobStatus } from './job-types.js';
 
@@ -46,4 +45,11 @@ export function statusOf(record: Omit<JobRecord, 'kind'>, p: JobProgress | null,
     error: record.error,
     options: record.options,
   };
+}
+
+/** Seconds until `remaining` bytes are in at `rate`; null when nothing moves. */
+function etaSeconds(remaining: number, rate: number | null): number | null {
+  if (remaining === 0) return 0;
+  if (rate === null || rate <= 0) return null;
+  return Math.ceil(remaining / rate);
 }

@@ -10,7 +10,7 @@ import { refuseConnection } from '../link/link.js';
 import type { DestListener, ListenerFactory } from '../link/listener.js';
 import type { BandwidthPool, PoolShare } from './bandwidth-pool.js';
 import type { JobCheck, JobLauncher, RunningJob } from './job-launcher.js';
-import { RateWindow } from './job-rate.js';
+import { RateMeter } from '../common/rate-meter.js';
 import { statusOf } from './job-status.js';
 import { JOB_ID_PATTERN, JobStore, type JobRecord } from './job-store.js';
 import { ApiError, FINISHED_STATES, type JobRole, type JobService, type JobStatus, type ServiceObserver, type SubmitRequest } from './job-types.js';
@@ -44,9 +44,13 @@ interface Job {
   share: PoolShare | null;
   /** D: its ticket held on the port while queued ("busy": its source retries) or once ended without completing ("gone"). */
   hold: DestListener | null;
-  rate: RateWindow;
+  rate: RateMeter;
+  /** Its processed bytes' rate at the last sample (null before the first). */
+  rateNow: number | null;
   /** Launching (its agent is being built): an abort waits for it. */
   starting: Promise<void> | null;
+  /** Settles once its agent's end has been handled (recorded, or left for the next start when the service stops). */
+  recorded: Promise<void> | null;
   abortRequested: boolean;
 }
 
@@ -177,8 +181,7 @@ export class HostService implements JobService {
     if (!answer.accepted) throw new ApiError(409, answer.pastCutover ? 'PAST_CUTOVER' : 'ENDING', answer.reason);
     job.abortRequested = true;
     this.#log.warn({ job: id }, 'aborting: rolling back');
-    await job.running.done;
-    await this.#settled(job);
+    await job.recorded;
     return this.#status(job);
   }
 
@@ -254,7 +257,7 @@ export class HostService implements JobService {
   }
 
   #newJob(record: Omit<JobRecord, 'kind'>): Job {
-    return { record, ticketId: null, image: '', optionsCap: null, running: null, share: null, hold: null, rate: new RateWindow(), starting: null, abortRequested: false };
+    return { record, ticketId: null, image: '', optionsCap: null, running: null, share: null, hold: null, rate: new RateMeter(), rateNow: null, starting: null, recorded: null, abortRequested: false };
   }
 
   /** The next free `job-N`: neither a job nor a directory of one (a crash may leave one without its record). */
@@ -289,7 +292,7 @@ export class HostService implements JobService {
       if (job.record.state !== 'queued') continue;
       job.record.state = 'running';
       job.record.startedAt = new Date().toISOString();
-      this.#store.save(job.record);
+      this.#save(job.record);
       running++;
       this.#launch(job);
     }
@@ -325,13 +328,13 @@ export class HostService implements JobService {
       } finally {
         job.starting = null;
       }
-      void job.running.done.then((outcome) => {
+      job.recorded = job.running.done.then((outcome) => {
         events.close();
         const end = job.abortRequested && outcome.state === 'failed' ? { ...outcome, state: 'aborted' as const } : outcome;
         // Stopped with the service: only a rollback is an end (a source before cut-over); anything else resumes.
         if (this.#closing && end.state !== 'aborted') return;
         this.#end(job, end);
-      });
+      }).catch((e: unknown) => this.#log.error({ job: record.id, err: errorOf(e) }, 'handling the job\'s end failed'));
     })();
   }
 
@@ -340,9 +343,13 @@ export class HostService implements JobService {
     return job.record.speedSet ? job.record.speedLimitBytesPerSecond : job.optionsCap;
   }
 
-  /** Resolves once the job's end is recorded (its `done` handler has run). */
-  async #settled(job: Job): Promise<void> {
-    while (!FINISHED_STATES.includes(job.record.state) && !this.#closing) await new Promise((r) => setImmediate(r));
+  /** A record written, or the failure logged: one job's disk trouble never ends the service. */
+  #save(record: Omit<JobRecord, 'kind'>): void {
+    try {
+      this.#store.save(record);
+    } catch (e) {
+      this.#log.error({ job: record.id, state: record.state, err: errorOf(e) }, 'could not write the job\'s record');
+    }
   }
 
   #end(job: Job, outcome: { state: 'completed' | 'failed' | 'aborted'; error: JobRecord['error'] }): void {
@@ -353,12 +360,8 @@ export class HostService implements JobService {
     record.state = outcome.state;
     record.error = outcome.error;
     record.endedAt = new Date().toISOString();
-    try {
-      this.#store.save(record);
-    } catch (e) {
-      // The end is known here and shown; a restart would find the job running and start it again.
-      this.#log.error({ job: record.id, err: errorOf(e) }, 'could not record the job\'s end');
-    }
+    // Known here and shown even if the record cannot be written; a restart would then find the job running again.
+    this.#save(record);
     job.hold?.close();
     job.hold = null;
     job.share?.leave();
@@ -407,14 +410,14 @@ export class HostService implements JobService {
 
   #sample(): void {
     const now = performance.now();
-    for (const job of this.#jobs.values()) if (job.running && job.record.state === 'running') job.rate.add(now, job.running.progress().dataProcessedBytes);
+    for (const job of this.#jobs.values()) if (job.running && job.record.state === 'running') job.rateNow = Math.round(job.rate.sample(now, job.running.progress().dataProcessedBytes));
   }
 
   #status(job: Job): JobStatus {
     const { record } = job;
     const live = record.state === 'running' && job.running !== null;
     return statusOf(record, live ? job.running!.progress() : record.last, {
-      rateBytesPerSecond: live ? job.rate.bytesPerSecond : null,
+      rateBytesPerSecond: live ? job.rateNow : null,
       ownCap: this.#ownCap(job),
       effectiveCap: job.share ? job.share.effective : null,
     });

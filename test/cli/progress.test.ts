@@ -1,7 +1,8 @@
 // The progress views: the ETA, rates that are never NaN, a bar that ends at 100 %, logs whole above it, plain lines
 // one per step off a terminal, S's side, and which view a command gets.
 import { describe, expect, it } from 'vitest';
-import { DEST_SIDE, etaSeconds, RateMeter, SOURCE_SIDE, sourceStatus, statusText, type DestSample, type SourceSample } from '../../src/cli/progress.js';
+import { RateMeter } from '../../src/common/rate-meter.js';
+import { DEST_SIDE, etaSeconds, SOURCE_SIDE, sourceStatus, statusText, type DestSample, type SourceSample } from '../../src/cli/progress.js';
 import { progressMode, ProgressView, StatusLine } from '../../src/cli/terminal.js';
 import { PROGRESS_QUIET_LINE_MS } from '../../src/cli/constants.js';
 import { createRootLogger } from '../../src/common/logger.js';
