@@ -10,9 +10,9 @@ import { generateDemoImage } from '../../src/guest/image-gen.js';
 import { compareImages } from '../../src/guest/verify.js';
 import { connect } from 'node:net';
 import { apiRequest, type ApiAnswer } from '../helpers/openapi-check.js';
-import { waitUntil } from '../helpers/wait.js';
+import { pollUntil, waitUntil } from '../helpers/wait.js';
 import { assertTools, skipWithout } from '../nbd/helpers/tools.js';
-import { ControlClient, pollUntil } from './helpers/control.js';
+import { ControlClient } from './helpers/control.js';
 import { AGENT_NODE_FLAGS } from '../../src/cli/node-flags.js';
 import { CLI, freePort, startAgent, Teardown, workDir } from './helpers/processes.js';
 

@@ -9,6 +9,15 @@ export async function waitUntil(pred: () => boolean, what: string, timeoutMs = 3
   }
 }
 
+/** waitUntil for a condition that must be asked asynchronously (an API call, say): polled every `everyMs`. */
+export async function pollUntil(pred: () => Promise<boolean>, what: string, timeoutMs = 30_000, everyMs = 50): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await pred())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
 /** One turn of the event loop (setImmediate: real even where a test fakes setTimeout). */
 const turn = () => new Promise<void>((r) => setImmediate(r));
 

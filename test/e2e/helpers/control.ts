@@ -51,11 +51,3 @@ export class ControlClient {
   }
 }
 
-/** Resolves once `pred()` holds (an API call, say), polled every 50 ms; fails naming `what` after `timeoutMs`. */
-export async function pollUntil(pred: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await pred())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
