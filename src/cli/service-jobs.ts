@@ -131,7 +131,10 @@ async function startDestJob(values: Values, ctx: JobContext): Promise<RunningJob
     abort(reason: string): AbortAnswer {
       const answer = agent.abort(reason);
       if (answer === 'idle') {
-        void agent.close().finally(() => nbdHold?.release());
+        void agent
+          .close()
+          .catch((e: unknown) => ctx.log.error({ err: (e as Error).message }, 'closing the aborted dest job\'s agent failed'))
+          .finally(() => nbdHold?.release());
         idleAbort!({ state: 'aborted', error: { code: 'ABORTED', message: 'aborted before any source came; nothing was started' } });
         return { accepted: true };
       }
